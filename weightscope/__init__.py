@@ -1,0 +1,28 @@
+"""weightscope: inspect the weights of trained neural networks, whatever framework wrote them.
+
+>>> import weightscope
+>>> model = weightscope.load(weightscope.example_path())
+>>> model.layer("conv1").tensor("kernel").canonical().shape  # (out, in, kh, kw)
+(8, 1, 3, 3)
+"""
+
+from weightscope.errors import CorruptFileError, UnsupportedFormatError, WeightscopeError
+from weightscope.examples import example_path
+from weightscope.loading import load
+from weightscope.model import LAYER_KINDS, Layer, Model, ParamCounts, Tensor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LAYER_KINDS",
+    "CorruptFileError",
+    "Layer",
+    "Model",
+    "ParamCounts",
+    "Tensor",
+    "UnsupportedFormatError",
+    "WeightscopeError",
+    "__version__",
+    "example_path",
+    "load",
+]

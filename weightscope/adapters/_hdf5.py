@@ -1,0 +1,136 @@
+"""h5py helpers shared by the HDF5-based readers: lazy tensor sources and Keras-style attributes."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import h5py
+import numpy as np
+
+from weightscope.chunking import iter_slabs
+from weightscope.errors import CorruptFileError, file_error
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+class H5DatasetSource:
+    """Reads one HDF5 dataset on demand, whole or in slabs of bounded size."""
+
+    def __init__(self, dataset: h5py.Dataset, path: Path) -> None:
+        self._dataset = dataset
+        self._path = path
+        # Keras 3 stores bfloat16 as 2-byte opaque (or integer) data tagged with a dtype attribute.
+        self.is_bfloat16 = (
+            dataset.attrs.get("dtype") in ("bfloat16", b"bfloat16") and dataset.dtype.itemsize == 2
+        )
+
+    @property
+    def dtype_name(self) -> str:
+        return "bfloat16" if self.is_bfloat16 else str(self._dataset.dtype)
+
+    def _read(self, selection: tuple[slice, ...] | tuple[()]) -> np.ndarray:
+        try:
+            data = np.asarray(self._dataset[selection])
+        except (OSError, ValueError, TypeError) as exc:
+            raise file_error(
+                CorruptFileError,
+                self._path,
+                f"cannot read dataset {self._dataset.name}: {exc}",
+            ) from exc
+        if self.is_bfloat16:
+            return _bfloat16_to_float32(data.view(np.uint16))
+        return data
+
+    def read(self) -> np.ndarray:
+        return self._read(())
+
+    def chunks(self, max_elements: int) -> Iterator[np.ndarray]:
+        for slab in iter_slabs(self._dataset.shape, max_elements):
+            yield self._read(slab)
+
+
+def string_list_attr(obj: h5py.HLObject, name: str) -> list[str] | None:
+    """A list-of-strings attribute as Keras writes it, including the chunked ``name0..N`` form.
+
+    Keras splits attributes over HDF5's 64 KB header limit into ``name0``, ``name1``, ...
+    Returns None when the attribute is absent.
+    """
+    attrs = obj.attrs
+    if name in attrs:
+        return _decode_list(attrs[name])
+    if f"{name}0" not in attrs:
+        return None
+    values: list[str] = []
+    index = 0
+    while f"{name}{index}" in attrs:
+        values.extend(_decode_list(attrs[f"{name}{index}"]))
+        index += 1
+    return values
+
+
+def _decode_list(value: Any) -> list[str]:
+    array = np.atleast_1d(np.asarray(value))
+    if array.size == 0:
+        return []
+    return [item.decode("utf8") if isinstance(item, bytes) else str(item) for item in array.ravel()]
+
+
+def text_attr(obj: h5py.HLObject, name: str) -> str | None:
+    value = obj.attrs.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf8")
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value.item()
+        return value.decode("utf8") if isinstance(value, bytes) else str(value)
+    return str(value)
+
+
+class FileSlice(io.RawIOBase):
+    """A read-only window ``[start, start + length)`` of a file, so h5py can open a stored zip member
+    in place, without extracting it."""
+
+    def __init__(self, path: Path, start: int, length: int) -> None:
+        super().__init__()
+        self._file: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed in close()
+        self._start = start
+        self._length = length
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._length}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        count = max(0, min(len(view), self._length - self._pos))
+        if count == 0:
+            return 0
+        self._file.seek(self._start + self._pos)
+        got = self._file.readinto(view[:count]) or 0
+        self._pos += got
+        return got
+
+    def close(self) -> None:
+        if not self.closed:
+            self._file.close()
+        super().close()

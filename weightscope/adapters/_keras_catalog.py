@@ -1,0 +1,187 @@
+"""What weightscope knows about Keras layer classes: kinds, stored layouts, variable order,
+and how to recognise a layer when a file carries no model config."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+VECTOR_ROLES = frozenset({"bias", "gamma", "beta", "moving_mean", "moving_variance"})
+
+
+@dataclass(frozen=True)
+class KerasLayerType:
+    kind: str
+    kernel_layouts: Mapping[str, str]
+    """Native layout of each non-vector role."""
+
+
+def _conv(kind: str, layout: str) -> KerasLayerType:
+    return KerasLayerType(kind, {"kernel": layout})
+
+
+KERAS_LAYER_TYPES: dict[str, KerasLayerType] = {
+    "Conv1D": _conv("conv1d", "WIO"),
+    "Conv2D": _conv("conv2d", "HWIO"),
+    "Conv3D": _conv("conv3d", "DHWIO"),
+    "Conv1DTranspose": _conv("conv_transpose1d", "WOI"),
+    "Conv2DTranspose": _conv("conv_transpose2d", "HWOI"),
+    "Conv3DTranspose": _conv("conv_transpose3d", "DHWOI"),
+    "DepthwiseConv1D": _conv("depthwise_conv1d", "WIM"),
+    "DepthwiseConv2D": _conv("depthwise_conv2d", "HWIM"),
+    "SeparableConv1D": KerasLayerType(
+        "separable_conv1d", {"depthwise_kernel": "WIM", "pointwise_kernel": "WIO"}
+    ),
+    "SeparableConv2D": KerasLayerType(
+        "separable_conv2d", {"depthwise_kernel": "HWIM", "pointwise_kernel": "HWIO"}
+    ),
+    "Dense": _conv("dense", "IO"),
+    "BatchNormalization": KerasLayerType("batch_norm", {}),
+    "LayerNormalization": KerasLayerType("layer_norm", {}),
+    "Embedding": KerasLayerType("embedding", {"embeddings": "VE"}),
+}
+
+CLASS_ALIASES = {
+    "Convolution1D": "Conv1D",
+    "Convolution2D": "Conv2D",
+    "Convolution3D": "Conv3D",
+    "Convolution2DTranspose": "Conv2DTranspose",
+    "Convolution3DTranspose": "Conv3DTranspose",
+    "Deconvolution2D": "Conv2DTranspose",
+    "Deconvolution3D": "Conv3DTranspose",
+    "SeparableConvolution1D": "SeparableConv1D",
+    "SeparableConvolution2D": "SeparableConv2D",
+    "DepthwiseConvolution2D": "DepthwiseConv2D",
+    "BatchNormalizationV1": "BatchNormalization",
+    "BatchNormalizationV2": "BatchNormalization",
+    "SyncBatchNormalization": "BatchNormalization",
+}
+
+MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
+
+
+def canonical_class(class_name: str | None) -> str | None:
+    if class_name is None:
+        return None
+    return CLASS_ALIASES.get(class_name, class_name)
+
+
+def layer_type(class_name: str | None) -> KerasLayerType | None:
+    name = canonical_class(class_name)
+    return None if name is None else KERAS_LAYER_TYPES.get(name)
+
+
+def snake_case(class_name: str) -> str:
+    """Keras' own ``to_snake_case``: the prefix of auto-generated layer and store names."""
+    name = re.sub(r"\W+", "", class_name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+_SNAKE_TO_CLASS = {snake_case(name): name for name in KERAS_LAYER_TYPES}
+
+
+def class_from_name(name: str) -> str | None:
+    """The class behind an auto-generated name such as ``conv2d_transpose_3``."""
+    base = name.rsplit("/", 1)[-1]
+    while True:
+        if base in _SNAKE_TO_CLASS:
+            return _SNAKE_TO_CLASS[base]
+        stripped = re.sub(r"_\d+$", "", base)
+        if stripped == base:
+            return None
+        base = stripped
+
+
+def positional_roles(class_name: str, config: Mapping[str, Any] | None, count: int) -> list[str]:
+    """Roles of the numbered variables a Keras 3 weights store keeps for a layer (``vars/0``...).
+
+    Without a config, absent optional variables are guessed from ``count`` and say so in the role
+    order chosen here (see ``infer_missing``)."""
+    cfg = config or {}
+    kind = KERAS_LAYER_TYPES[class_name].kind
+    if kind == "batch_norm" or kind == "layer_norm":
+        stats = ["moving_mean", "moving_variance"] if kind == "batch_norm" else []
+        if config is None:
+            optional = ["gamma", "beta"][2 - max(0, min(2, count - len(stats))) :]
+        else:
+            optional = [
+                r
+                for r, on in (("gamma", cfg.get("scale", True)), ("beta", cfg.get("center", True)))
+                if on
+            ]
+        return [*optional, *stats]
+    if kind.startswith("separable"):
+        roles = ["depthwise_kernel", "pointwise_kernel"]
+    elif kind == "embedding":
+        roles = ["embeddings"]
+    else:
+        roles = ["kernel"]
+    if cfg.get("use_bias", True) and kind != "embedding":
+        roles.append("bias")
+    return roles
+
+
+def normalise_role(kind: str, stored_name: str) -> str:
+    """The role of a variable from its stored name: ``.../kernel:0`` -> ``kernel``."""
+    role = stored_name.rsplit("/", 1)[-1].split(":", 1)[0]
+    if kind.startswith("depthwise") and role == "depthwise_kernel":
+        return "kernel"  # Keras 2 calls it depthwise_kernel, Keras 3 kernel
+    return role
+
+
+@dataclass(frozen=True)
+class Inference:
+    class_name: str | None
+    note: str
+
+
+def infer_class(names: Sequence[str], roles: Mapping[str, Sequence[int]]) -> Inference:
+    """Recognise a layer without a config: first from Keras' auto-generated ``names``, then from
+    its variables' roles and shapes. ``roles`` maps role -> shape (empty when roles are unknown)."""
+    for name in names:
+        found = class_from_name(name)
+        if found is not None:
+            return Inference(found, f"no model config: kind read from the name {name!r}")
+    return _infer_from_roles(roles)
+
+
+def _infer_from_roles(roles: Mapping[str, Sequence[int]]) -> Inference:
+    present = set(roles)
+    if {"depthwise_kernel", "pointwise_kernel"} <= present:
+        rank = len(roles["depthwise_kernel"])
+        return Inference(
+            "SeparableConv2D" if rank == 4 else "SeparableConv1D",
+            "no model config: depthwise and pointwise kernels",
+        )
+    if "depthwise_kernel" in present:
+        rank = len(roles["depthwise_kernel"])
+        return Inference(
+            "DepthwiseConv2D" if rank == 4 else "DepthwiseConv1D",
+            "no model config: depthwise kernel",
+        )
+    if {"moving_mean", "moving_variance"} <= present:
+        return Inference("BatchNormalization", "no model config: moving statistics")
+    if "embeddings" in present:
+        return Inference("Embedding", "no model config: embeddings table")
+    kernel = roles.get("kernel")
+    if kernel is None:
+        return Inference(None, "no model config and no recognisable variables")
+    rank = len(kernel)
+    if rank == 2:
+        return Inference("Dense", "no model config: 2-D kernel")
+    if rank not in (3, 4, 5):
+        return Inference(None, f"no model config and a {rank}-D kernel")
+    dims = rank - 2
+    bias = roles.get("bias")
+    if bias is not None and len(bias) == 1 and bias[0] == kernel[-2] != kernel[-1]:
+        return Inference(
+            f"Conv{dims}DTranspose",
+            "no model config: bias length matches the kernel's second-last axis",
+        )
+    note = f"no model config: {rank}-D kernel taken as Conv{dims}D"
+    if bias is None or kernel[-1] == kernel[-2]:
+        note += " (a transposed conv cannot be ruled out)"
+    return Inference(f"Conv{dims}D", note)

@@ -1,0 +1,70 @@
+"""Open a model file: recognise its format from its bytes and hand it to the right adapter."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+from weightscope.adapters import ADAPTERS
+from weightscope.errors import (
+    CorruptFileError,
+    UnsupportedFormatError,
+    WeightscopeError,
+    file_error,
+)
+from weightscope.model import Model
+
+SNIFF_BYTES = 64
+
+# What a damaged file makes h5py, zipfile, json and numpy raise while an adapter reads it.
+_READ_ERRORS = (
+    OSError,
+    KeyError,
+    ValueError,
+    TypeError,
+    IndexError,
+    EOFError,
+    zipfile.BadZipFile,
+    json.JSONDecodeError,
+    RuntimeError,
+)
+
+
+def load(path: str | os.PathLike[str]) -> Model:
+    """Read a model file into the framework-free model. The file is opened read-only; tensor data
+    is read when first used. Close the model (or use it as a context manager) to release the file.
+
+    Raises ``WeightscopeError`` with one line naming the file and the problem.
+    """
+    file = Path(path)
+    if not file.exists():
+        raise file_error(UnsupportedFormatError, file, "no such file")
+    if file.is_dir():
+        raise file_error(UnsupportedFormatError, file, "is a directory, not a model file")
+    try:
+        with open(file, "rb") as handle:
+            head = handle.read(SNIFF_BYTES)
+    except OSError as exc:
+        raise file_error(
+            UnsupportedFormatError, file, f"cannot read: {exc.strerror or exc}"
+        ) from exc
+    if not head:
+        raise file_error(UnsupportedFormatError, file, "empty file")
+    for adapter in ADAPTERS:
+        if adapter.sniff(file, head):
+            return _load_with(adapter.FRAMEWORK, adapter.load, file)
+    raise file_error(
+        UnsupportedFormatError, file, "not a model file weightscope can read (unknown format)"
+    )
+
+
+def _load_with(framework: str, loader: Callable[[Path], Model], file: Path) -> Model:
+    try:
+        return loader(file)
+    except WeightscopeError:
+        raise
+    except _READ_ERRORS as exc:
+        raise file_error(CorruptFileError, file, f"damaged {framework} file: {exc}") from exc

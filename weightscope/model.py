@@ -1,0 +1,213 @@
+"""The framework-free model of layers and tensors that every adapter produces.
+
+Adapters fill these objects; reporters and the command line only ever read them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from weightscope import layouts
+from weightscope.chunking import DEFAULT_CHUNK_ELEMENTS
+from weightscope.stats import TensorStats, compute_stats
+
+LAYER_KINDS = (
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "conv_transpose1d",
+    "conv_transpose2d",
+    "conv_transpose3d",
+    "depthwise_conv1d",
+    "depthwise_conv2d",
+    "separable_conv1d",
+    "separable_conv2d",
+    "dense",
+    "batch_norm",
+    "layer_norm",
+    "embedding",
+    "unknown",
+)
+
+NON_TRAINABLE_ROLES = frozenset({"moving_mean", "moving_variance"})
+
+
+class TensorSource(Protocol):
+    """Where a tensor's data lives; read only when asked for."""
+
+    def read(self) -> np.ndarray:
+        """The whole tensor in its native layout."""
+        ...
+
+    def chunks(self, max_elements: int) -> Iterator[np.ndarray]:
+        """The tensor's elements in pieces of at most ``max_elements`` (any order)."""
+        ...
+
+
+class ArraySource:
+    """A tensor already in memory."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self._array = array
+
+    def read(self) -> np.ndarray:
+        return self._array
+
+    def chunks(self, max_elements: int) -> Iterator[np.ndarray]:
+        flat = self._array.reshape(-1)
+        for start in range(0, flat.size, max_elements):
+            yield flat[start : start + max_elements]
+
+
+@dataclass(eq=False)
+class Tensor:
+    """One stored weight tensor. Data is read from the file only on demand."""
+
+    name: str
+    role: str
+    native_shape: tuple[int, ...]
+    native_layout: str | None
+    dtype: str
+    trainable: bool | None
+    source: TensorSource = field(repr=False)
+    groups: int = 1
+    """Groups used to convert this tensor (only layouts with a per-group ``O`` axis need it)."""
+    _stats: TensorStats | None = field(default=None, init=False, repr=False)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.native_shape)
+
+    @property
+    def canonical_layout(self) -> str | None:
+        return None if self.native_layout is None else layouts.canonical_layout(self.native_layout)
+
+    @property
+    def canonical_shape(self) -> tuple[int, ...] | None:
+        if self.native_layout is None:
+            return None
+        return layouts.canonical_shape(self.native_shape, self.native_layout, self.groups)
+
+    def numpy(self) -> np.ndarray:
+        """The tensor in its native layout, as stored."""
+        return self.source.read()
+
+    def canonical(self) -> np.ndarray:
+        """The tensor in canonical layout: convs ``(out, in/groups, *k)``, dense ``(out, in)``."""
+        if self.native_layout is None:
+            raise ValueError(f"tensor {self.name!r} ({self.role}) has no canonical layout")
+        return layouts.to_canonical(self.numpy(), self.native_layout, self.groups)
+
+    def stats(self, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> TensorStats:
+        """Mean, std, min, max, zeros fraction, NaN and Inf counts, computed once, in chunks."""
+        if self._stats is None:
+            self._stats = compute_stats(self.source.chunks(chunk_elements))
+        return self._stats
+
+
+@dataclass(eq=False)
+class Layer:
+    """A weight-bearing layer, its tensors, and what its framework said about it."""
+
+    name: str
+    kind: str
+    tensors: list[Tensor]
+    config: dict[str, Any] = field(default_factory=dict)
+    groups: int = 1
+    inferred: bool = False
+    """True when the kind was inferred from names and shapes rather than read from a config."""
+    class_name: str | None = None
+    note: str | None = None
+    """Why the kind was inferred, or what stays ambiguous."""
+
+    @property
+    def params(self) -> int:
+        return sum(t.size for t in self.tensors)
+
+    def tensor(self, role: str) -> Tensor:
+        for tensor in self.tensors:
+            if tensor.role == role:
+                return tensor
+        roles = ", ".join(t.role for t in self.tensors)
+        raise KeyError(f"layer {self.name!r} has no {role!r} tensor (it has: {roles})")
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    total: int
+    trainable: int
+    non_trainable: int
+    unknown: int = 0
+    """Parameters whose trainability the file does not say (weights-only files)."""
+
+    def to_dict(self) -> dict[str, int]:
+        data = {
+            "total": self.total,
+            "trainable": self.trainable,
+            "non_trainable": self.non_trainable,
+        }
+        if self.unknown:
+            data["trainable_unknown"] = self.unknown
+        return data
+
+
+@dataclass(eq=False)
+class Model:
+    """A model read from a file: ordered weight-bearing layers and where they came from."""
+
+    source: Path | None
+    format: str
+    framework: str
+    framework_version: str | None
+    layers: list[Layer]
+    weightless_layers: list[str] = field(default_factory=list)
+    """Names of layers that hold no weights (pooling, flatten, ...), in model order."""
+    _resources: ExitStack = field(default_factory=ExitStack, repr=False)
+
+    @property
+    def params(self) -> ParamCounts:
+        trainable = non_trainable = unknown = 0
+        for layer in self.layers:
+            for tensor in layer.tensors:
+                if tensor.trainable is True:
+                    trainable += tensor.size
+                elif tensor.trainable is False:
+                    non_trainable += tensor.size
+                else:
+                    unknown += tensor.size
+        return ParamCounts(trainable + non_trainable + unknown, trainable, non_trainable, unknown)
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(f"no layer named {name!r}; layers: {', '.join(x.name for x in self.layers)}")
+
+    def tensors(self) -> Iterator[tuple[Layer, Tensor]]:
+        for layer in self.layers:
+            for tensor in layer.tensors:
+                yield layer, tensor
+
+    def close(self) -> None:
+        """Release the open file; tensor data can no longer be read afterwards."""
+        self._resources.close()
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        counts = self.params
+        return (
+            f"<weightscope.Model {self.framework} {self.format} from {self.source}: "
+            f"{len(self.layers)} weight layers, {counts.total:,} params>"
+        )
