@@ -6,7 +6,7 @@ import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import h5py
 import numpy as np
@@ -96,12 +96,12 @@ def text_attr(obj: h5py.HLObject, name: str) -> str | None:
 
 
 class FileSlice(io.RawIOBase):
-    """A read-only window ``[start, start + length)`` of a file, so h5py can open a stored zip member
-    in place, without extracting it."""
+    """A read-only window ``[start, start + length)`` of a file, so that h5py can open a stored
+    zip member in place, without extracting it."""
 
     def __init__(self, path: Path, start: int, length: int) -> None:
         super().__init__()
-        self._file: IO[bytes] = open(path, "rb")  # noqa: SIM115 - closed in close()
+        self._file: io.BufferedReader = open(path, "rb")  # noqa: SIM115 - closed in close()
         self._start = start
         self._length = length
         self._pos = 0

@@ -65,7 +65,7 @@ def load(path: Path) -> Model:
 
 
 def _load_hdf5(path: Path, h5: h5py.File) -> Model:
-    legacy_root = h5["model_weights"] if "model_weights" in h5 else h5
+    legacy_root = h5.get("model_weights", h5)
     if isinstance(legacy_root, h5py.Group) and string_list_attr(legacy_root, "layer_names"):
         return _load_legacy(path, h5, legacy_root)
     if "layers" in h5 or "_layer_checkpoint_dependencies" in h5:
@@ -98,7 +98,9 @@ def _load_keras_zip(path: Path) -> Model:
         h5 = h5py.File(handle, "r")
     except OSError as exc:
         handle.close()
-        raise file_error(CorruptFileError, path, f"{V3_WEIGHTS_MEMBER} is not readable HDF5: {exc}")
+        raise file_error(
+            CorruptFileError, path, f"{V3_WEIGHTS_MEMBER} is not readable HDF5: {exc}"
+        ) from exc
     try:
         version = metadata.get("keras_version") if isinstance(metadata, dict) else None
         model = _load_v3_store(path, h5, config=config, fmt="keras-v3", version=version)
@@ -123,7 +125,7 @@ def _open_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) ->
         extra_len = int.from_bytes(header[28:30], "little")
         start = info.header_offset + 30 + name_len + extra_len
         return FileSlice(path, start, info.file_size)
-    spool = tempfile.TemporaryFile()
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 - returned open, closed with the model
     try:
         with archive.open(info) as member:
             shutil.copyfileobj(member, spool, 1 << 20)
@@ -188,7 +190,8 @@ def _sublayer_configs(model_config: Any, trainable: bool = True) -> list[_LayerC
     for entry in entries if isinstance(entries, list) else []:
         if not isinstance(entry, dict):
             continue
-        config = entry.get("config") if isinstance(entry.get("config"), dict) else {}
+        raw_config = entry.get("config")
+        config: dict[str, Any] = raw_config if isinstance(raw_config, dict) else {}
         name = entry.get("name") or config.get("name")
         if not isinstance(name, str):
             continue
@@ -236,22 +239,20 @@ def _build_layer(
         note = f"Keras class {layer_config.class_name} has no canonical form in weightscope"
 
     if layer_type is not None and any(v.role is None for v in variables):
-        roles: list[str | None] = list(
-            catalog.positional_roles(
-                class_name or "", config if layer_config else None, len(variables)
-            )
+        positional = catalog.positional_roles(
+            class_name or "", config if layer_config else None, len(variables)
         )
-        if len(roles) != len(variables):
+        if len(positional) == len(variables):
+            variables = [
+                _Variable(v.stored_name, role, v.dataset)
+                for v, role in zip(variables, positional, strict=True)
+            ]
+        else:
             kind, layer_type = "unknown", None
-            note = f"{len(variables)} variables where {class_name} keeps {len(roles)}"
-            roles = [v.role for v in variables]
-        variables = [
-            _Variable(v.stored_name, role, v.dataset)
-            for v, role in zip(variables, roles, strict=True)
-        ]
+            note = f"{len(variables)} variables where {class_name} keeps {len(positional)}"
 
     groups = int(config.get("groups", 1) or 1)
-    roles = _unique_roles([v.role or f"var{i}" for i, v in enumerate(variables)])
+    roles: list[str] = _unique_roles([v.role or f"var{i}" for i, v in enumerate(variables)])
     tensors = []
     for role, variable in zip(roles, variables, strict=True):
         if layer_type is not None:
@@ -287,8 +288,8 @@ def _build_layer(
 
 
 def _unique_roles(stored: list[str]) -> list[str]:
-    """Shortest distinct suffixes of stored variable names: ``lstm/lstm_cell/kernel:0`` -> ``kernel``,
-    unless two variables of the layer would share it."""
+    """Shortest distinct suffixes of stored variable names (``lstm/lstm_cell/kernel:0`` ->
+    ``kernel``), longer only where two variables of the layer would share one."""
     parts = [name.split(":", 1)[0].split("/") for name in stored]
     depth = 1
     # a numbered store path (cell/vars/0) is only meaningful whole

@@ -1,0 +1,5 @@
+"""``python -m weightscope`` works like the ``weightscope`` command."""
+
+from weightscope.cli import run
+
+run()

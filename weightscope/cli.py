@@ -1,0 +1,178 @@
+"""The ``weightscope`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from weightscope import __version__
+from weightscope.errors import WeightscopeError
+from weightscope.examples import example_path
+from weightscope.loading import load
+from weightscope.model import Model
+
+EXIT_OK = 0
+EXIT_ERROR = 2
+PROGRESS_MIN_BYTES = 64 * 1024 * 1024
+
+DESCRIPTION = """\
+Inspect the weights of a trained neural network straight from its file, without importing
+the framework that wrote it. Convolution kernels are shown next to their canonical layout
+(out, in/groups, *kernel); dense kernels as (out, in).
+
+Reads Keras .h5 (full model or weights only, Keras 1-3), .keras and .weights.h5 files."""
+
+EPILOG = """\
+examples:
+  weightscope inspect --example              the bundled digits CNN
+  weightscope inspect model.h5 --layer conv2d every tensor of one layer, with statistics
+  weightscope inspect model.keras --json     one JSON object, for scripts
+  weightscope export model.h5 -o w.npz       canonical tensors as <layer>/<role> arrays
+
+exit status: 0 on success, 2 when a file cannot be read (one line on stderr says why)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="weightscope",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"weightscope {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    inspect = commands.add_parser(
+        "inspect",
+        help="table of layers, layouts, parameter counts and weight statistics",
+        description="One row per weight-bearing layer: kind, native -> canonical shape of its "
+        "kernel, parameters, dtype and statistics; totals as Keras' model.summary() counts them.",
+    )
+    _add_source(inspect)
+    inspect.add_argument("--layer", metavar="NAME", help="show every tensor of one layer")
+    inspect.add_argument("--json", action="store_true", help="print one JSON object (see README)")
+    inspect.add_argument(
+        "--no-stats", action="store_true", help="skip statistics (reads no tensor data)"
+    )
+
+    export = commands.add_parser(
+        "export",
+        help="write every tensor in canonical layout to a .npz",
+        description="Write each tensor, converted to canonical layout, as one array keyed "
+        "'<layer name>/<role>' in a NumPy .npz (np.load reads it). Tensors without a canonical "
+        "form are written as stored.",
+    )
+    _add_source(export)
+    export.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="output file")
+    return parser
+
+
+def _add_source(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", nargs="?", type=Path, help="model file")
+    parser.add_argument(
+        "--example", action="store_true", help="use the bundled example model instead of FILE"
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback when something fails"
+    )
+
+
+def _source(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
+    if args.example and args.file:
+        parser.error("give either FILE or --example, not both")
+    if args.example:
+        return example_path()
+    if args.file is None:
+        parser.error("FILE is required (or --example for the bundled model)")
+    return Path(args.file)
+
+
+def _compute_stats(model: Model, show_progress: bool) -> None:
+    """Reduce every tensor once, with a progress bar on a terminal when the model is large."""
+    tensors = [tensor for _, tensor in model.tensors()]
+    total_bytes = sum(t.size for t in tensors) * 4
+    if not show_progress or total_bytes < PROGRESS_MIN_BYTES or not sys.stderr.isatty():
+        for tensor in tensors:
+            tensor.stats()
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task("reading weights", total=total_bytes)
+        for tensor in tensors:
+            tensor.stats()
+            progress.advance(task, tensor.size * 4)
+
+
+def _run_inspect(args: argparse.Namespace, model: Model) -> None:
+    with_stats = not args.no_stats
+    if with_stats:
+        _compute_stats(model, show_progress=True)
+    layer = model.layer(args.layer) if args.layer else None
+    if args.json:
+        from weightscope.reporters.summary import layer_to_dict, model_to_dict
+
+        data = model_to_dict(model, with_stats)
+        if layer is not None:
+            data = {**data, "layers": [layer_to_dict(layer, with_stats)]}
+        json.dump(data, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    from rich.console import Console
+
+    from weightscope.reporters.table import layer_detail, model_table
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(
+        layer_detail(model, layer, with_stats) if layer else model_table(model, with_stats)
+    )
+
+
+def _run_export(args: argparse.Namespace, model: Model) -> None:
+    from weightscope.export import export_npz
+
+    keys = export_npz(model, args.output)
+    print(f"wrote {len(keys)} tensors in canonical layout to {args.output}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    source = _source(args, parser)
+    try:
+        with load(source) as model:
+            if args.command == "inspect":
+                _run_inspect(args, model)
+            else:
+                _run_export(args, model)
+    except WeightscopeError as exc:
+        return _fail(str(exc), args.debug)
+    except KeyError as exc:  # an unknown --layer name
+        return _fail(f"{source}: {exc.args[0]}", args.debug)
+    except BrokenPipeError:
+        sys.stderr.close()  # output piped into `head`: not an error
+        return EXIT_OK
+    except Exception as exc:
+        return _fail(f"{source}: unexpected {type(exc).__name__}: {exc}", args.debug)
+    return EXIT_OK
+
+
+def _fail(message: str, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"weightscope: {' '.join(message.split())}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,1 @@
+"""Reporters present the shared model; they never import an adapter or a framework."""

@@ -1,0 +1,155 @@
+"""The terminal tables of ``weightscope inspect``."""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from weightscope.model import Layer, Model, Tensor
+from weightscope.stats import TensorStats
+
+VECTOR_LAYOUTS = frozenset({"C"})
+
+
+def _shape(shape: tuple[int, ...] | None) -> str:
+    if shape is None:
+        return "-"
+    if len(shape) == 1:
+        return f"({shape[0]},)"
+    return "(" + ", ".join(str(s) for s in shape) + ")"
+
+
+def _num(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def principal_tensor(layer: Layer) -> Tensor | None:
+    """The tensor that stands for the layer in one-row views: its first kernel-like tensor."""
+    for tensor in layer.tensors:
+        if tensor.native_layout not in VECTOR_LAYOUTS and tensor.native_layout is not None:
+            return tensor
+    return layer.tensors[0] if layer.tensors else None
+
+
+def _kind(layer: Layer) -> Text:
+    label = layer.kind
+    if layer.kind == "unknown" and layer.class_name:
+        label = f"unknown ({layer.class_name})"
+    text = Text(label, style="yellow" if layer.kind == "unknown" else "")
+    if layer.inferred:
+        text.append("*", style="bold")
+    return text
+
+
+def _shape_cell(tensor: Tensor) -> Text:
+    text = Text(_shape(tensor.native_shape))
+    if tensor.native_layout and tensor.canonical_shape != tensor.native_shape:
+        text.append(f" {tensor.native_layout} -> ", style="dim")
+        text.append(f"{_shape(tensor.canonical_shape)} {tensor.canonical_layout}", style="cyan")
+    elif tensor.native_layout is None:
+        text.append("  no canonical form", style="dim yellow")
+    return text
+
+
+def _stats_cells(stats: TensorStats | None) -> list[str]:
+    if stats is None:
+        return ["", "", "", ""]
+    return [_num(stats.mean), _num(stats.std), _num(stats.min), _num(stats.max)]
+
+
+def model_header(model: Model) -> Text:
+    version = f" {model.framework_version}" if model.framework_version else ""
+    return Text.assemble(
+        (str(model.source), "bold"), f"  {model.format} ({model.framework}{version})"
+    )
+
+
+def model_table(model: Model, with_stats: bool = True) -> RenderableType:
+    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    table.add_column("Layer")
+    table.add_column("Kind")
+    table.add_column("Shape native -> canonical", no_wrap=True)
+    table.add_column("Params", justify="right")
+    table.add_column("dtype")
+    for title in ("mean", "std", "min", "max"):
+        table.add_column(title, justify="right")
+    for layer in model.layers:
+        main = principal_tensor(layer)
+        stats = main.stats() if (with_stats and main is not None) else None
+        table.add_row(
+            layer.name,
+            _kind(layer),
+            _shape_cell(main) if main is not None else "-",
+            f"{layer.params:,}",
+            main.dtype if main is not None else "-",
+            *_stats_cells(stats),
+        )
+    parts: list[RenderableType] = [model_header(model), table, totals_line(model)]
+    notes = footnotes(model)
+    if notes:
+        parts.append(notes)
+    return Group(*parts)
+
+
+def totals_line(model: Model) -> Text:
+    counts = model.params
+    text = Text.assemble(
+        ("Total params: ", "bold"), f"{counts.total:,}",
+        ("   Trainable: ", "bold"), f"{counts.trainable:,}",
+        ("   Non-trainable: ", "bold"), f"{counts.non_trainable:,}",
+    )  # fmt: skip
+    if counts.unknown:
+        text.append("   Trainability unknown: ", style="bold")
+        text.append(f"{counts.unknown:,} (the file has no model config)")
+    return text
+
+
+def footnotes(model: Model) -> Text | None:
+    lines = []
+    if any(layer.inferred for layer in model.layers):
+        lines.append("* kind inferred from names and shapes (the file has no model config)")
+    if model.weightless_layers:
+        lines.append(f"layers without weights: {', '.join(model.weightless_layers)}")
+    if not lines:
+        return None
+    return Text("\n".join(lines), style="dim")
+
+
+def layer_detail(model: Model, layer: Layer, with_stats: bool = True) -> RenderableType:
+    header = Text.assemble((layer.name, "bold"), "  ", _kind(layer))
+    if layer.class_name:
+        header.append(f"  class {layer.class_name}", style="dim")
+    header.append(f"  groups={layer.groups}  params={layer.params:,}")
+    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    for title in ("Role", "Stored name", "Shape native -> canonical", "dtype", "Trainable"):
+        table.add_column(title)
+    if with_stats:
+        for title in ("mean", "std", "min", "max", "zeros", "NaN", "Inf"):
+            table.add_column(title, justify="right")
+    for tensor in layer.tensors:
+        row: list[RenderableType] = [
+            tensor.role,
+            tensor.name,
+            _shape_cell(tensor),
+            tensor.dtype,
+            {True: "yes", False: "no", None: "?"}[tensor.trainable],
+        ]
+        if with_stats:
+            stats = tensor.stats()
+            row += [
+                *_stats_cells(stats),
+                f"{stats.zeros_fraction:.1%}",
+                str(stats.nan),
+                str(stats.inf),
+            ]
+        table.add_row(*row)
+    parts: list[RenderableType] = [model_header(model), header, table]
+    if layer.note:
+        parts.append(Text(f"note: {layer.note}", style="dim"))
+    config = {k: v for k, v in layer.config.items() if k not in ("dtype", "name")}
+    if config:
+        parts.append(
+            Text("config: " + ", ".join(f"{k}={v}" for k, v in config.items()), style="dim")
+        )
+    return Group(*parts)
