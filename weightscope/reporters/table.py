@@ -116,6 +116,24 @@ def footnotes(model: Model) -> Text | None:
     return Text("\n".join(lines), style="dim")
 
 
+def _config_value(value: object) -> str:
+    """Serialized Keras objects (initializers, ...) by class name and their set options."""
+    if isinstance(value, dict) and "class_name" in value:
+        options = value.get("config") or {}
+        shown = ", ".join(f"{k}={v}" for k, v in options.items() if v is not None)
+        return f"{value['class_name']}({shown})"
+    return str(value)
+
+
+def _config_value(value: object) -> str:
+    """Serialized Keras objects (initializers, ...) by class name and their set options."""
+    if isinstance(value, dict) and "class_name" in value:
+        options = value.get("config") or {}
+        shown = ", ".join(f"{k}={v}" for k, v in options.items() if v is not None)
+        return f"{value['class_name']}({shown})"
+    return str(value)
+
+
 def layer_detail(model: Model, layer: Layer, with_stats: bool = True) -> RenderableType:
     header = Text.assemble((layer.name, "bold"), "  ", _kind(layer))
     if layer.class_name:
@@ -147,9 +165,8 @@ def layer_detail(model: Model, layer: Layer, with_stats: bool = True) -> Rendera
     parts: list[RenderableType] = [model_header(model), header, table]
     if layer.note:
         parts.append(Text(f"note: {layer.note}", style="dim"))
-    config = {k: v for k, v in layer.config.items() if k not in ("dtype", "name")}
+    config = {k: v for k, v in layer.config.items() if k not in ("dtype", "name") and v is not None}
     if config:
-        parts.append(
-            Text("config: " + ", ".join(f"{k}={v}" for k, v in config.items()), style="dim")
-        )
+        shown = ", ".join(f"{k}={_config_value(v)}" for k, v in config.items())
+        parts.append(Text(f"config: {shown}", style="dim"))
     return Group(*parts)
