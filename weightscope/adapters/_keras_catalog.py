@@ -119,7 +119,8 @@ def positional_roles(class_name: str, config: Mapping[str, Any] | None, count: i
         roles = ["embeddings"]
     else:
         roles = ["kernel"]
-    if cfg.get("use_bias", True) and kind != "embedding":
+    has_bias = cfg.get("use_bias", True) if config is not None else count > len(roles)
+    if has_bias and kind != "embedding":
         roles.append("bias")
     return roles
 

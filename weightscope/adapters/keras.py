@@ -229,7 +229,11 @@ def _build_layer(
         class_name: str | None = catalog.canonical_class(layer_config.class_name)
         inferred, note = False, None
     else:
-        shapes = {v.role: v.dataset.shape for v in variables if v.role is not None}
+        shapes = {
+            catalog.normalise_role("", v.role): v.dataset.shape
+            for v in variables
+            if v.role is not None
+        }
         guess = catalog.infer_class([*hint_names, name], shapes)
         class_name, inferred, note = guess.class_name, True, guess.note
     layer_type = catalog.layer_type(class_name)
@@ -541,13 +545,24 @@ def _match_store_groups(
 
 
 def _storage_order(key: str, group: h5py.Group) -> tuple[int, str, int]:
-    """Without a config the model order is not recorded; Keras writes layers in model order, so
-    the order of their object headers in the file recovers it. Falls back to natural name order."""
+    """Without a config the model order is not recorded. Keras writes variables in model order,
+    so the file address of a layer's first dataset recovers it (group headers are not reliable:
+    HDF5 reuses freed space for them). Falls back to natural name order."""
+    addresses: list[int] = []
+
+    def visit(_: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset):
+            addresses.append(_address(obj))
+
+    group.visititems(visit)
+    return (min(addresses) if addresses else _address(group), *_natural_key(key))
+
+
+def _address(obj: h5py.HLObject) -> int:
     try:
-        address = int(h5py.h5o.get_info(group.id).addr)
+        return int(h5py.h5o.get_info(obj.id).addr)
     except (AttributeError, OSError, ValueError):
-        address = 0
-    return (address, *_natural_key(key))
+        return 0
 
 
 def _natural_key(name: str) -> tuple[str, int]:
