@@ -125,15 +125,6 @@ def _config_value(value: object) -> str:
     return str(value)
 
 
-def _config_value(value: object) -> str:
-    """Serialized Keras objects (initializers, ...) by class name and their set options."""
-    if isinstance(value, dict) and "class_name" in value:
-        options = value.get("config") or {}
-        shown = ", ".join(f"{k}={v}" for k, v in options.items() if v is not None)
-        return f"{value['class_name']}({shown})"
-    return str(value)
-
-
 def layer_detail(model: Model, layer: Layer, with_stats: bool = True) -> RenderableType:
     header = Text.assemble((layer.name, "bold"), "  ", _kind(layer))
     if layer.class_name:
