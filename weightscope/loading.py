@@ -56,9 +56,13 @@ def load(path: str | os.PathLike[str]) -> Model:
     for adapter in ADAPTERS:
         if adapter.sniff(file, head):
             return _load_with(adapter.FRAMEWORK, adapter.load, file)
-    raise file_error(
-        UnsupportedFormatError, file, "not a model file weightscope can read (unknown format)"
-    )
+    raise file_error(UnsupportedFormatError, file, _unrecognised(head))
+
+
+def _unrecognised(head: bytes) -> str:
+    if head.startswith(b"PK\x03\x04"):
+        return "zip archive, but not a .keras file (no model.weights.h5 or config.json)"
+    return "not a model file weightscope can read (unknown format)"
 
 
 def _load_with(framework: str, loader: Callable[[Path], Model], file: Path) -> Model:

@@ -1,0 +1,127 @@
+"""The command line on the bundled example: table, JSON, one-layer view, export."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from cli_runner import run_cli
+
+import weightscope
+
+EXAMPLE = weightscope.example_path()
+LAYERS = ["conv1", "bn1", "dwconv2", "pwconv2", "logits"]
+
+
+def test_help_explains_commands():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for word in ("inspect", "export", "canonical", "--example", "exit status"):
+        assert word in result.stdout
+
+
+def test_console_script_matches_python_m():
+    exe = shutil.which("weightscope")
+    if exe is None:
+        pytest.skip("package not installed with its console script")
+    direct = subprocess.run([exe, "inspect", "--example", "--json"], capture_output=True,
+                            text=True, check=True)  # fmt: skip
+    assert json.loads(direct.stdout) == json.loads(run_cli("inspect", "--example", "--json").stdout)
+
+
+def test_inspect_table_lists_layers_and_totals():
+    result = run_cli("inspect", "--example")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for name in LAYERS:
+        assert name in out
+    assert "(3, 3, 1, 8) HWIO -> (8, 1, 3, 3) OIHW" in out
+    assert "(3, 3, 8, 2) HWIM -> (16, 1, 3, 3) OIHW" in out
+    assert "(256, 10) IO -> (10, 256) OI" in out
+    with weightscope.load(EXAMPLE) as model:
+        counts = model.params
+        conv1 = model.layer("conv1").tensor("kernel").stats()
+    assert f"Total params: {counts.total:,}" in out
+    assert f"Non-trainable: {counts.non_trainable:,}" in out
+    assert f"{conv1.mean:.4g}" in out and f"{conv1.max:.4g}" in out
+    assert "layers without weights: relu1, relu2, pool, flatten" in out
+
+
+def test_inspect_json_schema_and_values():
+    result = run_cli("inspect", "--example", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["format"] == "keras-h5" and data["framework"] == "keras"
+    assert data["framework_version"]
+    assert [layer["name"] for layer in data["layers"]] == LAYERS
+    with weightscope.load(EXAMPLE) as model:
+        assert data["params"] == model.params.to_dict()
+        for layer_data, layer in zip(data["layers"], model.layers, strict=True):
+            assert set(layer_data) >= {"name", "kind", "groups", "inferred", "config", "tensors"}
+            assert layer_data["kind"] == layer.kind and layer_data["inferred"] is False
+            for tensor_data, tensor in zip(layer_data["tensors"], layer.tensors, strict=True):
+                values = tensor.numpy().astype(np.float64)
+                stats = tensor_data["stats"]
+                assert tensor_data["size"] == values.size
+                assert tensor_data["native_shape"] == list(values.shape)
+                assert tensor_data["canonical_shape"] == list(tensor.canonical().shape)
+                assert stats["mean"] == pytest.approx(values.mean(), rel=1e-5, abs=1e-7)
+                assert stats["std"] == pytest.approx(values.std(), rel=1e-5, abs=1e-7)
+                assert stats["min"] == values.min() and stats["max"] == values.max()
+                assert stats["zeros_fraction"] == np.mean(values == 0)
+                assert stats["nan"] == 0 and stats["inf"] == 0
+    dw = data["layers"][2]
+    assert dw["groups"] == 8 and dw["config"]["depth_multiplier"] == 2
+    assert dw["tensors"][0]["native_layout"] == "HWIM"
+    moving = data["layers"][1]["tensors"][2]
+    assert moving["role"] == "moving_mean" and moving["trainable"] is False
+
+
+def test_inspect_one_layer():
+    result = run_cli("inspect", "--example", "--layer", "bn1")
+    assert result.returncode == 0, result.stderr
+    for role in ("gamma", "beta", "moving_mean", "moving_variance"):
+        assert role in result.stdout
+    assert "zeros" in result.stdout and "NaN" in result.stdout
+    data = json.loads(run_cli("inspect", "--example", "--layer", "bn1", "--json").stdout)
+    assert [layer["name"] for layer in data["layers"]] == ["bn1"]
+
+
+def test_unknown_layer_is_one_line_error():
+    result = run_cli("inspect", "--example", "--layer", "nope")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "no layer named 'nope'" in result.stderr
+
+
+def test_missing_file_argument_is_a_usage_error():
+    result = run_cli("inspect")
+    assert result.returncode == 2 and "FILE is required" in result.stderr
+
+
+def test_export_writes_canonical_tensors(tmp_path):
+    out = tmp_path / "weights.npz"
+    result = run_cli("export", "--example", "-o", out)
+    assert result.returncode == 0, result.stderr
+    with weightscope.load(EXAMPLE) as model, np.load(out, allow_pickle=False) as exported:
+        expected = {f"{layer.name}/{t.role}": t.canonical() for layer, t in model.tensors()}
+        assert sorted(exported.files) == sorted(expected)
+        for key, array in expected.items():
+            np.testing.assert_array_equal(exported[key], array)
+    assert exported_shape(out, "dwconv2/kernel") == (16, 1, 3, 3)
+
+
+def exported_shape(path, key):
+    with np.load(path) as data:
+        return data[key].shape
+
+
+def test_export_refuses_to_overwrite_its_input(tmp_path):
+    model_copy = tmp_path / "model.h5"
+    shutil.copy(EXAMPLE, model_copy)
+    before = model_copy.read_bytes()
+    result = run_cli("export", model_copy, "-o", model_copy)
+    assert result.returncode == 2 and "refusing to overwrite" in result.stderr
+    assert model_copy.read_bytes() == before

@@ -1,0 +1,157 @@
+"""Keras file structures beyond the one-layer cases: chunked attributes, Keras 2.0-era naming,
+nested models, layers weightscope has no canonical form for, bfloat16 storage."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+keras = pytest.importorskip("keras")
+tf_keras = pytest.importorskip("tf_keras")
+
+import weightscope  # noqa: E402
+
+
+def weights_by_path(model) -> dict[str, np.ndarray]:
+    return {w.path if hasattr(w, "path") else w.name: np.asarray(w) for w in model.weights}
+
+
+def test_chunked_layer_names_keep_model_order(tmp_path):
+    """Over 64 KB of layer names are split by Keras into layer_names0, layer_names1, ..."""
+    names = [f"d{i:03d}_" + "x" * 400 for i in range(180)]
+    model = tf_keras.Sequential(
+        [tf_keras.Input((1,))] + [tf_keras.layers.Dense(1, name=n) for n in names]
+    )
+    path = tmp_path / "long_names.h5"
+    model.save(path)
+    with h5py.File(path) as h5:
+        attrs = set(h5["model_weights"].attrs)
+        assert {"layer_names0", "layer_names1"} <= attrs and "layer_names" not in attrs
+    with weightscope.load(path) as loaded:
+        assert [layer.name for layer in loaded.layers] == names
+        assert loaded.params.total == model.count_params()
+
+
+def to_keras_20_naming(path: Path) -> None:
+    """Rewrite a real tf-keras file the way Keras 2.0/2.1 wrote models built twice: weights
+    nested as ``conv2d_1/conv2d_1_1/kernel:0`` and a Sequential config that is a bare list.
+    (No Keras 2.0 runs on this Python, so the structure is reproduced from a real file.)"""
+    with h5py.File(path, "r+") as h5:
+        root = h5["model_weights"]
+        for name in [n.decode() if isinstance(n, bytes) else n for n in root.attrs["layer_names"]]:
+            group = root[name]
+            old = [n.decode() if isinstance(n, bytes) else n for n in group.attrs["weight_names"]]
+            new = []
+            for weight in old:
+                renamed = f"{name}_1/{weight.split('/')[-1]}"
+                group.move(weight, renamed)
+                new.append(renamed.encode())
+            if new:
+                del group[name]
+                group.attrs["weight_names"] = np.array(new)
+        config = json.loads(h5.attrs["model_config"])
+        config["config"] = config["config"]["layers"]
+        h5.attrs["model_config"] = json.dumps(config)
+
+
+def test_keras_20_era_names_and_optimizer_weights(tmp_path):
+    model = tf_keras.Sequential(
+        [
+            tf_keras.Input((6, 6, 2)),
+            tf_keras.layers.Conv2D(3, 3, name="conv2d_1"),
+            tf_keras.layers.BatchNormalization(name="batch_normalization_1"),
+            tf_keras.layers.Flatten(name="flatten_1"),
+            tf_keras.layers.Dense(2, name="dense_1"),
+        ]
+    )
+    model.compile("adam", "mse")
+    model.fit(np.ones((4, 6, 6, 2)), np.ones((4, 2)), verbose=0)
+    path = tmp_path / "old.h5"
+    model.save(path)
+    to_keras_20_naming(path)
+    with h5py.File(path) as h5:
+        assert "model_weights/conv2d_1/conv2d_1_1/kernel:0" in h5
+        assert len(h5["optimizer_weights"].attrs["weight_names"]) > 1
+    with weightscope.load(path) as loaded:
+        assert [(layer.name, layer.kind) for layer in loaded.layers] == [
+            ("conv2d_1", "conv2d"),
+            ("batch_normalization_1", "batch_norm"),
+            ("dense_1", "dense"),
+        ]
+        assert loaded.params.total == model.count_params()
+        kernel = loaded.layer("conv2d_1").tensor("kernel")
+        assert kernel.name == "conv2d_1_1/kernel:0"
+        np.testing.assert_array_equal(kernel.numpy(), model.get_layer("conv2d_1").kernel.numpy())
+
+
+@pytest.mark.parametrize(
+    ("K", "fmt"),
+    [(keras, "h5"), (keras, "keras"), (keras, "weights.h5"), (tf_keras, "h5"), (tf_keras, "w.h5")],
+    ids=["keras3-h5", "keras3-keras", "keras3-weights", "tf_keras-h5", "tf_keras-weights"],
+)
+def test_functional_inside_sequential_is_walked(K, fmt, tmp_path):
+    inputs = K.Input((8, 8, 3))
+    x = K.layers.Conv2D(4, 3, name="f_conv")(inputs)
+    x = K.layers.BatchNormalization(name="f_bn")(x)
+    functional = K.Model(inputs, x, name="features")
+    model = K.Sequential(
+        [K.Input((8, 8, 3)), functional, K.layers.Flatten(), K.layers.Dense(3, name="out")]
+    )
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(size=w.shape).astype("float32") for w in model.get_weights()])
+    path = tmp_path / f"nested.{fmt}"
+    if fmt in ("h5", "keras"):
+        model.save(path)
+    else:
+        model.save_weights(path)
+    with weightscope.load(path) as loaded:
+        assert [layer.name for layer in loaded.layers] == [
+            "features/f_conv",
+            "features/f_bn",
+            "out",
+        ]
+        conv = loaded.layer("features/f_conv")
+        assert conv.kind == "conv2d"
+        np.testing.assert_array_equal(
+            conv.tensor("kernel").numpy(), functional.get_layer("f_conv").kernel.numpy()
+        )
+        bn = loaded.layer("features/f_bn")
+        np.testing.assert_array_equal(
+            bn.tensor("moving_variance").numpy(),
+            functional.get_layer("f_bn").moving_variance.numpy(),
+        )
+        assert loaded.params.total == model.count_params()
+
+
+@pytest.mark.parametrize("fmt", ["keras", "h5"])
+def test_layer_without_canonical_form_is_listed_not_dropped(fmt, tmp_path):
+    model = keras.Sequential(
+        [keras.Input((5, 2)), keras.layers.LSTM(3, name="lstm"), keras.layers.Dense(2, name="d")]
+    )
+    path = tmp_path / f"rnn.{fmt}"
+    model.save(path)
+    with weightscope.load(path) as loaded:
+        lstm = loaded.layer("lstm")
+        assert lstm.kind == "unknown" and lstm.class_name == "LSTM"
+        assert lstm.params == model.get_layer("lstm").count_params()
+        assert all(t.canonical_shape is None for t in lstm.tensors)
+        assert loaded.params.total == model.count_params()
+
+
+def test_bfloat16_weights_are_decoded(tmp_path):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, dtype="bfloat16")])
+    model.set_weights([np.linspace(-2, 2, 12).reshape(4, 3), np.array([0.5, -1.25, 3.0])])
+    path = tmp_path / "bf16.keras"
+    model.save(path)
+    with weightscope.load(path) as loaded:
+        kernel = loaded.layers[0].tensor("kernel")
+        assert kernel.dtype == "bfloat16"
+        expected = np.asarray(model.layers[0].kernel.numpy(), dtype=np.float32)
+        np.testing.assert_array_equal(kernel.numpy(), expected)
+        assert kernel.stats().max == pytest.approx(float(expected.max()))
