@@ -133,10 +133,12 @@ def test_error_names_the_problem(case, problem, tmp_path):
 
 def test_python_api_raises_weightscope_error(tmp_path):
     for case in ("truncated_half", "random_bytes", "hdf5_without_keras"):
-        with pytest.raises(weightscope.WeightscopeError):
-            with weightscope.load(CASES[case](tmp_path)) as model:
-                for _, tensor in model.tensors():
-                    tensor.stats()
+        with (
+            pytest.raises(weightscope.WeightscopeError),
+            weightscope.load(CASES[case](tmp_path)) as model,
+        ):
+            for _, tensor in model.tensors():
+                tensor.stats()
 
 
 def test_debug_shows_traceback(tmp_path):

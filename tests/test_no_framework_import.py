@@ -12,15 +12,15 @@ import weightscope
 
 FRAMEWORKS = ("torch", "tensorflow", "keras", "tf_keras", "jax", "onnx")
 
-CHECK = """
+CHECK = f"""
 import sys
 from weightscope.cli import main
 codes = [main(["inspect", sys.argv[1]]), main(["inspect", sys.argv[1], "--json"]),
          main(["export", sys.argv[1], "-o", sys.argv[2]])]
 assert codes == [0, 0, 0], codes
-loaded = sorted(m for m in sys.modules if m.split(".")[0] in {frameworks!r})
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in {set(FRAMEWORKS)!r})
 print("FRAMEWORKS:", loaded)
-""".format(frameworks=set(FRAMEWORKS))
+"""
 
 
 def keras_files(tmp_path):
