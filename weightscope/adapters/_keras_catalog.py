@@ -98,8 +98,8 @@ def class_from_name(name: str) -> str | None:
 def positional_roles(class_name: str, config: Mapping[str, Any] | None, count: int) -> list[str]:
     """Roles of the numbered variables a Keras 3 weights store keeps for a layer (``vars/0``...).
 
-    Without a config, absent optional variables are guessed from ``count`` and say so in the role
-    order chosen here (see ``infer_missing``)."""
+    Without a config, which optional variables are absent is deduced from ``count``; where that
+    cannot tell them apart (one of gamma / beta missing), ``ambiguous_roles`` says so."""
     cfg = config or {}
     kind = KERAS_LAYER_TYPES[class_name].kind
     if kind == "batch_norm" or kind == "layer_norm":
@@ -123,6 +123,18 @@ def positional_roles(class_name: str, config: Mapping[str, Any] | None, count: i
     if has_bias and kind != "embedding":
         roles.append("bias")
     return roles
+
+
+def ambiguous_roles(class_name: str, config: Mapping[str, Any] | None, count: int) -> str | None:
+    """A note when ``positional_roles`` had to guess between roles, else None."""
+    kind = KERAS_LAYER_TYPES[class_name].kind
+    stats = 2 if kind == "batch_norm" else 0
+    if config is None and kind in ("batch_norm", "layer_norm") and count - stats == 1:
+        return (
+            "no model config and one of gamma / beta absent: the store cannot tell which; "
+            "taken as beta (scale=False)"
+        )
+    return None
 
 
 def normalise_role(kind: str, stored_name: str) -> str:

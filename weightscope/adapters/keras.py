@@ -247,6 +247,11 @@ def _build_layer(
             class_name or "", config if layer_config else None, len(variables)
         )
         if len(positional) == len(variables):
+            guess = catalog.ambiguous_roles(
+                class_name or "", config if layer_config else None, len(variables)
+            )
+            if guess:
+                note = f"{note}; {guess}" if note else guess
             variables = [
                 _Variable(v.stored_name, role, v.dataset)
                 for v, role in zip(variables, positional, strict=True)
