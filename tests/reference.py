@@ -1,0 +1,214 @@
+"""Reference layer computations from weights in weightscope's canonical layout.
+
+Every function takes numpy arrays, computes in float64 with ``torch.nn.functional`` and returns a
+numpy array. Activations are channels-first: ``(N, C, *spatial)``. Kernels are canonical:
+convolutions ``(out, in/groups, *k)`` (also transposed ones, from the layer's own point of view),
+dense ``(out, in)``.
+
+Padding follows TensorFlow / Keras: ``"valid"`` or ``"same"``, where ``"same"`` puts the odd
+extra pixel at the end. ``channels_first`` / ``channels_last`` convert Keras' activations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(array, dtype=np.float64))
+
+
+def _per_dim(value: int | Sequence[int], dims: int) -> tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,) * dims
+    value = tuple(int(v) for v in value)
+    if len(value) != dims:
+        raise ValueError(f"expected {dims} values, got {value}")
+    return value
+
+
+def channels_first(x: np.ndarray) -> np.ndarray:
+    """``(N, *spatial, C)`` -> ``(N, C, *spatial)``."""
+    return np.moveaxis(np.asarray(x), -1, 1)
+
+
+def channels_last(x: np.ndarray) -> np.ndarray:
+    """``(N, C, *spatial)`` -> ``(N, *spatial, C)``."""
+    return np.moveaxis(np.asarray(x), 1, -1)
+
+
+def tf_same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TensorFlow's ``SAME`` padding of one axis: ``(before, after)``, the extra pixel after."""
+    effective = (kernel - 1) * dilation + 1
+    out = -(-size // stride)
+    total = max((out - 1) * stride + effective - size, 0)
+    return total // 2, total - total // 2
+
+
+def conv(
+    x: np.ndarray,
+    kernel: np.ndarray,
+    bias: np.ndarray | None = None,
+    *,
+    stride: int | Sequence[int] = 1,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    padding: str = "valid",
+) -> np.ndarray:
+    """Ordinary (cross-correlation) convolution with a canonical ``(out, in/groups, *k)`` kernel."""
+    dims = kernel.ndim - 2
+    strides, dilations = _per_dim(stride, dims), _per_dim(dilation, dims)
+    inputs = _tensor(x)
+    if inputs.shape[1] != kernel.shape[1] * groups:
+        raise ValueError(
+            f"{inputs.shape[1]} input channels, kernel {kernel.shape} with groups={groups}"
+        )
+    if padding == "same":
+        pads: list[int] = []
+        for axis in reversed(range(dims)):  # F.pad wants the last axis first
+            pads.extend(
+                tf_same_padding(
+                    inputs.shape[2 + axis], kernel.shape[2 + axis], strides[axis], dilations[axis]
+                )
+            )
+        inputs = F.pad(inputs, pads)
+    elif padding != "valid":
+        raise ValueError(f"unknown padding {padding!r}")
+    out = _CONV[dims](
+        inputs,
+        _tensor(kernel),
+        None if bias is None else _tensor(bias),
+        stride=strides,
+        dilation=dilations,
+        groups=groups,
+    )
+    return out.numpy()
+
+
+def canonical_to_torch_transpose(kernel: np.ndarray, groups: int = 1) -> np.ndarray:
+    """Canonical transposed-conv kernel ``(out, in/g, *k)`` -> PyTorch's ``(in, out/g, *k)``."""
+    out_channels, in_per_group, *spatial = kernel.shape
+    if out_channels % groups:
+        raise ValueError(f"{out_channels} output channels do not split into {groups} groups")
+    out_per_group = out_channels // groups
+    split = kernel.reshape(groups, out_per_group, in_per_group, *spatial)
+    return split.swapaxes(1, 2).reshape(groups * in_per_group, out_per_group, *spatial)
+
+
+def keras_transpose_length(
+    size: int, kernel: int, stride: int, dilation: int = 1, padding: str = "valid"
+) -> int:
+    """Output length of a Keras ConvNDTranspose (``output_padding=None``) along one axis."""
+    effective = (kernel - 1) * dilation + 1
+    if padding == "valid":
+        return size * stride + max(effective - stride, 0)
+    if padding == "same":
+        return size * stride
+    raise ValueError(f"unknown padding {padding!r}")
+
+
+def conv_transpose(
+    x: np.ndarray,
+    kernel: np.ndarray,
+    bias: np.ndarray | None = None,
+    *,
+    stride: int | Sequence[int] = 1,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    padding: str = "valid",
+) -> np.ndarray:
+    """Transposed convolution with a canonical ``(out, in/groups, *k)`` kernel, shaped and
+    cropped as TensorFlow / Keras do: the gradient of a ``padding`` convolution whose input has
+    ``keras_transpose_length`` samples per axis."""
+    dims = kernel.ndim - 2
+    strides, dilations = _per_dim(stride, dims), _per_dim(dilation, dims)
+    inputs = _tensor(x)
+    if inputs.shape[1] != kernel.shape[1] * groups:
+        raise ValueError(
+            f"{inputs.shape[1]} input channels, kernel {kernel.shape} with groups={groups}"
+        )
+    full = _CONV_TRANSPOSE[dims](
+        inputs,
+        _tensor(canonical_to_torch_transpose(kernel, groups)),
+        None,
+        stride=strides,
+        groups=groups,
+        dilation=dilations,
+    )
+    for axis in range(dims):
+        size, k = inputs.shape[2 + axis], kernel.shape[2 + axis]
+        length = keras_transpose_length(size, k, strides[axis], dilations[axis], padding)
+        # the forward conv (length -> size) pads `before` in front: drop that many samples
+        before = 0
+        if padding == "same":
+            effective = (k - 1) * dilations[axis] + 1
+            before = max((size - 1) * strides[axis] + effective - length, 0) // 2
+        dim = 2 + axis
+        full = full.narrow(dim, before, min(length, full.shape[dim] - before))
+        short = length - full.shape[dim]
+        if short > 0:  # positions no input sample reaches stay zero
+            shape = list(full.shape)
+            shape[dim] = short
+            full = torch.cat([full, full.new_zeros(shape)], dim=dim)
+    if bias is not None:
+        full = full + _tensor(bias).reshape(1, -1, *([1] * dims))
+    return full.numpy()
+
+
+def separable_conv(
+    x: np.ndarray,
+    depthwise_kernel: np.ndarray,
+    pointwise_kernel: np.ndarray,
+    bias: np.ndarray | None = None,
+    *,
+    stride: int | Sequence[int] = 1,
+    dilation: int | Sequence[int] = 1,
+    padding: str = "valid",
+) -> np.ndarray:
+    """Depthwise conv (canonical ``(in*M, 1, *k)``, groups = in) then a pointwise 1x1 conv."""
+    depthwise = conv(
+        x,
+        depthwise_kernel,
+        stride=stride,
+        dilation=dilation,
+        groups=np.asarray(x).shape[1],
+        padding=padding,
+    )
+    return conv(depthwise, pointwise_kernel, bias)
+
+
+def dense(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """``x @ kernel.T + bias`` with a canonical ``(out, in)`` kernel, on the last axis of ``x``."""
+    return F.linear(_tensor(x), _tensor(kernel), None if bias is None else _tensor(bias)).numpy()
+
+
+def batch_norm(
+    x: np.ndarray,
+    moving_mean: np.ndarray,
+    moving_variance: np.ndarray,
+    gamma: np.ndarray | None = None,
+    beta: np.ndarray | None = None,
+    *,
+    epsilon: float,
+) -> np.ndarray:
+    """Inference-mode batch normalization over axis 1:
+    ``gamma * (x - mean) / sqrt(variance + epsilon) + beta``."""
+    inputs = _tensor(x)
+    shape = (1, -1, *([1] * (inputs.ndim - 2)))
+
+    def per_channel(vector: np.ndarray) -> torch.Tensor:
+        return _tensor(vector).reshape(shape)
+
+    out = (inputs - per_channel(moving_mean)) / torch.sqrt(per_channel(moving_variance) + epsilon)
+    if gamma is not None:
+        out = out * per_channel(gamma)
+    if beta is not None:
+        out = out + per_channel(beta)
+    return out.numpy()
