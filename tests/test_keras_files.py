@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import h5py
@@ -155,3 +156,26 @@ def test_bfloat16_weights_are_decoded(tmp_path):
         expected = np.asarray(model.layers[0].kernel.numpy(), dtype=np.float32)
         np.testing.assert_array_equal(kernel.numpy(), expected)
         assert kernel.stats().max == pytest.approx(float(expected.max()))
+
+
+def test_keras_zip_with_compressed_weights_member(tmp_path):
+    """Keras stores model.weights.h5 uncompressed (read in place); a .keras re-zipped with
+    deflate is read through a temporary extraction and gives the same tensors."""
+    model = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Conv2D(3, 3, name="c")])
+    stored = tmp_path / "stored.keras"
+    model.save(stored)
+    deflated = tmp_path / "deflated.keras"
+    with (
+        zipfile.ZipFile(stored) as src,
+        zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as dst,
+    ):
+        assert src.getinfo("model.weights.h5").compress_type == zipfile.ZIP_STORED
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    with weightscope.load(stored) as a, weightscope.load(deflated) as b:
+        np.testing.assert_array_equal(
+            a.layer("c").tensor("kernel").canonical(), b.layer("c").tensor("kernel").canonical()
+        )
+        np.testing.assert_array_equal(
+            b.layer("c").tensor("kernel").numpy(), model.layers[0].kernel.numpy()
+        )
