@@ -50,6 +50,10 @@ class TensorSource(Protocol):
         """The tensor's elements in pieces of at most ``max_elements`` (any order)."""
         ...
 
+    def stats(self, max_elements: int) -> TensorStats:
+        """Statistics of all elements, reading at most ``max_elements`` at a time."""
+        ...
+
 
 class ArraySource:
     """A tensor already in memory."""
@@ -64,6 +68,9 @@ class ArraySource:
         flat = self._array.reshape(-1)
         for start in range(0, flat.size, max_elements):
             yield flat[start : start + max_elements]
+
+    def stats(self, max_elements: int) -> TensorStats:
+        return compute_stats(self.chunks(max_elements))
 
 
 @dataclass(eq=False)
@@ -108,7 +115,7 @@ class Tensor:
     def stats(self, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> TensorStats:
         """Mean, std, min, max, zeros fraction, NaN and Inf counts, computed once, in chunks."""
         if self._stats is None:
-            self._stats = compute_stats(self.source.chunks(chunk_elements))
+            self._stats = self.source.stats(chunk_elements)
         return self._stats
 
 

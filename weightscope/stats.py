@@ -2,16 +2,40 @@
 
 Mean, std, min and max are taken over the finite values; NaN and Inf are counted apart, so one
 bad value does not hide the shape of the rest of the distribution.
+
+Each chunk is reduced in its own float type (float16 and bfloat16 in float32), never widened to
+float64, with a handful of passes over memory that is reused from chunk to chunk: min and max
+(which also reveal NaN and Inf), zeros, the sum and the sum of squares, both with numpy's pairwise
+summation (accurate to a few ulps whatever the chunk's length). Chunks are merged with Chan's
+parallel update.
+When the mean is large against the spread the chunk is centred first, so that the variance does
+not drown in cancellation; chunks of very large or very small magnitude are scaled by a power of
+two (exact) so that their squares neither overflow nor underflow.
+
+:func:`reduce_slabs` reads and reduces the slabs of one tensor on a few threads: numpy releases
+the GIL inside these passes, so reading one slab overlaps reducing another. Results are merged in
+slab order, so they do not depend on the number of threads.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+Slab = TypeVar("Slab")
+
+MAX_WORKERS = 4
+"""Threads :func:`reduce_slabs` uses at most (never more than the CPUs this process may use)."""
+
+_CENTRE_ABOVE = 0.25
+"""Centre a chunk before squaring when mean**2 exceeds this fraction of its mean square."""
 
 
 @dataclass(frozen=True)
@@ -31,81 +55,181 @@ class TensorStats:
         return data
 
 
-class StatsAccumulator:
-    """Merges per-chunk moments with Chan's parallel update (numerically stable)."""
+@dataclass
+class Moments:
+    """Sufficient statistics of some elements; two of them merge into the moments of both."""
 
-    def __init__(self) -> None:
-        self.count = 0  # elements seen, including NaN/Inf
-        self.finite = 0
-        self.mean = 0.0
-        self.m2 = 0.0
-        self.min = math.inf
-        self.max = -math.inf
-        self.zeros = 0
-        self.nan = 0
-        self.inf = 0
+    count: int = 0
+    """Elements seen, including NaN and Inf."""
+    finite: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    """Sum of squared deviations from ``mean`` over the finite elements."""
+    min: float = math.inf
+    max: float = -math.inf
+    zeros: int = 0
+    nan: int = 0
+    inf: int = 0
 
-    def add(self, chunk: np.ndarray) -> None:
-        values = _as_float(chunk).reshape(-1)
-        n = values.size
-        if n == 0:
+    def merge(self, other: Moments) -> None:
+        """Fold ``other`` into these moments (Chan et al.'s parallel update)."""
+        self.count += other.count
+        self.zeros += other.zeros
+        self.nan += other.nan
+        self.inf += other.inf
+        if other.finite == 0:
             return
-        self.count += n
-        self.zeros += n - int(np.count_nonzero(values))
-        low, high = float(values.min()), float(values.max())
-        if not (math.isfinite(low) and math.isfinite(high)):
-            nan = int(np.count_nonzero(np.isnan(values)))
-            self.nan += nan
-            self.inf += int(np.count_nonzero(np.isinf(values)))
-            values = values[np.isfinite(values)]
-            n = values.size
-            if n == 0:
-                return
-            low, high = float(values.min()), float(values.max())
-        self.min = min(self.min, low)
-        self.max = max(self.max, high)
-        chunk_mean = float(values.mean(dtype=np.float64))
-        centred = values - values.dtype.type(chunk_mean)
-        chunk_m2 = float(np.dot(centred, centred))
-        total = self.finite + n
-        delta = chunk_mean - self.mean
-        self.mean += delta * n / total
-        self.m2 += chunk_m2 + delta * delta * self.finite * n / total
+        if self.finite == 0:
+            self.finite, self.mean, self.m2 = other.finite, other.mean, other.m2
+            self.min, self.max = other.min, other.max
+            return
+        total = self.finite + other.finite
+        delta = other.mean - self.mean
+        self.mean += delta * other.finite / total
+        self.m2 += other.m2 + delta * delta * self.finite * other.finite / total
         self.finite = total
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
 
     def result(self) -> TensorStats:
+        zeros_fraction = self.zeros / self.count if self.count else 0.0
         if self.finite == 0:
-            return TensorStats(
-                self.count,
-                math.nan,
-                math.nan,
-                math.nan,
-                math.nan,
-                self._zeros_fraction(),
-                self.nan,
-                self.inf,
-            )
+            nan = math.nan
+            return TensorStats(self.count, nan, nan, nan, nan, zeros_fraction, self.nan, self.inf)
         std = math.sqrt(max(self.m2, 0.0) / self.finite)
         return TensorStats(
-            self.count,
-            self.mean,
-            std,
-            self.min,
-            self.max,
-            self._zeros_fraction(),
-            self.nan,
-            self.inf,
+            self.count, self.mean, std, self.min, self.max, zeros_fraction, self.nan, self.inf
         )
 
-    def _zeros_fraction(self) -> float:
-        return self.zeros / self.count if self.count else 0.0
+
+class Scratch:
+    """Work buffers of one thread, kept between chunks (and tensors) so that memory is not
+    allocated, page-faulted and freed again for every chunk."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def get(self, key: str, size: int, dtype: Any) -> np.ndarray:
+        """A 1-D array of ``size`` elements of ``dtype``, uninitialised, backed by the buffer
+        called ``key``: it stays valid until the next ``get`` of the same key."""
+        dtype = np.dtype(dtype)
+        nbytes = size * dtype.itemsize
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.nbytes < nbytes:
+            buffer = np.empty(max(nbytes, 1), dtype=np.uint8)
+            self._buffers[key] = buffer
+        return buffer[:nbytes].view(dtype)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(buffer.nbytes for buffer in self._buffers.values())
+
+
+_POOL: list[Scratch] = []
+_POOL_LOCK = threading.Lock()
+_POOL_KEEP_BYTES = 64 * 1024 * 1024
+"""Scratch sets larger than this are freed after use instead of being kept for the next tensor."""
+
+
+@contextmanager
+def borrowed_scratch() -> Iterator[Scratch]:
+    """A scratch set from the process-wide pool, returned to it afterwards."""
+    with _POOL_LOCK:
+        scratch = _POOL.pop() if _POOL else Scratch()
+    try:
+        yield scratch
+    finally:
+        if scratch.nbytes <= _POOL_KEEP_BYTES:
+            with _POOL_LOCK:
+                if len(_POOL) < MAX_WORKERS:
+                    _POOL.append(scratch)
+
+
+def chunk_moments(values: np.ndarray, scratch: Scratch) -> Moments:
+    """Moments of the elements of ``values``, a 1-D float16/32/64 array (float16 is widened to
+    float32 first). ``values`` is not modified; it may itself live in ``scratch`` under a key other
+    than ``"widened"``, ``"mask"``, ``"finite"``, ``"scaled"`` or ``"work"``."""
+    if values.dtype == np.float16:
+        wide = scratch.get("widened", values.size, np.float32)
+        np.copyto(wide, values)
+        values = wide
+    values = values.reshape(-1)
+    n = int(values.size)
+    if n == 0:
+        return Moments()
+    mask = scratch.get("mask", n, np.bool_)
+    zeros = int(np.count_nonzero(np.equal(values, 0, out=mask)))
+    low, high = float(np.minimum.reduce(values)), float(np.maximum.reduce(values))
+    nan = inf = 0
+    if not (math.isfinite(low) and math.isfinite(high)):
+        finite_mask = np.isfinite(values, out=mask)
+        finite = int(np.count_nonzero(finite_mask))
+        nan = int(np.count_nonzero(np.isnan(values)))
+        inf = n - finite - nan
+        if finite == 0:
+            return Moments(count=n, zeros=zeros, nan=nan, inf=inf)
+        packed = scratch.get("finite", finite, values.dtype)
+        np.compress(finite_mask, values, out=packed)
+        values = packed
+        low, high = float(np.minimum.reduce(values)), float(np.maximum.reduce(values))
+    mean, m2 = _mean_m2(values, max(abs(low), abs(high)), scratch)
+    return Moments(n, int(values.size), mean, m2, low, high, zeros, nan, inf)
+
+
+def _mean_m2(values: np.ndarray, scale: float, scratch: Scratch) -> tuple[float, float]:
+    """Mean and sum of squared deviations of finite ``values``; ``scale`` = max |value|."""
+    info = np.finfo(values.dtype)
+    # Squares of up to 2**31 elements must stay within the type's range: keep |value| in
+    # [2**(minexp/3), 2**(maxexp/3)], else scale by a power of two (exact) and scale back.
+    if scale > 2.0 ** (info.maxexp // 3) or 0.0 < scale < 2.0 ** (info.minexp // 3):
+        exponent = math.frexp(scale)[1]
+        # In two steps: 2**-exponent alone may not be representable (subnormal inputs).
+        first = -exponent // 2
+        kind = values.dtype.type
+        scaled = scratch.get("scaled", values.size, values.dtype)
+        np.multiply(values, kind(math.ldexp(1.0, first)), out=scaled)
+        np.multiply(scaled, kind(math.ldexp(1.0, -exponent - first)), out=scaled)
+        mean, m2 = _mean_m2(scaled, 1.0, scratch)
+        try:
+            m2 = math.ldexp(m2, 2 * exponent)
+        except OverflowError:  # float64 beyond ~1e154: the squares do not fit in a float64
+            m2 = math.inf
+        return math.ldexp(mean, exponent), m2
+    n = values.size
+    work = scratch.get("work", n, values.dtype)
+    total = float(np.add.reduce(values))
+    squares = float(np.add.reduce(np.square(values, out=work)))
+    mean = total / n
+    if total * mean <= _CENTRE_ABOVE * squares:
+        # The mean is small against the spread: m2 = sum(x**2) - n*mean**2 loses little.
+        return mean, max(squares - total * mean, 0.0)
+    # Corrected two-pass: centre on the mean rounded to the data's type, then correct by the
+    # residual sum (rounding in the first pass, and in the centre, cancel out).
+    centre = values.dtype.type(mean)
+    centred = np.subtract(values, centre, out=work)
+    residual = float(np.add.reduce(centred))
+    squares = float(np.add.reduce(np.square(centred, out=work)))
+    return float(centre) + residual / n, max(squares - residual * residual / n, 0.0)
+
+
+class StatsAccumulator:
+    """Merges the moments of chunks added one by one."""
+
+    def __init__(self) -> None:
+        self.moments = Moments()
+
+    def add(self, chunk: np.ndarray) -> None:
+        with borrowed_scratch() as scratch:
+            self.moments.merge(chunk_moments(_as_float(chunk), scratch))
+
+    def result(self) -> TensorStats:
+        return self.moments.result()
 
 
 def _as_float(chunk: np.ndarray) -> np.ndarray:
-    if chunk.dtype.kind == "f" and chunk.dtype.itemsize >= 4:
-        return chunk
-    if chunk.dtype.kind == "f":  # float16: reduce in float32
-        return chunk.astype(np.float32)
+    chunk = np.asarray(chunk)
+    if chunk.dtype.kind == "f":  # float16 is widened to float32 inside chunk_moments
+        return chunk if chunk.dtype.isnative else chunk.astype(chunk.dtype.newbyteorder("="))
     return chunk.astype(np.float64)
 
 
@@ -115,3 +239,55 @@ def compute_stats(chunks: Iterable[np.ndarray]) -> TensorStats:
     for chunk in chunks:
         acc.add(chunk)
     return acc.result()
+
+
+def default_workers() -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cpus))
+
+
+def reduce_slabs(
+    slabs: Sequence[Slab],
+    read: Callable[[Slab, Scratch], np.ndarray],
+    workers: int | None = None,
+) -> TensorStats:
+    """Statistics of a tensor made of ``slabs``, reduced on up to ``workers`` threads.
+
+    ``read(slab, scratch)`` returns the slab's values as a float array, typically read into a
+    buffer of ``scratch`` (under any key but those :func:`chunk_moments` uses); each thread has its
+    own scratch. The first exception raised by ``read`` stops the work and is raised here.
+    """
+    results: list[Moments | None] = [None] * len(slabs)
+    count = min(workers or default_workers(), len(slabs))
+    claim = iter(range(len(slabs)))
+    claim_lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            with borrowed_scratch() as scratch:
+                while not errors:
+                    with claim_lock:
+                        index = next(claim, None)
+                    if index is None:
+                        return
+                    results[index] = chunk_moments(read(slabs[index], scratch), scratch)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(count - 1)]
+    for thread in threads:
+        thread.start()
+    work()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    total = Moments()
+    for moments in results:
+        assert moments is not None
+        total.merge(moments)
+    return total.result()

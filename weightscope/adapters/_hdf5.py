@@ -11,8 +11,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from weightscope.chunking import iter_slabs
+from weightscope.chunking import iter_slabs, slab_shape
 from weightscope.errors import CorruptFileError, file_error
+from weightscope.stats import Scratch, TensorStats, compute_stats, reduce_slabs
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -40,14 +41,15 @@ class H5DatasetSource:
         try:
             data = np.asarray(self._dataset[selection])
         except (OSError, ValueError, TypeError) as exc:
-            raise file_error(
-                CorruptFileError,
-                self._path,
-                f"cannot read dataset {self._dataset.name}: {exc}",
-            ) from exc
+            raise self._read_error(exc) from exc
         if self.is_bfloat16:
             return _bfloat16_to_float32(data.view(np.uint16))
         return data
+
+    def _read_error(self, exc: BaseException) -> Exception:
+        return file_error(
+            CorruptFileError, self._path, f"cannot read dataset {self._dataset.name}: {exc}"
+        )
 
     def read(self) -> np.ndarray:
         return self._read(())
@@ -55,6 +57,36 @@ class H5DatasetSource:
     def chunks(self, max_elements: int) -> Iterator[np.ndarray]:
         for slab in iter_slabs(self._dataset.shape, max_elements):
             yield self._read(slab)
+
+    def stats(self, max_elements: int) -> TensorStats:
+        """Statistics read in slabs of at most ``max_elements`` into reused buffers, on a few
+        threads (see :func:`weightscope.stats.reduce_slabs`)."""
+        dtype = self._dataset.dtype
+        if not (self.is_bfloat16 or dtype.kind == "f"):
+            return compute_stats(self.chunks(max_elements))
+        buffer_dtype = dtype.newbyteorder("=")  # HDF5 swaps bytes as it reads, if need be
+
+        def read(slab: tuple[slice, ...], scratch: Scratch) -> np.ndarray:
+            return self._read_slab(slab, scratch, buffer_dtype)
+
+        return reduce_slabs(list(iter_slabs(self._dataset.shape, max_elements)), read)
+
+    def _read_slab(
+        self, slab: tuple[slice, ...], scratch: Scratch, buffer_dtype: np.dtype[Any]
+    ) -> np.ndarray:
+        """One slab's values as float32/64 (float16 as stored), in ``scratch``'s buffers."""
+        shape = slab_shape(slab, self._dataset.shape)
+        size = int(np.prod(shape))
+        raw = scratch.get("read", size, buffer_dtype)
+        try:
+            self._dataset.read_direct(raw.reshape(shape), source_sel=slab or None)
+        except (OSError, ValueError, TypeError) as exc:
+            raise self._read_error(exc) from exc
+        if not self.is_bfloat16:
+            return raw
+        widened = scratch.get("bfloat16", size, np.uint32)
+        np.left_shift(raw.view(np.uint16), 16, out=widened, dtype=np.uint32)
+        return widened.view(np.float32)
 
 
 def string_list_attr(obj: h5py.HLObject, name: str) -> list[str] | None:

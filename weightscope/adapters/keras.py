@@ -247,11 +247,11 @@ def _build_layer(
             class_name or "", config if layer_config else None, len(variables)
         )
         if len(positional) == len(variables):
-            guess = catalog.ambiguous_roles(
+            ambiguity = catalog.ambiguous_roles(
                 class_name or "", config if layer_config else None, len(variables)
             )
-            if guess:
-                note = f"{note}; {guess}" if note else guess
+            if ambiguity:
+                note = f"{note}; {ambiguity}" if note else ambiguity
             variables = [
                 _Variable(v.stored_name, role, v.dataset)
                 for v, role in zip(variables, positional, strict=True)

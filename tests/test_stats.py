@@ -1,0 +1,336 @@
+"""Chunked statistics against numpy on real random data, and slabs that tile a tensor exactly.
+
+The reference is numpy in float64 over the finite values; the reduction under test works in the
+data's own float type (float16 in float32), chunk by chunk, possibly on several threads.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from weightscope.adapters._hdf5 import H5DatasetSource
+from weightscope.chunking import iter_slabs, slab_shape
+from weightscope.model import ArraySource, Tensor
+from weightscope.stats import TensorStats, compute_stats, reduce_slabs
+
+# Relative tolerance of mean (against mean and spread together) and std, per input type.
+RTOL = {np.float16: 1e-6, np.float32: 1e-6, np.float64: 1e-12}
+
+
+def reference(array: np.ndarray) -> TensorStats:
+    flat = np.asarray(array).reshape(-1).astype(np.float64)
+    finite = flat[np.isfinite(flat)]
+    nan = int(np.isnan(flat).sum())
+    inf = int(np.isinf(flat).sum())
+    zeros = float((flat == 0).sum() / flat.size) if flat.size else 0.0
+    if finite.size == 0:
+        return TensorStats(flat.size, math.nan, math.nan, math.nan, math.nan, zeros, nan, inf)
+    # Scale by a power of two so that float64 extremes do not overflow the reference itself.
+    shift = math.frexp(float(np.abs(finite).max()))[1]
+    scaled = np.ldexp(finite, -shift)
+    return TensorStats(
+        flat.size,
+        math.ldexp(float(scaled.mean()), shift),
+        math.ldexp(float(scaled.std()), shift),
+        float(finite.min()),
+        float(finite.max()),
+        zeros,
+        nan,
+        inf,
+    )
+
+
+def assert_stats_close(got: TensorStats, want: TensorStats, rtol: float) -> None:
+    assert got.count == want.count
+    assert (got.nan, got.inf) == (want.nan, want.inf)
+    assert got.zeros_fraction == pytest.approx(want.zeros_fraction, abs=1e-12)
+    if math.isnan(want.mean):
+        for value in (got.mean, got.std, got.min, got.max):
+            assert math.isnan(value)
+        return
+    assert (got.min, got.max) == (want.min, want.max)
+    spread = abs(want.mean) + want.std
+    assert abs(got.mean - want.mean) <= rtol * spread, (got.mean, want.mean)
+    assert got.std == pytest.approx(want.std, rel=rtol, abs=rtol * spread * 1e-3)
+
+
+def flat_chunks(array: np.ndarray, size: int) -> list[np.ndarray]:
+    flat = array.reshape(-1)
+    return [flat[start : start + size] for start in range(0, flat.size, size)]
+
+
+def sprinkle(array: np.ndarray, rng: np.random.Generator, fraction: float = 0.01) -> np.ndarray:
+    """A copy of ``array`` with some zeros, NaN, +Inf and -Inf at random places."""
+    out = array.copy().reshape(-1)
+    count = max(1, int(out.size * fraction))
+    for value in (0.0, np.nan, np.inf, -np.inf):
+        out[rng.choice(out.size, count, replace=False)] = value
+    return out.reshape(array.shape)
+
+
+@pytest.fixture
+def gen() -> np.random.Generator:
+    return np.random.default_rng(12345)
+
+
+# ---------------------------------------------------------------------------------------------
+# compute_stats: chunk sizes, types, special values
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("chunk", [1, 7, 1000, 4096, 10_007, 1 << 20])
+def test_matches_numpy_with_nan_and_inf(
+    dtype: type[np.floating], chunk: int, gen: np.random.Generator
+) -> None:
+    data = gen.normal(0.01, 0.05, size=(97, 103)).astype(dtype)
+    data = sprinkle(data, gen)
+    got = compute_stats(flat_chunks(data, chunk))
+    want = reference(data)
+    assert want.nan > 0 and want.inf > 0 and want.zeros_fraction > 0
+    assert_stats_close(got, want, RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("chunk", [3, 64, 999, 100_000])
+def test_matches_numpy_on_weight_like_data(
+    dtype: type[np.floating], chunk: int, gen: np.random.Generator
+) -> None:
+    # Glorot-uniform-like kernel: mean tiny against the spread, as in real layers.
+    limit = math.sqrt(6 / (512 + 4096))
+    data = gen.uniform(-limit, limit, size=(3, 3, 64, 128)).astype(dtype)
+    assert_stats_close(compute_stats(flat_chunks(data, chunk)), reference(data), RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_large_mean_small_spread_is_centred(dtype: type[np.floating]) -> None:
+    gen = np.random.default_rng(7)
+    # Batch-norm gamma or moving variance: mean far above the spread.
+    data = (1000 + gen.normal(0, 0.5, size=50_000)).astype(dtype)
+    want = reference(data)
+    for chunk in (1, 333, 4096, 50_000):
+        assert_stats_close(compute_stats(flat_chunks(data, chunk)), want, RTOL[dtype])
+
+
+@pytest.mark.parametrize(
+    ("dtype", "scale"),
+    [
+        (np.float32, 1e30),
+        (np.float32, 3e38),
+        (np.float32, 1e-30),
+        (np.float32, 1e-42),  # subnormal float32
+        (np.float64, 1e150),
+        (np.float64, 1e-150),
+        (np.float16, 6e4),
+        (np.float16, 1e-7),  # subnormal float16
+    ],
+)
+def test_extreme_magnitudes_neither_overflow_nor_underflow(
+    dtype: type[np.floating], scale: float, gen: np.random.Generator
+) -> None:
+    data = (gen.uniform(-1, 1, size=20_000) * scale).astype(dtype)
+    data[::7] = 0
+    got = compute_stats(flat_chunks(data, 3000))
+    want = reference(data)
+    assert math.isfinite(got.std) and got.std > 0
+    assert_stats_close(got, want, RTOL[dtype])
+
+
+def test_float64_beyond_squares_range_gives_infinite_or_zero_std(gen: np.random.Generator) -> None:
+    # Sums of squared deviations are float64: past ~1e154 they overflow (std is inf), below
+    # ~1e-154 they underflow (std is 0); mean, min and max stay exact.
+    for scale, std in ((1e300, math.inf), (1e-300, 0.0)):
+        data = gen.uniform(-1, 1, size=5000) * scale
+        got, want = compute_stats(flat_chunks(data, 999)), reference(data)
+        assert got.std == std
+        assert (got.min, got.max) == (want.min, want.max)
+        assert got.mean == pytest.approx(want.mean, rel=1e-9, abs=1e-12 * scale)
+
+
+def test_constant_tensor_has_zero_std() -> None:
+    data = np.full(10_001, 0.1, dtype=np.float32)
+    got = compute_stats(flat_chunks(data, 1000))
+    assert got.std == 0.0
+    assert got.mean == pytest.approx(float(np.float32(0.1)), rel=1e-7)
+    assert got.min == got.max == float(np.float32(0.1))
+
+
+def test_integer_and_bool_data(gen: np.random.Generator) -> None:
+    data = gen.integers(-5, 6, size=(40, 41)).astype(np.int32)
+    assert_stats_close(compute_stats(flat_chunks(data, 100)), reference(data), 1e-12)
+    flags = gen.random(1000) < 0.3
+    assert_stats_close(compute_stats(flat_chunks(flags, 77)), reference(flags), 1e-12)
+
+
+def test_non_native_byte_order(gen: np.random.Generator) -> None:
+    data = gen.normal(0, 1, size=5000).astype(">f4")
+    assert_stats_close(compute_stats(flat_chunks(data, 999)), reference(data), 1e-6)
+
+
+def test_empty() -> None:
+    for chunks in ([], [np.zeros(0, np.float32)], [np.zeros((0, 3)), np.zeros((2, 0))]):
+        got = compute_stats(chunks)
+        assert got.count == 0 and got.nan == 0 and got.inf == 0
+        assert got.zeros_fraction == 0.0
+        assert all(math.isnan(v) for v in (got.mean, got.std, got.min, got.max))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_all_nan_and_all_inf(dtype: type[np.floating]) -> None:
+    nan = np.full(1000, np.nan, dtype=dtype)
+    got = compute_stats(flat_chunks(nan, 300))
+    assert (got.count, got.nan, got.inf, got.zeros_fraction) == (1000, 1000, 0, 0.0)
+    assert all(math.isnan(v) for v in (got.mean, got.std, got.min, got.max))
+
+    mixed = np.array([np.inf, -np.inf, np.nan, np.inf], dtype=dtype)
+    got = compute_stats([mixed])
+    assert (got.count, got.nan, got.inf) == (4, 1, 3)
+    assert math.isnan(got.mean)
+
+
+def test_finite_values_after_an_all_nan_chunk() -> None:
+    chunks = [np.full(10, np.nan, np.float32), np.array([1, 2, 3, 0], np.float32)]
+    got = compute_stats(chunks)
+    assert (got.count, got.nan, got.inf) == (14, 10, 0)
+    assert got.mean == pytest.approx(1.5)
+    assert got.std == pytest.approx(np.std([1, 2, 3, 0]))
+    assert (got.min, got.max) == (0.0, 3.0)
+    assert got.zeros_fraction == pytest.approx(1 / 14)
+
+
+def test_chunks_are_not_modified(gen: np.random.Generator) -> None:
+    data = sprinkle(gen.normal(5, 1, size=4000).astype(np.float32), gen)
+    before = data.copy()
+    compute_stats(flat_chunks(data, 1000))
+    np.testing.assert_array_equal(data, before)
+
+
+# ---------------------------------------------------------------------------------------------
+# reduce_slabs: threads do not change the result
+
+
+@pytest.mark.parametrize("shape", [(1000, 37), (3, 3, 64, 65), (12_345,)])
+def test_reduce_slabs_same_result_on_any_number_of_threads(
+    shape: tuple[int, ...], gen: np.random.Generator
+) -> None:
+    data = sprinkle(gen.normal(0.1, 2, size=shape).astype(np.float32), gen, 0.001)
+    slabs = list(iter_slabs(shape, 2000))
+
+    def read(slab: tuple[slice, ...], scratch: object) -> np.ndarray:
+        return data[slab].reshape(-1)
+
+    results = {workers: reduce_slabs(slabs, read, workers) for workers in (1, 2, 3, 8)}
+    assert len(set(results.values())) == 1
+    assert results[1] == compute_stats(data[slab] for slab in slabs)
+    assert_stats_close(results[1], reference(data), 1e-6)
+
+
+def test_reduce_slabs_raises_what_read_raises() -> None:
+    slabs = list(range(50))
+
+    def read(slab: int, scratch: object) -> np.ndarray:
+        if slab == 31:
+            raise ValueError("bad slab")
+        return np.ones(10, np.float32)
+
+    for workers in (1, 2, 4):
+        with pytest.raises(ValueError, match="bad slab"):
+            reduce_slabs(slabs, read, workers)
+
+
+# ---------------------------------------------------------------------------------------------
+# HDF5 datasets: read_direct into reused buffers, dtype conversions
+
+
+@pytest.fixture
+def h5_file(tmp_path: Path, gen: np.random.Generator) -> dict[str, np.ndarray]:
+    arrays = {
+        "f32": sprinkle(gen.normal(0, 0.02, size=(300, 77)).astype(np.float32), gen),
+        "f16": gen.normal(0, 0.5, size=(3, 3, 16, 33)).astype(np.float16),
+        "f64_big_endian": gen.normal(3, 1, size=(4001,)).astype(">f8"),
+        "scalar": np.array(2.5, dtype=np.float32),
+        "empty": np.zeros((0, 5), np.float32),
+        "int": gen.integers(-3, 4, size=(50, 3)).astype(np.int64),
+    }
+    floats = gen.normal(0, 1, size=(129, 65)).astype(np.float32)
+    bits = (floats.view(np.uint32) >> 16).astype(np.uint16)
+    with h5py.File(tmp_path / "w.h5", "w") as f:
+        for name, array in arrays.items():
+            f.create_dataset(name, data=array)
+        for name, stored in (("bf16_uint16", bits), ("bf16_opaque", bits.view("V2"))):
+            f.create_dataset(name, data=stored).attrs["dtype"] = "bfloat16"
+    expected_bf16 = (bits.astype(np.uint32) << 16).view(np.float32)
+    return {
+        **arrays,
+        "bf16_uint16": expected_bf16,
+        "bf16_opaque": expected_bf16,
+        "_path": np.array(str(tmp_path / "w.h5")),
+    }
+
+
+@pytest.mark.parametrize("chunk", [1, 50, 1000, 7777, 1 << 22])
+def test_h5_source_stats_match_numpy(h5_file: dict[str, np.ndarray], chunk: int) -> None:
+    path = Path(str(h5_file["_path"]))
+    with h5py.File(path, "r") as f:
+        for name, array in h5_file.items():
+            if name.startswith("_"):
+                continue
+            source = H5DatasetSource(f[name], path)
+            np.testing.assert_array_equal(source.read(), array)
+            rtol = 1e-12 if array.dtype.kind in "iu" or array.dtype.itemsize == 8 else 1e-6
+            assert_stats_close(source.stats(chunk), reference(array), rtol)
+
+
+def test_tensor_stats_uses_either_source(h5_file: dict[str, np.ndarray]) -> None:
+    path = Path(str(h5_file["_path"]))
+    array = h5_file["f32"]
+    with h5py.File(path, "r") as f:
+        h5_source = H5DatasetSource(f["f32"], path)
+        h5_tensor = Tensor("w", "kernel", array.shape, None, "float32", True, h5_source)
+        assert h5_tensor.stats(1000) == h5_source.stats(1000)
+    array_source = ArraySource(array)
+    array_tensor = Tensor("w", "kernel", array.shape, None, "float32", True, array_source)
+    assert array_tensor.stats(1000) == compute_stats(array_source.chunks(1000))
+    assert_stats_close(array_tensor.stats(), reference(array), 1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# iter_slabs: every element exactly once, in C order, within the budget
+
+
+SHAPES = [
+    (),
+    (0,),
+    (5,),
+    (1, 1),
+    (7, 3),
+    (3, 0, 4),
+    (4, 5, 6),
+    (2, 3, 4, 5),
+    (3, 3, 16, 8),
+    (6, 1, 9),
+]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("budget", [1, 2, 3, 7, 20, 60, 121, 1000])
+def test_iter_slabs_cover_every_element_once(shape: tuple[int, ...], budget: int) -> None:
+    hits = np.zeros(shape, dtype=np.int64)
+    order = np.arange(math.prod(shape)).reshape(shape)
+    previous_end = 0
+    for slab in iter_slabs(shape, budget):
+        block = hits[slab]
+        assert block.shape == slab_shape(slab, shape)
+        assert 0 < block.size <= budget
+        hits[slab] += 1
+        # C order: each slab starts where the previous one ended.
+        positions = order[slab].reshape(-1)
+        assert positions[0] == previous_end
+        np.testing.assert_array_equal(positions, np.arange(positions[0], positions[0] + block.size))
+        previous_end = positions[-1] + 1
+    assert np.all(hits == 1)
+    assert previous_end == hits.size
