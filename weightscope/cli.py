@@ -13,7 +13,7 @@ from weightscope import __version__
 from weightscope.errors import WeightscopeError
 from weightscope.examples import example_path
 from weightscope.loading import load
-from weightscope.model import Model
+from weightscope.model import Model, Tensor
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -91,11 +91,10 @@ def _source(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
     return Path(args.file)
 
 
-def _compute_stats(model: Model, show_progress: bool) -> None:
-    """Reduce every tensor once, with a progress bar on a terminal when the model is large."""
-    tensors = [tensor for _, tensor in model.tensors()]
+def _compute_stats(tensors: list[Tensor]) -> None:
+    """Reduce every tensor once, with a progress bar on a terminal when there is much to read."""
     total_bytes = sum(t.size for t in tensors) * 4
-    if not show_progress or total_bytes < PROGRESS_MIN_BYTES or not sys.stderr.isatty():
+    if total_bytes < PROGRESS_MIN_BYTES or not sys.stderr.isatty():
         for tensor in tensors:
             tensor.stats()
         return
@@ -110,9 +109,9 @@ def _compute_stats(model: Model, show_progress: bool) -> None:
 
 def _run_inspect(args: argparse.Namespace, model: Model) -> None:
     with_stats = not args.no_stats
-    if with_stats:
-        _compute_stats(model, show_progress=True)
     layer = model.layer(args.layer) if args.layer else None
+    if with_stats:
+        _compute_stats(layer.tensors if layer else [t for _, t in model.tensors()])
     if args.json:
         from weightscope.reporters.summary import layer_to_dict, model_to_dict
 

@@ -26,9 +26,14 @@ def export_npz(model: Model, out: str | os.PathLike[str]) -> list[str]:
     target = Path(out)
     if model.source is not None and target.exists() and target.resolve() == model.source.resolve():
         raise WeightscopeError(f"{target}: refusing to overwrite the model being exported")
+    if not target.parent.is_dir():
+        raise WeightscopeError(f"{target}: output folder {target.parent} does not exist")
     keys: list[str] = []
-    fd, temp_name = tempfile.mkstemp(dir=target.parent or ".", prefix=".ws-", suffix=".npz")
+    fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=".ws-", suffix=".npz")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temp_name, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
     try:
         with zipfile.ZipFile(temp_name, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             for layer, tensor in model.tensors():

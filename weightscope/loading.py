@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 from collections.abc import Callable
@@ -27,9 +26,8 @@ _READ_ERRORS = (
     TypeError,
     IndexError,
     EOFError,
-    zipfile.BadZipFile,
-    json.JSONDecodeError,
     RuntimeError,
+    zipfile.BadZipFile,
 )
 
 
@@ -56,11 +54,16 @@ def load(path: str | os.PathLike[str]) -> Model:
     for adapter in ADAPTERS:
         if adapter.sniff(file, head):
             return _load_with(adapter.FRAMEWORK, adapter.load, file)
-    raise file_error(UnsupportedFormatError, file, _unrecognised(head))
+    raise file_error(UnsupportedFormatError, file, _unrecognised(file, head))
 
 
-def _unrecognised(head: bytes) -> str:
+def _unrecognised(file: Path, head: bytes) -> str:
     if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(file):
+                pass
+        except (zipfile.BadZipFile, OSError) as exc:
+            return f"damaged or truncated zip archive: {exc}"
         return "zip archive, but not a .keras file (no model.weights.h5 or config.json)"
     return "not a model file weightscope can read (unknown format)"
 

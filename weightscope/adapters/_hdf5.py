@@ -17,6 +17,11 @@ from weightscope.stats import Scratch, TensorStats, compute_stats, reduce_slabs
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
+CHECKED_ABOVE_BYTES = 64 * 1024 * 1024
+MAX_EXPANSION = 1024
+"""A dataset may declare at most this many times the bytes the file stores for it (compression
+included) before it is taken for a lying header rather than read."""
+
 
 def _bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
     return (bits.astype(np.uint32) << 16).view(np.float32)
@@ -37,6 +42,26 @@ class H5DatasetSource:
     def dtype_name(self) -> str:
         return "bfloat16" if self.is_bfloat16 else str(self._dataset.dtype)
 
+    def _check_readable(self) -> None:
+        """Refuse non-numeric data and shapes the file cannot back, before allocating anything."""
+        dataset = self._dataset
+        if dataset.dtype.kind not in "fiub" and not self.is_bfloat16:
+            raise file_error(
+                CorruptFileError,
+                self._path,
+                f"dataset {dataset.name} holds {dataset.dtype} values, not numbers",
+            )
+        declared = int(dataset.size) * dataset.dtype.itemsize
+        if declared > CHECKED_ABOVE_BYTES:
+            stored = int(dataset.id.get_storage_size())
+            if stored * MAX_EXPANSION < declared:
+                raise file_error(
+                    CorruptFileError,
+                    self._path,
+                    f"dataset {dataset.name} declares shape {dataset.shape} ({declared:,} bytes) "
+                    f"but the file stores {stored:,} bytes for it",
+                )
+
     def _read(self, selection: tuple[slice, ...] | tuple[()]) -> np.ndarray:
         try:
             data = np.asarray(self._dataset[selection])
@@ -52,15 +77,18 @@ class H5DatasetSource:
         )
 
     def read(self) -> np.ndarray:
+        self._check_readable()
         return self._read(())
 
     def chunks(self, max_elements: int) -> Iterator[np.ndarray]:
+        self._check_readable()
         for slab in iter_slabs(self._dataset.shape, max_elements):
             yield self._read(slab)
 
     def stats(self, max_elements: int) -> TensorStats:
         """Statistics read in slabs of at most ``max_elements`` into reused buffers, on a few
         threads (see :func:`weightscope.stats.reduce_slabs`)."""
+        self._check_readable()
         dtype = self._dataset.dtype
         if not (self.is_bfloat16 or dtype.kind == "f"):
             return compute_stats(self.chunks(max_elements))

@@ -4,7 +4,7 @@ and how to recognise a layer when a file carries no model config."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +60,9 @@ CLASS_ALIASES = {
 }
 
 MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
+
+NON_TRAINABLE_STATE_CLASSES = frozenset({"Normalization", "Discretization"})
+"""Classes outside the table whose variables are state, never trained (adapted statistics)."""
 
 
 def canonical_class(class_name: str | None) -> str | None:
@@ -137,12 +140,31 @@ def ambiguous_roles(class_name: str, config: Mapping[str, Any] | None, count: in
     return None
 
 
-def normalise_role(kind: str, stored_name: str) -> str:
-    """The role of a variable from its stored name: ``.../kernel:0`` -> ``kernel``."""
-    role = stored_name.rsplit("/", 1)[-1].split(":", 1)[0]
+def short_role(stored_name: str) -> str:
+    """The last component of a stored variable name: ``.../kernel:0`` -> ``kernel``."""
+    return stored_name.rsplit("/", 1)[-1].split(":", 1)[0]
+
+
+def normalise_role(kind: str, role: str) -> str:
+    """One name per role across Keras versions: Keras 2 calls a depthwise layer's kernel
+    ``depthwise_kernel``, Keras 3 ``kernel``."""
     if kind.startswith("depthwise") and role == "depthwise_kernel":
-        return "kernel"  # Keras 2 calls it depthwise_kernel, Keras 3 kernel
+        return "kernel"
     return role
+
+
+def roles_fit(class_name: str, roles: Iterable[str]) -> bool:
+    """Whether named variables are ones the class keeps (a name hint must not override them)."""
+    layer_type = KERAS_LAYER_TYPES[class_name]
+    if layer_type.kind == "batch_norm":
+        allowed = {"gamma", "beta", "moving_mean", "moving_variance"}
+    elif layer_type.kind == "layer_norm":
+        allowed = {"gamma", "beta"}
+    else:
+        allowed = {*layer_type.kernel_layouts, "bias"}
+        if layer_type.kind.startswith("depthwise"):
+            allowed.add("depthwise_kernel")
+    return set(roles) <= allowed
 
 
 @dataclass(frozen=True)
@@ -152,48 +174,57 @@ class Inference:
 
 
 def infer_class(names: Sequence[str], roles: Mapping[str, Sequence[int]]) -> Inference:
-    """Recognise a layer without a config: first from Keras' auto-generated ``names``, then from
-    its variables' roles and shapes. ``roles`` maps role -> shape (empty when roles are unknown)."""
+    """Recognise a layer without a config: first from Keras' auto-generated ``names`` (when its
+    named variables fit that class), then from its variables' roles and shapes. ``roles`` maps
+    short role -> shape (empty when the store keeps variables by position only)."""
     for name in names:
         found = class_from_name(name)
-        if found is not None:
+        if found is not None and roles_fit(found, roles):
             return Inference(found, f"no model config: kind read from the name {name!r}")
     return _infer_from_roles(roles)
 
 
 def _infer_from_roles(roles: Mapping[str, Sequence[int]]) -> Inference:
     present = set(roles)
-    if {"depthwise_kernel", "pointwise_kernel"} <= present:
+    if present == {"depthwise_kernel", "pointwise_kernel"} or present == {
+        "depthwise_kernel", "pointwise_kernel", "bias"
+    }:  # fmt: skip
         rank = len(roles["depthwise_kernel"])
         return Inference(
             "SeparableConv2D" if rank == 4 else "SeparableConv1D",
             "no model config: depthwise and pointwise kernels",
         )
-    if "depthwise_kernel" in present:
+    if present in ({"depthwise_kernel"}, {"depthwise_kernel", "bias"}):
         rank = len(roles["depthwise_kernel"])
         return Inference(
             "DepthwiseConv2D" if rank == 4 else "DepthwiseConv1D",
             "no model config: depthwise kernel",
         )
-    if {"moving_mean", "moving_variance"} <= present:
+    if {"moving_mean", "moving_variance"} <= present <= {
+        "gamma", "beta", "moving_mean", "moving_variance"
+    }:  # fmt: skip
         return Inference("BatchNormalization", "no model config: moving statistics")
-    if "embeddings" in present:
+    if present == {"embeddings"}:
         return Inference("Embedding", "no model config: embeddings table")
     kernel = roles.get("kernel")
-    if kernel is None:
-        return Inference(None, "no model config and no recognisable variables")
+    bias = roles.get("bias")
+    if kernel is None or not present <= {"kernel", "bias"} or (bias is not None and len(bias) != 1):
+        return Inference(None, "no model config and variables of no known layer kind")
     rank = len(kernel)
     if rank == 2:
+        if bias is not None and bias[0] != kernel[1]:
+            return Inference(None, "no model config: a 2-D kernel whose bias fits no dense layer")
         return Inference("Dense", "no model config: 2-D kernel")
     if rank not in (3, 4, 5):
         return Inference(None, f"no model config and a {rank}-D kernel")
     dims = rank - 2
-    bias = roles.get("bias")
-    if bias is not None and len(bias) == 1 and bias[0] == kernel[-2] != kernel[-1]:
+    if bias is not None and bias[0] == kernel[-2] != kernel[-1]:
         return Inference(
             f"Conv{dims}DTranspose",
             "no model config: bias length matches the kernel's second-last axis",
         )
+    if bias is not None and bias[0] != kernel[-1]:
+        return Inference(None, f"no model config: a {rank}-D kernel whose bias fits no conv")
     note = f"no model config: {rank}-D kernel taken as Conv{dims}D"
     if bias is None or kernel[-1] == kernel[-2]:
         note += " (a transposed conv cannot be ruled out)"

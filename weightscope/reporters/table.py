@@ -44,7 +44,7 @@ def _kind(layer: Layer) -> Text:
 
 def _shape_cell(tensor: Tensor) -> Text:
     text = Text(_shape(tensor.native_shape))
-    if tensor.native_layout and tensor.canonical_shape != tensor.native_shape:
+    if tensor.native_layout and tensor.canonical_layout != tensor.native_layout:
         text.append(f" {tensor.native_layout} -> ", style="dim")
         text.append(f"{_shape(tensor.canonical_shape)} {tensor.canonical_layout}", style="cyan")
     elif tensor.native_layout is None:
@@ -67,7 +67,7 @@ def model_header(model: Model) -> Text:
 
 def model_table(model: Model, with_stats: bool = True) -> RenderableType:
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    table.add_column("Layer")
+    table.add_column("Layer", overflow="fold")
     table.add_column("Kind")
     table.add_column("Shape native -> canonical", no_wrap=True)
     table.add_column("Params", justify="right")
@@ -78,7 +78,7 @@ def model_table(model: Model, with_stats: bool = True) -> RenderableType:
         main = principal_tensor(layer)
         stats = main.stats() if (with_stats and main is not None) else None
         table.add_row(
-            layer.name,
+            Text(layer.name),  # names are data, never rich markup
             _kind(layer),
             _shape_cell(main) if main is not None else "-",
             f"{layer.params:,}",
@@ -128,7 +128,7 @@ def _config_value(value: object) -> str:
 def layer_detail(model: Model, layer: Layer, with_stats: bool = True) -> RenderableType:
     header = Text.assemble((layer.name, "bold"), "  ", _kind(layer))
     if layer.class_name:
-        header.append(f"  class {layer.class_name}", style="dim")
+        header.append(f"  class {layer.class_name}", style="dim")  # append never parses markup
     header.append(f"  groups={layer.groups}  params={layer.params:,}")
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
     for title in ("Role", "Stored name", "Shape native -> canonical", "dtype", "Trainable"):
@@ -138,8 +138,8 @@ def layer_detail(model: Model, layer: Layer, with_stats: bool = True) -> Rendera
             table.add_column(title, justify="right")
     for tensor in layer.tensors:
         row: list[RenderableType] = [
-            tensor.role,
-            tensor.name,
+            Text(tensor.role),
+            Text(tensor.name, overflow="fold"),
             _shape_cell(tensor),
             tensor.dtype,
             {True: "yes", False: "no", None: "?"}[tensor.trainable],
