@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import subprocess
 
+import h5py
 import numpy as np
 import pytest
 from cli_runner import run_cli
@@ -125,3 +128,58 @@ def test_export_refuses_to_overwrite_its_input(tmp_path):
     result = run_cli("export", model_copy, "-o", model_copy)
     assert result.returncode == 2 and "refusing to overwrite" in result.stderr
     assert model_copy.read_bytes() == before
+
+
+def test_export_file_mode_and_missing_folder(tmp_path):
+    out = tmp_path / "w.npz"
+    assert run_cli("export", "--example", "-o", out).returncode == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
+    missing = tmp_path / "no" / "such" / "w.npz"
+    result = run_cli("export", "--example", "-o", missing)
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == f"weightscope: {missing}: output folder {missing.parent} does not exist"
+    )
+
+
+def test_one_layer_view_reads_only_that_layer(tmp_path):
+    """--layer reduces only the chosen layer: a damaged tensor elsewhere does not matter."""
+    path = tmp_path / "model.h5"
+    shutil.copy(EXAMPLE, path)
+    with h5py.File(path, "r+") as h5:
+        name = "model_weights/logits/digits_cnn/logits/bias"
+        del h5[name]
+        h5.create_dataset(name, shape=(2**40,), dtype="f4", chunks=(2**20,))
+    assert run_cli("inspect", path, "--layer", "conv1").returncode == 0
+    assert run_cli("inspect", path).returncode == 2
+
+
+def test_names_are_printed_as_text_not_markup(tmp_path):
+    keras = pytest.importorskip("keras")
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(4, name="[bold]x"),
+            keras.layers.Dense(2, name="sq[i]"),
+            keras.layers.Dense(2, name="[red]y"),
+        ]
+    )
+    path = tmp_path / "markup.keras"
+    model.save(path)
+    result = run_cli("inspect", path)
+    assert result.returncode == 0, result.stderr
+    for name in ("[bold]x", "sq[i]", "[red]y"):
+        assert name in result.stdout
+    detail = run_cli("inspect", path, "--layer", "[bold]x")
+    assert detail.returncode == 0 and "[bold]x" in detail.stdout
+
+
+def test_square_kernels_keep_their_layout_label(tmp_path):
+    keras = pytest.importorskip("keras")
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(6, name="square")])
+    path = tmp_path / "square.keras"
+    model.save(path)
+    assert "(6, 6) IO -> (6, 6) OI" in run_cli("inspect", path).stdout

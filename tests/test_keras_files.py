@@ -179,3 +179,141 @@ def test_keras_zip_with_compressed_weights_member(tmp_path):
         np.testing.assert_array_equal(
             b.layer("c").tensor("kernel").numpy(), model.layers[0].kernel.numpy()
         )
+
+
+def two_blocks_with_same_layer_names(K):
+    """A model holding two sub-models whose layers share names (``s1/d`` and ``s2/d``)."""
+
+    def block(name):
+        return K.Sequential([K.Input((4,)), K.layers.Dense(4, name="d")], name=name)
+
+    inputs = K.Input((4,))
+    outer = K.Model(inputs, block("s2")(block("s1")(inputs)), name="f")
+    model = K.Sequential([K.Input((4,)), outer, K.layers.Dense(2, name="head")])
+    rng = np.random.default_rng(3)
+    model.set_weights([rng.normal(size=w.shape).astype("float32") for w in model.get_weights()])
+    return model
+
+
+# tf-keras cannot save this model: both weights are named d/kernel:0 and its writer collides.
+@pytest.mark.parametrize("fmt", ["h5", "keras", "weights.h5"])
+def test_same_layer_names_in_sibling_submodels(fmt, tmp_path):
+    K = keras
+    model = two_blocks_with_same_layer_names(K)
+    path = tmp_path / f"twins.{fmt}"
+    if fmt == "weights.h5":
+        model.save_weights(path)
+    else:
+        model.save(path)
+    outer = model.layers[0]
+    with weightscope.load(path) as loaded:
+        assert [layer.name for layer in loaded.layers] == ["f/s1/d", "f/s2/d", "head"]
+        for block in ("s1", "s2"):
+            layer = loaded.layer(f"f/{block}/d")
+            assert [t.role for t in layer.tensors] == ["kernel", "bias"]
+            np.testing.assert_array_equal(
+                layer.tensor("kernel").numpy(),
+                outer.get_layer(block).get_layer("d").kernel.numpy(),
+            )
+        assert loaded.params.total == model.count_params()
+
+
+class Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.stem = keras.layers.Dense(3)
+        self.blocks = [keras.layers.Dense(2), keras.layers.Dense(2)]
+        self.scale = self.add_weight(shape=(4,), initializer="ones", name="scale")
+
+    def call(self, x):
+        return self.blocks[1](self.blocks[0](self.stem(x))) * self.scale[0]
+
+
+@pytest.mark.parametrize("fmt", ["keras", "weights.h5"])
+def test_subclassed_model_layers_and_model_variables(fmt, tmp_path):
+    model = Subclassed()
+    model(np.zeros((1, 5), dtype="float32"))
+    path = tmp_path / f"sub.{fmt}"
+    if fmt == "keras":
+        model.save(path)
+    else:
+        model.save_weights(path)
+    with weightscope.load(path) as loaded:
+        by_shape = {layer.tensors[0].native_shape: layer for layer in loaded.layers}
+        assert by_shape[(5, 3)].kind == "dense"
+        assert by_shape[(3, 2)].kind == by_shape[(2, 2)].kind == "dense"
+        model_vars = by_shape[(4,)]
+        assert model_vars.kind == "unknown" and "model itself" in (model_vars.note or "")
+        np.testing.assert_array_equal(model_vars.tensors[0].numpy(), model.scale.numpy())
+        assert loaded.params.total == model.count_params()
+
+
+@pytest.mark.parametrize(
+    ("K", "fmt"),
+    [(keras, "keras"), (keras, "h5"), (tf_keras, "h5")],
+    ids=["keras3-keras", "keras3-h5", "tf_keras-h5"],
+)
+def test_unknown_classes_count_like_keras(K, fmt, tmp_path):
+    """Layers without a canonical form keep Keras' trainable / non-trainable split."""
+    model = K.Sequential(
+        [
+            K.Input((5, 2)),
+            K.layers.LSTM(3, name="lstm"),
+            K.layers.Dense(4, name="frozen_d"),
+            K.layers.Dense(2, name="d"),
+        ]
+    )
+    model.get_layer("frozen_d").trainable = False
+    path = tmp_path / f"rnn_counts.{fmt}"
+    model.save(path)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    non_trainable = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
+    with weightscope.load(path) as loaded:
+        counts = loaded.params
+        assert (counts.trainable, counts.non_trainable, counts.unknown) == (
+            trainable,
+            non_trainable,
+            0,
+        )
+
+
+@pytest.mark.parametrize(
+    ("K", "fmt"), [(keras, "weights.h5"), (tf_keras, "w.h5")], ids=["keras3", "tf_keras"]
+)
+def test_recurrent_and_attention_layers_without_config_are_unknown(K, fmt, tmp_path):
+    """Their 2-D and 3-D kernels must not pass for dense or conv kernels."""
+    inputs = K.Input((5, 4))
+    x = K.layers.MultiHeadAttention(num_heads=2, key_dim=3)(inputs, inputs)
+    x = K.layers.LSTM(3)(x)
+    model = K.Model(inputs, K.layers.Dense(2, name="out")(x))
+    path = tmp_path / f"attention.{fmt}"
+    model.save_weights(path)
+    with weightscope.load(path) as loaded:
+        kinds = {layer.name: layer.kind for layer in loaded.layers}
+        assert kinds.pop("out") == "dense"
+        assert kinds and set(kinds.values()) == {"unknown"}, kinds
+        assert loaded.params.total == model.count_params()
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_chunked_threaded_statistics_inside_a_keras_zip(compression, tmp_path):
+    """Statistics read in many slabs on several threads through the in-place zip member (or the
+    temporary extraction) equal numpy's on the whole tensor."""
+    model = keras.Sequential([keras.Input((300,)), keras.layers.Dense(200, name="wide")])
+    rng = np.random.default_rng(7)
+    kernel = rng.normal(0.1, 2.0, size=(300, 200)).astype("float32")
+    kernel[::17, ::5] = 0.0
+    model.layers[0].set_weights([kernel, np.zeros(200, "float32")])
+    saved = tmp_path / "saved.keras"
+    model.save(saved)
+    path = tmp_path / "model.keras"
+    with zipfile.ZipFile(saved) as src, zipfile.ZipFile(path, "w", compression) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    with weightscope.load(path) as loaded:
+        stats = loaded.layer("wide").tensor("kernel").stats(chunk_elements=1000)
+    values = kernel.astype(np.float64)
+    assert stats.mean == pytest.approx(values.mean(), rel=1e-6)
+    assert stats.std == pytest.approx(values.std(), rel=1e-6)
+    assert (stats.min, stats.max) == (values.min(), values.max())
+    assert stats.zeros_fraction == np.mean(values == 0)

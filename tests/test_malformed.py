@@ -4,6 +4,7 @@ file left untouched."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import zipfile
 from pathlib import Path
@@ -83,6 +84,56 @@ def dangling_layer_name(tmp_path: Path) -> Path:
     return path
 
 
+def truncated_keras(tmp_path: Path) -> Path:
+    import io
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("config.json", "{}")
+        archive.writestr("model.weights.h5", EXAMPLE.read_bytes())
+    path = tmp_path / "cut.keras"
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) * 2 // 3])
+    return path
+
+
+def lying_shape(tmp_path: Path) -> Path:
+    """A bias that declares 2**45 elements (128 TiB) in an 89 KB file."""
+    path = tmp_path / "lying.h5"
+    shutil.copy(EXAMPLE, path)
+    with h5py.File(path, "r+") as h5:
+        name = "model_weights/logits/digits_cnn/logits/bias"
+        del h5[name]
+        h5.create_dataset(name, shape=(2**45,), dtype="f4", chunks=(2**20,))
+    return path
+
+
+def string_weights(tmp_path: Path) -> Path:
+    path = tmp_path / "strings.h5"
+    shutil.copy(EXAMPLE, path)
+    with h5py.File(path, "r+") as h5:
+        name = "model_weights/logits/digits_cnn/logits/bias"
+        del h5[name]
+        h5[name] = np.array([b"abc"] * 10)
+    return path
+
+
+def config_bomb(tmp_path: Path) -> Path:
+    """A .keras whose config.json inflates to over 64 MB."""
+    path = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("config.json", b" " * (65 * 1024 * 1024))
+        archive.writestr("model.weights.h5", EXAMPLE.read_bytes())
+    return path
+
+
+def model_config_not_an_object(tmp_path: Path) -> Path:
+    path = tmp_path / "odd_config.h5"
+    shutil.copy(EXAMPLE, path)
+    with h5py.File(path, "r+") as h5:
+        h5.attrs["model_config"] = "5"
+    return path
+
+
 CASES = {
     "truncated_half": lambda p: truncated(p, 0.5),
     "truncated_head": lambda p: truncated(p, 0.02),
@@ -95,6 +146,10 @@ CASES = {
     "missing": missing,
     "directory": directory,
     "dangling_layer_name": dangling_layer_name,
+    "truncated_keras": truncated_keras,
+    "lying_shape": lying_shape,
+    "string_weights": string_weights,
+    "config_bomb": config_bomb,
 }
 
 
@@ -124,6 +179,10 @@ def test_unreadable_file_exits_2_with_one_line(case, command, tmp_path):
         ("missing", "no such file"),
         ("zip_not_keras", "not a .keras file"),
         ("dangling_layer_name", "no such group"),
+        ("truncated_keras", "damaged or truncated zip"),
+        ("lying_shape", "but the file stores 0 bytes"),
+        ("string_weights", "not numbers"),
+        ("config_bomb", "config.json declares"),
     ],
 )
 def test_error_names_the_problem(case, problem, tmp_path):
@@ -153,3 +212,12 @@ def test_valid_files_are_not_modified(tmp_path):
     assert run_cli("inspect", EXAMPLE, "--json").returncode == 0
     assert run_cli("export", EXAMPLE, "-o", tmp_path / "w.npz").returncode == 0
     assert digest(EXAMPLE) == before
+
+
+def test_model_config_that_is_no_object_reads_as_weights_only(tmp_path):
+    """A config of the wrong type is ignored, not a crash: layers are then inferred."""
+    result = run_cli("inspect", model_config_not_an_object(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    layers = json.loads(result.stdout)["layers"]
+    assert [layer["kind"] for layer in layers][:1] == ["conv2d"]
+    assert all(layer["inferred"] for layer in layers)

@@ -85,17 +85,34 @@ def snake_case(class_name: str) -> str:
 
 _SNAKE_TO_CLASS = {snake_case(name): name for name in KERAS_LAYER_TYPES}
 
+COMPOSITE_LAYERS = frozenset(
+    {
+        "MultiHeadAttention", "GroupQueryAttention", "Attention", "AdditiveAttention",
+        "LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "TimeDistributed",
+        "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "EinsumDense",
+    }
+)  # fmt: skip
+"""Layers without a canonical form whose variables Keras 2 names like those of sub-layers
+(``multi_head_attention/query/kernel:0``): without a config they must not be split up."""
 
-def class_from_name(name: str) -> str | None:
+_SNAKE_TO_COMPOSITE = {snake_case(name): name for name in COMPOSITE_LAYERS}
+
+
+def class_from_name(name: str, table: Mapping[str, str] = _SNAKE_TO_CLASS) -> str | None:
     """The class behind an auto-generated name such as ``conv2d_transpose_3``."""
     base = name.rsplit("/", 1)[-1]
     while True:
-        if base in _SNAKE_TO_CLASS:
-            return _SNAKE_TO_CLASS[base]
+        if base in table:
+            return table[base]
         stripped = re.sub(r"_\d+$", "", base)
         if stripped == base:
             return None
         base = stripped
+
+
+def composite_from_name(name: str) -> str | None:
+    """The composite class (``MultiHeadAttention``) behind an auto-generated name, if any."""
+    return class_from_name(name, _SNAKE_TO_COMPOSITE)
 
 
 def positional_roles(class_name: str, config: Mapping[str, Any] | None, count: int) -> list[str]:

@@ -78,12 +78,17 @@ def build_layer(
     layer_config: LayerConfig | None,
     variables: list[Variable],
     hint_names: Iterable[str] = (),
+    class_from_name: str | None = None,
 ) -> Layer:
     """A layer from its variables: kind and layouts from the config's class, or inferred from
-    names and shapes when the file has no config (and then marked ``inferred``)."""
+    names and shapes when the file has no config (and then marked ``inferred``).
+    ``class_from_name`` is a class already recognised from the layer's name."""
     notes: list[str] = []
     if layer_config is not None:
         class_name: str | None = catalog.canonical_class(layer_config.class_name)
+    elif class_from_name is not None:
+        class_name = class_from_name
+        notes.append(f"no model config: a {class_name}, from its name {name!r}")
     else:
         shapes = {
             catalog.short_role(v.role): v.dataset.shape for v in variables if v.role is not None
@@ -93,8 +98,8 @@ def build_layer(
         notes.append(guess.note)
     layer_type = catalog.layer_type(class_name)
     config = dict(layer_config.config) if layer_config else {}
-    if layer_type is None and layer_config is not None:
-        notes.append(f"Keras class {layer_config.class_name} has no canonical form in weightscope")
+    if layer_type is None and class_name is not None:
+        notes.append(f"Keras class {class_name} has no canonical form in weightscope")
 
     if layer_type is not None and any(v.role is None for v in variables):
         named, note = _assign_positional_roles(class_name or "", layer_config, variables)

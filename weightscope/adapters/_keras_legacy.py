@@ -9,6 +9,7 @@ from typing import Any
 
 import h5py
 
+from weightscope.adapters import _keras_catalog as catalog
 from weightscope.adapters._hdf5 import string_list_attr, text_attr
 from weightscope.adapters._keras_layers import (
     LayerConfig,
@@ -76,6 +77,9 @@ def _dataset(path: Path, group: h5py.Group, name: str) -> h5py.Dataset:
 def _split_by_owner(path: Path, name: str, variables: list[Variable]) -> list[Layer]:
     """Without a config, a group whose weights name several owners (``conv2d/kernel:0``,
     ``batch_normalization/gamma:0``) is a nested model: one layer per owner, in stored order."""
+    composite = catalog.composite_from_name(name)
+    if composite is not None:
+        return [build_layer(path, name, None, variables, class_from_name=composite)]
     owners: dict[str, list[Variable]] = {}
     for variable in variables:
         parts = variable.stored_name.split("/")
