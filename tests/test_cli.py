@@ -8,10 +8,10 @@ import shutil
 import stat
 import subprocess
 
-import h5py
 import numpy as np
 import pytest
 from cli_runner import run_cli
+from damaged import with_lying_bias
 
 import weightscope
 
@@ -147,12 +147,7 @@ def test_export_file_mode_and_missing_folder(tmp_path):
 
 def test_one_layer_view_reads_only_that_layer(tmp_path):
     """--layer reduces only the chosen layer: a damaged tensor elsewhere does not matter."""
-    path = tmp_path / "model.h5"
-    shutil.copy(EXAMPLE, path)
-    with h5py.File(path, "r+") as h5:
-        name = "model_weights/logits/digits_cnn/logits/bias"
-        del h5[name]
-        h5.create_dataset(name, shape=(2**40,), dtype="f4", chunks=(2**20,))
+    path = with_lying_bias(tmp_path)
     assert run_cli("inspect", path, "--layer", "conv1").returncode == 0
     assert run_cli("inspect", path).returncode == 2
 

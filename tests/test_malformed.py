@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -13,10 +12,9 @@ import h5py
 import numpy as np
 import pytest
 from cli_runner import run_cli
+from damaged import EXAMPLE, edited_example, with_lying_bias, with_string_bias
 
 import weightscope
-
-EXAMPLE = weightscope.example_path()
 
 
 def digest(path: Path) -> str:
@@ -77,11 +75,10 @@ def directory(tmp_path: Path) -> Path:
 
 
 def dangling_layer_name(tmp_path: Path) -> Path:
-    path = tmp_path / "dangling.h5"
-    shutil.copy(EXAMPLE, path)
-    with h5py.File(path, "r+") as h5:
+    def edit(h5: h5py.File) -> None:
         del h5["model_weights/conv1"]
-    return path
+
+    return edited_example(tmp_path, "dangling.h5", edit)
 
 
 def truncated_keras(tmp_path: Path) -> Path:
@@ -96,27 +93,6 @@ def truncated_keras(tmp_path: Path) -> Path:
     return path
 
 
-def lying_shape(tmp_path: Path) -> Path:
-    """A bias that declares 2**45 elements (128 TiB) in an 89 KB file."""
-    path = tmp_path / "lying.h5"
-    shutil.copy(EXAMPLE, path)
-    with h5py.File(path, "r+") as h5:
-        name = "model_weights/logits/digits_cnn/logits/bias"
-        del h5[name]
-        h5.create_dataset(name, shape=(2**45,), dtype="f4", chunks=(2**20,))
-    return path
-
-
-def string_weights(tmp_path: Path) -> Path:
-    path = tmp_path / "strings.h5"
-    shutil.copy(EXAMPLE, path)
-    with h5py.File(path, "r+") as h5:
-        name = "model_weights/logits/digits_cnn/logits/bias"
-        del h5[name]
-        h5[name] = np.array([b"abc"] * 10)
-    return path
-
-
 def config_bomb(tmp_path: Path) -> Path:
     """A .keras whose config.json inflates to over 64 MB."""
     path = tmp_path / "bomb.keras"
@@ -127,11 +103,10 @@ def config_bomb(tmp_path: Path) -> Path:
 
 
 def model_config_not_an_object(tmp_path: Path) -> Path:
-    path = tmp_path / "odd_config.h5"
-    shutil.copy(EXAMPLE, path)
-    with h5py.File(path, "r+") as h5:
+    def edit(h5: h5py.File) -> None:
         h5.attrs["model_config"] = "5"
-    return path
+
+    return edited_example(tmp_path, "odd_config.h5", edit)
 
 
 CASES = {
@@ -147,8 +122,8 @@ CASES = {
     "directory": directory,
     "dangling_layer_name": dangling_layer_name,
     "truncated_keras": truncated_keras,
-    "lying_shape": lying_shape,
-    "string_weights": string_weights,
+    "lying_shape": with_lying_bias,
+    "string_weights": with_string_bias,
     "config_bomb": config_bomb,
 }
 
