@@ -21,3 +21,7 @@ def file_error(cls: type[WeightscopeError], path: Path | str, problem: str) -> W
     """Build an error whose single line reads ``<file>: <problem>``."""
     one_line = " ".join(str(problem).split())
     return cls(f"{path}: {one_line}")
+
+
+class UnsafeFileError(WeightscopeError):
+    """The file asks to run code (a pickle calling ``os.system``, say): refused, nothing run."""

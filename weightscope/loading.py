@@ -6,6 +6,7 @@ import os
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from weightscope.adapters import ADAPTERS
 from weightscope.errors import (
@@ -31,13 +32,16 @@ _READ_ERRORS = (
 )
 
 
-def load(path: str | os.PathLike[str]) -> Model:
-    """Read a model file into the framework-free model. The file is opened read-only; tensor data
-    is read when first used. Close the model (or use it as a context manager) to release the file.
+def load(source: str | os.PathLike[str] | Any) -> Model:
+    """Read a model file, or a live model object (a ``torch.nn.Module``), into the
+    framework-free model. A file is opened read-only; tensor data is read when first used. Close
+    the model (or use it as a context manager) to release the file.
 
     Raises ``WeightscopeError`` with one line naming the file and the problem.
     """
-    file = Path(path)
+    if not isinstance(source, (str, os.PathLike)):
+        return _load_live(source)
+    file = Path(source)
     if not file.exists():
         raise file_error(UnsupportedFormatError, file, "no such file")
     if file.is_dir():
@@ -55,6 +59,17 @@ def load(path: str | os.PathLike[str]) -> Model:
         if adapter.sniff(file, head):
             return _load_with(adapter.FRAMEWORK, adapter.load, file)
     raise file_error(UnsupportedFormatError, file, _unrecognised(file, head))
+
+
+def _load_live(obj: Any) -> Model:
+    from weightscope.adapters import pytorch
+
+    if pytorch.is_live_module(obj):
+        return pytorch.load_module(obj)
+    raise UnsupportedFormatError(
+        f"cannot read a {type(obj).__module__}.{type(obj).__qualname__}: give a file path or a "
+        "torch.nn.Module"
+    )
 
 
 def _unrecognised(file: Path, head: bytes) -> str:

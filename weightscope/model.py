@@ -86,6 +86,11 @@ class Tensor:
     source: TensorSource = field(repr=False)
     groups: int = 1
     """Groups used to convert this tensor (only layouts with a per-group ``O`` axis need it)."""
+    counted: bool = True
+    """False for tensors that are not parameters (an integer step counter such as
+    ``num_batches_tracked``) and for the second name of a shared (tied) tensor."""
+    shared_with: str | None = None
+    """Name of the tensor this one shares its data with (tied weights), counted there."""
     _stats: TensorStats | None = field(default=None, init=False, repr=False)
 
     @property
@@ -136,7 +141,7 @@ class Layer:
 
     @property
     def params(self) -> int:
-        return sum(t.size for t in self.tensors)
+        return sum(t.size for t in self.tensors if t.counted)
 
     def tensor(self, role: str) -> Tensor:
         for tensor in self.tensors:
@@ -176,6 +181,8 @@ class Model:
     layers: list[Layer]
     weightless_layers: list[str] = field(default_factory=list)
     """Names of layers that hold no weights (pooling, flatten, ...), in model order."""
+    notes: list[str] = field(default_factory=list)
+    """What the reader did that a user should know (where in a checkpoint the weights were)."""
     _resources: ExitStack = field(default_factory=ExitStack, repr=False)
 
     @property
@@ -183,6 +190,8 @@ class Model:
         trainable = non_trainable = unknown = 0
         for layer in self.layers:
             for tensor in layer.tensors:
+                if not tensor.counted:
+                    continue
                 if tensor.trainable is True:
                     trainable += tensor.size
                 elif tensor.trainable is False:

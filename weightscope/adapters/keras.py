@@ -19,12 +19,12 @@ import h5py
 from weightscope.adapters._hdf5 import HDF5_SIGNATURE, FileSlice, text_attr
 from weightscope.adapters._keras_legacy import is_legacy, load_legacy
 from weightscope.adapters._keras_store import is_store, load_store
+from weightscope.adapters._zip import ZIP_SIGNATURE, stored_member_offset
 from weightscope.errors import CorruptFileError, UnsupportedFormatError, file_error
 from weightscope.model import Model
 
 FRAMEWORK = "keras"
 V3_WEIGHTS_MEMBER = "model.weights.h5"
-ZIP_SIGNATURE = b"PK\x03\x04"
 MAX_JSON_BYTES = 64 * 1024 * 1024
 """config.json / metadata.json larger than this are refused (a zip bomb would expand them)."""
 
@@ -120,15 +120,7 @@ def _open_member(
     Keras stores ``model.weights.h5`` uncompressed; it is then read where it lies, without the
     zip's CRC check (HDF5 has no checksum of its own for raw data either)."""
     if info.compress_type == zipfile.ZIP_STORED:
-        with open(path, "rb") as raw:
-            raw.seek(info.header_offset)
-            header = raw.read(30)
-        if len(header) < 30 or header[:4] != ZIP_SIGNATURE:
-            raise file_error(CorruptFileError, path, f"bad local header for {info.filename}")
-        name_len = int.from_bytes(header[26:28], "little")
-        extra_len = int.from_bytes(header[28:30], "little")
-        start = info.header_offset + 30 + name_len + extra_len
-        return FileSlice(path, start, info.file_size)
+        return FileSlice(path, stored_member_offset(path, info), info.file_size)
     spool = tempfile.TemporaryFile()  # noqa: SIM115 - returned open, closed with the model
     try:
         with archive.open(info) as member:

@@ -19,6 +19,7 @@ def model_to_dict(model: Model, with_stats: bool = True) -> dict[str, Any]:
         "framework_version": model.framework_version,
         "layers": [layer_to_dict(layer, with_stats) for layer in model.layers],
         "weightless_layers": list(model.weightless_layers),
+        "notes": list(model.notes),
         "params": model.params.to_dict(),
     }
 
@@ -50,6 +51,8 @@ def tensor_to_dict(tensor: Tensor, with_stats: bool = True) -> dict[str, Any]:
         "dtype": tensor.dtype,
         "size": tensor.size,
         "trainable": tensor.trainable,
+        "counted": tensor.counted,
+        "shared_with": tensor.shared_with,
     }
     if with_stats:
         data["stats"] = {k: _finite_or_none(v) for k, v in tensor.stats().to_dict().items()}

@@ -101,16 +101,20 @@ def totals_line(model: Model) -> Text:
     )  # fmt: skip
     if counts.unknown:
         text.append("   Trainability unknown: ", style="bold")
-        text.append(f"{counts.unknown:,} (the file has no model config)")
+        text.append(f"{counts.unknown:,} (the file does not record it)")
     return text
 
 
 def footnotes(model: Model) -> Text | None:
     lines = []
     if any(layer.inferred for layer in model.layers):
-        lines.append("* kind inferred from names and shapes (the file has no model config)")
+        lines.append("* kind inferred from names and shapes (the file records no layer classes)")
     if model.weightless_layers:
         lines.append(f"layers without weights: {', '.join(model.weightless_layers)}")
+    shared = [t for _, t in model.tensors() if t.shared_with]
+    if shared:
+        lines.append(f"shared (tied) tensors, counted once: {len(shared)}")
+    lines.extend(model.notes)
     if not lines:
         return None
     return Text("\n".join(lines), style="dim")
@@ -142,7 +146,8 @@ def layer_detail(model: Model, layer: Layer, with_stats: bool = True) -> Rendera
             Text(tensor.name, overflow="fold"),
             _shape_cell(tensor),
             tensor.dtype,
-            {True: "yes", False: "no", None: "?"}[tensor.trainable],
+            {True: "yes", False: "no", None: "?"}[tensor.trainable]
+            + ("" if tensor.counted else " (not counted)"),
         ]
         if with_stats:
             stats = tensor.stats()

@@ -1,0 +1,130 @@
+"""Tensor data lying in a region of a file (a torch storage, a safetensors buffer), read with
+``os.pread`` on demand: nothing is mapped, so resident memory stays at one chunk."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from weightscope.errors import CorruptFileError, file_error
+from weightscope.stats import TensorStats, compute_stats
+
+
+class OpenFile:
+    """One read-only descriptor shared by every tensor of a model (``pread`` is thread-safe)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY)
+        self.size = os.fstat(self.fd).st_size
+
+    def read(self, offset: int, nbytes: int) -> bytes:
+        data = os.pread(self.fd, nbytes, offset)
+        if len(data) != nbytes:
+            raise file_error(CorruptFileError, self.path, f"tensor data cut short at byte {offset}")
+        return data
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def numpy_dtype(name: str, byteorder: str = "little") -> np.dtype:
+    """The dtype to read raw elements as (``bfloat16`` as its 16-bit patterns)."""
+    dtype = np.dtype(np.uint16 if name == "bfloat16" else name)
+    return (
+        dtype.newbyteorder("<" if byteorder == "little" else ">") if dtype.itemsize > 1 else dtype
+    )
+
+
+class FileRegionSource:
+    """A strided tensor over a storage that starts at ``base`` in the file and holds
+    ``storage_numel`` elements."""
+
+    def __init__(
+        self,
+        file: OpenFile,
+        base: int,
+        storage_numel: int,
+        dtype: str,
+        offset: int,
+        shape: tuple[int, ...],
+        stride: tuple[int, ...],
+        byteorder: str = "little",
+    ) -> None:
+        self.file = file
+        self.dtype_name = dtype
+        self.raw_dtype = numpy_dtype(dtype, byteorder)
+        self.shape = shape
+        self.stride = stride
+        self.offset = offset
+        self.base = base
+        numel = math.prod(shape)
+        if len(stride) != len(shape) or offset < 0 or any(s < 0 for s in (*shape, *stride)):
+            raise file_error(CorruptFileError, file.path, f"tensor of shape {shape} is malformed")
+        last = offset + sum((n - 1) * s for n, s in zip(shape, stride, strict=True)) if numel else 0
+        if numel and last >= storage_numel:
+            raise file_error(
+                CorruptFileError,
+                file.path,
+                f"tensor of shape {shape} reaches element {last} of a storage of {storage_numel}",
+            )
+        end = base + storage_numel * self.raw_dtype.itemsize
+        if end > file.size:
+            raise file_error(
+                CorruptFileError,
+                file.path,
+                f"storage of {storage_numel:,} elements runs past the end of the file",
+            )
+        self.contiguous = stride == _c_strides(shape)
+
+    def _decode(self, raw: bytes) -> np.ndarray:
+        values = np.frombuffer(raw, dtype=self.raw_dtype)
+        if self.dtype_name == "bfloat16":
+            return (values.astype(np.uint32) << 16).view(np.float32)
+        return values.astype(self.raw_dtype.newbyteorder("="), copy=False)
+
+    def read(self) -> np.ndarray:
+        itemsize = self.raw_dtype.itemsize
+        numel = math.prod(self.shape)
+        if self.contiguous or numel == 0:
+            raw = self.file.read(self.base + self.offset * itemsize, numel * itemsize)
+            return self._decode(raw).reshape(self.shape)
+        span = 1 + sum((n - 1) * s for n, s in zip(self.shape, self.stride, strict=True))
+        flat = self._decode(self.file.read(self.base + self.offset * itemsize, span * itemsize))
+        strides = tuple(s * flat.itemsize for s in self.stride)
+        return np.lib.stride_tricks.as_strided(flat, self.shape, strides).copy()
+
+    def chunks(self, max_elements: int) -> Iterator[np.ndarray]:
+        if not self.contiguous:
+            flat = self.read().reshape(-1)
+            for start in range(0, flat.size, max_elements):
+                yield flat[start : start + max_elements]
+            return
+        itemsize = self.raw_dtype.itemsize
+        numel = math.prod(self.shape)
+        start_byte = self.base + self.offset * itemsize
+        for start in range(0, numel, max_elements):
+            count = min(max_elements, numel - start)
+            yield self._decode(self.file.read(start_byte + start * itemsize, count * itemsize))
+
+    def stats(self, max_elements: int) -> TensorStats:
+        if self.raw_dtype.kind not in "fiub":
+            raise file_error(
+                CorruptFileError, self.file.path, f"no statistics for {self.dtype_name} values"
+            )
+        return compute_stats(self.chunks(max_elements))
+
+
+def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides = []
+    step = 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))

@@ -1,0 +1,167 @@
+"""PyTorch containers: where the pickle and each storage's bytes are in a zip-format file, a
+TorchScript archive, or a legacy (pre-1.6) pickle stream."""
+
+from __future__ import annotations
+
+import ast
+import io
+import re
+import struct
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from weightscope.adapters._torch_pickle import StorageRef, restricted_load
+from weightscope.adapters._zip import stored_member_offset
+from weightscope.errors import CorruptFileError, file_error
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+LEGACY_HEAD = b"\x80\x02\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little")
+MAX_PICKLE_BYTES = 1 << 30
+
+
+@dataclass
+class ClassInfo:
+    """What a TorchScript archive's code says of one module class (read as text, never run)."""
+
+    parameters: list[str] = field(default_factory=list)
+    buffers: list[str] = field(default_factory=list)
+    constants: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TorchFile:
+    format: str
+    root: Any
+    storages: dict[str, StorageRef]
+    storage_offsets: dict[str, int]
+    """File offset of each root storage's first byte."""
+    byteorder: str = "little"
+    classes: dict[str, ClassInfo] = field(default_factory=dict)
+    """TorchScript: qualified class name (``__torch__.torch.nn.modules.conv.Conv2d``) -> info."""
+
+
+def _is_data_pickle(name: str) -> bool:
+    return name == "data.pkl" or (name.endswith("/data.pkl") and name.count("/") == 1)
+
+
+def is_torch_zip(names: set[str]) -> bool:
+    return any(_is_data_pickle(n) for n in names)
+
+
+def read_zip(path: Path) -> TorchFile:
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        pickles = [
+            n for n in names if n == "data.pkl" or (n.endswith("/data.pkl") and n.count("/") == 1)
+        ]
+        if not pickles:
+            raise file_error(
+                CorruptFileError, path, "not a PyTorch checkpoint: zip entry data.pkl missing"
+            )
+        prefix = pickles[0][: -len("data.pkl")]
+        info = archive.getinfo(pickles[0])
+        if info.file_size > MAX_PICKLE_BYTES:
+            raise file_error(CorruptFileError, path, f"data.pkl declares {info.file_size:,} bytes")
+        byteorder = "little"
+        if prefix + "byteorder" in names:
+            byteorder = archive.read(prefix + "byteorder").decode("ascii", "replace").strip()
+        storages: dict[str, StorageRef] = {}
+        root = restricted_load(io.BytesIO(archive.read(info)), storages)
+        offsets = {}
+        for key, storage in storages.items():
+            member = f"{prefix}data/{key}"
+            try:
+                member_info = archive.getinfo(member)
+            except KeyError:
+                raise file_error(CorruptFileError, path, f"zip entry {member} missing") from None
+            needed = storage.numel * storage.storage_type.itemsize
+            if member_info.file_size < needed:
+                raise file_error(
+                    CorruptFileError,
+                    path,
+                    f"{member} holds {member_info.file_size:,} bytes, its storage needs {needed:,}",
+                )
+            offsets[key] = stored_member_offset(path, member_info)
+        is_script = any(n.startswith(prefix + "code/") for n in names)
+        classes = _script_classes(archive, prefix, names) if is_script else {}
+    return TorchFile(
+        "torchscript" if is_script else "pytorch-zip", root, storages, offsets, byteorder, classes
+    )
+
+
+def read_legacy(path: Path) -> TorchFile:
+    """The pre-1.6 stream: magic, protocol, sys_info, the object, storage keys, then per storage
+    an int64 element count and its raw bytes."""
+    with open(path, "rb") as stream:
+        if restricted_load(stream) != LEGACY_MAGIC:
+            raise file_error(CorruptFileError, path, "not a legacy PyTorch file: bad magic number")
+        restricted_load(stream)  # protocol version
+        sys_info = restricted_load(stream)
+        little = not isinstance(sys_info, dict) or sys_info.get("little_endian", True)
+        storages: dict[str, StorageRef] = {}
+        root = restricted_load(stream, storages)
+        keys = restricted_load(stream)
+        if not isinstance(keys, list):
+            raise file_error(CorruptFileError, path, "legacy file without its storage list")
+        offsets: dict[str, int] = {}
+        position = stream.tell()
+        size = path.stat().st_size
+        for key in keys:
+            stream.seek(position)
+            head = stream.read(8)
+            if len(head) < 8:
+                raise file_error(CorruptFileError, path, f"storage {key} is cut short")
+            count = struct.unpack("<q" if little else ">q", head)[0]
+            storage = storages.get(str(key))
+            if storage is None:
+                raise file_error(CorruptFileError, path, f"storage {key} is listed but never used")
+            nbytes = count * storage.storage_type.itemsize
+            if count < storage.numel or position + 8 + nbytes > size:
+                raise file_error(
+                    CorruptFileError, path, f"storage {key} runs past the end of the file"
+                )
+            offsets[str(key)] = position + 8
+            position += 8 + nbytes
+    missing = set(storages) - set(offsets)
+    if missing:
+        raise file_error(CorruptFileError, path, f"no data for storage {sorted(missing)[0]}")
+    return TorchFile("pytorch-legacy", root, storages, offsets, "little" if little else "big")
+
+
+_CLASS = re.compile(r"^class (\w+)\(", re.MULTILINE)
+_LIST = re.compile(r"^  (__parameters__|__buffers__) = \[(.*?)\]", re.MULTILINE)
+_FINAL = re.compile(r"^  (\w+) : Final\[[^\n]*?\] = (.+)$", re.MULTILINE)
+
+
+def _script_classes(
+    archive: zipfile.ZipFile, prefix: str, names: list[str]
+) -> dict[str, ClassInfo]:
+    """Parameter and buffer names and constants of each TorchScript class, parsed from the
+    archive's code as text (literals only, through ``ast.literal_eval``)."""
+    classes: dict[str, ClassInfo] = {}
+    code_root = prefix + "code/"
+    for name in names:
+        if not (name.startswith(code_root) and name.endswith(".py")):
+            continue
+        module = name[len(code_root) : -len(".py")].replace("/", ".")
+        text = archive.read(name).decode("utf8", "replace")
+        starts = [(m.start(), m.group(1)) for m in _CLASS.finditer(text)]
+        for index, (start, class_name) in enumerate(starts):
+            end = starts[index + 1][0] if index + 1 < len(starts) else len(text)
+            body = text[start:end]
+            info = ClassInfo()
+            for kind, items in _LIST.findall(body):
+                names_list = [item.strip().strip('"') for item in items.split(",") if item.strip()]
+                if kind == "__parameters__":
+                    info.parameters = names_list
+                else:
+                    info.buffers = names_list
+            for attr, value in _FINAL.findall(body):
+                try:
+                    info.constants[attr] = ast.literal_eval(value.strip())
+                except (ValueError, SyntaxError):
+                    continue
+            classes[f"{module}.{class_name}"] = info
+    return classes

@@ -1,0 +1,212 @@
+"""Layers from PyTorch modules, whatever told us about them: a live module, a pickled module,
+a TorchScript archive (classes known), or a bare state dict (kinds inferred from names, shapes
+and siblings, and marked so)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from weightscope.model import Layer, Tensor, TensorSource
+
+PARAMETER, BUFFER, UNKNOWN = "parameter", "buffer", "unknown"
+
+
+@dataclass
+class Entry:
+    """One tensor of a module."""
+
+    attr: str
+    """Its name in the module: ``weight``, ``running_mean``."""
+    full_name: str
+    shape: tuple[int, ...]
+    dtype: str
+    source: TensorSource
+    identity: Hashable
+    """Equal for two names of one tensor (tied weights)."""
+    origin: str = UNKNOWN
+    """``parameter``, ``buffer`` or ``unknown`` (a state dict does not say)."""
+    requires_grad: bool | None = None
+
+
+@dataclass
+class ModuleNode:
+    name: str
+    class_name: str | None
+    """Qualified class, e.g. ``torch.nn.modules.conv.Conv2d``; None for state dicts."""
+    entries: list[Entry] = field(default_factory=list)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+CONV_KINDS = {
+    "Conv1d": "conv1d", "Conv2d": "conv2d", "Conv3d": "conv3d",
+    "ConvTranspose1d": "conv_transpose1d", "ConvTranspose2d": "conv_transpose2d",
+    "ConvTranspose3d": "conv_transpose3d",
+}  # fmt: skip
+CLASS_KINDS = {
+    **CONV_KINDS,
+    "Linear": "dense", "LazyLinear": "dense", "NonDynamicallyQuantizableLinear": "dense",
+    "BatchNorm1d": "batch_norm", "BatchNorm2d": "batch_norm", "BatchNorm3d": "batch_norm",
+    "SyncBatchNorm": "batch_norm", "LayerNorm": "layer_norm", "Embedding": "embedding",
+}  # fmt: skip
+KERNEL_LAYOUTS = {
+    "conv1d": "OIW", "conv2d": "OIHW", "conv3d": "OIDHW", "depthwise_conv2d": "OIHW",
+    "conv_transpose1d": "IOW", "conv_transpose2d": "IOHW", "conv_transpose3d": "IODHW",
+    "dense": "OI", "embedding": "VE",
+}  # fmt: skip
+ROLES = {
+    "batch_norm": {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
+                   "running_var": "moving_variance"},
+    "layer_norm": {"weight": "gamma", "bias": "beta"},
+    "embedding": {"weight": "embeddings"},
+}  # fmt: skip
+CONFIG_KEYS = (
+    "in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
+    "output_padding", "padding_mode", "in_features", "out_features", "num_features", "eps",
+    "momentum", "affine", "track_running_stats", "normalized_shape", "num_embeddings",
+    "embedding_dim", "padding_idx",
+)  # fmt: skip
+
+
+def short_class(qualname: str | None) -> str | None:
+    """``__torch__.torch.nn.modules.conv.___torch_mangle_3.Conv2d`` -> ``Conv2d``."""
+    return None if qualname is None else qualname.rsplit(".", 1)[-1]
+
+
+def build_layers(nodes: list[ModuleNode]) -> list[Layer]:
+    seen: dict[Hashable, str] = {}
+    layers = []
+    for node in nodes:
+        if node.entries:
+            layers.append(_build(node, seen))
+    return layers
+
+
+def _build(node: ModuleNode, seen: dict[Hashable, str]) -> Layer:
+    class_name = short_class(node.class_name)
+    shapes = {e.attr: e.shape for e in node.entries}
+    notes: list[str] = []
+    groups = _int(node.attrs.get("groups"), 1)
+    if class_name in CLASS_KINDS:
+        kind, inferred = CLASS_KINDS[class_name], False
+        if kind == "conv2d" and groups > 1 and groups == _int(node.attrs.get("in_channels"), 0):
+            kind = "depthwise_conv2d"
+    else:
+        kind, groups, note = infer_kind(shapes)
+        inferred = True
+        notes.append(note)
+        if class_name is not None:
+            notes.append(f"class {class_name} has no canonical form in weightscope")
+    roles = ROLES.get(kind, {"weight": "kernel", "bias": "bias"} if kind != "unknown" else {})
+    tensors = []
+    for entry in node.entries:
+        role = roles.get(entry.attr, entry.attr)
+        layout = _layout(kind, role, entry.shape)
+        counted = entry.dtype.startswith(("float", "bfloat"))
+        shared_with = seen.get(entry.identity)
+        if shared_with is None:
+            seen[entry.identity] = entry.full_name
+        tensors.append(
+            Tensor(
+                name=entry.full_name,
+                role=role,
+                native_shape=entry.shape,
+                native_layout=layout,
+                dtype=entry.dtype,
+                trainable=_trainable(entry, role),
+                source=entry.source,
+                groups=groups if layout and layout.startswith("IO") and len(layout) > 2 else 1,
+                counted=counted and shared_with is None,
+                shared_with=shared_with,
+            )
+        )
+    config = {k: _plain(node.attrs[k]) for k in CONFIG_KEYS if k in node.attrs}
+    return Layer(
+        name=node.name,
+        kind=kind,
+        tensors=tensors,
+        config=config,
+        groups=groups,
+        inferred=inferred,
+        class_name=class_name,
+        note="; ".join(n for n in notes if n) or None,
+    )
+
+
+def _layout(kind: str, role: str, shape: tuple[int, ...]) -> str | None:
+    if kind == "unknown":
+        return None
+    if role in ("bias", "gamma", "beta", "moving_mean", "moving_variance"):
+        return "C" if len(shape) == 1 else None
+    layout = KERNEL_LAYOUTS.get(kind)
+    if role in ("kernel", "embeddings") and layout and len(layout) == len(shape):
+        return layout
+    return None
+
+
+def _trainable(entry: Entry, role: str) -> bool | None:
+    if entry.origin == BUFFER or role in ("moving_mean", "moving_variance"):
+        return False
+    if entry.origin == PARAMETER:
+        return bool(entry.requires_grad) if entry.requires_grad is not None else True
+    return None
+
+
+def infer_kind(shapes: dict[str, tuple[int, ...]]) -> tuple[str, int, str]:
+    """Kind, groups and a note for a module known only by its tensors (a state dict)."""
+    names = set(shapes)
+    if {"running_mean", "running_var"} <= names:
+        return "batch_norm", 1, "from a state dict: running statistics make a batch norm"
+    weight, bias = shapes.get("weight"), shapes.get("bias")
+    if weight is None or not names <= {"weight", "bias"} or (bias is not None and len(bias) != 1):
+        return "unknown", 1, "from a state dict: tensors of no known layer kind"
+    rank = len(weight)
+    if rank == 2:
+        if bias is not None and bias[0] != weight[0]:
+            return "unknown", 1, "from a state dict: a 2-D weight whose bias fits no linear layer"
+        return "dense", 1, "from a state dict: a 2-D weight is a linear layer"
+    if rank not in (3, 4, 5):
+        return "unknown", 1, f"from a state dict: a {rank}-D weight"
+    dims = rank - 2
+    out_channels, second = weight[0], weight[1]
+    if bias is not None and bias[0] != out_channels:
+        if bias[0] % second == 0 and out_channels % (bias[0] // second) == 0:
+            groups = bias[0] // second
+            note = f"from a state dict: bias of length {bias[0]} makes a transposed conv"
+            if groups > 1:
+                note += f" with {groups} groups"
+            return f"conv_transpose{dims}d", groups, note
+        return "unknown", 1, "from a state dict: a conv weight whose bias fits no conv"
+    note = f"from a state dict: a {rank}-D weight taken as a conv{dims}d; groups are not recorded"
+    if second == 1:
+        note += " (depthwise if groups equal the input channels)"
+    if bias is None:
+        note += "; without a bias a transposed conv cannot be ruled out"
+    return f"conv{dims}d", 1, note
+
+
+def group_state_dict(names: list[str]) -> dict[str, list[str]]:
+    """Tensor names by module prefix (``features.0.weight`` -> ``features.0``), in file order."""
+    modules: dict[str, list[str]] = {}
+    for name in names:
+        prefix = name.rsplit(".", 1)[0] if "." in name else ""
+        modules.setdefault(prefix, []).append(name)
+    return modules
+
+
+def _int(value: Any, default: int) -> int:
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int):
+        return value
+    return default
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return re.sub(r"\s+", " ", repr(value))[:80]

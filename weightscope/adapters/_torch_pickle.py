@@ -1,0 +1,258 @@
+"""A restricted unpickler for PyTorch files, which never imports torch and never runs code.
+
+Only an allow-list of globals resolves to something that acts (tensor and storage rebuilders,
+``OrderedDict``, ``set``...), each reimplemented here to return plain records. Every other global
+becomes an opaque stand-in named after it: calling it, instantiating it or setting its state only
+records the arguments. A global from a module that can run code (``os``, ``subprocess``,
+``builtins.eval``, ...) makes the whole file unsafe: reading stops at once with
+``UnsafePickleError``, before anything could be called.
+"""
+
+from __future__ import annotations
+
+import collections
+import pickle
+from dataclasses import dataclass
+from typing import IO, Any
+
+import numpy as np
+
+
+class UnsafePickleError(Exception):
+    """The pickle names a global that could run code."""
+
+
+class PickleFormatError(Exception):
+    """The pickle is not shaped like a PyTorch file (e.g. a persistent id of unknown form)."""
+
+
+@dataclass(frozen=True)
+class StorageType:
+    """``torch.FloatStorage`` and friends: what the element type of a storage is."""
+
+    name: str
+    dtype: str
+    """numpy dtype name, or ``bfloat16``."""
+
+    @property
+    def itemsize(self) -> int:
+        return 2 if self.dtype == "bfloat16" else np.dtype(self.dtype).itemsize
+
+
+STORAGE_TYPES = {
+    "DoubleStorage": "float64",
+    "FloatStorage": "float32",
+    "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16",
+    "LongStorage": "int64",
+    "IntStorage": "int32",
+    "ShortStorage": "int16",
+    "CharStorage": "int8",
+    "ByteStorage": "uint8",
+    "BoolStorage": "bool",
+    "ComplexFloatStorage": "complex64",
+    "ComplexDoubleStorage": "complex128",
+}
+
+
+@dataclass(frozen=True)
+class StorageRef:
+    """A storage named by a persistent id; its bytes are located by the container reader."""
+
+    key: str
+    storage_type: StorageType
+    location: str
+    numel: int
+    view_offset: int = 0
+    """Legacy files: elements into the root storage ``key`` where this view starts."""
+
+
+@dataclass
+class TensorRef:
+    """A tensor as the pickle describes it: a window onto a storage."""
+
+    storage: StorageRef
+    offset: int
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    requires_grad: bool = False
+    is_parameter: bool = False
+
+
+class Opaque:
+    """Stand-in for an object of a class weightscope does not import. ``args`` are what it was
+    constructed or called with, ``state`` what BUILD gave it, ``items`` / ``entries`` what the
+    pickle appended or set on it."""
+
+    qualname = "?"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args = args
+        self.kwargs = kwargs
+        self.state: Any = None
+        self.items: list[Any] = []
+        self.entries: dict[Any, Any] = {}
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Opaque:
+        instance = super().__new__(cls)
+        instance.args, instance.kwargs = args, kwargs
+        instance.state, instance.items, instance.entries = None, [], {}
+        return instance
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.entries[key] = value
+
+    def append(self, value: Any) -> None:
+        self.items.append(value)
+
+    def extend(self, values: Any) -> None:
+        self.items.extend(values)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Opaque:
+        return _opaque_class(f"{self.qualname}(...)")(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<opaque {self.qualname}>"
+
+
+_OPAQUE_CLASSES: dict[str, type[Opaque]] = {}
+
+
+def _opaque_class(qualname: str) -> type[Opaque]:
+    cls = _OPAQUE_CLASSES.get(qualname)
+    if cls is None:
+        cls = type(qualname.rsplit(".", 1)[-1], (Opaque,), {"qualname": qualname})
+        _OPAQUE_CLASSES[qualname] = cls
+    return cls
+
+
+# ---------------------------------------------------------------------------------------------
+# what the allowed globals do, reimplemented
+
+
+def _rebuild_tensor_v2(
+    storage: Any,
+    storage_offset: int,
+    size: Any,
+    stride: Any,
+    requires_grad: bool = False,
+    backward_hooks: Any = None,
+    metadata: Any = None,
+) -> TensorRef:
+    if not isinstance(storage, StorageRef):
+        raise PickleFormatError(f"tensor rebuilt from {type(storage).__name__}, not a storage")
+    return TensorRef(storage, int(storage_offset), _ints(size), _ints(stride), bool(requires_grad))
+
+
+def _rebuild_tensor(storage: Any, storage_offset: int, size: Any, stride: Any) -> TensorRef:
+    return _rebuild_tensor_v2(storage, storage_offset, size, stride)
+
+
+def _rebuild_parameter(data: Any, requires_grad: bool, backward_hooks: Any, *state: Any) -> Any:
+    if isinstance(data, TensorRef):
+        data.requires_grad = bool(requires_grad)
+        data.is_parameter = True
+    return data
+
+
+def _rebuild_from_type_v2(func: Any, new_type: Any, args: Any, state: Any) -> Any:
+    """A tensor subclass (``Parameter`` in newer files): rebuild the plain tensor."""
+    if func in (_rebuild_tensor_v2, _rebuild_tensor, _rebuild_parameter):
+        result = func(*args)
+        if isinstance(result, TensorRef) and getattr(new_type, "qualname", "").endswith(
+            "Parameter"
+        ):
+            result.is_parameter = True
+        return result
+    return _opaque_class("torch._tensor._rebuild_from_type_v2")(func, new_type, args, state)
+
+
+def _ints(values: Any) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in values)
+    except (TypeError, ValueError) as exc:
+        raise PickleFormatError(f"expected a tuple of integers, got {values!r:.80}") from exc
+
+
+def _same(value: Any, *_: Any) -> Any:
+    return value
+
+
+ALLOWED: dict[tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("builtins", "slice"): slice,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
+    ("torch", "Size"): tuple,
+    ("torch.jit._pickle", "build_intlist"): _same,
+    ("torch.jit._pickle", "build_doublelist"): _same,
+    ("torch.jit._pickle", "build_boollist"): _same,
+    ("torch.jit._pickle", "build_tensorlist"): _same,
+    ("torch.jit._pickle", "restore_type_tag"): _same,
+}
+
+UNSAFE_MODULES = frozenset(
+    {
+        "os", "posix", "nt", "posixpath", "ntpath", "subprocess", "sys", "shutil", "socket",
+        "importlib", "runpy", "pty", "ctypes", "code", "codeop", "marshal", "pickle", "_pickle",
+        "dill", "cloudpickle", "webbrowser", "multiprocessing", "signal", "types", "functools",
+        "operator", "io", "_io", "pathlib", "tempfile", "asyncio", "threading", "_thread",
+        "platform", "pdb", "bdb", "timeit", "trace", "cProfile", "profile", "http", "urllib",
+        "ftplib", "smtplib", "telnetlib", "glob", "zipimport", "pkgutil", "sysconfig", "inspect",
+        "gc", "weakref", "copyreg", "builtins", "__builtin__", "commands", "popen2", "requests",
+    }
+)  # fmt: skip
+"""Modules whose globals could act on the machine when called. ``builtins`` is here too: its
+harmless containers are in ``ALLOWED`` and resolve before this list is consulted."""
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """``find_class`` never imports; ``persistent_load`` turns storage ids into ``StorageRef``."""
+
+    def __init__(self, file: IO[bytes], storages: dict[str, StorageRef] | None = None) -> None:
+        super().__init__(file, encoding="utf-8")
+        self.storages: dict[str, StorageRef] = {} if storages is None else storages
+        self.globals_seen: set[str] = set()
+
+    def find_class(self, module: str, name: str) -> Any:
+        module = "builtins" if module == "__builtin__" else module
+        self.globals_seen.add(f"{module}.{name}")
+        allowed = ALLOWED.get((module, name))
+        if allowed is not None:
+            return allowed
+        if module == "torch" and name in STORAGE_TYPES:
+            return StorageType(name, STORAGE_TYPES[name])
+        if module.split(".", 1)[0] in UNSAFE_MODULES:
+            raise UnsafePickleError(f"the pickle refers to {module}.{name}, which could run code")
+        return _opaque_class(f"{module}.{name}")
+
+    def persistent_load(self, pid: Any) -> Any:
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+            raise PickleFormatError(f"unknown persistent id {pid!r:.80}")
+        storage_type, key, location, numel = pid[1], str(pid[2]), str(pid[3]), pid[4]
+        if not isinstance(storage_type, StorageType):
+            raise PickleFormatError(f"storage of unknown type {storage_type!r:.80}")
+        if not isinstance(numel, int) or numel < 0:
+            raise PickleFormatError(f"storage {key} has size {numel!r:.80}")
+        view = pid[5] if len(pid) > 5 else None
+        root = self.storages.get(key)
+        if root is None:
+            root = StorageRef(key, storage_type, location, numel)
+            self.storages[key] = root
+        if view is not None:  # legacy view: (view key, offset into the root, view size)
+            _view_key, view_offset, view_size = view
+            return StorageRef(key, storage_type, location, int(view_size), int(view_offset))
+        return root
+
+
+def restricted_load(file: IO[bytes], storages: dict[str, StorageRef] | None = None) -> Any:
+    """Unpickle one object from ``file`` with the restrictions above."""
+    return RestrictedUnpickler(file, storages).load()

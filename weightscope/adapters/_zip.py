@@ -1,0 +1,28 @@
+"""Zip members read in place: where a stored (uncompressed) member's bytes start in the file."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+from weightscope.errors import CorruptFileError, file_error
+
+ZIP_SIGNATURE = b"PK\x03\x04"
+LOCAL_HEADER_BYTES = 30
+
+
+def stored_member_offset(path: Path, info: zipfile.ZipInfo) -> int:
+    """File offset of the first byte of an uncompressed member's data."""
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise file_error(CorruptFileError, path, f"{info.filename} is compressed")
+    with open(path, "rb") as raw:
+        raw.seek(info.header_offset)
+        header = raw.read(LOCAL_HEADER_BYTES)
+    if len(header) < LOCAL_HEADER_BYTES or header[:4] != ZIP_SIGNATURE:
+        raise file_error(CorruptFileError, path, f"bad local header for {info.filename}")
+    name_len = int.from_bytes(header[26:28], "little")
+    extra_len = int.from_bytes(header[28:30], "little")
+    start = info.header_offset + LOCAL_HEADER_BYTES + name_len + extra_len
+    if start + info.file_size > path.stat().st_size:
+        raise file_error(CorruptFileError, path, f"{info.filename} runs past the end of the file")
+    return start

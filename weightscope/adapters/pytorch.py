@@ -1,0 +1,348 @@
+"""PyTorch adapter: zip-format ``.pt/.pth/.bin/.ckpt`` (torch >= 1.6), legacy pickle files,
+TorchScript archives and ``.safetensors``, read without importing torch and without running
+code from the file (see ``_torch_pickle``); and live ``torch.nn.Module`` objects (torch is
+imported only then, by the caller)."""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from weightscope.adapters._file_region import FileRegionSource, OpenFile
+from weightscope.adapters._safetensors import looks_like_safetensors, read_header
+from weightscope.adapters._torch_files import (
+    LEGACY_HEAD,
+    ClassInfo,
+    TorchFile,
+    is_torch_zip,
+    read_legacy,
+    read_zip,
+)
+from weightscope.adapters._torch_layers import (
+    BUFFER,
+    PARAMETER,
+    UNKNOWN,
+    Entry,
+    ModuleNode,
+    build_layers,
+    group_state_dict,
+)
+from weightscope.adapters._torch_pickle import (
+    Opaque,
+    PickleFormatError,
+    TensorRef,
+    UnsafePickleError,
+)
+from weightscope.adapters._zip import ZIP_SIGNATURE
+from weightscope.errors import CorruptFileError, UnsafeFileError, file_error
+from weightscope.model import ArraySource, Model
+
+FRAMEWORK = "pytorch"
+WEIGHT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights")
+NOT_WEIGHTS = ("optim", "scheduler", "scaler")
+
+
+def sniff(path: Path, head: bytes) -> bool:
+    if head.startswith(LEGACY_HEAD):
+        return True
+    if head.startswith(ZIP_SIGNATURE):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                return is_torch_zip(set(archive.namelist()))
+        except (zipfile.BadZipFile, OSError):
+            return False
+    return looks_like_safetensors(head, path.stat().st_size)
+
+
+def load(path: Path) -> Model:
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    if looks_like_safetensors(head, path.stat().st_size) and not head.startswith(ZIP_SIGNATURE):
+        return _load_safetensors(path)
+    try:
+        torch_file = read_legacy(path) if head.startswith(LEGACY_HEAD) else read_zip(path)
+    except UnsafePickleError as exc:
+        raise file_error(
+            UnsafeFileError, path, f"unsafe pickle, refused: {exc}; nothing was run"
+        ) from None
+    except PickleFormatError as exc:
+        raise file_error(CorruptFileError, path, f"not a PyTorch checkpoint: {exc}") from exc
+    return _model_from_pickle(path, torch_file)
+
+
+def _model_from_pickle(path: Path, torch_file: TorchFile) -> Model:
+    file = OpenFile(path)
+    try:
+        entry_maker = _EntryMaker(file, torch_file)
+        nodes, notes = _nodes(torch_file, entry_maker)
+        layers = build_layers(nodes)
+    except BaseException:
+        file.close()
+        raise
+    model = Model(path, torch_file.format, FRAMEWORK, None, layers, notes=notes)
+    model._resources.callback(file.close)
+    return model
+
+
+class _EntryMaker:
+    def __init__(self, file: OpenFile, torch_file: TorchFile) -> None:
+        self.file = file
+        self.torch_file = torch_file
+
+    def __call__(self, attr: str, full_name: str, ref: TensorRef, origin: str) -> Entry:
+        storage = ref.storage
+        base = self.torch_file.storage_offsets[storage.key]
+        itemsize = storage.storage_type.itemsize
+        source = FileRegionSource(
+            self.file,
+            base + storage.view_offset * itemsize,
+            storage.numel,
+            storage.storage_type.dtype,
+            ref.offset,
+            ref.shape,
+            ref.stride,
+            self.torch_file.byteorder,
+        )
+        identity = (storage.key, storage.view_offset + ref.offset, ref.shape, ref.stride)
+        requires_grad = ref.requires_grad if origin == PARAMETER else None
+        return Entry(
+            attr, full_name, ref.shape, storage.storage_type.dtype, source, identity,
+            origin, requires_grad,
+        )  # fmt: skip
+
+
+def _nodes(torch_file: TorchFile, make: _EntryMaker) -> tuple[list[ModuleNode], list[str]]:
+    root = torch_file.root
+    if _is_module(root):
+        what = "a TorchScript module" if torch_file.classes else "a whole pickled nn.Module"
+        return _module_nodes(root, "", make, torch_file.classes), [what]
+    weights, notes = _find_weights(root)
+    if _is_module(weights):
+        return _module_nodes(weights, "", make, torch_file.classes), notes
+    tensors = _flatten_tensors(weights)
+    names = list(tensors)
+    if names and all(n.startswith("module.") for n in names):
+        tensors = {n[len("module.") :]: t for n, t in tensors.items()}
+        notes.append("'module.' prefix (DataParallel) removed from the names")
+    nodes = []
+    for prefix, members in group_state_dict(list(tensors)).items():
+        node = ModuleNode(prefix or "(root)", None)
+        for name in members:
+            attr = name.rsplit(".", 1)[-1]
+            node.entries.append(make(attr, name, tensors[name], UNKNOWN))
+        nodes.append(node)
+    return nodes, notes
+
+
+def _is_module(obj: Any) -> bool:
+    if not isinstance(obj, Opaque):
+        return False
+    state = obj.state
+    return obj.qualname.startswith("__torch__.") or (
+        isinstance(state, dict) and "_modules" in state and "_parameters" in state
+    )
+
+
+def _find_weights(root: Any) -> tuple[Any, list[str]]:
+    """The part of a checkpoint that holds the model's weights, and a note on where it was."""
+    if not isinstance(root, Mapping) or _is_tensor_dict(root):
+        return root, []
+    for key in WEIGHT_KEYS:
+        value = root.get(key)
+        if _is_tensor_dict(value) or _is_module(value):
+            others = [str(k) for k in root if k != key]
+            note = f"weights from the checkpoint's {key!r} entry"
+            if others:
+                note += f"; also in the file, not parameters: {', '.join(others[:8])}"
+                if len(others) > 8:
+                    note += ", ..."
+            return value, [note]
+    kept = {k: v for k, v in root.items() if not any(w in str(k).lower() for w in NOT_WEIGHTS)}
+    dropped = [str(k) for k in root if k not in kept]
+    notes = ["no state dict entry found: every tensor in the checkpoint is listed"]
+    if dropped:
+        notes.append(f"optimizer and scheduler state not counted: {', '.join(dropped)}")
+    return kept, notes
+
+
+def _is_tensor_dict(value: Any) -> bool:
+    return isinstance(value, Mapping) and any(isinstance(v, TensorRef) for v in value.values())
+
+
+def _flatten_tensors(obj: Any, prefix: str = "", depth: int = 0) -> dict[str, TensorRef]:
+    found: dict[str, TensorRef] = {}
+    if depth > 64:
+        return found
+    if isinstance(obj, TensorRef):
+        found[prefix or "tensor"] = obj
+    elif isinstance(obj, Mapping):
+        for key, value in obj.items():
+            found.update(
+                _flatten_tensors(value, f"{prefix}.{key}" if prefix else str(key), depth + 1)
+            )
+    elif isinstance(obj, (list, tuple)):
+        for index, value in enumerate(obj):
+            found.update(
+                _flatten_tensors(value, f"{prefix}.{index}" if prefix else str(index), depth + 1)
+            )
+    return found
+
+
+def _module_nodes(
+    module: Opaque, name: str, make: _EntryMaker, classes: dict[str, ClassInfo], depth: int = 0
+) -> list[ModuleNode]:
+    """A pickled ``nn.Module`` (state with ``_parameters``, ``_buffers``, ``_modules``) or a
+    TorchScript module (attributes; parameters and buffers named by the archive's code)."""
+    if depth > 256:
+        raise file_error(CorruptFileError, make.file.path, "modules nested too deeply")
+    state = module.state if isinstance(module.state, dict) else {}
+    node = ModuleNode(name or "(root)", module.qualname.removeprefix("__torch__."))
+    children: list[tuple[str, Opaque]] = []
+    if "_parameters" in state:
+        for origin, table in (
+            (PARAMETER, state.get("_parameters")),
+            (BUFFER, state.get("_buffers")),
+        ):
+            for attr, value in (table or {}).items():
+                if isinstance(value, TensorRef):
+                    node.entries.append(make(attr, _join(name, attr), value, origin))
+        children = [
+            (k, v) for k, v in (state.get("_modules") or {}).items() if isinstance(v, Opaque)
+        ]
+        node.attrs = {k: v for k, v in state.items() if not k.startswith("_")}
+    else:
+        info = classes.get(module.qualname, ClassInfo())
+        for attr, value in state.items():
+            if isinstance(value, TensorRef):
+                origin = (
+                    PARAMETER
+                    if attr in info.parameters
+                    else BUFFER
+                    if attr in info.buffers
+                    else UNKNOWN
+                )
+                node.entries.append(make(attr, _join(name, attr), value, origin))
+            elif isinstance(value, Opaque) and value.qualname.startswith("__torch__."):
+                children.append((attr, value))
+        node.attrs = dict(info.constants)
+    nodes = [node]
+    for child_name, child in children:
+        nodes.extend(_module_nodes(child, _join(name, child_name), make, classes, depth + 1))
+    return nodes
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _load_safetensors(path: Path) -> Model:
+    entries, metadata = read_header(path)
+    file = OpenFile(path)
+    nodes = []
+    try:
+        grouped = group_state_dict([e.name for e in entries])
+        by_name = {e.name: e for e in entries}
+        for prefix, members in grouped.items():
+            node = ModuleNode(prefix or "(root)", None)
+            for name in members:
+                entry = by_name[name]
+                itemsize = 2 if entry.dtype == "bfloat16" else np.dtype(entry.dtype).itemsize
+                numel = (entry.end - entry.begin) // itemsize
+                source = FileRegionSource(
+                    file, entry.begin, numel, entry.dtype, 0, entry.shape, _c_strides(entry.shape)
+                )
+                node.entries.append(
+                    Entry(
+                        name.rsplit(".", 1)[-1],
+                        name,
+                        entry.shape,
+                        entry.dtype,
+                        source,
+                        (entry.begin, entry.end),
+                    )
+                )
+            nodes.append(node)
+        layers = build_layers(nodes)
+    except BaseException:
+        file.close()
+        raise
+    notes = (
+        [f"metadata: {', '.join(f'{k}={v}' for k, v in list(metadata.items())[:8])}"]
+        if metadata
+        else []
+    )
+    model = Model(path, "safetensors", FRAMEWORK, None, layers, notes=notes)
+    model._resources.callback(file.close)
+    return model
+
+
+def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides: list[int] = []
+    step = 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
+
+
+# ---------------------------------------------------------------------------------------------
+# live modules
+
+
+class TorchTensorSource:
+    """A live tensor, copied to numpy only when read."""
+
+    def __init__(self, tensor: Any) -> None:
+        self._tensor = tensor
+
+    def read(self) -> np.ndarray:
+        tensor = self._tensor.detach().cpu()
+        if str(tensor.dtype) == "torch.bfloat16":
+            tensor = tensor.float()
+        return np.asarray(tensor.numpy())
+
+    def chunks(self, max_elements: int) -> Any:
+        return ArraySource(self.read()).chunks(max_elements)
+
+    def stats(self, max_elements: int) -> Any:
+        return ArraySource(self.read()).stats(max_elements)
+
+
+def is_live_module(obj: Any) -> bool:
+    return any(
+        f"{cls.__module__}.{cls.__qualname__}" == "torch.nn.modules.module.Module"
+        for cls in type(obj).__mro__
+    )
+
+
+def load_module(module: Any) -> Model:
+    """A live ``torch.nn.Module``: classes, groups, strides... from the modules themselves."""
+    nodes = []
+    for name, sub in module.named_modules():
+        node = ModuleNode(name or "(root)", f"{type(sub).__module__}.{type(sub).__qualname__}")
+        for origin, table in ((PARAMETER, sub._parameters), (BUFFER, sub._buffers)):
+            for attr, tensor in table.items():
+                if tensor is None:
+                    continue
+                dtype = str(tensor.dtype).removeprefix("torch.")
+                node.entries.append(
+                    Entry(
+                        attr,
+                        _join(name, attr),
+                        tuple(tensor.shape),
+                        dtype,
+                        TorchTensorSource(tensor),
+                        id(tensor),
+                        origin,
+                        bool(tensor.requires_grad) if origin == PARAMETER else None,
+                    )
+                )
+        node.attrs = {k: v for k, v in vars(sub).items() if not k.startswith("_")}
+        nodes.append(node)
+    import torch  # the caller handed us a torch object: torch is already imported
+
+    return Model(None, "live", FRAMEWORK, torch.__version__, build_layers(nodes))
