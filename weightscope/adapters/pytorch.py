@@ -244,7 +244,8 @@ def _load_safetensors(path: Path) -> Model:
     file = OpenFile(path)
     nodes = []
     try:
-        grouped = group_state_dict([e.name for e in entries])
+        # safetensors keeps no model order: natural name order puts layers.10 after layers.9
+        grouped = group_state_dict(sorted((e.name for e in entries), key=_natural_key))
         by_name = {e.name: e for e in entries}
         for prefix, members in grouped.items():
             node = ModuleNode(prefix or "(root)", None)
@@ -278,6 +279,10 @@ def _load_safetensors(path: Path) -> Model:
     model = Model(path, "safetensors", FRAMEWORK, None, layers, notes=notes)
     model._resources.callback(file.close)
     return model
+
+
+def _natural_key(name: str) -> list[tuple[int, int | str]]:
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in name.split(".")]
 
 
 def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:

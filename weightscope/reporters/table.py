@@ -25,9 +25,13 @@ def _num(value: float) -> str:
 
 
 def principal_tensor(layer: Layer) -> Tensor | None:
-    """The tensor that stands for the layer in one-row views: its first kernel-like tensor."""
+    """The tensor that stands for the layer in one-row views: its first kernel-like tensor,
+    else its scale (gamma), else its first tensor."""
     for tensor in layer.tensors:
         if tensor.native_layout not in VECTOR_LAYOUTS and tensor.native_layout is not None:
+            return tensor
+    for tensor in layer.tensors:
+        if tensor.role == "gamma":
             return tensor
     return layer.tensors[0] if layer.tensors else None
 
