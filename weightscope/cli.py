@@ -24,7 +24,9 @@ Inspect the weights of a trained neural network straight from its file, without 
 the framework that wrote it. Convolution kernels are shown next to their canonical layout
 (out, in/groups, *kernel); dense kernels as (out, in).
 
-Reads Keras .h5 (full model or weights only, Keras 1-3), .keras and .weights.h5 files."""
+Reads Keras .h5 (full model or weights only), .keras and .weights.h5 files, and PyTorch
+.pt/.pth/.bin/.ckpt (zip or legacy format, state dicts, checkpoints, whole modules),
+TorchScript archives and .safetensors, never running code from a file."""
 
 EPILOG = """\
 examples:
@@ -50,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         "inspect",
         help="table of layers, layouts, parameter counts and weight statistics",
         description="One row per weight-bearing layer: kind, native -> canonical shape of its "
-        "kernel, parameters, dtype and statistics; totals as Keras' model.summary() counts them.",
+        "kernel, parameters, dtype and statistics; totals as the framework counts them.",
     )
     _add_source(inspect)
     inspect.add_argument("--layer", metavar="NAME", help="show every tensor of one layer")
