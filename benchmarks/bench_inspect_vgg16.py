@@ -20,20 +20,15 @@ Exits 0 when every goal passes, 1 when one fails, 2 when a contender crashes.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-CACHE = HERE / ".cache"
+from _measure import CACHE, Runs, measure, print_context, print_goals, print_table
+
 VGG16_FILE = CACHE / "vgg16.h5"
 
 GOAL_VS_H5PY = 1.2
@@ -78,29 +73,6 @@ print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1}))
 """
 
 
-@dataclass
-class Runs:
-    name: str
-    command: list[str]
-    reports_json: bool = False
-    """The child prints one JSON line of in-process timings on stdout."""
-    wall: list[float] = field(default_factory=list)
-    rss_kib: list[int] = field(default_factory=list)
-    extra: list[dict[str, float]] = field(default_factory=list)
-
-    @property
-    def wall_median(self) -> float:
-        return statistics.median(self.wall)
-
-    @property
-    def peak_rss_mb(self) -> float:
-        return max(self.rss_kib) * 1024 / 1e6
-
-    @property
-    def rss_median_mb(self) -> float:
-        return statistics.median(self.rss_kib) * 1024 / 1e6
-
-
 def generate(path: Path) -> None:
     """Write the seeded VGG16 file with Keras in a child process (atomic rename when done)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,37 +80,6 @@ def generate(path: Path) -> None:
     print(f"generating {path} (keras.applications.VGG16(weights=None), seed 0) ...", flush=True)
     subprocess.run([sys.executable, "-c", GENERATE, str(partial)], check=True)
     partial.replace(path)
-
-
-def warm_page_cache(path: Path) -> float:
-    start = time.perf_counter()
-    with open(path, "rb", buffering=0) as handle:
-        buffer = bytearray(16 << 20)
-        while handle.readinto(buffer):
-            pass
-    return time.perf_counter() - start
-
-
-def run_once(runs: Runs) -> None:
-    """Spawn, reap with wait4, record wall time and the child's peak RSS."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        stdout = out if runs.reports_json else subprocess.DEVNULL
-        start = time.perf_counter()
-        process = subprocess.Popen(runs.command, cwd=REPO, stdout=stdout, stderr=err)
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.perf_counter() - start
-        process.returncode = os.waitstatus_to_exitcode(status)
-        if process.returncode != 0:
-            err.seek(0)
-            tail = err.read().decode(errors="replace")[-3000:]
-            print(f"\n{runs.name} failed (exit {process.returncode}):\n{tail}", file=sys.stderr)
-            sys.exit(2)
-        if stdout is out:
-            out.seek(0)
-            lines = out.read().decode().strip().splitlines()
-            runs.extra.append(json.loads(lines[-1]))
-    runs.wall.append(wall)
-    runs.rss_kib.append(usage.ru_maxrss)
 
 
 def main() -> int:
@@ -171,22 +112,10 @@ def main() -> int:
         )
 
         load_before = os.getloadavg()[0]
-        warm_s = warm_page_cache(args.file)
-        # One untimed run each so interpreter, shared libraries and .pyc files are warm too.
-        for runs in (weightscope, h5py_runs, keras_runs):
-            run_once(runs)
-            runs.wall.clear()
-            runs.rss_kib.clear()
-            runs.extra.clear()
-        # Interleave so that any drift of the machine hits every contender alike.
-        for rep in range(max(args.reps, args.keras_reps)):
-            if rep < args.reps:
-                run_once(weightscope)
-                run_once(h5py_runs)
-            if rep < args.keras_reps:
-                run_once(keras_runs)
-            print(".", end="", flush=True, file=sys.stderr)
-        print(file=sys.stderr)
+        warm_s = measure(
+            args.file,
+            [(weightscope, args.reps), (h5py_runs, args.reps), (keras_runs, args.keras_reps)],
+        )
 
     load_after = os.getloadavg()[0]
     report(args.file, size_mb, warm_s, weightscope, h5py_runs, keras_runs)
@@ -197,25 +126,18 @@ def main() -> int:
     return 0 if all_pass(weightscope, h5py_runs, keras_runs) else 1
 
 
-def goals(ws: Runs, h5: Runs, keras: Runs) -> list[tuple[str, float, str, bool]]:
+def goals(ws: Runs, h5: Runs, keras: Runs) -> list[tuple[str, str, bool]]:
     vs_h5py = ws.wall_median / h5.wall_median
     vs_keras = ws.wall_median / keras.wall_median
     return [
-        (
-            f"wall <= {GOAL_VS_H5PY}x h5py baseline",
-            vs_h5py,
-            f"{vs_h5py:.2f}x",
-            vs_h5py <= GOAL_VS_H5PY,
-        ),
+        (f"wall <= {GOAL_VS_H5PY}x h5py baseline", f"{vs_h5py:.2f}x", vs_h5py <= GOAL_VS_H5PY),
         (
             f"wall <= {GOAL_VS_KERAS}x keras load_model (process)",
-            vs_keras,
             f"{vs_keras:.3f}x",
             vs_keras <= GOAL_VS_KERAS,
         ),
         (
             f"peak RSS <= {GOAL_PEAK_RSS_MB:.0f} MB",
-            ws.peak_rss_mb,
             f"{ws.peak_rss_mb:.0f} MB",
             ws.peak_rss_mb <= GOAL_PEAK_RSS_MB,
         ),
@@ -227,26 +149,10 @@ def all_pass(ws: Runs, h5: Runs, keras: Runs) -> bool:
 
 
 def report(path: Path, size_mb: float, warm_s: float, ws: Runs, h5: Runs, keras: Runs) -> None:
-    cores = os.cpu_count()
     print(f"## weightscope inspect on {path.name} ({size_mb:.0f} MB)\n")
-    print(
-        f"- machine: {platform.machine()}, {cores} cores, Python {platform.python_version()}, "
-        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')} (left as found)"
-    )
-    print(f"- weightscope at {_git_revision()}")
-    print(
-        f"- page cache warmed before timing (whole file read once, {warm_s:.2f} s), "
-        "plus one untimed run of each contender; all figures are warm-cache"
-    )
-    print("- each contender is a child process; wall = spawn..reap, peak RSS = ru_maxrss (wait4)")
+    print_context(warm_s)
     print()
-    print("| contender | runs | wall median (s) | wall min..max (s) | peak RSS (MB) |")
-    print("|---|---:|---:|---:|---:|")
-    for runs in (ws, h5, keras):
-        print(
-            f"| {runs.name} | {len(runs.wall)} | {runs.wall_median:.3f} | "
-            f"{min(runs.wall):.3f}..{max(runs.wall):.3f} | {runs.peak_rss_mb:.0f} |"
-        )
+    print_table([ws, h5, keras])
     if keras.extra:
         imports = statistics.median(e["import_s"] for e in keras.extra)
         loads = statistics.median(e["load_s"] for e in keras.extra)
@@ -260,26 +166,8 @@ def report(path: Path, size_mb: float, warm_s: float, ws: Runs, h5: Runs, keras:
         f"{ws.wall_median / min(h5.wall):.2f}x (the baseline's own wall time varies a lot: it "
         "faults in ~820 MB of fresh memory)"
     )
-    print("\n| goal | measured | result |")
-    print("|---|---:|---|")
-    for label, _, shown, ok in goals(ws, h5, keras):
-        print(f"| {label} | {shown} | {'PASS' if ok else 'FAIL'} |")
-
-
-def _git_revision() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except OSError:
-        return "(unknown revision)"
-    return f"{head or '(unknown revision)'}{' + uncommitted changes' if dirty else ''}"
+    print()
+    print_goals(goals(ws, h5, keras))
 
 
 if __name__ == "__main__":
