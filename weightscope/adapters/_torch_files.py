@@ -163,5 +163,41 @@ def _script_classes(
                     info.constants[attr] = ast.literal_eval(value.strip())
                 except (ValueError, SyntaxError):
                     continue
+            for key, value in _traced_convolution(body).items():
+                info.constants.setdefault(key, value)
             classes[f"{module}.{class_name}"] = info
     return classes
+
+
+_CONVOLUTION_ARGS = ("stride", "padding", "dilation", "transposed", "output_padding", "groups")
+
+
+def _traced_convolution(body: str) -> dict[str, Any]:
+    """Traced modules keep no constants, but their code calls ``torch._convolution(input, weight,
+    bias, stride, padding, dilation, transposed, output_padding, groups, ...)`` with literals."""
+    start = body.find("torch._convolution(")
+    if start < 0:
+        return {}
+    depth = 0
+    args: list[str] = []
+    current: list[str] = []
+    for char in body[start + len("torch._convolution(") :]:
+        if char in "([":
+            depth += 1
+        elif char in ")]":
+            if depth == 0:
+                args.append("".join(current).strip())
+                break
+            depth -= 1
+        elif char == "," and depth == 0:
+            args.append("".join(current).strip())
+            current = []
+            continue
+        current.append(char)
+    found: dict[str, Any] = {}
+    for name, text in zip(_CONVOLUTION_ARGS, args[3:9], strict=False):
+        try:
+            found[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            continue
+    return found

@@ -91,6 +91,12 @@ def _build(node: ModuleNode, seen: dict[Hashable, str]) -> Layer:
     groups = _int(node.attrs.get("groups"), 1)
     if class_name in CLASS_KINDS:
         kind, inferred = CLASS_KINDS[class_name], False
+        if kind in CONV_KINDS.values() and "groups" not in node.attrs:
+            _, groups, _ = infer_kind(shapes)
+            notes.append(
+                "groups are not recorded in this file"
+                + (f": {groups} from the bias length" if groups > 1 else ": 1 assumed")
+            )
         if kind == "conv2d" and groups > 1 and groups == _int(node.attrs.get("in_channels"), 0):
             kind = "depthwise_conv2d"
     else:
@@ -184,6 +190,8 @@ def infer_kind(shapes: dict[str, tuple[int, ...]]) -> tuple[str, int, str]:
         note += " (depthwise if groups equal the input channels)"
     if bias is None:
         note += "; without a bias a transposed conv cannot be ruled out"
+    elif bias[0] == second:
+        note += "; as many inputs as outputs: a transposed conv cannot be ruled out"
     return f"conv{dims}d", 1, note
 
 

@@ -204,14 +204,21 @@ UNSAFE_MODULES = frozenset(
         "os", "posix", "nt", "posixpath", "ntpath", "subprocess", "sys", "shutil", "socket",
         "importlib", "runpy", "pty", "ctypes", "code", "codeop", "marshal", "pickle", "_pickle",
         "dill", "cloudpickle", "webbrowser", "multiprocessing", "signal", "types", "functools",
-        "operator", "io", "_io", "pathlib", "tempfile", "asyncio", "threading", "_thread",
+        "operator", "io", "_io", "codecs", "tempfile", "asyncio", "threading", "_thread",
         "platform", "pdb", "bdb", "timeit", "trace", "cProfile", "profile", "http", "urllib",
         "ftplib", "smtplib", "telnetlib", "glob", "zipimport", "pkgutil", "sysconfig", "inspect",
         "gc", "weakref", "copyreg", "builtins", "__builtin__", "commands", "popen2", "requests",
+        "_posixsubprocess", "_winapi", "msvcrt", "mmap", "fcntl", "resource", "atexit",
+        "zipfile", "tarfile", "shelve", "dbm", "sqlite3", "logging", "xmlrpc", "socketserver",
+        "site", "distutils", "setuptools", "pip", "ensurepip", "venv", "imp", "readline",
+        "numpy.testing", "numpy.f2py", "numpy.distutils", "numpy.lib.npyio",
+        "torch.hub", "torch.utils.cpp_extension", "torch.package",
     }
 )  # fmt: skip
-"""Modules whose globals could act on the machine when called. ``builtins`` is here too: its
-harmless containers are in ``ALLOWED`` and resolve before this list is consulted."""
+"""Modules (and packages, with everything under them) whose globals could act on the machine
+when called: run programs, touch files, load code. ``builtins`` is here too: its harmless
+containers are in ``ALLOWED`` and resolve before this list is consulted. Nothing is ever called
+either way; a file naming one of these is reported instead of read."""
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -230,11 +237,16 @@ class RestrictedUnpickler(pickle.Unpickler):
             return allowed
         if module == "torch" and name in STORAGE_TYPES:
             return StorageType(name, STORAGE_TYPES[name])
-        if module.split(".", 1)[0] in UNSAFE_MODULES:
+        parts = module.split(".")
+        if any(".".join(parts[:n]) in UNSAFE_MODULES for n in range(1, len(parts) + 1)):
             raise UnsafePickleError(f"the pickle refers to {module}.{name}, which could run code")
         return _opaque_class(f"{module}.{name}")
 
     def persistent_load(self, pid: Any) -> Any:
+        if isinstance(pid, tuple) and len(pid) >= 2 and pid[0] == "module":
+            return pid[
+                1
+            ]  # legacy whole-module files name each class with its source: keep the name
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
             raise PickleFormatError(f"unknown persistent id {pid!r:.80}")
         storage_type, key, location, numel = pid[1], str(pid[2]), str(pid[3]), pid[4]
@@ -255,4 +267,8 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 def restricted_load(file: IO[bytes], storages: dict[str, StorageRef] | None = None) -> Any:
     """Unpickle one object from ``file`` with the restrictions above."""
-    return RestrictedUnpickler(file, storages).load()
+    try:
+        return RestrictedUnpickler(file, storages).load()
+    except (pickle.UnpicklingError, EOFError, RecursionError, IndexError, KeyError) as exc:
+        # damaged pickles raise these from inside the unpickler (truncation, bad memo refs)
+        raise PickleFormatError(f"damaged pickle: {exc or type(exc).__name__}") from exc
