@@ -81,7 +81,7 @@ class FileRegionSource:
                 file.path,
                 f"storage of {storage_numel:,} elements runs past the end of the file",
             )
-        self.contiguous = stride == _c_strides(shape)
+        self.contiguous = stride == c_strides(shape)
 
     def _decode(self, raw: bytes) -> np.ndarray:
         values = np.frombuffer(raw, dtype=self.raw_dtype)
@@ -121,7 +121,7 @@ class FileRegionSource:
         return compute_stats(self.chunks(max_elements))
 
 
-def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+def c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     strides = []
     step = 1
     for size in reversed(shape):

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from weightscope.adapters._file_region import FileRegionSource, OpenFile
+from weightscope.adapters._file_region import FileRegionSource, OpenFile, c_strides
 from weightscope.adapters._safetensors import looks_like_safetensors, read_header
 from weightscope.adapters._torch_files import (
     LEGACY_HEAD,
@@ -254,7 +254,7 @@ def _load_safetensors(path: Path) -> Model:
                 itemsize = 2 if entry.dtype == "bfloat16" else np.dtype(entry.dtype).itemsize
                 numel = (entry.end - entry.begin) // itemsize
                 source = FileRegionSource(
-                    file, entry.begin, numel, entry.dtype, 0, entry.shape, _c_strides(entry.shape)
+                    file, entry.begin, numel, entry.dtype, 0, entry.shape, c_strides(entry.shape)
                 )
                 node.entries.append(
                     Entry(
@@ -283,15 +283,6 @@ def _load_safetensors(path: Path) -> Model:
 
 def _natural_key(name: str) -> list[tuple[int, int | str]]:
     return [(0, int(part)) if part.isdigit() else (1, part) for part in name.split(".")]
-
-
-def _c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
-    strides: list[int] = []
-    step = 1
-    for size in reversed(shape):
-        strides.append(step)
-        step *= max(size, 1)
-    return tuple(reversed(strides))
 
 
 # ---------------------------------------------------------------------------------------------
