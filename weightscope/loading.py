@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,9 @@ _READ_ERRORS = (
     TypeError,
     IndexError,
     EOFError,
-    RuntimeError,
+    RuntimeError,  # with RecursionError and NotImplementedError
     zipfile.BadZipFile,
+    zlib.error,
 )
 
 
@@ -77,8 +79,8 @@ def _unrecognised(file: Path, head: bytes) -> str:
         try:
             with zipfile.ZipFile(file):
                 pass
-        except (zipfile.BadZipFile, OSError) as exc:
-            return f"damaged or truncated zip archive: {exc}"
+        except Exception as exc:  # BadZipFile, OSError, UnicodeDecodeError, ValueError...
+            return f"damaged or truncated zip archive: {str(exc)[:200]}"
         return "zip archive, but not a .keras file (no model.weights.h5 or config.json)"
     return "not a model file weightscope can read (unknown format)"
 

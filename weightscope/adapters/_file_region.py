@@ -1,5 +1,6 @@
 """Tensor data lying in a region of a file (a torch storage, a safetensors buffer), read with
-``os.pread`` on demand: nothing is mapped, so resident memory stays at one chunk."""
+``os.pread`` on demand: nothing is mapped, so statistics of a contiguous tensor hold one chunk
+in memory (a strided view is read whole, at most the size of its storage)."""
 
 from __future__ import annotations
 
@@ -67,6 +68,14 @@ class FileRegionSource:
         numel = math.prod(shape)
         if len(stride) != len(shape) or offset < 0 or any(s < 0 for s in (*shape, *stride)):
             raise file_error(CorruptFileError, file.path, f"tensor of shape {shape} is malformed")
+        if numel > storage_numel:
+            # only overlapping views (zero strides, from expand) can be larger than their storage;
+            # reading one would allocate far more than the file holds
+            raise file_error(
+                CorruptFileError,
+                file.path,
+                f"tensor of shape {shape} has more elements than its storage ({storage_numel:,})",
+            )
         last = offset + sum((n - 1) * s for n, s in zip(shape, stride, strict=True)) if numel else 0
         if numel and last >= storage_numel:
             raise file_error(

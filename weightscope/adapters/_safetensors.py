@@ -52,9 +52,13 @@ def read_header(path: Path) -> tuple[list[SafetensorsEntry], dict[str, str]]:
         raise file_error(CorruptFileError, path, "safetensors header is not a JSON object")
     data_start = 8 + length
     size = path.stat().st_size
-    metadata = header.pop("__metadata__", None) or {}
+    metadata = header.pop("__metadata__", None)
+    if not isinstance(metadata, dict):
+        metadata = {}
     entries = []
     for name, spec in header.items():
+        if not isinstance(spec, dict):
+            raise file_error(CorruptFileError, path, f"tensor {name[:80]!r}: bad header entry")
         try:
             dtype = DTYPES[spec["dtype"]]
             shape = tuple(int(s) for s in spec["shape"])
@@ -70,4 +74,4 @@ def read_header(path: Path) -> tuple[list[SafetensorsEntry], dict[str, str]]:
             )
         entries.append(SafetensorsEntry(name, dtype, shape, data_start + begin, data_start + end))
     entries.sort(key=lambda e: e.begin)
-    return entries, {str(k): str(v) for k, v in metadata.items()}
+    return entries, {str(k)[:80]: str(v)[:80] for k, v in list(metadata.items())[:32]}

@@ -17,8 +17,17 @@ from weightscope.adapters._zip import stored_member_offset
 from weightscope.errors import CorruptFileError, file_error
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-LEGACY_HEAD = b"\x80\x02\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little")
 MAX_PICKLE_BYTES = 1 << 30
+MAX_CODE_BYTES = 64 << 20
+
+
+def is_legacy_head(head: bytes) -> bool:
+    """A pickle (protocol 2 to 5) whose first object is the legacy magic number."""
+    magic = b"\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little")
+    if len(head) < 16 or head[0] != 0x80 or not 2 <= head[1] <= 5:
+        return False
+    body = head[11:] if head[1] >= 4 and head[2] == 0x95 else head[2:]  # skip a FRAME opcode
+    return body.startswith(magic)
 
 
 @dataclass
@@ -62,13 +71,19 @@ def read_zip(path: Path) -> TorchFile:
             )
         prefix = pickles[0][: -len("data.pkl")]
         info = archive.getinfo(pickles[0])
-        if info.file_size > MAX_PICKLE_BYTES:
-            raise file_error(CorruptFileError, path, f"data.pkl declares {info.file_size:,} bytes")
         byteorder = "little"
         if prefix + "byteorder" in names:
-            byteorder = archive.read(prefix + "byteorder").decode("ascii", "replace").strip()
+            byteorder = (
+                _small_member(path, archive, prefix + "byteorder", 16)
+                .decode("ascii", "replace")
+                .strip()
+            )
+            if byteorder not in ("little", "big"):
+                raise file_error(CorruptFileError, path, f"unknown byte order {byteorder[:16]!r}")
         storages: dict[str, StorageRef] = {}
-        root = restricted_load(io.BytesIO(archive.read(info)), storages)
+        root = restricted_load(
+            io.BytesIO(_small_member(path, archive, info.filename, MAX_PICKLE_BYTES)), storages
+        )
         offsets = {}
         for key, storage in storages.items():
             member = f"{prefix}data/{key}"
@@ -85,10 +100,28 @@ def read_zip(path: Path) -> TorchFile:
                 )
             offsets[key] = stored_member_offset(path, member_info)
         is_script = any(n.startswith(prefix + "code/") for n in names)
-        classes = _script_classes(archive, prefix, names) if is_script else {}
+        classes = _script_classes(path, archive, prefix, names) if is_script else {}
     return TorchFile(
         "torchscript" if is_script else "pytorch-zip", root, storages, offsets, byteorder, classes
     )
+
+
+def _small_member(
+    path: Path, archive: zipfile.ZipFile, name: str, limit: int, compressed_ok: bool = False
+) -> bytes:
+    """A member read whole, never more than ``limit`` bytes even if its header lies (a zip
+    bomb could hide in a compressed one). Torch stores pickles uncompressed; TorchScript
+    compresses its code."""
+    info = archive.getinfo(name)
+    if info.compress_type != zipfile.ZIP_STORED and not compressed_ok:
+        raise file_error(CorruptFileError, path, f"{name} is compressed; torch never compresses")
+    if info.file_size > limit:
+        raise file_error(CorruptFileError, path, f"{name} declares {info.file_size:,} bytes")
+    with archive.open(info) as member:
+        data = member.read(limit + 1)
+    if len(data) > limit:
+        raise file_error(CorruptFileError, path, f"{name} expands past {limit:,} bytes")
+    return data
 
 
 def read_legacy(path: Path) -> TorchFile:
@@ -136,17 +169,20 @@ _FINAL = re.compile(r"^  (\w+) : Final\[[^\n]*?\] = (.+)$", re.MULTILINE)
 
 
 def _script_classes(
-    archive: zipfile.ZipFile, prefix: str, names: list[str]
+    path: Path, archive: zipfile.ZipFile, prefix: str, names: list[str]
 ) -> dict[str, ClassInfo]:
     """Parameter and buffer names and constants of each TorchScript class, parsed from the
     archive's code as text (literals only, through ``ast.literal_eval``)."""
     classes: dict[str, ClassInfo] = {}
     code_root = prefix + "code/"
+    budget = MAX_CODE_BYTES
     for name in names:
         if not (name.startswith(code_root) and name.endswith(".py")):
             continue
         module = name[len(code_root) : -len(".py")].replace("/", ".")
-        text = archive.read(name).decode("utf8", "replace")
+        data = _small_member(path, archive, name, budget, compressed_ok=True)
+        budget -= len(data)
+        text = data.decode("utf8", "replace")
         starts = [(m.start(), m.group(1)) for m in _CLASS.finditer(text)]
         for index, (start, class_name) in enumerate(starts):
             end = starts[index + 1][0] if index + 1 < len(starts) else len(text)

@@ -97,8 +97,9 @@ def _build(node: ModuleNode, seen: dict[Hashable, str]) -> Layer:
                 "groups are not recorded in this file"
                 + (f": {groups} from the bias length" if groups > 1 else ": 1 assumed")
             )
-        if kind == "conv2d" and groups > 1 and groups == _int(node.attrs.get("in_channels"), 0):
-            kind = "depthwise_conv2d"
+        weight = shapes.get("weight")
+        if kind == "conv2d" and groups > 1 and weight is not None and weight[1] == 1:
+            kind = "depthwise_conv2d"  # one input channel per group
     else:
         kind, groups, note = infer_kind(shapes)
         inferred = True
@@ -110,7 +111,8 @@ def _build(node: ModuleNode, seen: dict[Hashable, str]) -> Layer:
     for entry in node.entries:
         role = roles.get(entry.attr, entry.attr)
         layout = _layout(kind, role, entry.shape)
-        counted = entry.dtype.startswith(("float", "bfloat"))
+        # parameters always count; of buffers only float ones (not num_batches_tracked)
+        counted = entry.origin == PARAMETER or entry.dtype.startswith(("float", "bfloat"))
         shared_with = seen.get(entry.identity)
         if shared_with is None:
             seen[entry.identity] = entry.full_name

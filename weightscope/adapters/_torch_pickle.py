@@ -85,19 +85,21 @@ class Opaque:
     pickle appended or set on it."""
 
     qualname = "?"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.args = args
-        self.kwargs = kwargs
-        self.state: Any = None
-        self.items: list[Any] = []
-        self.entries: dict[Any, Any] = {}
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    state: Any
+    items: list[Any]
+    entries: dict[Any, Any]
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Opaque:
+        # NEWOBJ calls __new__ alone, REDUCE calls the class: both end up here
         instance = super().__new__(cls)
         instance.args, instance.kwargs = args, kwargs
         instance.state, instance.items, instance.entries = None, [], {}
         return instance
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
 
     def __setstate__(self, state: Any) -> None:
         self.state = state
@@ -112,20 +114,27 @@ class Opaque:
         self.items.extend(values)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Opaque:
-        return _opaque_class(f"{self.qualname}(...)")(*args, **kwargs)
+        return CallResult(*args, **kwargs)
 
     def __repr__(self) -> str:
         return f"<opaque {self.qualname}>"
 
 
-_OPAQUE_CLASSES: dict[str, type[Opaque]] = {}
+class CallResult(Opaque):
+    """What calling an opaque object gave (its name does not grow with chained calls)."""
+
+    qualname = "(result of a call)"
 
 
-def _opaque_class(qualname: str) -> type[Opaque]:
-    cls = _OPAQUE_CLASSES.get(qualname)
+MAX_NAME = 200
+
+
+def _opaque_class(qualname: str, cache: dict[str, type[Opaque]]) -> type[Opaque]:
+    qualname = qualname[:MAX_NAME]
+    cls = cache.get(qualname)
     if cls is None:
-        cls = type(qualname.rsplit(".", 1)[-1], (Opaque,), {"qualname": qualname})
-        _OPAQUE_CLASSES[qualname] = cls
+        cls = type("Opaque", (Opaque,), {"qualname": qualname})
+        cache[qualname] = cls
     return cls
 
 
@@ -160,25 +169,44 @@ def _rebuild_parameter(data: Any, requires_grad: bool, backward_hooks: Any, *sta
 
 def _rebuild_from_type_v2(func: Any, new_type: Any, args: Any, state: Any) -> Any:
     """A tensor subclass (``Parameter`` in newer files): rebuild the plain tensor."""
-    if func in (_rebuild_tensor_v2, _rebuild_tensor, _rebuild_parameter):
+    if isinstance(func, _Rebuilder) and func.function in (
+        _rebuild_tensor_v2, _rebuild_tensor, _rebuild_parameter
+    ):  # fmt: skip
         result = func(*args)
         if isinstance(result, TensorRef) and getattr(new_type, "qualname", "").endswith(
             "Parameter"
         ):
             result.is_parameter = True
         return result
-    return _opaque_class("torch._tensor._rebuild_from_type_v2")(func, new_type, args, state)
+    return CallResult(func, new_type, args, state)
 
 
 def _ints(values: Any) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in values)
-    except (TypeError, ValueError) as exc:
-        raise PickleFormatError(f"expected a tuple of integers, got {values!r:.80}") from exc
+    if not isinstance(values, (tuple, list)) or len(values) > 64:
+        raise PickleFormatError("a tensor's shape or stride is not a short tuple of integers")
+    if not all(isinstance(v, int) and 0 <= v < 2**62 for v in values):
+        raise PickleFormatError("a tensor's shape or stride holds a value out of range")
+    return tuple(values)
 
 
 def _same(value: Any, *_: Any) -> Any:
     return value
+
+
+class _Rebuilder:
+    """An allowed function as the pickle sees it: callable, but BUILD cannot alter it (a bare
+    function's ``__defaults__`` could otherwise be set by one file for the next)."""
+
+    __slots__ = ("function",)
+
+    def __init__(self, function: Any) -> None:
+        self.function = function
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.function(*args, **kwargs)
+
+    def __setstate__(self, state: Any) -> None:
+        raise PickleFormatError("the pickle tries to alter a tensor rebuilding function")
 
 
 ALLOWED: dict[tuple[str, str], Any] = {
@@ -186,17 +214,17 @@ ALLOWED: dict[tuple[str, str], Any] = {
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
     ("builtins", "slice"): slice,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-    ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
+    ("torch._utils", "_rebuild_tensor_v2"): _Rebuilder(_rebuild_tensor_v2),
+    ("torch._utils", "_rebuild_tensor"): _Rebuilder(_rebuild_tensor),
+    ("torch._utils", "_rebuild_parameter"): _Rebuilder(_rebuild_parameter),
+    ("torch._utils", "_rebuild_parameter_with_state"): _Rebuilder(_rebuild_parameter),
+    ("torch._tensor", "_rebuild_from_type_v2"): _Rebuilder(_rebuild_from_type_v2),
     ("torch", "Size"): tuple,
-    ("torch.jit._pickle", "build_intlist"): _same,
-    ("torch.jit._pickle", "build_doublelist"): _same,
-    ("torch.jit._pickle", "build_boollist"): _same,
-    ("torch.jit._pickle", "build_tensorlist"): _same,
-    ("torch.jit._pickle", "restore_type_tag"): _same,
+    ("torch.jit._pickle", "build_intlist"): _Rebuilder(_same),
+    ("torch.jit._pickle", "build_doublelist"): _Rebuilder(_same),
+    ("torch.jit._pickle", "build_boollist"): _Rebuilder(_same),
+    ("torch.jit._pickle", "build_tensorlist"): _Rebuilder(_same),
+    ("torch.jit._pickle", "restore_type_tag"): _Rebuilder(_same),
 }
 
 UNSAFE_MODULES = frozenset(
@@ -227,11 +255,10 @@ class RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, file: IO[bytes], storages: dict[str, StorageRef] | None = None) -> None:
         super().__init__(file, encoding="utf-8")
         self.storages: dict[str, StorageRef] = {} if storages is None else storages
-        self.globals_seen: set[str] = set()
+        self.classes: dict[str, type[Opaque]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
         module = "builtins" if module == "__builtin__" else module
-        self.globals_seen.add(f"{module}.{name}")
         allowed = ALLOWED.get((module, name))
         if allowed is not None:
             return allowed
@@ -240,7 +267,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         parts = module.split(".")
         if any(".".join(parts[:n]) in UNSAFE_MODULES for n in range(1, len(parts) + 1)):
             raise UnsafePickleError(f"the pickle refers to {module}.{name}, which could run code")
-        return _opaque_class(f"{module}.{name}")
+        return _opaque_class(f"{module}.{name}", self.classes)
 
     def persistent_load(self, pid: Any) -> Any:
         if isinstance(pid, tuple) and len(pid) >= 2 and pid[0] == "module":
@@ -248,20 +275,31 @@ class RestrictedUnpickler(pickle.Unpickler):
                 1
             ]  # legacy whole-module files name each class with its source: keep the name
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
-            raise PickleFormatError(f"unknown persistent id {pid!r:.80}")
+            raise PickleFormatError("unknown kind of persistent id")
         storage_type, key, location, numel = pid[1], str(pid[2]), str(pid[3]), pid[4]
         if not isinstance(storage_type, StorageType):
-            raise PickleFormatError(f"storage of unknown type {storage_type!r:.80}")
-        if not isinstance(numel, int) or numel < 0:
-            raise PickleFormatError(f"storage {key} has size {numel!r:.80}")
+            raise PickleFormatError(f"storage of unsupported type {type(storage_type).__name__}")
+        if not isinstance(numel, int) or not 0 <= numel < 2**62:
+            raise PickleFormatError(f"storage {key[:40]} has a size out of range")
         view = pid[5] if len(pid) > 5 else None
         root = self.storages.get(key)
         if root is None:
             root = StorageRef(key, storage_type, location, numel)
             self.storages[key] = root
         if view is not None:  # legacy view: (view key, offset into the root, view size)
-            _view_key, view_offset, view_size = view
-            return StorageRef(key, storage_type, location, int(view_size), int(view_offset))
+            try:
+                _view_key, view_offset, view_size = view
+            except (TypeError, ValueError):
+                raise PickleFormatError("malformed storage view") from None
+            if not (
+                isinstance(view_offset, int)
+                and isinstance(view_size, int)
+                and view_offset >= 0
+                and view_size >= 0
+                and view_offset + view_size <= root.numel
+            ):
+                raise PickleFormatError(f"a view of storage {key[:40]} lies outside it")
+            return StorageRef(key, storage_type, location, view_size, view_offset)
         return root
 
 
@@ -269,6 +307,10 @@ def restricted_load(file: IO[bytes], storages: dict[str, StorageRef] | None = No
     """Unpickle one object from ``file`` with the restrictions above."""
     try:
         return RestrictedUnpickler(file, storages).load()
-    except (pickle.UnpicklingError, EOFError, RecursionError, IndexError, KeyError) as exc:
-        # damaged pickles raise these from inside the unpickler (truncation, bad memo refs)
-        raise PickleFormatError(f"damaged pickle: {exc or type(exc).__name__}") from exc
+    except (UnsafePickleError, PickleFormatError):
+        raise
+    except Exception as exc:
+        # a damaged or hostile pickle makes the unpickler (or what BUILD/APPEND touch) raise
+        # anything from UnpicklingError to AttributeError, OverflowError or MemoryError
+        message = str(exc)[:200] or type(exc).__name__
+        raise PickleFormatError(f"damaged pickle: {message}") from exc

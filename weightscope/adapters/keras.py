@@ -37,7 +37,7 @@ def sniff(path: Path, head: bytes) -> bool:
         try:
             with zipfile.ZipFile(path) as archive:
                 names = set(archive.namelist())
-        except (zipfile.BadZipFile, OSError):
+        except Exception:  # a damaged central directory raises many kinds: not ours to claim
             return False
         return V3_WEIGHTS_MEMBER in names or "config.json" in names
     return False

@@ -15,9 +15,9 @@ import numpy as np
 from weightscope.adapters._file_region import FileRegionSource, OpenFile, c_strides
 from weightscope.adapters._safetensors import looks_like_safetensors, read_header
 from weightscope.adapters._torch_files import (
-    LEGACY_HEAD,
     ClassInfo,
     TorchFile,
+    is_legacy_head,
     is_torch_zip,
     read_legacy,
     read_zip,
@@ -47,24 +47,24 @@ NOT_WEIGHTS = ("optim", "scheduler", "scaler")
 
 
 def sniff(path: Path, head: bytes) -> bool:
-    if head.startswith(LEGACY_HEAD):
+    if is_legacy_head(head):
         return True
     if head.startswith(ZIP_SIGNATURE):
         try:
             with zipfile.ZipFile(path) as archive:
                 return is_torch_zip(set(archive.namelist()))
-        except (zipfile.BadZipFile, OSError):
+        except Exception:  # a damaged central directory raises many kinds: not ours to claim
             return False
     return looks_like_safetensors(head, path.stat().st_size)
 
 
 def load(path: Path) -> Model:
     with open(path, "rb") as handle:
-        head = handle.read(16)
+        head = handle.read(32)
     if looks_like_safetensors(head, path.stat().st_size) and not head.startswith(ZIP_SIGNATURE):
         return _load_safetensors(path)
     try:
-        torch_file = read_legacy(path) if head.startswith(LEGACY_HEAD) else read_zip(path)
+        torch_file = read_legacy(path) if is_legacy_head(head) else read_zip(path)
     except UnsafePickleError as exc:
         raise file_error(
             UnsafeFileError, path, f"unsafe pickle, refused: {exc}; nothing was run"
@@ -119,22 +119,26 @@ def _nodes(torch_file: TorchFile, make: _EntryMaker) -> tuple[list[ModuleNode], 
     root = torch_file.root
     if _is_module(root):
         what = "a TorchScript module" if torch_file.classes else "a whole pickled nn.Module"
-        return _module_nodes(root, "", make, torch_file.classes), [what]
+        return _module_nodes(root, "", make, torch_file.classes, set()), [what]
     weights, notes = _find_weights(root)
-    if _is_module(weights):
-        return _module_nodes(weights, "", make, torch_file.classes), notes
-    tensors = _flatten_tensors(weights)
-    names = list(tensors)
-    if names and all(n.startswith("module.") for n in names):
+    walk = _Walk()
+    walk.collect(weights, "")
+    nodes: list[ModuleNode] = []
+    visited: set[int] = set()
+    for path, module in walk.modules:
+        nodes.extend(_module_nodes(module, path, make, torch_file.classes, visited))
+    tensors = walk.tensors
+    if tensors and all(n.startswith("module.") for n in tensors):
         tensors = {n[len("module.") :]: t for n, t in tensors.items()}
         notes.append("'module.' prefix (DataParallel) removed from the names")
-    nodes = []
     for prefix, members in group_state_dict(list(tensors)).items():
         node = ModuleNode(prefix or "(root)", None)
         for name in members:
             attr = name.rsplit(".", 1)[-1]
             node.entries.append(make(attr, name, tensors[name], UNKNOWN))
         nodes.append(node)
+    if walk.exhausted:
+        notes.append("the checkpoint's object graph is too large: the walk stopped early")
     return nodes, notes
 
 
@@ -147,6 +151,12 @@ def _is_module(obj: Any) -> bool:
     )
 
 
+def _key_name(key: Any) -> str:
+    """A dict key as part of a tensor name (keys that are not str/int are not spelled out:
+    a hostile pickle can make their repr exponentially long)."""
+    return str(key)[:120] if isinstance(key, (str, int)) else f"<{type(key).__name__}>"
+
+
 def _find_weights(root: Any) -> tuple[Any, list[str]]:
     """The part of a checkpoint that holds the model's weights, and a note on where it was."""
     if not isinstance(root, Mapping) or _is_tensor_dict(root):
@@ -154,18 +164,19 @@ def _find_weights(root: Any) -> tuple[Any, list[str]]:
     for key in WEIGHT_KEYS:
         value = root.get(key)
         if _is_tensor_dict(value) or _is_module(value):
-            others = [str(k) for k in root if k != key]
+            others = [_key_name(k) for k in list(root)[:9] if k != key]
             note = f"weights from the checkpoint's {key!r} entry"
             if others:
                 note += f"; also in the file, not parameters: {', '.join(others[:8])}"
-                if len(others) > 8:
+                if len(root) > 9:
                     note += ", ..."
             return value, [note]
-    kept = {k: v for k, v in root.items() if not any(w in str(k).lower() for w in NOT_WEIGHTS)}
-    dropped = [str(k) for k in root if k not in kept]
-    notes = ["no state dict entry found: every tensor in the checkpoint is listed"]
+    names = {k: _key_name(k) for k in root}
+    kept = {k: v for k, v in root.items() if not any(w in names[k].lower() for w in NOT_WEIGHTS)}
+    dropped = [names[k] for k in root if k not in kept]
+    notes = ["no state dict entry found: every tensor and module in the checkpoint is listed"]
     if dropped:
-        notes.append(f"optimizer and scheduler state not counted: {', '.join(dropped)}")
+        notes.append(f"optimizer and scheduler state not counted: {', '.join(dropped[:8])}")
     return kept, notes
 
 
@@ -173,66 +184,93 @@ def _is_tensor_dict(value: Any) -> bool:
     return isinstance(value, Mapping) and any(isinstance(v, TensorRef) for v in value.values())
 
 
-def _flatten_tensors(obj: Any, prefix: str = "", depth: int = 0) -> dict[str, TensorRef]:
-    found: dict[str, TensorRef] = {}
-    if depth > 64:
-        return found
-    if isinstance(obj, TensorRef):
-        found[prefix or "tensor"] = obj
-    elif isinstance(obj, Mapping):
-        for key, value in obj.items():
-            found.update(
-                _flatten_tensors(value, f"{prefix}.{key}" if prefix else str(key), depth + 1)
-            )
-    elif isinstance(obj, (list, tuple)):
-        for index, value in enumerate(obj):
-            found.update(
-                _flatten_tensors(value, f"{prefix}.{index}" if prefix else str(index), depth + 1)
-            )
-    return found
+class _Walk:
+    """Tensors and whole modules anywhere in a checkpoint, each object visited once (a pickle
+    can share sub-objects so that the paths through them multiply), within a step budget."""
+
+    MAX_STEPS = 1_000_000
+    MAX_DEPTH = 64
+
+    def __init__(self) -> None:
+        self.tensors: dict[str, TensorRef] = {}
+        self.modules: list[tuple[str, Opaque]] = []
+        self.seen: set[int] = set()
+        self.steps = 0
+        self.exhausted = False
+
+    def collect(self, obj: Any, prefix: str, depth: int = 0) -> None:
+        self.steps += 1
+        if self.steps > self.MAX_STEPS:
+            self.exhausted = True
+            return
+        if depth > self.MAX_DEPTH or id(obj) in self.seen:
+            return
+        if isinstance(obj, TensorRef):
+            self.tensors.setdefault(prefix or "tensor", obj)
+        elif _is_module(obj):
+            self.seen.add(id(obj))
+            self.modules.append((prefix, obj))
+        elif isinstance(obj, (Mapping, list, tuple)):
+            self.seen.add(id(obj))
+            items = obj.items() if isinstance(obj, Mapping) else enumerate(obj)
+            for key, value in items:
+                self.collect(value, _join(prefix, _key_name(key)), depth + 1)
 
 
 def _module_nodes(
-    module: Opaque, name: str, make: _EntryMaker, classes: dict[str, ClassInfo], depth: int = 0
+    module: Opaque,
+    name: str,
+    make: _EntryMaker,
+    classes: dict[str, ClassInfo],
+    visited: set[int],
+    depth: int = 0,
 ) -> list[ModuleNode]:
     """A pickled ``nn.Module`` (state with ``_parameters``, ``_buffers``, ``_modules``) or a
-    TorchScript module (attributes; parameters and buffers named by the archive's code)."""
+    TorchScript module (attributes; parameters and buffers named by the archive's code). A
+    module shared under two names is listed under the first."""
     if depth > 256:
         raise file_error(CorruptFileError, make.file.path, "modules nested too deeply")
+    if id(module) in visited:
+        return []
+    visited.add(id(module))
     state = module.state if isinstance(module.state, dict) else {}
     node = ModuleNode(name or "(root)", module.qualname.removeprefix("__torch__."))
     children: list[tuple[str, Opaque]] = []
     if "_parameters" in state:
-        for origin, table in (
-            (PARAMETER, state.get("_parameters")),
-            (BUFFER, state.get("_buffers")),
-        ):
-            for attr, value in (table or {}).items():
+        tables = ((PARAMETER, state.get("_parameters")), (BUFFER, state.get("_buffers")))
+        for origin, table in tables:
+            for attr, value in _str_items(table):
                 if isinstance(value, TensorRef):
                     node.entries.append(make(attr, _join(name, attr), value, origin))
-        children = [
-            (k, v) for k, v in (state.get("_modules") or {}).items() if isinstance(v, Opaque)
-        ]
-        node.attrs = {k: v for k, v in state.items() if not k.startswith("_")}
+        submodules = _str_items(state.get("_modules"))
+        children = [(k, v) for k, v in submodules if isinstance(v, Opaque)]
+        node.attrs = {k: v for k, v in _str_items(state) if not k.startswith("_")}
     else:
         info = classes.get(module.qualname, ClassInfo())
-        for attr, value in state.items():
+        for attr, value in _str_items(state):
             if isinstance(value, TensorRef):
-                origin = (
-                    PARAMETER
-                    if attr in info.parameters
-                    else BUFFER
-                    if attr in info.buffers
-                    else UNKNOWN
-                )
+                origin = UNKNOWN
+                if attr in info.parameters:
+                    origin = PARAMETER
+                elif attr in info.buffers:
+                    origin = BUFFER
                 node.entries.append(make(attr, _join(name, attr), value, origin))
             elif isinstance(value, Opaque) and value.qualname.startswith("__torch__."):
                 children.append((attr, value))
         node.attrs = dict(info.constants)
     nodes = [node]
     for child_name, child in children:
-        nodes.extend(_module_nodes(child, _join(name, child_name), make, classes, depth + 1))
+        nodes.extend(
+            _module_nodes(child, _join(name, child_name), make, classes, visited, depth + 1)
+        )
     return nodes
+
+
+def _str_items(table: Any) -> list[tuple[str, Any]]:
+    """Items of a dict with string keys (anything else in a hostile pickle is skipped)."""
+    if not isinstance(table, Mapping):
+        return []
+    return [(k, v) for k, v in table.items() if isinstance(k, str)]
 
 
 def _join(prefix: str, name: str) -> str:
