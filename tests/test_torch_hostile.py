@@ -18,6 +18,8 @@ import weightscope
 
 torch = pytest.importorskip("torch")
 
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+
 PROTO = b"\x80\x02"
 
 
