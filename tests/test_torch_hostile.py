@@ -140,13 +140,37 @@ def test_build_cannot_alter_the_rebuild_functions(tmp_path):
 
 
 def test_chained_calls_of_opaque_objects_stay_small(tmp_path):
-    """Calling an opaque object 5000 times in a chain must not build names (or classes) that
-    grow with the chain."""
-    chain = PROTO + global_("somewhere", "thing") + b")R" * 5000 + b"0" + state_dict()[2:]
+    """Calling an opaque object in a chain must not build names (or classes) that grow with the
+    chain; past the nesting limit the chain is refused."""
+    chain = PROTO + global_("somewhere", "thing") + b")R" * 900 + b"0" + state_dict()[2:]
     path = write_pt(tmp_path / "calls.pt", chain)
     result = run_cli("inspect", path, "--json", timeout=30)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["layers"] == []
+    longer = PROTO + global_("somewhere", "thing") + b")R" * 5000 + b"0" + state_dict()[2:]
+    assert_refused(write_pt(tmp_path / "longer.pt", longer), "nested more than 1000 deep")
+
+
+def test_memo_index_far_ahead_is_refused(tmp_path):
+    """CPython's unpickler would zero-fill its memo up to the index: 255 bytes, 1 GB."""
+    bomb = PROTO + b"}r" + struct.pack("<I", 0x04000000) + b"."
+    assert_refused(write_pt(tmp_path / "memo.pt", bomb), "memo index 67108864 out of sequence")
+
+
+def test_deeply_nested_key_is_refused(tmp_path):
+    """A tuple nested 100,000 deep as a dict key would overflow the C stack when hashed."""
+    deep = PROTO + b"}" + b")" + b"\x85" * 100_000 + integer(1) + b"s."
+    assert_refused(write_pt(tmp_path / "deep.pt", deep), "nested more than 1000 deep")
+
+
+def test_exponentially_shared_structure_is_refused(tmp_path):
+    """Each level a pair of the one below, shared through the memo: 60 levels are 2**60 nodes
+    to hash or walk, in a few hundred bytes."""
+    body = b")q\x00"
+    for level in range(60):
+        body += b"0h" + bytes([level]) + b"h" + bytes([level]) + b"\x86q" + bytes([level + 1])
+    shared = PROTO + b"}" + body + integer(1) + b"s."
+    assert_refused(write_pt(tmp_path / "shared.pt", shared), "shares parts so often")
 
 
 def test_whole_modules_under_any_checkpoint_key(tmp_path):

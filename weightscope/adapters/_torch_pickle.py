@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import pickle
+import pickletools
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -127,12 +128,20 @@ class CallResult(Opaque):
 
 
 MAX_NAME = 200
+MAX_CLASSES = 10_000
+"""Distinct class names one pickle may have stand-ins for; past it they share one."""
+
+
+class TooManyClasses(Opaque):
+    qualname = "(one of too many classes)"
 
 
 def _opaque_class(qualname: str, cache: dict[str, type[Opaque]]) -> type[Opaque]:
     qualname = qualname[:MAX_NAME]
     cls = cache.get(qualname)
     if cls is None:
+        if len(cache) >= MAX_CLASSES:
+            return TooManyClasses
         cls = type("Opaque", (Opaque,), {"qualname": qualname})
         cache[qualname] = cls
     return cls
@@ -303,9 +312,76 @@ class RestrictedUnpickler(pickle.Unpickler):
         return root
 
 
+MAX_DEPTH = 1000
+"""Deepest nesting of objects a pickle may build (real checkpoints stay under a few dozen)."""
+MAX_TREE = 1 << 26
+"""Most nodes one object may have with shared sub-objects counted at each use: a pickle can
+share so that this grows exponentially, and hashing or walking such an object never ends."""
+
+_MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+_MEMO_GETS = frozenset({"GET", "BINGET", "LONG_BINGET"})
+
+
+def scan_pickle(file: IO[bytes]) -> None:
+    """Walk one pickle's opcodes without building anything, and refuse the two things CPython's C
+    unpickler would turn into a huge allocation or a crash: a memo index far past the entries
+    stored so far (the memo is zero-filled up to it) and objects nested deeper than
+    ``MAX_DEPTH`` (hashing or freeing them recurses in C). The stack is simulated with depths
+    only, from ``pickletools``' description of each opcode."""
+    stack: list[tuple[int, int]] = []  # (depth, tree size) of each stack item
+    marks: list[int] = []
+    memo: dict[int, tuple[int, int]] = {}
+    for opcode, arg, _ in pickletools.genops(file):
+        name = opcode.name
+        if name == "MARK":
+            marks.append(len(stack))
+            continue
+        if name in _MEMO_PUTS or name == "MEMOIZE":  # stores the top of the stack, pops nothing
+            index = len(memo) if name == "MEMOIZE" else _memo_index(arg)
+            if index > len(memo) or not stack:
+                raise PickleFormatError(f"damaged pickle: memo index {index} out of sequence")
+            memo[index] = stack[-1]
+            continue
+        before = opcode.stack_before
+        popped: list[tuple[int, int]] = []
+        if pickletools.markobject in before:
+            if not marks:
+                raise PickleFormatError("damaged pickle: no mark to pop to")
+            start = max(marks.pop() - before.index(pickletools.markobject), 0)
+            popped, stack[start:] = stack[start:], []
+        elif before:
+            start = max(len(stack) - len(before), 0)
+            popped, stack[start:] = stack[start:], []
+        if name in _MEMO_GETS:
+            index = _memo_index(arg)
+            if index not in memo:
+                raise PickleFormatError(f"damaged pickle: memo index {index} never stored")
+            item = memo[index]
+        elif name == "DUP" and popped:
+            item = popped[-1]  # pushed back twice below
+        elif popped:
+            item = (1 + max(d for d, _ in popped), 1 + sum(n for _, n in popped))
+        else:
+            item = (0, 1)
+        if item[0] > MAX_DEPTH:
+            raise PickleFormatError(f"objects nested more than {MAX_DEPTH} deep")
+        if item[1] > MAX_TREE:
+            raise PickleFormatError("an object shares parts so often that it cannot be walked")
+        stack.extend([item] * len(opcode.stack_after))
+
+
+def _memo_index(arg: Any) -> int:
+    if not isinstance(arg, int):
+        raise PickleFormatError("damaged pickle: memo index is not a number")
+    return arg
+
+
 def restricted_load(file: IO[bytes], storages: dict[str, StorageRef] | None = None) -> Any:
-    """Unpickle one object from ``file`` with the restrictions above."""
+    """Unpickle one object from ``file`` with the restrictions above, after ``scan_pickle``."""
     try:
+        start = file.tell()
+        scan_pickle(file)
+        file.seek(start)
         return RestrictedUnpickler(file, storages).load()
     except (UnsafePickleError, PickleFormatError):
         raise
