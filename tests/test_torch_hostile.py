@@ -216,3 +216,12 @@ def test_traced_depthwise_conv_is_depthwise(tmp_path):
     with weightscope.load(path) as model:
         layer = model.layers[0]
         assert (layer.kind, layer.groups) == ("depthwise_conv2d", 4)
+
+
+def test_terminal_escapes_in_names_are_shown_not_obeyed(tmp_path):
+    path = tmp_path / "escapes.pt"
+    torch.save({"\x1b[2J\x1b[31mfc.weight": torch.ones(2, 3)}, path)
+    result = run_cli("inspect", path)
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout
+    assert "\\x1b[2J" in result.stdout

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from weightscope import __version__
-from weightscope.errors import WeightscopeError
+from weightscope.errors import WeightscopeError, printable
 from weightscope.examples import example_path
 from weightscope.loading import load
 from weightscope.model import Model, Tensor
@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _fail(message: str, debug: bool) -> int:
     if debug:
         traceback.print_exc()
-    print(f"weightscope: {' '.join(message.split())}", file=sys.stderr)
+    print(f"weightscope: {printable(' '.join(message.split()))}", file=sys.stderr)
     return EXIT_ERROR
 
 

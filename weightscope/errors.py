@@ -17,10 +17,16 @@ class CorruptFileError(WeightscopeError):
     """The file looks like a supported format but its content is damaged or inconsistent."""
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters (terminal escape sequences from a hostile file's names)
+    shown as ``\\xNN`` instead of acted on by the terminal."""
+    return "".join(c if c.isprintable() or c == " " else f"\\x{ord(c):02x}" for c in text)
+
+
 def file_error(cls: type[WeightscopeError], path: Path | str, problem: str) -> WeightscopeError:
     """Build an error whose single line reads ``<file>: <problem>``."""
     one_line = " ".join(str(problem).split())
-    return cls(f"{path}: {one_line}")
+    return cls(printable(f"{path}: {one_line}"))
 
 
 class UnsafeFileError(WeightscopeError):

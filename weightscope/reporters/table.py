@@ -6,6 +6,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from weightscope.errors import printable
 from weightscope.model import Layer, Model, Tensor
 from weightscope.stats import TensorStats
 
@@ -82,7 +83,7 @@ def model_table(model: Model, with_stats: bool = True) -> RenderableType:
         main = principal_tensor(layer)
         stats = main.stats() if (with_stats and main is not None) else None
         table.add_row(
-            Text(layer.name),  # names are data, never rich markup
+            Text(printable(layer.name)),  # names are data: never markup, never escapes
             _kind(layer),
             _shape_cell(main) if main is not None else "-",
             f"{layer.params:,}",
@@ -134,7 +135,7 @@ def _config_value(value: object) -> str:
 
 
 def layer_detail(model: Model, layer: Layer, with_stats: bool = True) -> RenderableType:
-    header = Text.assemble((layer.name, "bold"), "  ", _kind(layer))
+    header = Text.assemble((printable(layer.name), "bold"), "  ", _kind(layer))
     if layer.class_name:
         header.append(f"  class {layer.class_name}", style="dim")  # append never parses markup
     header.append(f"  groups={layer.groups}  params={layer.params:,}")
@@ -146,8 +147,8 @@ def layer_detail(model: Model, layer: Layer, with_stats: bool = True) -> Rendera
             table.add_column(title, justify="right")
     for tensor in layer.tensors:
         row: list[RenderableType] = [
-            Text(tensor.role),
-            Text(tensor.name, overflow="fold"),
+            Text(printable(tensor.role)),
+            Text(printable(tensor.name), overflow="fold"),
             _shape_cell(tensor),
             tensor.dtype,
             {True: "yes", False: "no", None: "?"}[tensor.trainable]
