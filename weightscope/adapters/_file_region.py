@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from weightscope.dtypes import BFLOAT16, bfloat16_to_float32
 from weightscope.errors import CorruptFileError, file_error
 from weightscope.stats import TensorStats, compute_stats
 
@@ -37,7 +38,7 @@ class OpenFile:
 
 def numpy_dtype(name: str, byteorder: str = "little") -> np.dtype:
     """The dtype to read raw elements as (``bfloat16`` as its 16-bit patterns)."""
-    dtype = np.dtype(np.uint16 if name == "bfloat16" else name)
+    dtype = np.dtype(np.uint16 if name == BFLOAT16 else name)
     return (
         dtype.newbyteorder("<" if byteorder == "little" else ">") if dtype.itemsize > 1 else dtype
     )
@@ -94,8 +95,8 @@ class FileRegionSource:
 
     def _decode(self, raw: bytes) -> np.ndarray:
         values = np.frombuffer(raw, dtype=self.raw_dtype)
-        if self.dtype_name == "bfloat16":
-            return (values.astype(np.uint32) << 16).view(np.float32)
+        if self.dtype_name == BFLOAT16:
+            return bfloat16_to_float32(values)
         return values.astype(self.raw_dtype.newbyteorder("="), copy=False)
 
     def read(self) -> np.ndarray:

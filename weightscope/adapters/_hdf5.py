@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 
 from weightscope.chunking import iter_slabs, slab_shape
+from weightscope.dtypes import bfloat16_to_float32
 from weightscope.errors import CorruptFileError, file_error
 from weightscope.stats import Scratch, TensorStats, compute_stats, reduce_slabs
 
@@ -21,10 +22,6 @@ CHECKED_ABOVE_BYTES = 64 * 1024 * 1024
 MAX_EXPANSION = 1024
 """A dataset may declare at most this many times the bytes the file stores for it (compression
 included) before it is taken for a lying header rather than read."""
-
-
-def _bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
-    return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
 class H5DatasetSource:
@@ -68,7 +65,7 @@ class H5DatasetSource:
         except (OSError, ValueError, TypeError) as exc:
             raise self._read_error(exc) from exc
         if self.is_bfloat16:
-            return _bfloat16_to_float32(data.view(np.uint16))
+            return bfloat16_to_float32(data)
         return data
 
     def _read_error(self, exc: BaseException) -> Exception:

@@ -8,8 +8,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from weightscope.dtypes import itemsize
 from weightscope.errors import CorruptFileError, file_error
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -65,10 +64,9 @@ def read_header(path: Path) -> tuple[list[SafetensorsEntry], dict[str, str]]:
             begin, end = (int(x) for x in spec["data_offsets"])
         except (KeyError, TypeError, ValueError) as exc:
             raise file_error(CorruptFileError, path, f"tensor {name!r}: bad header entry") from exc
-        itemsize = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
         if any(s < 0 for s in shape) or not 0 <= begin <= end or data_start + end > size:
             raise file_error(CorruptFileError, path, f"tensor {name!r} lies outside the file")
-        if end - begin != math.prod(shape) * itemsize:
+        if end - begin != math.prod(shape) * itemsize(dtype):
             raise file_error(
                 CorruptFileError, path, f"tensor {name!r}: shape {shape} does not fit its bytes"
             )

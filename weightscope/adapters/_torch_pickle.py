@@ -16,7 +16,7 @@ import pickletools
 from dataclasses import dataclass
 from typing import IO, Any
 
-import numpy as np
+from weightscope.dtypes import itemsize as dtype_itemsize
 
 
 class UnsafePickleError(Exception):
@@ -37,7 +37,7 @@ class StorageType:
 
     @property
     def itemsize(self) -> int:
-        return 2 if self.dtype == "bfloat16" else np.dtype(self.dtype).itemsize
+        return dtype_itemsize(self.dtype)
 
 
 STORAGE_TYPES = {
@@ -77,7 +77,6 @@ class TensorRef:
     shape: tuple[int, ...]
     stride: tuple[int, ...]
     requires_grad: bool = False
-    is_parameter: bool = False
 
 
 class Opaque:
@@ -172,7 +171,6 @@ def _rebuild_tensor(storage: Any, storage_offset: int, size: Any, stride: Any) -
 def _rebuild_parameter(data: Any, requires_grad: bool, backward_hooks: Any, *state: Any) -> Any:
     if isinstance(data, TensorRef):
         data.requires_grad = bool(requires_grad)
-        data.is_parameter = True
     return data
 
 
@@ -181,12 +179,7 @@ def _rebuild_from_type_v2(func: Any, new_type: Any, args: Any, state: Any) -> An
     if isinstance(func, _Rebuilder) and func.function in (
         _rebuild_tensor_v2, _rebuild_tensor, _rebuild_parameter
     ):  # fmt: skip
-        result = func(*args)
-        if isinstance(result, TensorRef) and getattr(new_type, "qualname", "").endswith(
-            "Parameter"
-        ):
-            result.is_parameter = True
-        return result
+        return func(*args)
     return CallResult(func, new_type, args, state)
 
 

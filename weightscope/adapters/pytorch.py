@@ -5,6 +5,7 @@ imported only then, by the caller)."""
 
 from __future__ import annotations
 
+import math
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -289,8 +290,7 @@ def _load_safetensors(path: Path) -> Model:
             node = ModuleNode(prefix or "(root)", None)
             for name in members:
                 entry = by_name[name]
-                itemsize = 2 if entry.dtype == "bfloat16" else np.dtype(entry.dtype).itemsize
-                numel = (entry.end - entry.begin) // itemsize
+                numel = math.prod(entry.shape)  # the header check made it fill [begin, end)
                 source = FileRegionSource(
                     file, entry.begin, numel, entry.dtype, 0, entry.shape, c_strides(entry.shape)
                 )
