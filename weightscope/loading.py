@@ -64,13 +64,15 @@ def load(source: str | os.PathLike[str] | Any) -> Model:
 
 
 def _load_live(obj: Any) -> Model:
-    from weightscope.adapters import pytorch
+    from weightscope.adapters import onnx, pytorch
 
     if pytorch.is_live_module(obj):
         return pytorch.load_module(obj)
+    if onnx.is_live_proto(obj):
+        return onnx.load_proto(obj)
     raise UnsupportedFormatError(
-        f"cannot read a {type(obj).__module__}.{type(obj).__qualname__}: give a file path or a "
-        "torch.nn.Module"
+        f"cannot read a {type(obj).__module__}.{type(obj).__qualname__}: give a file path, a "
+        "torch.nn.Module or an onnx.ModelProto"
     )
 
 

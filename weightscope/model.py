@@ -27,6 +27,7 @@ LAYER_KINDS = (
     "conv_transpose3d",
     "depthwise_conv1d",
     "depthwise_conv2d",
+    "depthwise_conv3d",
     "separable_conv1d",
     "separable_conv2d",
     "dense",
@@ -183,6 +184,10 @@ class Model:
     """Names of layers that hold no weights (pooling, flatten, ...), in model order."""
     notes: list[str] = field(default_factory=list)
     """What the reader did that a user should know (where in a checkpoint the weights were)."""
+    producer: str | None = None
+    """The program that wrote the file, where the file says (an ONNX exporter and its version)."""
+    opset: dict[str, int] | None = None
+    """ONNX operator set version per domain (``ai.onnx`` for the default domain)."""
     _resources: ExitStack = field(default_factory=ExitStack, repr=False)
 
     @property

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from weightscope.adapters import keras, pytorch
+from weightscope.adapters import keras, onnx, pytorch
 from weightscope.model import Model
 
 
@@ -19,4 +19,4 @@ class Adapter(Protocol):
     def load(self, path: Path) -> Model: ...
 
 
-ADAPTERS: tuple[Adapter, ...] = (keras, pytorch)
+ADAPTERS: tuple[Adapter, ...] = (keras, pytorch, onnx)

@@ -17,6 +17,8 @@ def model_to_dict(model: Model, with_stats: bool = True) -> dict[str, Any]:
         "format": model.format,
         "framework": model.framework,
         "framework_version": model.framework_version,
+        "producer": model.producer,
+        "opset": model.opset,
         "layers": [layer_to_dict(layer, with_stats) for layer in model.layers],
         "weightless_layers": list(model.weightless_layers),
         "notes": list(model.notes),

@@ -65,8 +65,9 @@ def _stats_cells(stats: TensorStats | None) -> list[str]:
 
 def model_header(model: Model) -> Text:
     version = f" {model.framework_version}" if model.framework_version else ""
+    producer = f", written by {model.producer}" if model.producer else ""
     return Text.assemble(
-        (str(model.source), "bold"), f"  {model.format} ({model.framework}{version})"
+        (str(model.source), "bold"), f"  {model.format} ({model.framework}{version}{producer})"
     )
 
 

@@ -1,0 +1,120 @@
+"""ONNX models (``.onnx``, with or without external data) and live ``onnx.ModelProto`` objects.
+
+The file is mapped read-only and walked at the protobuf wire level (see ``_onnx_wire``): tensor
+data stays in the file and is read by offset, so a 500 MB model is never held in memory. Neither
+onnxruntime nor any framework is imported.
+"""
+
+from __future__ import annotations
+
+import mmap
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from weightscope.errors import CorruptFileError, WeightscopeError, file_error
+from weightscope.model import Model
+
+FRAMEWORK = "onnx"
+EXTENSIONS = (".onnx",)
+
+
+def sniff(path: Path, head: bytes) -> bool:
+    if path.suffix.lower() in EXTENSIONS:
+        return True
+    from weightscope.adapters._onnx_wire import looks_like_model
+
+    return looks_like_model(head)
+
+
+def load(path: Path) -> Model:
+    from weightscope.adapters._file_region import OpenFile
+    from weightscope.adapters._onnx_wire import Skeleton, WireError
+
+    resources = ExitStack()
+    try:
+        with (
+            open(path, "rb") as handle,
+            mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf,
+        ):
+            skeleton = Skeleton(buf)
+            try:
+                data = skeleton.model()
+            except WireError as exc:
+                raise file_error(CorruptFileError, path, f"not a valid ONNX model: {exc}") from None
+        proto = _parse(path, data)
+        files: dict[Path, OpenFile] = {}
+
+        def open_file(target: Path) -> OpenFile:
+            if target not in files:
+                files[target] = OpenFile(target)
+                resources.callback(files[target].close)
+            return files[target]
+
+        model = _build(proto, path, open_file, skeleton.region)
+        external = sorted(str(p.name) for p in files if p != path)
+        if external:
+            model.notes.append(f"external data read from: {', '.join(external)}")
+        model._resources = resources
+        return model
+    except BaseException:
+        resources.close()
+        raise
+
+
+def _parse(path: Path, data: bytes) -> Any:
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise file_error(CorruptFileError, path, f"not a valid ONNX model: {exc}") from None
+    if not proto.HasField("graph"):
+        raise file_error(CorruptFileError, path, "not an ONNX model: it has no graph")
+    return proto
+
+
+def is_live_proto(obj: Any) -> bool:
+    """Whether ``obj`` is an ``onnx.ModelProto`` (checked without importing onnx)."""
+    cls = type(obj)
+    return cls.__name__ == "ModelProto" and cls.__module__.split(".")[0] == "onnx"
+
+
+def load_proto(proto: Any) -> Model:
+    """A live ``onnx.ModelProto`` (tensor data already in memory)."""
+    if not proto.HasField("graph"):
+        raise WeightscopeError("<ModelProto>: not an ONNX model: it has no graph")
+    return _build(proto, None, None, lambda tensor: None)
+
+
+def _build(proto: Any, path: Path | None, open_file: Any, region: Any) -> Model:
+    from weightscope.adapters._onnx_graph import Scope
+    from weightscope.adapters._onnx_ops import GraphReader
+    from weightscope.adapters._onnx_tensors import TensorContext
+
+    ctx = TensorContext(path, open_file, region)
+    reader = GraphReader()
+    try:
+        reader.read(Scope(proto.graph, ctx))
+    except RecursionError:
+        raise file_error(
+            CorruptFileError, path or "<ModelProto>", "graph nested too deep"
+        ) from None
+    reader.unused_constants()
+    opset = {(o.domain or "ai.onnx"): int(o.version) for o in proto.opset_import}
+    producer = " ".join(p for p in (proto.producer_name, proto.producer_version) if p) or None
+    version = f"opset {opset['ai.onnx']}" if "ai.onnx" in opset else None
+    notes = [f"ONNX IR version {proto.ir_version}"] if proto.ir_version else []
+    return Model(
+        source=path,
+        format="onnx" if path is not None else "live",
+        framework=FRAMEWORK,
+        framework_version=version,
+        layers=reader.layers,
+        weightless_layers=reader.weightless,
+        notes=notes,
+        producer=producer,
+        opset=opset or None,
+    )
