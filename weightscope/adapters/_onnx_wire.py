@@ -21,7 +21,7 @@ import onnx
 
 VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
 
-MAX_GRAPH_DEPTH = 64
+MAX_GRAPH_DEPTH = 32
 """Subgraphs (``If``/``Loop``/``Scan`` bodies) nested deeper than this are refused."""
 
 SMALL_BULK_BYTES = 4096
