@@ -13,8 +13,10 @@ import h5py
 import numpy as np
 import pytest
 
+from weightscope.adapters._file_region import FileRegionSource, OpenFile, c_strides
 from weightscope.adapters._hdf5 import H5DatasetSource
 from weightscope.chunking import iter_slabs, slab_shape
+from weightscope.dtypes import BFLOAT16
 from weightscope.model import ArraySource, Tensor
 from weightscope.stats import TensorStats, compute_stats, reduce_slabs
 
@@ -334,3 +336,45 @@ def test_iter_slabs_cover_every_element_once(shape: tuple[int, ...], budget: int
         previous_end = positions[-1] + 1
     assert np.all(hits == 1)
     assert previous_end == hits.size
+
+
+# ---------------------------------------------------------------------------------------------
+# File regions (PyTorch storages, safetensors, ONNX data): slabs read with preadv into reused
+# buffers, reduced on threads
+
+
+@pytest.mark.parametrize("chunk", [1, 50, 1000, 7777, 1 << 22])
+def test_file_region_stats_match_numpy(
+    tmp_path: Path, gen: np.random.Generator, chunk: int
+) -> None:
+    floats = gen.normal(0, 1, size=(129, 65)).astype(np.float32)
+    bf16_bits = (floats.view(np.uint32) >> 16).astype("<u2")
+    arrays = {
+        "float32": (sprinkle(gen.normal(0, 0.02, size=(300, 77)).astype("<f4"), gen), "little"),
+        "float16": (gen.normal(0, 0.5, size=(3, 3, 16, 33)).astype("<f2"), "little"),
+        "float64": (gen.normal(3, 1, size=(4001,)).astype(">f8"), "big"),
+        "int64": (gen.integers(-3, 4, size=(50, 3)).astype("<i8"), "little"),
+        BFLOAT16: (bf16_bits, "little"),
+    }
+    path = tmp_path / "data.bin"
+    offsets = {}
+    with open(path, "wb") as out:
+        out.write(b"header!")  # odd offsets: no alignment is assumed
+        for name, (array, _) in arrays.items():
+            offsets[name] = out.tell()
+            out.write(array.tobytes())
+    file = OpenFile(path)
+    try:
+        for name, (array, byteorder) in arrays.items():
+            source = FileRegionSource(
+                file, offsets[name], array.size, name, 0, array.shape, c_strides(array.shape),
+                byteorder,
+            )  # fmt: skip
+            expected = (
+                (bf16_bits.astype(np.uint32) << 16).view(np.float32) if name == BFLOAT16 else array
+            )
+            np.testing.assert_array_equal(source.read(), expected)
+            rtol = 1e-12 if expected.dtype.kind in "iu" or expected.dtype.itemsize == 8 else 1e-6
+            assert_stats_close(source.stats(chunk), reference(expected), rtol)
+    finally:
+        file.close()
