@@ -16,8 +16,6 @@ from weightscope.dtypes import bfloat16_to_float32
 from weightscope.errors import CorruptFileError, file_error
 from weightscope.stats import Scratch, TensorStats, compute_stats, reduce_slabs
 
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
 CHECKED_ABOVE_BYTES = 64 * 1024 * 1024
 MAX_EXPANSION = 1024
 """A dataset may declare at most this many times the bytes the file stores for it (compression

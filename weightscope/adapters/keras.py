@@ -12,18 +12,22 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import h5py
-
-from weightscope.adapters._hdf5 import HDF5_SIGNATURE, FileSlice, text_attr
-from weightscope.adapters._keras_legacy import is_legacy, load_legacy
-from weightscope.adapters._keras_store import is_store, load_store
 from weightscope.adapters._zip import ZIP_SIGNATURE, stored_member_offset
 from weightscope.errors import CorruptFileError, UnsupportedFormatError, file_error
 from weightscope.model import Model
 
+if TYPE_CHECKING:
+    import h5py
+
+    from weightscope.adapters._hdf5 import FileSlice
+
+# h5py and the HDF5 readers are imported when a Keras file is read, not when another
+# framework's file is (h5py costs a few tens of milliseconds).
+
 FRAMEWORK = "keras"
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 V3_WEIGHTS_MEMBER = "model.weights.h5"
 MAX_JSON_BYTES = 64 * 1024 * 1024
 """config.json / metadata.json larger than this are refused (a zip bomb would expand them)."""
@@ -44,6 +48,8 @@ def sniff(path: Path, head: bytes) -> bool:
 
 
 def load(path: Path) -> Model:
+    import h5py
+
     with open(path, "rb") as handle:
         is_zip = handle.read(4) == ZIP_SIGNATURE
     if is_zip:
@@ -59,6 +65,11 @@ def load(path: Path) -> Model:
 
 
 def _load_hdf5(path: Path, h5: h5py.File, config: Any, fmt: str, version: str | None) -> Model:
+    import h5py
+
+    from weightscope.adapters._keras_legacy import is_legacy, load_legacy
+    from weightscope.adapters._keras_store import is_store, load_store
+
     legacy_root = h5.get("model_weights", h5)
     if isinstance(legacy_root, h5py.Group) and is_legacy(legacy_root):
         return load_legacy(path, h5, legacy_root, _json_attr(path, h5, "model_config"))
@@ -72,6 +83,10 @@ def _load_hdf5(path: Path, h5: h5py.File, config: Any, fmt: str, version: str | 
 
 
 def _load_keras_zip(path: Path) -> Model:
+    import h5py
+
+    from weightscope.adapters._keras_store import is_store, load_store
+
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
@@ -119,6 +134,8 @@ def _open_member(
 
     Keras stores ``model.weights.h5`` uncompressed; it is then read where it lies, without the
     zip's CRC check (HDF5 has no checksum of its own for raw data either)."""
+    from weightscope.adapters._hdf5 import FileSlice
+
     if info.compress_type == zipfile.ZIP_STORED:
         return FileSlice(path, stored_member_offset(path, info), info.file_size)
     spool = tempfile.TemporaryFile()  # noqa: SIM115 - returned open, closed with the model
@@ -153,6 +170,8 @@ def _json_member(path: Path, archive: zipfile.ZipFile, name: str) -> Any:
 
 
 def _json_attr(path: Path, h5: h5py.File, name: str) -> Any:
+    from weightscope.adapters._hdf5 import text_attr
+
     text = text_attr(h5, name)
     if text is None:
         return None
