@@ -95,6 +95,7 @@ def _source(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
 
 def _compute_stats(tensors: list[Tensor]) -> None:
     """Reduce every tensor once, with a progress bar on a terminal when there is much to read."""
+    tensors = [t for t in tensors if t.has_stats]
     total_bytes = sum(t.size for t in tensors) * 4
     if total_bytes < PROGRESS_MIN_BYTES or not sys.stderr.isatty():
         for tensor in tensors:

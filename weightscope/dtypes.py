@@ -12,6 +12,19 @@ def itemsize(name: str) -> int:
     return 2 if name == BFLOAT16 else np.dtype(name).itemsize
 
 
+NO_STATISTICS = frozenset(
+    {"string", "float4e2m1", "float8e8m0", "int2", "uint2", "float6e2m3", "float6e3m2"}
+)
+"""Element types with no mean or std: strings, and ONNX types weightscope does not decode."""
+
+
+def has_real_values(name: str) -> bool:
+    """Whether statistics (mean, std, min, max) apply to elements of this type: not to complex
+    numbers, strings or types weightscope cannot decode. Other unexpected types say yes, so that
+    asking for their statistics fails with a message naming the problem."""
+    return not (name in NO_STATISTICS or name.startswith(("complex", "onnx type")))
+
+
 def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
     """bfloat16 bit patterns (any 2-byte array) as the float32 values they stand for."""
     return (bits.view(np.uint16).astype(np.uint32) << 16).view(np.float32)

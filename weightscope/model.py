@@ -16,6 +16,7 @@ import numpy as np
 
 from weightscope import layouts
 from weightscope.chunking import DEFAULT_CHUNK_ELEMENTS
+from weightscope.dtypes import has_real_values
 from weightscope.stats import TensorStats, compute_stats
 
 LAYER_KINDS = (
@@ -118,8 +119,14 @@ class Tensor:
             raise ValueError(f"tensor {self.name!r} ({self.role}) has no canonical layout")
         return layouts.to_canonical(self.numpy(), self.native_layout, self.groups)
 
+    @property
+    def has_stats(self) -> bool:
+        """False for elements statistics do not apply to (complex numbers, strings, int4...)."""
+        return has_real_values(self.dtype)
+
     def stats(self, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> TensorStats:
-        """Mean, std, min, max, zeros fraction, NaN and Inf counts, computed once, in chunks."""
+        """Mean, std, min, max, zeros fraction, NaN and Inf counts, computed once, in chunks
+        (only where :attr:`has_stats`)."""
         if self._stats is None:
             self._stats = self.source.stats(chunk_elements)
         return self._stats

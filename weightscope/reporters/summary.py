@@ -56,8 +56,10 @@ def tensor_to_dict(tensor: Tensor, with_stats: bool = True) -> dict[str, Any]:
         "counted": tensor.counted,
         "shared_with": tensor.shared_with,
     }
-    if with_stats:
+    if with_stats and tensor.has_stats:
         data["stats"] = {k: _finite_or_none(v) for k, v in tensor.stats().to_dict().items()}
+    elif with_stats:
+        data["stats"] = None  # complex numbers, strings: no mean or std
     return data
 
 

@@ -82,7 +82,7 @@ def model_table(model: Model, with_stats: bool = True) -> RenderableType:
         table.add_column(title, justify="right")
     for layer in model.layers:
         main = principal_tensor(layer)
-        stats = main.stats() if (with_stats and main is not None) else None
+        stats = main.stats() if (with_stats and main is not None and main.has_stats) else None
         table.add_row(
             Text(printable(layer.name)),  # names are data: never markup, never escapes
             _kind(layer),
@@ -155,7 +155,7 @@ def layer_detail(model: Model, layer: Layer, with_stats: bool = True) -> Rendera
             {True: "yes", False: "no", None: "?"}[tensor.trainable]
             + ("" if tensor.counted else " (not counted)"),
         ]
-        if with_stats:
+        if with_stats and tensor.has_stats:
             stats = tensor.stats()
             row += [
                 *_stats_cells(stats),
@@ -163,6 +163,8 @@ def layer_detail(model: Model, layer: Layer, with_stats: bool = True) -> Rendera
                 str(stats.nan),
                 str(stats.inf),
             ]
+        elif with_stats:
+            row += ["n/a", "", "", "", "", "", ""]
         table.add_row(*row)
     parts: list[RenderableType] = [model_header(model), header, table]
     if layer.note:
