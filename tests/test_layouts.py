@@ -18,7 +18,7 @@ SPATIAL_SIZES = {"D": 2, "H": 3, "W": 4}  # all different, so a swapped axis cha
 
 def _native_shape(layout: str, groups: int = 1) -> tuple[int, ...]:
     """A small shape for ``layout`` whose channel axes split into ``groups``."""
-    sizes = {"O": 3, "I": 2 * groups, "M": 3, "C": 5, "V": 6, "E": 7, **SPATIAL_SIZES}
+    sizes = {"O": 3, "I": 2 * groups, "M": 3, "C": 5, "N": 1, "V": 6, "E": 7, **SPATIAL_SIZES}
     return tuple(sizes[axis] for axis in layout)
 
 
@@ -115,8 +115,8 @@ def _canonical_index(layout: str, native_index: dict[str, int], dims: dict[str, 
     spatial = tuple(native_index[a] for a in layouts.SPATIAL if a in layout)
     if "M" in layout:  # depthwise: output channel c * M + m, one input channel per group
         return (native_index["I"] * dims["M"] + native_index["M"], 0, *spatial)
-    if "O" not in layout:  # vectors and tables stay as they are
-        return tuple(native_index[a] for a in layout)
+    if "O" not in layout:  # vectors and tables stay as they are; a broadcast N axis goes
+        return tuple(native_index[a] for a in layout if a != "N")
     out, inp = native_index["O"], native_index["I"]
     if layouts.LAYOUTS[layout].grouped_axis == "O" and groups > 1:
         in_per_group = dims["I"] // groups
@@ -161,11 +161,19 @@ def test_canonical_shape_agrees_with_to_canonical(layout) -> None:
         ("HWIM", "OIHW"),
         ("WIM", "OIW"),
         ("C", "C"),
+        ("NC", "C"),
         ("VE", "VE"),
     ],
 )
 def test_canonical_layout_strings(layout, expected) -> None:
     assert layouts.canonical_layout(layout) == expected
+
+
+def test_broadcast_axis_must_have_size_one() -> None:
+    with pytest.raises(ValueError, match="N axis must have size 1"):
+        layouts.to_canonical(np.zeros((2, 5)), "NC")
+    with pytest.raises(ValueError, match="N axis must have size 1"):
+        layouts.canonical_shape((2, 5), "NC")
 
 
 @pytest.mark.parametrize("layout", ["XYZ", "hwio", "OHWI", ""])

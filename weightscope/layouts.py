@@ -4,7 +4,8 @@ A layout is a string with one letter per stored axis:
 
 - ``O`` output channels, ``I`` input channels, ``M`` depth multiplier (depthwise kernels),
 - ``D``, ``H``, ``W`` spatial axes (1-D kernels use ``W``, 3-D ``DHW``),
-- ``C`` the single axis of a per-channel vector (bias, batch-norm statistics),
+- ``C`` the single axis of a per-channel vector (bias, batch-norm statistics), ``N`` a leading
+  axis of size 1 that broadcasts such a vector over a batch (a bias stored as a ``(1, C)`` row),
 - ``V``/``E`` vocabulary and embedding width of an embedding table.
 
 Canonical layouts are ``O I *spatial`` for every convolution (``OIHW`` in 2-D), ``OI`` for dense
@@ -63,6 +64,7 @@ LAYOUTS: dict[str, Layout] = {
     "HWIM": Layout("HWIM", "I", "Keras DepthwiseConv2D, SeparableConv2D depthwise"),
     # vectors and tables: already canonical
     "C": Layout("C", "I", "bias, batch-norm and layer-norm vectors"),
+    "NC": Layout("NC", "I", "ONNX bias stored as a (1, C) row (Gemm C, Add after MatMul)"),
     "VE": Layout("VE", "I", "Keras Embedding, PyTorch Embedding"),
 }
 
@@ -71,7 +73,7 @@ def canonical_layout(axes: str) -> str:
     """The canonical layout string for a native one (``HWIO`` -> ``OIHW``)."""
     if "O" in axes or "M" in axes:
         return "OI" + "".join(a for a in SPATIAL if a in axes)
-    return axes
+    return axes.replace("N", "")
 
 
 def _lookup(layout: str) -> Layout:
@@ -93,6 +95,7 @@ def canonical_shape(shape: Sequence[int], layout: str, groups: int = 1) -> tuple
     spec = _lookup(layout)
     _check_rank(layout, shape)
     dims = dict(zip(spec.axes, (int(s) for s in shape), strict=True))
+    _check_broadcast_axis(dims.get("N", 1), layout)
     target = spec.canonical
     if "M" in spec.axes:
         return (dims["I"] * dims["M"], 1, *(dims[a] for a in target[2:]))
@@ -111,6 +114,10 @@ def to_canonical(array: np.ndarray, layout: str, groups: int = 1) -> np.ndarray:
     spec = _lookup(layout)
     _check_rank(layout, array.shape)
     target = spec.canonical
+    if "N" in spec.axes:
+        axis = spec.axes.index("N")
+        _check_broadcast_axis(array.shape[axis], layout)
+        return to_canonical(array.squeeze(axis), spec.axes.replace("N", ""), groups)
     if "M" in spec.axes:
         # (*k, I, M) -> (I, M, *k) -> (I*M, 1, *k): output channel o = c * M + m
         order = [spec.axes.index(a) for a in "IM" + target[2:]]
@@ -125,6 +132,11 @@ def to_canonical(array: np.ndarray, layout: str, groups: int = 1) -> np.ndarray:
         split = moved.reshape(out_per_group, groups, in_total // groups, *spatial)
         return split.swapaxes(0, 1).reshape(groups * out_per_group, in_total // groups, *spatial)
     return moved
+
+
+def _check_broadcast_axis(size: int, layout: str) -> None:
+    if size != 1:
+        raise ValueError(f"{layout}: the N axis must have size 1, not {size}")
 
 
 def _check_groups(in_total: int, groups: int, layout: str) -> None:

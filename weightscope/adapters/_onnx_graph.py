@@ -20,6 +20,12 @@ _STORAGE_IDS = itertools.count()
 """Identities of stored tensors (``id()`` of a protobuf message is not stable: upb hands out a
 new wrapper on each access)."""
 
+MAX_STEPS_SHOWN = 8
+
+MAX_STATIC_CHAIN = 256
+"""Longer chains of static nodes are not followed (a hostile file could make the cost grow with
+the square of the length); the value is then reported as computed at run time."""
+
 MAX_SHAPE_ARGUMENT = 64
 """Shape and axes arguments longer than this are not read (no real shape has that many dims)."""
 
@@ -36,37 +42,58 @@ class Constant:
     storage: int
     """Identity of the stored data: two constants with equal ``storage`` share it."""
     steps: tuple[str, ...] = ()
-    """Static operations applied to the stored tensor, in order (``Transpose(perm=[1, 0])``)."""
+    """Static operations applied to the stored tensor, in order (``Transpose(perm=[1, 0])``),
+    the first ``MAX_STEPS_SHOWN`` of them."""
+    step_count: int = 0
 
     @property
     def size(self) -> int:
         return math.prod(self.shape)
 
 
+Transform = Callable[[np.ndarray], np.ndarray]
+
+
 class DerivedSource:
-    """A stored tensor seen through a static operation. Statistics ignore element order, so the
-    stored tensor's chunks serve, cast if the operation is a ``Cast``."""
+    """A stored tensor seen through a static operation, itself perhaps seen through others.
+    Statistics ignore element order, so the stored tensor's chunks serve, cast by any ``Cast``
+    on the way. Chains are walked in loops, not by recursion."""
 
     def __init__(
-        self,
-        base: TensorSource,
-        whole: Callable[[np.ndarray], np.ndarray],
-        element: Callable[[np.ndarray], np.ndarray] | None = None,
+        self, base: TensorSource, whole: Transform, element: Transform | None = None
     ) -> None:
         self.base = base
         self.whole = whole
         self.element = element
 
+    def _chain(self) -> tuple[TensorSource, list[DerivedSource]]:
+        """The stored tensor's source, and the operations from it to this one, in order."""
+        steps: list[DerivedSource] = []
+        source: TensorSource = self
+        while isinstance(source, DerivedSource):
+            steps.append(source)
+            source = source.base
+        return source, steps[::-1]
+
     def read(self) -> np.ndarray:
-        return self.whole(self.base.read())
+        stored, steps = self._chain()
+        array = stored.read()
+        for step in steps:
+            array = step.whole(array)
+        return array
 
     def chunks(self, max_elements: int) -> Iterator[np.ndarray]:
-        for chunk in self.base.chunks(max_elements):
-            yield chunk if self.element is None else self.element(chunk)
+        stored, steps = self._chain()
+        casts = [step.element for step in steps if step.element is not None]
+        for chunk in stored.chunks(max_elements):
+            for cast in casts:
+                chunk = cast(chunk)
+            yield chunk
 
     def stats(self, max_elements: int) -> TensorStats:
-        if self.element is None:
-            return self.base.stats(max_elements)
+        stored, steps = self._chain()
+        if all(step.element is None for step in steps):
+            return stored.stats(max_elements)
         return compute_stats(self.chunks(max_elements))
 
 
@@ -116,7 +143,6 @@ class Scope:
         self.producers: dict[str, onnx.NodeProto] = {}
         self.constant_nodes: set[int] = set()
         self._resolved: dict[str, Constant | None] = {}
-        self._resolving: set[str] = set()
         for tensor in graph.initializer:
             self._add_stored(tensor.name, tensor)
         for sparse in graph.sparse_initializer:
@@ -166,25 +192,39 @@ class Scope:
 
     def resolve(self, name: str) -> Constant | None:
         """The constant value named ``name`` as seen from this graph, or None if it is computed
-        at run time."""
-        if not name:
-            return None
-        if name in self._resolved:
-            return self._resolved[name]
-        if name in self.constants:
-            return self.constants[name]
-        node = self.producers.get(name)
-        if node is None:
-            return self.parent.resolve(name) if self.parent is not None else None
-        if name in self._resolving:  # a cycle: not a valid graph, and not static
-            return None
-        self._resolving.add(name)
-        try:
-            result = self._derive(node)
-        finally:
-            self._resolving.discard(name)
-        self._resolved[name] = result
-        return result
+        at run time. Chains of static nodes are followed in a loop (they can be thousands long
+        in a valid model), then applied from the stored tensor outwards."""
+        pending: list[tuple[Scope, onnx.NodeProto, str]] = []
+        seen: set[tuple[int, str]] = set()
+        scope: Scope = self
+        current = name
+        base: Constant | None = None
+        while current:
+            if current in scope._resolved:
+                base = scope._resolved[current]
+                break
+            if current in scope.constants:
+                base = scope.constants[current]
+                break
+            node = scope.producers.get(current)
+            if node is None:
+                if scope.parent is None:
+                    break
+                scope = scope.parent
+                continue
+            if (id(scope), current) in seen or not _is_static_op(node):
+                break  # a cycle (not a valid graph) or a node computed at run time
+            if len(pending) >= MAX_STATIC_CHAIN:
+                for owner, _, output in pending:
+                    owner._resolved[output] = None
+                return None
+            seen.add((id(scope), current))
+            pending.append((scope, node, current))
+            current = node.input[0]
+        for owner, node, output in reversed(pending):
+            base = None if base is None else owner._apply(node, base)
+            owner._resolved[output] = base
+        return base
 
     def producer(self, name: str) -> onnx.NodeProto | None:
         scope: Scope | None = self
@@ -203,23 +243,22 @@ class Scope:
             return None
         return [int(v) for v in np.asarray(constant.source.read()).reshape(-1)]
 
-    def _derive(self, node: onnx.NodeProto) -> Constant | None:
-        if node.domain not in ("", "ai.onnx") or not node.input:
-            return None
-        rule = _STATIC_OPS.get(node.op_type)
-        if rule is None:
-            return None
-        base = self.resolve(node.input[0])
-        if base is None:
-            return None
+    def _apply(self, node: onnx.NodeProto, base: Constant) -> Constant | None:
         try:
-            derived = rule(self, node, base)
+            derived = _STATIC_OPS[node.op_type](self, node, base)
         except (ValueError, TypeError, IndexError):
             return None  # arguments that do not fit: leave it to the runtime (and say so)
         if derived is None:
             return None
         label = f"{node.op_type} '{node.name}'" if node.name else node.op_type
-        return replace(derived, name=base.name, steps=(*base.steps, f"{label}{derived.steps[-1]}"))
+        steps = base.steps
+        if len(steps) < MAX_STEPS_SHOWN:
+            steps = (*steps, f"{label}{derived.steps[-1]}")
+        return replace(derived, name=base.name, steps=steps, step_count=base.step_count + 1)
+
+
+def _is_static_op(node: onnx.NodeProto) -> bool:
+    return node.domain in ("", "ai.onnx") and node.op_type in _STATIC_OPS and bool(node.input)
 
 
 def _scalar_attribute(attr: onnx.AttributeProto) -> np.ndarray | None:

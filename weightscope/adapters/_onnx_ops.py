@@ -57,34 +57,41 @@ class GraphReader:
         self.weightless: list[str] = []
         self.claimed: dict[int, str] = {}
         """Storage id -> ``layer/role`` of the tensor it was first listed as (counted there)."""
+        self.handled: set[int] = set()
+        """Nodes that became layers."""
         self.folded: set[int] = set()
         """Nodes folded into a layer (a bias ``Add``, a weight's ``DequantizeLinear``)."""
         self.scopes: list[Scope] = []
         self._names: set[str] = set()
 
-    def read(self, scope: Scope) -> None:
-        """Read every node of ``scope``'s graph, then the graphs nested in it."""
+    def read(self, root: Scope) -> None:
+        """Read the layers of every graph (the main one and those nested in it), then list what
+        else reads constants: a subgraph's layer may fold a node of an enclosing graph (the
+        ``DequantizeLinear`` of its weight) that must not be listed on its own."""
+        self._read_layers(root)
+        for scope in self.scopes:
+            for index, node in enumerate(scope.nodes):
+                if id(node) in self.handled or id(node) in self.folded:
+                    continue
+                if index not in scope.constant_nodes:
+                    self._other_node(scope, node)
+
+    def _read_layers(self, scope: Scope) -> None:
         self.scopes.append(scope)
-        handled: set[int] = set()
         for node in scope.nodes:
             handler = HANDLERS.get(node.op_type) if node.domain in DEFAULT_DOMAINS else None
             if handler is not None and id(node) not in self.folded:
                 draft = handler(self, scope, node)
                 if draft is not None:
                     self._finish(draft)
-                    handled.add(id(node))
-        for index, node in enumerate(scope.nodes):
-            if id(node) in handled or id(node) in self.folded or index in scope.constant_nodes:
-                continue
-            self._other_node(scope, node)
-        for node in scope.nodes:
+                    self.handled.add(id(node))
             for attr in node.attribute:
                 graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
                 for graph in graphs:
                     where = f"{attr.name} of {node.op_type} '{node.name}'"
                     if scope.where:
                         where += f" ({scope.where})"
-                    self.read(Scope(graph, scope.ctx, scope, where))
+                    self._read_layers(Scope(graph, scope.ctx, scope, where))
 
     def unused_constants(self) -> None:
         """List the stored tensors that no node reads (and no graph outputs)."""
@@ -138,15 +145,22 @@ class GraphReader:
             ):
                 if part is not None:
                     draft.tensors.append((f"{role}_{suffix}", part, None, None, False))
-            draft.notes.append(
-                f"{role} stored as {weight.constant.dtype}, dequantized by "
-                f"{_label(quantization.node)} (axis {quantization.axis})"
+            scale = quantization.scale
+            per = (
+                f"per channel along stored axis {quantization.axis}"
+                if scale is not None and scale.size > 1
+                else "per tensor"
             )
-        if weight.constant.steps:
             draft.notes.append(
-                f"{role} is {' then '.join(weight.constant.steps)} of '{weight.constant.name}' "
-                "(applied here, statically)"
+                f"{role} stored as {weight.constant.dtype}, dequantized {per} by "
+                f"{_label(quantization.node)}"
             )
+        constant = weight.constant
+        if constant.steps:
+            steps = " then ".join(constant.steps)
+            if constant.step_count > len(constant.steps):
+                steps += f" then {constant.step_count - len(constant.steps)} more"
+            draft.notes.append(f"{role} is {steps} of '{constant.name}' (applied here, statically)")
 
     def _finish(self, draft: LayerDraft, class_name: str | None = None) -> None:
         node = draft.node
@@ -278,7 +292,7 @@ def _conv_like(
         if bias is None:
             _runtime(draft, "bias", node.input[bias_index])
         else:
-            reader.add(draft, "bias", bias, "C")
+            reader.add(draft, "bias", bias, _vector_layout(bias.constant))
     return draft
 
 
@@ -302,30 +316,35 @@ def _gemm(reader: GraphReader, scope: Scope, node: onnx.NodeProto) -> LayerDraft
     if len(node.input) < 2:
         return None
     config = _plain_config(node)
+    if scope.resolve(node.input[0]) is not None:
+        return None  # a constant left operand: not a dense layer (listed as an unknown node)
     weight = reader.weight(scope, node.input[1])
     draft = LayerDraft(node, scope, "dense", config=config)
     if weight is None:
-        if scope.resolve(node.input[0]) is not None:
-            return None  # the constant is the left operand: not a dense layer
         _runtime(draft, "kernel", node.input[1])
     else:
         layout = "OI" if config.get("transB", 0) else "IO"
         reader.add(draft, "kernel", weight, layout)
     alpha, beta = config.get("alpha", 1.0), config.get("beta", 1.0)
     if alpha != 1.0 or beta != 1.0:
-        draft.notes.append(f"output = {alpha} * x @ kernel + {beta} * bias (alpha, beta)")
+        draft.notes.append(
+            f"scaled: output = {alpha} (alpha) * x . kernel + {beta} (beta) * bias; the "
+            "canonical kernel and bias are the stored ones, unscaled"
+        )
     if len(node.input) > 2 and node.input[2]:
         bias = reader.weight(scope, node.input[2])
         if bias is None:
             _runtime(draft, "bias", node.input[2])
         else:
-            reader.add(draft, "bias", bias, "C")
+            reader.add(draft, "bias", bias, _vector_layout(bias.constant))
     return draft
 
 
 def _matmul(reader: GraphReader, scope: Scope, node: onnx.NodeProto) -> LayerDraft | None:
     if len(node.input) != 2:
         return None
+    if scope.resolve(node.input[0]) is not None and scope.resolve(node.input[1]) is not None:
+        return None  # a product of two constants: listed as an unknown node
     right = reader.weight(scope, node.input[1])
     left = None if right is not None else reader.weight(scope, node.input[0])
     weight = right or left
@@ -338,6 +357,11 @@ def _matmul(reader: GraphReader, scope: Scope, node: onnx.NodeProto) -> LayerDra
     if right is not None and len(weight.constant.shape) == 2:
         _fold_bias(reader, scope, node, draft, weight.constant.shape[1])
     return draft
+
+
+def _vector_layout(constant: Constant) -> str:
+    """``C`` for a vector, ``NC`` for a vector broadcast as a ``(1, C)`` row."""
+    return "NC" if len(constant.shape) == 2 and constant.shape[0] == 1 else "C"
 
 
 def _fold_bias(
@@ -355,7 +379,7 @@ def _fold_bias(
     if bias is None or bias.constant.shape not in ((width,), (1, width)):
         return
     reader.folded.add(id(add))
-    reader.add(draft, "bias", bias, "C")
+    reader.add(draft, "bias", bias, _vector_layout(bias.constant))
     draft.notes.append(f"bias from {_label(add)}")
 
 

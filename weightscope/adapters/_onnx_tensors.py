@@ -47,6 +47,9 @@ FLOAT8: dict[int, str] = {
     T.FLOAT8E5M2FNUZ: "float8_e5m2fnuz",
 }
 
+# 4-bit integers, two to a byte, the first element in the low nibble.
+INT4: dict[int, str] = {T.INT4: "int4", T.UINT4: "uint4"}
+
 # Which typed field holds each element type when the data is not in raw_data (onnx.proto3).
 _INT32_FIELD_TYPES = {T.INT32, T.INT16, T.INT8, T.UINT16, T.UINT8, T.BOOL, T.FLOAT16, T.BFLOAT16}
 _BULK_TYPES = {"float_data": {T.FLOAT, T.COMPLEX64}, "double_data": {T.DOUBLE, T.COMPLEX128}}
@@ -57,6 +60,8 @@ def dtype_name(data_type: int) -> str:
         return DTYPES[data_type]
     if data_type in FLOAT8:
         return FLOAT8[data_type]
+    if data_type in INT4:
+        return INT4[data_type]
     try:
         return str(T.DataType.Name(data_type)).lower()
     except ValueError:
@@ -83,6 +88,10 @@ def tensor_source(tensor: onnx.TensorProto, ctx: TensorContext) -> TensorSource:
         raise ctx.error(f"tensor {tensor.name!r} has negative dims {shape}")
     numel = math.prod(shape)
     name = dtype_name(tensor.data_type)
+    if name not in DTYPES.values() and tensor.data_type not in FLOAT8 and name not in INT4.values():
+        return UndecodableSource(ctx, tensor.name, name)
+    if tensor.data_type in INT4:
+        return _int4_source(tensor, ctx, shape, numel, name)
     region = ctx.region(tensor)
     if region is not None:
         return _region_source(tensor, ctx, region, shape, numel, name)
@@ -99,6 +108,69 @@ def _raw_itemsize(tensor: onnx.TensorProto, ctx: TensorContext, name: str) -> in
     if name in DTYPES.values():
         return 2 if name == BFLOAT16 else np.dtype(name).itemsize
     raise ctx.error(f"tensor {tensor.name!r}: weightscope cannot decode {name} values")
+
+
+def _int4_source(
+    tensor: onnx.TensorProto, ctx: TensorContext, shape: tuple[int, ...], numel: int, name: str
+) -> TensorSource:
+    """The packed bytes, as a uint8 tensor of their own, unpacked when read."""
+    packed = onnx.TensorProto()
+    packed.CopyFrom(tensor)
+    packed.data_type = T.UINT8
+    del packed.dims[:]
+    packed.dims.append((numel + 1) // 2)
+    if not tensor.HasField("raw_data") and tensor.int32_data:
+        packed.ClearField("int32_data")
+        packed.raw_data = np.asarray(tensor.int32_data, np.int64).astype(np.uint8).tobytes()
+    return Int4Source(tensor_source(packed, ctx), shape, signed=name == "int4")
+
+
+class Int4Source:
+    def __init__(self, packed: TensorSource, shape: tuple[int, ...], signed: bool) -> None:
+        self.packed = packed
+        self.shape = shape
+        self.signed = signed
+
+    def _unpack(self, raw: np.ndarray) -> np.ndarray:
+        raw = np.asarray(raw, np.uint8).reshape(-1)
+        values = np.empty(raw.size * 2, np.int8)
+        values[0::2] = raw & 0x0F
+        values[1::2] = raw >> 4
+        if self.signed:
+            values[values >= 8] -= 16
+        return values
+
+    def read(self) -> np.ndarray:
+        return self._unpack(self.packed.read())[: math.prod(self.shape)].reshape(self.shape)
+
+    def chunks(self, max_elements: int) -> Iterator[np.ndarray]:
+        remaining = math.prod(self.shape)
+        for chunk in self.packed.chunks(max(1, max_elements // 2)):
+            values = self._unpack(chunk)[:remaining]
+            remaining -= values.size
+            yield values
+
+    def stats(self, max_elements: int) -> TensorStats:
+        return compute_stats(self.chunks(max_elements))
+
+
+class UndecodableSource:
+    """A tensor of an element type weightscope cannot decode (strings, float4, ...): listed
+    with its type and shape, refused with one line when its values are asked for."""
+
+    def __init__(self, ctx: TensorContext, name: str, dtype: str) -> None:
+        self.ctx = ctx
+        self.name = name
+        self.dtype = dtype
+
+    def read(self) -> np.ndarray:
+        raise self.ctx.error(f"tensor {self.name!r}: weightscope cannot decode {self.dtype} values")
+
+    def chunks(self, max_elements: int) -> Iterator[np.ndarray]:
+        yield self.read()
+
+    def stats(self, max_elements: int) -> TensorStats:
+        return compute_stats(self.chunks(max_elements))
 
 
 def _check_length(
@@ -150,8 +222,8 @@ def _external_source(
         raise ctx.error(f"tensor {tensor.name!r} says its data is external but names no file")
     if ctx.model_path is None or ctx.open_file is None:
         raise WeightscopeError(
-            f"tensor {tensor.name!r} keeps its data in {location!r} beside the model file: "
-            "load the model from its path to read it"
+            f"<ModelProto>: tensor {tensor.name!r} keeps its data in {location!r} beside the "
+            "model file: load the model from its path to read it"
         )
     data_path = external_path(ctx.model_path, location, tensor.name)
     try:
@@ -168,18 +240,17 @@ def _external_source(
         _check_length(tensor, ctx, length, numel, itemsize)
     file = ctx.open_file(data_path)
     if offset + numel * itemsize > file.size:
-        raise file_error(
-            CorruptFileError,
-            data_path,
+        raise ctx.error(
             f"tensor {tensor.name!r} needs bytes {offset:,}..{offset + numel * itemsize:,} "
-            f"but the file holds {file.size:,}",
+            f"of external data file {location!r}, which holds {file.size:,}"
         )
     return _file_source(file, offset, shape, numel, tensor, name)
 
 
 def external_path(model_path: Path, location: str, tensor_name: str) -> Path:
-    """The external data file ``location`` names, which must lie in the model's folder."""
-    folder = model_path.resolve().parent
+    """The external data file ``location`` names, which must lie in the model's folder (the
+    folder of the path given, as onnx has it, even if that path is a symlink)."""
+    folder = model_path.absolute().parent.resolve()
     relative = Path(location)
     if relative.is_absolute() or PureWindowsPath(location).anchor:
         raise file_error(
@@ -204,10 +275,11 @@ def external_path(model_path: Path, location: str, tensor_name: str) -> Path:
             f"folder (to {target}): refused",
         )
     if not target.is_file():
+        problem = "is not a file" if target.exists() else "is missing"
         raise file_error(
             CorruptFileError,
             model_path,
-            f"external data file {location!r} for tensor {tensor_name!r} is missing "
+            f"external data file {location!r} for tensor {tensor_name!r} {problem} "
             f"(expected {folder / relative})",
         )
     return target
@@ -224,7 +296,8 @@ def _decoded(
     itemsize = _raw_itemsize(tensor, ctx, name)
     _check_length(tensor, ctx, len(raw), numel, itemsize)
     if tensor.data_type in FLOAT8:
-        return ArraySource(_float8(np.frombuffer(raw, np.uint8), FLOAT8[tensor.data_type]))
+        values = _float8(np.frombuffer(raw, np.uint8), FLOAT8[tensor.data_type])
+        return ArraySource(values.reshape(shape))
     if name == BFLOAT16:
         return ArraySource(bfloat16_to_float32(np.frombuffer(raw, "<u2")).reshape(shape))
     dtype = np.dtype(name).newbyteorder("<") if itemsize > 1 else np.dtype(name)

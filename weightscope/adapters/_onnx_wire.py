@@ -22,7 +22,8 @@ import onnx
 VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
 
 MAX_GRAPH_DEPTH = 32
-"""Subgraphs (``If``/``Loop``/``Scan`` bodies) nested deeper than this are refused."""
+"""Subgraphs (``If``/``Loop``/``Scan`` bodies) nested this deep are refused (protobuf itself
+refuses messages nested 100 deep, and each subgraph level is three messages)."""
 
 SMALL_BULK_BYTES = 4096
 """Bulk fields shorter than this stay in the skeleton (shape constants, scalars)."""
@@ -169,7 +170,7 @@ class Skeleton:
 
     def _graph(self, start: int, end: int, depth: int) -> bytes | None:
         if depth >= MAX_GRAPH_DEPTH:
-            raise WireError(f"subgraphs nested more than {MAX_GRAPH_DEPTH} deep")
+            raise WireError(f"subgraphs nested {MAX_GRAPH_DEPTH} or more deep")
         children = {
             GRAPH["node"]: self._node,
             GRAPH["initializer"]: self._tensor,

@@ -52,7 +52,8 @@ def load(path: Path) -> Model:
             return files[target]
 
         model = _build(proto, path, open_file, skeleton.region)
-        external = sorted(str(p.name) for p in files if p != path)
+        folder = path.absolute().parent.resolve()
+        external = sorted(str(p.relative_to(folder)) for p in files if p != path)
         if external:
             model.notes.append(f"external data read from: {', '.join(external)}")
         model._resources = resources
