@@ -178,3 +178,29 @@ def test_square_kernels_keep_their_layout_label(tmp_path):
     path = tmp_path / "square.keras"
     model.save(path)
     assert "(6, 6) IO -> (6, 6) OI" in run_cli("inspect", path).stdout
+
+
+def test_long_list_of_weightless_layers_is_cut_with_a_count(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import helper, numpy_helper
+
+    names = [f"relu{i}" for i in range(20)]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["h0"], name="conv")]
+    nodes += [
+        helper.make_node("Relu", [f"h{i}"], [f"h{i + 1}"], name=n) for i, n in enumerate(names)
+    ]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2, 5, 5])],
+        [helper.make_tensor_value_info("h20", onnx.TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.ones((3, 2, 3, 3), np.float32), "w")],
+    )  # fmt: skip
+    path = tmp_path / "relus.onnx"
+    onnx.save(helper.make_model(graph), path)
+    table = run_cli("inspect", path)
+    assert table.returncode == 0, table.stderr
+    footnote = " ".join(table.stdout.split())
+    assert "relu0, relu1," in footnote and "relu11," in footnote
+    assert "relu12" not in footnote and "(20 in all; --json lists every one)" in footnote
+    listed = json.loads(run_cli("inspect", path, "--json").stdout)["weightless_layers"]
+    assert listed == names

@@ -111,12 +111,20 @@ def totals_line(model: Model) -> Text:
     return text
 
 
+WEIGHTLESS_SHOWN = 12
+"""Layers without weights named under the table; a large ONNX graph has thousands."""
+
+
 def footnotes(model: Model) -> Text | None:
     lines = []
     if any(layer.inferred for layer in model.layers):
         lines.append("* kind inferred from names and shapes (the file records no layer classes)")
     if model.weightless_layers:
-        lines.append(f"layers without weights: {', '.join(model.weightless_layers)}")
+        names = model.weightless_layers
+        shown = ", ".join(names[:WEIGHTLESS_SHOWN])
+        if len(names) > WEIGHTLESS_SHOWN:
+            shown += f", ... ({len(names)} in all; --json lists every one)"
+        lines.append(f"layers without weights: {shown}")
     shared = [t for _, t in model.tensors() if t.shared_with]
     if shared:
         lines.append(f"shared (tied) tensors, counted once: {len(shared)}")
