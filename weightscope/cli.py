@@ -10,23 +10,25 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from weightscope import __version__
+from weightscope.commands import COMMANDS, add_source, command
 from weightscope.errors import WeightscopeError, printable
 from weightscope.examples import example_path
 from weightscope.loading import load
-from weightscope.model import Model, Tensor
+from weightscope.model import Model
+from weightscope.progress import compute_stats
 
 EXIT_OK = 0
 EXIT_ERROR = 2
-PROGRESS_MIN_BYTES = 64 * 1024 * 1024
 
 DESCRIPTION = """\
 Inspect the weights of a trained neural network straight from its file, without importing
 the framework that wrote it. Convolution kernels are shown next to their canonical layout
 (out, in/groups, *kernel); dense kernels as (out, in).
 
-Reads Keras .h5 (full model or weights only), .keras and .weights.h5 files, and PyTorch
+Reads Keras .h5 (full model or weights only), .keras and .weights.h5 files, PyTorch
 .pt/.pth/.bin/.ckpt (zip or legacy format, state dicts, checkpoints, whole modules),
-TorchScript archives and .safetensors, never running code from a file."""
+TorchScript archives and .safetensors, and ONNX .onnx files (external data included), never
+running code from a file."""
 
 EPILOG = """\
 examples:
@@ -34,6 +36,13 @@ examples:
   weightscope inspect model.h5 --layer conv2d every tensor of one layer, with statistics
   weightscope inspect model.keras --json     one JSON object, for scripts
   weightscope export model.h5 -o w.npz       canonical tensors as <layer>/<role> arrays
+  weightscope plot model.pt --layer conv1 -o k.png
+                                             kernel slices: one row per filter, one column
+                                             per input channel
+  weightscope init model.h5                  trained, or still at the initializer? per layer
+  weightscope params model.onnx              parameter counts checked against the formulas
+  weightscope explain --example conv1 --demo what one layer computes, with its own numbers
+  weightscope report model.h5 -o report.html one self-contained page with all of the above
 
 exit status: 0 on success, 2 when a file cannot be read (one line on stderr says why)."""
 
@@ -54,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="One row per weight-bearing layer: kind, native -> canonical shape of its "
         "kernel, parameters, dtype and statistics; totals as the framework counts them.",
     )
-    _add_source(inspect)
+    add_source(inspect)
     inspect.add_argument("--layer", metavar="NAME", help="show every tensor of one layer")
     inspect.add_argument("--json", action="store_true", help="print one JSON object (see README)")
     inspect.add_argument(
@@ -68,19 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
         "'<layer name>/<role>' in a NumPy .npz (np.load reads it). Tensors without a canonical "
         "form are written as stored.",
     )
-    _add_source(export)
+    add_source(export)
     export.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="output file")
+    for name in COMMANDS:
+        command(name).add_parser(commands)
     return parser
-
-
-def _add_source(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", nargs="?", type=Path, help="model file")
-    parser.add_argument(
-        "--example", action="store_true", help="use the bundled example model instead of FILE"
-    )
-    parser.add_argument(
-        "--debug", action="store_true", help="show the full traceback when something fails"
-    )
 
 
 def _source(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
@@ -93,28 +94,12 @@ def _source(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
     return Path(args.file)
 
 
-def _compute_stats(tensors: list[Tensor]) -> None:
-    """Reduce every tensor once, with a progress bar on a terminal when there is much to read."""
-    tensors = [t for t in tensors if t.has_stats]
-    total_bytes = sum(t.size for t in tensors) * 4
-    if total_bytes < PROGRESS_MIN_BYTES or not sys.stderr.isatty():
-        for tensor in tensors:
-            tensor.stats()
-        return
-    from rich.progress import Progress
-
-    with Progress(transient=True) as progress:
-        task = progress.add_task("reading weights", total=total_bytes)
-        for tensor in tensors:
-            tensor.stats()
-            progress.advance(task, tensor.size * 4)
-
-
 def _run_inspect(args: argparse.Namespace, model: Model) -> None:
     with_stats = not args.no_stats
     layer = model.layer(args.layer) if args.layer else None
     if with_stats:
-        _compute_stats(layer.tensors if layer else [t for _, t in model.tensors()])
+        tensors = layer.tensors if layer else [t for _, t in model.tensors()]
+        compute_stats(tensors, quiet=args.json)
     if args.json:
         from weightscope.reporters.summary import layer_to_dict, model_to_dict
 
@@ -151,8 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with load(source) as model:
             if args.command == "inspect":
                 _run_inspect(args, model)
-            else:
+            elif args.command == "export":
                 _run_export(args, model)
+            else:
+                command(args.command).run(args, model)
     except WeightscopeError as exc:
         return _fail(str(exc), args.debug)
     except KeyError as exc:  # an unknown --layer name

@@ -146,10 +146,41 @@ class Layer:
     class_name: str | None = None
     note: str | None = None
     """Why the kind was inferred, or what stays ambiguous."""
+    framework: str | None = None
+    """The framework whose conventions apply (default initializers, fans); set by the Model."""
+    producer: str | None = None
+    """The program that wrote the model file (an ONNX exporter, whose conventions then apply);
+    set by the Model."""
 
     @property
     def params(self) -> int:
         return sum(t.size for t in self.tensors if t.counted)
+
+    def plot_kernels(self, **options: Any) -> Any:
+        """The kernel-slice figure of this layer (a matplotlib Figure); see
+        :func:`weightscope.reporters.kernels.plot_kernels` for the options."""
+        from weightscope.reporters.kernels import plot_kernels
+
+        return plot_kernels(self, **options)
+
+    def plot_init(self, **options: Any) -> Any:
+        """Histogram of the weights against their initializer (a matplotlib Figure); see
+        :func:`weightscope.reporters.init.plot_init`."""
+        from weightscope.reporters.init import plot_init
+
+        return plot_init(self, **options)
+
+    def explain(self, **options: Any) -> str:
+        """A plain-language account of what this layer computes, from its own numbers; see
+        :func:`weightscope.reporters.explain.explain`."""
+        from weightscope.reporters.explain import explain
+
+        return explain(self, **options)
+
+    def _repr_html_(self) -> str:
+        from weightscope.reporters.html import layer_html
+
+        return layer_html(self)
 
     def tensor(self, role: str) -> Tensor:
         for tensor in self.tensors:
@@ -196,6 +227,16 @@ class Model:
     opset: dict[str, int] | None = None
     """ONNX operator set version per domain (``ai.onnx`` for the default domain)."""
     _resources: ExitStack = field(default_factory=ExitStack, repr=False)
+
+    def __post_init__(self) -> None:
+        for layer in self.layers:
+            layer.framework = layer.framework or self.framework
+            layer.producer = layer.producer or self.producer
+
+    def _repr_html_(self) -> str:
+        from weightscope.reporters.html import model_html
+
+        return model_html(self)
 
     @property
     def params(self) -> ParamCounts:

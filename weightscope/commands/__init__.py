@@ -1,0 +1,37 @@
+"""Subcommands beyond ``inspect`` and ``export``, one module each. A module offers
+``add_parser(commands)`` (declares the subcommand and its options; imports nothing heavy) and
+``run(args, model)`` (does the work on the loaded model; raises ``WeightscopeError`` with one line
+on failure). Adding a command means adding one module and its name here."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+from typing import Any, Protocol
+
+from weightscope.model import Model
+
+COMMANDS = ("plot", "init", "params", "explain", "report")
+
+
+class Command(Protocol):
+    def add_parser(self, commands: Any) -> argparse.ArgumentParser: ...
+
+    def run(self, args: argparse.Namespace, model: Model) -> None: ...
+
+
+def command(name: str) -> Command:
+    module: Command = importlib.import_module(f"weightscope.commands.{name}")
+    return module
+
+
+def add_source(parser: argparse.ArgumentParser) -> None:
+    """The model-file argument every command takes (``FILE`` or ``--example``), and ``--debug``."""
+    parser.add_argument("file", nargs="?", type=Path, help="model file")
+    parser.add_argument(
+        "--example", action="store_true", help="use the bundled example model instead of FILE"
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback when something fails"
+    )
