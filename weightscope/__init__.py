@@ -6,10 +6,15 @@
 (8, 1, 3, 3)
 """
 
+from typing import TYPE_CHECKING, Any
+
 from weightscope.errors import CorruptFileError, UnsupportedFormatError, WeightscopeError
 from weightscope.examples import example_path
 from weightscope.loading import load
 from weightscope.model import LAYER_KINDS, Layer, Model, ParamCounts, Tensor
+
+if TYPE_CHECKING:
+    from weightscope.explorer import explore
 
 __version__ = "0.1.0"
 
@@ -24,5 +29,15 @@ __all__ = [
     "WeightscopeError",
     "__version__",
     "example_path",
+    "explore",
     "load",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``weightscope.explore``, imported on first use (it is for notebooks only)."""
+    if name == "explore":
+        from weightscope.explorer import explore
+
+        return explore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

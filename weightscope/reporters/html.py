@@ -1,0 +1,448 @@
+"""HTML views of a model: the tables Jupyter shows for a :class:`Model` or a :class:`Layer`
+(their ``_repr_html_``), and the self-contained page of ``weightscope report``.
+
+Every name that comes from a model file (layers, tensors, classes, notes, config values) is data
+from an untrusted source: it goes through :func:`_text`, which escapes it for HTML. Nothing in
+these pages runs a script or loads anything from outside the page: figures are embedded as
+base64 PNG ``data:`` URIs and the style sheet is inline.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from weightscope import __version__
+from weightscope.errors import printable
+from weightscope.model import Layer, Model, Tensor
+from weightscope.progress import compute_stats, progress
+from weightscope.reporters import table as terminal
+from weightscope.reporters.table import _config_value, _num, _shape, principal_tensor
+from weightscope.stats import TensorStats
+
+CONV_KIND_PREFIXES = ("conv", "depthwise_conv", "separable_conv")
+
+_RIGHT = ' style="text-align:right"'
+_DIM = ' style="color:#777"'
+_MONO = ' style="font-family:monospace;white-space:nowrap"'
+_CANONICAL = ' style="color:#07a"'
+_WARN = ' style="color:#b60"'
+
+PAGE_CSS = """\
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
+       max-width: 72em; padding: 0 1em; color: #222; line-height: 1.4; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; }
+h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
+h3 { margin-top: 1.6em; }
+nav a { margin-right: 1em; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
+th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #e4e4e4; text-align: left;
+         vertical-align: top; }
+th { border-bottom: 2px solid #bbb; }
+figure { display: inline-block; margin: 0.5em 1.5em 0.5em 0; vertical-align: top; }
+figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { font-size: 0.85em; color: #555; }
+.meta, .dim, footer { color: #666; }
+.notes { color: #666; font-size: 0.9em; white-space: pre-line; }
+.warn { color: #b60; }
+footer { margin-top: 3em; font-size: 0.85em; }
+"""
+
+
+def _text(value: object) -> str:
+    """``value`` as HTML text: control characters shown as ``\\xNN``, markup escaped."""
+    return html.escape(printable(str(value)), quote=True)
+
+
+def is_conv(layer: Layer) -> bool:
+    """A convolution of any kind (plain, transposed, depthwise, separable)."""
+    return layer.kind.startswith(CONV_KIND_PREFIXES)
+
+
+# ------------------------------------------------------------------------------------------
+# Cells shared by the Jupyter tables and the report
+
+
+def _kind_cell(layer: Layer) -> str:
+    label = layer.kind
+    if layer.kind == "unknown" and layer.class_name:
+        label = f"unknown ({layer.class_name})"
+    cell = f"<span{_WARN}>{_text(label)}</span>" if layer.kind == "unknown" else _text(label)
+    if layer.inferred:
+        cell += '<b title="kind inferred from names and shapes">*</b>'
+    return cell
+
+
+def _shape_cell(tensor: Tensor) -> str:
+    cell = _text(_shape(tensor.native_shape))
+    if tensor.native_layout and tensor.canonical_layout != tensor.native_layout:
+        canonical = f"{_shape(tensor.canonical_shape)} {tensor.canonical_layout}"
+        cell += (
+            f" <span{_DIM}>{_text(tensor.native_layout)} -&gt;</span> "
+            f"<span{_CANONICAL}>{_text(canonical)}</span>"
+        )
+    elif tensor.native_layout is None:
+        cell += f" <span{_DIM}>no canonical form</span>"
+    return cell
+
+
+def _stats_cells(stats: TensorStats | None, columns: Sequence[str]) -> str:
+    if stats is None:
+        return "".join(f"<td{_RIGHT}></td>" for _ in columns)
+    values = {
+        "mean": _num(stats.mean),
+        "std": _num(stats.std),
+        "min": _num(stats.min),
+        "max": _num(stats.max),
+        "zeros": f"{stats.zeros_fraction:.1%}",
+        "NaN": str(stats.nan),
+        "Inf": str(stats.inf),
+    }
+    return "".join(f"<td{_RIGHT}>{values[c]}</td>" for c in columns)
+
+
+def _header_row(titles: Iterable[str], right: Iterable[str] = ()) -> str:
+    aligned = set(right)
+    cells = "".join(f"<th{_RIGHT if t in aligned else ''}>{_text(t)}</th>" for t in titles)
+    return f"<thead><tr>{cells}</tr></thead>"
+
+
+def _read_stats(tensors: Iterable[Tensor], tolerant: bool) -> str | None:
+    """Compute (and cache) the statistics of ``tensors``, with a progress bar on large models.
+
+    ``tolerant``: return why they could not be read (a closed model, a damaged file) instead of
+    raising, for a notebook's display of a model, which must not fail on it."""
+    try:
+        compute_stats(tensors)
+    except Exception as exc:
+        if not tolerant:
+            raise
+        return f"statistics not shown: {type(exc).__name__}: {exc}"
+    return None
+
+
+def _stats_of(tensor: Tensor | None) -> TensorStats | None:
+    return tensor.stats() if tensor is not None and tensor.has_stats else None
+
+
+def model_header(model: Model) -> str:
+    version = f" {model.framework_version}" if model.framework_version else ""
+    producer = f", written by {model.producer}" if model.producer else ""
+    source = "(in memory)" if model.source is None else str(model.source)
+    return (
+        f"<b>{_text(source)}</b> "
+        f"<span{_DIM}>{_text(f'{model.format} ({model.framework}{version}{producer})')}</span>"
+    )
+
+
+def totals(model: Model) -> str:
+    counts = model.params
+    text = (
+        f"<b>Total params:</b> {counts.total:,} &nbsp; <b>Trainable:</b> {counts.trainable:,}"
+        f" &nbsp; <b>Non-trainable:</b> {counts.non_trainable:,}"
+    )
+    if counts.unknown:
+        text += (
+            f" &nbsp; <b>Trainability unknown:</b> {counts.unknown:,} (the file does not record it)"
+        )
+    return text
+
+
+def footnotes(model: Model) -> list[str]:
+    """The lines under the terminal table (inferred kinds, layers without weights, notes)."""
+    text = terminal.footnotes(model)
+    return [] if text is None else text.plain.splitlines()
+
+
+def _notes_block(lines: Sequence[str]) -> str:
+    if not lines:
+        return ""
+    body = "<br>".join(_text(line) for line in lines)
+    return f'<div class="notes"{_DIM}>{body}</div>'
+
+
+def summary_table(model: Model, with_stats: bool = True, tolerant: bool = False) -> str:
+    """One row per weight-bearing layer: its principal tensor's shapes, dtype and mean / std.
+    ``tolerant``: when statistics cannot be read, say so under the table instead of raising."""
+    problem = None
+    if with_stats:  # every tensor, as `weightscope inspect` does: a damaged one shows here
+        problem = _read_stats((t for _, t in model.tensors()), tolerant)
+    stat_columns = ["mean", "std"] if with_stats else []
+    titles = ["Layer", "Kind", "Shape native -> canonical", "Params", "dtype", *stat_columns]
+    rows = []
+    for layer in model.layers:
+        main = principal_tensor(layer)
+        cells = [
+            f"<td>{_text(layer.name)}</td>",
+            f"<td>{_kind_cell(layer)}</td>",
+            f"<td{_MONO}>{_shape_cell(main) if main is not None else '-'}</td>",
+            f"<td{_RIGHT}>{layer.params:,}</td>",
+            f"<td>{_text(main.dtype) if main is not None else '-'}</td>",
+        ]
+        if with_stats:
+            cells.append(_stats_cells(_stats_of(main) if problem is None else None, stat_columns))
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    table = (
+        f'<table class="weightscope">{_header_row(titles, ["Params", *stat_columns])}'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+    notes = footnotes(model) + ([problem] if problem else [])
+    return f"{table}<div>{totals(model)}</div>{_notes_block(notes)}"
+
+
+# ------------------------------------------------------------------------------------------
+# Jupyter
+
+
+def model_html(model: Model) -> str:
+    """The model as an HTML table (``Model._repr_html_``): the rows of ``weightscope inspect``
+    with mean and std, then the parameter totals. Statistics are computed once and cached."""
+    return f"<div>{model_header(model)}{summary_table(model, tolerant=True)}</div>"
+
+
+def layer_html(layer: Layer) -> str:
+    """One layer as an HTML table (``Layer._repr_html_``): every tensor with its stored name,
+    shapes, dtype, trainability and statistics, then the layer's config."""
+    problem = _read_stats(layer.tensors, tolerant=True)
+    header = f"<b>{_text(layer.name)}</b> {_kind_cell(layer)}"
+    if layer.class_name:
+        header += f" <span{_DIM}>class {_text(layer.class_name)}</span>"
+    header += f" groups={layer.groups} params={layer.params:,}"
+    stat_columns = ["mean", "std", "min", "max", "zeros", "NaN", "Inf"]
+    titles = ["Role", "Stored name", "Shape native -> canonical", "dtype", "Trainable"]
+    rows = []
+    for tensor in layer.tensors:
+        trainable = {True: "yes", False: "no", None: "?"}[tensor.trainable]
+        if not tensor.counted:
+            trainable += " (not counted)"
+        stats = None if problem else _stats_of(tensor)
+        cells = [
+            f"<td>{_text(tensor.role)}</td>",
+            f"<td>{_text(tensor.name)}</td>",
+            f"<td{_MONO}>{_shape_cell(tensor)}</td>",
+            f"<td>{_text(tensor.dtype)}</td>",
+            f"<td>{trainable}</td>",
+        ]
+        if stats is None and not tensor.has_stats:
+            cells.append(f"<td{_RIGHT}>n/a</td>" + "<td></td>" * (len(stat_columns) - 1))
+        else:
+            cells.append(_stats_cells(stats, stat_columns))
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    table = (
+        f'<table class="weightscope">{_header_row([*titles, *stat_columns], stat_columns)}'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+    notes = []
+    if layer.note:
+        notes.append(f"note: {layer.note}")
+    config = {k: v for k, v in layer.config.items() if k not in ("dtype", "name") and v is not None}
+    if config:
+        notes.append("config: " + ", ".join(f"{k}={_config_value(v)}" for k, v in config.items()))
+    if problem:
+        notes.append(problem)
+    return f"<div>{header}{table}{_notes_block(notes)}</div>"
+
+
+# ------------------------------------------------------------------------------------------
+# The report page
+
+
+def figure_data_uri(figure: Any) -> str:
+    """A matplotlib figure as a ``data:image/png;base64,...`` URI; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, format="png", metadata={"Software": None})
+    finally:
+        plt.close(figure)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _value(value: Any) -> str:
+    """One value of a report's ``to_dict()`` as HTML text."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return _num(value)
+    if isinstance(value, Mapping):
+        return ", ".join(f"{_text(k)}={_value(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return "; ".join(_value(v) for v in value)
+    return _text(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def records_table(records: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
+    """One row per record, one column per ``(key, title)`` that some record has; numbers are
+    right-aligned."""
+    shown = [(key, title) for key, title in columns if any(key in r for r in records)]
+    numeric = {key for key, _ in shown if any(_is_number(r.get(key)) for r in records)}
+    rows = []
+    for record in records:
+        cells = "".join(
+            f"<td{_RIGHT if key in numeric else ''}>{_value(record.get(key))}</td>"
+            for key, _ in shown
+        )
+        rows.append(f"<tr>{cells}</tr>")
+    header = _header_row([t for _, t in shown], [t for k, t in shown if k in numeric])
+    return f"<table>{header}<tbody>{''.join(rows)}</tbody></table>"
+
+
+PARAMS_COLUMNS = (
+    ("name", "Layer"),
+    ("kind", "Kind"),
+    ("stored", "Stored"),
+    ("formula", "Formula"),
+    ("expression", "from"),
+    ("status", "Status"),
+    ("issues", "Disagreements"),
+)
+
+INIT_COLUMNS = (
+    ("layer", "Layer"),
+    ("verdict", "Verdict"),
+    ("initializer", "Initializer"),
+    ("best_fit", "Best fit"),
+    ("fan_in", "fan in"),
+    ("fan_out", "fan out"),
+    ("bound", "bound"),
+    ("std", "std"),
+    ("std_ratio", "std ratio"),
+    ("fraction_outside", "outside"),
+    ("evidence", "Evidence"),
+)
+
+
+def params_html(data: Mapping[str, Any]) -> str:
+    """A ``ParamsReport.to_dict()``: the per-layer check, then the totals by formula and the
+    PyTorch convention."""
+    layers = []
+    for layer in data.get("layers", []):
+        layer = dict(layer)
+        if layer.get("kind") == "unknown" and layer.get("class_name"):
+            layer["kind"] = f"unknown ({layer['class_name']})"
+        layers.append(layer)
+    lines = []
+    if data.get("formula_layers"):
+        lines.append(
+            f"<b>By formula:</b> {_value(data.get('formula_total'))} over "
+            f"{_value(data['formula_layers'])} of {len(layers)} layers (stored there: "
+            f"{_value(data.get('stored_in_formula_layers'))})"
+        )
+    pytorch = data.get("pytorch_convention") or {}
+    if pytorch.get("buffers"):
+        lines.append(
+            f"<b>PyTorch parameters():</b> {_value(pytorch.get('parameters'))} (buffers: "
+            f"{_value(pytorch['buffers'])}: batch-norm moving mean and variance are buffers in "
+            "PyTorch, non-trainable parameters in Keras)"
+        )
+    flagged = data.get("flagged") or []
+    if flagged:
+        names = ", ".join(_text(name) for name in flagged)
+        lines.append(
+            f'<span class="warn">{len(flagged)} layer(s) disagree with their configuration: '
+            f"{names}</span>"
+        )
+    else:
+        lines.append("Every layer's stored parameters agree with its configuration.")
+    table_html = records_table(layers, PARAMS_COLUMNS) if layers else ""
+    return table_html + "".join(f"<div>{line}</div>" for line in lines)
+
+
+def init_html(records: Sequence[Mapping[str, Any]]) -> str:
+    """``InitReport.to_dict()`` of every layer analysed; a layer still at its initializer is
+    highlighted (in a trained model it learned nothing)."""
+    if not records:
+        return f"<p{_DIM}>No layer whose initializer can be checked.</p>"
+    rows = []
+    for record in records:
+        row = dict(record)
+        if row.get("initializer") and row.get("declared") is False:
+            row["initializer"] = f"{row['initializer']} (default)"
+        if _is_number(row.get("fraction_outside")):
+            row["fraction_outside"] = f"{row['fraction_outside']:.2%}"
+        rows.append(row)
+    table_html = records_table(rows, INIT_COLUMNS)
+    return re.sub(r"<td>at_init</td>", f'<td class="warn"{_WARN}>at_init</td>', table_html)
+
+
+def _figure(uri: str, caption: str) -> str:
+    return (
+        f'<figure><img src="{uri}" alt="{_text(caption)}">'
+        f"<figcaption>{_text(caption)}</figcaption></figure>"
+    )
+
+
+def _layer_figures(layer: Layer, with_init: bool, producer: str | None) -> str:
+    from weightscope.reporters.init import plot_init
+    from weightscope.reporters.kernels import plot_kernels
+
+    figures = [_figure(figure_data_uri(plot_kernels(layer)), f"{layer.name}: kernel slices")]
+    if with_init:
+        figure = plot_init(layer, producer=producer)
+        figures.append(_figure(figure_data_uri(figure), f"{layer.name}: weights against init"))
+    return "".join(figures)
+
+
+def report_html(model: Model, *, with_stats: bool = True) -> str:
+    """One self-contained HTML page about ``model``: the summary table, the parameter
+    verification, the initializer verdicts and, for every convolution, its kernel slices and the
+    histogram of its weights against their initializer.
+
+    The page needs nothing but itself: inline CSS, figures as base64 PNG ``data:`` URIs, no
+    JavaScript, no link or resource outside the page. ``with_stats=False`` reads no tensor data:
+    the page then holds the summary (without statistics) and the parameter verification only.
+    """
+    from weightscope.reporters.params import verify
+
+    source = "(in memory)" if model.source is None else str(model.source)
+    sections = [
+        ("summary", "Summary", summary_table(model, with_stats)),
+        ("params", "Parameter verification", params_html(verify(model).to_dict())),
+    ]
+    if with_stats:
+        from weightscope.reporters.init import analyze_model
+
+        init_records = [report.to_dict() for report in analyze_model(model)]
+        sections.append(("init", "Initialization", init_html(init_records)))
+        analysed = {record.get("layer") for record in init_records}
+        convs = [layer for layer in model.layers if is_conv(layer)]
+        weights = [sum(t.size for t in layer.tensors) * 4 for layer in convs]
+        blocks = []
+        for index, layer in enumerate(progress(convs, weights, "drawing kernels")):
+            blocks.append(
+                f'<section id="conv-{index}"><h3>{_text(layer.name)} '
+                f"<small{_DIM}>{_kind_cell(layer)}</small></h3>"
+                f"{_layer_figures(layer, layer.name in analysed, model.producer)}</section>"
+            )
+        if not blocks:
+            blocks.append(f"<p{_DIM}>The model has no convolution layers.</p>")
+        sections.append(("kernels", "Convolution kernels", "".join(blocks)))
+    nav = "".join(f'<a href="#{key}">{_text(name)}</a>' for key, name, _ in sections)
+    body = "".join(
+        f'<section id="{key}"><h2>{_text(name)}</h2>{content}</section>'
+        for key, name, content in sections
+    )
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_text(f'weightscope report: {source}')}</title>"
+        f"<style>{PAGE_CSS}</style></head><body>"
+        f'<h1>weightscope report</h1><p class="meta">{model_header(model)}</p>'
+        f"<nav>{nav}</nav>{body}"
+        f"<footer>Written by weightscope {_text(__version__)}.</footer>"
+        "</body></html>\n"
+    )
