@@ -6,11 +6,17 @@ import argparse
 import json
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from weightscope import __version__
-from weightscope.commands import COMMANDS, add_source, command
+from weightscope.commands import (
+    COMMANDS,
+    ModelCommand,
+    StandaloneCommand,
+    add_source,
+    command,
+)
 from weightscope.errors import WeightscopeError, printable
 from weightscope.examples import example_path
 from weightscope.loading import load
@@ -131,25 +137,39 @@ def _run_export(args: argparse.Namespace, model: Model) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    chosen = command(args.command) if args.command in COMMANDS else None
+    if isinstance(chosen, StandaloneCommand):
+        standalone = chosen
+        return _guarded(lambda: int(standalone.main(args)), args.command, args.debug)
     source = _source(args, parser)
+    return _guarded(lambda: _run_on_model(args, source, chosen), str(source), args.debug)
+
+
+def _run_on_model(args: argparse.Namespace, source: Path, chosen: object) -> int:
+    with load(source) as model:
+        if args.command == "inspect":
+            _run_inspect(args, model)
+        elif args.command == "export":
+            _run_export(args, model)
+        else:
+            assert isinstance(chosen, ModelCommand)
+            chosen.run(args, model)
+    return EXIT_OK
+
+
+def _guarded(work: Callable[[], int], label: str, debug: bool) -> int:
+    """Run ``work``; any failure becomes one line on stderr and exit status 2."""
     try:
-        with load(source) as model:
-            if args.command == "inspect":
-                _run_inspect(args, model)
-            elif args.command == "export":
-                _run_export(args, model)
-            else:
-                command(args.command).run(args, model)
+        return work()
     except WeightscopeError as exc:
-        return _fail(str(exc), args.debug)
+        return _fail(str(exc), debug)
     except KeyError as exc:  # an unknown --layer name
-        return _fail(f"{source}: {exc.args[0]}", args.debug)
+        return _fail(f"{label}: {exc.args[0]}", debug)
     except BrokenPipeError:
         sys.stderr.close()  # output piped into `head`: not an error
         return EXIT_OK
     except Exception as exc:
-        return _fail(f"{source}: unexpected {type(exc).__name__}: {exc}", args.debug)
-    return EXIT_OK
+        return _fail(f"{label}: unexpected {type(exc).__name__}: {exc}", debug)
 
 
 def _fail(message: str, debug: bool) -> int:

@@ -1,14 +1,16 @@
 """Subcommands beyond ``inspect`` and ``export``, one module each. A module offers
 ``add_parser(commands)`` (declares the subcommand and its options; imports nothing heavy) and
-``run(args, model)`` (does the work on the loaded model; raises ``WeightscopeError`` with one line
-on failure). Adding a command means adding one module and its name here."""
+either ``run(args, model)`` (does the work on the model the command line loaded from FILE) or,
+for commands that read no file or several, ``main(args) -> exit status``. Both raise
+``WeightscopeError`` with one line on failure. Adding a command means adding one module and its
+name here."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from weightscope.model import Model
 
@@ -18,7 +20,15 @@ COMMANDS = ("plot", "init", "params", "explain", "report")
 class Command(Protocol):
     def add_parser(self, commands: Any) -> argparse.ArgumentParser: ...
 
+
+@runtime_checkable
+class ModelCommand(Command, Protocol):
     def run(self, args: argparse.Namespace, model: Model) -> None: ...
+
+
+@runtime_checkable
+class StandaloneCommand(Command, Protocol):
+    def main(self, args: argparse.Namespace) -> int: ...
 
 
 def command(name: str) -> Command:
