@@ -1,5 +1,9 @@
 """The one table of native weight layouts and the single function that maps them to canonical.
 
+``USES`` lists every tensor of every layer class (ONNX: operator) weightscope reads, with the
+layout its framework stores it in; the adapters look their layouts up there (``native_layout``),
+``LAYOUTS`` groups the entries by layout, and ``weightscope layouts`` prints them.
+
 A layout is a string with one letter per stored axis:
 
 - ``O`` output channels, ``I`` input channels, ``M`` depth multiplier (depthwise kernels),
@@ -17,12 +21,175 @@ layer's own point of view, also for transposed convolutions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 SPATIAL = "DHW"
+FRAMEWORKS = ("keras", "pytorch", "onnx")
+FRAMEWORK_NAMES = {"keras": "Keras", "pytorch": "PyTorch", "onnx": "ONNX"}
+
+AXIS_LETTERS = {
+    "O": "output channels",
+    "I": "input channels",
+    "M": "depth multiplier (output channels per input channel of a depthwise kernel)",
+    "D": "kernel depth",
+    "H": "kernel height",
+    "W": "kernel width",
+    "C": "channels of a per-channel vector",
+    "N": "a leading axis of size 1 (a vector stored as a row)",
+    "V": "vocabulary size",
+    "E": "embedding width",
+}
+
+# conditions of entries that the adapters pass to ``native_layout`` (the rest of ``when`` is
+# information: the layer kind, or the rank of the tensor, already tells those entries apart)
+GEMM_TRANS_B = "transB=1"
+GEMM_NO_TRANS_B = "transB=0"
+MATMUL_CONSTANT_B = "constant B: x @ B"
+MATMUL_CONSTANT_A = "constant A: A @ x"
+
+
+@dataclass(frozen=True)
+class Use:
+    """One tensor of one layer class (ONNX: one operator) that a framework stores in ``layout``."""
+
+    framework: str
+    """``keras``, ``pytorch`` or ``onnx``."""
+    owner: str
+    """The Keras or PyTorch layer class, or the ONNX operator."""
+    tensor: str
+    """The framework's own name for the tensor: Keras variable, PyTorch attribute, ONNX input."""
+    role: str
+    """weightscope's name for it (``Tensor.role``)."""
+    kind: str
+    """The weightscope layer kind the owner becomes (``Layer.kind``)."""
+    layout: str
+    when: str = ""
+    """The condition under which this entry applies, where the owner, role and kind alone do not
+    say (``transB=0``); empty when it always does."""
+
+    def __str__(self) -> str:
+        tensor = self.tensor if self.tensor == self.role else f"{self.tensor} ({self.role})"
+        when = f" [{self.when}]" if self.when else ""
+        return f"{FRAMEWORK_NAMES[self.framework]} {self.owner} {tensor}{when}"
+
+
+def _keras(owner: str, kind: str, **layouts: str) -> tuple[Use, ...]:
+    """Keras variables are named by their role."""
+    return tuple(Use("keras", owner, role, role, kind, layout) for role, layout in layouts.items())
+
+
+def _torch(
+    owners: Iterable[str], kind: str, layouts: dict[tuple[str, str], str], when: str = ""
+) -> tuple[Use, ...]:
+    """``layouts``: (attribute, role) -> layout, the same for each class of ``owners``."""
+    return tuple(
+        Use("pytorch", owner, attr, role, kind, layout, when)
+        for owner in owners
+        for (attr, role), layout in layouts.items()
+    )
+
+
+def _onnx(
+    owner: str, kind: str, layouts: dict[tuple[str, str], str], when: str = ""
+) -> tuple[Use, ...]:
+    """``layouts``: (input name in the operator's specification, role) -> layout."""
+    return tuple(
+        Use("onnx", owner, name, role, kind, layout, when)
+        for (name, role), layout in layouts.items()
+    )
+
+
+def _weight_bias(kernel: str) -> dict[tuple[str, str], str]:
+    return {("weight", "kernel"): kernel, ("bias", "bias"): "C"}
+
+
+_TORCH_NORM = {("weight", "gamma"): "C", ("bias", "beta"): "C"}
+_TORCH_STATS = {("running_mean", "moving_mean"): "C", ("running_var", "moving_variance"): "C"}
+_DEPTHWISE = "groups = in_channels"
+_ONNX_DEPTHWISE = "group = input channels"
+_ROW = "a (1, C) row"
+
+
+def _onnx_convs(owner: str, kernel: str, bias: str) -> tuple[Use, ...]:
+    uses: list[Use] = []
+    for dims, layout in ((1, "OIW"), (2, "OIHW"), (3, "OIDHW")):
+        vectors = {(kernel, "kernel"): layout, (bias, "bias"): "C"}
+        uses += _onnx(owner, f"conv{dims}d", vectors)
+        uses += _onnx(owner, f"depthwise_conv{dims}d", vectors, _ONNX_DEPTHWISE)
+    return tuple(uses)
+
+
+USES: tuple[Use, ...] = (
+    # Keras / TensorFlow: (*k, in, out) kernels, (*k, out, in) transposed, (*k, in, M) depthwise
+    *_keras("Conv1D", "conv1d", kernel="WIO", bias="C"),
+    *_keras("Conv2D", "conv2d", kernel="HWIO", bias="C"),
+    *_keras("Conv3D", "conv3d", kernel="DHWIO", bias="C"),
+    *_keras("Conv1DTranspose", "conv_transpose1d", kernel="WOI", bias="C"),
+    *_keras("Conv2DTranspose", "conv_transpose2d", kernel="HWOI", bias="C"),
+    *_keras("Conv3DTranspose", "conv_transpose3d", kernel="DHWOI", bias="C"),
+    # Keras 2 names a depthwise layer's kernel ``depthwise_kernel``; its role is ``kernel``
+    *_keras("DepthwiseConv1D", "depthwise_conv1d", kernel="WIM", bias="C"),
+    *_keras("DepthwiseConv2D", "depthwise_conv2d", kernel="HWIM", bias="C"),
+    *_keras(
+        "SeparableConv1D", "separable_conv1d",
+        depthwise_kernel="WIM", pointwise_kernel="WIO", bias="C",
+    ),
+    *_keras(
+        "SeparableConv2D", "separable_conv2d",
+        depthwise_kernel="HWIM", pointwise_kernel="HWIO", bias="C",
+    ),
+    *_keras("Dense", "dense", kernel="IO", bias="C"),
+    *_keras(
+        "BatchNormalization", "batch_norm",
+        gamma="C", beta="C", moving_mean="C", moving_variance="C",
+    ),
+    *_keras("LayerNormalization", "layer_norm", gamma="C", beta="C"),
+    *_keras("Embedding", "embedding", embeddings="VE"),
+    # PyTorch: (out, in/groups, *k) kernels, (in, out/groups, *k) transposed, (out, in) linear
+    *_torch(["Conv1d"], "conv1d", _weight_bias("OIW")),
+    *_torch(["Conv2d"], "conv2d", _weight_bias("OIHW")),
+    *_torch(["Conv2d"], "depthwise_conv2d", _weight_bias("OIHW"), _DEPTHWISE),
+    *_torch(["Conv3d"], "conv3d", _weight_bias("OIDHW")),
+    *_torch(["ConvTranspose1d"], "conv_transpose1d", _weight_bias("IOW")),
+    *_torch(["ConvTranspose2d"], "conv_transpose2d", _weight_bias("IOHW")),
+    *_torch(["ConvTranspose3d"], "conv_transpose3d", _weight_bias("IODHW")),
+    *_torch(
+        ["Linear", "LazyLinear", "NonDynamicallyQuantizableLinear"], "dense", _weight_bias("OI")
+    ),
+    *_torch(
+        ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm"], "batch_norm",
+        {**_TORCH_NORM, **_TORCH_STATS},
+    ),
+    *_torch(["LayerNorm"], "layer_norm", _TORCH_NORM),
+    *_torch(["Embedding"], "embedding", {("weight", "embeddings"): "VE"}),
+    # ONNX: convolutions as PyTorch stores them (inputs named as in the operator specification)
+    *_onnx_convs("Conv", "W", "B"),
+    *_onnx("ConvTranspose", "conv_transpose1d", {("W", "kernel"): "IOW", ("B", "bias"): "C"}),
+    *_onnx("ConvTranspose", "conv_transpose2d", {("W", "kernel"): "IOHW", ("B", "bias"): "C"}),
+    *_onnx("ConvTranspose", "conv_transpose3d", {("W", "kernel"): "IODHW", ("B", "bias"): "C"}),
+    *_onnx_convs("QLinearConv", "w", "B"),
+    *_onnx("Gemm", "dense", {("B", "kernel"): "OI"}, GEMM_TRANS_B),
+    *_onnx("Gemm", "dense", {("B", "kernel"): "IO"}, GEMM_NO_TRANS_B),
+    *_onnx("Gemm", "dense", {("C", "bias"): "C"}),
+    *_onnx("Gemm", "dense", {("C", "bias"): "NC"}, _ROW),
+    *_onnx("MatMul", "dense", {("B", "kernel"): "IO"}, MATMUL_CONSTANT_B),
+    *_onnx("MatMul", "dense", {("A", "kernel"): "OI"}, MATMUL_CONSTANT_A),
+    *_onnx("MatMul", "dense", {("Add's constant", "bias"): "C"}, "Add after x @ B"),
+    *_onnx("MatMul", "dense", {("Add's constant", "bias"): "NC"}, f"Add after x @ B, {_ROW}"),
+    *_onnx(
+        "BatchNormalization", "batch_norm",
+        {("scale", "gamma"): "C", ("B", "beta"): "C", ("input_mean", "moving_mean"): "C",
+         ("input_var", "moving_variance"): "C"},
+    ),
+    *_onnx("LayerNormalization", "layer_norm", {("Scale", "gamma"): "C", ("B", "beta"): "C"}),
+    *_onnx("Gather", "embedding", {("data", "embeddings"): "VE"}, "constant table, axis 0"),
+)  # fmt: skip
+"""Every (framework, layer class or operator, tensor) weightscope reads, with its native layout:
+the adapters look their layouts up here (``native_layout``), so this is what they produce."""
 
 
 @dataclass(frozen=True)
@@ -33,40 +200,121 @@ class Layout:
     grouped_axis: str
     """Which channel axis holds channels per group when ``groups > 1``: ``I`` for ordinary convs
     (all frameworks), ``O`` for transposed convs stored input-first (PyTorch, ONNX)."""
-    used_by: str
+    used_by: tuple[Use, ...]
+    """The entries of ``USES`` stored in this layout."""
 
     @property
     def canonical(self) -> str:
         return canonical_layout(self.axes)
 
+    @property
+    def used_by_text(self) -> str:
+        """``used_by`` in words: ``Keras Conv2D kernel; Keras SeparableConv2D pointwise_kernel``."""
+        return "; ".join(dict.fromkeys(str(use) for use in self.used_by))
 
-LAYOUTS: dict[str, Layout] = {
-    # canonical, also PyTorch / ONNX Conv and Linear
-    "OIW": Layout("OIW", "I", "canonical; PyTorch Conv1d, ONNX Conv"),
-    "OIHW": Layout("OIHW", "I", "canonical; PyTorch Conv2d, ONNX Conv"),
-    "OIDHW": Layout("OIDHW", "I", "canonical; PyTorch Conv3d, ONNX Conv"),
-    "OI": Layout("OI", "I", "canonical; PyTorch Linear, ONNX Gemm transB=1"),
-    # Keras / TensorFlow ordinary convs and dense
-    "WIO": Layout("WIO", "I", "Keras Conv1D"),
-    "HWIO": Layout("HWIO", "I", "Keras Conv2D, SeparableConv2D pointwise"),
-    "DHWIO": Layout("DHWIO", "I", "Keras Conv3D"),
-    "IO": Layout("IO", "I", "Keras Dense, ONNX MatMul / Gemm transB=0"),
-    # Keras transposed convs: (*k, filters, in)
-    "WOI": Layout("WOI", "I", "Keras Conv1DTranspose"),
-    "HWOI": Layout("HWOI", "I", "Keras Conv2DTranspose"),
-    "DHWOI": Layout("DHWOI", "I", "Keras Conv3DTranspose"),
-    # PyTorch / ONNX transposed convs: (in, out/groups, *k)
-    "IOW": Layout("IOW", "O", "PyTorch ConvTranspose1d, ONNX ConvTranspose"),
-    "IOHW": Layout("IOHW", "O", "PyTorch ConvTranspose2d, ONNX ConvTranspose"),
-    "IODHW": Layout("IODHW", "O", "PyTorch ConvTranspose3d, ONNX ConvTranspose"),
-    # Keras depthwise kernels: (*k, in, depth_multiplier); output channel o = c * M + m
-    "WIM": Layout("WIM", "I", "Keras DepthwiseConv1D, SeparableConv1D depthwise"),
-    "HWIM": Layout("HWIM", "I", "Keras DepthwiseConv2D, SeparableConv2D depthwise"),
-    # vectors and tables: already canonical
-    "C": Layout("C", "I", "bias, batch-norm and layer-norm vectors"),
-    "NC": Layout("NC", "I", "ONNX bias stored as a (1, C) row (Gemm C, Add after MatMul)"),
-    "VE": Layout("VE", "I", "Keras Embedding, PyTorch Embedding"),
-}
+
+def _layout(axes: str, grouped_axis: str = "I") -> tuple[str, Layout]:
+    return axes, Layout(axes, grouped_axis, tuple(u for u in USES if u.layout == axes))
+
+
+LAYOUTS: dict[str, Layout] = dict(
+    [
+        # canonical, also PyTorch / ONNX Conv and Linear
+        _layout("OIW"),
+        _layout("OIHW"),
+        _layout("OIDHW"),
+        _layout("OI"),
+        # Keras / TensorFlow ordinary convs and dense
+        _layout("WIO"),
+        _layout("HWIO"),
+        _layout("DHWIO"),
+        _layout("IO"),
+        # Keras transposed convs: (*k, filters, in)
+        _layout("WOI"),
+        _layout("HWOI"),
+        _layout("DHWOI"),
+        # PyTorch / ONNX transposed convs: (in, out/groups, *k)
+        _layout("IOW", "O"),
+        _layout("IOHW", "O"),
+        _layout("IODHW", "O"),
+        # Keras depthwise kernels: (*k, in, depth_multiplier); output channel o = c * M + m
+        _layout("WIM"),
+        _layout("HWIM"),
+        # vectors and tables: already canonical
+        _layout("C"),
+        _layout("NC"),
+        _layout("VE"),
+    ]
+)
+
+
+def uses(
+    framework: str | None = None, owner: str | None = None, kind: str | None = None
+) -> tuple[Use, ...]:
+    """The entries of ``USES`` that match every argument given."""
+    return tuple(
+        u
+        for u in USES
+        if (framework is None or u.framework == framework)
+        and (owner is None or u.owner == owner)
+        and (kind is None or u.kind == kind)
+    )
+
+
+@lru_cache(maxsize=1024)
+def native_layout(
+    framework: str,
+    role: str,
+    rank: int,
+    *,
+    owner: str | None = None,
+    kind: str | None = None,
+    when: str | None = None,
+) -> str | None:
+    """The layout the table gives a ``rank``-D tensor of ``role``: None where no entry fits.
+
+    Entries are matched on every argument given (``when=""``: only unconditional entries); the
+    rank tells a ``C`` bias from an ``NC`` row and a 1-D conv from a 2-D one."""
+    found = {
+        u.layout
+        for u in uses(framework, owner, kind)
+        if u.role == role and len(u.layout) == rank and (when is None or u.when == when)
+    }
+    if len(found) > 1:
+        raise ValueError(
+            f"the layout table is ambiguous for {framework} {owner or kind} {role} ({rank}-D): "
+            f"{sorted(found)}"
+        )
+    return found.pop() if found else None
+
+
+def axis_words(axes: str) -> tuple[str, ...]:
+    """What each axis of a layout in the table counts: ``HWIO`` -> ``(kh, kw, in/groups, out)``.
+
+    Ordinary convs store input channels per group (``in/groups``), transposed ones stored
+    input-first output channels per group (``out/groups``); Keras' transposed convs have no
+    groups."""
+    spec = _lookup(axes)
+    conv = any(a in SPATIAL for a in axes) and "M" not in axes
+    keras_transposed = conv and axes.endswith("OI")
+    words = {
+        "O": "out/groups" if spec.grouped_axis == "O" else "out",
+        "I": "in/groups" if conv and spec.grouped_axis == "I" and not keras_transposed else "in",
+        "M": "multiplier",
+        "C": "channels",
+        "N": "1",
+        "V": "vocabulary",
+        "E": "width",
+    }
+    return tuple(words.get(a, f"k{a.lower()}") for a in axes)
+
+
+def canonical_words(axes: str) -> tuple[str, ...]:
+    """``axis_words`` of the canonical form of a native layout; a depthwise kernel's canonical
+    form is ``(in*multiplier, 1, *k)``."""
+    if "M" in axes:
+        return ("in*multiplier", "1", *(f"k{a.lower()}" for a in axes if a in SPATIAL))
+    return axis_words(canonical_layout(axes))
 
 
 def canonical_layout(axes: str) -> str:

@@ -8,40 +8,28 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-VECTOR_ROLES = frozenset({"bias", "gamma", "beta", "moving_mean", "moving_variance"})
+from weightscope import layouts
 
 
 @dataclass(frozen=True)
 class KerasLayerType:
     kind: str
-    kernel_layouts: Mapping[str, str]
-    """Native layout of each non-vector role."""
+    layouts: Mapping[str, str]
+    """Native layout of each role, from ``weightscope.layouts.USES``."""
 
 
-def _conv(kind: str, layout: str) -> KerasLayerType:
-    return KerasLayerType(kind, {"kernel": layout})
+def _from_layout_table() -> dict[str, KerasLayerType]:
+    """Every Keras class of the layout table, with its kind and the layout of each role."""
+    kinds: dict[str, str] = {}
+    roles: dict[str, dict[str, str]] = {}
+    for use in layouts.uses("keras"):
+        if kinds.setdefault(use.owner, use.kind) != use.kind:
+            raise ValueError(f"Keras {use.owner}: two kinds in the layout table")
+        roles.setdefault(use.owner, {})[use.role] = use.layout
+    return {owner: KerasLayerType(kinds[owner], roles[owner]) for owner in kinds}
 
 
-KERAS_LAYER_TYPES: dict[str, KerasLayerType] = {
-    "Conv1D": _conv("conv1d", "WIO"),
-    "Conv2D": _conv("conv2d", "HWIO"),
-    "Conv3D": _conv("conv3d", "DHWIO"),
-    "Conv1DTranspose": _conv("conv_transpose1d", "WOI"),
-    "Conv2DTranspose": _conv("conv_transpose2d", "HWOI"),
-    "Conv3DTranspose": _conv("conv_transpose3d", "DHWOI"),
-    "DepthwiseConv1D": _conv("depthwise_conv1d", "WIM"),
-    "DepthwiseConv2D": _conv("depthwise_conv2d", "HWIM"),
-    "SeparableConv1D": KerasLayerType(
-        "separable_conv1d", {"depthwise_kernel": "WIM", "pointwise_kernel": "WIO"}
-    ),
-    "SeparableConv2D": KerasLayerType(
-        "separable_conv2d", {"depthwise_kernel": "HWIM", "pointwise_kernel": "HWIO"}
-    ),
-    "Dense": _conv("dense", "IO"),
-    "BatchNormalization": KerasLayerType("batch_norm", {}),
-    "LayerNormalization": KerasLayerType("layer_norm", {}),
-    "Embedding": KerasLayerType("embedding", {"embeddings": "VE"}),
-}
+KERAS_LAYER_TYPES: dict[str, KerasLayerType] = _from_layout_table()
 
 CLASS_ALIASES = {
     "Convolution1D": "Conv1D",
@@ -173,14 +161,9 @@ def normalise_role(kind: str, role: str) -> str:
 def roles_fit(class_name: str, roles: Iterable[str]) -> bool:
     """Whether named variables are ones the class keeps (a name hint must not override them)."""
     layer_type = KERAS_LAYER_TYPES[class_name]
-    if layer_type.kind == "batch_norm":
-        allowed = {"gamma", "beta", "moving_mean", "moving_variance"}
-    elif layer_type.kind == "layer_norm":
-        allowed = {"gamma", "beta"}
-    else:
-        allowed = {*layer_type.kernel_layouts, "bias"}
-        if layer_type.kind.startswith("depthwise"):
-            allowed.add("depthwise_kernel")
+    allowed = set(layer_type.layouts)
+    if layer_type.kind.startswith("depthwise"):
+        allowed.add("depthwise_kernel")  # Keras 2's name for it
     return set(roles) <= allowed
 
 

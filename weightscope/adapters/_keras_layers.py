@@ -191,9 +191,7 @@ def _layout_for(
 ) -> str | None:
     if layer_type is None:
         return None
-    if role in catalog.VECTOR_ROLES:
-        return "C" if len(shape) == 1 else None
-    layout = layer_type.kernel_layouts.get(role)
+    layout = layer_type.layouts.get(role)
     return layout if layout is not None and len(layout) == len(shape) else None
 
 

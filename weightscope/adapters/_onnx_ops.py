@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from weightscope import layouts
 from weightscope.adapters._onnx_graph import STATIC_OPS, Constant, Scope, attributes
 from weightscope.model import NON_TRAINABLE_ROLES, Layer, Tensor
 
-CONV_LAYOUTS = {1: "OIW", 2: "OIHW", 3: "OIDHW"}
-CONV_TRANSPOSE_LAYOUTS = {1: "IOW", 2: "IOHW", 3: "IODHW"}
 DEFAULT_DOMAINS = ("", "ai.onnx")
 QUANTIZATION_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
 FLOAT_KINDS = ("float", "bfloat", "complex")
@@ -267,16 +266,15 @@ def _conv_like(
         rank = len(weight.constant.shape) - 2
     else:
         rank = len(kernel_shape) if isinstance(kernel_shape, list) else 0
-    layouts = CONV_TRANSPOSE_LAYOUTS if transposed else CONV_LAYOUTS
-    layout = layouts.get(rank)
-    if layout is None:
-        kind = "unknown"
-    elif transposed:
+    if transposed:
         kind = f"conv_transpose{rank}d"
     elif weight is not None and groups > 1 and weight.constant.shape[1] == 1:
         kind = f"depthwise_conv{rank}d"  # one input channel per group: group == in channels
     else:
         kind = f"conv{rank}d"
+    layout = _layout(node, "kernel", rank + 2, kind)
+    if layout is None:
+        kind = "unknown"  # a rank no conv of the table has
     draft = LayerDraft(node, scope, kind, groups=groups, config=config)
     if weight is None:
         _runtime(draft, "kernel", node.input[weight_index])
@@ -292,7 +290,7 @@ def _conv_like(
         if bias is None:
             _runtime(draft, "bias", node.input[bias_index])
         else:
-            reader.add(draft, "bias", bias, _vector_layout(bias.constant))
+            reader.add(draft, "bias", bias, _vector_layout(node, kind, bias.constant))
     return draft
 
 
@@ -323,8 +321,9 @@ def _gemm(reader: GraphReader, scope: Scope, node: onnx.NodeProto) -> LayerDraft
     if weight is None:
         _runtime(draft, "kernel", node.input[1])
     else:
-        layout = "OI" if config.get("transB", 0) else "IO"
-        reader.add(draft, "kernel", weight, layout)
+        when = layouts.GEMM_TRANS_B if config.get("transB", 0) else layouts.GEMM_NO_TRANS_B
+        rank = len(weight.constant.shape)
+        reader.add(draft, "kernel", weight, _layout(node, "kernel", rank, "dense", when))
     alpha, beta = config.get("alpha", 1.0), config.get("beta", 1.0)
     if alpha != 1.0 or beta != 1.0:
         draft.notes.append(
@@ -336,7 +335,7 @@ def _gemm(reader: GraphReader, scope: Scope, node: onnx.NodeProto) -> LayerDraft
         if bias is None:
             _runtime(draft, "bias", node.input[2])
         else:
-            reader.add(draft, "bias", bias, _vector_layout(bias.constant))
+            reader.add(draft, "bias", bias, _vector_layout(node, "dense", bias.constant))
     return draft
 
 
@@ -353,15 +352,28 @@ def _matmul(reader: GraphReader, scope: Scope, node: onnx.NodeProto) -> LayerDra
     draft = LayerDraft(node, scope, "dense" if len(weight.constant.shape) == 2 else "unknown")
     if left is not None:
         draft.notes.append("constant on the left: output = kernel @ x")
-    reader.add(draft, "kernel", weight, "IO" if right is not None else "OI")
+    when = layouts.MATMUL_CONSTANT_B if right is not None else layouts.MATMUL_CONSTANT_A
+    rank = len(weight.constant.shape)
+    reader.add(draft, "kernel", weight, _layout(node, "kernel", rank, draft.kind, when))
     if right is not None and len(weight.constant.shape) == 2:
         _fold_bias(reader, scope, node, draft, weight.constant.shape[1])
     return draft
 
 
-def _vector_layout(constant: Constant) -> str:
-    """``C`` for a vector, ``NC`` for a vector broadcast as a ``(1, C)`` row."""
-    return "NC" if len(constant.shape) == 2 and constant.shape[0] == 1 else "C"
+def _layout(
+    node: onnx.NodeProto, role: str, rank: int, kind: str, when: str | None = None
+) -> str | None:
+    """The native layout of a ``rank``-D ``role`` of ``node``, from the layout table."""
+    return layouts.native_layout("onnx", role, rank, owner=node.op_type, kind=kind, when=when)
+
+
+def _vector_layout(node: onnx.NodeProto, kind: str, constant: Constant) -> str | None:
+    """``C`` for a vector, ``NC`` for a vector broadcast as a ``(1, C)`` row where the table
+    has one for the operator (``Gemm``, ``MatMul``); None for other shapes."""
+    shape = constant.shape
+    if len(shape) == 2 and shape[0] != 1:
+        return None
+    return _layout(node, "bias", len(shape), kind)
 
 
 def _fold_bias(
@@ -379,7 +391,7 @@ def _fold_bias(
     if bias is None or bias.constant.shape not in ((width,), (1, width)):
         return
     reader.folded.add(id(add))
-    reader.add(draft, "bias", bias, _vector_layout(bias.constant))
+    reader.add(draft, "bias", bias, _vector_layout(node, draft.kind, bias.constant))
     draft.notes.append(f"bias from {_label(add)}")
 
 
@@ -395,7 +407,8 @@ def _norm(
             if weight is None:
                 _runtime(draft, role, node.input[index])
             else:
-                reader.add(draft, role, weight, "C")
+                rank = len(weight.constant.shape)
+                reader.add(draft, role, weight, _layout(node, role, rank, kind))
         return draft
 
     return handler
@@ -408,7 +421,7 @@ def _gather(reader: GraphReader, scope: Scope, node: onnx.NodeProto) -> LayerDra
     if table is None or len(table.shape) != 2 or scope.resolve(node.input[1]) is not None:
         return None
     draft = LayerDraft(node, scope, "embedding")
-    reader.add(draft, "embeddings", Weight(table), "VE")
+    reader.add(draft, "embeddings", Weight(table), _layout(node, "embeddings", 2, "embedding"))
     return draft
 
 

@@ -9,6 +9,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from weightscope import layouts
 from weightscope.model import Layer, Tensor, TensorSource
 
 PARAMETER, BUFFER, UNKNOWN = "parameter", "buffer", "unknown"
@@ -51,17 +52,11 @@ CLASS_KINDS = {
     "BatchNorm1d": "batch_norm", "BatchNorm2d": "batch_norm", "BatchNorm3d": "batch_norm",
     "SyncBatchNorm": "batch_norm", "LayerNorm": "layer_norm", "Embedding": "embedding",
 }  # fmt: skip
-KERNEL_LAYOUTS = {
-    "conv1d": "OIW", "conv2d": "OIHW", "conv3d": "OIDHW", "depthwise_conv2d": "OIHW",
-    "conv_transpose1d": "IOW", "conv_transpose2d": "IOHW", "conv_transpose3d": "IODHW",
-    "dense": "OI", "embedding": "VE",
-}  # fmt: skip
 ROLES = {
-    "batch_norm": {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
-                   "running_var": "moving_variance"},
-    "layer_norm": {"weight": "gamma", "bias": "beta"},
-    "embedding": {"weight": "embeddings"},
-}  # fmt: skip
+    kind: {use.tensor: use.role for use in layouts.uses("pytorch", kind=kind)}
+    for kind in dict.fromkeys(use.kind for use in layouts.uses("pytorch"))
+}
+"""Role of each attribute of a module of each kind (``running_var`` -> ``moving_variance``)."""
 CONFIG_KEYS = (
     "in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
     "output_padding", "padding_mode", "in_features", "out_features", "num_features", "eps",
@@ -106,7 +101,7 @@ def _build(node: ModuleNode, seen: dict[Hashable, str]) -> Layer:
         notes.append(note)
         if class_name is not None:
             notes.append(f"class {class_name} has no canonical form in weightscope")
-    roles = ROLES.get(kind, {"weight": "kernel", "bias": "bias"} if kind != "unknown" else {})
+    roles = ROLES.get(kind, {})
     tensors = []
     for entry in node.entries:
         role = roles.get(entry.attr, entry.attr)
@@ -125,7 +120,7 @@ def _build(node: ModuleNode, seen: dict[Hashable, str]) -> Layer:
                 dtype=entry.dtype,
                 trainable=_trainable(entry, role),
                 source=entry.source,
-                groups=groups if layout and layout.startswith("IO") and len(layout) > 2 else 1,
+                groups=groups if layout and layouts.LAYOUTS[layout].grouped_axis == "O" else 1,
                 counted=counted and shared_with is None,
                 shared_with=shared_with,
             )
@@ -144,14 +139,8 @@ def _build(node: ModuleNode, seen: dict[Hashable, str]) -> Layer:
 
 
 def _layout(kind: str, role: str, shape: tuple[int, ...]) -> str | None:
-    if kind == "unknown":
-        return None
-    if role in ("bias", "gamma", "beta", "moving_mean", "moving_variance"):
-        return "C" if len(shape) == 1 else None
-    layout = KERNEL_LAYOUTS.get(kind)
-    if role in ("kernel", "embeddings") and layout and len(layout) == len(shape):
-        return layout
-    return None
+    """From the layout table, by kind: a state dict does not name the class."""
+    return layouts.native_layout("pytorch", role, len(shape), kind=kind)
 
 
 def _trainable(entry: Entry, role: str) -> bool | None:

@@ -1,0 +1,368 @@
+"""``weightscope layouts`` and the layout table it is generated from: the table lists exactly
+the (framework, class or operator, tensor) -> layout entries the readers produce, checked both
+against the adapters' own catalogs and end to end, on real Keras, PyTorch and ONNX layers of
+every class the table names."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_builders as ob
+import pytest
+from cli_runner import run_cli
+from onnx import TensorProto, helper
+
+import weightscope
+from weightscope import layouts
+from weightscope.adapters import _keras_catalog, _onnx_ops, _torch_layers
+from weightscope.model import LAYER_KINDS
+from weightscope.reporters.layouts import layouts_to_dict
+
+FLOAT = TensorProto.FLOAT
+
+Entry = tuple[str, str, str, str, str, str]
+"""(framework, class or operator, role, kind, native layout, condition)."""
+
+
+def _table(framework: str) -> set[Entry]:
+    return {
+        (u.framework, u.owner, u.role, u.kind, u.layout, u.when) for u in layouts.uses(framework)
+    }
+
+
+def _produced(
+    framework: str, model: weightscope.Model, when: dict[tuple[str, str], str] | None = None
+) -> set[Entry]:
+    """What the reader reported for every tensor with a native layout; ``when``: the condition
+    each (layer, role) of the test model was built to meet."""
+    when = when or {}
+    return {
+        (
+            framework,
+            str(layer.class_name),
+            tensor.role,
+            layer.kind,
+            tensor.native_layout,
+            when.get((layer.name, tensor.role), ""),
+        )
+        for layer in model.layers
+        for tensor in layer.tensors
+        if tensor.native_layout is not None
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line
+
+
+def _line(output: str, *words: str) -> str:
+    lines = [line for line in output.splitlines() if all(w in line for w in words)]
+    assert lines, f"no line with {words} in:\n{output}"
+    return lines[0]
+
+
+def test_table_lists_native_next_to_canonical() -> None:
+    result = run_cli("layouts")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    line = _line(out, "Conv2D ", "kernel")
+    assert "HWIO (kh, kw, in/groups, out)" in line and line.rstrip().endswith("OIHW")
+    assert "IOHW (in, out/groups, kh, kw)" in _line(out, "ConvTranspose2d ", "weight (kernel)")
+    assert _line(out, "Gemm [transB=0]", "B (kernel)").split()[-1] == "OI"
+    assert "IO (in, out)" in _line(out, "Gemm [transB=0]")
+    assert "OI (out, in)" in _line(out, "Gemm [transB=1]")
+    assert "HWIM (kh, kw, in, multiplier)" in _line(out, "DepthwiseConv2D", "kernel")
+    assert "DHWOI (kd, kh, kw, out, in)" in _line(out, "Conv3DTranspose", "kernel")
+    assert "running_var (moving_variance)" in out
+    # grouped by kind, in the order of weightscope's kinds, each named once
+    kinds = [line.split()[0] for line in out.splitlines() if line.split() and
+             line.split()[0] in LAYER_KINDS]  # fmt: skip
+    assert kinds == [k for k in LAYER_KINDS if k != "unknown"]
+    assert "Letters: O output channels" in out
+
+
+def test_framework_filter() -> None:
+    result = run_cli("layouts", "--framework", "keras")
+    assert result.returncode == 0, result.stderr
+    assert "Keras" in result.stdout
+    assert "PyTorch" not in result.stdout and "ONNX" not in result.stdout
+    assert "Conv2d" not in result.stdout and "Gemm" not in result.stdout
+    bad = run_cli("layouts", "--framework", "tensorflow")
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_json_structure() -> None:
+    result = run_cli("layouts", "--json", "--framework", "onnx")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data == layouts_to_dict("onnx")
+    assert data["framework"] == "onnx" and data["schema_version"] == 1
+    assert set(data["letters"]) == set("OIMDHWCNVE")
+    entries = data["entries"]
+    assert len(entries) == len(layouts.uses("onnx"))
+    assert {e["framework"] for e in entries} == {"onnx"}
+    for entry in entries:
+        assert set(entry) == {
+            "kind", "framework", "class", "tensor", "role", "when", "native_layout",
+            "native_axes", "canonical_layout", "canonical_axes", "grouped_axis",
+        }  # fmt: skip
+        assert len(entry["native_axes"]) == len(entry["native_layout"])
+        assert len(entry["canonical_axes"]) == len(entry["canonical_layout"])
+        assert entry["canonical_layout"] == layouts.canonical_layout(entry["native_layout"])
+    gemm = {e["when"]: e for e in entries if e["class"] == "Gemm" and e["role"] == "kernel"}
+    assert gemm["transB=0"]["native_layout"] == "IO"
+    assert gemm["transB=0"]["native_axes"] == ["in", "out"]
+    assert gemm["transB=1"]["native_layout"] == "OI"
+    transposed = [e for e in entries if e["class"] == "ConvTranspose" and e["role"] == "kernel"]
+    assert {e["native_layout"] for e in transposed} == {"IOW", "IOHW", "IODHW"}
+    assert all(e["grouped_axis"] == "O" for e in transposed)
+
+    every = json.loads(run_cli("layouts", "--json").stdout)
+    assert every["framework"] is None
+    assert len(every["entries"]) == len(layouts.USES)
+    keras_conv = next(e for e in every["entries"] if e["class"] == "Conv2D" and
+                      e["role"] == "kernel")  # fmt: skip
+    assert keras_conv == {
+        "kind": "conv2d", "framework": "keras", "class": "Conv2D", "tensor": "kernel",
+        "role": "kernel", "when": None, "native_layout": "HWIO",
+        "native_axes": ["kh", "kw", "in/groups", "out"], "canonical_layout": "OIHW",
+        "canonical_axes": ["out", "in/groups", "kh", "kw"], "grouped_axis": "I",
+    }  # fmt: skip
+    depthwise = next(e for e in every["entries"] if e["class"] == "DepthwiseConv2D" and
+                     e["role"] == "kernel")  # fmt: skip
+    assert depthwise["canonical_axes"] == ["in*multiplier", "1", "kh", "kw"]
+    kinds = [e["kind"] for e in every["entries"]]
+    assert kinds == sorted(kinds, key=LAYER_KINDS.index)
+
+
+# ---------------------------------------------------------------------------------------------
+# the table itself
+
+
+def test_layouts_are_the_table_grouped() -> None:
+    for axes, spec in layouts.LAYOUTS.items():
+        assert spec.axes == axes
+        assert spec.used_by, f"{axes} is used by nothing"
+        assert spec.used_by == tuple(u for u in layouts.USES if u.layout == axes)
+        assert spec.used_by_text
+    assert {u.layout for u in layouts.USES} <= set(layouts.LAYOUTS)
+    assert "Keras Conv2D kernel" in layouts.LAYOUTS["HWIO"].used_by_text
+    assert "ONNX Gemm B (kernel) [transB=0]" in layouts.LAYOUTS["IO"].used_by_text
+
+
+def test_entries_are_unique_and_their_lookup_is_unambiguous() -> None:
+    keys = [(u.framework, u.owner, u.role, u.kind, u.layout, u.when) for u in layouts.USES]
+    assert len(keys) == len(set(keys))  # so that comparing sets of them is exact
+    tensors = {(u.framework, u.owner, u.role, u.kind, u.when): u.tensor for u in layouts.USES}
+    assert len(tensors) == len(set(keys))  # one tensor name per role
+    for use in layouts.USES:
+        assert use.framework in layouts.FRAMEWORKS
+        assert use.kind in LAYER_KINDS and use.kind != "unknown"
+        found = layouts.native_layout(
+            use.framework, use.role, len(use.layout), owner=use.owner, kind=use.kind, when=use.when
+        )
+        assert found == use.layout, use
+
+
+def test_lookup_refuses_an_ambiguous_question() -> None:
+    with pytest.raises(ValueError, match="ambiguous"):
+        layouts.native_layout("onnx", "kernel", 2, owner="Gemm")  # transB decides
+    assert layouts.native_layout("onnx", "kernel", 2, owner="Gemm", when="transB=0") == "IO"
+    assert layouts.native_layout("onnx", "bias", 2, owner="Gemm", kind="dense") == "NC"
+    assert layouts.native_layout("onnx", "bias", 2, owner="Conv", kind="conv2d") is None
+    assert layouts.native_layout("pytorch", "kernel", 4, kind="conv_transpose2d") == "IOHW"
+    assert layouts.native_layout("pytorch", "kernel", 3, kind="conv_transpose2d") is None
+
+
+@pytest.mark.parametrize("axes", sorted(layouts.LAYOUTS))
+def test_axis_words_name_each_letter(axes: str) -> None:
+    meaning = {
+        "O": ("out", "out/groups"), "I": ("in", "in/groups"), "M": ("multiplier",),
+        "D": ("kd",), "H": ("kh",), "W": ("kw",), "C": ("channels",), "N": ("1",),
+        "V": ("vocabulary",), "E": ("width",),
+    }  # fmt: skip
+    words = layouts.axis_words(axes)
+    assert len(words) == len(axes)
+    for letter, word in zip(axes, words, strict=True):
+        assert word in meaning[letter], (axes, letter, word)
+    canonical = layouts.canonical_words(axes)
+    assert len(canonical) == len(layouts.canonical_layout(axes))
+    # per group: the axis to_canonical regroups (transposed, input-first) or none
+    spec = layouts.LAYOUTS[axes]
+    assert ("out/groups" in words) == (spec.grouped_axis == "O")
+
+
+def test_axis_words_examples() -> None:
+    assert layouts.axis_words("HWIO") == ("kh", "kw", "in/groups", "out")
+    assert layouts.axis_words("HWOI") == ("kh", "kw", "out", "in")  # Keras: no groups
+    assert layouts.axis_words("IODHW") == ("in", "out/groups", "kd", "kh", "kw")
+    assert layouts.axis_words("IO") == ("in", "out")
+    assert layouts.canonical_words("HWIM") == ("in*multiplier", "1", "kh", "kw")
+    assert layouts.canonical_words("NC") == ("channels",)
+
+
+# ---------------------------------------------------------------------------------------------
+# the table against the adapters' catalogs
+
+
+def test_keras_catalog_is_the_table() -> None:
+    owners = {u.owner for u in layouts.uses("keras")}
+    assert owners == set(_keras_catalog.KERAS_LAYER_TYPES)
+    for name, layer_type in _keras_catalog.KERAS_LAYER_TYPES.items():
+        table = {u.role: u.layout for u in layouts.uses("keras", owner=name)}
+        assert dict(layer_type.layouts) == table
+        assert {u.kind for u in layouts.uses("keras", owner=name)} == {layer_type.kind}
+    assert set(_keras_catalog.CLASS_ALIASES.values()) <= owners
+
+
+def test_torch_catalog_is_the_table() -> None:
+    owners = {u.owner for u in layouts.uses("pytorch")}
+    assert owners == set(_torch_layers.CLASS_KINDS)
+    for name, kind in _torch_layers.CLASS_KINDS.items():
+        kinds = {u.kind for u in layouts.uses("pytorch", owner=name)}
+        # a Conv2d with one input channel per group is read as a depthwise conv
+        assert kinds == ({kind, "depthwise_conv2d"} if name == "Conv2d" else {kind})
+        for use in layouts.uses("pytorch", owner=name):
+            assert _torch_layers.ROLES[use.kind][use.tensor] == use.role
+    # every kind a state dict can be inferred as has its layouts in the table
+    inferred = {"batch_norm", "dense", *(f"conv{d}d" for d in (1, 2, 3)),
+                *(f"conv_transpose{d}d" for d in (1, 2, 3))}  # fmt: skip
+    assert inferred <= {u.kind for u in layouts.uses("pytorch")}
+
+
+def test_onnx_handlers_are_the_table() -> None:
+    owners = {u.owner for u in layouts.uses("onnx")}
+    assert owners == set(_onnx_ops.HANDLERS)
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end: real layers of every class in the table, read back
+
+
+def test_keras_reader_produces_exactly_the_table(tmp_path: Path) -> None:
+    keras = pytest.importorskip("keras")
+    layers = keras.layers
+    seq, img = keras.Input((8, 4)), keras.Input((6, 6, 4))
+    vol, ids = keras.Input((4, 4, 4, 2)), keras.Input((5,), dtype="int32")
+    outputs = [
+        layers.Conv1D(6, 3)(seq),
+        layers.Conv1DTranspose(6, 3)(seq),
+        layers.DepthwiseConv1D(3, depth_multiplier=2)(seq),
+        layers.SeparableConv1D(6, 3, depth_multiplier=2)(seq),
+        layers.Conv2D(6, 3, groups=2)(img),
+        layers.Conv2DTranspose(6, 3)(img),
+        layers.DepthwiseConv2D(3, depth_multiplier=2)(img),
+        layers.SeparableConv2D(6, 3)(img),
+        layers.BatchNormalization()(img),
+        layers.LayerNormalization()(img),
+        layers.Dense(3)(img),
+        layers.Conv3D(3, 2)(vol),
+        layers.Conv3DTranspose(3, 2)(vol),
+        layers.Embedding(10, 3)(ids),
+    ]
+    path = tmp_path / "every_class.keras"
+    keras.Model([seq, img, vol, ids], outputs).save(path)
+    with weightscope.load(path) as model:
+        assert _produced("keras", model) == _table("keras")
+
+
+def test_torch_reader_produces_exactly_the_table() -> None:
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class LazyLinear(torch.nn.Linear):
+        """Stands in for ``nn.LazyLinear`` with its weights made: the real one turns into a
+        ``Linear`` then, so no file holds a LazyLinear with weights; the reader goes by name."""
+
+    net = nn.Module()
+    modules = {
+        "c1": nn.Conv1d(4, 6, 3), "c2": nn.Conv2d(4, 6, 3), "c3": nn.Conv3d(4, 6, 3),
+        "dw": nn.Conv2d(4, 8, 3, groups=4), "t1": nn.ConvTranspose1d(4, 6, 3, groups=2),
+        "t2": nn.ConvTranspose2d(4, 6, 3), "t3": nn.ConvTranspose3d(4, 6, 3),
+        "fc": nn.Linear(4, 3), "lazy": LazyLinear(4, 3),
+        "ndq": nn.modules.linear.NonDynamicallyQuantizableLinear(4, 3),
+        "b1": nn.BatchNorm1d(4), "b2": nn.BatchNorm2d(4), "b3": nn.BatchNorm3d(4),
+        "sync": nn.SyncBatchNorm(4), "ln": nn.LayerNorm(4), "emb": nn.Embedding(10, 3),
+    }  # fmt: skip
+    for name, module in modules.items():
+        net.add_module(name, module)
+    with weightscope.load(net) as model:
+        when = {("dw", "kernel"): "groups = in_channels", ("dw", "bias"): "groups = in_channels"}
+        assert _produced("pytorch", model, when) == _table("pytorch")
+
+
+def _onnx_every_op() -> onnx.ModelProto:
+    """One node of every kind the table lists for ONNX, each on its own graph input."""
+    rng = np.random.default_rng(0)
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+    inputs: list[Any] = []
+
+    def const(name: str, shape: tuple[int, ...]) -> str:
+        inits.append(ob.tensor(name, rng.standard_normal(shape).astype(np.float32)))
+        return name
+
+    def scalar(name: str, value: float, dtype: str) -> str:
+        inits.append(ob.tensor(name, np.array(value, dtype=dtype)))
+        return name
+
+    def node(op: str, name: str, args: list[str], elem: int = FLOAT, **attrs: Any) -> None:
+        inputs.append(ob.value_info(f"x_{name}", elem, None))
+        nodes.append(helper.make_node(op, [f"x_{name}", *args], [f"y_{name}"], name, **attrs))
+
+    for dims in (1, 2, 3):
+        k = (2,) * dims
+        node("Conv", f"conv{dims}", [const(f"W{dims}", (6, 4, *k)), const(f"B{dims}", (6,))])
+        node("Conv", f"dw{dims}", [const(f"Wd{dims}", (8, 1, *k)), const(f"Bd{dims}", (8,))],
+             group=4)  # fmt: skip
+        node("ConvTranspose", f"t{dims}",
+             [const(f"Wt{dims}", (4, 3, *k)), const(f"Bt{dims}", (6,))], group=2)  # fmt: skip
+        for name, shape, group in ((f"q{dims}", (6, 4, *k), 1), (f"qd{dims}", (8, 1, *k), 4)):
+            inits.append(ob.tensor(f"w_{name}", rng.integers(-8, 8, shape).astype(np.int8)))
+            inits.append(ob.tensor(f"b_{name}", rng.integers(-8, 8, shape[:1]).astype(np.int32)))
+            args = [scalar(f"xs_{name}", 0.1, "float32"), scalar(f"xz_{name}", 0, "uint8"),
+                    f"w_{name}", scalar(f"ws_{name}", 0.1, "float32"),
+                    scalar(f"wz_{name}", 0, "int8"), scalar(f"ys_{name}", 0.1, "float32"),
+                    scalar(f"yz_{name}", 0, "uint8"), f"b_{name}"]  # fmt: skip
+            node("QLinearConv", name, args, TensorProto.UINT8, group=group)
+    node("Gemm", "gemm_t", [const("Wg", (3, 4)), const("bg", (3,))], transB=1)
+    node("Gemm", "gemm_n", [const("Wn", (4, 3)), const("bn", (1, 3))], transB=0)
+    for name, bias in (("mm", (3,)), ("mm_row", (1, 3))):
+        node("MatMul", name, [const(f"W_{name}", (4, 3))])
+        nodes.append(helper.make_node("Add", [f"y_{name}", const(f"b_{name}", bias)],
+                                      [f"z_{name}"], f"add_{name}"))  # fmt: skip
+    inputs.append(ob.value_info("x_left", FLOAT, None))
+    nodes.append(helper.make_node("MatMul", [const("W_left", (3, 4)), "x_left"], ["y_left"],
+                                  "mm_left"))  # fmt: skip
+    node("BatchNormalization", "bn", [const(n, (4,)) for n in ("scale", "beta", "mean", "var")])
+    node("LayerNormalization", "ln", [const("ln_s", (4,)), const("ln_b", (4,))])
+    inputs.append(ob.value_info("ids", TensorProto.INT64, None))
+    nodes.append(helper.make_node("Gather", [const("table", (10, 3)), "ids"], ["emb"], "emb"))
+    outputs = [ob.value_info(o, TensorProto.UNDEFINED, None) for n in nodes for o in n.output
+               if not any(o in m.input for m in nodes)]  # fmt: skip
+    graph = helper.make_graph(nodes, "every_op", inputs, outputs, initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", ob.OPSET)])
+
+
+def test_onnx_reader_produces_exactly_the_table() -> None:
+    depthwise = "group = input channels"
+    row = "a (1, C) row"
+    when = {
+        **{(f"{name}{d}", role): depthwise for name in ("dw", "qd") for d in (1, 2, 3)
+           for role in ("kernel", "bias")},
+        ("gemm_t", "kernel"): layouts.GEMM_TRANS_B,
+        ("gemm_n", "kernel"): layouts.GEMM_NO_TRANS_B,
+        ("gemm_n", "bias"): row,
+        ("mm", "kernel"): layouts.MATMUL_CONSTANT_B,
+        ("mm", "bias"): "Add after x @ B",
+        ("mm_row", "kernel"): layouts.MATMUL_CONSTANT_B,
+        ("mm_row", "bias"): f"Add after x @ B, {row}",
+        ("mm_left", "kernel"): layouts.MATMUL_CONSTANT_A,
+        ("emb", "embeddings"): "constant table, axis 0",
+    }  # fmt: skip
+    with weightscope.load(_onnx_every_op()) as model:
+        assert _produced("onnx", model, when) == _table("onnx")
