@@ -1,9 +1,12 @@
 """The bundled example: its whole forward pass recomputed from the exported canonical tensors
-matches Keras' predictions, and the script in the repo really produces it."""
+matches Keras' predictions, the PyTorch and ONNX copies compute the same and hold the same
+canonical tensors, and the script in the repo really produces all three."""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +19,18 @@ keras = pytest.importorskip("keras")
 torch = pytest.importorskip("torch")
 sklearn_datasets = pytest.importorskip("sklearn.datasets")
 
+onnxruntime = pytest.importorskip("onnxruntime")
+
 import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
 
 import weightscope  # noqa: E402
+from weightscope.examples import EXAMPLE_FILES  # noqa: E402
 from weightscope.export import export_npz  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "make_example_model.py"
+ATOL = RTOL = 1e-5
 
 
 def forward_from_canonical(w: dict[str, np.ndarray], images: np.ndarray) -> np.ndarray:
@@ -53,13 +62,162 @@ def test_forward_pass_from_exported_tensors_matches_keras(tmp_path):
     assert accuracy > 0.9  # really trained, not at its initializer
 
 
+# ---------------------------------------------------------------------------------------------
+# the same weights for PyTorch and ONNX
+
+
+class DigitsCNN(nn.Module):
+    """The example written for PyTorch by hand (the script builds its own from the Keras
+    model): NCHW input, NHWC before flattening as Keras flattens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8, eps=1e-3)
+        self.dwconv2 = nn.Conv2d(8, 16, 3, padding=1, groups=8)
+        self.pwconv2 = nn.Conv2d(16, 16, 1)
+        self.logits = nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.pwconv2(self.dwconv2(x)))
+        x = F.max_pool2d(x, 2).permute(0, 2, 3, 1)
+        return self.logits(x.reshape(len(x), -1))
+
+
+def _digits(count: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    digits = sklearn_datasets.load_digits()
+    return (digits.images[:count] / 16.0).astype("float32")[..., None], digits.target[:count]
+
+
+@pytest.fixture(scope="module")
+def keras_predictions() -> tuple[np.ndarray, np.ndarray]:
+    images, _ = _digits()
+    model = keras.models.load_model(weightscope.example_path(), compile=False)
+    return images, model.predict(images, verbose=0)
+
+
+def test_example_path_per_framework() -> None:
+    assert weightscope.example_path() == weightscope.example_path("keras")
+    assert weightscope.example_path().name == "digits_cnn.h5"
+    for framework, name in EXAMPLE_FILES.items():
+        path = weightscope.example_path(framework)
+        assert path.name == name and path.is_file(), path
+        with weightscope.load(path) as model:
+            assert model.framework == framework
+    with pytest.raises(ValueError, match="keras, pytorch, onnx"):
+        weightscope.example_path("tensorflow")
+
+
+def test_torch_example_matches_keras(keras_predictions) -> None:
+    images, expected = keras_predictions
+    module = DigitsCNN().eval()
+    state = torch.load(weightscope.example_path("pytorch"), weights_only=True)
+    module.load_state_dict(state, strict=True)
+    assert list(state) == [
+        "conv1.weight", "conv1.bias", "bn1.weight", "bn1.bias", "bn1.running_mean",
+        "bn1.running_var", "bn1.num_batches_tracked", "dwconv2.weight", "dwconv2.bias",
+        "pwconv2.weight", "pwconv2.bias", "logits.weight", "logits.bias",
+    ]  # fmt: skip
+    with torch.no_grad():
+        got = module(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
+    np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
+
+
+def test_onnx_example_matches_keras(keras_predictions) -> None:
+    images, expected = keras_predictions
+    path = weightscope.example_path("onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["digit"]
+    (got,) = session.run(None, {"digit": images.transpose(0, 3, 1, 2).copy()})
+    np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
+
+    import onnx
+
+    proto = onnx.load(path)
+    assert [(n.name, n.op_type) for n in proto.graph.node if n.input[1:]] == [
+        ("/conv1/Conv", "Conv"), ("/bn1/BatchNormalization", "BatchNormalization"),
+        ("/dwconv2/Conv", "Conv"), ("/pwconv2/Conv", "Conv"), ("/logits/Gemm", "Gemm"),
+    ]  # fmt: skip
+    assert [i.name for i in proto.graph.initializer][:6] == [
+        "conv1.weight", "conv1.bias", "bn1.weight", "bn1.bias", "bn1.running_mean",
+        "bn1.running_var",
+    ]  # fmt: skip
+    assert [(o.domain, o.version) for o in proto.opset_import] == [("", 17)]
+
+
+def _onnx_layer_name(node_name: str) -> str:
+    """``/conv1/Conv`` -> ``conv1``: the exporter names nodes after the module path."""
+    match = re.fullmatch(r"/([^/]+)/[^/]+", node_name)
+    assert match, node_name
+    return match.group(1)
+
+
+def _canonical(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    with weightscope.load(path) as model:
+        name = _onnx_layer_name if model.framework == "onnx" else str
+        return {
+            name(layer.name): {
+                t.role: t.canonical() for t in layer.tensors if t.canonical_shape is not None
+            }
+            for layer in model.layers
+        }
+
+
+def test_weightscope_reads_the_same_canonical_tensors_from_all_three() -> None:
+    keras_layers = _canonical(weightscope.example_path("keras"))
+    assert list(keras_layers) == ["conv1", "bn1", "dwconv2", "pwconv2", "logits"]
+    for framework in ("pytorch", "onnx"):
+        other = _canonical(weightscope.example_path(framework))
+        assert list(other) == list(keras_layers), framework
+        for layer, tensors in keras_layers.items():
+            assert set(other[layer]) == set(tensors), (framework, layer)
+            for role, array in tensors.items():
+                np.testing.assert_array_equal(other[layer][role], array, strict=True)
+    with (
+        weightscope.load(weightscope.example_path("keras")) as h5,
+        weightscope.load(weightscope.example_path("onnx")) as proto,
+    ):
+        assert proto.params == h5.params
+        assert proto.layers[2].kind == h5.layers[2].kind == "depthwise_conv2d"
+
+
+# ---------------------------------------------------------------------------------------------
+# the script
+
+
+def _run_script(*args: str | Path) -> None:
+    subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args)], check=True, capture_output=True,
+        timeout=300,
+    )  # fmt: skip
+
+
 def test_script_reproduces_the_bundled_model(tmp_path):
     out = tmp_path / "digits_cnn.h5"
-    subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "make_example_model.py"), str(out)],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
+    _run_script(out)
     with weightscope.load(out) as fresh, weightscope.load(weightscope.example_path()) as bundled:
         assert [layer.name for layer in fresh.layers] == [layer.name for layer in bundled.layers]
         for (_, a), (_, b) in zip(fresh.tensors(), bundled.tensors(), strict=True):
             np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+    same_training = out.read_bytes() == weightscope.example_path().read_bytes()
+    for framework in ("pytorch", "onnx"):
+        fresh_file = out.with_suffix(weightscope.example_path(framework).suffix)
+        if same_training:  # the case where the bundled files were made: bytes must agree
+            assert fresh_file.read_bytes() == weightscope.example_path(framework).read_bytes()
+        fresh_layers = _canonical(fresh_file)
+        for layer, tensors in _canonical(weightscope.example_path(framework)).items():
+            for role, array in tensors.items():
+                np.testing.assert_allclose(fresh_layers[layer][role], array, rtol=1e-4, atol=1e-5)
+
+
+def test_script_exports_byte_identical_files_from_the_bundled_h5(tmp_path):
+    """Without training (``--export-only``), the .pt and .onnx the script writes from the
+    bundled .h5 are the bundled ones, byte for byte (nothing time-dependent in either)."""
+    out = tmp_path / "digits_cnn.h5"
+    shutil.copyfile(weightscope.example_path(), out)
+    _run_script("--export-only", out)
+    assert out.read_bytes() == weightscope.example_path().read_bytes()
+    for framework in ("pytorch", "onnx"):
+        fresh = out.with_suffix(weightscope.example_path(framework).suffix)
+        assert fresh.read_bytes() == weightscope.example_path(framework).read_bytes(), framework
