@@ -14,6 +14,7 @@ from weightscope.loading import load
 from weightscope.model import LAYER_KINDS, Layer, Model, ParamCounts, Tensor
 
 if TYPE_CHECKING:
+    from weightscope.comparison import compare
     from weightscope.explorer import explore
 
 __version__ = "0.1.0"
@@ -28,6 +29,7 @@ __all__ = [
     "UnsupportedFormatError",
     "WeightscopeError",
     "__version__",
+    "compare",
     "example_path",
     "explore",
     "load",
@@ -35,9 +37,14 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """``weightscope.explore``, imported on first use (it is for notebooks only)."""
+    """``weightscope.explore`` (for notebooks only) and ``weightscope.compare``, imported on
+    first use."""
     if name == "explore":
         from weightscope.explorer import explore
 
         return explore
+    if name == "compare":
+        from weightscope.comparison import compare
+
+        return compare
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,103 @@
+"""The terminal table of ``weightscope compare``: one row per pair of layers (and per unmatched
+layer), the notes of each pair below it, then the verdict."""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from weightscope.comparison import DIFFERENT, IDENTICAL, Comparison
+from weightscope.errors import printable
+from weightscope.transforms import IDENTITY, NONE
+
+VERDICT_STYLES = {IDENTICAL: "bold green", DIFFERENT: "bold red"}
+
+
+def _number(value: float) -> str:
+    if math.isinf(value):
+        return "inf"
+    return "0" if value == 0 else f"{value:.3g}"
+
+
+def _transform(name: str) -> Text:
+    style = "green" if name == IDENTITY else "red" if name == NONE else "yellow"
+    return Text(name, style=style)
+
+
+def comparison_table(comparison: Comparison) -> RenderableType:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("a", "b", "kind", "transform"):
+        table.add_column(column)
+    table.add_column("max_abs_diff", justify="right")
+    table.add_column("max_rel_diff", justify="right")
+    table.add_column("match")
+    numbered: list[str] = []
+    for pair in comparison.pairs:
+        marker = ""
+        if pair.notes:
+            names = f"{printable(pair.a)} ~ {printable(pair.b)}"
+            numbered.append(f"{names}: {printable(pair.note or '')}")
+            marker = f" [{len(numbered)}]"
+        table.add_row(
+            printable(pair.a),
+            printable(pair.b),
+            pair.kind,
+            _transform(pair.transform),
+            _number(pair.max_abs_diff),
+            _number(pair.max_rel_diff),
+            Text("yes" if pair.match else "no", style="green" if pair.match else "red")
+            + Text(marker, style="dim"),
+        )
+    for side, unmatched in (("A", comparison.unmatched_a), ("B", comparison.unmatched_b)):
+        for layer in unmatched:
+            shape = "(" + ", ".join(map(str, layer.shape)) + ")"
+            name = printable(layer.name)
+            cells = [name, "-"] if side == "A" else ["-", name]
+            table.add_row(
+                *cells,
+                f"{layer.kind} {shape}",
+                "-",
+                "-",
+                "-",
+                Text(f"only in {side}", style="red"),
+            )
+    header = Text()
+    header.append("A: ", style="bold")
+    header.append(f"{printable(comparison.a)}  {comparison.a_format}\n")
+    header.append("B: ", style="bold")
+    header.append(f"{printable(comparison.b)}  {comparison.b_format}")
+    parts: list[RenderableType] = [header, table]
+    lines = [f"[{i}] {text}" for i, text in enumerate(numbered, 1)]
+    lines.extend(printable(note) for note in comparison.notes)
+    if lines:
+        parts.append(Text("\n".join(lines), style="dim"))
+    tol = comparison.tolerance
+    verdict = Text("verdict: ", style="bold")
+    verdict.append(comparison.verdict, style=VERDICT_STYLES.get(comparison.verdict, "bold yellow"))
+    verdict.append(f"  {_summary(comparison)}")
+    verdict.append(
+        f"\ntolerance: max|T(a) - b| <= atol + rtol * max|b| per tensor, "
+        f"atol {tol.atol:g}, rtol {tol.rtol:g}",
+        style="dim",
+    )
+    parts.append(verdict)
+    return Group(*parts)
+
+
+def _summary(comparison: Comparison) -> str:
+    pairs = comparison.pairs
+    identity = sum(p.match and p.transform == IDENTITY for p in pairs)
+    transformed = sum(p.match and p.transform != IDENTITY for p in pairs)
+    differ = sum(not p.match for p in pairs)
+    parts = [f"{len(pairs)} pairs: {identity} identical"]
+    if transformed:
+        parts.append(f"{transformed} only under a transform")
+    if differ:
+        parts.append(f"{differ} differ")
+    unmatched = len(comparison.unmatched_a) + len(comparison.unmatched_b)
+    if unmatched:
+        parts.append(f"{unmatched} unmatched")
+    return ", ".join(parts)
