@@ -49,6 +49,8 @@ examples:
   weightscope params model.onnx              parameter counts checked against the formulas
   weightscope explain --example conv1 --demo what one layer computes, with its own numbers
   weightscope report model.h5 -o report.html one self-contained page with all of the above
+  weightscope compare model.h5 model.onnx    did the port keep every kernel? (exit 1 if not)
+  weightscope layouts                        native layouts of every framework, and canonical
 
 exit status: 0 on success, 2 when a file cannot be read (one line on stderr says why)."""
 
