@@ -23,7 +23,10 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from torch_builders import assert_one_error_line, digest  # noqa: E402
 
 import weightscope  # noqa: E402
-from weightscope.adapters._onnx_wire import MAX_GRAPH_DEPTH, SMALL_BULK_BYTES  # noqa: E402
+from weightscope.adapters._onnx_wire import SMALL_BULK_BYTES  # noqa: E402
+from weightscope.limits import Limits  # noqa: E402
+
+MAX_GRAPH_DEPTH = Limits().max_graph_depth
 
 FLOAT = TensorProto.FLOAT
 INT64 = TensorProto.INT64
@@ -748,15 +751,21 @@ def _varint(value: int) -> bytes:
 
 MALFORMED: dict[str, tuple[Callable[[Path], Path], tuple[str, ...]]] = {
     # case: (builder, words the error line must hold)
-    "cut_in_header": (truncated(lambda data, start: 10), ("not a valid ONNX model",)),
+    "cut_in_header": (truncated(lambda data, start: 10), ("damaged ONNX model",)),
     "cut_before_tensor": (truncated(lambda data, start: start - 2), ("truncated",)),
     "cut_in_tensor_data": (truncated(lambda data, start: start + 1000), ("truncated",)),
-    "cut_last_byte": (truncated(lambda data, start: len(data) - 1), ("not a valid ONNX",)),
-    "random_bytes": (raw("noise.onnx", np.random.default_rng(1).bytes(4096)), ("not a valid",)),
+    "cut_last_byte": (truncated(lambda data, start: len(data) - 1), ("damaged ONNX model",)),
+    "random_bytes": (
+        raw("noise.onnx", np.random.default_rng(1).bytes(4096)),
+        ("damaged ONNX model",),
+    ),
     "empty": (raw("empty.onnx", b""), ("empty file",)),
     "one_byte": (raw("one.onnx", b"\x08"), ("truncated number",)),
-    "zero_byte": (raw("zero.onnx", b"\x00"), ("not a valid ONNX model",)),
-    "text": (raw("notes.onnx", b"this is not a model, just some text\n" * 20), ("not a valid",)),
+    "zero_byte": (raw("zero.onnx", b"\x00"), ("damaged ONNX model: field number 0 at byte 0",)),
+    "text": (
+        raw("notes.onnx", b"this is not a model, just some text\n" * 20),
+        ("damaged ONNX model",),
+    ),
     "no_graph": (
         raw("nograph.onnx", onnx.ModelProto(ir_version=8, producer_name="x").SerializeToString()),
         ("it has no graph",),

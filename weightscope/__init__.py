@@ -8,8 +8,15 @@
 
 from typing import TYPE_CHECKING, Any
 
-from weightscope.errors import CorruptFileError, UnsupportedFormatError, WeightscopeError
+from weightscope.errors import (
+    CorruptFileError,
+    LimitError,
+    UnsafeFileError,
+    UnsupportedFormatError,
+    WeightscopeError,
+)
 from weightscope.examples import example_path
+from weightscope.limits import Limits
 from weightscope.loading import load
 from weightscope.model import LAYER_KINDS, Layer, Model, ParamCounts, Tensor
 
@@ -23,9 +30,12 @@ __all__ = [
     "LAYER_KINDS",
     "CorruptFileError",
     "Layer",
+    "LimitError",
+    "Limits",
     "Model",
     "ParamCounts",
     "Tensor",
+    "UnsafeFileError",
     "UnsupportedFormatError",
     "WeightscopeError",
     "__version__",

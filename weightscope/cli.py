@@ -16,6 +16,7 @@ from weightscope.commands import (
     StandaloneCommand,
     add_source,
     command,
+    limits_from,
 )
 from weightscope.errors import WeightscopeError, printable
 from weightscope.examples import example_path
@@ -148,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_on_model(args: argparse.Namespace, source: Path, chosen: object) -> int:
-    with load(source) as model:
+    with load(source, limits=limits_from(args)) as model:
         if args.command == "inspect":
             _run_inspect(args, model)
         elif args.command == "export":

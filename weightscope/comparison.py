@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from weightscope.errors import WeightscopeError, printable
+from weightscope.limits import Limits
 from weightscope.loading import load
 from weightscope.matching import (
     MATCHED_BY_ORDER,
@@ -200,18 +201,20 @@ def compare(
     *,
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
+    limits: Limits | None = None,
 ) -> Comparison:
     """Compare the weights of two models, layer by layer: two files in any supported format
     (same or different frameworks), live ``torch.nn.Module`` / ``onnx.ModelProto`` objects, or
     already loaded :class:`~weightscope.Model` objects (left open). Tensors agree when
-    ``max|T(a) - b| <= atol + rtol * max|b|``.
+    ``max|T(a) - b| <= atol + rtol * max|b|``. Files are read within ``limits`` (see
+    :func:`weightscope.load`).
 
     Raises ``WeightscopeError`` (one line) when a model cannot be read.
     """
     tolerance = _tolerance(atol, rtol)
-    model_a, label_a, close_a = _open(a)
+    model_a, label_a, close_a = _open(a, limits)
     try:
-        model_b, label_b, close_b = _open(b)
+        model_b, label_b, close_b = _open(b, limits)
         try:
             return _compare_models(model_a, label_a, model_b, label_b, tolerance)
         finally:
@@ -229,11 +232,11 @@ def _tolerance(atol: float, rtol: float) -> Tolerance:
     return Tolerance(float(atol), float(rtol))
 
 
-def _open(source: Any) -> tuple[Model, str, bool]:
+def _open(source: Any, limits: Limits | None) -> tuple[Model, str, bool]:
     if isinstance(source, Model):
         label = str(source.source) if source.source else f"live {source.framework} model"
         return source, label, False
-    model = load(source)
+    model = load(source, limits=limits)
     if isinstance(source, (str, os.PathLike)):
         return model, os.fspath(source), True
     return model, f"live {type(source).__qualname__} ({model.framework})", True

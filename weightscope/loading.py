@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import os
+import stat
 import zipfile
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from weightscope.adapters import ADAPTERS
+from weightscope.adapters import ADAPTERS, Adapter
 from weightscope.errors import (
     CorruptFileError,
     UnsupportedFormatError,
     WeightscopeError,
     file_error,
+    with_format,
 )
+from weightscope.limits import DEFAULT, LimitExceeded, Limits, limit_error
 from weightscope.model import Model
 
 SNIFF_BYTES = 64
+
+SUPPORTED = (
+    "Keras .h5/.keras/.weights.h5, PyTorch .pt/.pth/.bin/.ckpt zip or legacy pickle, "
+    "TorchScript, .safetensors, or ONNX .onnx"
+)
+"""What the unknown-format line lists."""
 
 # What a damaged file makes h5py, zipfile, json and numpy raise while an adapter reads it.
 _READ_ERRORS = (
@@ -28,26 +36,36 @@ _READ_ERRORS = (
     TypeError,
     IndexError,
     EOFError,
-    RuntimeError,  # with RecursionError and NotImplementedError
+    RuntimeError,  # with NotImplementedError (RecursionError is caught apart)
     zipfile.BadZipFile,
     zlib.error,
 )
 
 
-def load(source: str | os.PathLike[str] | Any) -> Model:
+def load(source: str | os.PathLike[str] | Any, *, limits: Limits | None = None) -> Model:
     """Read a model file, or a live model object (a ``torch.nn.Module``), into the
     framework-free model. A file is opened read-only; tensor data is read when first used. Close
     the model (or use it as a context manager) to release the file.
 
-    Raises ``WeightscopeError`` with one line naming the file and the problem.
+    ``limits`` bounds what reading a file may cost (see :class:`weightscope.limits.Limits`; the
+    defaults when None). Tensors read later keep the limits they were loaded with.
+
+    Raises ``WeightscopeError`` with one line naming the file and the problem (``LimitError``
+    when the file is over a limit, naming the limit).
     """
+    limits = DEFAULT if limits is None else limits
+    if not isinstance(limits, Limits):
+        raise TypeError(f"limits must be a weightscope.Limits, not {type(limits).__name__}")
     if not isinstance(source, (str, os.PathLike)):
-        return _load_live(source)
+        return _load_live(source, limits)
     file = Path(source)
     if not file.exists():
         raise file_error(UnsupportedFormatError, file, "no such file")
     if file.is_dir():
         raise file_error(UnsupportedFormatError, file, "is a directory, not a model file")
+    kind = _special_kind(file)
+    if kind is not None:  # opening a FIFO would wait for a writer; a device never ends
+        raise file_error(UnsupportedFormatError, file, f"is {kind}, not a model file")
     try:
         with open(file, "rb") as handle:
             head = handle.read(SNIFF_BYTES)
@@ -59,17 +77,34 @@ def load(source: str | os.PathLike[str] | Any) -> Model:
         raise file_error(UnsupportedFormatError, file, "empty file")
     for adapter in ADAPTERS:
         if adapter.sniff(file, head):
-            return _load_with(adapter.FRAMEWORK, adapter.load, file)
+            return _load_with(adapter, file, head, limits)
     raise file_error(UnsupportedFormatError, file, _unrecognised(file, head))
 
 
-def _load_live(obj: Any) -> Model:
+def _special_kind(file: Path) -> str | None:
+    """What ``file`` (followed if a link) is when it is not a regular file."""
+    try:
+        mode = file.stat().st_mode
+    except OSError:
+        return None  # opening it says why
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
+
+
+def _load_live(obj: Any, limits: Limits) -> Model:
     from weightscope.adapters import onnx, pytorch
 
     if pytorch.is_live_module(obj):
         return pytorch.load_module(obj)
     if onnx.is_live_proto(obj):
-        return onnx.load_proto(obj)
+        return onnx.load_proto(obj, limits)
     raise UnsupportedFormatError(
         f"cannot read a {type(obj).__module__}.{type(obj).__qualname__}: give a file path, a "
         "torch.nn.Module or an onnx.ModelProto"
@@ -83,14 +118,28 @@ def _unrecognised(file: Path, head: bytes) -> str:
                 pass
         except Exception as exc:  # BadZipFile, OSError, UnicodeDecodeError, ValueError...
             return f"damaged or truncated zip archive: {str(exc)[:200]}"
-        return "zip archive, but not a .keras file (no model.weights.h5 or config.json)"
-    return "not a model file weightscope can read (unknown format)"
+        return (
+            "zip archive, but not a .keras file (no model.weights.h5 or config.json) nor a "
+            "PyTorch checkpoint (no data.pkl)"
+        )
+    return f"unknown format (not {SUPPORTED})"
 
 
-def _load_with(framework: str, loader: Callable[[Path], Model], file: Path) -> Model:
+def _load_with(adapter: Adapter, file: Path, head: bytes, limits: Limits) -> Model:
+    """Run the adapter; whatever goes wrong becomes one line naming the file, the format it
+    looked like and the problem."""
+    looked_like = adapter.describe(file, head)
     try:
-        return loader(file)
-    except WeightscopeError:
-        raise
+        return adapter.load(file, limits)
+    except WeightscopeError as exc:
+        raise with_format(exc, looked_like) from exc.__cause__
+    except LimitExceeded as exc:
+        raise limit_error(file, exc) from None
+    except RecursionError as exc:
+        problem = "structures nested too deeply to walk (Python's recursion limit reached)"
+        raise file_error(CorruptFileError, file, problem, looked_like) from exc
+    except MemoryError as exc:
+        problem = "ran out of memory reading it (a size in the file may be lying)"
+        raise file_error(CorruptFileError, file, problem, looked_like) from exc
     except _READ_ERRORS as exc:
-        raise file_error(CorruptFileError, file, f"damaged {framework} file: {exc}") from exc
+        raise file_error(CorruptFileError, file, str(exc), looked_like) from exc

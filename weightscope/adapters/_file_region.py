@@ -12,24 +12,36 @@ from pathlib import Path
 import numpy as np
 
 from weightscope.dtypes import BFLOAT16, bfloat16_to_float32
-from weightscope.errors import CorruptFileError, file_error
+from weightscope.errors import CorruptFileError, UnsupportedFormatError, file_error
 from weightscope.stats import Scratch, TensorStats, compute_stats, reduce_slabs
 
 _HAS_PREADV = hasattr(os, "preadv")  # not on Windows: there chunks are read one by one
+
+MAX_RANK = 64
+"""Tensors with more dimensions than this are refused as malformed (no real one has more than
+a handful). Besides, the product of a million dims from a hostile header is a number whose
+computation, one dim at a time, takes quadratic time."""
 
 
 class OpenFile:
     """One read-only descriptor shared by every tensor of a model (``pread`` is thread-safe)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, looked_like: str = "model file") -> None:
         self.path = path
+        self.looked_like = looked_like
+        """The format the file is in, as error lines name it (``PyTorch checkpoint``)."""
         self.fd = os.open(path, os.O_RDONLY)
         self.size = os.fstat(self.fd).st_size
 
+    def error(self, problem: str) -> Exception:
+        return file_error(CorruptFileError, self.path, problem, self.looked_like)
+
     def read(self, offset: int, nbytes: int) -> bytes:
+        if offset + nbytes > self.size:  # checked before pread allocates nbytes
+            raise self.error(f"tensor data cut short at byte {offset}")
         data = os.pread(self.fd, nbytes, offset)
-        if len(data) != nbytes:
-            raise file_error(CorruptFileError, self.path, f"tensor data cut short at byte {offset}")
+        if len(data) != nbytes:  # the file shrank since it was opened
+            raise self.error(f"tensor data cut short at byte {offset}")
         return data
 
     def read_into(self, offset: int, buffer: np.ndarray) -> None:
@@ -39,9 +51,7 @@ class OpenFile:
         while done < len(view):
             count = os.preadv(self.fd, [view[done:]], offset + done)
             if count <= 0:
-                raise file_error(
-                    CorruptFileError, self.path, f"tensor data cut short at byte {offset + done}"
-                )
+                raise self.error(f"tensor data cut short at byte {offset + done}")
             done += count
 
     def close(self) -> None:
@@ -82,29 +92,21 @@ class FileRegionSource:
         self.base = base
         numel = math.prod(shape)
         if len(stride) != len(shape) or offset < 0 or any(s < 0 for s in (*shape, *stride)):
-            raise file_error(CorruptFileError, file.path, f"tensor of shape {shape} is malformed")
+            raise file.error(f"tensor of shape {shape} is malformed")
         if numel > storage_numel:
             # only overlapping views (zero strides, from expand) can be larger than their storage;
             # reading one would allocate far more than the file holds
-            raise file_error(
-                CorruptFileError,
-                file.path,
-                f"tensor of shape {shape} has more elements than its storage ({storage_numel:,})",
+            raise file.error(
+                f"tensor of shape {shape} has more elements than its storage ({storage_numel:,})"
             )
         last = offset + sum((n - 1) * s for n, s in zip(shape, stride, strict=True)) if numel else 0
         if numel and last >= storage_numel:
-            raise file_error(
-                CorruptFileError,
-                file.path,
-                f"tensor of shape {shape} reaches element {last} of a storage of {storage_numel}",
+            raise file.error(
+                f"tensor of shape {shape} reaches element {last} of a storage of {storage_numel}"
             )
         end = base + storage_numel * self.raw_dtype.itemsize
         if end > file.size:
-            raise file_error(
-                CorruptFileError,
-                file.path,
-                f"storage of {storage_numel:,} elements runs past the end of the file",
-            )
+            raise file.error(f"storage of {storage_numel:,} elements runs past the end of the file")
         self.contiguous = stride == c_strides(shape)
 
     def _decode(self, raw: bytes) -> np.ndarray:
@@ -140,7 +142,9 @@ class FileRegionSource:
     def stats(self, max_elements: int) -> TensorStats:
         if self.raw_dtype.kind not in "fiub":
             raise file_error(
-                CorruptFileError, self.file.path, f"no statistics for {self.dtype_name} values"
+                UnsupportedFormatError,
+                self.file.path,
+                f"no statistics for {self.dtype_name} values ({self.file.looked_like})",
             )
         floats = self.raw_dtype.kind == "f" or self.dtype_name == BFLOAT16
         if not (self.contiguous and floats and _HAS_PREADV):

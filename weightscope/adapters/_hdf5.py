@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,21 +14,34 @@ import numpy as np
 
 from weightscope.chunking import iter_slabs, slab_shape
 from weightscope.dtypes import bfloat16_to_float32
-from weightscope.errors import CorruptFileError, file_error
+from weightscope.errors import CorruptFileError, UnsafeFileError, file_error
+from weightscope.limits import DEFAULT, LimitExceeded, Limits, limit_error
 from weightscope.stats import Scratch, TensorStats, compute_stats, reduce_slabs
 
-CHECKED_ABOVE_BYTES = 64 * 1024 * 1024
-MAX_EXPANSION = 1024
-"""A dataset may declare at most this many times the bytes the file stores for it (compression
-included) before it is taken for a lying header rather than read."""
+
+@dataclass(frozen=True)
+class Origin:
+    """The file HDF5 datasets were found in: its path and the format it is (as error lines name
+    them), and the limits it was loaded with (which its tensors keep when read later)."""
+
+    path: Path
+    looked_like: str
+    limits: Limits
+    fileno: Any = None
+    """HDF5's number of the open file, to tell its datasets from those of files it links to."""
 
 
 class H5DatasetSource:
     """Reads one HDF5 dataset on demand, whole or in slabs of bounded size."""
 
-    def __init__(self, dataset: h5py.Dataset, path: Path) -> None:
+    def __init__(self, dataset: h5py.Dataset, origin: Origin | Path) -> None:
+        """``origin`` says where ``dataset`` comes from; a bare path stands for an HDF5 file
+        read with the default limits."""
+        if not isinstance(origin, Origin):
+            origin = Origin(Path(origin), "HDF5 file", DEFAULT, dataset.file.id.fileno)
         self._dataset = dataset
-        self._path = path
+        self._origin = origin
+        self._path = origin.path
         # Keras 3 stores bfloat16 as 2-byte opaque (or integer) data tagged with a dtype attribute.
         self.is_bfloat16 = (
             dataset.attrs.get("dtype") in ("bfloat16", b"bfloat16") and dataset.dtype.itemsize == 2
@@ -45,17 +59,49 @@ class H5DatasetSource:
                 CorruptFileError,
                 self._path,
                 f"dataset {dataset.name} holds {dataset.dtype} values, not numbers",
+                self._origin.looked_like,
             )
+        self._check_in_file()
+        limits = self._origin.limits
         declared = int(dataset.size) * dataset.dtype.itemsize
-        if declared > CHECKED_ABOVE_BYTES:
-            stored = int(dataset.id.get_storage_size())
-            if stored * MAX_EXPANSION < declared:
-                raise file_error(
-                    CorruptFileError,
-                    self._path,
-                    f"dataset {dataset.name} declares shape {dataset.shape} ({declared:,} bytes) "
-                    f"but the file stores {stored:,} bytes for it",
-                )
+        if declared <= limits.hdf5_checked_above:
+            return
+        stored = int(dataset.id.get_storage_size())
+        if stored * limits.max_hdf5_expansion >= declared:
+            return
+        what = (
+            f"dataset {dataset.name} declares shape {dataset.shape} ({declared:,} bytes) but the "
+            f"file stores {stored:,} bytes for it"
+        )
+        exceeded = (
+            LimitExceeded("hdf5_checked_above", limits.hdf5_checked_above, declared, what)
+            if stored == 0  # no expansion ratio lets it through: only not checking it does
+            else LimitExceeded(
+                "max_hdf5_expansion", limits.max_hdf5_expansion, -(-declared // stored), what
+            )
+        )
+        raise limit_error(self._path, exceeded)
+
+    def _check_in_file(self) -> None:
+        """Refuse data kept outside the file: raw data in external files, virtual datasets
+        mapping other files, and datasets of another file reached through an external link.
+        HDF5 would read any file on the machine for them (as ONNX external data outside the
+        model's folder is refused)."""
+        dataset = self._dataset
+        where = None
+        if dataset.id.get_create_plist().get_external_count() > 0:
+            where = "in external raw data files"
+        elif dataset.is_virtual:
+            where = "in other files (a virtual dataset)"
+        elif self._origin.fileno is not None and dataset.id.fileno != self._origin.fileno:
+            where = "in another HDF5 file (reached through an external link)"
+        if where is not None:
+            raise file_error(
+                UnsafeFileError,
+                self._path,
+                f"dataset {dataset.name} keeps its data {where}: refused (weightscope reads only "
+                "the file it is given)",
+            )
 
     def _read(self, selection: tuple[slice, ...] | tuple[()]) -> np.ndarray:
         try:
@@ -68,7 +114,10 @@ class H5DatasetSource:
 
     def _read_error(self, exc: BaseException) -> Exception:
         return file_error(
-            CorruptFileError, self._path, f"cannot read dataset {self._dataset.name}: {exc}"
+            CorruptFileError,
+            self._path,
+            f"cannot read dataset {self._dataset.name}: {exc}",
+            self._origin.looked_like,
         )
 
     def read(self) -> np.ndarray:
@@ -110,6 +159,76 @@ class H5DatasetSource:
         widened = scratch.get("bfloat16", size, np.uint32)
         np.left_shift(raw.view(np.uint16), 16, out=widened, dtype=np.uint32)
         return widened.view(np.float32)
+
+
+def hard_child(group: h5py.Group, name: str) -> Any:
+    """The object ``name`` in ``group`` if a hard link leads to it, else None: soft links are not
+    followed, nor external ones (which open another file)."""
+    try:
+        if group.id.links.get_info(name.encode("utf8")).type != h5py.h5l.TYPE_HARD:
+            return None
+        return group[name]
+    except (KeyError, OSError, RuntimeError, ValueError, UnicodeEncodeError):  # missing, dangling
+        return None
+
+
+def hard_children(group: h5py.Group) -> list[tuple[str, Any]]:
+    """``group``'s members reached through hard links, in name order."""
+    children = []
+    for name in group:
+        child = hard_child(group, name)
+        if child is not None:
+            children.append((name, child))
+    return children
+
+
+def address(obj: h5py.HLObject) -> int:
+    """Where an object's header lies in the file (which identifies it)."""
+    try:
+        return int(h5py.h5o.get_info(obj.id).addr)
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
+def group_depth(group: h5py.Group) -> int:
+    """How many groups deep ``group`` lies below the file's root (the root is 0)."""
+    name = group.name or "/"
+    return 0 if name == "/" else name.count("/")
+
+
+def check_depth(depth: int, max_depth: int) -> None:
+    """Refuse groups nested past ``max_nesting``: walking them is a step of recursion per level
+    here, and HDF5's own recursive visit overflows the C stack some 10,000 levels down."""
+    if depth > max_depth:
+        raise LimitExceeded(
+            "max_nesting", max_depth, depth, f"HDF5 groups nested more than {max_depth} deep"
+        )
+
+
+def datasets_under(group: h5py.Group, max_depth: int) -> list[tuple[str, h5py.Dataset]]:
+    """Every dataset below ``group`` and its path from there, in the order of h5py's
+    ``visititems`` (depth first, by name), each object once, through hard links only. Walked
+    with a stack, not by HDF5's recursive visit; groups more than ``max_depth`` deep below the
+    file's root raise ``LimitExceeded`` (``max_nesting``)."""
+    found: list[tuple[str, h5py.Dataset]] = []
+    seen: set[int] = {address(group)}
+    base = group_depth(group)
+    stack: list[tuple[str, Any, int]] = [
+        (name, child, base + 1) for name, child in reversed(hard_children(group))
+    ]
+    while stack:
+        path, obj, depth = stack.pop()
+        where = address(obj)
+        if where and where in seen:
+            continue
+        seen.add(where)
+        if isinstance(obj, h5py.Dataset):
+            found.append((path, obj))
+        elif isinstance(obj, h5py.Group):
+            check_depth(depth, max_depth)
+            children = hard_children(obj)
+            stack.extend((f"{path}/{name}", child, depth + 1) for name, child in reversed(children))
+    return found
 
 
 def string_list_attr(obj: h5py.HLObject, name: str) -> list[str] | None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import h5py
 
 from weightscope.adapters import _keras_catalog as catalog
-from weightscope.adapters._hdf5 import H5DatasetSource
+from weightscope.adapters._hdf5 import H5DatasetSource, Origin
 from weightscope.model import NON_TRAINABLE_ROLES, Layer, Tensor
 
 
@@ -73,7 +72,7 @@ class Variable:
 
 
 def build_layer(
-    path: Path,
+    origin: Origin,
     name: str,
     layer_config: LayerConfig | None,
     variables: list[Variable],
@@ -130,7 +129,7 @@ def build_layer(
         tensor_groups = 1
         if layout is not None and layout.endswith("IM"):
             tensor_groups = groups = shape[-2]  # depthwise: one group per input channel
-        source = H5DatasetSource(variable.dataset, path)
+        source = H5DatasetSource(variable.dataset, origin)
         tensors.append(
             Tensor(
                 name=variable.stored_name,

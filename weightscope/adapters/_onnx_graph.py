@@ -22,10 +22,6 @@ new wrapper on each access)."""
 
 MAX_STEPS_SHOWN = 8
 
-MAX_STATIC_CHAIN = 256
-"""Longer chains of static nodes are not followed (a hostile file could make the cost grow with
-the square of the length); the value is then reported as computed at run time."""
-
 MAX_SHAPE_ARGUMENT = 64
 """Shape and axes arguments longer than this are not read (no real shape has that many dims)."""
 
@@ -214,9 +210,15 @@ class Scope:
                 continue
             if (id(scope), current) in seen or not _is_static_op(node):
                 break  # a cycle (not a valid graph) or a node computed at run time
-            if len(pending) >= MAX_STATIC_CHAIN:
+            limit = self.ctx.limits.max_static_chain
+            if len(pending) >= limit:
                 for owner, _, output in pending:
                     owner._resolved[output] = None
+                self.ctx.note(
+                    f"a chain of more than {limit} static nodes was not followed back to its "
+                    f"stored tensor: its value is reported as computed at run time (limit "
+                    f"max_static_chain; raise it with --limit max_static_chain={2 * max(limit, 1)})"
+                )
                 return None
             seen.add((id(scope), current))
             pending.append((scope, node, current))
@@ -386,7 +388,7 @@ def _squeeze(scope: Scope, node: onnx.NodeProto, base: Constant) -> Constant | N
 
 def _unsqueeze(scope: Scope, node: onnx.NodeProto, base: Constant) -> Constant | None:
     axes = _axes(scope, node)
-    if axes is None:
+    if axes is None or len(axes) > MAX_SHAPE_ARGUMENT:
         return None
     rank = len(base.shape) + len(axes)
     positions = sorted(a % rank for a in axes)

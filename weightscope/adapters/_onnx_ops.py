@@ -13,6 +13,7 @@ import onnx
 
 from weightscope import layouts
 from weightscope.adapters._onnx_graph import STATIC_OPS, Constant, Scope, attributes
+from weightscope.limits import LimitExceeded
 from weightscope.model import NON_TRAINABLE_ROLES, Layer, Tensor
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -75,7 +76,14 @@ class GraphReader:
                 if index not in scope.constant_nodes:
                     self._other_node(scope, node)
 
-    def _read_layers(self, scope: Scope) -> None:
+    def _read_layers(self, scope: Scope, depth: int = 1) -> None:
+        """The layers of ``scope``'s graph, then of the subgraphs in it (``depth`` graphs deep,
+        within ``max_graph_depth``: a file's skeleton was already checked, a live proto not)."""
+        limit = scope.ctx.limits.max_graph_depth
+        if depth > limit:
+            raise LimitExceeded(
+                "max_graph_depth", limit, depth, f"graphs nested more than {limit} deep"
+            )
         self.scopes.append(scope)
         for node in scope.nodes:
             handler = HANDLERS.get(node.op_type) if node.domain in DEFAULT_DOMAINS else None
@@ -90,7 +98,7 @@ class GraphReader:
                     where = f"{attr.name} of {node.op_type} '{node.name}'"
                     if scope.where:
                         where += f" ({scope.where})"
-                    self._read_layers(Scope(graph, scope.ctx, scope, where))
+                    self._read_layers(Scope(graph, scope.ctx, scope, where), depth + 1)
 
     def unused_constants(self) -> None:
         """List the stored tensors that no node reads (and no graph outputs)."""
@@ -163,7 +171,9 @@ class GraphReader:
 
     def _finish(self, draft: LayerDraft, class_name: str | None = None) -> None:
         node = draft.node
-        base = node.name or (draft.tensors[0][1].name if draft.tensors else "") or node.op_type
+        base = _text(
+            node.name or (draft.tensors[0][1].name if draft.tensors else "") or node.op_type
+        )
         name = base
         suffix = 2
         while name in self._names:
@@ -179,7 +189,7 @@ class GraphReader:
                 self.claimed.setdefault(constant.storage, f"{name}/{role}")
             tensors.append(
                 Tensor(
-                    name=constant.name,
+                    name=_text(constant.name),
                     role=role,
                     native_shape=constant.shape,
                     native_layout=layout if layout and len(layout) == len(constant.shape) else None,
@@ -201,7 +211,7 @@ class GraphReader:
                 tensors=tensors,
                 config=draft.config,
                 groups=draft.groups,
-                class_name=class_name or node.op_type,
+                class_name=_text(class_name or node.op_type),
                 note="; ".join(notes) or None,
             )
         )
@@ -218,12 +228,18 @@ class GraphReader:
                 counted = index == 0 if quantizer else _is_float(constant)
                 draft.tensors.append((f"input{index}", constant, None, None, counted))
         if not draft.tensors:
-            self.weightless.append(node.name or node.op_type)
+            self.weightless.append(_text(node.name or node.op_type))
             return
         draft.notes.append(f"{node.op_type} reads constants weightscope does not classify")
         if any(not _is_float(c) for _, c, *_ in draft.tensors):
             draft.notes.append("integer constants (shapes, axes, indices) are not counted")
         self._finish(draft)
+
+
+def _text(value: str | bytes) -> str:
+    """A name from the file as text: protobuf hands out a string field that is not valid UTF-8
+    as bytes."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def _is_float(constant: Constant) -> bool:

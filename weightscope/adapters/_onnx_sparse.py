@@ -10,16 +10,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
+from weightscope.adapters._file_region import MAX_RANK
 from weightscope.adapters._onnx_tensors import TensorContext, dtype_name, tensor_source
+from weightscope.errors import short
+from weightscope.limits import LimitExceeded, limit_error
 from weightscope.model import TensorSource
 from weightscope.stats import TensorStats, compute_stats
 
 if TYPE_CHECKING:
     from weightscope.adapters._onnx_graph import Constant
-
-MAX_DENSE_ELEMENTS = 1 << 30
-"""A sparse tensor is densified to read it; larger dense shapes are refused, since nothing in
-the file bounds them."""
 
 
 class SparseSource:
@@ -41,23 +40,31 @@ class SparseSource:
 
     def read(self) -> np.ndarray:
         numel = math.prod(self.shape)
-        if numel > MAX_DENSE_ELEMENTS:
-            raise self.ctx.error(
-                f"sparse tensor {self.name!r} of shape {list(self.shape)} is too large to densify"
+        limit = self.ctx.limits.max_dense_elements
+        if numel > limit:
+            raise limit_error(
+                self.ctx.label,
+                LimitExceeded(
+                    "max_dense_elements",
+                    limit,
+                    numel,
+                    f"sparse tensor {short(self.name)} of shape {list(self.shape)} is too large "
+                    f"to densify ({numel:,} elements)",
+                ),
             )
         values = np.asarray(self.values.read()).reshape(-1)
         indices = np.asarray(self.indices.read(), dtype=np.int64)
         if indices.ndim == 2 and indices.shape == (self.nnz, len(self.shape)):
             if np.any(indices < 0) or np.any(indices >= np.asarray(self.shape)):
-                raise self.ctx.error(f"sparse tensor {self.name!r} has indices out of range")
+                raise self.ctx.error(f"sparse tensor {short(self.name)} has indices out of range")
             flat = np.ravel_multi_index(tuple(indices.T), self.shape) if self.nnz else indices[:, 0]
         elif indices.ndim == 1 and indices.size == self.nnz:
             flat = indices
             if np.any(flat < 0) or np.any(flat >= numel):
-                raise self.ctx.error(f"sparse tensor {self.name!r} has indices out of range")
+                raise self.ctx.error(f"sparse tensor {short(self.name)} has indices out of range")
         else:
             raise self.ctx.error(
-                f"sparse tensor {self.name!r} has indices of shape {indices.shape}"
+                f"sparse tensor {short(self.name)} has indices of shape {indices.shape}"
             )
         dense = np.zeros(numel, dtype=values.dtype)
         dense[flat] = values
@@ -75,12 +82,16 @@ class SparseSource:
 def sparse_constant(name: str, sparse: onnx.SparseTensorProto, ctx: TensorContext) -> Constant:
     from weightscope.adapters._onnx_graph import _STORAGE_IDS, Constant
 
+    if len(sparse.dims) > MAX_RANK:
+        raise ctx.error(f"sparse tensor {short(name)} has {len(sparse.dims):,} dims")
     shape = tuple(int(d) for d in sparse.dims)
     if any(d < 0 for d in shape):
-        raise ctx.error(f"sparse tensor {name!r} has negative dims {list(shape)}")
+        raise ctx.error(f"sparse tensor {short(name)} has negative dims {list(shape)}")
     nnz = int(sparse.values.dims[0]) if len(sparse.values.dims) == 1 else -1
     if nnz < 0:
-        raise ctx.error(f"sparse tensor {name!r} has values of dims {list(sparse.values.dims)}")
+        raise ctx.error(
+            f"sparse tensor {short(name)} has values of dims {list(sparse.values.dims)}"
+        )
     values = tensor_source(sparse.values, ctx)
     indices = tensor_source(sparse.indices, ctx)
     source = SparseSource(values, indices, shape, nnz, ctx, name)

@@ -5,16 +5,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
 
 import numpy as np
 import onnx
 
-from weightscope.adapters._file_region import FileRegionSource, OpenFile, c_strides
+from weightscope.adapters._file_region import MAX_RANK, FileRegionSource, OpenFile, c_strides
 from weightscope.adapters._onnx_wire import BulkRegion
 from weightscope.dtypes import BFLOAT16, bfloat16_to_float32
-from weightscope.errors import CorruptFileError, UnsafeFileError, WeightscopeError, file_error
+from weightscope.errors import (
+    CorruptFileError,
+    UnsafeFileError,
+    UnsupportedFormatError,
+    WeightscopeError,
+    file_error,
+    short,
+)
+from weightscope.limits import DEFAULT, Limits
 from weightscope.model import ArraySource, TensorSource
 from weightscope.stats import TensorStats, compute_stats
 
@@ -76,16 +84,36 @@ class TensorContext:
     model_path: Path | None
     open_file: Callable[[Path], OpenFile] | None
     region: Callable[[onnx.TensorProto], BulkRegion | None]
+    limits: Limits = DEFAULT
+    notes: list[str] = field(default_factory=list)
+    """What the reader should say in the model's notes (a limit that cut a search short)."""
+
+    @property
+    def label(self) -> str | Path:
+        return self.model_path or "<ModelProto>"
 
     def error(self, problem: str) -> WeightscopeError:
-        return file_error(CorruptFileError, self.model_path or "<ModelProto>", problem)
+        return file_error(CorruptFileError, self.label, problem, "ONNX model")
+
+    def cannot_decode(self, name: str, dtype: str) -> WeightscopeError:
+        return file_error(
+            UnsupportedFormatError,
+            self.label,
+            f"ONNX tensor {short(name)} holds {dtype} values, which weightscope cannot decode",
+        )
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
 
 
 def tensor_source(tensor: onnx.TensorProto, ctx: TensorContext) -> TensorSource:
     """A source for ``tensor``'s data; checks that the data matches its dims, reads nothing."""
+    if len(tensor.dims) > MAX_RANK:
+        raise ctx.error(f"tensor {short(tensor.name)} has {len(tensor.dims):,} dims")
     shape = tuple(int(d) for d in tensor.dims)
     if any(d < 0 for d in shape):
-        raise ctx.error(f"tensor {tensor.name!r} has negative dims {shape}")
+        raise ctx.error(f"tensor {short(tensor.name)} has negative dims {shape}")
     numel = math.prod(shape)
     name = dtype_name(tensor.data_type)
     if name not in DTYPES.values() and tensor.data_type not in FLOAT8 and name not in INT4.values():
@@ -107,7 +135,7 @@ def _raw_itemsize(tensor: onnx.TensorProto, ctx: TensorContext, name: str) -> in
         return 1
     if name in DTYPES.values():
         return 2 if name == BFLOAT16 else np.dtype(name).itemsize
-    raise ctx.error(f"tensor {tensor.name!r}: weightscope cannot decode {name} values")
+    raise ctx.cannot_decode(tensor.name, name)
 
 
 def _int4_source(
@@ -164,7 +192,7 @@ class UndecodableSource:
         self.dtype = dtype
 
     def read(self) -> np.ndarray:
-        raise self.ctx.error(f"tensor {self.name!r}: weightscope cannot decode {self.dtype} values")
+        raise self.ctx.cannot_decode(self.name, self.dtype)
 
     def chunks(self, max_elements: int) -> Iterator[np.ndarray]:
         yield self.read()
@@ -178,7 +206,7 @@ def _check_length(
 ) -> None:
     if nbytes != numel * itemsize:
         raise ctx.error(
-            f"tensor {tensor.name!r} holds {nbytes:,} bytes but its dims "
+            f"tensor {short(tensor.name)} holds {nbytes:,} bytes but its dims "
             f"{list(tensor.dims)} need {numel * itemsize:,}"
         )
 
@@ -193,7 +221,7 @@ def _region_source(
 ) -> TensorSource:
     assert ctx.open_file is not None and ctx.model_path is not None
     if region.field != "raw_data" and tensor.data_type not in _BULK_TYPES[region.field]:
-        raise ctx.error(f"tensor {tensor.name!r} of type {name} stores {region.field}")
+        raise ctx.error(f"tensor {short(tensor.name)} of type {name} stores {region.field}")
     itemsize = _raw_itemsize(tensor, ctx, name)
     _check_length(tensor, ctx, region.length, numel, itemsize)
     return _file_source(ctx.open_file(ctx.model_path), region.offset, shape, numel, tensor, name)
@@ -219,10 +247,10 @@ def _external_source(
     info = {entry.key: entry.value for entry in tensor.external_data}
     location = info.get("location")
     if not location:
-        raise ctx.error(f"tensor {tensor.name!r} says its data is external but names no file")
+        raise ctx.error(f"tensor {short(tensor.name)} says its data is external but names no file")
     if ctx.model_path is None or ctx.open_file is None:
         raise WeightscopeError(
-            f"<ModelProto>: tensor {tensor.name!r} keeps its data in {location!r} beside the "
+            f"<ModelProto>: tensor {short(tensor.name)} keeps its data in {location!r} beside the "
             "model file: load the model from its path to read it"
         )
     data_path = external_path(ctx.model_path, location, tensor.name)
@@ -231,17 +259,17 @@ def _external_source(
         length = int(info["length"]) if "length" in info else None
     except ValueError:
         raise ctx.error(
-            f"tensor {tensor.name!r} has a non-numeric external offset or length"
+            f"tensor {short(tensor.name)} has a non-numeric external offset or length"
         ) from None
     itemsize = _raw_itemsize(tensor, ctx, name)
     if offset < 0 or (length is not None and length < 0):
-        raise ctx.error(f"tensor {tensor.name!r} has a negative external offset or length")
+        raise ctx.error(f"tensor {short(tensor.name)} has a negative external offset or length")
     if length is not None:
         _check_length(tensor, ctx, length, numel, itemsize)
     file = ctx.open_file(data_path)
     if offset + numel * itemsize > file.size:
         raise ctx.error(
-            f"tensor {tensor.name!r} needs bytes {offset:,}..{offset + numel * itemsize:,} "
+            f"tensor {short(tensor.name)} needs bytes {offset:,}..{offset + numel * itemsize:,} "
             f"of external data file {location!r}, which holds {file.size:,}"
         )
     return _file_source(file, offset, shape, numel, tensor, name)
@@ -256,22 +284,22 @@ def external_path(model_path: Path, location: str, tensor_name: str) -> Path:
         raise file_error(
             UnsafeFileError,
             model_path,
-            f"tensor {tensor_name!r} asks for external data at the absolute path {location!r}: "
-            "refused (external data must lie beside the model)",
+            f"tensor {short(tensor_name)} asks for external data at the absolute path "
+            f"{location!r}: refused (external data must lie beside the model)",
         )
     if ".." in relative.parts or ".." in location.replace("\\", "/").split("/"):
         raise file_error(
             UnsafeFileError,
             model_path,
-            f"tensor {tensor_name!r} asks for external data at {location!r}, outside the model's "
-            "folder: refused",
+            f"tensor {short(tensor_name)} asks for external data at {location!r}, outside the "
+            "model's folder: refused",
         )
     target = (folder / relative).resolve()
     if not target.is_relative_to(folder):
         raise file_error(
             UnsafeFileError,
             model_path,
-            f"external data {location!r} of tensor {tensor_name!r} leads outside the model's "
+            f"external data {location!r} of tensor {short(tensor_name)} leads outside the model's "
             f"folder (to {target}): refused",
         )
     if not target.is_file():
@@ -279,7 +307,7 @@ def external_path(model_path: Path, location: str, tensor_name: str) -> Path:
         raise file_error(
             CorruptFileError,
             model_path,
-            f"external data file {location!r} for tensor {tensor_name!r} {problem} "
+            f"external data file {location!r} for tensor {short(tensor_name)} {problem} "
             f"(expected {folder / relative})",
         )
     return target
@@ -332,12 +360,10 @@ def _typed_field_array(
     elif kind in FLOAT8:
         values = _float8(np.asarray(tensor.int32_data, np.int64).astype(np.uint8), FLOAT8[kind])
     else:
-        raise ctx.error(
-            f"tensor {tensor.name!r}: weightscope cannot decode {dtype_name(kind)} values"
-        )
+        raise ctx.cannot_decode(tensor.name, dtype_name(kind))
     if values.size != numel:
         raise ctx.error(
-            f"tensor {tensor.name!r} holds {values.size:,} values but its dims "
+            f"tensor {short(tensor.name)} holds {values.size:,} values but its dims "
             f"{list(tensor.dims)} need {numel:,}"
         )
     return values.reshape(shape)

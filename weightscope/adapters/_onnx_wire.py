@@ -19,11 +19,9 @@ from typing import Any
 
 import onnx
 
-VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
+from weightscope.limits import DEFAULT, LimitExceeded
 
-MAX_GRAPH_DEPTH = 32
-"""Subgraphs (``If``/``Loop``/``Scan`` bodies) nested this deep are refused (protobuf itself
-refuses messages nested 100 deep, and each subgraph level is three messages)."""
+VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
 
 SMALL_BULK_BYTES = 4096
 """Bulk fields shorter than this stay in the skeleton (shape constants, scalars)."""
@@ -110,7 +108,7 @@ def fields(buf: Any, start: int, end: int) -> Iterator[Field]:
         if pos > end:
             raise WireError(
                 f"field {number} at byte {tag_start} runs past the end of its message "
-                f"(byte {end}): truncated or damaged file"
+                f"(byte {end}; is the file truncated?)"
             )
         yield Field(number, wire_type, tag_start, value_start, pos)
 
@@ -134,8 +132,11 @@ def _length_delimited(number: int, payload: bytes) -> bytes:
 class Skeleton:
     """Builds the skeleton of the model in ``buf`` and remembers the regions it cut out."""
 
-    def __init__(self, buf: Any) -> None:
+    def __init__(self, buf: Any, max_graph_depth: int = DEFAULT.max_graph_depth) -> None:
         self.buf = buf
+        self.max_graph_depth = max_graph_depth
+        """Most graphs nested in one another (the main graph counts as one): deeper subgraphs
+        (``If``/``Loop``/``Scan`` bodies) are refused."""
         self.key = f"weightscope-inline-{secrets.token_hex(8)}"
         """The ``external_data`` key marking a cut tensor; unguessable, so never in a file."""
         self.regions: list[BulkRegion] = []
@@ -169,8 +170,11 @@ class Skeleton:
         return bytes(out) if changed else None
 
     def _graph(self, start: int, end: int, depth: int) -> bytes | None:
-        if depth >= MAX_GRAPH_DEPTH:
-            raise WireError(f"subgraphs nested {MAX_GRAPH_DEPTH} or more deep")
+        if depth >= self.max_graph_depth:
+            limit = self.max_graph_depth
+            raise LimitExceeded(
+                "max_graph_depth", limit, depth + 1, f"graphs nested more than {limit} deep"
+            )
         children = {
             GRAPH["node"]: self._node,
             GRAPH["initializer"]: self._tensor,

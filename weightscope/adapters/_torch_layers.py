@@ -5,6 +5,7 @@ and siblings, and marked so)."""
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -203,9 +204,11 @@ def _int(value: Any, default: int) -> int:
     return default
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
+def _plain(value: Any, depth: int = 0) -> Any:
+    """A config value from a pickle as plain JSON-able data (what nests past a few levels, as
+    no real module attribute does, is shown as text)."""
+    if isinstance(value, (tuple, list)) and depth < 8:
+        return [_plain(v, depth + 1) for v in value[:64]]
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    return re.sub(r"\s+", " ", repr(value))[:80]
+    return re.sub(r"\s+", " ", reprlib.repr(value))[:80]  # bounded in depth and length

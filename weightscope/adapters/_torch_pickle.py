@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from weightscope.dtypes import itemsize as dtype_itemsize
+from weightscope.limits import DEFAULT, LimitExceeded, Limits
 
 
 class UnsafePickleError(Exception):
@@ -305,26 +306,34 @@ class RestrictedUnpickler(pickle.Unpickler):
         return root
 
 
-MAX_DEPTH = 1000
-"""Deepest nesting of objects a pickle may build (real checkpoints stay under a few dozen)."""
-MAX_TREE = 1 << 26
-"""Most nodes one object may have with shared sub-objects counted at each use: a pickle can
-share so that this grows exponentially, and hashing or walking such an object never ends."""
-
 _MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
 _MEMO_GETS = frozenset({"GET", "BINGET", "LONG_BINGET"})
 
 
-def scan_pickle(file: IO[bytes]) -> None:
-    """Walk one pickle's opcodes without building anything, and refuse the two things CPython's C
+def scan_pickle(file: IO[bytes], limits: Limits = DEFAULT) -> None:
+    """Walk one pickle's opcodes without building anything, and refuse the things CPython's C
     unpickler would turn into a huge allocation or a crash: a memo index far past the entries
-    stored so far (the memo is zero-filled up to it) and objects nested deeper than
-    ``MAX_DEPTH`` (hashing or freeing them recurses in C). The stack is simulated with depths
-    only, from ``pickletools``' description of each opcode."""
+    stored so far (the memo is zero-filled up to it), objects nested deeper than
+    ``max_pickle_depth`` (hashing or freeing them recurses in C), objects sharing parts past
+    ``max_pickle_tree`` and pickles over ``max_pickle_bytes``. The stack is simulated with
+    depths only, from ``pickletools``' description of each opcode. ``file`` must not yield
+    more than the file holds (a length in the pickle is then checked against what is left)."""
+    max_depth, max_tree = limits.max_pickle_depth, limits.max_pickle_tree
+    start = file.tell()
+    end = start + limits.max_pickle_bytes
     stack: list[tuple[int, int]] = []  # (depth, tree size) of each stack item
     marks: list[int] = []
     memo: dict[int, tuple[int, int]] = {}
-    for opcode, arg, _ in pickletools.genops(file):
+    opcodes = pickletools.genops(file)
+    for opcode, arg, position in opcodes:
+        if position is not None and position > end:
+            size = _size_of_rest(file, opcodes) - start
+            raise LimitExceeded(
+                "max_pickle_bytes",
+                limits.max_pickle_bytes,
+                size,
+                f"the pickle holds {size:,} bytes",
+            )
         name = opcode.name
         if name == "MARK":
             marks.append(len(stack))
@@ -332,23 +341,23 @@ def scan_pickle(file: IO[bytes]) -> None:
         if name in _MEMO_PUTS or name == "MEMOIZE":  # stores the top of the stack, pops nothing
             index = len(memo) if name == "MEMOIZE" else _memo_index(arg)
             if index > len(memo) or not stack:
-                raise PickleFormatError(f"damaged pickle: memo index {index} out of sequence")
+                raise PickleFormatError(f"memo index {index} out of sequence in the pickle")
             memo[index] = stack[-1]
             continue
         before = opcode.stack_before
         popped: list[tuple[int, int]] = []
         if pickletools.markobject in before:
             if not marks:
-                raise PickleFormatError("damaged pickle: no mark to pop to")
-            start = max(marks.pop() - before.index(pickletools.markobject), 0)
-            popped, stack[start:] = stack[start:], []
+                raise PickleFormatError("the pickle pops to a mark it never set")
+            start_item = max(marks.pop() - before.index(pickletools.markobject), 0)
+            popped, stack[start_item:] = stack[start_item:], []
         elif before:
-            start = max(len(stack) - len(before), 0)
-            popped, stack[start:] = stack[start:], []
+            start_item = max(len(stack) - len(before), 0)
+            popped, stack[start_item:] = stack[start_item:], []
         if name in _MEMO_GETS:
             index = _memo_index(arg)
             if index not in memo:
-                raise PickleFormatError(f"damaged pickle: memo index {index} never stored")
+                raise PickleFormatError(f"memo index {index} read in the pickle but never stored")
             item = memo[index]
         elif name == "DUP" and popped:
             item = popped[-1]  # pushed back twice below
@@ -356,30 +365,54 @@ def scan_pickle(file: IO[bytes]) -> None:
             item = (1 + max(d for d, _ in popped), 1 + sum(n for _, n in popped))
         else:
             item = (0, 1)
-        if item[0] > MAX_DEPTH:
-            raise PickleFormatError(f"objects nested more than {MAX_DEPTH} deep")
-        if item[1] > MAX_TREE:
-            raise PickleFormatError("an object shares parts so often that it cannot be walked")
+        if item[0] > max_depth:
+            raise LimitExceeded(
+                "max_pickle_depth",
+                max_depth,
+                item[0],
+                f"objects nested more than {max_depth} deep in the pickle",
+            )
+        if item[1] > max_tree:
+            raise LimitExceeded(
+                "max_pickle_tree",
+                max_tree,
+                item[1],
+                "an object of the pickle shares parts so often that it cannot be walked "
+                f"(over {max_tree:,} nodes with each use counted)",
+            )
         stack.extend([item] * len(opcode.stack_after))
+
+
+def _size_of_rest(file: IO[bytes], opcodes: Any) -> int:
+    """Where the pickle ends: its remaining opcodes walked without building anything (so that a
+    pickle over ``max_pickle_bytes`` is refused with its real size), or where it breaks off."""
+    try:
+        for _ in opcodes:
+            pass
+    except ValueError:
+        pass
+    return file.tell()
 
 
 def _memo_index(arg: Any) -> int:
     if not isinstance(arg, int):
-        raise PickleFormatError("damaged pickle: memo index is not a number")
+        raise PickleFormatError("a memo index in the pickle is not a number")
     return arg
 
 
-def restricted_load(file: IO[bytes], storages: dict[str, StorageRef] | None = None) -> Any:
+def restricted_load(
+    file: IO[bytes], storages: dict[str, StorageRef] | None = None, limits: Limits = DEFAULT
+) -> Any:
     """Unpickle one object from ``file`` with the restrictions above, after ``scan_pickle``."""
     try:
         start = file.tell()
-        scan_pickle(file)
+        scan_pickle(file, limits)
         file.seek(start)
         return RestrictedUnpickler(file, storages).load()
-    except (UnsafePickleError, PickleFormatError):
+    except (UnsafePickleError, PickleFormatError, LimitExceeded):
         raise
     except Exception as exc:
         # a damaged or hostile pickle makes the unpickler (or what BUILD/APPEND touch) raise
         # anything from UnpicklingError to AttributeError, OverflowError or MemoryError
         message = str(exc)[:200] or type(exc).__name__
-        raise PickleFormatError(f"damaged pickle: {message}") from exc
+        raise PickleFormatError(f"unreadable pickle: {message}") from exc

@@ -6,6 +6,7 @@ import zipfile
 from pathlib import Path
 
 from weightscope.errors import CorruptFileError, file_error
+from weightscope.limits import LimitExceeded, Limits
 
 ZIP_SIGNATURE = b"PK\x03\x04"
 LOCAL_HEADER_BYTES = 30
@@ -26,3 +27,17 @@ def stored_member_offset(path: Path, info: zipfile.ZipInfo) -> int:
     if start + info.file_size > path.stat().st_size:
         raise file_error(CorruptFileError, path, f"{info.filename} runs past the end of the file")
     return start
+
+
+def check_ratio(info: zipfile.ZipInfo, limits: Limits) -> None:
+    """Refuse a compressed member whose declared size is over ``max_zip_ratio`` times its
+    compressed size (deflate stays under about 1032: more is a zip bomb or a lying header)."""
+    ratio = -(-info.file_size // max(info.compress_size, 1))
+    if info.file_size > info.compress_size * limits.max_zip_ratio:
+        raise LimitExceeded(
+            "max_zip_ratio",
+            limits.max_zip_ratio,
+            ratio,
+            f"{info.filename} declares {info.file_size:,} bytes from {info.compress_size:,} "
+            f"compressed (a ratio of {ratio:,})",
+        )

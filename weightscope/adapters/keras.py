@@ -7,21 +7,22 @@ the two HDF5 layouts, ``_keras_layers`` builds layers, ``_keras_catalog`` knows 
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import zipfile
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from weightscope.adapters._zip import ZIP_SIGNATURE, stored_member_offset
+from weightscope.adapters._json import load_json
+from weightscope.adapters._zip import ZIP_SIGNATURE, check_ratio, stored_member_offset
 from weightscope.errors import CorruptFileError, UnsupportedFormatError, file_error
+from weightscope.limits import Limits
 from weightscope.model import Model
 
 if TYPE_CHECKING:
     import h5py
 
-    from weightscope.adapters._hdf5 import FileSlice
+    from weightscope.adapters._hdf5 import FileSlice, Origin
 
 # h5py and the HDF5 readers are imported when a Keras file is read, not when another
 # framework's file is (h5py costs a few tens of milliseconds).
@@ -29,8 +30,8 @@ if TYPE_CHECKING:
 FRAMEWORK = "keras"
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 V3_WEIGHTS_MEMBER = "model.weights.h5"
-MAX_JSON_BYTES = 64 * 1024 * 1024
-"""config.json / metadata.json larger than this are refused (a zip bomb would expand them)."""
+HDF5_FILE = "Keras HDF5 file"
+KERAS_ARCHIVE = "Keras .keras archive"
 
 
 def sniff(path: Path, head: bytes) -> bool:
@@ -47,16 +48,23 @@ def sniff(path: Path, head: bytes) -> bool:
     return False
 
 
-def load(path: Path) -> Model:
+def describe(path: Path, head: bytes) -> str:
+    return KERAS_ARCHIVE if head.startswith(ZIP_SIGNATURE) else HDF5_FILE
+
+
+def load(path: Path, limits: Limits) -> Model:
     import h5py
+
+    from weightscope.adapters._hdf5 import Origin
 
     with open(path, "rb") as handle:
         is_zip = handle.read(4) == ZIP_SIGNATURE
     if is_zip:
-        return _load_keras_zip(path)
+        return _load_keras_zip(path, limits)
     h5 = h5py.File(path, "r")
     try:
-        model = _load_hdf5(path, h5, config=None, fmt="keras-weights-h5", version=None)
+        origin = Origin(path, HDF5_FILE, limits, h5.id.fileno)
+        model = _load_hdf5(origin, h5, config=None, fmt="keras-weights-h5", version=None)
     except BaseException:
         h5.close()
         raise
@@ -64,33 +72,36 @@ def load(path: Path) -> Model:
     return model
 
 
-def _load_hdf5(path: Path, h5: h5py.File, config: Any, fmt: str, version: str | None) -> Model:
+def _load_hdf5(origin: Origin, h5: h5py.File, config: Any, fmt: str, version: str | None) -> Model:
     import h5py
 
+    from weightscope.adapters._hdf5 import hard_child
     from weightscope.adapters._keras_legacy import is_legacy, load_legacy
     from weightscope.adapters._keras_store import is_store, load_store
 
-    legacy_root = h5.get("model_weights", h5)
+    legacy_root = hard_child(h5, "model_weights") if "model_weights" in h5 else h5
     if isinstance(legacy_root, h5py.Group) and is_legacy(legacy_root):
-        return load_legacy(path, h5, legacy_root, _json_attr(path, h5, "model_config"))
+        model_config = _json_attr(origin, h5, "model_config")
+        return load_legacy(origin, h5, legacy_root, model_config)
     if is_store(h5):
-        return load_store(path, h5, config, fmt, version)
+        return load_store(origin, h5, config, fmt, version)
     raise file_error(
         UnsupportedFormatError,
-        path,
+        origin.path,
         "HDF5 file without Keras structure (no model_weights, layer_names or layers group)",
     )
 
 
-def _load_keras_zip(path: Path) -> Model:
+def _load_keras_zip(path: Path, limits: Limits) -> Model:
     import h5py
 
+    from weightscope.adapters._hdf5 import Origin
     from weightscope.adapters._keras_store import is_store, load_store
 
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
-        raise file_error(CorruptFileError, path, f"damaged zip archive: {exc}") from exc
+        raise file_error(CorruptFileError, path, f"unreadable zip: {exc}") from exc
     with archive:
         names = set(archive.namelist())
         if V3_WEIGHTS_MEMBER not in names:
@@ -99,9 +110,13 @@ def _load_keras_zip(path: Path) -> Model:
                 path,
                 f"zip archive without {V3_WEIGHTS_MEMBER}: not a .keras file",
             )
-        config = _json_member(path, archive, "config.json") if "config.json" in names else None
-        metadata = _json_member(path, archive, "metadata.json") if "metadata.json" in names else {}
-        handle = _open_member(path, archive, archive.getinfo(V3_WEIGHTS_MEMBER))
+        config = (
+            _json_member(path, archive, "config.json", limits) if "config.json" in names else None
+        )
+        metadata = (
+            _json_member(path, archive, "metadata.json", limits) if "metadata.json" in names else {}
+        )
+        handle = _open_member(path, archive, archive.getinfo(V3_WEIGHTS_MEMBER), limits)
     try:
         h5 = h5py.File(handle, "r")
     except BaseException as exc:
@@ -117,7 +132,8 @@ def _load_keras_zip(path: Path) -> Model:
             raise file_error(
                 CorruptFileError, path, f"{V3_WEIGHTS_MEMBER} holds no Keras weights store"
             )
-        model = load_store(path, h5, config, "keras-v3", version)
+        origin = Origin(path, KERAS_ARCHIVE, limits, h5.id.fileno)
+        model = load_store(origin, h5, config, "keras-v3", version)
     except BaseException:
         h5.close()
         handle.close()
@@ -128,16 +144,24 @@ def _load_keras_zip(path: Path) -> Model:
 
 
 def _open_member(
-    path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo
+    path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, limits: Limits
 ) -> FileSlice | IO[bytes]:
     """A seekable handle on a zip member: the stored bytes in place, or a temporary extraction.
 
     Keras stores ``model.weights.h5`` uncompressed; it is then read where it lies, without the
-    zip's CRC check (HDF5 has no checksum of its own for raw data either)."""
+    zip's CRC check (HDF5 has no checksum of its own for raw data either). A compressed one is
+    extracted, at most the size the zip declares for it (``zipfile`` never yields more), once
+    that size is within ``max_extracted_bytes`` and ``max_zip_ratio`` of its compressed size."""
     from weightscope.adapters._hdf5 import FileSlice
 
     if info.compress_type == zipfile.ZIP_STORED:
         return FileSlice(path, stored_member_offset(path, info), info.file_size)
+    limits.check(
+        "max_extracted_bytes",
+        info.file_size,
+        f"{info.filename} is compressed and declares {info.file_size:,} bytes to extract",
+    )
+    check_ratio(info, limits)
     spool = tempfile.TemporaryFile()  # noqa: SIM115 - returned open, closed with the model
     try:
         with archive.open(info) as member:
@@ -153,31 +177,29 @@ def _open_member(
     return spool
 
 
-def _json_member(path: Path, archive: zipfile.ZipFile, name: str) -> Any:
+def _json_member(path: Path, archive: zipfile.ZipFile, name: str, limits: Limits) -> Any:
     info = archive.getinfo(name)
-    if info.file_size > MAX_JSON_BYTES:
-        raise file_error(
-            CorruptFileError, path, f"{name} declares {info.file_size:,} bytes: too large"
-        )
+    declared = info.file_size
+    limits.check("max_json_bytes", declared, f"{name} declares {declared:,} bytes")
+    if info.compress_type != zipfile.ZIP_STORED:
+        check_ratio(info, limits)
     try:
         with archive.open(info) as member:
-            data = member.read(MAX_JSON_BYTES + 1)
-        if len(data) > MAX_JSON_BYTES:
-            raise file_error(CorruptFileError, path, f"{name} is too large")
-        return json.loads(data)
+            data = member.read(limits.max_json_bytes + 1)
+        return load_json(data, limits, name)
     except (ValueError, zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
         raise file_error(CorruptFileError, path, f"{name} is not readable JSON: {exc}") from exc
 
 
-def _json_attr(path: Path, h5: h5py.File, name: str) -> Any:
+def _json_attr(origin: Origin, h5: h5py.File, name: str) -> Any:
     from weightscope.adapters._hdf5 import text_attr
 
     text = text_attr(h5, name)
     if text is None:
         return None
     try:
-        return json.loads(text)
+        return load_json(text, origin.limits, f"attribute {name}")
     except ValueError as exc:
         raise file_error(
-            CorruptFileError, path, f"attribute {name} is not valid JSON: {exc}"
+            CorruptFileError, origin.path, f"attribute {name} is not valid JSON: {exc}"
         ) from exc

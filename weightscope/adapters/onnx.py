@@ -12,11 +12,19 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from weightscope.errors import CorruptFileError, WeightscopeError, file_error
+from weightscope.errors import (
+    CorruptFileError,
+    UnsupportedFormatError,
+    WeightscopeError,
+    file_error,
+)
+from weightscope.limits import DEFAULT, LimitExceeded, Limits, limit_error
 from weightscope.model import Model
 
 FRAMEWORK = "onnx"
 EXTENSIONS = (".onnx",)
+ONNX_MODEL = "ONNX model"
+LIVE = "<ModelProto>"
 
 
 def sniff(path: Path, head: bytes) -> bool:
@@ -27,7 +35,11 @@ def sniff(path: Path, head: bytes) -> bool:
     return looks_like_model(head)
 
 
-def load(path: Path) -> Model:
+def describe(path: Path, head: bytes) -> str:
+    return ONNX_MODEL
+
+
+def load(path: Path, limits: Limits) -> Model:
     from weightscope.adapters._file_region import OpenFile
     from weightscope.adapters._onnx_wire import Skeleton, WireError
 
@@ -37,25 +49,28 @@ def load(path: Path) -> Model:
             open(path, "rb") as handle,
             mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf,
         ):
-            skeleton = Skeleton(buf)
+            skeleton = Skeleton(buf, limits.max_graph_depth)
             try:
                 data = skeleton.model()
             except WireError as exc:
-                raise file_error(CorruptFileError, path, f"not a valid ONNX model: {exc}") from None
+                raise file_error(CorruptFileError, path, str(exc), ONNX_MODEL) from None
         proto = _parse(path, data)
         files: dict[Path, OpenFile] = {}
 
         def open_file(target: Path) -> OpenFile:
             if target not in files:
-                files[target] = OpenFile(target)
+                files[target] = OpenFile(
+                    target, ONNX_MODEL if target == path else "ONNX external data file"
+                )
                 resources.callback(files[target].close)
             return files[target]
 
-        model = _build(proto, path, open_file, skeleton.region)
+        model = _build(proto, path, open_file, skeleton.region, limits)
         folder = path.absolute().parent.resolve()
         external = sorted(str(p.relative_to(folder)) for p in files if p != path)
         if external:
             model.notes.append(f"external data read from: {', '.join(external)}")
+        model.inputs.extend(p for p in files if p != path)
         model._resources = resources
         return model
     except BaseException:
@@ -71,9 +86,9 @@ def _parse(path: Path, data: bytes) -> Any:
     try:
         proto.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as exc:
-        raise file_error(CorruptFileError, path, f"not a valid ONNX model: {exc}") from None
+        raise file_error(CorruptFileError, path, str(exc), ONNX_MODEL) from None
     if not proto.HasField("graph"):
-        raise file_error(CorruptFileError, path, "not an ONNX model: it has no graph")
+        raise file_error(UnsupportedFormatError, path, "not an ONNX model: it has no graph")
     return proto
 
 
@@ -83,31 +98,35 @@ def is_live_proto(obj: Any) -> bool:
     return cls.__name__ == "ModelProto" and cls.__module__.split(".")[0] == "onnx"
 
 
-def load_proto(proto: Any) -> Model:
+def load_proto(proto: Any, limits: Limits = DEFAULT) -> Model:
     """A live ``onnx.ModelProto`` (tensor data already in memory)."""
     if not proto.HasField("graph"):
-        raise WeightscopeError("<ModelProto>: not an ONNX model: it has no graph")
-    return _build(proto, None, None, lambda tensor: None)
+        raise WeightscopeError(f"{LIVE}: not an ONNX model: it has no graph")
+    try:
+        return _build(proto, None, None, lambda tensor: None, limits)
+    except LimitExceeded as exc:
+        raise limit_error(LIVE, exc) from None
 
 
-def _build(proto: Any, path: Path | None, open_file: Any, region: Any) -> Model:
+def _build(proto: Any, path: Path | None, open_file: Any, region: Any, limits: Limits) -> Model:
     from weightscope.adapters._onnx_graph import Scope
     from weightscope.adapters._onnx_ops import GraphReader
     from weightscope.adapters._onnx_tensors import TensorContext
 
-    ctx = TensorContext(path, open_file, region)
+    ctx = TensorContext(path, open_file, region, limits)
     reader = GraphReader()
     try:
         reader.read(Scope(proto.graph, ctx))
     except RecursionError:
         raise file_error(
-            CorruptFileError, path or "<ModelProto>", "graph nested too deep"
+            CorruptFileError, path or LIVE, "graph nested too deep to walk", ONNX_MODEL
         ) from None
     reader.unused_constants()
     opset = {(o.domain or "ai.onnx"): int(o.version) for o in proto.opset_import}
     producer = " ".join(p for p in (proto.producer_name, proto.producer_version) if p) or None
     version = f"opset {opset['ai.onnx']}" if "ai.onnx" in opset else None
     notes = [f"ONNX IR version {proto.ir_version}"] if proto.ir_version else []
+    notes.extend(ctx.notes)
     return Model(
         source=path,
         format="onnx" if path is not None else "live",

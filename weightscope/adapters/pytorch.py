@@ -40,9 +40,14 @@ from weightscope.adapters._torch_pickle import (
 )
 from weightscope.adapters._zip import ZIP_SIGNATURE
 from weightscope.errors import CorruptFileError, UnsafeFileError, file_error
+from weightscope.limits import LimitExceeded, Limits
 from weightscope.model import ArraySource, Model
 
 FRAMEWORK = "pytorch"
+CHECKPOINT = "PyTorch checkpoint"
+LEGACY_CHECKPOINT = "PyTorch checkpoint (legacy format)"
+TORCHSCRIPT = "TorchScript archive"
+SAFETENSORS = ".safetensors file"
 WEIGHT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights")
 NOT_WEIGHTS = ("optim", "scheduler", "scaler")
 
@@ -56,29 +61,56 @@ def sniff(path: Path, head: bytes) -> bool:
                 return is_torch_zip(set(archive.namelist()))
         except Exception:  # a damaged central directory raises many kinds: not ours to claim
             return False
-    return looks_like_safetensors(head, path.stat().st_size)
+    return _is_safetensors(path, head)
 
 
-def load(path: Path) -> Model:
+def _is_safetensors(path: Path, head: bytes) -> bool:
+    """A safetensors header, or a ``.safetensors`` file starting like one whose header length
+    does not fit (refused by the reader, which says why)."""
+    if head.startswith(ZIP_SIGNATURE):
+        return False
+    if looks_like_safetensors(head, path.stat().st_size):
+        return True
+    return path.suffix.lower() == ".safetensors" and head[8:9] == b"{"
+
+
+def describe(path: Path, head: bytes) -> str:
+    if is_legacy_head(head):
+        return LEGACY_CHECKPOINT
+    if _is_safetensors(path, head):
+        return SAFETENSORS
+    if head.startswith(ZIP_SIGNATURE):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                scripted = any("/code/" in f"/{name}" for name in archive.namelist())
+        except Exception:  # damaged: the reader says how
+            scripted = False
+        return TORCHSCRIPT if scripted else CHECKPOINT
+    return CHECKPOINT
+
+
+def load(path: Path, limits: Limits) -> Model:
     with open(path, "rb") as handle:
         head = handle.read(32)
-    if looks_like_safetensors(head, path.stat().st_size) and not head.startswith(ZIP_SIGNATURE):
-        return _load_safetensors(path)
+    if _is_safetensors(path, head):
+        return _load_safetensors(path, limits)
     try:
-        torch_file = read_legacy(path) if is_legacy_head(head) else read_zip(path)
+        torch_file = read_legacy(path, limits) if is_legacy_head(head) else read_zip(path, limits)
     except UnsafePickleError as exc:
         raise file_error(
             UnsafeFileError, path, f"unsafe pickle, refused: {exc}; nothing was run"
         ) from None
     except PickleFormatError as exc:
-        raise file_error(CorruptFileError, path, f"not a PyTorch checkpoint: {exc}") from exc
-    return _model_from_pickle(path, torch_file)
+        raise file_error(CorruptFileError, path, str(exc)) from exc
+    return _model_from_pickle(path, torch_file, describe(path, head), limits)
 
 
-def _model_from_pickle(path: Path, torch_file: TorchFile) -> Model:
-    file = OpenFile(path)
+def _model_from_pickle(
+    path: Path, torch_file: TorchFile, looked_like: str, limits: Limits
+) -> Model:
+    file = OpenFile(path, looked_like)
     try:
-        entry_maker = _EntryMaker(file, torch_file)
+        entry_maker = _EntryMaker(file, torch_file, limits)
         nodes, notes = _nodes(torch_file, entry_maker)
         layers = build_layers(nodes)
     except BaseException:
@@ -90,9 +122,10 @@ def _model_from_pickle(path: Path, torch_file: TorchFile) -> Model:
 
 
 class _EntryMaker:
-    def __init__(self, file: OpenFile, torch_file: TorchFile) -> None:
+    def __init__(self, file: OpenFile, torch_file: TorchFile, limits: Limits) -> None:
         self.file = file
         self.torch_file = torch_file
+        self.limits = limits
 
     def __call__(self, attr: str, full_name: str, ref: TensorRef, origin: str) -> Entry:
         storage = ref.storage
@@ -122,7 +155,7 @@ def _nodes(torch_file: TorchFile, make: _EntryMaker) -> tuple[list[ModuleNode], 
         what = "a TorchScript module" if torch_file.classes else "a whole pickled nn.Module"
         return _module_nodes(root, "", make, torch_file.classes, set()), [what]
     weights, notes = _find_weights(root)
-    walk = _Walk()
+    walk = _Walk(make.limits)
     walk.collect(weights, "")
     nodes: list[ModuleNode] = []
     visited: set[int] = set()
@@ -138,8 +171,19 @@ def _nodes(torch_file: TorchFile, make: _EntryMaker) -> tuple[list[ModuleNode], 
             attr = name.rsplit(".", 1)[-1]
             node.entries.append(make(attr, name, tensors[name], UNKNOWN))
         nodes.append(node)
+    limits = make.limits
     if walk.exhausted:
-        notes.append("the checkpoint's object graph is too large: the walk stopped early")
+        notes.append(
+            f"the checkpoint's object graph is too large: the search for tensors stopped after "
+            f"{limits.max_checkpoint_steps:,} objects (limit max_checkpoint_steps; raise it with "
+            f"--limit max_checkpoint_steps={2 * max(limits.max_checkpoint_steps, 1)})"
+        )
+    if walk.too_deep:
+        notes.append(
+            f"containers nested more than {limits.max_nesting} deep in the checkpoint were not "
+            f"searched for tensors (limit max_nesting; raise it with --limit "
+            f"max_nesting={2 * max(limits.max_nesting, 1)})"
+        )
     return nodes, notes
 
 
@@ -187,24 +231,25 @@ def _is_tensor_dict(value: Any) -> bool:
 
 class _Walk:
     """Tensors and whole modules anywhere in a checkpoint, each object visited once (a pickle
-    can share sub-objects so that the paths through them multiply), within a step budget."""
+    can share sub-objects so that the paths through them multiply), within a step budget
+    (``max_checkpoint_steps``) and a depth (``max_nesting``)."""
 
-    MAX_STEPS = 1_000_000
-    MAX_DEPTH = 64
-
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits) -> None:
+        self.max_steps = limits.max_checkpoint_steps
+        self.max_depth = limits.max_nesting
         self.tensors: dict[str, TensorRef] = {}
         self.modules: list[tuple[str, Opaque]] = []
         self.seen: set[int] = set()
         self.steps = 0
         self.exhausted = False
+        self.too_deep = False
 
     def collect(self, obj: Any, prefix: str, depth: int = 0) -> None:
         self.steps += 1
-        if self.steps > self.MAX_STEPS:
+        if self.steps > self.max_steps:
             self.exhausted = True
             return
-        if depth > self.MAX_DEPTH or id(obj) in self.seen:
+        if id(obj) in self.seen:
             return
         if isinstance(obj, TensorRef):
             self.tensors.setdefault(prefix or "tensor", obj)
@@ -212,6 +257,9 @@ class _Walk:
             self.seen.add(id(obj))
             self.modules.append((prefix, obj))
         elif isinstance(obj, (Mapping, list, tuple)):
+            if depth >= self.max_depth:
+                self.too_deep = True
+                return
             self.seen.add(id(obj))
             items = obj.items() if isinstance(obj, Mapping) else enumerate(obj)
             for key, value in items:
@@ -229,8 +277,11 @@ def _module_nodes(
     """A pickled ``nn.Module`` (state with ``_parameters``, ``_buffers``, ``_modules``) or a
     TorchScript module (attributes; parameters and buffers named by the archive's code). A
     module shared under two names is listed under the first."""
-    if depth > 256:
-        raise file_error(CorruptFileError, make.file.path, "modules nested too deeply")
+    limit = make.limits.max_nesting
+    if depth > limit:
+        raise LimitExceeded(
+            "max_nesting", limit, depth, f"modules nested more than {limit} deep in the pickle"
+        )
     if id(module) in visited:
         return []
     visited.add(id(module))
@@ -278,9 +329,9 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def _load_safetensors(path: Path) -> Model:
-    entries, metadata = read_header(path)
-    file = OpenFile(path)
+def _load_safetensors(path: Path, limits: Limits) -> Model:
+    entries, metadata = read_header(path, limits)
+    file = OpenFile(path, SAFETENSORS)
     nodes = []
     try:
         # safetensors keeps no model order: natural name order puts layers.10 after layers.9

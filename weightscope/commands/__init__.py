@@ -37,11 +37,44 @@ def command(name: str) -> Command:
 
 
 def add_source(parser: argparse.ArgumentParser) -> None:
-    """The model-file argument every command takes (``FILE`` or ``--example``), and ``--debug``."""
+    """The model-file argument every command takes (``FILE`` or ``--example``), ``--limit`` and
+    ``--debug``."""
     parser.add_argument("file", nargs="?", type=Path, help="model file")
     parser.add_argument(
         "--example", action="store_true", help="use the bundled example model instead of FILE"
     )
+    add_reading_options(parser)
+
+
+def _limit(text: str) -> tuple[str, int]:
+    from weightscope.limits import parse_assignment
+
+    try:
+        return parse_assignment(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_reading_options(parser: argparse.ArgumentParser) -> None:
+    """``--limit`` (repeatable) and ``--debug``, for every command that reads a model file."""
+    from weightscope.limits import Limits
+
+    parser.add_argument(
+        "--limit",
+        action="append",
+        type=_limit,
+        metavar="NAME=VALUE",
+        help="change a resource limit of the file readers, e.g. --limit max_json_bytes=128M "
+        "(sizes take K, M, G, T; repeatable). A file over a limit is refused with a line naming "
+        f"it. Names: {', '.join(Limits.names())}",
+    )
     parser.add_argument(
         "--debug", action="store_true", help="show the full traceback when something fails"
     )
+
+
+def limits_from(args: argparse.Namespace) -> Any:
+    """The :class:`~weightscope.limits.Limits` the ``--limit`` options ask for."""
+    from weightscope.limits import from_assignments
+
+    return from_assignments(getattr(args, "limit", None))

@@ -10,6 +10,8 @@ import math
 import sys
 from typing import Any
 
+from weightscope.commands import add_reading_options, limits_from
+
 DEFAULT_ATOL = 1e-6
 DEFAULT_RTOL = 1e-5
 """The defaults of :func:`weightscope.compare` (kept equal to ``weightscope.transforms``'; a
@@ -92,9 +94,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         metavar="Y",
         help=f"tolerance relative to max|b| of each tensor (default {DEFAULT_RTOL:g})",
     )
-    parser.add_argument(
-        "--debug", action="store_true", help="show the full traceback when something fails"
-    )
+    add_reading_options(parser)
     return parser
 
 
@@ -116,7 +116,7 @@ def main(args: argparse.Namespace) -> int:
     from weightscope.comparison import compare
 
     a, b = _sources(args)
-    comparison = compare(a, b, atol=args.atol, rtol=args.rtol)
+    comparison = compare(a, b, atol=args.atol, rtol=args.rtol, limits=limits_from(args))
     if args.json:
         json.dump(comparison.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from weightscope.commands import add_reading_options
 from weightscope.errors import WeightscopeError, printable
 from weightscope.model import Model
 
@@ -68,7 +69,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "explain",
         help="what one layer computes, in plain language, from its own numbers",
         usage="weightscope explain [-h] (FILE | --example) LAYER [--demo] [--channel O] "
-        "[--position P] [--debug]",
+        "[--position P] [--limit NAME=VALUE] [--debug]",
         description="A short account of what one layer computes, with that layer's numbers: "
         "how many kernels a filter holds and what each is applied to, what groups, depth "
         "multipliers and 1x1 kernels mean for it, how many weights it has and why. --demo "
@@ -89,9 +90,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         action=_Example,
         help="use the bundled example model instead of FILE",
     )
-    parser.add_argument(
-        "--debug", action="store_true", help="show the full traceback when something fails"
-    )
+    add_reading_options(parser)
     parser.add_argument("--demo", action="store_true", help="work one output value out")
     parser.add_argument(
         "--channel",

@@ -1,0 +1,232 @@
+"""Resource limits of the readers, in one place.
+
+A model file is input from anywhere: its headers may declare sizes, counts and nestings it does
+not hold, to make a reader allocate, loop or recurse without end. Two kinds of protection stand
+between a file and the machine:
+
+- *consistency checks*, which are not limits and cannot be lifted: a size, offset or shape a
+  header declares must fit in the bytes the file really holds (a safetensors tensor inside the
+  file, a torch storage inside its zip member, an ONNX tensor's dims times its item size equal to
+  its bytes) before anything is allocated for it;
+- *limits*, gathered here: bounds on what a well-formed file could legitimately ask for but a
+  hostile one uses to exhaust memory, disk, time or the stack (a zip member that inflates
+  a thousandfold, a pickle nested 100,000 deep). Each has a default no real model reaches.
+
+A file over a limit is refused with one line naming the limit and how to raise it
+(``--limit NAME=VALUE`` on the command line, ``weightscope.load(path, limits=Limits(NAME=...))``
+in Python); a few limits instead stop a search early and say so in the model's notes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from weightscope.errors import LimitError, printable
+
+KiB = 1 << 10
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+def _size(default: int) -> Any:
+    return field(default=default, metadata={"unit": "bytes"})
+
+
+def _count(default: int) -> Any:
+    return field(default=default, metadata={"unit": "count"})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what reading one model file may cost. ``Limits()`` holds the defaults; change
+    one with ``Limits(max_json_bytes=128 * 2**20)`` or ``limits.replace(max_json_bytes=...)``."""
+
+    max_json_bytes: int = _size(64 * MiB)
+    """Keras: the largest ``config.json`` / ``metadata.json`` of a ``.keras`` archive (checked
+    against the size the zip declares, then against what decompression really yields) and the
+    largest ``model_config`` / ``training_config`` attribute of an ``.h5``. Configs are a few
+    hundred KB even for large models; a deflated member can expand a thousandfold."""
+
+    max_json_depth: int = _count(128)
+    """Deepest nesting of arrays and objects in a JSON text (Keras configs, the header of a
+    ``.safetensors`` file), checked before it is parsed. Real configs nest about 8 deep plus 4 per
+    nested model; the parser, and whatever walks the result, recurse once per level."""
+
+    max_extracted_bytes: int = _size(4 * GiB)
+    """Keras: the largest ``model.weights.h5`` that is extracted from a compressed ``.keras``
+    archive to a temporary file (Keras stores it uncompressed, and then it is read in place). The
+    size the zip declares is checked before extracting, and extraction never writes more."""
+
+    max_zip_ratio: int = _count(1024)
+    """Largest ratio of the declared (uncompressed) size of a zip member to its compressed size,
+    for the members weightscope decompresses (``.keras`` configs and weights, TorchScript code).
+    Deflate cannot exceed about 1032; a higher claim is a zip bomb or a lying header."""
+
+    hdf5_checked_above: int = _size(64 * MiB)
+    """HDF5 datasets (Keras) declaring more bytes than this are compared with the bytes the file
+    stores for them (``max_hdf5_expansion``) before any is read. Smaller ones are read as
+    declared: HDF5 fills unwritten chunks with a fill value, so a small dataset may be unbacked."""
+
+    max_hdf5_expansion: int = _count(1024)
+    """How many times the bytes the file stores for a dataset (compressed chunks included) it may
+    declare, above ``hdf5_checked_above``. HDF5's deflate stays under about 1032."""
+
+    max_safetensors_header_bytes: int = _size(100 * MiB)
+    """Largest JSON header of a ``.safetensors`` file (the format's own readers refuse over
+    100 MB). It must also lie within the file."""
+
+    max_pickle_bytes: int = _size(1 * GiB)
+    """PyTorch: the largest pickle (``data.pkl`` of a zip checkpoint, the object stream of a
+    legacy one). It holds names and shapes, never tensor data: a few MB for the largest models.
+    A pickle is scanned, then unpickled, in memory."""
+
+    max_pickle_depth: int = _count(1000)
+    """PyTorch: deepest nesting of the objects one pickle builds. Hashing or freeing a deeper
+    object recurses in C and can overflow the stack; real checkpoints stay under a few dozen."""
+
+    max_pickle_tree: int = _count(1 << 26)
+    """PyTorch: most nodes one pickled object may have, a shared sub-object counted at each use.
+    Sharing through the memo makes this grow exponentially with the pickle's size, and hashing or
+    walking such an object never ends."""
+
+    max_code_bytes: int = _size(64 * MiB)
+    """TorchScript: the total size of an archive's ``code/*.py`` (read as text for parameter
+    names and constants, never run), after decompression."""
+
+    max_nesting: int = _count(256)
+    """Deepest nesting of model structure that is walked: Keras nested models and weight-store
+    groups, PyTorch submodules, and containers in a checkpoint searched for tensors (deeper
+    containers are skipped, with a note). Each level is a step of recursion."""
+
+    max_checkpoint_steps: int = _count(1_000_000)
+    """PyTorch: most objects visited while searching a checkpoint for tensors and modules; past it
+    the search stops, with a note. A pickle can share objects so that paths through them
+    multiply."""
+
+    max_graph_depth: int = _count(32)
+    """ONNX: most graphs nested in one another, the main graph counting as one (subgraphs are
+    ``If``/``Loop``/``Scan`` bodies). Each level is three protobuf messages, and protobuf itself
+    refuses messages nested 100 deep, so raising this past 32 lets protobuf refuse the file
+    instead."""
+
+    max_static_chain: int = _count(256)
+    """ONNX: longest chain of static nodes (``Identity``, ``Cast``, ``Reshape``, ``Transpose``,
+    ...) followed back from a weight to its stored tensor; a longer one is reported as computed at
+    run time, with a note. A hostile file could make following chains cost the square of their
+    length."""
+
+    max_dense_elements: int = _count(1 << 30)
+    """ONNX: the largest dense shape a sparse tensor is expanded to when read. Nothing in the file
+    bounds it: a few bytes of indices can declare any shape."""
+
+    def __post_init__(self) -> None:
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"limit {item.name} must be an integer >= 0, not {value!r}")
+
+    def replace(self, **changes: int) -> Limits:
+        """A copy with some limits changed (unknown names raise ``TypeError``)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(item.name for item in dataclasses.fields(cls))
+
+    @classmethod
+    def is_size(cls, name: str) -> bool:
+        return _FIELDS[name].metadata.get("unit") == "bytes"
+
+    def check(self, name: str, needed: int, what: str) -> None:
+        """Raise ``LimitExceeded`` when ``needed`` is over the limit ``name``; ``what`` says what
+        needed it (``config.json declares 80,000,000 bytes``)."""
+        if needed > getattr(self, name):
+            raise LimitExceeded(name, getattr(self, name), needed, what)
+
+
+_FIELDS = {item.name: item for item in dataclasses.fields(Limits)}
+DEFAULT = Limits()
+
+
+class LimitExceeded(Exception):
+    """A limit was hit where the file's path is not known; the reader turns it into
+    :class:`~weightscope.errors.LimitError` with :func:`limit_error`."""
+
+    def __init__(self, name: str, limit: int, needed: int, what: str) -> None:
+        super().__init__(what)
+        self.name = name
+        self.limit = limit
+        self.needed = needed
+        self.what = what
+
+
+def limit_error(path: Path | str, exceeded: LimitExceeded) -> LimitError:
+    """The one-line error for ``exceeded`` in the file ``path``: what went over which limit, and
+    a value that would let it through."""
+    name, limit = exceeded.name, exceeded.limit
+    suggestion = suggest(name, limit, exceeded.needed)
+    line = " ".join(
+        f"{path}: {exceeded.what}, over the limit {name}={format_value(name, limit)} "
+        f"(raise it with --limit {name}={format_value(name, suggestion)})".split()
+    )
+    error = LimitError(printable(line))
+    error.limit = name
+    error.value = limit
+    error.needed = exceeded.needed
+    return error
+
+
+def suggest(name: str, limit: int, needed: int) -> int:
+    """A round value over ``needed``: the limit doubled until it is enough."""
+    value = max(limit, 1) * 2
+    while value < needed:
+        value *= 2
+    return value
+
+
+_SUFFIXES = {"": 1, "K": KiB, "M": MiB, "G": GiB, "T": 1 << 40}
+
+
+def format_value(name: str, value: int) -> str:
+    """``64M`` for sizes that are whole MiB (or KiB, GiB, TiB), the plain number otherwise."""
+    if Limits.is_size(name) and value:
+        for suffix in ("T", "G", "M", "K"):
+            if value % _SUFFIXES[suffix] == 0:
+                return f"{value // _SUFFIXES[suffix]}{suffix}"
+    return str(value)
+
+
+_VALUE = re.compile(r"(\d[\d_]*)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
+
+
+def parse_value(text: str) -> int:
+    """``64M`` -> 67108864: an integer with an optional binary suffix K, M, G or T (``KB``,
+    ``MiB`` and lower case accepted too) and ``_`` between digits."""
+    match = _VALUE.fullmatch(text.strip())
+    if match is None or match.group(1).endswith("_"):
+        raise ValueError(f"not a number: {text!r} (examples: 1000, 64M, 2G)")
+    return int(match.group(1).replace("_", "")) * _SUFFIXES[match.group(2).upper()]
+
+
+def parse_assignment(text: str) -> tuple[str, int]:
+    """``max_json_bytes=128M`` -> (``max_json_bytes``, 134217728), for ``--limit``. Names may use
+    ``-`` for ``_``."""
+    name, sep, value = text.partition("=")
+    name = name.strip().replace("-", "_")
+    if not sep:
+        raise ValueError(f"expected NAME=VALUE, not {text!r}")
+    if name not in _FIELDS:
+        raise ValueError(f"unknown limit {name!r} (limits: {', '.join(Limits.names())})")
+    try:
+        return name, parse_value(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
+def from_assignments(assignments: list[tuple[str, int]] | None) -> Limits:
+    """The defaults with each ``(name, value)`` applied in order (the last one wins)."""
+    return DEFAULT.replace(**dict(assignments or []))
