@@ -6,7 +6,7 @@ Adapters fill these objects; reporters and the command line only ever read them.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,6 +156,21 @@ class Layer:
     def params(self) -> int:
         return sum(t.size for t in self.tensors if t.counted)
 
+    @property
+    def param_counts(self) -> ParamCounts:
+        """This layer's parameters split by trainability, as :attr:`Model.params` counts them."""
+        trainable = non_trainable = unknown = 0
+        for tensor in self.tensors:
+            if not tensor.counted:
+                continue
+            if tensor.trainable is True:
+                trainable += tensor.size
+            elif tensor.trainable is False:
+                non_trainable += tensor.size
+            else:
+                unknown += tensor.size
+        return ParamCounts(trainable + non_trainable + unknown, trainable, non_trainable, unknown)
+
     def plot_kernels(self, **options: Any) -> Any:
         """The kernel-slice figure of this layer (a matplotlib Figure); see
         :func:`weightscope.reporters.kernels.plot_kernels` for the options."""
@@ -198,6 +213,16 @@ class ParamCounts:
     unknown: int = 0
     """Parameters whose trainability the file does not say (weights-only files)."""
 
+    @staticmethod
+    def sum(counts: Iterable[ParamCounts]) -> ParamCounts:
+        total = trainable = non_trainable = unknown = 0
+        for count in counts:
+            total += count.total
+            trainable += count.trainable
+            non_trainable += count.non_trainable
+            unknown += count.unknown
+        return ParamCounts(total, trainable, non_trainable, unknown)
+
     def to_dict(self) -> dict[str, int]:
         data = {
             "total": self.total,
@@ -226,9 +251,14 @@ class Model:
     """The program that wrote the file, where the file says (an ONNX exporter and its version)."""
     opset: dict[str, int] | None = None
     """ONNX operator set version per domain (``ai.onnx`` for the default domain)."""
+    inputs: list[Path] = field(default_factory=list)
+    """Every file the model was read from: ``source`` and, for ONNX, its external data files
+    (outputs must never be written onto any of them)."""
     _resources: ExitStack = field(default_factory=ExitStack, repr=False)
 
     def __post_init__(self) -> None:
+        if self.source is not None and self.source not in self.inputs:
+            self.inputs.insert(0, self.source)
         for layer in self.layers:
             layer.framework = layer.framework or self.framework
             layer.producer = layer.producer or self.producer
@@ -240,18 +270,7 @@ class Model:
 
     @property
     def params(self) -> ParamCounts:
-        trainable = non_trainable = unknown = 0
-        for layer in self.layers:
-            for tensor in layer.tensors:
-                if not tensor.counted:
-                    continue
-                if tensor.trainable is True:
-                    trainable += tensor.size
-                elif tensor.trainable is False:
-                    non_trainable += tensor.size
-                else:
-                    unknown += tensor.size
-        return ParamCounts(trainable + non_trainable + unknown, trainable, non_trainable, unknown)
+        return ParamCounts.sum(layer.param_counts for layer in self.layers)
 
     def layer(self, name: str) -> Layer:
         for layer in self.layers:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from weightscope.commands import add_source
 from weightscope.errors import WeightscopeError
 from weightscope.model import Model
+from weightscope.output import atomic_output
 
 DESCRIPTION = """\
 Compare each layer's kernel with the initializer that drew it: the one declared in a Keras layer
@@ -98,8 +100,11 @@ def _write_figure(args: argparse.Namespace, model: Model, layers: list[Any]) -> 
         figure = plot_init(layers[0], producer=model.producer)
     else:
         figure = plot_init_model(model, layers)
+    output = Path(args.output)
     try:
-        figure.savefig(args.output, dpi=100)
+        with atomic_output(output, model) as temp:
+            # the format from the name asked for (the temporary name keeps its suffix)
+            figure.savefig(temp, dpi=100)
     except (OSError, ValueError) as exc:
         raise WeightscopeError(f"cannot write {args.output}: {exc}") from exc
     if not args.json:

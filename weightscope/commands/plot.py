@@ -4,15 +4,14 @@ to a PNG, SVG or PDF file. The figure itself is :mod:`weightscope.reporters.kern
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from weightscope.commands import add_source
 from weightscope.errors import WeightscopeError
 from weightscope.model import Layer, Model
+from weightscope.output import atomic_output, check_output
 
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 
@@ -127,10 +126,7 @@ def run(args: argparse.Namespace, model: Model) -> None:
         listed = ", ".join(names) if names else "(none: the model has no conv or dense kernel)"
         raise WeightscopeError(f"{model.source}: give --layer NAME; layers with a kernel: {listed}")
     layer = model.layer(args.layer)  # KeyError names the layers (exit 2)
-    if not output.parent.is_dir():
-        raise WeightscopeError(f"{output}: output folder {output.parent} does not exist")
-    if model.source is not None and output.exists() and output.resolve() == model.source.resolve():
-        raise WeightscopeError(f"{output}: refusing to overwrite the model being plotted")
+    check_output(output, model)
 
     from weightscope.reporters.kernels import plot_kernels
 
@@ -144,25 +140,11 @@ def run(args: argparse.Namespace, model: Model) -> None:
         role=args.role,
         rgb_scale=args.rgb_scale,
     )
-    _save(figure, output, fmt, args.dpi)
+    with atomic_output(output, model) as temp:
+        figure.savefig(temp, format=fmt, dpi=args.dpi)
     width, height = figure.get_size_inches()
     size = f"{round(width * args.dpi)}x{round(height * args.dpi)} px" if fmt == "png" else fmt
     print(
         f"wrote {args.view} of layer {layer.name!r} ({figure.shown}) to {output} ({size})",
         file=sys.stderr,
     )
-
-
-def _save(figure: Any, output: Path, fmt: str, dpi: int) -> None:
-    """Write to a temporary file beside ``output`` and rename it, so a failure leaves nothing."""
-    fd, temp_name = tempfile.mkstemp(dir=output.parent, prefix=".ws-", suffix=f".{fmt}")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temp_name, 0o666 & ~umask)
-    try:
-        figure.savefig(temp_name, format=fmt, dpi=dpi)
-        os.replace(temp_name, output)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise

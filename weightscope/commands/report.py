@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from weightscope.commands import add_source
-from weightscope.errors import WeightscopeError
 from weightscope.model import Model
+from weightscope.output import atomic_output, check_output
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -42,36 +40,12 @@ def run(args: argparse.Namespace, model: Model) -> None:
     from weightscope.reporters.html import report_html
 
     target: Path = args.output
-    _check_target(target, model)
+    check_output(target, model)
     page = report_html(model, with_stats=not args.no_stats)
-    write_atomically(target, page.encode("utf-8"))
+    with atomic_output(target, model) as temp:
+        temp.write_bytes(page.encode("utf-8"))
     figures = page.count("<img ")
     print(
         f"wrote report of {len(model.layers)} layers with {figures} figures to {target}",
         file=sys.stderr,
     )
-
-
-def _check_target(target: Path, model: Model) -> None:
-    if model.source is not None and target.exists() and os.path.samefile(target, model.source):
-        raise WeightscopeError(f"{target}: refusing to overwrite the model being reported on")
-    if target.is_dir():
-        raise WeightscopeError(f"{target}: is a directory")
-    if not target.parent.is_dir():
-        raise WeightscopeError(f"{target}: output folder {target.parent} does not exist")
-
-
-def write_atomically(target: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``target`` and rename it over ``target``, so
-    the file appears only when complete."""
-    fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=".ws-", suffix=".html")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp_name, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
-        os.replace(temp_name, target)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise

@@ -26,6 +26,7 @@ from rich.text import Text
 
 from weightscope.errors import printable
 from weightscope.model import NON_TRAINABLE_ROLES, Layer, Model, ParamCounts, Tensor
+from weightscope.reporters.table import counts_line
 
 SCHEMA_VERSION = 1
 
@@ -176,18 +177,15 @@ def verify(model: Model) -> ParamsReport:
 
 
 def check_layer(layer: Layer) -> LayerParams:
-    trainable = non_trainable = unknown = 0
-    for tensor in layer.tensors:
-        if not tensor.counted:
-            continue
-        if tensor.trainable is True:
-            trainable += tensor.size
-        elif tensor.trainable is False:
-            non_trainable += tensor.size
-        else:
-            unknown += tensor.size
+    counts = layer.param_counts
     result = LayerParams(
-        layer.name, layer.kind, layer.class_name, layer.params, trainable, non_trainable, unknown
+        layer.name,
+        layer.kind,
+        layer.class_name,
+        counts.total,
+        counts.trainable,
+        counts.non_trainable,
+        counts.unknown,
     )
     checker = FORMULAS.get(layer.kind)
     if checker is None:
@@ -720,15 +718,7 @@ def params_table(report: ParamsReport) -> RenderableType:
 
 
 def totals(report: ParamsReport) -> Text:
-    counts = report.counts
-    text = Text.assemble(
-        ("Total params: ", "bold"), f"{counts.total:,}",
-        ("   Trainable: ", "bold"), f"{counts.trainable:,}",
-        ("   Non-trainable: ", "bold"), f"{counts.non_trainable:,}",
-    )  # fmt: skip
-    if counts.unknown:
-        text.append("   Trainability unknown: ", style="bold")
-        text.append(f"{counts.unknown:,} (the file does not record it)")
+    text = counts_line(report.counts)
     with_formula = [layer for layer in report.layers if layer.formula is not None]
     if with_formula:
         stored = sum(layer.stored for layer in with_formula)

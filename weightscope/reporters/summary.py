@@ -16,8 +16,8 @@ def model_to_dict(model: Model, with_stats: bool = True) -> dict[str, Any]:
         "source": None if model.source is None else str(model.source),
         "format": model.format,
         "framework": model.framework,
-        "framework_version": model.framework_version,
-        "producer": model.producer,
+        "framework_version": _text(model.framework_version),
+        "producer": _text(model.producer),
         "opset": model.opset,
         "layers": [layer_to_dict(layer, with_stats) for layer in model.layers],
         "weightless_layers": list(model.weightless_layers),
@@ -70,6 +70,16 @@ def _finite_or_none(value: float | int) -> float | int | None:
     return value
 
 
+def _text(value: Any) -> str | None:
+    """A version or producer as text, whatever type the file gave it (a hostile metadata.json
+    can make ``keras_version`` a number, even an infinite one)."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -77,6 +87,8 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if value is None or isinstance(value, (str, int, bool)):
         return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
     if isinstance(value, float):
         return _finite_or_none(value)
     return str(value)

@@ -7,7 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from weightscope.errors import printable
-from weightscope.model import Layer, Model, Tensor
+from weightscope.model import Layer, Model, ParamCounts, Tensor
 from weightscope.stats import TensorStats
 
 VECTOR_LAYOUTS = frozenset({"C"})
@@ -99,7 +99,11 @@ def model_table(model: Model, with_stats: bool = True) -> RenderableType:
 
 
 def totals_line(model: Model) -> Text:
-    counts = model.params
+    return counts_line(model.params)
+
+
+def counts_line(counts: ParamCounts) -> Text:
+    """``Total params: N   Trainable: N   Non-trainable: N`` (and trainability unknown)."""
     text = Text.assemble(
         ("Total params: ", "bold"), f"{counts.total:,}",
         ("   Trainable: ", "bold"), f"{counts.trainable:,}",
