@@ -1,0 +1,1 @@
+"""Fuzzing of every reader: see runner.py and README.md (Fuzzing)."""

@@ -1,0 +1,313 @@
+"""Valid, tiny files of every format weightscope reads, saved by the real frameworks: the seeds
+the fuzzer mutates. Each model is a conv, a batch norm and a dense layer, so one read takes
+milliseconds."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@dataclass(frozen=True)
+class Seed:
+    """One seed format: the file name it is saved as (the suffix matters to sniffing), the
+    mutator family that knows its structure, and the names of its extra files (ONNX external
+    data), which lie next to the main file and are mutated too."""
+
+    name: str
+    filename: str
+    family: str
+    build: Callable[[Path], None]
+    extra_files: tuple[str, ...] = ()
+
+
+def _keras_model(keras):  # type: ignore[no-untyped-def]
+    keras.backend.clear_session()  # the same automatic names whatever was built before
+    keras.utils.set_random_seed(7)
+    layers = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            layers.Conv2D(3, 3, name="conv"),
+            layers.BatchNormalization(name="bn"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(2, name="dense"),
+        ],
+        name="tiny",
+    )
+
+
+def _keras3(save: Callable[[object, Path], None]) -> Callable[[Path], None]:
+    def build(path: Path) -> None:
+        import keras
+
+        save(_keras_model(keras), path)
+        if path.suffix == ".keras":
+            _fixed_keras_date(path)
+
+    return build
+
+
+def _fixed_keras_date(path: Path) -> None:
+    """Rewrite the archive with a fixed save date (metadata.json, entry times) and the object
+    ids of config.json numbered in order, so that the seed, and every mutant of it, is the
+    same file in every session."""
+    import json
+    import re
+    import zipfile
+
+    from .zips import read, write
+
+    entries = read(path.read_bytes())
+    for entry in entries:
+        if entry.name == "metadata.json":
+            metadata = json.loads(entry.data)
+            metadata["date_saved"] = "2024-01-01@00:00:00"
+            entry.data = json.dumps(metadata).encode()
+        if entry.name == "config.json":
+            ids: dict[bytes, bytes] = {}
+            for found in re.findall(rb'"shared_object_id": (\d+)', entry.data):
+                ids.setdefault(found, b"%d" % (len(ids) + 1))
+            entry.data = re.sub(
+                rb'"shared_object_id": (\d+)',
+                lambda m, ids=ids: b'"shared_object_id": ' + ids[m[1]],
+                entry.data,
+            )
+        entry.compress = zipfile.ZIP_STORED
+    path.write_bytes(write(entries))
+
+
+def _tf_keras(weights_only: bool) -> Callable[[Path], None]:
+    def build(path: Path) -> None:
+        import numpy as np
+        import tf_keras
+
+        model = _keras_model(tf_keras)
+        if weights_only:
+            model.save_weights(path)
+            return
+        model.compile("adam", "mse")  # optimizer weights are saved too
+        model.train_on_batch(np.ones((2, 6, 6, 2)), np.ones((2, 2)))
+        model.save(path)
+
+    return build
+
+
+def _torch_module():  # type: ignore[no-untyped-def]
+    import torch
+
+    torch.manual_seed(7)
+    nn = torch.nn
+    return nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(48, 2))
+
+
+def _torch_zip(path: Path) -> None:
+    import torch
+
+    torch.save(_torch_module().state_dict(), path)
+
+
+def _torch_legacy(path: Path) -> None:
+    import torch
+
+    torch.save(_torch_module().state_dict(), path, _use_new_zipfile_serialization=False)
+    _fixed_storage_keys(path)
+
+
+def _fixed_storage_keys(path: Path) -> None:
+    """Legacy storage keys are memory addresses, and the storages follow in the order of their
+    keys: rename each key after its first use in the state dict (same width, so the pickles
+    keep their lengths) and put the storages in that order, so that the seed is the same file
+    in every session."""
+    import pickle
+    import pickletools
+    import struct
+
+    from .pickles import split_stream
+
+    data = path.read_bytes()
+    spans = split_stream(data)
+    root_start, root_end = spans[3]
+    keys: list[str] = pickle.loads(data[spans[4][0] : spans[4][1]])
+    item_size, used = {}, []  # key -> bytes per element; keys in order of first use
+    last: object = None  # the value the last opcode pushed, where it is a global's name
+    memo: dict[object, object] = {}
+    storage_type = None
+    for opcode, arg, _ in pickletools.genops(data[root_start:root_end]):
+        if opcode.name == "GLOBAL":
+            last = storage_type = arg
+        elif opcode.name in ("BINPUT", "LONG_BINPUT", "PUT"):
+            memo[arg] = last
+        elif opcode.name in ("BINGET", "LONG_BINGET", "GET"):
+            last = memo.get(arg)
+            storage_type = last if isinstance(last, str) else storage_type
+        elif isinstance(arg, str) and arg in keys and arg not in item_size:
+            wide = storage_type and any(w in storage_type for w in ("Long", "Double"))
+            item_size[arg] = 8 if wide else 4
+            used.append(arg)
+    assert sorted(used) == sorted(keys), "a storage of a type this seed does not expect"
+    blocks, at = {}, spans[4][1]
+    for key in keys:  # the storages, in the order of the key list
+        end = at + 8 + struct.unpack_from("<Q", data, at)[0] * item_size[key]
+        blocks[key], at = data[at:end], end
+    renamed = {key: str(n + 1).rjust(len(key), "1") for n, key in enumerate(used)}
+    head = data[: spans[4][0]]
+    for key, new in renamed.items():
+        head = head.replace(key.encode(), new.encode())
+    order = sorted(used, key=lambda k: renamed[k])  # torch writes its keys sorted
+    listing = pickle.dumps([renamed[k] for k in order], protocol=2)
+    path.write_bytes(head + listing + b"".join(blocks[k] for k in order) + data[at:])
+
+
+def _torchscript(path: Path) -> None:
+    import torch
+
+    torch.jit.save(torch.jit.script(_torch_module()), path)
+
+
+def _torch_whole_module(path: Path) -> None:
+    import torch
+
+    torch.save(_torch_module(), path)
+
+
+def _safetensors(path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file(_torch_module().state_dict(), path)
+
+
+def _onnx_model():  # type: ignore[no-untyped-def]
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(7)
+
+    def init(name: str, *shape: int) -> object:
+        return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["X", "conv.weight", "conv.bias"], ["c"], name="conv"),
+        helper.make_node(
+            "BatchNormalization",
+            ["c", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"],
+            ["b"],
+            name="bn",
+        ),
+        helper.make_node("Flatten", ["b"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fc.weight", "fc.bias"], ["Y"], name="fc", transB=1),
+    ]
+    inits = [
+        init("conv.weight", 3, 2, 3, 3),
+        init("conv.bias", 3),
+        init("bn.weight", 3),
+        init("bn.bias", 3),
+        init("bn.running_mean", 3),
+        numpy_helper.from_array(
+            np.abs(rng.standard_normal(3)).astype(np.float32) + 0.5, "bn.running_var"
+        ),
+        init("fc.weight", 2, 48),
+        init("fc.bias", 2),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 2, 6, 6])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 2])],
+        inits,
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17)],
+        producer_name="weightscope-fuzz",
+        producer_version="1",
+    )
+    model.ir_version = 8
+    return model
+
+
+def _onnx_inline(path: Path) -> None:
+    import onnx
+
+    model = _onnx_model()
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save_model(model, path)
+
+
+def _onnx_external(path: Path) -> None:
+    import onnx
+
+    onnx.save_model(
+        _onnx_model(),
+        path,
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
+
+
+SEEDS: dict[str, Seed] = {
+    seed.name: seed
+    for seed in [
+        Seed("keras_h5", "model.h5", "hdf5", _keras3(lambda m, p: m.save(p))),
+        Seed("keras_v3", "model.keras", "keras_zip", _keras3(lambda m, p: m.save(p))),
+        Seed(
+            "keras_weights_h5",
+            "model.weights.h5",
+            "hdf5",
+            _keras3(lambda m, p: m.save_weights(p)),
+        ),
+        Seed("tf_keras_h5", "model.h5", "hdf5", _tf_keras(weights_only=False)),
+        Seed("tf_keras_weights_h5", "weights.h5", "hdf5", _tf_keras(weights_only=True)),
+        Seed("torch_zip", "model.pt", "torch_zip", _torch_zip),
+        Seed("torch_legacy", "model.pt", "torch_legacy", _torch_legacy),
+        Seed("torchscript", "model.pt", "torch_zip", _torchscript),
+        Seed("torch_module", "model.pt", "torch_zip", _torch_whole_module),
+        Seed("safetensors", "model.safetensors", "safetensors", _safetensors),
+        Seed("onnx", "model.onnx", "onnx", _onnx_inline),
+        Seed("onnx_external", "model.onnx", "onnx", _onnx_external, ("weights.bin",)),
+    ]
+}
+
+
+def build_seed(seed: Seed, folder: Path) -> dict[str, bytes]:
+    """Save ``seed`` under ``folder/<name>/``; its files' bytes by name, the main file first."""
+    import logging
+    import warnings
+
+    where = folder / seed.name
+    where.mkdir(parents=True, exist_ok=True)
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)  # Keras 3 on saving a legacy .h5
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit deprecation
+            seed.build(where / seed.filename)
+    finally:
+        absl.setLevel(level)
+    return {name: (where / name).read_bytes() for name in (seed.filename, *seed.extra_files)}
+
+
+class SeedCache(Mapping[str, dict[str, bytes]]):
+    """The seeds' files by format, each built when first asked for."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.built: dict[str, dict[str, bytes]] = {}
+
+    def __getitem__(self, name: str) -> dict[str, bytes]:
+        if name not in self.built:
+            self.built[name] = build_seed(SEEDS[name], self.folder)
+        return self.built[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(SEEDS)
+
+    def __len__(self) -> int:
+        return len(SEEDS)
