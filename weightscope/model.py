@@ -38,6 +38,9 @@ LAYER_KINDS = (
     "unknown",
 )
 
+KERNEL_KINDS = frozenset(LAYER_KINDS) - {"batch_norm", "layer_norm", "embedding", "unknown"}
+"""Kinds whose principal tensor is a convolution or dense kernel."""
+
 NON_TRAINABLE_ROLES = frozenset({"moving_mean", "moving_variance"})
 
 

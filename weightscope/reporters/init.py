@@ -47,7 +47,7 @@ import numpy as np
 from weightscope import initializers as inits
 from weightscope.chunking import DEFAULT_CHUNK_ELEMENTS
 from weightscope.initializers import Initializer
-from weightscope.model import Layer, Model, Tensor
+from weightscope.model import KERNEL_KINDS, Layer, Model, Tensor
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -68,22 +68,6 @@ ALPHA = 1e-4
 KS_COEFFICIENT = math.sqrt(-0.5 * math.log(ALPHA / 2.0))  # 2.225 at alpha = 1e-4
 Z_CRITICAL = NormalDist().inv_cdf(1.0 - ALPHA / 2.0)  # 3.891 at alpha = 1e-4
 
-KERNEL_KINDS = frozenset(
-    {
-        "conv1d",
-        "conv2d",
-        "conv3d",
-        "conv_transpose1d",
-        "conv_transpose2d",
-        "conv_transpose3d",
-        "depthwise_conv1d",
-        "depthwise_conv2d",
-        "depthwise_conv3d",
-        "separable_conv1d",
-        "separable_conv2d",
-        "dense",
-    }
-)
 
 KERNEL_ROLES = ("kernel", "pointwise_kernel", "depthwise_kernel")
 """Which tensor of a layer is compared, in this order of preference: separable convolutions
