@@ -16,7 +16,7 @@ all (state dicts, weights-only Keras files) is checked for internal consistency 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -258,6 +258,20 @@ class _Check:
             self.result.config_values.append(f"{key}={list(numbers)}")
         return numbers
 
+    def config_or_stored(
+        self, name: str, stored: int, derived: str, mismatch: Callable[[int], str]
+    ) -> int:
+        """The config's value of ``name``, with an issue (``mismatch(value)``) when it differs
+        from the ``stored`` one; ``stored`` when the config does not say (``derived`` records
+        where the number came from)."""
+        value = self.config_int(name)
+        if value is None:
+            self.derive(derived)
+            return stored
+        if value != stored:
+            self.issue(mismatch(value))
+        return value
+
     def derive(self, text: str) -> None:
         self.result.derived.append(text)
 
@@ -342,14 +356,14 @@ def _conv(check: _Check) -> None:
     framework = check.layer.framework
     filters_word = "filters" if framework == "keras" else "output channels"
 
-    out = check.config_int("out")
-    if out is None:
-        out = out_stored
-        check.derive(f"out={out_stored} from the stored kernel")
-    elif out != out_stored:
-        key = check.keys["out"]
-        said = f"{out} filters" if key == "filters" else f"{key}={out}"
-        check.issue(f"config says {said} but the kernel holds {out_stored}")
+    def filters_differ(said: int) -> str:
+        key = check.keys["out"]  # present whenever the config gave a value
+        told = f"{said} filters" if key == "filters" else f"{key}={said}"
+        return f"config says {told} but the kernel holds {out_stored}"
+
+    out = check.config_or_stored(
+        "out", out_stored, f"out={out_stored} from the stored kernel", filters_differ
+    )
 
     k = check.config_ints("kernel", rank)
     if k is None:
@@ -430,15 +444,15 @@ def _depthwise(check: _Check) -> None:
     check.derive(
         f"in_channels={channels} from the stored kernel (Keras configs do not record them)"
     )
-    multiplier = check.config_int("multiplier")
-    if multiplier is None:
-        multiplier = multiplier_stored
-        check.derive(f"depth_multiplier={multiplier} from the stored kernel")
-    elif multiplier != multiplier_stored:
-        check.issue(
-            f"config says depth_multiplier={multiplier} but the kernel holds "
+    multiplier = check.config_or_stored(
+        "multiplier",
+        multiplier_stored,
+        f"depth_multiplier={multiplier_stored} from the stored kernel",
+        lambda said: (
+            f"config says depth_multiplier={said} but the kernel holds "
             f"{multiplier_stored} per input channel"
-        )
+        ),
+    )
     k = _kernel_size(check, k_stored)
     out = channels * multiplier
     use_bias = check.use_bias(out, "output channels")
@@ -468,25 +482,23 @@ def _separable(check: _Check) -> None:
         f"in_channels={channels} from the stored depthwise kernel (Keras configs do not "
         "record them)"
     )
-    multiplier = check.config_int("multiplier")
-    if multiplier is None:
-        multiplier = multiplier_stored
-        check.derive(f"depth_multiplier={multiplier} from the stored depthwise kernel")
-    elif multiplier != multiplier_stored:
-        check.issue(
-            f"config says depth_multiplier={multiplier} but the depthwise kernel holds "
+    multiplier = check.config_or_stored(
+        "multiplier",
+        multiplier_stored,
+        f"depth_multiplier={multiplier_stored} from the stored depthwise kernel",
+        lambda said: (
+            f"config says depth_multiplier={said} but the depthwise kernel holds "
             f"{multiplier_stored} per input channel"
-        )
+        ),
+    )
     k = _kernel_size(check, k_stored)
     filters_stored, reads = shape[0], shape[1]
-    filters = check.config_int("out")
-    if filters is None:
-        filters = filters_stored
-        check.derive(f"filters={filters} from the stored pointwise kernel")
-    elif filters != filters_stored:
-        check.issue(
-            f"config says {filters} filters but the pointwise kernel holds {filters_stored}"
-        )
+    filters = check.config_or_stored(
+        "out",
+        filters_stored,
+        f"filters={filters_stored} from the stored pointwise kernel",
+        lambda said: f"config says {said} filters but the pointwise kernel holds {filters_stored}",
+    )
     middle = channels * multiplier
     if reads != channels * multiplier_stored:
         check.issue(
@@ -506,19 +518,19 @@ def _dense(check: _Check) -> None:
     if shape is None:
         return
     out_stored, in_stored = shape
-    out = check.config_int("units")
-    if out is None:
-        out = out_stored
-        check.derive(f"units={out} from the stored kernel")
-    elif out != out_stored:
-        check.issue(f"config says {check.keys['units']}={out} but the kernel holds {out_stored}")
-    in_features = check.config_int("in_features")
-    if in_features is None:
-        in_features = in_stored
-        where = " (Keras configs do not record it)" if check.layer.framework == "keras" else ""
-        check.derive(f"in={in_stored} from the stored kernel{where}")
-    elif in_features != in_stored:
-        check.issue(f"config says in_features={in_features} but the kernel reads {in_stored}")
+    out = check.config_or_stored(
+        "units",
+        out_stored,
+        f"units={out_stored} from the stored kernel",
+        lambda said: f"config says {check.keys['units']}={said} but the kernel holds {out_stored}",
+    )
+    where = " (Keras configs do not record it)" if check.layer.framework == "keras" else ""
+    in_features = check.config_or_stored(
+        "in_features",
+        in_stored,
+        f"in={in_stored} from the stored kernel{where}",
+        lambda said: f"config says in_features={said} but the kernel reads {in_stored}",
+    )
     use_bias = check.use_bias(out, "units")
     check.set_formula(
         in_features * out + (out if use_bias else 0),
@@ -561,12 +573,12 @@ def _batch_norm(check: _Check) -> None:
     present, size = _vectors(check, ("gamma", "beta", "moving_mean", "moving_variance"))
     if size is None:
         return
-    channels = check.config_int("features")
-    if channels is None:
-        channels = size
-        check.derive(f"channels={size} from the stored vectors")
-    elif channels != size:
-        check.issue(f"config says num_features={channels} but the stored vectors hold {size}")
+    channels = check.config_or_stored(
+        "features",
+        size,
+        f"channels={size} from the stored vectors",
+        lambda said: f"config says num_features={said} but the stored vectors hold {size}",
+    )
     if check.layer.framework == "pytorch":
         affine = _optional(check, present, "gamma", "affine")
         scale = center = affine
@@ -633,22 +645,22 @@ def _embedding(check: _Check) -> None:
     if shape is None:
         return
     vocab_stored, width_stored = shape
-    vocab = check.config_int("vocab")
-    if vocab is None:
-        vocab = vocab_stored
-        check.derive(f"vocabulary={vocab} from the stored table")
-    elif vocab != vocab_stored:
-        check.issue(
-            f"config says {check.keys['vocab']}={vocab} but the table has {vocab_stored} rows"
-        )
-    width = check.config_int("width")
-    if width is None:
-        width = width_stored
-        check.derive(f"width={width} from the stored table")
-    elif width != width_stored:
-        check.issue(
-            f"config says {check.keys['width']}={width} but the table has {width_stored} columns"
-        )
+    vocab = check.config_or_stored(
+        "vocab",
+        vocab_stored,
+        f"vocabulary={vocab_stored} from the stored table",
+        lambda said: (
+            f"config says {check.keys['vocab']}={said} but the table has {vocab_stored} rows"
+        ),
+    )
+    width = check.config_or_stored(
+        "width",
+        width_stored,
+        f"width={width_stored} from the stored table",
+        lambda said: (
+            f"config says {check.keys['width']}={said} but the table has {width_stored} columns"
+        ),
+    )
     check.set_formula(vocab * width, f"{vocab} x {width}")
 
 
