@@ -42,6 +42,7 @@ examples:
   weightscope inspect --example              the bundled digits CNN
   weightscope inspect model.h5 --layer conv2d every tensor of one layer, with statistics
   weightscope inspect model.keras --json     one JSON object, for scripts
+  weightscope inspect model.pt --health      NaN/Inf, dead, duplicated filters, still at init?
   weightscope export model.h5 -o w.npz       canonical tensors as <layer>/<role> arrays
   weightscope plot model.pt --layer conv1 -o k.png
                                              kernel slices: one row per filter, one column
@@ -52,6 +53,8 @@ examples:
   weightscope report model.h5 -o report.html one self-contained page with all of the above
   weightscope compare model.h5 model.onnx    did the port keep every kernel? (exit 1 if not)
   weightscope layouts                        native layouts of every framework, and canonical
+  weightscope scan models/ -o zoo.parquet    every model under a folder into one table, with
+                                             health flags, in parallel (or --dask ADDRESS)
 
 exit status: 0 on success, 2 when a file cannot be read (one line on stderr says why)."""
 
@@ -77,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print one JSON object (see README)")
     inspect.add_argument(
         "--no-stats", action="store_true", help="skip statistics (reads no tensor data)"
+    )
+    inspect.add_argument(
+        "--health",
+        action="store_true",
+        help="check each layer for NaN/Inf, dead, duplicated or outsized filters and weights "
+        "still at their initializer (reads every kernel whole)",
     )
 
     export = commands.add_parser(
@@ -106,28 +115,40 @@ def _source(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
 def _run_inspect(args: argparse.Namespace, model: Model) -> None:
     with_stats = not args.no_stats
     layer = model.layer(args.layer) if args.layer else None
-    if with_stats:
+    if with_stats or args.health:
         tensors = layer.tensors if layer else [t for _, t in model.tensors()]
         compute_stats(tensors, quiet=args.json)
+    health = None
+    if args.health:
+        from weightscope.health import layer_health
+
+        layers = [layer] if layer else model.layers
+        health = [layer_health(x, producer=model.producer) for x in layers]
     if args.json:
         from weightscope.reporters.summary import layer_to_dict, model_to_dict
 
         data = model_to_dict(model, with_stats)
         if layer is not None:
             data = {**data, "layers": [layer_to_dict(layer, with_stats)]}
+        if health is not None:
+            for entry, checked in zip(data["layers"], health, strict=True):
+                entry["health"] = checked.to_dict()
         json.dump(data, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
     from rich.console import Console
 
-    from weightscope.reporters.table import layer_detail, model_table
+    from weightscope.reporters.table import health_line, layer_detail, model_table
 
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)
-    console.print(
-        layer_detail(model, layer, with_stats) if layer else model_table(model, with_stats)
-    )
+    if layer is not None:
+        console.print(layer_detail(model, layer, with_stats))
+        if health is not None:
+            console.print(health_line(health[0]))
+    else:
+        console.print(model_table(model, with_stats, health))
 
 
 def _run_export(args: argparse.Namespace, model: Model) -> None:

@@ -75,10 +75,32 @@ def load(source: str | os.PathLike[str] | Any, *, limits: Limits | None = None) 
         ) from exc
     if not head:
         raise file_error(UnsupportedFormatError, file, "empty file")
+    adapter = _adapter_for(file, head)
+    if adapter is None:
+        raise file_error(UnsupportedFormatError, file, _unrecognised(file, head))
+    return _load_with(adapter, file, head, limits)
+
+
+def _adapter_for(file: Path, head: bytes) -> Adapter | None:
     for adapter in ADAPTERS:
         if adapter.sniff(file, head):
-            return _load_with(adapter, file, head, limits)
-    raise file_error(UnsupportedFormatError, file, _unrecognised(file, head))
+            return adapter
+    return None
+
+
+def recognise(file: Path) -> str | None:
+    """The framework whose adapter recognises ``file`` by its first bytes (``keras``,
+    ``pytorch``, ``onnx``), or None: not a regular file, unreadable, empty or another format.
+    Reads a few bytes; never raises for a bad file."""
+    if _special_kind(file) is not None or not file.is_file():
+        return None
+    try:
+        with open(file, "rb") as handle:
+            head = handle.read(SNIFF_BYTES)
+        adapter = _adapter_for(file, head) if head else None
+    except Exception:  # a sniffer that opens a damaged zip: not recognised, load would say why
+        return None
+    return None if adapter is None else adapter.FRAMEWORK
 
 
 def _special_kind(file: Path) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,11 +16,17 @@ from weightscope.model import Model
 def check_output(target: Path, model: Model) -> None:
     """Refuse ``target`` if it is (or links to) any file the model was read from, ONNX external
     data included, or if its folder does not exist."""
+    check_target(target, model.inputs)
+
+
+def check_target(target: Path, inputs: Iterable[Path]) -> None:
+    """Refuse ``target`` if it is (or links to) one of ``inputs``, or if its folder does not
+    exist."""
     if target.exists():
-        for source in model.inputs:
+        for source in inputs:
             if source.exists() and os.path.samefile(target, source):
                 raise WeightscopeError(
-                    f"{target}: refusing to overwrite {source}, which the model was read from"
+                    f"{target}: refusing to overwrite {source}, which is read as input"
                 )
         if target.is_dir():
             raise WeightscopeError(f"{target}: is a directory")
@@ -32,7 +38,14 @@ def check_output(target: Path, model: Model) -> None:
 def atomic_output(target: Path, model: Model) -> Iterator[Path]:
     """A temporary path beside ``target`` to write to; renamed onto ``target`` when the block
     succeeds (replacing a symlink, never writing through it), removed when it fails."""
-    check_output(target, model)
+    with atomic_file(target, model.inputs) as temporary:
+        yield temporary
+
+
+@contextmanager
+def atomic_file(target: Path, inputs: Iterable[Path]) -> Iterator[Path]:
+    """:func:`atomic_output` for a file that must not be any of ``inputs``."""
+    check_target(target, inputs)
     fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=".ws-", suffix=target.suffix)
     os.close(fd)
     umask = os.umask(0)

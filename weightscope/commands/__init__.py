@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from weightscope.model import Model
 
-COMMANDS = ("plot", "init", "params", "explain", "report", "layouts", "compare")
+COMMANDS = ("plot", "init", "params", "explain", "report", "layouts", "compare", "scan")
 
 
 class Command(Protocol):

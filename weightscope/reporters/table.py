@@ -7,10 +7,12 @@ from rich.table import Table
 from rich.text import Text
 
 from weightscope.errors import printable
+from weightscope.health import LARGE_RELATIVE, LayerHealth
 from weightscope.model import Layer, Model, ParamCounts, Tensor
 from weightscope.stats import TensorStats
 
 VECTOR_LAYOUTS = frozenset({"C"})
+LARGE_NORM_TEXT = f"{LARGE_RELATIVE:g}x median"
 
 
 def _shape(shape: tuple[int, ...] | None) -> str:
@@ -71,7 +73,25 @@ def model_header(model: Model) -> Text:
     )
 
 
-def model_table(model: Model, with_stats: bool = True) -> RenderableType:
+def _health_cell(health: LayerHealth) -> Text:
+    if not health.flags:
+        return Text("ok", style="green")
+    counts = {
+        "nan_inf": health.nonfinite,
+        "dead_filters": health.dead_filters,
+        "duplicate_filters": health.duplicate_filters,
+        "large_norm": health.large_filters,
+    }
+    parts = [
+        flag if counts.get(flag) is None else f"{flag} {counts[flag]:,}" for flag in health.flags
+    ]
+    return Text(", ".join(parts), style="bold red")
+
+
+def model_table(
+    model: Model, with_stats: bool = True, health: list[LayerHealth] | None = None
+) -> RenderableType:
+    """One row per layer; a Health column when ``health`` (one entry per layer) is given."""
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
     table.add_column("Layer", overflow="fold")
     table.add_column("Kind")
@@ -80,9 +100,12 @@ def model_table(model: Model, with_stats: bool = True) -> RenderableType:
     table.add_column("dtype")
     for title in ("mean", "std", "min", "max"):
         table.add_column(title, justify="right")
-    for layer in model.layers:
+    if health is not None:
+        table.add_column("Health")
+    for index, layer in enumerate(model.layers):
         main = principal_tensor(layer)
         stats = main.stats() if (with_stats and main is not None and main.has_stats) else None
+        extra = [] if health is None else [_health_cell(health[index])]
         table.add_row(
             Text(printable(layer.name)),  # names are data: never markup, never escapes
             _kind(layer),
@@ -90,6 +113,7 @@ def model_table(model: Model, with_stats: bool = True) -> RenderableType:
             f"{layer.params:,}",
             main.dtype if main is not None else "-",
             *_stats_cells(stats),
+            *extra,
         )
     parts: list[RenderableType] = [model_header(model), table, totals_line(model)]
     notes = footnotes(model)
@@ -186,3 +210,20 @@ def layer_detail(model: Model, layer: Layer, with_stats: bool = True) -> Rendera
         shown = ", ".join(f"{k}={_config_value(v)}" for k, v in config.items())
         parts.append(Text(f"config: {shown}", style="dim"))
     return Group(*parts)
+
+
+def health_line(health: LayerHealth) -> Text:
+    """One layer's health under its detail table: the flags, the counts, and any note."""
+    text = Text.assemble(("Health: ", "bold"), _health_cell(health))
+    if health.filters is not None:
+        text.append(
+            f"  ({health.filters:,} filters; dead {health.dead_filters:,}, duplicated "
+            f"{health.duplicate_filters:,}, norm over {LARGE_NORM_TEXT} "
+            f"{'-' if health.large_filters is None else format(health.large_filters, ',')})",
+            style="dim",
+        )
+    if health.init_verdict is not None:
+        text.append(f"  init verdict: {health.init_verdict}", style="dim")
+    if health.note:
+        text.append(f"  {health.note}", style="dim")
+    return text

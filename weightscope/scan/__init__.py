@@ -1,0 +1,175 @@
+"""``weightscope scan``: many model files into one table, one row per model and one per layer,
+with statistics and health flags, on local worker processes or a Dask cluster. A re-run keeps
+the rows of files that have not changed.
+
+>>> from weightscope.scan import scan
+>>> summary = scan(["models/"], "zoo.parquet", jobs=2)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from weightscope.errors import WeightscopeError
+from weightscope.health import MAX_ELEMENTS
+from weightscope.limits import Limits
+from weightscope.output import atomic_file, check_target
+from weightscope.scan.resume import rows_by_path, unchanged
+from weightscope.scan.table_io import read_table, require_writer, write_table
+from weightscope.scan.walk import walk
+from weightscope.scan.worker import FileResult, Task
+
+DEFAULT_TIMEOUT = 600.0
+DEFAULT_MEMORY_PER_JOB = 4 << 30
+
+
+def default_jobs() -> int:
+    """The CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+@dataclass
+class ScanSummary:
+    output: Path
+    files: int = 0
+    """Model files in the table."""
+    scanned: int = 0
+    """Files read in this run."""
+    reused: int = 0
+    """Files unchanged since the table was last written, whose rows were kept."""
+    errors: int = 0
+    """Files in the table that could not be read (their model row says why)."""
+    flagged: int = 0
+    """Models with at least one layer flagged."""
+    not_models: int = 0
+    """Files passed over: neither recognised by content nor named like a model."""
+    missing: list[str] = field(default_factory=list)
+    previous_unreadable: str | None = None
+    """Why an existing output could not be resumed from (it was rebuilt)."""
+    written: bool = False
+    interrupted: bool = False
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(vars(self))
+        data["output"] = str(self.output)
+        return data
+
+
+Progress = Callable[[FileResult, int, int], None]
+"""Called after each file with its result, the files done so far and the files to do."""
+
+
+def scan(
+    paths: Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    *,
+    jobs: int | None = None,
+    dask: str | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    memory_per_job: int | None = DEFAULT_MEMORY_PER_JOB,
+    force: bool = False,
+    limits: Limits | None = None,
+    max_elements: int = MAX_ELEMENTS,
+    progress: Progress | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> ScanSummary:
+    """Scan every model file under ``paths`` (files, folders, globs) into the table ``output``
+    (.parquet, .csv or .jsonl). ``jobs`` local worker processes (default: one per CPU), or the
+    Dask scheduler at ``dask``; ``timeout`` seconds and ``memory_per_job`` bytes per file (local
+    workers only; None for no limit). ``force`` rescans files whose rows are already in
+    ``output``. Files that fail are rows with an ``error``; only an unwritable output raises
+    (``WeightscopeError``). On Ctrl-C the files done so far are written before
+    ``KeyboardInterrupt`` propagates."""
+    start = time.perf_counter()
+    target = Path(output)
+    require_writer(target)
+    check_target(target, [])
+    jobs = default_jobs() if jobs is None else jobs
+    summary = ScanSummary(target)
+    previous = {} if force else _previous_rows(target, summary)
+    found = walk([os.fspath(p) for p in paths], known=frozenset(previous))
+    summary.not_models, summary.missing = len(found.not_models), found.missing
+    keep = unchanged(previous, found.files, threads=jobs)
+    tasks = [
+        Task(path, limits or Limits(), max_elements) for path in found.files if path not in keep
+    ]
+    if on_start is not None:
+        on_start(len(tasks))
+    results: dict[str, FileResult] = {}
+    try:
+        for result in _run(tasks, jobs, dask, timeout, memory_per_job):
+            results[result.path] = result
+            if progress is not None:
+                progress(result, len(results), len(tasks))
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    rows: list[dict[str, Any]] = []
+    for path in found.files:
+        if path in results:
+            group = results[path].rows
+        elif path in keep:
+            group = previous[path]
+        else:
+            continue  # interrupted before it was done
+        rows.extend(group)
+        summary.files += 1
+        summary.errors += group[0]["error"] is not None
+        summary.flagged += bool(group[0].get("layers_flagged"))
+    summary.scanned, summary.reused = len(results), len(keep)
+    if results or set(found.files) != set(previous) or summary.previous_unreadable:
+        with atomic_file(target, [Path(p) for p in found.files]) as temporary:
+            write_table(rows, temporary)
+        summary.written = True
+    summary.seconds = time.perf_counter() - start
+    if summary.interrupted:
+        raise ScanInterrupted(summary)
+    return summary
+
+
+class ScanInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a scan, after the finished files were written (``summary``)."""
+
+    def __init__(self, summary: ScanSummary) -> None:
+        super().__init__("scan interrupted")
+        self.summary = summary
+
+
+def _previous_rows(target: Path, summary: ScanSummary) -> dict[str, list[dict[str, Any]]]:
+    if not target.exists():
+        return {}
+    try:
+        return rows_by_path(read_table(target))
+    except Exception as exc:  # not our table, an older layout, damaged: build it anew
+        summary.previous_unreadable = f"{type(exc).__name__}: {exc}"[:300]
+        return {}
+
+
+def _run(
+    tasks: Sequence[Task],
+    jobs: int,
+    dask: str | None,
+    timeout: float | None,
+    memory_per_job: int | None,
+) -> Iterator[FileResult]:
+    if not tasks:
+        return iter(())
+    if dask is not None:
+        from weightscope.scan.cluster import run_on_cluster
+
+        return run_on_cluster(dask, tasks)
+    from weightscope.scan.pool import LocalPool
+
+    if jobs < 1:
+        raise WeightscopeError(f"--jobs must be at least 1, not {jobs}")
+    return LocalPool(jobs, timeout, memory_per_job).run(tasks)
+
+
+__all__ = ["ScanInterrupted", "ScanSummary", "default_jobs", "scan"]

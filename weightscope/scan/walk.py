@@ -1,0 +1,82 @@
+"""Which files a scan reads: the paths given, folders walked, globs expanded; each file
+recognised by its content, not its name."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from weightscope.loading import recognise
+
+MODEL_SUFFIXES = frozenset({".h5", ".hdf5", ".keras", ".pt", ".pth", ".ckpt", ".onnx"}) | {
+    ".safetensors"
+}
+"""Names that promise a model: such a file is scanned (and its error recorded) even when its
+content is not recognised. Other unrecognised files (READMEs, configs, ONNX external data) are
+only counted."""
+
+
+@dataclass
+class Walk:
+    files: list[str] = field(default_factory=list)
+    """Absolute paths to scan, sorted, each once."""
+    not_models: list[str] = field(default_factory=list)
+    """Files passed over: not recognised, and not named like a model."""
+    missing: list[str] = field(default_factory=list)
+    """Paths given that exist neither as a file or folder nor as a glob that matches."""
+
+
+def walk(paths: Iterable[str], known: frozenset[str] = frozenset()) -> Walk:
+    """The files under ``paths``. Files in ``known`` (from an earlier scan) are taken without
+    looking at their content again."""
+    result = Walk()
+    seen: set[str] = set()
+    for given in paths:
+        named = os.path.isfile(given)  # a file named on the command line is always scanned
+        found = False
+        for file in _expand(given):
+            found = True
+            if file in seen:
+                continue
+            seen.add(file)
+            if named or file in known or _looks_like_model(Path(file)):
+                result.files.append(file)
+            else:
+                result.not_models.append(file)
+        if not found:
+            result.missing.append(given)
+    result.files.sort()
+    return result
+
+
+def _looks_like_model(file: Path) -> bool:
+    return recognise(file) is not None or (file.suffix.lower() in MODEL_SUFFIXES and file.is_file())
+
+
+def _expand(given: str) -> Iterator[str]:
+    """Regular files (links followed) named by ``given``: the file, every file under the
+    folder, or every file a glob matches (``**`` crosses folders)."""
+    if os.path.lexists(given):
+        yield from _files_at(given)
+        return
+    if glob.has_magic(given):
+        for match in sorted(glob.glob(given, recursive=True)):
+            yield from _files_at(match)
+
+
+def _files_at(path: str) -> Iterator[str]:
+    if os.path.isdir(path):
+        for folder, subfolders, names in os.walk(path):
+            subfolders.sort()
+            for name in sorted(names):
+                yield from _regular(os.path.join(folder, name))
+    else:
+        yield from _regular(path)
+
+
+def _regular(path: str) -> Iterator[str]:
+    if os.path.isfile(path):  # follows links; FIFOs, sockets and devices are left out
+        yield os.path.abspath(path)
