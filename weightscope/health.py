@@ -9,6 +9,7 @@ in :attr:`LayerHealth.note` (their NaN/Inf count and init verdict, read in chunk
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,7 +75,11 @@ class LayerHealth:
             "dead_filters": self.dead_filters,
             "duplicate_filters": self.duplicate_filters,
             "large_filters": self.large_filters,
-            "max_norm_ratio": self.max_norm_ratio,
+            "max_norm_ratio": (
+                self.max_norm_ratio
+                if self.max_norm_ratio is not None and math.isfinite(self.max_norm_ratio)
+                else None
+            ),
             "init_verdict": self.init_verdict,
             "note": self.note,
         }
@@ -108,8 +113,10 @@ def layer_health(
         )
     else:
         checks = _filter_checks(kernel)
-        if checks.large is None:
+        if checks.large is None and checks.filters < MIN_FILTERS:
             note = f"{checks.filters} filters: too few to compare norms (at least {MIN_FILTERS})"
+        elif checks.large is None:
+            note = "no finite non-zero filter: norms not compared"
     report = None if kernel is None else analyze(layer, producer=producer)
     return LayerHealth(
         layer=layer.name,
@@ -144,7 +151,7 @@ def _filter_checks(kernel: Tensor) -> _FilterChecks:
     canonical = kernel.canonical()
     filters = canonical.reshape(canonical.shape[0], -1)
     finite = np.isfinite(filters).all(axis=1)
-    norms = np.sqrt(np.square(filters.astype(np.float64)).sum(axis=1))
+    norms = _norms(filters, finite)
     live_norms = norms[finite & (norms > 0)]
     reference = float(np.median(live_norms)) if live_norms.size else 0.0
     dead = finite & ((norms == 0) | (norms < DEAD_RELATIVE * reference))
@@ -161,6 +168,17 @@ def _filter_checks(kernel: Tensor) -> _FilterChecks:
         large=large,
         max_norm_ratio=ratio,
     )
+
+
+def _norms(filters: np.ndarray, finite: np.ndarray) -> np.ndarray:
+    """L2 norm of each finite filter (0 for the others). Each filter is divided by its largest
+    magnitude before squaring: float64 weights over 1e154 would overflow, under 1e-162 vanish."""
+    wide = filters.astype(np.float64)  # a copy, scaled in place
+    wide[~finite] = 0.0
+    peak = np.maximum(wide.max(axis=1), -wide.min(axis=1))
+    wide /= np.where(peak > 0, peak, 1.0)[:, None]
+    np.square(wide, out=wide)
+    return peak * np.sqrt(wide.sum(axis=1))
 
 
 def _duplicates(filters: np.ndarray, candidates: np.ndarray) -> int:
