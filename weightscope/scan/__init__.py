@@ -8,6 +8,7 @@ the rows of files that have not changed.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -97,6 +98,7 @@ def scan(
     previous = {} if force else _previous_rows(target, summary)
     found = walk([os.fspath(p) for p in paths], known=frozenset(previous))
     summary.not_models, summary.missing = len(found.not_models), found.missing
+    check_target(target, [Path(p) for p in found.files])  # before hours of work, not after
     keep = unchanged(previous, found.files, threads=jobs)
     tasks = [
         Task(path, limits or Limits(), max_elements) for path in found.files if path not in keep
@@ -112,6 +114,7 @@ def scan(
     except KeyboardInterrupt:
         summary.interrupted = True
     rows: list[dict[str, Any]] = []
+    inputs = [Path(p) for p in found.files]
     for path in found.files:
         if path in results:
             group = results[path].rows
@@ -120,12 +123,18 @@ def scan(
         else:
             continue  # interrupted before it was done
         rows.extend(group)
+        inputs.extend(_read_beside(group[0]))
         summary.files += 1
         summary.errors += group[0]["error"] is not None
         summary.flagged += bool(group[0].get("layers_flagged"))
     summary.scanned, summary.reused = len(results), len(keep)
-    if results or set(found.files) != set(previous) or summary.previous_unreadable:
-        with atomic_file(target, [Path(p) for p in found.files]) as temporary:
+    if (
+        results
+        or set(found.files) != set(previous)
+        or summary.previous_unreadable
+        or not target.exists()  # no model found: still an (empty) table
+    ):
+        with atomic_file(target, inputs) as temporary:
             write_table(rows, temporary)
         summary.written = True
     summary.seconds = time.perf_counter() - start
@@ -140,6 +149,15 @@ class ScanInterrupted(KeyboardInterrupt):
     def __init__(self, summary: ScanSummary) -> None:
         super().__init__("scan interrupted")
         self.summary = summary
+
+
+def _read_beside(row: dict[str, Any]) -> list[Path]:
+    """The other files a model was read from (ONNX external data), from its model row: the
+    table must never be written onto one of them."""
+    try:
+        return [Path(entry["path"]) for entry in json.loads(row.get("inputs") or "[]")]
+    except (ValueError, TypeError, KeyError):
+        return []
 
 
 def _previous_rows(target: Path, summary: ScanSummary) -> dict[str, list[dict[str, Any]]]:

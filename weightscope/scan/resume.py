@@ -1,6 +1,7 @@
 """Resuming a scan: the rows of an earlier table are kept for every file whose size,
 modification time and content (SHA-256), and those of the files it read beside it (ONNX
-external data), are unchanged."""
+external data), are unchanged; except rows of files refused for a resource limit or memory,
+which a re-run with other ``--limit`` or ``--memory-per-job`` values may read."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from weightscope.scan.worker import file_sha256
+
+RETRIED_ERRORS = frozenset({"LimitError", "MemoryError"})
+"""Errors that depend on the run's options (``--limit``, ``--memory-per-job``), not only on
+the file: read again even when the file is unchanged."""
 
 
 def rows_by_path(rows: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -38,6 +43,8 @@ def unchanged(
 
 def _same_stat(row: dict[str, Any], path: str) -> bool:
     if row.get("sha256") is None:  # timed out or crashed last time: try again
+        return False
+    if row.get("error_type") in RETRIED_ERRORS:
         return False
     try:
         stat = os.stat(path)

@@ -36,7 +36,7 @@ def walk(paths: Iterable[str], known: frozenset[str] = frozenset()) -> Walk:
     seen: set[str] = set()
     for given in paths:
         named = os.path.isfile(given)  # a file named on the command line is always scanned
-        found = False
+        found = os.path.isdir(given)  # an empty folder is not missing
         for file in _expand(given):
             found = True
             if file in seen:

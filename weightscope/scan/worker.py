@@ -106,6 +106,8 @@ def scan_file(task: Task) -> FileResult:
     except OSError as exc:
         message = f"{task.path}: cannot read: {exc.strerror or exc}"
         return error_result(task.path, message, type(exc).__name__)
+    except MemoryError:  # --memory-per-job below what a worker needs to start at all
+        return error_result(task.path, f"{task.path}: out of memory hashing it", "MemoryError")
 
     def failed(message: str, error_type: str) -> FileResult:
         seconds = time.perf_counter() - start
