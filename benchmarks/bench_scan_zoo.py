@@ -129,7 +129,8 @@ def main() -> int:
     CACHE.mkdir(exist_ok=True)
     OUT.mkdir(exist_ok=True)
     started = time.perf_counter()
-    subprocess.run([sys.executable, str(HERE / "make_zoo.py"), str(ZOO)], check=True)
+    zoo_maker = [sys.executable, str(HERE / "make_zoo.py"), str(ZOO)]
+    subprocess.run(zoo_maker, check=True, stdout=sys.stderr)  # stdout is the Markdown report
     print(f"zoo ready in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     files = files_to_scan()
     in_table = summary_of(OUT / "check.parquet", "--force")["files"]

@@ -124,31 +124,47 @@ def torch_equivalent_shape(
 
 def _erfc(x: np.ndarray) -> np.ndarray:
     """Complementary error function, fractional error below 1.2e-7 everywhere (Chebyshev fit,
-    Numerical Recipes' ``erfcc``)."""
+    Numerical Recipes' ``erfcc``). Computed in place in two arrays: a KS test evaluates it on a
+    million weights for each candidate initializer, and temporaries would dominate its cost."""
     z = np.abs(x)
-    t = 1.0 / (1.0 + 0.5 * z)
-    poly = -z * z - 1.26551223
-    coefficients = (
-        1.00002368,
-        0.37409196,
-        0.09678418,
-        -0.18628806,
-        0.27886807,
-        -1.13520398,
-        1.48851587,
-        -0.82215223,
-        0.17087277,
-    )
+    t = z * 0.5
+    t += 1.0
+    np.reciprocal(t, out=t)
     acc = np.zeros_like(t)
-    for c in reversed(coefficients):
-        acc = t * (c + acc)
-    ans = t * np.exp(poly + acc)
-    return np.where(x >= 0, ans, 2.0 - ans)
+    for c in reversed(_ERFC_COEFFICIENTS):
+        acc += c
+        acc *= t
+    with np.errstate(over="ignore", under="ignore"):  # |x| > 1e154: exp(-inf) = 0 is right
+        np.square(z, out=z)
+        np.negative(z, out=z)
+        z -= 1.26551223
+        z += acc
+        np.exp(z, out=z)
+        z *= t
+    negative = x < 0
+    z[negative] = 2.0 - z[negative]
+    return z
+
+
+_ERFC_COEFFICIENTS = (
+    1.00002368,
+    0.37409196,
+    0.09678418,
+    -0.18628806,
+    0.27886807,
+    -1.13520398,
+    1.48851587,
+    -0.82215223,
+    0.17087277,
+)
 
 
 def normal_cdf(x: np.ndarray | float) -> np.ndarray:
     """Standard normal CDF, vectorised (absolute error below 1e-7)."""
-    return 0.5 * _erfc(-np.asarray(x, dtype=np.float64) / math.sqrt(2.0))
+    values = np.asarray(x, dtype=np.float64)
+    result = _erfc(values.reshape(-1) * (-1.0 / math.sqrt(2.0)))
+    result *= 0.5
+    return result.reshape(values.shape)[()]  # a float in, a numpy float out
 
 
 def normal_pdf(x: np.ndarray | float) -> np.ndarray:

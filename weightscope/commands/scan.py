@@ -149,6 +149,9 @@ def main(args: argparse.Namespace) -> int:
     except ScanInterrupted as stopped:
         _report(stopped.summary, args.json)
         return 130
+    except KeyboardInterrupt:  # while walking or hashing: nothing was read, nothing written
+        print("weightscope: scan interrupted before any file was read", file=sys.stderr)
+        return 130
     _report(summary, args.json)
     return 0
 

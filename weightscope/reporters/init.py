@@ -92,9 +92,11 @@ def ks_distance(sorted_values: np.ndarray, initializer: Initializer) -> float:
         below = np.searchsorted(sorted_values, initializer.loc, side="left")
         above = n - np.searchsorted(sorted_values, initializer.loc, side="right")
         return float(max(below, above) / n)
-    cdf = initializer.cdf(sorted_values)
-    upper = np.arange(1, n + 1, dtype=np.float64) / n
-    return float(max(np.max(upper - cdf), np.max(cdf - (upper - 1.0 / n))))
+    # D = max over i of i/n - F(x_i) and F(x_i) - (i-1)/n, from one array of i/n - F(x_i)
+    gaps = np.arange(1, n + 1, dtype=np.float64)
+    gaps /= n
+    gaps -= initializer.cdf(sorted_values)
+    return float(max(gaps.max(), 1.0 / n - gaps.min()))
 
 
 @dataclass

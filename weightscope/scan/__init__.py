@@ -84,8 +84,8 @@ def scan(
 ) -> ScanSummary:
     """Scan every model file under ``paths`` (files, folders, globs) into the table ``output``
     (.parquet, .csv or .jsonl). ``jobs`` local worker processes (default: one per CPU), or the
-    Dask scheduler at ``dask``; ``timeout`` seconds and ``memory_per_job`` bytes per file (local
-    workers only; None for no limit). ``force`` rescans files whose rows are already in
+    Dask scheduler at ``dask``; ``timeout`` seconds and ``memory_per_job`` bytes per file and
+    worker process (None for no limit). ``force`` rescans files whose rows are already in
     ``output``. Files that fail are rows with an ``error``; only an unwritable output raises
     (``WeightscopeError``). On Ctrl-C the files done so far are written before
     ``KeyboardInterrupt`` propagates."""
@@ -182,7 +182,7 @@ def _run(
     if dask is not None:
         from weightscope.scan.cluster import run_on_cluster
 
-        return run_on_cluster(dask, tasks)
+        return run_on_cluster(dask, tasks, timeout, memory_per_job)
     from weightscope.scan.pool import LocalPool
 
     if jobs < 1:

@@ -1,7 +1,10 @@
 """Scanning on a running ``dask.distributed`` cluster: the same per-file work as the local
 workers, submitted to the scheduler at ``address``. The workers read the files themselves, so
 the paths must be ones they can see (a shared file system), and weightscope must be installed
-where they run."""
+where they run. Each Dask worker thread reads its files in a child process of its own, kept
+between tasks (see :func:`weightscope.scan.pool.scan_in_child`): the per-file deadline and
+memory cap hold there as they do locally, and a file that crashes a native library takes down
+that child, not the Dask worker."""
 
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from weightscope.errors import WeightscopeError
-from weightscope.scan.worker import FileResult, Task, error_result, scan_file
+from weightscope.scan.pool import scan_in_child
+from weightscope.scan.worker import FileResult, Task, error_result
 
 CONNECT_TIMEOUT = "20s"
 
@@ -25,7 +29,9 @@ def _distributed(address: str) -> Any:
     return distributed
 
 
-def run_on_cluster(address: str, tasks: Sequence[Task]) -> Iterator[FileResult]:
+def run_on_cluster(
+    address: str, tasks: Sequence[Task], timeout: float | None, memory_bytes: int | None
+) -> Iterator[FileResult]:
     """Yield one result per task, in the order they finish on the cluster."""
     distributed = _distributed(address)
     try:
@@ -37,7 +43,14 @@ def run_on_cluster(address: str, tasks: Sequence[Task]) -> Iterator[FileResult]:
     with client:
         batch = uuid.uuid4().hex[:8]
         keys = [f"weightscope-scan-{batch}-{index}" for index in range(len(tasks))]
-        futures = client.map(scan_file, tasks, key=keys, pure=False)
+        futures = client.map(
+            scan_in_child,
+            tasks,
+            timeout=timeout,
+            memory_bytes=memory_bytes,
+            key=keys,
+            pure=False,
+        )
         task_of = {future.key: task for future, task in zip(futures, tasks, strict=True)}
         try:
             for future in distributed.as_completed(futures):
