@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -104,3 +105,31 @@ def test_ctrl_c_on_the_command_line_exits_130_without_traceback(
     assert rest.returncode == 0, rest.stderr
     assert _model_paths(table) == {str(path) for path in folder.glob("*.pt")}
     assert done <= _model_paths(table)
+
+
+def test_progress_bar_on_a_terminal(folder: Path, tmp_path: Path) -> None:
+    """On a terminal, stderr shows a bar with files done out of files to do; piped, it does
+    not (the other tests read stderr from a pipe)."""
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    command = [sys.executable, "-m", "weightscope", "scan", str(folder)]
+    command += ["-o", str(tmp_path / "zoo.jsonl"), "--jobs", "2"]
+    env = {**os.environ, "COLUMNS": "120", "TERM": "xterm"}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=follower, env=env)
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert process.wait(timeout=120) == 0
+    os.close(leader)
+    text = seen.decode(errors="replace")
+    assert re.search(rf"scanning.*\d+/{FILES} files", text), text[-2000:]
+    assert f"wrote {FILES} models" in text
