@@ -100,3 +100,37 @@ def stored_tensors(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
                 elif attr.name == "value_int":
                     put(node.output[0], np.asarray(attr.i, np.int64))
     return stored
+
+
+def conv_gemm_model(seed: int, in_channels: int, filters: int, outputs: int) -> onnx.ModelProto:
+    """Conv (``filters x in_channels x 3 x 3``, on an 8x8 input) then Flatten and Gemm
+    (``outputs x filters*6*6``, transB), random weights, written as PyTorch 2.13.0's exporter
+    would name its producer."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "conv.weight": rng.normal(size=(filters, in_channels, 3, 3)),
+        "conv.bias": rng.normal(size=filters),
+        "fc.weight": rng.normal(size=(outputs, filters * 6 * 6)),
+        "fc.bias": rng.normal(size=outputs),
+    }
+    nodes = [
+        helper.make_node("Conv", ["X", "conv.weight", "conv.bias"], ["c"], name="conv"),
+        helper.make_node("Flatten", ["c"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fc.weight", "fc.bias"], ["Y"], name="fc", transB=1),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, in_channels, 8, 8])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, outputs])],
+        [numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items()],
+    )
+    proto = helper.make_model(
+        g,
+        opset_imports=[helper.make_opsetid("", 17)],
+        producer_name="pytorch",
+        producer_version="2.13.0",
+    )
+    proto.ir_version = 8
+    onnx.checker.check_model(proto)
+    return proto

@@ -35,9 +35,8 @@ keras = pytest.importorskip("keras")
 tf_keras = pytest.importorskip("tf_keras")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
 import weightscope  # noqa: E402
+from tests.onnx_builders import conv_gemm_model  # noqa: E402
 from weightscope.cli import main as cli_main  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
@@ -79,34 +78,7 @@ def _torch_net() -> TorchNet:
 
 def _onnx_model() -> onnx.ModelProto:
     """Conv (a 16x8x3x3 kernel: over onnx's 4 KB, read by offset) then Flatten and Gemm."""
-    rng = np.random.default_rng(7)
-    arrays = {
-        "conv.weight": rng.normal(size=(16, 8, 3, 3)),
-        "conv.bias": rng.normal(size=16),
-        "fc.weight": rng.normal(size=(3, 16 * 6 * 6)),
-        "fc.bias": rng.normal(size=3),
-    }
-    nodes = [
-        helper.make_node("Conv", ["X", "conv.weight", "conv.bias"], ["c"], name="conv"),
-        helper.make_node("Flatten", ["c"], ["f"], name="flatten"),
-        helper.make_node("Gemm", ["f", "fc.weight", "fc.bias"], ["Y"], name="fc", transB=1),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 8, 8, 8])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 3])],
-        [numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items()],
-    )
-    proto = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", 17)],
-        producer_name="pytorch",
-        producer_version="2.13.0",
-    )
-    proto.ir_version = 8
-    onnx.checker.check_model(proto)
-    return proto
+    return conv_gemm_model(7, in_channels=8, filters=16, outputs=3)
 
 
 def _save_external(proto: onnx.ModelProto, path: Path) -> None:

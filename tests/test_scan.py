@@ -28,9 +28,9 @@ tf_keras = pytest.importorskip("tf_keras")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 from cli_runner import run_cli  # noqa: E402
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import weightscope  # noqa: E402
+from tests.onnx_builders import conv_gemm_model  # noqa: E402
 from weightscope.errors import WeightscopeError  # noqa: E402
 from weightscope.health import layer_health  # noqa: E402
 
@@ -84,34 +84,7 @@ def sick_net() -> TorchNet:
 
 def onnx_model(seed: int) -> onnx.ModelProto:
     """Conv (8x3x3x3) then Flatten and Gemm (4x288, transB)."""
-    rng = np.random.default_rng(seed)
-    arrays = {
-        "conv.weight": rng.normal(size=(8, 3, 3, 3)),
-        "conv.bias": rng.normal(size=8),
-        "fc.weight": rng.normal(size=(4, 8 * 6 * 6)),
-        "fc.bias": rng.normal(size=4),
-    }
-    nodes = [
-        helper.make_node("Conv", ["X", "conv.weight", "conv.bias"], ["c"], name="conv"),
-        helper.make_node("Flatten", ["c"], ["f"], name="flatten"),
-        helper.make_node("Gemm", ["f", "fc.weight", "fc.bias"], ["Y"], name="fc", transB=1),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 4])],
-        [numpy_helper.from_array(a.astype(np.float32), n) for n, a in arrays.items()],
-    )
-    proto = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", 17)],
-        producer_name="pytorch",
-        producer_version="2.13.0",
-    )
-    proto.ir_version = 8
-    onnx.checker.check_model(proto)
-    return proto
+    return conv_gemm_model(seed, in_channels=3, filters=8, outputs=4)
 
 
 def save_onnx_external(proto: onnx.ModelProto, path: Path, location: str) -> None:
