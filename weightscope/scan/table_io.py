@@ -12,8 +12,13 @@ from typing import Any
 from weightscope.errors import WeightscopeError
 from weightscope.scan.columns import COLUMNS, FLOAT, INT, NAMES, TYPES
 
-FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl"}
-FORMATS[".ndjson"] = "jsonl"
+FORMATS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
 
 
 def table_format(target: Path) -> str:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from weightscope.loading import recognise
 
-MODEL_SUFFIXES = frozenset({".h5", ".hdf5", ".keras", ".pt", ".pth", ".ckpt", ".onnx"}) | {
-    ".safetensors"
-}
+MODEL_SUFFIXES = frozenset(
+    {".h5", ".hdf5", ".keras", ".pt", ".pth", ".ckpt", ".onnx", ".safetensors"}
+)
 """Names that promise a model: such a file is scanned (and its error recorded) even when its
 content is not recognised. Other unrecognised files (READMEs, configs, ONNX external data) are
 only counted."""
