@@ -37,6 +37,11 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 
 import weightscope  # noqa: E402
 from tests.onnx_builders import conv_gemm_model  # noqa: E402
+from tests.small_models import (  # noqa: E402
+    ConvBnLinear,
+    keras_conv_bn_dense,
+    torch_conv_bn_linear,
+)
 from weightscope.cli import main as cli_main  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
@@ -46,34 +51,11 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 
 
 def _keras_model(K: Any) -> Any:
-    model = K.Sequential(
-        [
-            K.Input((8, 8, 3)),
-            K.layers.Conv2D(4, 3, name="conv"),
-            K.layers.BatchNormalization(name="bn"),
-            K.layers.Flatten(),
-            K.layers.Dense(3, name="dense"),
-        ]
-    )
-    rng = np.random.default_rng(7)
-    model.set_weights([rng.normal(size=w.shape).astype("float32") for w in model.get_weights()])
-    return model
+    return keras_conv_bn_dense(K, filters=4, outputs=3, seed=7)
 
 
-class TorchNet(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 4, 3)
-        self.bn = torch.nn.BatchNorm2d(4)
-        self.fc = torch.nn.Linear(4 * 6 * 6, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.bn(self.conv(x)), 1))
-
-
-def _torch_net() -> TorchNet:
-    torch.manual_seed(7)
-    return TorchNet().eval()
+def _torch_net() -> ConvBnLinear:
+    return torch_conv_bn_linear(filters=4, outputs=3, seed=7)
 
 
 def _onnx_model() -> onnx.ModelProto:

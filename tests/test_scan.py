@@ -31,6 +31,11 @@ from cli_runner import run_cli  # noqa: E402
 
 import weightscope  # noqa: E402
 from tests.onnx_builders import conv_gemm_model  # noqa: E402
+from tests.small_models import (  # noqa: E402
+    ConvBnLinear,
+    keras_conv_bn_dense,
+    torch_conv_bn_linear,
+)
 from weightscope.errors import WeightscopeError  # noqa: E402
 from weightscope.health import layer_health  # noqa: E402
 
@@ -41,39 +46,15 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 
 
 def _keras_model(K: Any, seed: int) -> Any:
-    """Conv2D(8, 3x3) on 8x8x3, BatchNormalization, Dense(4): weights drawn N(0, 1), so that no
-    layer looks untrained."""
-    model = K.Sequential(
-        [
-            K.Input((8, 8, 3)),
-            K.layers.Conv2D(8, 3, name="conv"),
-            K.layers.BatchNormalization(name="bn"),
-            K.layers.Flatten(),
-            K.layers.Dense(4, name="dense"),
-        ]
-    )
-    rng = np.random.default_rng(seed)
-    model.set_weights([rng.normal(size=w.shape).astype("float32") for w in model.get_weights()])
-    return model
+    """Conv2D(8, 3x3) on 8x8x3, BatchNormalization, Dense(4)."""
+    return keras_conv_bn_dense(K, filters=8, outputs=4, seed=seed)
 
 
-class TorchNet(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 8, 3)
-        self.bn = torch.nn.BatchNorm2d(8)
-        self.fc = torch.nn.Linear(8 * 6 * 6, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.bn(self.conv(x)), 1))
+def torch_net(seed: int) -> ConvBnLinear:
+    return torch_conv_bn_linear(filters=8, outputs=4, seed=seed)
 
 
-def torch_net(seed: int) -> TorchNet:
-    torch.manual_seed(seed)
-    return TorchNet().eval()
-
-
-def sick_net() -> TorchNet:
+def sick_net() -> ConvBnLinear:
     """Filter 2 of the conv zeroed (dead), one NaN in the dense kernel."""
     net = torch_net(9)
     with torch.no_grad():
