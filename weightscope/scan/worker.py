@@ -14,13 +14,23 @@ from pathlib import Path
 from typing import Any
 
 from weightscope.errors import WeightscopeError, printable
-from weightscope.health import FLAGS, MAX_ELEMENTS, LayerHealth, layer_health
+from weightscope.health import MAX_ELEMENTS, LayerHealth, layer_health
 from weightscope.limits import Limits
 from weightscope.loading import load
 from weightscope.model import Layer, Model, Tensor
 from weightscope.scan.columns import FLAG_COLUMNS, complete
 
 HASH_BLOCK = 1 << 20
+
+HEALTH_COLUMNS = (
+    "filters",
+    "dead_filters",
+    "duplicate_filters",
+    "large_filters",
+    "max_norm_ratio",
+    "init_verdict",
+)
+"""Columns of a layer row taken as they are from :meth:`LayerHealth.to_dict`."""
 
 
 @dataclass(frozen=True)
@@ -170,6 +180,7 @@ def _layer_row(model: Model, layer: Layer, health: LayerHealth) -> dict[str, Any
     from weightscope.reporters.table import principal_tensor
 
     main = principal_tensor(layer)
+    checked = health.to_dict()  # the same values as inspect --health --json
     row: dict[str, Any] = {
         "record": "layer",
         "format": model.format,
@@ -180,13 +191,8 @@ def _layer_row(model: Model, layer: Layer, health: LayerHealth) -> dict[str, Any
         "params": layer.params,
         "nan": _count(layer.tensors, "nan"),
         "inf": _count(layer.tensors, "inf"),
-        "filters": health.filters,
-        "dead_filters": health.dead_filters,
-        "duplicate_filters": health.duplicate_filters,
-        "large_filters": health.large_filters,
-        "max_norm_ratio": None if health.max_norm_ratio is None else _finite(health.max_norm_ratio),
-        "init_verdict": health.init_verdict,
-        "flags": ",".join(flag for flag in FLAGS if flag in health.flags),
+        **{name: checked[name] for name in HEALTH_COLUMNS},
+        "flags": ",".join(health.flags),
         "note": "; ".join(text for text in (layer.note, health.note) if text) or None,
     }
     if main is not None:
