@@ -9,7 +9,7 @@ Goals (from the ONNX issue, "Speed and memory"), all measured in this one run, p
 * peak resident memory <= 0.5x that baseline's (which peaks near 1.35 GB: the parsed protobuf
   plus a copy of every array);
 * with the same model saved with external data (one ``.onnx.data`` file), peak RSS <= 250 MB;
-* no framework imported: ``weightscope.cli.main(["inspect", path])`` run in a fresh interpreter,
+* no framework imported: ``weightscope.cli.app.main(["inspect", path])`` run in a fresh interpreter,
   which then reports whether ``torch``, ``tensorflow`` or ``onnxruntime`` is in ``sys.modules``.
 
 Measurement as in ``bench_inspect_torch_vgg16.py`` (see ``_measure.py``): every contender is a
@@ -157,7 +157,7 @@ print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "stats_s": t3 - t2}))
 # weightscope's own `inspect` (with statistics), then: was a framework imported?
 IMPORT_CHECK = r"""
 import json, sys
-from weightscope.cli import main
+from weightscope.cli.app import main
 code = main(["inspect", sys.argv[1]])
 frameworks = sorted(m for m in sys.modules if m.split(".")[0] in sys.argv[2].split(","))
 print(json.dumps({"exit": code, "frameworks": frameworks, "onnx": "onnx" in sys.modules}))
@@ -167,7 +167,7 @@ sys.exit(code)
 # What `weightscope inspect --json` reports, to make sure the timed runs inspect the whole model.
 READ_CHECK = r"""
 import contextlib, io, json, sys
-from weightscope.cli import main
+from weightscope.cli.app import main
 out = io.StringIO()
 with contextlib.redirect_stdout(out):
     code = main(["inspect", "--json", sys.argv[1]])
@@ -311,7 +311,7 @@ def goals(
         frameworks = imported["frameworks"]
         results.append(
             (
-                f"{label}: no framework imported (`weightscope.cli.main(['inspect', FILE])`, "
+                f"{label}: no framework imported (`weightscope.cli.app.main(['inspect', FILE])`, "
                 f"then sys.modules: {', '.join(FRAMEWORKS)})",
                 "imported: " + (", ".join(frameworks[:3]) if frameworks else "none"),
                 not frameworks,

@@ -6,7 +6,7 @@ Goals (from issue 3, "Speed and memory"), all measured in this one run, page cac
 * wall time <= 0.35x a process that runs ``torch.load(path, weights_only=True)`` and then
   computes mean and std of every tensor (``import torch`` included, as a user would pay it);
 * peak resident memory <= 250 MB (the baseline peaks near 790 MB);
-* torch never imported: ``weightscope.cli.main(["inspect", path])`` run in a fresh interpreter,
+* torch never imported: ``weightscope.cli.app.main(["inspect", path])`` run in a fresh interpreter,
   which then reports whether ``torch`` is in ``sys.modules``.
 
 Measurement as in ``bench_inspect_vgg16.py`` (see ``_measure.py``): every contender is a child
@@ -101,7 +101,7 @@ print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "stats_s": t3 - t2}))
 # weightscope's own `inspect` (with statistics), then: was torch (or another framework) imported?
 TORCH_CHECK = r"""
 import json, sys
-from weightscope.cli import main
+from weightscope.cli.app import main
 code = main(["inspect", sys.argv[1]])
 frameworks = sorted(
     m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "tensorflow", "keras")

@@ -24,9 +24,10 @@ pytest.importorskip("onnx")
 from cli_runner import run_cli  # noqa: E402
 
 import weightscope  # noqa: E402
-from weightscope import cli, transforms  # noqa: E402
-from weightscope.commands import compare as compare_command  # noqa: E402
-from weightscope.matching import hungarian  # noqa: E402
+from weightscope import cli  # noqa: E402
+from weightscope.cli.commands import compare as compare_command  # noqa: E402
+from weightscope.comparison import transforms  # noqa: E402
+from weightscope.comparison.matching import hungarian  # noqa: E402
 
 nn = torch.nn
 pytestmark = pytest.mark.filterwarnings(
@@ -477,7 +478,7 @@ def test_cli_example_keras_against_its_pytorch_port():
 FORBIDDEN = ("torch", "tensorflow", "keras", "tf_keras", "jax", "onnxruntime")
 NO_FRAMEWORK_CHECK = f"""
 import sys
-from weightscope.cli import main
+from weightscope.cli.app import main
 assert main(["compare", sys.argv[1], sys.argv[2], "--json"]) == 0
 print("FRAMEWORKS:", sorted(m for m in sys.modules if m.split(".")[0] in {set(FORBIDDEN)!r}))
 """

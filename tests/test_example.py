@@ -26,7 +26,7 @@ from torch import nn  # noqa: E402
 
 import weightscope  # noqa: E402
 from weightscope.examples import EXAMPLE_FILES  # noqa: E402
-from weightscope.export import export_npz  # noqa: E402
+from weightscope.reporters.npz import export_npz  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "make_example_model.py"

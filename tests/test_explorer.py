@@ -32,9 +32,9 @@ def example():
 
 
 def test_explore_is_a_lazy_attribute():
-    import weightscope.explorer
+    import weightscope.notebook.explorer
 
-    assert weightscope.explore is weightscope.explorer.explore
+    assert weightscope.explore is weightscope.notebook.explorer.explore
     assert "explore" in weightscope.__all__
 
 

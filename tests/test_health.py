@@ -1,5 +1,5 @@
-"""Health flags (``weightscope.health``, ``inspect --health``): NaN/Inf, dead, duplicated and
-outsized filters and kernels still at their initializer.
+"""Health flags (``weightscope.analysis.health``, ``inspect --health``): NaN/Inf, dead,
+duplicated and outsized filters and kernels still at their initializer.
 
 Every model is built by its framework, its problems injected through the framework itself
 (``torch.no_grad`` edits, Keras ``set_weights``), saved in the framework's own file formats and
@@ -25,7 +25,7 @@ import pytest
 from cli_runner import run_cli
 
 import weightscope
-from weightscope.health import (
+from weightscope.analysis.health import (
     DEAD_RELATIVE,
     FLAGS,
     MIN_FILTERS,

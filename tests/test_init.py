@@ -14,7 +14,7 @@ import pytest
 from cli_runner import run_cli
 
 import weightscope
-from weightscope import initializers as inits
+from weightscope.analysis import initializers as inits
 from weightscope.reporters.init import (
     MIN_WEIGHTS,
     analyze,

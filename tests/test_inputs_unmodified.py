@@ -42,7 +42,7 @@ from tests.small_models import (  # noqa: E402
     keras_conv_bn_dense,
     torch_conv_bn_linear,
 )
-from weightscope.cli import main as cli_main  # noqa: E402
+from weightscope.cli.app import main as cli_main  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 

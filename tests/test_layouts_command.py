@@ -18,7 +18,9 @@ from onnx import TensorProto, helper
 
 import weightscope
 from weightscope import layouts
-from weightscope.adapters import _keras_catalog, _onnx_ops, _torch_layers
+from weightscope.formats.keras import catalog as _keras_catalog
+from weightscope.formats.onnx import ops as _onnx_ops
+from weightscope.formats.pytorch import layers as _torch_layers
 from weightscope.model import LAYER_KINDS
 from weightscope.reporters.layouts import layouts_to_dict
 

@@ -27,7 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import weightscope
 from weightscope import LimitError, Limits, UnsafeFileError, WeightscopeError
-from weightscope.cli import main as cli_main
+from weightscope.cli.app import main as cli_main
 from weightscope.limits import format_value, parse_assignment, parse_value
 
 torch = pytest.importorskip("torch")
@@ -782,7 +782,7 @@ def test_a_million_dims_are_refused_quickly(tmp_path):
 
 
 def test_layer_scopes_with_many_suffixes_match_in_linear_time():
-    from weightscope.adapters._keras_legacy import _same_layer
+    from weightscope.formats.keras.legacy_h5 import _same_layer
 
     assert _same_layer("conv_1_2", "conv") and _same_layer("conv", "conv")
     assert not _same_layer("conv_12", "conv_1") and not _same_layer("conv_x", "conv")
@@ -793,7 +793,7 @@ def test_layer_scopes_with_many_suffixes_match_in_linear_time():
 
 
 def test_torchscript_constants_that_would_exhaust_memory_are_skipped():
-    from weightscope.adapters._torch_files import _NOT_LITERAL, _literal
+    from weightscope.formats.pytorch.files import _NOT_LITERAL, _literal
 
     assert _literal("(1, 2)") == (1, 2)
     assert _literal("-" * 4000 + "1") is _NOT_LITERAL or isinstance(_literal("-" * 4000 + "1"), int)

@@ -18,7 +18,7 @@ ONNX_FILE_FORBIDDEN = ("torch", "tensorflow", "keras", "tf_keras", "jax", "onnxr
 
 CHECK_TEMPLATE = """
 import sys
-from weightscope.cli import main
+from weightscope.cli.app import main
 codes = [main(["inspect", sys.argv[1]]), main(["inspect", sys.argv[1], "--json"]),
          main(["export", sys.argv[1], "-o", sys.argv[2]])]
 assert codes == [0, 0, 0], codes

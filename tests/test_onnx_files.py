@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from torch_builders import assert_one_error_line, digest  # noqa: E402
 
 import weightscope  # noqa: E402
-from weightscope.adapters._onnx_wire import SMALL_BULK_BYTES  # noqa: E402
+from weightscope.formats.onnx.wire import SMALL_BULK_BYTES  # noqa: E402
 from weightscope.limits import Limits  # noqa: E402
 
 MAX_GRAPH_DEPTH = Limits().max_graph_depth

@@ -36,8 +36,8 @@ from tests.small_models import (  # noqa: E402
     keras_conv_bn_dense,
     torch_conv_bn_linear,
 )
+from weightscope.analysis.health import layer_health  # noqa: E402
 from weightscope.errors import WeightscopeError  # noqa: E402
-from weightscope.health import layer_health  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 

@@ -21,7 +21,7 @@ from cli_runner import run_cli  # noqa: E402
 from test_scan import DAMAGED, MODELS, build_zoo, model_rows, read_table  # noqa: E402
 
 import weightscope.scan.cluster  # noqa: E402
-from weightscope.cli import main as cli_main  # noqa: E402
+from weightscope.cli.app import main as cli_main  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 

@@ -73,7 +73,7 @@ from torch_builders import (  # noqa: E402
 )
 
 import weightscope  # noqa: E402
-from weightscope.cli import main as cli_main  # noqa: E402
+from weightscope.cli.app import main as cli_main  # noqa: E402
 from weightscope.errors import UnsafeFileError, WeightscopeError  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")

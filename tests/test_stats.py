@@ -13,10 +13,10 @@ import h5py
 import numpy as np
 import pytest
 
-from weightscope.adapters._file_region import FileRegionSource, OpenFile, c_strides
-from weightscope.adapters._hdf5 import H5DatasetSource
 from weightscope.chunking import iter_slabs, slab_shape
 from weightscope.dtypes import BFLOAT16
+from weightscope.formats._common.file_region import FileRegionSource, OpenFile, c_strides
+from weightscope.formats.keras.hdf5 import H5DatasetSource
 from weightscope.model import ArraySource, Tensor
 from weightscope.stats import TensorStats, compute_stats, reduce_slabs
 

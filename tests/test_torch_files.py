@@ -217,7 +217,7 @@ def test_legacy_file_saved_on_a_gpu(tmp_path: Path) -> None:
 
 NO_IMPORT_CHECK = """
 import sys
-from weightscope.cli import main
+from weightscope.cli.app import main
 codes = [main(["inspect", sys.argv[1]]), main(["inspect", sys.argv[1], "--json"]),
          main(["export", sys.argv[1], "-o", sys.argv[2]])]
 assert codes == [0, 0, 0], codes

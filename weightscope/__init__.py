@@ -16,13 +16,13 @@ from weightscope.errors import (
     WeightscopeError,
 )
 from weightscope.examples import example_path
+from weightscope.formats.registry import load
 from weightscope.limits import Limits
-from weightscope.loading import load
 from weightscope.model import LAYER_KINDS, Layer, Model, ParamCounts, Tensor
 
 if TYPE_CHECKING:
-    from weightscope.comparison import compare
-    from weightscope.explorer import explore
+    from weightscope.comparison.engine import compare
+    from weightscope.notebook.explorer import explore
 
 __version__ = "0.1.0"
 
@@ -50,11 +50,11 @@ def __getattr__(name: str) -> Any:
     """``weightscope.explore`` (for notebooks only) and ``weightscope.compare``, imported on
     first use."""
     if name == "explore":
-        from weightscope.explorer import explore
+        from weightscope.notebook.explorer import explore
 
         return explore
     if name == "compare":
-        from weightscope.comparison import compare
+        from weightscope.comparison.engine import compare
 
         return compare
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,5 @@
 """``python -m weightscope`` works like the ``weightscope`` command."""
 
-from weightscope.cli import run
+from weightscope.cli.app import run
 
 run()

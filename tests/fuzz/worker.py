@@ -1,6 +1,6 @@
 """The fuzzing worker: a long-lived child process that reads one request per line on stdin,
 runs weightscope on the file it names (the Python API, then ``inspect --json`` and
-``export -o OUT.npz`` through ``weightscope.cli.main`` in this process) and answers on its
+``export -o OUT.npz`` through ``weightscope.cli.app.main`` in this process) and answers on its
 original stdout, one JSON object per line.
 
 Before each step it writes ``{"step": NAME}`` so that the parent can time every step apart
@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 import weightscope
-import weightscope.cli
-from weightscope.adapters import keras, onnx, pytorch  # noqa: F401  (imported before the cap)
+import weightscope.cli.app
+from weightscope.formats import registry  # noqa: F401  (imports every reader before the cap)
 
 STAT_FIELDS = ("mean", "std", "min", "max", "zeros_fraction", "nan", "inf")
 
@@ -144,7 +144,7 @@ class Captured:
 
 
 def run_cli(argv: list[str], captured: Captured) -> tuple[int | None, str, str, list[str]]:
-    """``weightscope.cli.main(argv)`` in this process: (status, stdout, stderr, problems).
+    """``weightscope.cli.app.main(argv)`` in this process: (status, stdout, stderr, problems).
     stderr holds what the real command would print there: Python's stderr, warnings shown
     as Python shows them, and output written below Python."""
     out, err = io.StringIO(), io.StringIO()
@@ -157,7 +157,7 @@ def run_cli(argv: list[str], captured: Captured) -> tuple[int | None, str, str, 
         contextlib.redirect_stderr(err),
     ):
         try:
-            status = weightscope.cli.main(argv)
+            status = weightscope.cli.app.main(argv)
         except SystemExit as exc:
             status = exc.code if isinstance(exc.code, int) else 1
         except BaseException as exc:

@@ -9,9 +9,9 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from weightscope.comparison import DIFFERENT, IDENTICAL, Comparison
+from weightscope.comparison.engine import DIFFERENT, IDENTICAL, Comparison
+from weightscope.comparison.transforms import IDENTITY, NONE
 from weightscope.errors import printable
-from weightscope.transforms import IDENTITY, NONE
 
 VERDICT_STYLES = {IDENTICAL: "bold green", DIFFERENT: "bold red"}
 

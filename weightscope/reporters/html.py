@@ -19,8 +19,8 @@ from typing import Any
 from weightscope import __version__
 from weightscope.errors import printable
 from weightscope.model import Layer, Model, Tensor
-from weightscope.progress import compute_stats, progress
 from weightscope.reporters import table as terminal
+from weightscope.reporters.progress import compute_stats, progress
 from weightscope.reporters.table import _config_value, _num, _shape, principal_tensor
 from weightscope.stats import TensorStats
 

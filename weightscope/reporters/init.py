@@ -44,9 +44,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from weightscope import initializers as inits
+from weightscope.analysis import initializers as inits
+from weightscope.analysis.initializers import Initializer
 from weightscope.chunking import DEFAULT_CHUNK_ELEMENTS
-from weightscope.initializers import Initializer
 from weightscope.model import KERNEL_KINDS, Layer, Model, Tensor
 
 if TYPE_CHECKING:

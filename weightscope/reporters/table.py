@@ -6,8 +6,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from weightscope.analysis.health import LARGE_RELATIVE, LayerHealth
 from weightscope.errors import printable
-from weightscope.health import LARGE_RELATIVE, LayerHealth
 from weightscope.model import Layer, Model, ParamCounts, Tensor
 from weightscope.stats import TensorStats
 

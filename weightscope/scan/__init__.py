@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from weightscope.analysis.health import MAX_ELEMENTS
 from weightscope.errors import WeightscopeError
-from weightscope.health import MAX_ELEMENTS
 from weightscope.limits import Limits
 from weightscope.output import atomic_file, check_target
 from weightscope.scan.resume import rows_by_path, unchanged

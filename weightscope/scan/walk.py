@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from weightscope.loading import recognise
+from weightscope.formats.registry import recognise
 
 MODEL_SUFFIXES = frozenset(
     {".h5", ".hdf5", ".keras", ".pt", ".pth", ".ckpt", ".onnx", ".safetensors"}

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from weightscope.analysis.health import MAX_ELEMENTS, LayerHealth, layer_health
 from weightscope.errors import WeightscopeError, printable
-from weightscope.health import MAX_ELEMENTS, LayerHealth, layer_health
+from weightscope.formats.registry import load
 from weightscope.limits import Limits
-from weightscope.loading import load
 from weightscope.model import Layer, Model, Tensor
 from weightscope.scan.columns import FLAG_COLUMNS, complete
 
@@ -40,7 +40,7 @@ class Task:
     path: str
     limits: Limits = field(default_factory=Limits)
     max_elements: int = MAX_ELEMENTS
-    """Largest kernel read whole for the filter checks (see :mod:`weightscope.health`)."""
+    """Largest kernel read whole for the filter checks (see :mod:`weightscope.analysis.health`)."""
 
 
 @dataclass

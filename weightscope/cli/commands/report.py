@@ -1,0 +1,51 @@
+"""``weightscope report FILE -o report.html``: one self-contained HTML page about the model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from weightscope.cli.options import add_source
+from weightscope.model import Model
+from weightscope.output import atomic_output, check_output
+
+
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "report",
+        help="write one self-contained HTML page: table, parameters, init verdicts, kernels",
+        description="Write one HTML page about the model: the summary table, the parameter "
+        "verification, the initializer verdicts and, for every convolution, its kernel slices "
+        "and the histogram of its weights against their initializer. The page is self-contained "
+        "(figures embedded as PNG, inline style, no scripts, nothing loaded from elsewhere): "
+        "open it in any browser or send it as one file.",
+    )
+    add_source(parser)
+    parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.html")
+    parser.add_argument(
+        "--no-stats",
+        action="store_true",
+        help="structure only: summary and parameter counts, reads no tensor data",
+    )
+    return parser
+
+
+def run(args: argparse.Namespace, model: Model) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # a command line draws into files, never into a window
+
+    from weightscope.reporters.html import report_html
+
+    target: Path = args.output
+    check_output(target, model)
+    page = report_html(model, with_stats=not args.no_stats)
+    with atomic_output(target, model) as temp:
+        temp.write_bytes(page.encode("utf-8"))
+    figures = page.count("<img ")
+    print(
+        f"wrote report of {len(model.layers)} layers with {figures} figures to {target}",
+        file=sys.stderr,
+    )

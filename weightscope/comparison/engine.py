@@ -1,0 +1,636 @@
+"""``weightscope.compare(a, b)``: are two models' weights the same, layer by layer, whatever
+frameworks wrote them, and if not, how do they differ?
+
+The layers of A and B are paired (:mod:`weightscope.comparison.matching`), then for each pair
+the transforms of :mod:`weightscope.comparison.transforms` are tried on A's canonical principal
+tensor until one maps it onto B's within tolerance; that transform is applied to the pair's
+other kernel-like tensors (vectors such as biases are compared as they are) and every tensor the
+two layers share is compared. Values are read one pair at a time, so two large models are never
+held in memory at once.
+
+Verdict: ``identical`` when every pair matches under ``identity`` and no layer is unmatched
+(exit status 0 on the command line), ``transformed`` when every pair matches but some only under
+a transform, ``different`` when a pair differs or a layer is unmatched (exit status 1 for
+both).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from weightscope.comparison.matching import (
+    MATCHED_BY_ORDER,
+    Entry,
+    Pair,
+    Sketch,
+    entries,
+    float_tensors,
+    match,
+    sketch,
+)
+from weightscope.comparison.transforms import (
+    DEFAULT_ATOL,
+    DEFAULT_RTOL,
+    FLATTEN_CHW_TO_HWC,
+    FLATTEN_HWC_TO_CHW,
+    IDENTITY,
+    NONE,
+    FeatureMap,
+    Tolerance,
+    Transform,
+    candidates,
+    difference,
+    feature_maps,
+    search,
+    transformed_shape,
+)
+from weightscope.errors import WeightscopeError, printable
+from weightscope.formats.registry import load
+from weightscope.limits import Limits
+from weightscope.model import Layer, Model, Tensor
+
+IDENTICAL = "identical"
+TRANSFORMED = "transformed"
+DIFFERENT = "different"
+
+BN_DEFAULTS: dict[str, tuple[str, float, str, float]] = {
+    # framework: (eps key, default eps, momentum key, default momentum)
+    "keras": ("epsilon", 1e-3, "momentum", 0.99),
+    "pytorch": ("eps", 1e-5, "momentum", 0.1),
+    "onnx": ("epsilon", 1e-5, "momentum", 0.9),
+}
+"""Where batch norm's eps and momentum sit in a layer config, and each framework's default.
+Keras and ONNX weight the old moving statistic by ``momentum``, PyTorch the new batch statistic:
+Keras ``momentum`` = 1 - PyTorch ``momentum``."""
+
+FRAMEWORK_NAMES = {"keras": "Keras", "pytorch": "PyTorch", "onnx": "ONNX"}
+
+
+@dataclass
+class TensorResult:
+    """One tensor of a pair, compared after the pair's transform."""
+
+    role: str
+    transform: str
+    max_abs_diff: float
+    max_rel_diff: float
+    match: bool
+    where: tuple[int, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "role": self.role,
+            "transform": self.transform,
+            "max_abs_diff": _json_number(self.max_abs_diff),
+            "max_rel_diff": _json_number(self.max_rel_diff),
+            "match": self.match,
+        }
+
+
+@dataclass
+class PairResult:
+    """One layer of A, the layer of B it was paired with, and how their weights compare."""
+
+    a: str
+    b: str
+    kind: str
+    """The kind, or ``A's kind/B's kind`` when they differ."""
+    transform: str
+    """The transform that maps A's principal tensor onto B's (``identity``, ``swap_hw``...), or
+    ``none`` when no transform does."""
+    max_abs_diff: float
+    """Largest absolute difference over the pair's tensors, after the transform (after the
+    closest one when none holds)."""
+    max_rel_diff: float
+    """Largest difference relative to ``max|b|`` of its tensor, over the pair's tensors."""
+    match: bool
+    """Every tensor the layers share agrees within tolerance (and no weight is on one side
+    only)."""
+    matched_by: str
+    tensors: list[TensorResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def note(self) -> str | None:
+        return "; ".join(self.notes) if self.notes else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "a": self.a,
+            "b": self.b,
+            "kind": self.kind,
+            "transform": self.transform,
+            "max_abs_diff": _json_number(self.max_abs_diff),
+            "max_rel_diff": _json_number(self.max_rel_diff),
+            "match": self.match,
+            "note": self.note,
+            "matched_by": self.matched_by,
+            "tensors": [t.to_dict() for t in self.tensors],
+        }
+
+
+@dataclass
+class Unmatched:
+    """A layer with no partner on the other side."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "shape": list(self.shape)}
+
+
+@dataclass
+class Comparison:
+    """The outcome of :func:`compare`."""
+
+    a: str
+    b: str
+    """What was compared: file paths, or a description of a live object."""
+    a_format: str
+    b_format: str
+    pairs: list[PairResult]
+    unmatched_a: list[Unmatched]
+    unmatched_b: list[Unmatched]
+    tolerance: Tolerance
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        """``identical``, ``transformed`` or ``different`` (see the module docstring)."""
+        if self.unmatched_a or self.unmatched_b or not all(p.match for p in self.pairs):
+            return DIFFERENT
+        if all(p.transform == IDENTITY for p in self.pairs):
+            return IDENTICAL
+        return TRANSFORMED
+
+    @property
+    def exit_code(self) -> int:
+        """0 for ``identical``, 1 otherwise (the command line's exit status)."""
+        return 0 if self.verdict == IDENTICAL else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "a": self.a,
+            "b": self.b,
+            "a_format": self.a_format,
+            "b_format": self.b_format,
+            "pairs": [p.to_dict() for p in self.pairs],
+            "unmatched_a": [u.to_dict() for u in self.unmatched_a],
+            "unmatched_b": [u.to_dict() for u in self.unmatched_b],
+            "verdict": self.verdict,
+            "tolerance": self.tolerance.to_dict(),
+            "notes": list(self.notes),
+        }
+
+    def __rich__(self) -> Any:
+        from weightscope.reporters.compare import comparison_table
+
+        return comparison_table(self)
+
+
+def compare(
+    a: str | os.PathLike[str] | Any,
+    b: str | os.PathLike[str] | Any,
+    *,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    limits: Limits | None = None,
+) -> Comparison:
+    """Compare the weights of two models, layer by layer: two files in any supported format
+    (same or different frameworks), live ``torch.nn.Module`` / ``onnx.ModelProto`` objects, or
+    already loaded :class:`~weightscope.Model` objects (left open). Tensors agree when
+    ``max|T(a) - b| <= atol + rtol * max|b|``. Files are read within ``limits`` (see
+    :func:`weightscope.load`).
+
+    Raises ``WeightscopeError`` (one line) when a model cannot be read.
+    """
+    tolerance = _tolerance(atol, rtol)
+    model_a, label_a, close_a = _open(a, limits)
+    try:
+        model_b, label_b, close_b = _open(b, limits)
+        try:
+            return _compare_models(model_a, label_a, model_b, label_b, tolerance)
+        finally:
+            if close_b:
+                model_b.close()
+    finally:
+        if close_a:
+            model_a.close()
+
+
+def _tolerance(atol: float, rtol: float) -> Tolerance:
+    for name, value in (("atol", atol), ("rtol", rtol)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise WeightscopeError(f"{name} must be a finite number >= 0, not {value!r}")
+    return Tolerance(float(atol), float(rtol))
+
+
+def _open(source: Any, limits: Limits | None) -> tuple[Model, str, bool]:
+    if isinstance(source, Model):
+        label = str(source.source) if source.source else f"live {source.framework} model"
+        return source, label, False
+    model = load(source, limits=limits)
+    if isinstance(source, (str, os.PathLike)):
+        return model, os.fspath(source), True
+    return model, f"live {type(source).__qualname__} ({model.framework})", True
+
+
+class _Reader:
+    """Reads a model's tensors, turning any failure into a one-line WeightscopeError."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def __call__(self, layer: Layer, tensor: Tensor) -> np.ndarray:
+        try:
+            array = tensor.canonical() if tensor.native_layout else tensor.numpy()
+            return np.asarray(array)
+        except WeightscopeError:
+            raise
+        except Exception as exc:
+            raise WeightscopeError(
+                printable(
+                    f"{self.label}: layer {layer.name!r}, tensor {tensor.role!r}: cannot read: "
+                    f"{' '.join(str(exc).split())}"
+                )
+            ) from exc
+
+
+def _compare_models(
+    model_a: Model, label_a: str, model_b: Model, label_b: str, tolerance: Tolerance
+) -> Comparison:
+    side_a, left_a = entries(model_a)
+    side_b, left_b = entries(model_b)
+    readers = {"a": _Reader(label_a), "b": _Reader(label_b)}
+    cache: dict[tuple[str, int], Sketch] = {}
+
+    def sketches(side: str, entry: Entry) -> Sketch:
+        key = (side, entry.index)
+        if key not in cache:
+            cache[key] = sketch(entry.layer, readers[side])
+        return cache[key]
+
+    matching = match(side_a, side_b, sketches, tolerance)
+    cache.clear()
+    results = [
+        _compare_pair(pair, side_a, side_b, readers["a"], readers["b"], tolerance)
+        for pair in matching.pairs
+    ]
+    notes = []
+    for label, left in (("A", left_a), ("B", left_b)):
+        if left:
+            notes.append(f"{label}: left out, holding no weights to compare: {', '.join(left)}")
+    if not side_a and not side_b:
+        notes.append("neither model has weight-bearing layers")
+    return Comparison(
+        a=label_a,
+        b=label_b,
+        a_format=model_a.format,
+        b_format=model_b.format,
+        pairs=results,
+        unmatched_a=[_unmatched(e) for e in matching.unmatched_a],
+        unmatched_b=[_unmatched(e) for e in matching.unmatched_b],
+        tolerance=tolerance,
+        notes=notes,
+    )
+
+
+def _unmatched(entry: Entry) -> Unmatched:
+    return Unmatched(entry.name, entry.kind, entry.shape)
+
+
+def _previous_channels(side: list[Entry], entry: Entry) -> tuple[int | None, str | None]:
+    """Output channels of the nearest layer before ``entry`` that has them, and its name."""
+    for earlier in reversed(side[: entry.index]):
+        channels = earlier.out_channels
+        if channels is not None:
+            return channels, earlier.name
+    return None, None
+
+
+def _align(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A 1x1 conv kernel against a dense kernel: both as ``(out, in)``."""
+    if a.ndim > b.ndim == 2 and all(s == 1 for s in a.shape[2:]):
+        a = a.reshape(a.shape[:2])
+    elif b.ndim > a.ndim == 2 and all(s == 1 for s in b.shape[2:]):
+        b = b.reshape(b.shape[:2])
+    return a, b
+
+
+NEUTRAL = {"bias": 0.0, "beta": 0.0, "gamma": 1.0}
+"""Values of a tensor stored on one side only that leave the layer's output unchanged (a zero
+bias where the other side has none)."""
+
+
+def _compare_pair(
+    pair: Pair,
+    side_a: list[Entry],
+    side_b: list[Entry],
+    read_a: _Reader,
+    read_b: _Reader,
+    tolerance: Tolerance,
+) -> PairResult:
+    layer_a, layer_b = pair.a.layer, pair.b.layer
+    tensors_a = {t.role: t for t in float_tensors(layer_a)}
+    tensors_b = {t.role: t for t in float_tensors(layer_b)}
+    kind = layer_a.kind if layer_a.kind == layer_b.kind else f"{layer_a.kind}/{layer_b.kind}"
+    notes: list[str] = []
+    if layer_a.kind != layer_b.kind:
+        inferred = [side for side, layer in (("A", layer_a), ("B", layer_b)) if layer.inferred]
+        why = f" ({' and '.join(inferred)} inferred from names and shapes)" if inferred else ""
+        notes.append(f"kinds differ: {layer_a.kind} in A, {layer_b.kind} in B{why}")
+    if pair.matched_by == MATCHED_BY_ORDER:
+        notes.append(
+            f"paired by position among {max(pair.group_size)} layers of compatible kind and "
+            "shape (no values agree)"
+        )
+    results: list[TensorResult] = []
+    shared = [role for role in tensors_a if role in tensors_b]
+    principal = _principal_role(pair)
+    chosen: Transform | None = None
+    if principal is not None:
+        shared.remove(principal)
+        context = _Context(side_a, side_b, read_a, read_b, tolerance)
+        chosen = _search_principal(pair, principal, context, results, notes)
+    for role in shared:
+        array_a = read_a(layer_a, tensors_a[role])
+        array_b = read_b(layer_b, tensors_b[role])
+        results.append(_compare_tensor(role, chosen, array_a, array_b, tolerance, notes))
+    for side, mine, other, read, layer in (
+        ("A", tensors_a, tensors_b, read_a, layer_a),
+        ("B", tensors_b, tensors_a, read_b, layer_b),
+    ):
+        for role in mine:
+            if role in other:
+                continue
+            neutral = NEUTRAL.get(role)
+            if neutral is not None and np.all(read(layer, mine[role]) == neutral):
+                notes.append(f"{role} only in {side} (all {neutral:g}: no effect)")
+            else:
+                notes.append(f"{role} only in {side}")
+                results.append(TensorResult(role, NONE, math.inf, math.inf, False))
+    for result in results:
+        if not result.match and result.where is not None:
+            notes.append(f"{result.role} differs most at index {list(result.where)}")
+    if layer_a.kind == "batch_norm" and layer_b.kind == "batch_norm":
+        notes.append(_batch_norm_note(layer_a, layer_b))
+    match = bool(results) and all(r.match for r in results)
+    if principal is not None:
+        transform = chosen.name if chosen is not None else NONE
+    else:
+        transform = IDENTITY if match else NONE
+    return PairResult(
+        a=layer_a.name,
+        b=layer_b.name,
+        kind=kind,
+        transform=transform,
+        max_abs_diff=max((r.max_abs_diff for r in results), default=0.0),
+        max_rel_diff=max((r.max_rel_diff for r in results), default=0.0),
+        match=match,
+        matched_by=pair.matched_by,
+        tensors=results,
+        notes=notes,
+    )
+
+
+@dataclass
+class _Context:
+    side_a: list[Entry]
+    side_b: list[Entry]
+    read_a: _Reader
+    read_b: _Reader
+    tolerance: Tolerance
+
+
+def _principal_role(pair: Pair) -> str | None:
+    """The role both layers' principal tensors have, where they have the same one."""
+    a, b = pair.a.principal, pair.b.principal
+    if a is None or b is None or a.role != b.role:
+        return None
+    return a.role
+
+
+def _search_principal(
+    pair: Pair, role: str, context: _Context, results: list[TensorResult], notes: list[str]
+) -> Transform | None:
+    """Try every candidate transform on the principal tensors; record the result and return the
+    transform that holds (None when none does)."""
+    layer_a, layer_b = pair.a.layer, pair.b.layer
+    maps, origin = _maps(pair, context.side_a, context.side_b)
+    array_a, array_b = _align(
+        context.read_a(layer_a, layer_a.tensor(role)),
+        context.read_b(layer_b, layer_b.tensor(role)),
+    )
+    transforms = candidates(array_a.shape, array_b.shape, maps=maps)
+    found = search(array_a, array_b, transforms, context.tolerance)
+    shown = found.transform or found.closest
+    if found.difference is None or shown is None:
+        results.append(TensorResult(role, NONE, math.inf, math.inf, False))
+        notes.append(f"{role}: no transform maps shape {array_a.shape} onto {array_b.shape}")
+        return None
+    holds = found.transform is not None
+    diff = found.difference
+    results.append(
+        TensorResult(
+            role,
+            shown.name if holds else NONE,
+            diff.max_abs_diff,
+            diff.max_rel_diff,
+            holds,
+            None if holds else diff.where,
+        )
+    )
+    if not holds and shown.name != IDENTITY:
+        notes.append(f"no transform holds; closest: {shown.name}")
+    if shown.feature_map is not None:
+        notes.append(_flatten_note(shown.feature_map, origin))
+    if maps:
+        note = _framework_flatten_note(layer_a, layer_b)
+        if note:
+            notes.append(note)
+    return found.transform
+
+
+def _compare_tensor(
+    role: str,
+    transform: Transform | None,
+    array_a: np.ndarray,
+    array_b: np.ndarray,
+    tolerance: Tolerance,
+    notes: list[str],
+) -> TensorResult:
+    """One of the pair's other tensors, after the principal's transform where it applies to
+    this tensor's shape (kernel-like tensors; vectors stay as they are)."""
+    array_a, array_b = _align(array_a, array_b)
+    name = IDENTITY
+    if (
+        transform is not None
+        and transform.name != IDENTITY
+        and array_a.ndim >= 2
+        and transformed_shape(transform, array_a.shape) == array_b.shape
+    ):
+        array_a = transform.apply(array_a)
+        name = transform.name
+    if array_a.shape != array_b.shape:
+        notes.append(f"{role}: shapes {array_a.shape} and {array_b.shape} differ")
+        return TensorResult(role, NONE, math.inf, math.inf, False)
+    found = difference(array_a, array_b)
+    agree = tolerance.allows(found.max_abs_diff, found.max_abs_b)
+    return TensorResult(
+        role,
+        name if agree else NONE,
+        found.max_abs_diff,
+        found.max_rel_diff,
+        agree,
+        None if agree else found.where,
+    )
+
+
+def _maps(pair: Pair, side_a: list[Entry], side_b: list[Entry]) -> tuple[list[FeatureMap], str]:
+    """Feature maps a dense layer's input may have been flattened from, with where the channel
+    count came from."""
+    if not (pair.a.dense_like and pair.b.dense_like and pair.a.kind == "dense"):
+        return [], ""
+    channels: list[int] = []
+    origins: list[str] = []
+    for side, entry, label in ((side_a, pair.a, "A"), (side_b, pair.b, "B")):
+        count, name = _previous_channels(side, entry)
+        if count is not None:
+            channels.append(count)
+            origins.append(f"{label}'s {name}")
+    return feature_maps(pair.a.shape[1], channels), " and ".join(dict.fromkeys(origins))
+
+
+def _flatten_note(fm: FeatureMap, origin: str) -> str:
+    where = f" (c from the out channels of {origin})" if origin else ""
+    return f"input columns read as a flattened {fm.h}x{fm.w}x{fm.c} (h x w x c) map{where}"
+
+
+def _framework_flatten_note(layer_a: Layer, layer_b: Layer) -> str | None:
+    """Keras against PyTorch (or ONNX, usually exported from PyTorch): which dense weights are
+    right depends on how the other model flattens, which the weights cannot show."""
+    frameworks = (layer_a.framework, layer_b.framework)
+    if "keras" not in frameworks or frameworks[0] == frameworks[1]:
+        return None
+    other = _name((frameworks[1] if frameworks[0] == "keras" else frameworks[0]) or "")
+    port = FLATTEN_HWC_TO_CHW if frameworks[0] == "keras" else FLATTEN_CHW_TO_HWC
+    return (
+        f"Keras flattens (h, w, c), {other} NCHW maps as (c, h, w): the same weights are right "
+        f"only if the {other} model permutes to channels-last before flattening, {port} if not"
+    )
+
+
+@dataclass(frozen=True)
+class _Setting:
+    """One batch-norm hyperparameter of one side."""
+
+    value: float | None
+    """In Keras' convention for momentum; None for PyTorch's ``momentum=None`` (a cumulative
+    average)."""
+    known: bool
+    """Recorded in the file, or the ONNX default, which then applies by the specification.
+    False where the file does not say (a PyTorch state dict, a weights-only Keras file): the
+    value is then the framework's default, an assumption."""
+
+    def same_as(self, other: _Setting) -> bool | None:
+        """Whether the two agree; None when either is an assumption."""
+        if not (self.known and other.known):
+            return None
+        if self.value is None or other.value is None:
+            return self.value is other.value
+        return math.isclose(self.value, other.value, rel_tol=1e-6)
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _batch_norm_settings(layer: Layer) -> tuple[_Setting, _Setting] | None:
+    """(eps, momentum in Keras' convention), None for a framework weightscope has no defaults
+    for."""
+    framework = layer.framework or ""
+    if framework not in BN_DEFAULTS:
+        return None
+    eps_key, eps_default, momentum_key, momentum_default = BN_DEFAULTS[framework]
+    by_spec = framework == "onnx"
+    eps_value = _number(layer.config.get(eps_key))
+    eps = _Setting(eps_value, True) if eps_value is not None else _Setting(eps_default, by_spec)
+    if momentum_key in layer.config:
+        raw = layer.config[momentum_key]
+        value = _number(raw)
+        momentum = _Setting(value, value is not None or raw is None)
+    else:
+        momentum = _Setting(momentum_default, by_spec)
+    if framework == "pytorch" and momentum.value is not None:
+        momentum = _Setting(1.0 - momentum.value, momentum.known)
+    return eps, momentum
+
+
+def _describe(setting: _Setting, label: str, framework: str, momentum: bool) -> str:
+    name = _name(framework)
+    if setting.value is None:
+        return f"cumulative average ({label})"
+    shown = setting.value
+    if momentum and framework == "pytorch":
+        shown = 1.0 - setting.value
+    if not setting.known:
+        text = f"not recorded in {label} ({name} default {_g(shown)})"
+    else:
+        text = f"{_g(shown)} ({label})"
+    if momentum and framework == "pytorch":
+        text = text[:-1] + f", PyTorch convention: {_g(setting.value)} as Keras counts it)"
+    return text
+
+
+def _batch_norm_note(layer_a: Layer, layer_b: Layer) -> str:
+    """eps and momentum of both sides, momentum in both conventions: a note, never a mismatch
+    (neither is a stored weight). Read from the layer configs; where a file does not record
+    them (a PyTorch state dict), the framework's default is named as such and not compared."""
+    settings = (_batch_norm_settings(layer_a), _batch_norm_settings(layer_b))
+    if settings[0] is None or settings[1] is None:
+        return "batch norm: eps and momentum unknown for this framework"
+    frameworks = (layer_a.framework or "", layer_b.framework or "")
+    parts = []
+    for index, what in ((0, "eps"), (1, "momentum")):
+        a, b = settings[0][index], settings[1][index]
+        texts = [
+            _describe(setting, label, framework, momentum=index == 1)
+            for setting, label, framework in ((a, "A", frameworks[0]), (b, "B", frameworks[1]))
+        ]
+        text = f"{what} {' vs '.join(texts)}"
+        same = a.same_as(b)
+        if same is False:
+            text += (
+                ": differ, normalised outputs shift slightly"
+                if index == 0
+                else ": differ, matters for training only"
+            )
+        parts.append(text)
+    return (
+        f"batch norm {parts[0]}; {parts[1]} (Keras and ONNX momentum = 1 - PyTorch momentum; "
+        "eps defaults: Keras 1e-3, PyTorch and ONNX 1e-5)"
+    )
+
+
+def _name(framework: str) -> str:
+    return FRAMEWORK_NAMES.get(framework, framework)
+
+
+def _g(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "?"
+    return f"{value:.3g}"
+
+
+def _json_number(value: float) -> float | None:
+    """JSON has no infinity: an unbounded difference is null."""
+    return value if math.isfinite(value) else None

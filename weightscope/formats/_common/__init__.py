@@ -1,0 +1,1 @@
+"""What several readers share: file regions, zip members, bounded JSON."""

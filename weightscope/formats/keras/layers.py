@@ -1,0 +1,208 @@
+"""Shared-model layers from Keras variables and layer configs, whatever the file format."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import h5py
+
+from weightscope.formats.keras import catalog
+from weightscope.formats.keras.hdf5 import H5DatasetSource, Origin
+from weightscope.model import NON_TRAINABLE_ROLES, Layer, Tensor
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """One layer's entry in a Keras model config."""
+
+    name: str
+    class_name: str
+    config: dict[str, Any]
+    trainable: bool
+    """False when this layer or any model containing it is frozen."""
+
+    @property
+    def is_model(self) -> bool:
+        return self.class_name in catalog.MODEL_CLASSES or isinstance(
+            self.config.get("layers"), list
+        )
+
+    def children(self) -> list[LayerConfig]:
+        return sublayer_configs(self.config, self.trainable)
+
+
+def sublayer_configs(model_config: Any, trainable: bool = True) -> list[LayerConfig]:
+    """Layer configs of a model config's ``layers`` (Keras 2.0 Sequential kept a bare list).
+    Entries that are not shaped like layer configs are ignored; their weights then show up as
+    layers without a config."""
+    if isinstance(model_config, dict) and "layers" not in model_config:
+        model_config = model_config.get("config")
+    if isinstance(model_config, dict):
+        model_config = model_config.get("layers")
+    if not isinstance(model_config, list):
+        return []
+    result = []
+    for entry in model_config:
+        if not isinstance(entry, dict):
+            continue
+        raw_config = entry.get("config")
+        config: dict[str, Any] = raw_config if isinstance(raw_config, dict) else {}
+        name = entry.get("name") or config.get("name")
+        if not isinstance(name, str):
+            continue
+        layer_trainable = trainable and config.get("trainable", True) is not False
+        result.append(LayerConfig(name, str(entry.get("class_name", "?")), config, layer_trainable))
+    return result
+
+
+def root_trainable(model_config: Any) -> bool:
+    if isinstance(model_config, dict) and isinstance(model_config.get("config"), dict):
+        return model_config["config"].get("trainable", True) is not False
+    return True
+
+
+@dataclass(frozen=True)
+class Variable:
+    stored_name: str
+    role: str | None
+    """The stored name when the file names variables; None when it keeps them by position."""
+    dataset: h5py.Dataset
+
+
+def build_layer(
+    origin: Origin,
+    name: str,
+    layer_config: LayerConfig | None,
+    variables: list[Variable],
+    hint_names: Iterable[str] = (),
+    class_from_name: str | None = None,
+) -> Layer:
+    """A layer from its variables: kind and layouts from the config's class, or inferred from
+    names and shapes when the file has no config (and then marked ``inferred``).
+    ``class_from_name`` is a class already recognised from the layer's name."""
+    notes: list[str] = []
+    if layer_config is not None:
+        class_name: str | None = catalog.canonical_class(layer_config.class_name)
+    elif class_from_name is not None:
+        class_name = class_from_name
+        notes.append(f"no model config: a {class_name}, from its name {name!r}")
+    else:
+        shapes = {
+            catalog.short_role(v.role): v.dataset.shape for v in variables if v.role is not None
+        }
+        guess = catalog.infer_class([*hint_names, name], shapes)
+        class_name = guess.class_name
+        notes.append(guess.note)
+    layer_type = catalog.layer_type(class_name)
+    config = dict(layer_config.config) if layer_config else {}
+    if layer_type is None and class_name is not None:
+        notes.append(f"Keras class {class_name} has no canonical form in weightscope")
+
+    if layer_type is not None and any(v.role is None for v in variables):
+        named, note = _assign_positional_roles(class_name or "", layer_config, variables)
+        if named is None:
+            layer_type = None
+        else:
+            variables = named
+        if note:
+            notes.append(note)
+
+    kind = layer_type.kind if layer_type is not None else "unknown"
+    roles = _unique_roles([v.role or f"var{i}" for i, v in enumerate(variables)])
+    if layer_type is not None:
+        roles = [catalog.normalise_role(kind, role) for role in roles]
+        if len(set(roles)) != len(roles):
+            notes.append("two variables share a role: no canonical form")
+            layer_type, kind = None, "unknown"
+
+    groups = int(config.get("groups", 1) or 1)
+    if layer_config is None and kind.startswith(("conv", "separable")):
+        notes.append("groups are not recorded without a model config: 1 assumed")
+    if layer_type is None and layer_config is not None:
+        notes.append("trainability taken from the layer's config")
+    tensors = []
+    for role, variable in zip(roles, variables, strict=True):
+        shape = tuple(int(s) for s in variable.dataset.shape)
+        layout = _layout_for(layer_type, role, shape)
+        tensor_groups = 1
+        if layout is not None and layout.endswith("IM"):
+            tensor_groups = groups = shape[-2]  # depthwise: one group per input channel
+        source = H5DatasetSource(variable.dataset, origin)
+        tensors.append(
+            Tensor(
+                name=variable.stored_name,
+                role=role,
+                native_shape=shape,
+                native_layout=layout,
+                dtype=source.dtype_name,
+                trainable=_trainable(role, layer_config, layer_type),
+                source=source,
+                groups=tensor_groups,
+            )
+        )
+    return Layer(
+        name=name,
+        kind=kind,
+        tensors=tensors,
+        config=config,
+        groups=groups,
+        inferred=layer_config is None,
+        class_name=layer_config.class_name if layer_config else class_name,
+        note="; ".join(notes) or None,
+    )
+
+
+def _assign_positional_roles(
+    class_name: str, layer_config: LayerConfig | None, variables: list[Variable]
+) -> tuple[list[Variable] | None, str | None]:
+    """Roles for variables a Keras 3 store keeps by position, and a note on what was guessed.
+    None instead of variables when their count does not fit the class."""
+    config = layer_config.config if layer_config else None
+    positional = catalog.positional_roles(class_name, config, len(variables))
+    if len(positional) != len(variables):
+        return None, f"{len(variables)} variables where {class_name} keeps {len(positional)}"
+    named = [
+        Variable(v.stored_name, role, v.dataset)
+        for v, role in zip(variables, positional, strict=True)
+    ]
+    return named, catalog.ambiguous_roles(class_name, config, len(variables))
+
+
+def _unique_roles(stored: list[str]) -> list[str]:
+    """Shortest distinct suffixes of stored variable names (``lstm/lstm_cell/kernel:0`` ->
+    ``kernel``), longer only where two variables of the layer would share one."""
+    parts = [name.split(":", 1)[0].split("/") for name in stored]
+    depth = 1
+    # a numbered store path (cell/vars/0) is only meaningful whole
+    while any(len(p) > depth and (p[-depth].isdigit() or p[-depth] == "vars") for p in parts):
+        depth += 1
+    while True:
+        roles = ["/".join(p[-depth:]) for p in parts]
+        if len(set(roles)) == len(roles) or depth >= max(len(p) for p in parts):
+            return roles
+        depth += 1
+
+
+def _layout_for(
+    layer_type: catalog.KerasLayerType | None, role: str, shape: tuple[int, ...]
+) -> str | None:
+    if layer_type is None:
+        return None
+    layout = layer_type.layouts.get(role)
+    return layout if layout is not None and len(layout) == len(shape) else None
+
+
+def _trainable(
+    role: str, layer_config: LayerConfig | None, layer_type: catalog.KerasLayerType | None
+) -> bool | None:
+    if role in NON_TRAINABLE_ROLES:
+        return False
+    if layer_config is None:
+        return None  # a weights-only file cannot say whether a layer was frozen
+    if layer_type is None and catalog.canonical_class(layer_config.class_name) in (
+        catalog.NON_TRAINABLE_STATE_CLASSES
+    ):
+        return False
+    return layer_config.trainable

@@ -1,0 +1,2 @@
+"""ONNX models, from files (walked at the protobuf wire level) or live ``ModelProto``s.
+``reader`` is the entry point."""

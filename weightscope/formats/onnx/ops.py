@@ -1,0 +1,453 @@
+"""ONNX operators -> weightscope layers: which input of ``Conv``, ``ConvTranspose``, ``Gemm``,
+``MatMul`` (with the ``Add`` of its bias), ``BatchNormalization``, ``LayerNormalization``,
+``Gather`` (embeddings) and ``QLinearConv`` is which weight, in which layout. Every other node
+that reads a constant becomes an ``unknown`` layer listing it; every stored tensor no node reads
+is listed too."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import onnx
+
+from weightscope import layouts
+from weightscope.formats.onnx.graph import STATIC_OPS, Constant, Scope, attributes
+from weightscope.limits import LimitExceeded
+from weightscope.model import NON_TRAINABLE_ROLES, Layer, Tensor
+
+DEFAULT_DOMAINS = ("", "ai.onnx")
+QUANTIZATION_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
+FLOAT_KINDS = ("float", "bfloat", "complex")
+
+
+@dataclass(frozen=True)
+class Quantization:
+    node: onnx.NodeProto
+    scale: Constant | None
+    zero_point: Constant | None
+    axis: int
+
+
+@dataclass(frozen=True)
+class Weight:
+    constant: Constant
+    quantization: Quantization | None = None
+
+
+@dataclass
+class LayerDraft:
+    """A layer being assembled from one node (and the nodes folded into it)."""
+
+    node: onnx.NodeProto
+    scope: Scope
+    kind: str
+    groups: int = 1
+    config: dict[str, object] = field(default_factory=dict)
+    tensors: list[tuple[str, Constant, str | None, bool | None, bool]] = field(default_factory=list)
+    """(role, constant, native layout, trainable, counted)."""
+    notes: list[str] = field(default_factory=list)
+
+
+class GraphReader:
+    """Walks a model's graphs (subgraphs included) and collects its layers."""
+
+    def __init__(self) -> None:
+        self.layers: list[Layer] = []
+        self.weightless: list[str] = []
+        self.claimed: dict[int, str] = {}
+        """Storage id -> ``layer/role`` of the tensor it was first listed as (counted there)."""
+        self.handled: set[int] = set()
+        """Nodes that became layers."""
+        self.folded: set[int] = set()
+        """Nodes folded into a layer (a bias ``Add``, a weight's ``DequantizeLinear``)."""
+        self.scopes: list[Scope] = []
+        self._names: set[str] = set()
+
+    def read(self, root: Scope) -> None:
+        """Read the layers of every graph (the main one and those nested in it), then list what
+        else reads constants: a subgraph's layer may fold a node of an enclosing graph (the
+        ``DequantizeLinear`` of its weight) that must not be listed on its own."""
+        self._read_layers(root)
+        for scope in self.scopes:
+            for index, node in enumerate(scope.nodes):
+                if id(node) in self.handled or id(node) in self.folded:
+                    continue
+                if index not in scope.constant_nodes:
+                    self._other_node(scope, node)
+
+    def _read_layers(self, scope: Scope, depth: int = 1) -> None:
+        """The layers of ``scope``'s graph, then of the subgraphs in it (``depth`` graphs deep,
+        within ``max_graph_depth``: a file's skeleton was already checked, a live proto not)."""
+        limit = scope.ctx.limits.max_graph_depth
+        if depth > limit:
+            raise LimitExceeded(
+                "max_graph_depth", limit, depth, f"graphs nested more than {limit} deep"
+            )
+        self.scopes.append(scope)
+        for node in scope.nodes:
+            handler = HANDLERS.get(node.op_type) if node.domain in DEFAULT_DOMAINS else None
+            if handler is not None and id(node) not in self.folded:
+                draft = handler(self, scope, node)
+                if draft is not None:
+                    self._finish(draft)
+                    self.handled.add(id(node))
+            for attr in node.attribute:
+                graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+                for graph in graphs:
+                    where = f"{attr.name} of {node.op_type} '{node.name}'"
+                    if scope.where:
+                        where += f" ({scope.where})"
+                    self._read_layers(Scope(graph, scope.ctx, scope, where), depth + 1)
+
+    def unused_constants(self) -> None:
+        """List the stored tensors that no node reads (and no graph outputs)."""
+        referenced: set[str] = set()
+        for scope in self.scopes:
+            referenced.update(n for node in scope.nodes for n in node.input)
+            referenced.update(out.name for out in scope.graph.output)
+        for scope in self.scopes:
+            for name, constant in scope.constants.items():
+                if name in referenced or constant.storage in self.claimed:
+                    continue
+                draft = LayerDraft(onnx.NodeProto(name=name), scope, "unknown")
+                draft.tensors.append(("value", constant, None, None, _is_float(constant)))
+                draft.notes.append("stored tensor that no node reads")
+                self._finish(draft, class_name="initializer")
+
+    def weight(self, scope: Scope, name: str) -> Weight | None:
+        """The static weight behind input ``name``: a constant, or an integer constant that a
+        ``DequantizeLinear`` turns into the weight."""
+        constant = scope.resolve(name)
+        if constant is not None:
+            return Weight(constant)
+        node = scope.producer(name)
+        if node is None or node.op_type != "DequantizeLinear" or not node.input:
+            return None
+        quantized = scope.resolve(node.input[0])
+        if quantized is None:
+            return None
+        self.folded.add(id(node))
+        scale = scope.resolve(node.input[1]) if len(node.input) > 1 else None
+        zero_point = scope.resolve(node.input[2]) if len(node.input) > 2 else None
+        axis = attributes(node).get("axis", 1)
+        return Weight(quantized, Quantization(node, scale, zero_point, int(axis)))  # type: ignore[call-overload]
+
+    def add(
+        self,
+        draft: LayerDraft,
+        role: str,
+        weight: Weight,
+        layout: str | None,
+        trainable: bool | None = True,
+    ) -> None:
+        quantization = weight.quantization
+        if quantization is None:
+            draft.tensors.append((role, weight.constant, layout, trainable, True))
+        else:
+            draft.tensors.append((role, weight.constant, layout, None, True))
+            for suffix, part in (
+                ("scale", quantization.scale),
+                ("zero_point", quantization.zero_point),
+            ):
+                if part is not None:
+                    draft.tensors.append((f"{role}_{suffix}", part, None, None, False))
+            scale = quantization.scale
+            per = (
+                f"per channel along stored axis {quantization.axis}"
+                if scale is not None and scale.size > 1
+                else "per tensor"
+            )
+            draft.notes.append(
+                f"{role} stored as {weight.constant.dtype}, dequantized {per} by "
+                f"{_label(quantization.node)}"
+            )
+        constant = weight.constant
+        if constant.steps:
+            steps = " then ".join(constant.steps)
+            if constant.step_count > len(constant.steps):
+                steps += f" then {constant.step_count - len(constant.steps)} more"
+            draft.notes.append(f"{role} is {steps} of '{constant.name}' (applied here, statically)")
+
+    def _finish(self, draft: LayerDraft, class_name: str | None = None) -> None:
+        node = draft.node
+        base = _text(
+            node.name or (draft.tensors[0][1].name if draft.tensors else "") or node.op_type
+        )
+        name = base
+        suffix = 2
+        while name in self._names:
+            name = f"{base}#{suffix}"
+            suffix += 1
+        self._names.add(name)
+        tensors = []
+        for role, constant, layout, trainable, counted in draft.tensors:
+            shared_with = self.claimed.get(constant.storage)
+            if shared_with is None and counted:
+                self.claimed[constant.storage] = f"{name}/{role}"
+            if shared_with is None and not counted:
+                self.claimed.setdefault(constant.storage, f"{name}/{role}")
+            tensors.append(
+                Tensor(
+                    name=_text(constant.name),
+                    role=role,
+                    native_shape=constant.shape,
+                    native_layout=layout if layout and len(layout) == len(constant.shape) else None,
+                    dtype=constant.dtype,
+                    trainable=False if role in NON_TRAINABLE_ROLES else trainable,
+                    source=constant.source,
+                    groups=draft.groups,
+                    counted=counted and shared_with is None,
+                    shared_with=shared_with,
+                )
+            )
+        notes = list(draft.notes)
+        if draft.scope.where:
+            notes.insert(0, f"inside {draft.scope.where}")
+        self.layers.append(
+            Layer(
+                name=name,
+                kind=draft.kind,
+                tensors=tensors,
+                config=draft.config,
+                groups=draft.groups,
+                class_name=_text(class_name or node.op_type),
+                note="; ".join(notes) or None,
+            )
+        )
+
+    def _other_node(self, scope: Scope, node: onnx.NodeProto) -> None:
+        if node.op_type in STATIC_OPS and all(scope.resolve(o) for o in node.output if o):
+            return  # a static function of constants: listed where it is used
+        draft = LayerDraft(node, scope, "unknown")
+        quantizer = node.op_type in QUANTIZATION_OPS
+        for index, name in enumerate(node.input):
+            constant = scope.resolve(name)
+            if constant is not None:
+                # of a (de)quantizer only the quantized data (a weight) is a parameter
+                counted = index == 0 if quantizer else _is_float(constant)
+                draft.tensors.append((f"input{index}", constant, None, None, counted))
+        if not draft.tensors:
+            self.weightless.append(_text(node.name or node.op_type))
+            return
+        draft.notes.append(f"{node.op_type} reads constants weightscope does not classify")
+        if any(not _is_float(c) for _, c, *_ in draft.tensors):
+            draft.notes.append("integer constants (shapes, axes, indices) are not counted")
+        self._finish(draft)
+
+
+def _text(value: str | bytes) -> str:
+    """A name from the file as text: protobuf hands out a string field that is not valid UTF-8
+    as bytes."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _is_float(constant: Constant) -> bool:
+    return constant.dtype.startswith(FLOAT_KINDS) and constant.size > 0
+
+
+def _label(node: onnx.NodeProto) -> str:
+    return f"{node.op_type} '{node.name}'" if node.name else node.op_type
+
+
+def _plain_config(node: onnx.NodeProto) -> dict[str, object]:
+    return {k: v for k, v in attributes(node).items() if isinstance(v, (int, float, str, list))}
+
+
+def _runtime(draft: LayerDraft, role: str, name: str) -> None:
+    draft.notes.append(f"{role} '{name}' is computed at run time, not stored in the file")
+
+
+def _conv(reader: GraphReader, scope: Scope, node: onnx.NodeProto) -> LayerDraft | None:
+    return _conv_like(reader, scope, node, weight_index=1, bias_index=2)
+
+
+def _conv_like(
+    reader: GraphReader,
+    scope: Scope,
+    node: onnx.NodeProto,
+    weight_index: int,
+    bias_index: int,
+    extra: tuple[tuple[int, str], ...] = (),
+) -> LayerDraft | None:
+    if len(node.input) <= weight_index:
+        return None
+    config = _plain_config(node)
+    group = config.get("group", 1)
+    groups = group if isinstance(group, int) and group > 0 else 1
+    transposed = node.op_type == "ConvTranspose"
+    weight = reader.weight(scope, node.input[weight_index])
+    kernel_shape = config.get("kernel_shape")
+    if weight is not None:
+        rank = len(weight.constant.shape) - 2
+    else:
+        rank = len(kernel_shape) if isinstance(kernel_shape, list) else 0
+    if transposed:
+        kind = f"conv_transpose{rank}d"
+    elif weight is not None and groups > 1 and weight.constant.shape[1] == 1:
+        kind = f"depthwise_conv{rank}d"  # one input channel per group: group == in channels
+    else:
+        kind = f"conv{rank}d"
+    layout = _layout(node, "kernel", rank + 2, kind)
+    if layout is None:
+        kind = "unknown"  # a rank no conv of the table has
+    draft = LayerDraft(node, scope, kind, groups=groups, config=config)
+    if weight is None:
+        _runtime(draft, "kernel", node.input[weight_index])
+    else:
+        reader.add(draft, "kernel", weight, layout)
+    for index, role in extra:
+        if len(node.input) > index and node.input[index]:
+            constant = scope.resolve(node.input[index])
+            if constant is not None:
+                draft.tensors.append((role, constant, None, None, False))
+    if len(node.input) > bias_index and node.input[bias_index]:
+        bias = reader.weight(scope, node.input[bias_index])
+        if bias is None:
+            _runtime(draft, "bias", node.input[bias_index])
+        else:
+            reader.add(draft, "bias", bias, _vector_layout(node, kind, bias.constant))
+    return draft
+
+
+def _qlinear_conv(reader: GraphReader, scope: Scope, node: onnx.NodeProto) -> LayerDraft | None:
+    extra = (
+        (1, "input_scale"),
+        (2, "input_zero_point"),
+        (4, "kernel_scale"),
+        (5, "kernel_zero_point"),
+        (6, "output_scale"),
+        (7, "output_zero_point"),
+    )
+    draft = _conv_like(reader, scope, node, weight_index=3, bias_index=8, extra=extra)
+    if draft is not None:
+        draft.tensors = [(r, c, lay, None, counted) for r, c, lay, _, counted in draft.tensors]
+        draft.notes.append("quantized convolution: kernel and bias are integers")
+    return draft
+
+
+def _gemm(reader: GraphReader, scope: Scope, node: onnx.NodeProto) -> LayerDraft | None:
+    if len(node.input) < 2:
+        return None
+    config = _plain_config(node)
+    if scope.resolve(node.input[0]) is not None:
+        return None  # a constant left operand: not a dense layer (listed as an unknown node)
+    weight = reader.weight(scope, node.input[1])
+    draft = LayerDraft(node, scope, "dense", config=config)
+    if weight is None:
+        _runtime(draft, "kernel", node.input[1])
+    else:
+        when = layouts.GEMM_TRANS_B if config.get("transB", 0) else layouts.GEMM_NO_TRANS_B
+        rank = len(weight.constant.shape)
+        reader.add(draft, "kernel", weight, _layout(node, "kernel", rank, "dense", when))
+    alpha, beta = config.get("alpha", 1.0), config.get("beta", 1.0)
+    if alpha != 1.0 or beta != 1.0:
+        draft.notes.append(
+            f"scaled: output = {alpha} (alpha) * x . kernel + {beta} (beta) * bias; the "
+            "canonical kernel and bias are the stored ones, unscaled"
+        )
+    if len(node.input) > 2 and node.input[2]:
+        bias = reader.weight(scope, node.input[2])
+        if bias is None:
+            _runtime(draft, "bias", node.input[2])
+        else:
+            reader.add(draft, "bias", bias, _vector_layout(node, "dense", bias.constant))
+    return draft
+
+
+def _matmul(reader: GraphReader, scope: Scope, node: onnx.NodeProto) -> LayerDraft | None:
+    if len(node.input) != 2:
+        return None
+    if scope.resolve(node.input[0]) is not None and scope.resolve(node.input[1]) is not None:
+        return None  # a product of two constants: listed as an unknown node
+    right = reader.weight(scope, node.input[1])
+    left = None if right is not None else reader.weight(scope, node.input[0])
+    weight = right or left
+    if weight is None:
+        return None
+    draft = LayerDraft(node, scope, "dense" if len(weight.constant.shape) == 2 else "unknown")
+    if left is not None:
+        draft.notes.append("constant on the left: output = kernel @ x")
+    when = layouts.MATMUL_CONSTANT_B if right is not None else layouts.MATMUL_CONSTANT_A
+    rank = len(weight.constant.shape)
+    reader.add(draft, "kernel", weight, _layout(node, "kernel", rank, draft.kind, when))
+    if right is not None and len(weight.constant.shape) == 2:
+        _fold_bias(reader, scope, node, draft, weight.constant.shape[1])
+    return draft
+
+
+def _layout(
+    node: onnx.NodeProto, role: str, rank: int, kind: str, when: str | None = None
+) -> str | None:
+    """The native layout of a ``rank``-D ``role`` of ``node``, from the layout table."""
+    return layouts.native_layout("onnx", role, rank, owner=node.op_type, kind=kind, when=when)
+
+
+def _vector_layout(node: onnx.NodeProto, kind: str, constant: Constant) -> str | None:
+    """``C`` for a vector, ``NC`` for a vector broadcast as a ``(1, C)`` row where the table
+    has one for the operator (``Gemm``, ``MatMul``); None for other shapes."""
+    shape = constant.shape
+    if len(shape) == 2 and shape[0] != 1:
+        return None
+    return _layout(node, "bias", len(shape), kind)
+
+
+def _fold_bias(
+    reader: GraphReader, scope: Scope, node: onnx.NodeProto, draft: LayerDraft, width: int
+) -> None:
+    """Take the bias of ``x @ kernel + bias`` from the single ``Add`` that reads the product."""
+    if not node.output:
+        return
+    readers = [n for n in scope.nodes if node.output[0] in n.input]
+    if len(readers) != 1 or readers[0].op_type != "Add" or len(readers[0].input) != 2:
+        return
+    add = readers[0]
+    other = add.input[1] if add.input[0] == node.output[0] else add.input[0]
+    bias = reader.weight(scope, other)
+    if bias is None or bias.constant.shape not in ((width,), (1, width)):
+        return
+    reader.folded.add(id(add))
+    reader.add(draft, "bias", bias, _vector_layout(node, draft.kind, bias.constant))
+    draft.notes.append(f"bias from {_label(add)}")
+
+
+def _norm(
+    roles: tuple[str, ...], kind: str
+) -> Callable[[GraphReader, Scope, onnx.NodeProto], LayerDraft | None]:
+    def handler(reader: GraphReader, scope: Scope, node: onnx.NodeProto) -> LayerDraft | None:
+        draft = LayerDraft(node, scope, kind, config=_plain_config(node))
+        for index, role in enumerate(roles, start=1):
+            if len(node.input) <= index or not node.input[index]:
+                continue
+            weight = reader.weight(scope, node.input[index])
+            if weight is None:
+                _runtime(draft, role, node.input[index])
+            else:
+                rank = len(weight.constant.shape)
+                reader.add(draft, role, weight, _layout(node, role, rank, kind))
+        return draft
+
+    return handler
+
+
+def _gather(reader: GraphReader, scope: Scope, node: onnx.NodeProto) -> LayerDraft | None:
+    if len(node.input) != 2 or attributes(node).get("axis", 0) != 0:
+        return None
+    table = scope.resolve(node.input[0])
+    if table is None or len(table.shape) != 2 or scope.resolve(node.input[1]) is not None:
+        return None
+    draft = LayerDraft(node, scope, "embedding")
+    reader.add(draft, "embeddings", Weight(table), _layout(node, "embeddings", 2, "embedding"))
+    return draft
+
+
+HANDLERS: dict[str, Callable[[GraphReader, Scope, onnx.NodeProto], LayerDraft | None]] = {
+    "Conv": _conv,
+    "ConvTranspose": _conv,
+    "QLinearConv": _qlinear_conv,
+    "Gemm": _gemm,
+    "MatMul": _matmul,
+    "BatchNormalization": _norm(("gamma", "beta", "moving_mean", "moving_variance"), "batch_norm"),
+    "LayerNormalization": _norm(("gamma", "beta"), "layer_norm"),
+    "Gather": _gather,
+}

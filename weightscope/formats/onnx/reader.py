@@ -1,0 +1,139 @@
+"""ONNX models (``.onnx``, with or without external data) and live ``onnx.ModelProto`` objects.
+
+The file is mapped read-only and walked at the protobuf wire level (see ``_onnx_wire``): tensor
+data stays in the file and is read by offset, so a 500 MB model is never held in memory. Neither
+onnxruntime nor any framework is imported.
+"""
+
+from __future__ import annotations
+
+import mmap
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from weightscope.errors import (
+    CorruptFileError,
+    UnsupportedFormatError,
+    WeightscopeError,
+    file_error,
+)
+from weightscope.formats.protocol import Match, Probe
+from weightscope.limits import DEFAULT, LimitExceeded, Limits, limit_error
+from weightscope.model import Model
+
+FRAMEWORK = "onnx"
+EXTENSIONS = (".onnx",)
+ONNX_MODEL = "ONNX model"
+LIVE = "<ModelProto>"
+
+
+def match(probe: Probe) -> Match | None:
+    """Files named ``.onnx``, and files whose first bytes read as a ModelProto."""
+    from weightscope.formats.onnx.wire import looks_like_model
+
+    if probe.path.suffix.lower() in EXTENSIONS or looks_like_model(probe.head):
+        return Match(ONNX_MODEL, "onnx", probe)
+    return None
+
+
+def load(match: Match, limits: Limits) -> Model:
+    path = match.probe.path
+    from weightscope.formats._common.file_region import OpenFile
+    from weightscope.formats.onnx.wire import Skeleton, WireError
+
+    resources = ExitStack()
+    try:
+        with (
+            open(path, "rb") as handle,
+            mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf,
+        ):
+            skeleton = Skeleton(buf, limits.max_graph_depth)
+            try:
+                data = skeleton.model()
+            except WireError as exc:
+                raise file_error(CorruptFileError, path, str(exc), ONNX_MODEL) from None
+        proto = _parse(path, data)
+        files: dict[Path, OpenFile] = {}
+
+        def open_file(target: Path) -> OpenFile:
+            if target not in files:
+                files[target] = OpenFile(
+                    target, ONNX_MODEL if target == path else "ONNX external data file"
+                )
+                resources.callback(files[target].close)
+            return files[target]
+
+        model = _build(proto, path, open_file, skeleton.region, limits)
+        folder = path.absolute().parent.resolve()
+        external = sorted(str(p.relative_to(folder)) for p in files if p != path)
+        if external:
+            model.notes.append(f"external data read from: {', '.join(external)}")
+        model.inputs.extend(p for p in files if p != path)
+        model._resources = resources
+        return model
+    except BaseException:
+        resources.close()
+        raise
+
+
+def _parse(path: Path, data: bytes) -> Any:
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise file_error(CorruptFileError, path, str(exc), ONNX_MODEL) from None
+    if not proto.HasField("graph"):
+        raise file_error(UnsupportedFormatError, path, "not an ONNX model: it has no graph")
+    return proto
+
+
+def match_object(obj: Any) -> bool:
+    """Whether ``obj`` is an ``onnx.ModelProto`` (checked without importing onnx)."""
+    cls = type(obj)
+    return cls.__name__ == "ModelProto" and cls.__module__.split(".")[0] == "onnx"
+
+
+def load_object(proto: Any, limits: Limits = DEFAULT) -> Model:
+    """A live ``onnx.ModelProto`` (tensor data already in memory)."""
+    if not proto.HasField("graph"):
+        raise WeightscopeError(f"{LIVE}: not an ONNX model: it has no graph")
+    try:
+        return _build(proto, None, None, lambda tensor: None, limits)
+    except LimitExceeded as exc:
+        raise limit_error(LIVE, exc) from None
+
+
+def _build(proto: Any, path: Path | None, open_file: Any, region: Any, limits: Limits) -> Model:
+    from weightscope.formats.onnx.graph import Scope
+    from weightscope.formats.onnx.ops import GraphReader
+    from weightscope.formats.onnx.tensors import TensorContext
+
+    ctx = TensorContext(path, open_file, region, limits)
+    reader = GraphReader()
+    try:
+        reader.read(Scope(proto.graph, ctx))
+    except RecursionError:
+        raise file_error(
+            CorruptFileError, path or LIVE, "graph nested too deep to walk", ONNX_MODEL
+        ) from None
+    reader.unused_constants()
+    opset = {(o.domain or "ai.onnx"): int(o.version) for o in proto.opset_import}
+    producer = " ".join(p for p in (proto.producer_name, proto.producer_version) if p) or None
+    version = f"opset {opset['ai.onnx']}" if "ai.onnx" in opset else None
+    notes = [f"ONNX IR version {proto.ir_version}"] if proto.ir_version else []
+    notes.extend(ctx.notes)
+    return Model(
+        source=path,
+        format="onnx" if path is not None else "live",
+        framework=FRAMEWORK,
+        framework_version=version,
+        layers=reader.layers,
+        weightless_layers=reader.weightless,
+        notes=notes,
+        producer=producer,
+        opset=opset or None,
+    )

@@ -1,0 +1,359 @@
+"""PyTorch reader: zip-format ``.pt/.pth/.bin/.ckpt`` (torch >= 1.6), legacy pickle files and
+TorchScript archives, read without importing torch and without running code from the file (see
+``unpickler``); and live ``torch.nn.Module`` objects (torch is imported only then, by the
+caller)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from weightscope.errors import CorruptFileError, UnsafeFileError, file_error
+from weightscope.formats._common.file_region import FileRegionSource, OpenFile
+from weightscope.formats.protocol import Match, Probe
+from weightscope.formats.pytorch.files import (
+    ClassInfo,
+    TorchFile,
+    is_legacy_head,
+    is_torch_zip,
+    read_legacy,
+    read_zip,
+)
+from weightscope.formats.pytorch.layers import (
+    BUFFER,
+    PARAMETER,
+    UNKNOWN,
+    Entry,
+    ModuleNode,
+    build_layers,
+    group_state_dict,
+)
+from weightscope.formats.pytorch.unpickler import (
+    Opaque,
+    PickleFormatError,
+    TensorRef,
+    UnsafePickleError,
+)
+from weightscope.limits import LimitExceeded, Limits
+from weightscope.model import ArraySource, Model
+
+FRAMEWORK = "pytorch"
+CHECKPOINT = "PyTorch checkpoint"
+LEGACY_CHECKPOINT = "PyTorch checkpoint (legacy format)"
+TORCHSCRIPT = "TorchScript archive"
+WEIGHT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights")
+NOT_WEIGHTS = ("optim", "scheduler", "scaler")
+
+
+def match(probe: Probe) -> Match | None:
+    """Legacy pickles, and zips holding a ``data.pkl`` (TorchScript when they hold code)."""
+    if is_legacy_head(probe.head):
+        return Match(LEGACY_CHECKPOINT, "legacy", probe)
+    if probe.archive is not None and is_torch_zip(set(probe.names)):
+        scripted = any("/code/" in f"/{name}" for name in probe.names)
+        return Match(TORCHSCRIPT if scripted else CHECKPOINT, "zip", probe)
+    return None
+
+
+def load(match: Match, limits: Limits) -> Model:
+    path = match.probe.path
+    try:
+        if match.variant == "legacy":
+            torch_file = read_legacy(path, limits)
+        else:
+            assert match.probe.archive is not None
+            torch_file = read_zip(path, match.probe.archive, limits)
+    except UnsafePickleError as exc:
+        raise file_error(
+            UnsafeFileError, path, f"unsafe pickle, refused: {exc}; nothing was run"
+        ) from None
+    except PickleFormatError as exc:
+        raise file_error(CorruptFileError, path, str(exc)) from exc
+    return _model_from_pickle(path, torch_file, match.looks_like, limits)
+
+
+def _model_from_pickle(
+    path: Path, torch_file: TorchFile, looked_like: str, limits: Limits
+) -> Model:
+    file = OpenFile(path, looked_like)
+    try:
+        entry_maker = _EntryMaker(file, torch_file, limits)
+        nodes, notes = _nodes(torch_file, entry_maker)
+        layers = build_layers(nodes)
+    except BaseException:
+        file.close()
+        raise
+    model = Model(path, torch_file.format, FRAMEWORK, None, layers, notes=notes)
+    model._resources.callback(file.close)
+    return model
+
+
+class _EntryMaker:
+    def __init__(self, file: OpenFile, torch_file: TorchFile, limits: Limits) -> None:
+        self.file = file
+        self.torch_file = torch_file
+        self.limits = limits
+
+    def __call__(self, attr: str, full_name: str, ref: TensorRef, origin: str) -> Entry:
+        storage = ref.storage
+        base = self.torch_file.storage_offsets[storage.key]
+        itemsize = storage.storage_type.itemsize
+        source = FileRegionSource(
+            self.file,
+            base + storage.view_offset * itemsize,
+            storage.numel,
+            storage.storage_type.dtype,
+            ref.offset,
+            ref.shape,
+            ref.stride,
+            self.torch_file.byteorder,
+        )
+        identity = (storage.key, storage.view_offset + ref.offset, ref.shape, ref.stride)
+        requires_grad = ref.requires_grad if origin == PARAMETER else None
+        return Entry(
+            attr, full_name, ref.shape, storage.storage_type.dtype, source, identity,
+            origin, requires_grad,
+        )  # fmt: skip
+
+
+def _nodes(torch_file: TorchFile, make: _EntryMaker) -> tuple[list[ModuleNode], list[str]]:
+    root = torch_file.root
+    if _is_module(root):
+        what = "a TorchScript module" if torch_file.classes else "a whole pickled nn.Module"
+        return _module_nodes(root, "", make, torch_file.classes, set()), [what]
+    weights, notes = _find_weights(root)
+    walk = _Walk(make.limits)
+    walk.collect(weights, "")
+    nodes: list[ModuleNode] = []
+    visited: set[int] = set()
+    for path, module in walk.modules:
+        nodes.extend(_module_nodes(module, path, make, torch_file.classes, visited))
+    tensors = walk.tensors
+    if tensors and all(n.startswith("module.") for n in tensors):
+        tensors = {n[len("module.") :]: t for n, t in tensors.items()}
+        notes.append("'module.' prefix (DataParallel) removed from the names")
+    for prefix, members in group_state_dict(list(tensors)).items():
+        node = ModuleNode(prefix or "(root)", None)
+        for name in members:
+            attr = name.rsplit(".", 1)[-1]
+            node.entries.append(make(attr, name, tensors[name], UNKNOWN))
+        nodes.append(node)
+    limits = make.limits
+    if walk.exhausted:
+        notes.append(
+            f"the checkpoint's object graph is too large: the search for tensors stopped after "
+            f"{limits.max_checkpoint_steps:,} objects (limit max_checkpoint_steps; raise it with "
+            f"--limit max_checkpoint_steps={2 * max(limits.max_checkpoint_steps, 1)})"
+        )
+    if walk.too_deep:
+        notes.append(
+            f"containers nested more than {limits.max_nesting} deep in the checkpoint were not "
+            f"searched for tensors (limit max_nesting; raise it with --limit "
+            f"max_nesting={2 * max(limits.max_nesting, 1)})"
+        )
+    return nodes, notes
+
+
+def _is_module(obj: Any) -> bool:
+    if not isinstance(obj, Opaque):
+        return False
+    state = obj.state
+    return obj.qualname.startswith("__torch__.") or (
+        isinstance(state, dict) and "_modules" in state and "_parameters" in state
+    )
+
+
+def _key_name(key: Any) -> str:
+    """A dict key as part of a tensor name (keys that are not str/int are not spelled out:
+    a hostile pickle can make their repr exponentially long)."""
+    return str(key)[:120] if isinstance(key, (str, int)) else f"<{type(key).__name__}>"
+
+
+def _find_weights(root: Any) -> tuple[Any, list[str]]:
+    """The part of a checkpoint that holds the model's weights, and a note on where it was."""
+    if not isinstance(root, Mapping) or _is_tensor_dict(root):
+        return root, []
+    for key in WEIGHT_KEYS:
+        value = root.get(key)
+        if _is_tensor_dict(value) or _is_module(value):
+            others = [_key_name(k) for k in list(root)[:9] if k != key]
+            note = f"weights from the checkpoint's {key!r} entry"
+            if others:
+                note += f"; also in the file, not parameters: {', '.join(others[:8])}"
+                if len(root) > 9:
+                    note += ", ..."
+            return value, [note]
+    names = {k: _key_name(k) for k in root}
+    kept = {k: v for k, v in root.items() if not any(w in names[k].lower() for w in NOT_WEIGHTS)}
+    dropped = [names[k] for k in root if k not in kept]
+    notes = ["no state dict entry found: every tensor and module in the checkpoint is listed"]
+    if dropped:
+        notes.append(f"optimizer and scheduler state not counted: {', '.join(dropped[:8])}")
+    return kept, notes
+
+
+def _is_tensor_dict(value: Any) -> bool:
+    return isinstance(value, Mapping) and any(isinstance(v, TensorRef) for v in value.values())
+
+
+class _Walk:
+    """Tensors and whole modules anywhere in a checkpoint, each object visited once (a pickle
+    can share sub-objects so that the paths through them multiply), within a step budget
+    (``max_checkpoint_steps``) and a depth (``max_nesting``)."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.max_steps = limits.max_checkpoint_steps
+        self.max_depth = limits.max_nesting
+        self.tensors: dict[str, TensorRef] = {}
+        self.modules: list[tuple[str, Opaque]] = []
+        self.seen: set[int] = set()
+        self.steps = 0
+        self.exhausted = False
+        self.too_deep = False
+
+    def collect(self, obj: Any, prefix: str, depth: int = 0) -> None:
+        self.steps += 1
+        if self.steps > self.max_steps:
+            self.exhausted = True
+            return
+        if id(obj) in self.seen:
+            return
+        if isinstance(obj, TensorRef):
+            self.tensors.setdefault(prefix or "tensor", obj)
+        elif _is_module(obj):
+            self.seen.add(id(obj))
+            self.modules.append((prefix, obj))
+        elif isinstance(obj, (Mapping, list, tuple)):
+            if depth >= self.max_depth:
+                self.too_deep = True
+                return
+            self.seen.add(id(obj))
+            items = obj.items() if isinstance(obj, Mapping) else enumerate(obj)
+            for key, value in items:
+                self.collect(value, _join(prefix, _key_name(key)), depth + 1)
+
+
+def _module_nodes(
+    module: Opaque,
+    name: str,
+    make: _EntryMaker,
+    classes: dict[str, ClassInfo],
+    visited: set[int],
+    depth: int = 0,
+) -> list[ModuleNode]:
+    """A pickled ``nn.Module`` (state with ``_parameters``, ``_buffers``, ``_modules``) or a
+    TorchScript module (attributes; parameters and buffers named by the archive's code). A
+    module shared under two names is listed under the first."""
+    limit = make.limits.max_nesting
+    if depth > limit:
+        raise LimitExceeded(
+            "max_nesting", limit, depth, f"modules nested more than {limit} deep in the pickle"
+        )
+    if id(module) in visited:
+        return []
+    visited.add(id(module))
+    state = module.state if isinstance(module.state, dict) else {}
+    node = ModuleNode(name or "(root)", module.qualname.removeprefix("__torch__."))
+    children: list[tuple[str, Opaque]] = []
+    if "_parameters" in state:
+        tables = ((PARAMETER, state.get("_parameters")), (BUFFER, state.get("_buffers")))
+        for origin, table in tables:
+            for attr, value in _str_items(table):
+                if isinstance(value, TensorRef):
+                    node.entries.append(make(attr, _join(name, attr), value, origin))
+        submodules = _str_items(state.get("_modules"))
+        children = [(k, v) for k, v in submodules if isinstance(v, Opaque)]
+        node.attrs = {k: v for k, v in _str_items(state) if not k.startswith("_")}
+    else:
+        info = classes.get(module.qualname, ClassInfo())
+        for attr, value in _str_items(state):
+            if isinstance(value, TensorRef):
+                origin = UNKNOWN
+                if attr in info.parameters:
+                    origin = PARAMETER
+                elif attr in info.buffers:
+                    origin = BUFFER
+                node.entries.append(make(attr, _join(name, attr), value, origin))
+            elif isinstance(value, Opaque) and value.qualname.startswith("__torch__."):
+                children.append((attr, value))
+        node.attrs = dict(info.constants)
+    nodes = [node]
+    for child_name, child in children:
+        nodes.extend(
+            _module_nodes(child, _join(name, child_name), make, classes, visited, depth + 1)
+        )
+    return nodes
+
+
+def _str_items(table: Any) -> list[tuple[str, Any]]:
+    """Items of a dict with string keys (anything else in a hostile pickle is skipped)."""
+    if not isinstance(table, Mapping):
+        return []
+    return [(k, v) for k, v in table.items() if isinstance(k, str)]
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+# ---------------------------------------------------------------------------------------------
+# live modules
+
+
+class TorchTensorSource:
+    """A live tensor, copied to numpy only when read."""
+
+    def __init__(self, tensor: Any) -> None:
+        self._tensor = tensor
+
+    def read(self) -> np.ndarray:
+        tensor = self._tensor.detach().cpu()
+        if str(tensor.dtype) == "torch.bfloat16":
+            tensor = tensor.float()
+        return np.asarray(tensor.numpy())
+
+    def chunks(self, max_elements: int) -> Any:
+        return ArraySource(self.read()).chunks(max_elements)
+
+    def stats(self, max_elements: int) -> Any:
+        return ArraySource(self.read()).stats(max_elements)
+
+
+def match_object(obj: Any) -> bool:
+    """A live ``torch.nn.Module`` (checked without importing torch)."""
+    return any(
+        f"{cls.__module__}.{cls.__qualname__}" == "torch.nn.modules.module.Module"
+        for cls in type(obj).__mro__
+    )
+
+
+def load_object(module: Any, limits: Limits) -> Model:
+    """A live ``torch.nn.Module``: classes, groups, strides... from the modules themselves."""
+    nodes = []
+    for name, sub in module.named_modules():
+        node = ModuleNode(name or "(root)", f"{type(sub).__module__}.{type(sub).__qualname__}")
+        for origin, table in ((PARAMETER, sub._parameters), (BUFFER, sub._buffers)):
+            for attr, tensor in table.items():
+                if tensor is None:
+                    continue
+                dtype = str(tensor.dtype).removeprefix("torch.")
+                node.entries.append(
+                    Entry(
+                        attr,
+                        _join(name, attr),
+                        tuple(tensor.shape),
+                        dtype,
+                        TorchTensorSource(tensor),
+                        id(tensor),
+                        origin,
+                        bool(tensor.requires_grad) if origin == PARAMETER else None,
+                    )
+                )
+        node.attrs = {k: v for k, v in vars(sub).items() if not k.startswith("_")}
+        nodes.append(node)
+    import torch  # the caller handed us a torch object: torch is already imported
+
+    return Model(None, "live", FRAMEWORK, torch.__version__, build_layers(nodes))

@@ -1,0 +1,175 @@
+"""Open a model file once, let each reader match it by its bytes, and load it with the reader
+that matched; live objects go to the reader that claims them."""
+
+from __future__ import annotations
+
+import os
+import stat
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+from weightscope.errors import (
+    CorruptFileError,
+    UnsupportedFormatError,
+    WeightscopeError,
+    file_error,
+    with_format,
+)
+from weightscope.formats import safetensors
+from weightscope.formats.keras import reader as keras
+from weightscope.formats.onnx import reader as onnx
+from weightscope.formats.protocol import Match, Probe, Reader
+from weightscope.formats.pytorch import reader as pytorch
+from weightscope.limits import DEFAULT, LimitExceeded, Limits, limit_error
+from weightscope.model import Model
+
+READERS: tuple[Reader, ...] = (keras, pytorch, safetensors, onnx)
+"""Tried in this order; the first whose ``match`` claims a file reads it."""
+
+SNIFF_BYTES = 64
+
+SUPPORTED = (
+    "Keras .h5/.keras/.weights.h5, PyTorch .pt/.pth/.bin/.ckpt zip or legacy pickle, "
+    "TorchScript, .safetensors, or ONNX .onnx"
+)
+"""What the unknown-format line lists."""
+
+# What a damaged file makes h5py, zipfile, json and numpy raise while an adapter reads it.
+_READ_ERRORS = (
+    OSError,
+    KeyError,
+    ValueError,
+    TypeError,
+    IndexError,
+    EOFError,
+    RuntimeError,  # with NotImplementedError (RecursionError is caught apart)
+    zipfile.BadZipFile,
+    zlib.error,
+)
+
+
+def load(source: str | os.PathLike[str] | Any, *, limits: Limits | None = None) -> Model:
+    """Read a model file, or a live model object (a ``torch.nn.Module``), into the
+    framework-free model. A file is opened read-only; tensor data is read when first used. Close
+    the model (or use it as a context manager) to release the file.
+
+    ``limits`` bounds what reading a file may cost (see :class:`weightscope.limits.Limits`; the
+    defaults when None). Tensors read later keep the limits they were loaded with.
+
+    Raises ``WeightscopeError`` with one line naming the file and the problem (``LimitError``
+    when the file is over a limit, naming the limit).
+    """
+    limits = DEFAULT if limits is None else limits
+    if not isinstance(limits, Limits):
+        raise TypeError(f"limits must be a weightscope.Limits, not {type(limits).__name__}")
+    if not isinstance(source, (str, os.PathLike)):
+        return _load_live(source, limits)
+    file = Path(source)
+    if not file.exists():
+        raise file_error(UnsupportedFormatError, file, "no such file")
+    if file.is_dir():
+        raise file_error(UnsupportedFormatError, file, "is a directory, not a model file")
+    kind = _special_kind(file)
+    if kind is not None:  # opening a FIFO would wait for a writer; a device never ends
+        raise file_error(UnsupportedFormatError, file, f"is {kind}, not a model file")
+    try:
+        with open(file, "rb") as handle:
+            head = handle.read(SNIFF_BYTES)
+    except OSError as exc:
+        raise file_error(
+            UnsupportedFormatError, file, f"cannot read: {exc.strerror or exc}"
+        ) from exc
+    if not head:
+        raise file_error(UnsupportedFormatError, file, "empty file")
+    with Probe.open(file, head) as probe:
+        found = _match(probe)
+        if found is None:
+            raise file_error(UnsupportedFormatError, file, _unrecognised(probe))
+        return _load_with(*found, limits)
+
+
+def _match(probe: Probe) -> tuple[Reader, Match] | None:
+    for reader in READERS:
+        match = reader.match(probe)
+        if match is not None:
+            return reader, match
+    return None
+
+
+def recognise(file: Path) -> str | None:
+    """The framework whose adapter recognises ``file`` by its first bytes (``keras``,
+    ``pytorch``, ``onnx``), or None: not a regular file, unreadable, empty or another format.
+    Reads a few bytes; never raises for a bad file."""
+    if _special_kind(file) is not None or not file.is_file():
+        return None
+    try:
+        with open(file, "rb") as handle:
+            head = handle.read(SNIFF_BYTES)
+        if not head:
+            return None
+        with Probe.open(file, head) as probe:
+            found = _match(probe)
+    except Exception:  # unreadable: not recognised, load would say why
+        return None
+    return None if found is None else found[0].FRAMEWORK
+
+
+def _special_kind(file: Path) -> str | None:
+    """What ``file`` (followed if a link) is when it is not a regular file."""
+    try:
+        mode = file.stat().st_mode
+    except OSError:
+        return None  # opening it says why
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
+
+
+def _load_live(obj: Any, limits: Limits) -> Model:
+    for reader in READERS:
+        if reader.match_object(obj):
+            return reader.load_object(obj, limits)
+    raise UnsupportedFormatError(
+        f"cannot read a {type(obj).__module__}.{type(obj).__qualname__}: give a file path, a "
+        "torch.nn.Module or an onnx.ModelProto"
+    )
+
+
+def _unrecognised(probe: Probe) -> str:
+    if probe.is_zip:
+        if probe.archive_error is not None:
+            return f"damaged or truncated zip archive: {probe.archive_error}"
+        return (
+            "zip archive, but not a .keras file (no model.weights.h5 or config.json) nor a "
+            "PyTorch checkpoint (no data.pkl)"
+        )
+    return f"unknown format (not {SUPPORTED})"
+
+
+def _load_with(reader: Reader, match: Match, limits: Limits) -> Model:
+    """Run the reader; whatever goes wrong becomes one line naming the file, the format it
+    looked like and the problem."""
+    looked_like = match.looks_like
+    file = match.probe.path
+    try:
+        return reader.load(match, limits)
+    except WeightscopeError as exc:
+        raise with_format(exc, looked_like) from exc.__cause__
+    except LimitExceeded as exc:
+        raise limit_error(file, exc) from None
+    except RecursionError as exc:
+        problem = "structures nested too deeply to walk (Python's recursion limit reached)"
+        raise file_error(CorruptFileError, file, problem, looked_like) from exc
+    except MemoryError as exc:
+        problem = "ran out of memory reading it (a size in the file may be lying)"
+        raise file_error(CorruptFileError, file, problem, looked_like) from exc
+    except _READ_ERRORS as exc:
+        raise file_error(CorruptFileError, file, str(exc), looked_like) from exc

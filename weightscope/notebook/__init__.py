@@ -1,0 +1,1 @@
+"""Jupyter: the ipywidgets explorer (ipywidgets is imported only when it opens)."""
