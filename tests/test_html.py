@@ -176,8 +176,8 @@ def test_report_is_self_contained(report):
 
 
 def test_report_sections(example, report):
-    from weightscope.reporters.init import analyze_model
-    from weightscope.reporters.params import verify
+    from weightscope.analysis.init import analyze_model
+    from weightscope.analysis.params import verify
 
     for title in ("Summary", "Parameter verification", "Initialization", "Convolution kernels"):
         assert f"<h2>{title}</h2>" in report

@@ -15,14 +15,14 @@ from cli_runner import run_cli
 
 import weightscope
 from weightscope.analysis import initializers as inits
-from weightscope.reporters.init import (
+from weightscope.analysis.init import (
     MIN_WEIGHTS,
     analyze,
     analyze_model,
     ks_critical,
     ks_distance,
-    plot_init,
 )
+from weightscope.reporters.init import plot_init
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 

@@ -21,7 +21,7 @@ from cli_runner import run_cli  # noqa: E402
 from test_params import doc_example  # noqa: E402
 
 import weightscope  # noqa: E402
-from weightscope.reporters.params import verify  # noqa: E402
+from weightscope.analysis.params import verify  # noqa: E402
 
 nn = torch.nn
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")

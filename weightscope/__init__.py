@@ -8,6 +8,8 @@
 
 from typing import TYPE_CHECKING, Any
 
+from weightscope import display as _display
+from weightscope._version import __version__
 from weightscope.errors import (
     CorruptFileError,
     LimitError,
@@ -19,12 +21,14 @@ from weightscope.examples import example_path
 from weightscope.formats.registry import load
 from weightscope.limits import Limits
 from weightscope.model import LAYER_KINDS, Layer, Model, ParamCounts, Tensor
+from weightscope.notebook.display import ReporterPresenter
 
 if TYPE_CHECKING:
     from weightscope.comparison.engine import compare
     from weightscope.notebook.explorer import explore
 
-__version__ = "0.1.0"
+
+_display.install(ReporterPresenter())
 
 __all__ = [
     "LAYER_KINDS",

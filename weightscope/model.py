@@ -14,8 +14,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from weightscope import layouts
+from weightscope import conventions, display, layouts
 from weightscope.chunking import DEFAULT_CHUNK_ELEMENTS
+from weightscope.conventions import Convention
 from weightscope.dtypes import has_real_values
 from weightscope.stats import TensorStats, compute_stats
 
@@ -42,6 +43,12 @@ KERNEL_KINDS = frozenset(LAYER_KINDS) - {"batch_norm", "layer_norm", "embedding"
 """Kinds whose principal tensor is a convolution or dense kernel."""
 
 NON_TRAINABLE_ROLES = frozenset({"moving_mean", "moving_variance"})
+
+KERNEL_ROLES = ("kernel", "depthwise_kernel", "pointwise_kernel")
+"""Roles of convolution and dense kernels, in the order :attr:`Layer.kernels` lists them."""
+
+VECTOR_LAYOUTS = frozenset({"C"})
+"""Native layouts of per-channel vectors (biases, batch-norm statistics)."""
 
 
 class TensorSource(Protocol):
@@ -156,6 +163,39 @@ class Layer:
     set by the Model."""
 
     @property
+    def convention(self) -> Convention:
+        """The conventions of the framework (and exporter) that wrote the layer: config keys,
+        defaults, initializer; see :mod:`weightscope.conventions`."""
+        return conventions.lookup(self.framework, self.producer)
+
+    @property
+    def kernels(self) -> list[Tensor]:
+        """The layer's convolution or dense kernels (roles :data:`KERNEL_ROLES`), in that order:
+        one for most layers, the depthwise and then the pointwise kernel of a separable conv."""
+        return [t for role in KERNEL_ROLES for t in self.tensors if t.role == role]
+
+    @property
+    def kernel(self) -> Tensor | None:
+        """The kernel that holds the layer's spatial filters: ``kernel`` (convs of every kind,
+        transposed and depthwise included, and dense layers), or a separable conv's
+        ``depthwise_kernel`` (its ``pointwise_kernel`` is a 1x1 conv, see :attr:`kernels`);
+        None for layers without one."""
+        return next((t for t in self.kernels if t.role != "pointwise_kernel"), None)
+
+    @property
+    def principal(self) -> Tensor | None:
+        """The tensor that stands for the layer in one-row views (tables, pairing across
+        models): its first tensor with a multi-dimensional layout, else its scale (``gamma``),
+        else its first tensor."""
+        for tensor in self.tensors:
+            if tensor.native_layout is not None and tensor.native_layout not in VECTOR_LAYOUTS:
+                return tensor
+        for tensor in self.tensors:
+            if tensor.role == "gamma":
+                return tensor
+        return self.tensors[0] if self.tensors else None
+
+    @property
     def params(self) -> int:
         return sum(t.size for t in self.tensors if t.counted)
 
@@ -177,28 +217,20 @@ class Layer:
     def plot_kernels(self, **options: Any) -> Any:
         """The kernel-slice figure of this layer (a matplotlib Figure); see
         :func:`weightscope.reporters.kernels.plot_kernels` for the options."""
-        from weightscope.reporters.kernels import plot_kernels
-
-        return plot_kernels(self, **options)
+        return display.presenter().plot_kernels(self, **options)
 
     def plot_init(self, **options: Any) -> Any:
         """Histogram of the weights against their initializer (a matplotlib Figure); see
         :func:`weightscope.reporters.init.plot_init`."""
-        from weightscope.reporters.init import plot_init
-
-        return plot_init(self, **options)
+        return display.presenter().plot_init(self, **options)
 
     def explain(self, **options: Any) -> str:
         """A plain-language account of what this layer computes, from its own numbers; see
         :func:`weightscope.reporters.explain.explain`."""
-        from weightscope.reporters.explain import explain
-
-        return explain(self, **options)
+        return display.presenter().explain(self, **options)
 
     def _repr_html_(self) -> str:
-        from weightscope.reporters.html import layer_html
-
-        return layer_html(self)
+        return display.presenter().layer_html(self)
 
     def tensor(self, role: str) -> Tensor:
         for tensor in self.tensors:
@@ -267,9 +299,7 @@ class Model:
             layer.producer = layer.producer or self.producer
 
     def _repr_html_(self) -> str:
-        from weightscope.reporters.html import model_html
-
-        return model_html(self)
+        return display.presenter().model_html(self)
 
     @property
     def params(self) -> ParamCounts:

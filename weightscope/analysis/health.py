@@ -98,8 +98,8 @@ def layer_health(
     layer: Layer, *, producer: str | None = None, max_elements: int = MAX_ELEMENTS
 ) -> LayerHealth:
     """Check one layer. ``producer`` is the model's (it decides whose initializer conventions
-    apply to ONNX files; see :func:`weightscope.reporters.init.analyze`)."""
-    from weightscope.reporters.init import analyze, kernel_tensor
+    apply to ONNX files; see :func:`weightscope.analysis.init.analyze`)."""
+    from weightscope.analysis.init import analyze, kernel_tensor
 
     kernel = kernel_tensor(layer)
     checks: _FilterChecks | None = None

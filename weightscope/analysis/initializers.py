@@ -2,7 +2,7 @@
 
 Formulas only (no plotting, no file reading). Each :class:`Initializer` is the distribution a
 framework draws a fresh kernel from, given the kernel's fans, so that a stored kernel can be
-compared with it (:mod:`weightscope.reporters.init`).
+compared with it (:mod:`weightscope.analysis.init`).
 
 Fans follow each framework's own convention on the tensor as that framework stores it:
 

@@ -9,7 +9,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from weightscope import __version__
+from weightscope._version import __version__
 from weightscope.cli.options import (
     COMMANDS,
     ModelCommand,

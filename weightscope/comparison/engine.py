@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from weightscope import display
 from weightscope.comparison.matching import (
     MATCHED_BY_ORDER,
     Entry,
@@ -49,6 +50,7 @@ from weightscope.comparison.transforms import (
     search,
     transformed_shape,
 )
+from weightscope.conventions import Convention
 from weightscope.errors import WeightscopeError, printable
 from weightscope.formats.registry import load
 from weightscope.limits import Limits
@@ -57,18 +59,6 @@ from weightscope.model import Layer, Model, Tensor
 IDENTICAL = "identical"
 TRANSFORMED = "transformed"
 DIFFERENT = "different"
-
-BN_DEFAULTS: dict[str, tuple[str, float, str, float]] = {
-    # framework: (eps key, default eps, momentum key, default momentum)
-    "keras": ("epsilon", 1e-3, "momentum", 0.99),
-    "pytorch": ("eps", 1e-5, "momentum", 0.1),
-    "onnx": ("epsilon", 1e-5, "momentum", 0.9),
-}
-"""Where batch norm's eps and momentum sit in a layer config, and each framework's default.
-Keras and ONNX weight the old moving statistic by ``momentum``, PyTorch the new batch statistic:
-Keras ``momentum`` = 1 - PyTorch ``momentum``."""
-
-FRAMEWORK_NAMES = {"keras": "Keras", "pytorch": "PyTorch", "onnx": "ONNX"}
 
 
 @dataclass
@@ -190,9 +180,7 @@ class Comparison:
         }
 
     def __rich__(self) -> Any:
-        from weightscope.reporters.compare import comparison_table
-
-        return comparison_table(self)
+        return display.presenter().comparison(self)
 
 
 def compare(
@@ -516,13 +504,14 @@ def _flatten_note(fm: FeatureMap, origin: str) -> str:
 def _framework_flatten_note(layer_a: Layer, layer_b: Layer) -> str | None:
     """Keras against PyTorch (or ONNX, usually exported from PyTorch): which dense weights are
     right depends on how the other model flattens, which the weights cannot show."""
-    frameworks = (layer_a.framework, layer_b.framework)
-    if "keras" not in frameworks or frameworks[0] == frameworks[1]:
+    a, b = layer_a.convention, layer_b.convention
+    if a.flattens_channels_last == b.flattens_channels_last:
         return None
-    other = _name((frameworks[1] if frameworks[0] == "keras" else frameworks[0]) or "")
-    port = FLATTEN_HWC_TO_CHW if frameworks[0] == "keras" else FLATTEN_CHW_TO_HWC
+    last, other = (a, b) if a.flattens_channels_last else (b, a)
+    port = FLATTEN_HWC_TO_CHW if a.flattens_channels_last else FLATTEN_CHW_TO_HWC
     return (
-        f"Keras flattens (h, w, c), {other} NCHW maps as (c, h, w): the same weights are right "
+        f"{last.display_name} flattens (h, w, c), {other.display_name} NCHW maps as (c, h, w): "
+        f"the same weights are right "
         f"only if the {other} model permutes to channels-last before flattening, {port} if not"
     )
 
@@ -557,11 +546,12 @@ def _number(value: object) -> float | None:
 def _batch_norm_settings(layer: Layer) -> tuple[_Setting, _Setting] | None:
     """(eps, momentum in Keras' convention), None for a framework weightscope has no defaults
     for."""
-    framework = layer.framework or ""
-    if framework not in BN_DEFAULTS:
+    defaults = layer.convention.batch_norm
+    if defaults is None:
         return None
-    eps_key, eps_default, momentum_key, momentum_default = BN_DEFAULTS[framework]
-    by_spec = framework == "onnx"
+    eps_key, eps_default = defaults.eps_key, defaults.eps
+    momentum_key, momentum_default = defaults.momentum_key, defaults.momentum
+    by_spec = defaults.defaults_by_spec
     eps_value = _number(layer.config.get(eps_key))
     eps = _Setting(eps_value, True) if eps_value is not None else _Setting(eps_default, by_spec)
     if momentum_key in layer.config:
@@ -570,24 +560,25 @@ def _batch_norm_settings(layer: Layer) -> tuple[_Setting, _Setting] | None:
         momentum = _Setting(value, value is not None or raw is None)
     else:
         momentum = _Setting(momentum_default, by_spec)
-    if framework == "pytorch" and momentum.value is not None:
+    if defaults.momentum_weights_new and momentum.value is not None:
         momentum = _Setting(1.0 - momentum.value, momentum.known)
     return eps, momentum
 
 
-def _describe(setting: _Setting, label: str, framework: str, momentum: bool) -> str:
-    name = _name(framework)
+def _describe(setting: _Setting, label: str, convention: Convention, momentum: bool) -> str:
+    name = convention.display_name
+    weights_new = convention.batch_norm is not None and convention.batch_norm.momentum_weights_new
     if setting.value is None:
         return f"cumulative average ({label})"
     shown = setting.value
-    if momentum and framework == "pytorch":
+    if momentum and weights_new:
         shown = 1.0 - setting.value
     if not setting.known:
         text = f"not recorded in {label} ({name} default {_g(shown)})"
     else:
         text = f"{_g(shown)} ({label})"
-    if momentum and framework == "pytorch":
-        text = text[:-1] + f", PyTorch convention: {_g(setting.value)} as Keras counts it)"
+    if momentum and weights_new:
+        text = text[:-1] + f", {name} convention: {_g(setting.value)} as Keras counts it)"
     return text
 
 
@@ -598,13 +589,13 @@ def _batch_norm_note(layer_a: Layer, layer_b: Layer) -> str:
     settings = (_batch_norm_settings(layer_a), _batch_norm_settings(layer_b))
     if settings[0] is None or settings[1] is None:
         return "batch norm: eps and momentum unknown for this framework"
-    frameworks = (layer_a.framework or "", layer_b.framework or "")
+    conventions = (layer_a.convention, layer_b.convention)
     parts = []
     for index, what in ((0, "eps"), (1, "momentum")):
         a, b = settings[0][index], settings[1][index]
         texts = [
-            _describe(setting, label, framework, momentum=index == 1)
-            for setting, label, framework in ((a, "A", frameworks[0]), (b, "B", frameworks[1]))
+            _describe(setting, label, convention, momentum=index == 1)
+            for setting, label, convention in ((a, "A", conventions[0]), (b, "B", conventions[1]))
         ]
         text = f"{what} {' vs '.join(texts)}"
         same = a.same_as(b)
@@ -619,10 +610,6 @@ def _batch_norm_note(layer_a: Layer, layer_b: Layer) -> str:
         f"batch norm {parts[0]}; {parts[1]} (Keras and ONNX momentum = 1 - PyTorch momentum; "
         "eps defaults: Keras 1e-3, PyTorch and ONNX 1e-5)"
     )
-
-
-def _name(framework: str) -> str:
-    return FRAMEWORK_NAMES.get(framework, framework)
 
 
 def _g(value: float | None) -> str:

@@ -16,12 +16,12 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from weightscope import __version__
+from weightscope._version import __version__
 from weightscope.errors import printable
 from weightscope.model import Layer, Model, Tensor
 from weightscope.reporters import table as terminal
 from weightscope.reporters.progress import compute_stats, progress
-from weightscope.reporters.table import _config_value, _num, _shape, principal_tensor
+from weightscope.reporters.table import _config_value, _num, _shape
 from weightscope.stats import TensorStats
 
 CONV_KIND_PREFIXES = ("conv", "depthwise_conv", "separable_conv")
@@ -175,7 +175,7 @@ def summary_table(model: Model, with_stats: bool = True, tolerant: bool = False)
     titles = ["Layer", "Kind", "Shape native -> canonical", "Params", "dtype", *stat_columns]
     rows = []
     for layer in model.layers:
-        main = principal_tensor(layer)
+        main = layer.principal
         cells = [
             f"<td>{_text(layer.name)}</td>",
             f"<td>{_kind_cell(layer)}</td>",
@@ -405,7 +405,7 @@ def report_html(model: Model, *, with_stats: bool = True) -> str:
     JavaScript, no link or resource outside the page. ``with_stats=False`` reads no tensor data:
     the page then holds the summary (without statistics) and the parameter verification only.
     """
-    from weightscope.reporters.params import verify
+    from weightscope.analysis.params import verify
 
     source = "(in memory)" if model.source is None else str(model.source)
     sections = [
@@ -413,7 +413,7 @@ def report_html(model: Model, *, with_stats: bool = True) -> str:
         ("params", "Parameter verification", params_html(verify(model).to_dict())),
     ]
     if with_stats:
-        from weightscope.reporters.init import analyze_model
+        from weightscope.analysis.init import analyze_model
 
         init_records = [report.to_dict() for report in analyze_model(model)]
         sections.append(("init", "Initialization", init_html(init_records)))

@@ -11,7 +11,6 @@ from weightscope.errors import printable
 from weightscope.model import Layer, Model, ParamCounts, Tensor
 from weightscope.stats import TensorStats
 
-VECTOR_LAYOUTS = frozenset({"C"})
 LARGE_NORM_TEXT = f"{LARGE_RELATIVE:g}x median"
 
 
@@ -25,18 +24,6 @@ def _shape(shape: tuple[int, ...] | None) -> str:
 
 def _num(value: float) -> str:
     return f"{value:.4g}"
-
-
-def principal_tensor(layer: Layer) -> Tensor | None:
-    """The tensor that stands for the layer in one-row views: its first kernel-like tensor,
-    else its scale (gamma), else its first tensor."""
-    for tensor in layer.tensors:
-        if tensor.native_layout not in VECTOR_LAYOUTS and tensor.native_layout is not None:
-            return tensor
-    for tensor in layer.tensors:
-        if tensor.role == "gamma":
-            return tensor
-    return layer.tensors[0] if layer.tensors else None
 
 
 def _kind(layer: Layer) -> Text:
@@ -103,7 +90,7 @@ def model_table(
     if health is not None:
         table.add_column("Health")
     for index, layer in enumerate(model.layers):
-        main = principal_tensor(layer)
+        main = layer.principal
         stats = main.stats() if (with_stats and main is not None and main.has_stats) else None
         extra = [] if health is None else [_health_cell(health[index])]
         table.add_row(

@@ -177,9 +177,7 @@ def model_rows(model: Model, max_elements: int = MAX_ELEMENTS) -> list[dict[str,
 
 
 def _layer_row(model: Model, layer: Layer, health: LayerHealth) -> dict[str, Any]:
-    from weightscope.reporters.table import principal_tensor
-
-    main = principal_tensor(layer)
+    main = layer.principal
     checked = health.to_dict()  # the same values as inspect --health --json
     row: dict[str, Any] = {
         "record": "layer",

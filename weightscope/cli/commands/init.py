@@ -56,7 +56,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, model: Model) -> None:
-    from weightscope.reporters.init import analyze, kernel_tensor
+    from weightscope.analysis.init import analyze, kernel_tensor
     from weightscope.reporters.progress import progress
 
     if args.layer:
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace, model: Model) -> None:
 
 
 def _kernel_bytes(layer: Any) -> int:
-    from weightscope.reporters.init import kernel_tensor
+    from weightscope.analysis.init import kernel_tensor
 
     tensor = kernel_tensor(layer)
     return 0 if tensor is None else tensor.size * 4

@@ -32,7 +32,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, model: Model) -> None:
-    from weightscope.reporters.params import params_table, verify
+    from weightscope.analysis.params import verify
+    from weightscope.reporters.params import params_table
 
     report = verify(model)
     if args.json:

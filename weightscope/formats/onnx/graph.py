@@ -4,47 +4,23 @@ of them. Subgraphs see the constants of the graphs around them."""
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import onnx
 
+from weightscope.formats.onnx.constants import Constant, new_storage_id
+from weightscope.formats.onnx.sparse import sparse_constant
 from weightscope.formats.onnx.tensors import TensorContext, dtype_name, tensor_source
 from weightscope.model import ArraySource, TensorSource
 from weightscope.stats import TensorStats, compute_stats
-
-_STORAGE_IDS = itertools.count()
-"""Identities of stored tensors (``id()`` of a protobuf message is not stable: upb hands out a
-new wrapper on each access)."""
 
 MAX_STEPS_SHOWN = 8
 
 MAX_SHAPE_ARGUMENT = 64
 """Shape and axes arguments longer than this are not read (no real shape has that many dims)."""
-
-
-@dataclass(frozen=True)
-class Constant:
-    """A value known without running the model."""
-
-    name: str
-    """The stored tensor's name (initializer or ``Constant`` node output)."""
-    source: TensorSource
-    shape: tuple[int, ...]
-    dtype: str
-    storage: int
-    """Identity of the stored data: two constants with equal ``storage`` share it."""
-    steps: tuple[str, ...] = ()
-    """Static operations applied to the stored tensor, in order (``Transpose(perm=[1, 0])``),
-    the first ``MAX_STEPS_SHOWN`` of them."""
-    step_count: int = 0
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
 
 
 Transform = Callable[[np.ndarray], np.ndarray]
@@ -156,12 +132,11 @@ class Scope:
     def _add_stored(self, name: str, tensor: onnx.TensorProto) -> Constant:
         source = tensor_source(tensor, self.ctx)
         shape = tuple(int(d) for d in tensor.dims)
-        constant = Constant(name, source, shape, dtype_name(tensor.data_type), next(_STORAGE_IDS))
+        constant = Constant(name, source, shape, dtype_name(tensor.data_type), new_storage_id())
         self.constants[name] = constant
         return constant
 
     def _add_sparse(self, name: str, sparse: onnx.SparseTensorProto) -> None:
-        from weightscope.formats.onnx.sparse import sparse_constant
 
         self.constants[name] = sparse_constant(name, sparse, self.ctx)
 
@@ -172,17 +147,13 @@ class Scope:
                 tensor = attr.t
                 source = tensor_source(tensor, self.ctx)
                 shape = tuple(int(d) for d in tensor.dims)
-                return Constant(
-                    name, source, shape, dtype_name(tensor.data_type), next(_STORAGE_IDS)
-                )
+                return Constant(name, source, shape, dtype_name(tensor.data_type), new_storage_id())
             if attr.name == "sparse_value" and attr.type == onnx.AttributeProto.SPARSE_TENSOR:
-                from weightscope.formats.onnx.sparse import sparse_constant
-
                 return sparse_constant(name, attr.sparse_tensor, self.ctx)
             array = _scalar_attribute(attr)
             if array is not None:
                 return Constant(
-                    name, ArraySource(array), array.shape, str(array.dtype), next(_STORAGE_IDS)
+                    name, ArraySource(array), array.shape, str(array.dtype), new_storage_id()
                 )
         return None
 

@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 
 from weightscope.errors import short
 from weightscope.formats._common.file_region import MAX_RANK
+from weightscope.formats.onnx.constants import Constant, new_storage_id
 from weightscope.formats.onnx.tensors import TensorContext, dtype_name, tensor_source
 from weightscope.limits import LimitExceeded, limit_error
 from weightscope.model import TensorSource
 from weightscope.stats import TensorStats, compute_stats
-
-if TYPE_CHECKING:
-    from weightscope.formats.onnx.graph import Constant
 
 
 class SparseSource:
@@ -80,7 +77,6 @@ class SparseSource:
 
 
 def sparse_constant(name: str, sparse: onnx.SparseTensorProto, ctx: TensorContext) -> Constant:
-    from weightscope.formats.onnx.graph import _STORAGE_IDS, Constant
 
     if len(sparse.dims) > MAX_RANK:
         raise ctx.error(f"sparse tensor {short(name)} has {len(sparse.dims):,} dims")
@@ -95,4 +91,4 @@ def sparse_constant(name: str, sparse: onnx.SparseTensorProto, ctx: TensorContex
     values = tensor_source(sparse.values, ctx)
     indices = tensor_source(sparse.indices, ctx)
     source = SparseSource(values, indices, shape, nnz, ctx, name)
-    return Constant(name, source, shape, dtype_name(sparse.values.data_type), next(_STORAGE_IDS))
+    return Constant(name, source, shape, dtype_name(sparse.values.data_type), new_storage_id())
