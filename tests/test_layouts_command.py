@@ -21,7 +21,7 @@ from weightscope import layouts
 from weightscope.formats.keras import catalog as _keras_catalog
 from weightscope.formats.onnx import ops as _onnx_ops
 from weightscope.formats.pytorch import layers as _torch_layers
-from weightscope.model import LAYER_KINDS
+from weightscope.kinds import LAYER_KINDS
 from weightscope.reporters.layouts import layouts_to_dict
 
 FLOAT = TensorProto.FLOAT

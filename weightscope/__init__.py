@@ -19,8 +19,9 @@ from weightscope.errors import (
 )
 from weightscope.examples import example_path
 from weightscope.formats.registry import load
+from weightscope.kinds import LAYER_KINDS, Kind
 from weightscope.limits import Limits
-from weightscope.model import LAYER_KINDS, Layer, Model, ParamCounts, Tensor
+from weightscope.model import Layer, Model, ParamCounts, Tensor
 from weightscope.notebook.display import ReporterPresenter
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ _display.install(ReporterPresenter())
 __all__ = [
     "LAYER_KINDS",
     "CorruptFileError",
+    "Kind",
     "Layer",
     "LimitError",
     "Limits",

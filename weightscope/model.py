@@ -18,29 +18,8 @@ from weightscope import conventions, display, layouts
 from weightscope.chunking import DEFAULT_CHUNK_ELEMENTS
 from weightscope.conventions import Convention
 from weightscope.dtypes import has_real_values
+from weightscope.kinds import Kind
 from weightscope.stats import TensorStats, compute_stats
-
-LAYER_KINDS = (
-    "conv1d",
-    "conv2d",
-    "conv3d",
-    "conv_transpose1d",
-    "conv_transpose2d",
-    "conv_transpose3d",
-    "depthwise_conv1d",
-    "depthwise_conv2d",
-    "depthwise_conv3d",
-    "separable_conv1d",
-    "separable_conv2d",
-    "dense",
-    "batch_norm",
-    "layer_norm",
-    "embedding",
-    "unknown",
-)
-
-KERNEL_KINDS = frozenset(LAYER_KINDS) - {"batch_norm", "layer_norm", "embedding", "unknown"}
-"""Kinds whose principal tensor is a convolution or dense kernel."""
 
 NON_TRAINABLE_ROLES = frozenset({"moving_mean", "moving_variance"})
 
@@ -147,7 +126,7 @@ class Layer:
     """A weight-bearing layer, its tensors, and what its framework said about it."""
 
     name: str
-    kind: str
+    kind: Kind
     tensors: list[Tensor]
     config: dict[str, Any] = field(default_factory=dict)
     groups: int = 1
@@ -161,6 +140,13 @@ class Layer:
     producer: str | None = None
     """The program that wrote the model file (an ONNX exporter, whose conventions then apply);
     set by the Model."""
+
+    @property
+    def kind_label(self) -> str:
+        """The kind as tables show it: ``unknown (<class or op>)`` for a layer not understood."""
+        if self.kind.is_unknown and self.class_name:
+            return f"unknown ({self.class_name})"
+        return str(self.kind)
 
     @property
     def convention(self) -> Convention:

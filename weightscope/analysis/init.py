@@ -48,7 +48,7 @@ from weightscope import conventions
 from weightscope.analysis import initializers as inits
 from weightscope.analysis.initializers import Initializer
 from weightscope.chunking import DEFAULT_CHUNK_ELEMENTS
-from weightscope.model import KERNEL_KINDS, Layer, Model, Tensor
+from weightscope.model import Layer, Model, Tensor
 
 MIN_WEIGHTS = 64
 """Below this many finite weights the verdict is ``unknown``: the KS critical value at
@@ -174,7 +174,7 @@ def _finite(value: float | None) -> float | None:
 
 def kernel_tensor(layer: Layer) -> Tensor | None:
     """The kernel-like tensor of a layer that :func:`analyze` compares, or None."""
-    if layer.kind not in KERNEL_KINDS:
+    if not layer.kind.has_kernel:
         return None
     for role in KERNEL_ROLES:
         for tensor in layer.tensors:
@@ -192,7 +192,7 @@ def kernel_tensor(layer: Layer) -> Tensor | None:
 def _config_keys(layer: Layer, tensor: Tensor) -> tuple[str, ...]:
     if tensor.role == "pointwise_kernel":
         return ("pointwise_initializer",)
-    if tensor.role == "depthwise_kernel" or layer.kind.startswith("depthwise"):
+    if tensor.role == "depthwise_kernel" or layer.kind.is_depthwise:
         return ("depthwise_initializer", "kernel_initializer")
     return ("kernel_initializer", "init")
 

@@ -322,7 +322,7 @@ def _conv(check: _Check) -> None:
     kernel, shape = check.canonical("kernel")
     if kernel is None or shape is None:
         return
-    transposed = check.layer.kind.startswith("conv_transpose")
+    transposed = check.layer.kind.is_transposed
     out_stored, per_group_stored, *k_stored = shape
     rank = len(k_stored)
     convention = check.convention

@@ -53,6 +53,7 @@ from weightscope.comparison.transforms import (
 from weightscope.conventions import Convention
 from weightscope.errors import WeightscopeError, printable
 from weightscope.formats.registry import load
+from weightscope.kinds import Kind
 from weightscope.limits import Limits
 from weightscope.model import Layer, Model, Tensor
 
@@ -367,7 +368,7 @@ def _compare_pair(
     for result in results:
         if not result.match and result.where is not None:
             notes.append(f"{result.role} differs most at index {list(result.where)}")
-    if layer_a.kind == "batch_norm" and layer_b.kind == "batch_norm":
+    if layer_a.kind == Kind.BATCH_NORM and layer_b.kind == Kind.BATCH_NORM:
         notes.append(_batch_norm_note(layer_a, layer_b))
     match = bool(results) and all(r.match for r in results)
     if principal is not None:
@@ -484,7 +485,7 @@ def _compare_tensor(
 def _maps(pair: Pair, side_a: list[Entry], side_b: list[Entry]) -> tuple[list[FeatureMap], str]:
     """Feature maps a dense layer's input may have been flattened from, with where the channel
     count came from."""
-    if not (pair.a.dense_like and pair.b.dense_like and pair.a.kind == "dense"):
+    if not (pair.a.dense_like and pair.b.dense_like and pair.a.kind == Kind.DENSE):
         return [], ""
     channels: list[int] = []
     origins: list[str] = []
@@ -511,8 +512,8 @@ def _framework_flatten_note(layer_a: Layer, layer_b: Layer) -> str | None:
     port = FLATTEN_HWC_TO_CHW if a.flattens_channels_last else FLATTEN_CHW_TO_HWC
     return (
         f"{last.display_name} flattens (h, w, c), {other.display_name} NCHW maps as (c, h, w): "
-        f"the same weights are right "
-        f"only if the {other} model permutes to channels-last before flattening, {port} if not"
+        f"the same weights are right only if the {other.display_name} model permutes to "
+        f"channels-last before flattening, {port} if not"
     )
 
 

@@ -30,13 +30,13 @@ values agree are "matched by value", the others in such a group "matched by orde
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from weightscope.comparison.transforms import Tolerance, difference, reachable
+from weightscope.kinds import Kind
 from weightscope.model import Layer, Model, Tensor
 
 SKETCH_SIZE = 4096
@@ -45,9 +45,6 @@ SKETCH_SIZE = 4096
 MATCHED_BY_SHAPE = "shape"
 MATCHED_BY_VALUE = "value"
 MATCHED_BY_ORDER = "order"
-
-_CONV = re.compile(r"^(conv|depthwise_conv|conv_transpose)([123])d$")
-_SEPARABLE = re.compile(r"^separable_conv([123])d$")
 
 
 def is_float(dtype: str) -> bool:
@@ -76,18 +73,17 @@ class Entry:
         return self.layer.name
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> Kind:
         return self.layer.kind
 
     @property
     def dense_like(self) -> bool:
         """A dense layer, or an ungrouped conv whose kernel is 1 wide in every spatial axis."""
-        if self.kind == "dense":
+        if self.kind == Kind.DENSE:
             return len(self.shape) == 2
         return (
             self.family[0] == "conv"
-            and self.kind.startswith("conv")
-            and not self.kind.startswith("conv_transpose")
+            and self.kind.is_plain_conv
             and self.layer.groups == 1
             and len(self.shape) > 2
             and all(s == 1 for s in self.shape[2:])
@@ -96,7 +92,7 @@ class Entry:
     @property
     def out_channels(self) -> int | None:
         """Channels this layer outputs, for inferring a flattened feature map after it."""
-        if self.kind.startswith("separable"):
+        if self.kind.is_separable:
             for tensor in self.layer.tensors:
                 if tensor.role == "pointwise_kernel" and tensor.canonical_shape:
                     return tensor.canonical_shape[0]
@@ -108,7 +104,7 @@ class Entry:
 def principal_tensor(layer: Layer) -> Tensor | None:
     """The tensor that stands for the layer: its kernel (depthwise kernel for separable convs),
     else gamma (beta, moving statistics), else its embeddings; None for ``unknown`` layers."""
-    if layer.kind == "unknown":
+    if layer.kind.is_unknown:
         return None
     tensors = {t.role: t for t in float_tensors(layer)}
     order = ("kernel", "depthwise_kernel", "embeddings", "gamma", "beta", "moving_mean")
@@ -124,13 +120,12 @@ def tensor_shape(tensor: Tensor) -> tuple[int, ...]:
 
 
 def _family(layer: Layer, floats: Sequence[Tensor]) -> tuple[object, ...]:
-    conv = _CONV.match(layer.kind)
-    if conv:
-        return ("conv", conv.group(2))
-    separable = _SEPARABLE.match(layer.kind)
-    if separable:
-        return ("separable", separable.group(1))
-    if layer.kind == "unknown":
+    kind = layer.kind
+    if kind.is_conv and not kind.is_separable:
+        return ("conv", str(kind.spatial_rank))
+    if kind.is_separable:
+        return ("separable", str(kind.spatial_rank))
+    if kind.is_unknown:
         return ("unknown", tuple(sorted((t.role, tuple(t.native_shape)) for t in floats)))
     return (layer.kind,)
 
@@ -145,7 +140,7 @@ def entries(model: Model) -> tuple[list[Entry], list[str]]:
         if not floats:
             left_out.append(f"{layer.name} (no floating-point weights)")
             continue
-        if layer.kind == "unknown" and all(t.size <= 1 for t in floats):
+        if layer.kind.is_unknown and all(t.size <= 1 for t in floats):
             left_out.append(f"{layer.name} (single-element constants only)")
             continue
         principal = principal_tensor(layer)

@@ -18,7 +18,6 @@ from weightscope.errors import WeightscopeError
 from weightscope.model import Layer, Model
 
 KERNEL_ROLES = ("kernel", "depthwise_kernel", "pointwise_kernel")
-EXPLORED_KINDS = ("conv", "depthwise_conv", "separable_conv", "dense")
 
 SLIDER_LAYOUT = {"width": "32em"}
 
@@ -79,7 +78,7 @@ def kernel_choices(model: Model) -> list[KernelChoice]:
     """Every conv and dense kernel of ``model`` that has a canonical layout, in model order."""
     choices = []
     for layer in model.layers:
-        if not layer.kind.startswith(EXPLORED_KINDS):
+        if not layer.kind.has_kernel:
             continue
         for tensor in layer.tensors:
             shape = tensor.canonical_shape

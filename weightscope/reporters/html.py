@@ -24,8 +24,6 @@ from weightscope.reporters.progress import compute_stats, progress
 from weightscope.reporters.table import _config_value, _num, _shape
 from weightscope.stats import TensorStats
 
-CONV_KIND_PREFIXES = ("conv", "depthwise_conv", "separable_conv")
-
 _RIGHT = ' style="text-align:right"'
 _DIM = ' style="color:#777"'
 _MONO = ' style="font-family:monospace;white-space:nowrap"'
@@ -60,7 +58,7 @@ def _text(value: object) -> str:
 
 def is_conv(layer: Layer) -> bool:
     """A convolution of any kind (plain, transposed, depthwise, separable)."""
-    return layer.kind.startswith(CONV_KIND_PREFIXES)
+    return layer.kind.is_conv
 
 
 # ------------------------------------------------------------------------------------------
@@ -68,10 +66,8 @@ def is_conv(layer: Layer) -> bool:
 
 
 def _kind_cell(layer: Layer) -> str:
-    label = layer.kind
-    if layer.kind == "unknown" and layer.class_name:
-        label = f"unknown ({layer.class_name})"
-    cell = f"<span{_WARN}>{_text(label)}</span>" if layer.kind == "unknown" else _text(label)
+    label = layer.kind_label
+    cell = f"<span{_WARN}>{_text(label)}</span>" if layer.kind.is_unknown else _text(label)
     if layer.inferred:
         cell += '<b title="kind inferred from names and shapes">*</b>'
     return cell

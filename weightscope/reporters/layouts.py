@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from weightscope import layouts
-from weightscope.model import LAYER_KINDS
+from weightscope.kinds import LAYER_KINDS
 
 SCHEMA_VERSION = 1
 

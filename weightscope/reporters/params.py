@@ -9,6 +9,7 @@ from rich.text import Text
 
 from weightscope.analysis.params import FLAGGED, NO_FORMULA, OK, SHAPES_ONLY, ParamsReport
 from weightscope.errors import printable
+from weightscope.kinds import Kind
 from weightscope.reporters.table import counts_line
 
 STATUS_STYLES = {OK: "green", FLAGGED: "bold red", SHAPES_ONLY: "yellow", NO_FORMULA: "dim"}
@@ -34,7 +35,7 @@ def params_table(report: ParamsReport) -> RenderableType:
     for layer in report.layers:
         style = "red" if layer.issues else ""
         kind = layer.kind
-        if layer.kind == "unknown" and layer.class_name:
+        if layer.kind == Kind.UNKNOWN and layer.class_name:
             kind = f"unknown ({layer.class_name})"
         table.add_row(
             Text(printable(layer.name), style=style),

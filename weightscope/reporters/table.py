@@ -27,10 +27,7 @@ def _num(value: float) -> str:
 
 
 def _kind(layer: Layer) -> Text:
-    label = layer.kind
-    if layer.kind == "unknown" and layer.class_name:
-        label = f"unknown ({layer.class_name})"
-    text = Text(label, style="yellow" if layer.kind == "unknown" else "")
+    text = Text(layer.kind_label, style="yellow" if layer.kind.is_unknown else "")
     if layer.inferred:
         text.append("*", style="bold")
     return text

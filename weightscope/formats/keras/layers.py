@@ -10,6 +10,7 @@ import h5py
 
 from weightscope.formats.keras import catalog
 from weightscope.formats.keras.hdf5 import H5DatasetSource, Origin
+from weightscope.kinds import Kind
 from weightscope.model import NON_TRAINABLE_ROLES, Layer, Tensor
 
 
@@ -144,7 +145,7 @@ def build_layer(
         )
     return Layer(
         name=name,
-        kind=kind,
+        kind=Kind(kind),
         tensors=tensors,
         config=config,
         groups=groups,

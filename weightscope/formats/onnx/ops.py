@@ -13,6 +13,7 @@ import onnx
 
 from weightscope import layouts
 from weightscope.formats.onnx.graph import STATIC_OPS, Constant, Scope, attributes
+from weightscope.kinds import Kind
 from weightscope.limits import LimitExceeded
 from weightscope.model import NON_TRAINABLE_ROLES, Layer, Tensor
 
@@ -207,7 +208,7 @@ class GraphReader:
         self.layers.append(
             Layer(
                 name=name,
-                kind=draft.kind,
+                kind=Kind(draft.kind),
                 tensors=tensors,
                 config=draft.config,
                 groups=draft.groups,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from weightscope import layouts
+from weightscope.kinds import Kind
 from weightscope.model import Layer, Tensor, TensorSource
 
 PARAMETER, BUFFER, UNKNOWN = "parameter", "buffer", "unknown"
@@ -129,7 +130,7 @@ def _build(node: ModuleNode, seen: dict[Hashable, str]) -> Layer:
     config = {k: _plain(node.attrs[k]) for k in CONFIG_KEYS if k in node.attrs}
     return Layer(
         name=node.name,
-        kind=kind,
+        kind=Kind(kind),
         tensors=tensors,
         config=config,
         groups=groups,
