@@ -25,6 +25,7 @@ from weightscope.model import Layer, Model, ParamCounts, Tensor
 from weightscope.notebook.display import ReporterPresenter
 
 if TYPE_CHECKING:
+    from weightscope.analysis import check_health, check_init, check_params
     from weightscope.comparison.engine import compare
     from weightscope.notebook.explorer import explore
 
@@ -45,6 +46,9 @@ __all__ = [
     "UnsupportedFormatError",
     "WeightscopeError",
     "__version__",
+    "check_health",
+    "check_init",
+    "check_params",
     "compare",
     "example_path",
     "explore",
@@ -53,8 +57,12 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """``weightscope.explore`` (for notebooks only) and ``weightscope.compare``, imported on
-    first use."""
+    """``weightscope.explore`` (for notebooks only), ``weightscope.compare`` and the checks
+    (``check_init``, ``check_params``, ``check_health``), imported on first use."""
+    if name in ("check_init", "check_params", "check_health"):
+        from weightscope import analysis
+
+        return getattr(analysis, name)
     if name == "explore":
         from weightscope.notebook.explorer import explore
 

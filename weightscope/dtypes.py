@@ -12,6 +12,12 @@ def itemsize(name: str) -> int:
     return 2 if name == BFLOAT16 else np.dtype(name).itemsize
 
 
+def is_float(name: str) -> bool:
+    """Floating-point element types of any width: ``float16/32/64``, ``bfloat16`` and the 8-bit
+    and narrower floats ONNX stores (``float8_e4m3fn``...)."""
+    return name == BFLOAT16 or name.startswith("float")
+
+
 NO_STATISTICS = frozenset(
     {"string", "float4e2m1", "float8e8m0", "int2", "uint2", "float6e2m3", "float6e3m2"}
 )

@@ -48,6 +48,7 @@ from weightscope import conventions
 from weightscope.analysis import initializers as inits
 from weightscope.analysis.initializers import Initializer
 from weightscope.chunking import DEFAULT_CHUNK_ELEMENTS
+from weightscope.dtypes import is_float
 from weightscope.model import Layer, Model, Tensor
 
 MIN_WEIGHTS = 64
@@ -181,7 +182,7 @@ def kernel_tensor(layer: Layer) -> Tensor | None:
             if (
                 tensor.role == role
                 and tensor.has_stats
-                and (tensor.dtype.startswith("float") or tensor.dtype == "bfloat16")
+                and is_float(tensor.dtype)
                 and len(tensor.native_shape) >= 2
                 and tensor.size > 0
             ):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -14,15 +13,12 @@ from weightscope.cli.options import (
     COMMANDS,
     ModelCommand,
     StandaloneCommand,
-    add_source,
     command,
     limits_from,
 )
 from weightscope.errors import WeightscopeError, printable
 from weightscope.examples import example_path
 from weightscope.formats.registry import load
-from weightscope.model import Model
-from weightscope.reporters.progress import compute_stats
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -69,34 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"weightscope {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    inspect = commands.add_parser(
-        "inspect",
-        help="table of layers, layouts, parameter counts and weight statistics",
-        description="One row per weight-bearing layer: kind, native -> canonical shape of its "
-        "kernel, parameters, dtype and statistics; totals as the framework counts them.",
-    )
-    add_source(inspect)
-    inspect.add_argument("--layer", metavar="NAME", help="show every tensor of one layer")
-    inspect.add_argument("--json", action="store_true", help="print one JSON object (see README)")
-    inspect.add_argument(
-        "--no-stats", action="store_true", help="skip statistics (reads no tensor data)"
-    )
-    inspect.add_argument(
-        "--health",
-        action="store_true",
-        help="check each layer for NaN/Inf, dead, duplicated or outsized filters and weights "
-        "still at their initializer (reads every kernel whole)",
-    )
-
-    export = commands.add_parser(
-        "export",
-        help="write every tensor in canonical layout to a .npz",
-        description="Write each tensor, converted to canonical layout, as one array keyed "
-        "'<layer name>/<role>' in a NumPy .npz (np.load reads it). Tensors without a canonical "
-        "form are written as stored.",
-    )
-    add_source(export)
-    export.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="output file")
     for name in COMMANDS:
         command(name).add_parser(commands)
     return parser
@@ -112,52 +80,6 @@ def _source(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
     return Path(args.file)
 
 
-def _run_inspect(args: argparse.Namespace, model: Model) -> None:
-    with_stats = not args.no_stats
-    layer = model.layer(args.layer) if args.layer else None
-    if with_stats or args.health:
-        tensors = layer.tensors if layer else [t for _, t in model.tensors()]
-        compute_stats(tensors, quiet=args.json)
-    health = None
-    if args.health:
-        from weightscope.analysis.health import layer_health
-
-        layers = [layer] if layer else model.layers
-        health = [layer_health(x, producer=model.producer) for x in layers]
-    if args.json:
-        from weightscope.reporters.summary import layer_to_dict, model_to_dict
-
-        data = model_to_dict(model, with_stats)
-        if layer is not None:
-            data = {**data, "layers": [layer_to_dict(layer, with_stats)]}
-        if health is not None:
-            for entry, checked in zip(data["layers"], health, strict=True):
-                entry["health"] = checked.to_dict()
-        json.dump(data, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-        return
-    from rich.console import Console
-
-    from weightscope.reporters.table import health_line, layer_detail, model_table
-
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)
-    if layer is not None:
-        console.print(layer_detail(model, layer, with_stats))
-        if health is not None:
-            console.print(health_line(health[0]))
-    else:
-        console.print(model_table(model, with_stats, health))
-
-
-def _run_export(args: argparse.Namespace, model: Model) -> None:
-    from weightscope.reporters.npz import export_npz
-
-    keys = export_npz(model, args.output)
-    print(f"wrote {len(keys)} tensors in canonical layout to {args.output}", file=sys.stderr)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -171,13 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run_on_model(args: argparse.Namespace, source: Path, chosen: object) -> int:
     with load(source, limits=limits_from(args)) as model:
-        if args.command == "inspect":
-            _run_inspect(args, model)
-        elif args.command == "export":
-            _run_export(args, model)
-        else:
-            assert isinstance(chosen, ModelCommand)
-            chosen.run(args, model)
+        assert isinstance(chosen, ModelCommand)
+        chosen.run(args, model)
     return EXIT_OK
 
 

@@ -1,4 +1,4 @@
-"""Subcommands beyond ``inspect`` and ``export``, one module each. A module offers
+"""Options shared by the commands, and the registry of commands, one module each. A module offers
 ``add_parser(commands)`` (declares the subcommand and its options; imports nothing heavy) and
 either ``run(args, model)`` (does the work on the model the command line loaded from FILE) or,
 for commands that read no file or several, ``main(args) -> exit status``. Both raise
@@ -14,7 +14,18 @@ from typing import Any, Protocol, runtime_checkable
 
 from weightscope.model import Model
 
-COMMANDS = ("plot", "init", "params", "explain", "report", "layouts", "compare", "scan")
+COMMANDS = (
+    "inspect",
+    "export",
+    "plot",
+    "init",
+    "params",
+    "explain",
+    "report",
+    "layouts",
+    "compare",
+    "scan",
+)
 
 
 class Command(Protocol):

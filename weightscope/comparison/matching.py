@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from weightscope import dtypes
 from weightscope.comparison.transforms import Tolerance, difference, reachable
 from weightscope.kinds import Kind
 from weightscope.model import Layer, Model, Tensor
@@ -48,8 +49,8 @@ MATCHED_BY_ORDER = "order"
 
 
 def is_float(dtype: str) -> bool:
-    """Floating-point element types (the ones that hold weights)."""
-    return dtype == "bfloat16" or (dtype.startswith("float") and dtype[5:].isdigit())
+    """Floating-point element types whose values can be compared."""
+    return dtypes.is_float(dtype) and dtypes.has_real_values(dtype)
 
 
 def float_tensors(layer: Layer) -> list[Tensor]:

@@ -10,6 +10,7 @@ import math
 import sys
 from typing import Any
 
+from weightscope.cli import console as terminal
 from weightscope.cli.options import add_reading_options, limits_from
 
 DEFAULT_ATOL = 1e-6
@@ -122,12 +123,9 @@ def main(args: argparse.Namespace) -> int:
         json.dump(comparison.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
         return comparison.exit_code
-    from rich.console import Console
 
     from weightscope.reporters.compare import comparison_table
 
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)
+    console = terminal.stdout()
     console.print(comparison_table(comparison))
     return comparison.exit_code

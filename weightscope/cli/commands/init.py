@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from weightscope.cli import console as terminal
 from weightscope.cli.options import add_source
 from weightscope.errors import WeightscopeError
 from weightscope.model import Model
@@ -116,14 +117,11 @@ def _number(value: float | None, spec: str = ".3g") -> str:
 
 
 def _print_table(model: Model, reports: list[Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from weightscope.analysis.initializers import UNIFORM
 
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)
+    console = terminal.stdout()
     table = Table(title=f"{model.source}  weights against their initializers", title_justify="left")
     for header, justify in (
         ("Layer", "left"),

@@ -10,6 +10,7 @@ import json
 import sys
 from typing import Any
 
+from weightscope.cli import console as terminal
 from weightscope.layouts import FRAMEWORKS
 
 
@@ -38,10 +39,7 @@ def main(args: argparse.Namespace) -> int:
         json.dump(layouts_to_dict(args.framework), sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    from rich.console import Console
 
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)
+    console = terminal.stdout()
     console.print(layouts_table(args.framework))
     return 0

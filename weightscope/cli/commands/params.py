@@ -9,6 +9,7 @@ import json
 import sys
 from typing import Any
 
+from weightscope.cli import console as terminal
 from weightscope.cli.options import add_source
 from weightscope.model import Model
 
@@ -40,9 +41,6 @@ def run(args: argparse.Namespace, model: Model) -> None:
         json.dump(report.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
-    from rich.console import Console
 
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)
+    console = terminal.stdout()
     console.print(params_table(report))

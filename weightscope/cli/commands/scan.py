@@ -193,7 +193,6 @@ class _ProgressBar:
 
     def __enter__(self) -> _ProgressBar:
         if self.enabled:
-            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -203,6 +202,8 @@ class _ProgressBar:
                 TimeRemainingColumn,
             )
 
+            from weightscope.cli import console as terminal
+
             self._bar = Progress(
                 TextColumn("scanning"),
                 BarColumn(),
@@ -210,7 +211,7 @@ class _ProgressBar:
                 TextColumn("files  {task.fields[errors]} errors"),
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
-                console=Console(stderr=True),
+                console=terminal.stderr(),
                 transient=True,
             )
             self._context = self._bar

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import onnx
 
 from weightscope import layouts
+from weightscope.dtypes import is_float
 from weightscope.formats.onnx.graph import STATIC_OPS, Constant, Scope, attributes
 from weightscope.kinds import Kind
 from weightscope.limits import LimitExceeded
@@ -19,7 +20,6 @@ from weightscope.model import NON_TRAINABLE_ROLES, Layer, Tensor
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 QUANTIZATION_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
-FLOAT_KINDS = ("float", "bfloat", "complex")
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,9 @@ class GraphReader:
                 if name in referenced or constant.storage in self.claimed:
                     continue
                 draft = LayerDraft(onnx.NodeProto(name=name), scope, "unknown")
-                draft.tensors.append(("value", constant, None, None, _is_float(constant)))
+                draft.tensors.append(
+                    ("value", constant, None, None, _is_float_or_complex(constant))
+                )
                 draft.notes.append("stored tensor that no node reads")
                 self._finish(draft, class_name="initializer")
 
@@ -226,13 +228,13 @@ class GraphReader:
             constant = scope.resolve(name)
             if constant is not None:
                 # of a (de)quantizer only the quantized data (a weight) is a parameter
-                counted = index == 0 if quantizer else _is_float(constant)
+                counted = index == 0 if quantizer else _is_float_or_complex(constant)
                 draft.tensors.append((f"input{index}", constant, None, None, counted))
         if not draft.tensors:
             self.weightless.append(_text(node.name or node.op_type))
             return
         draft.notes.append(f"{node.op_type} reads constants weightscope does not classify")
-        if any(not _is_float(c) for _, c, *_ in draft.tensors):
+        if any(not _is_float_or_complex(c) for _, c, *_ in draft.tensors):
             draft.notes.append("integer constants (shapes, axes, indices) are not counted")
         self._finish(draft)
 
@@ -243,8 +245,8 @@ def _text(value: str | bytes) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-def _is_float(constant: Constant) -> bool:
-    return constant.dtype.startswith(FLOAT_KINDS) and constant.size > 0
+def _is_float_or_complex(constant: Constant) -> bool:
+    return (is_float(constant.dtype) or constant.dtype.startswith("complex")) and constant.size > 0
 
 
 def _label(node: onnx.NodeProto) -> str:

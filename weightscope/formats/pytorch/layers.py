@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from weightscope import layouts
+from weightscope.dtypes import is_float
 from weightscope.kinds import Kind
 from weightscope.model import Layer, Tensor, TensorSource
 
@@ -109,7 +110,7 @@ def _build(node: ModuleNode, seen: dict[Hashable, str]) -> Layer:
         role = roles.get(entry.attr, entry.attr)
         layout = _layout(kind, role, entry.shape)
         # parameters always count; of buffers only float ones (not num_batches_tracked)
-        counted = entry.origin == PARAMETER or entry.dtype.startswith(("float", "bfloat"))
+        counted = entry.origin == PARAMETER or is_float(entry.dtype)
         shared_with = seen.get(entry.identity)
         if shared_with is None:
             seen[entry.identity] = entry.full_name

@@ -1,0 +1,73 @@
+"""``weightscope inspect``: one row per weight-bearing layer (kind, native -> canonical shape,
+parameters, dtype, statistics), one layer's every tensor with ``--layer``, health flags with
+``--health``, and one JSON object with ``--json``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from weightscope.cli import console as terminal
+from weightscope.cli.options import add_source
+from weightscope.model import Model
+from weightscope.reporters.progress import compute_stats
+
+
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "inspect",
+        help="table of layers, layouts, parameter counts and weight statistics",
+        description="One row per weight-bearing layer: kind, native -> canonical shape of its "
+        "kernel, parameters, dtype and statistics; totals as the framework counts them.",
+    )
+    add_source(parser)
+    parser.add_argument("--layer", metavar="NAME", help="show every tensor of one layer")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (see README)")
+    parser.add_argument(
+        "--no-stats", action="store_true", help="skip statistics (reads no tensor data)"
+    )
+    parser.add_argument(
+        "--health",
+        action="store_true",
+        help="check each layer for NaN/Inf, dead, duplicated or outsized filters and weights "
+        "still at their initializer (reads every kernel whole)",
+    )
+    return parser
+
+
+def run(args: argparse.Namespace, model: Model) -> None:
+    with_stats = not args.no_stats
+    layer = model.layer(args.layer) if args.layer else None
+    if with_stats or args.health:
+        tensors = layer.tensors if layer else [t for _, t in model.tensors()]
+        compute_stats(tensors, quiet=args.json)
+    health = None
+    if args.health:
+        from weightscope.analysis.health import layer_health
+
+        layers = [layer] if layer else model.layers
+        health = [layer_health(x, producer=model.producer) for x in layers]
+    if args.json:
+        from weightscope.reporters.summary import layer_to_dict, model_to_dict
+
+        data = model_to_dict(model, with_stats)
+        if layer is not None:
+            data = {**data, "layers": [layer_to_dict(layer, with_stats)]}
+        if health is not None:
+            for entry, checked in zip(data["layers"], health, strict=True):
+                entry["health"] = checked.to_dict()
+        json.dump(data, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+
+    from weightscope.reporters.table import health_line, layer_detail, model_table
+
+    console = terminal.stdout()
+    if layer is not None:
+        console.print(layer_detail(model, layer, with_stats))
+        if health is not None:
+            console.print(health_line(health[0]))
+    else:
+        console.print(model_table(model, with_stats, health))
