@@ -14,7 +14,7 @@ import pytest
 from cli_runner import run_cli
 
 import weightscope
-from weightscope.analysis import initializers as inits
+from weightscope import initializers as inits
 from weightscope.analysis.init import (
     MIN_WEIGHTS,
     analyze,
@@ -22,6 +22,7 @@ from weightscope.analysis.init import (
     ks_critical,
     ks_distance,
 )
+from weightscope.formats.keras import initializers as keras_inits
 from weightscope.reporters.init import plot_init
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -90,7 +91,7 @@ def test_keras_initializers_match_keras_samples(class_name, shape):
     values = np.asarray(getattr(keras.initializers, class_name)(seed=7)(shape)).ravel()
     fan_in, fan_out = inits.keras_fans(shape)
     assert (fan_in, fan_out) == compute_fans(shape)
-    init = inits.from_keras({"class_name": class_name, "config": {"seed": 7}}, shape)
+    init = keras_inits.from_keras({"class_name": class_name, "config": {"seed": 7}}, shape)
     name, formula = KERAS_FORMULAS[class_name]
     assert init.name == name
     expected = formula(fan_in, fan_out)
@@ -115,7 +116,7 @@ def test_keras_untruncated_normal_is_not_cut():
     values = np.asarray(
         keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal", seed=3)(shape)
     ).ravel()
-    init = inits.from_keras(
+    init = keras_inits.from_keras(
         {"class_name": "VarianceScaling", "config": {"scale": 2.0, "mode": "fan_in",
                                                      "distribution": "untruncated_normal"}},
         shape,

@@ -18,6 +18,7 @@ from weightscope import conventions, display, layouts
 from weightscope.chunking import DEFAULT_CHUNK_ELEMENTS
 from weightscope.conventions import Convention
 from weightscope.dtypes import has_real_values
+from weightscope.initializers import Declared
 from weightscope.kinds import Kind
 from weightscope.stats import TensorStats, compute_stats
 
@@ -82,6 +83,9 @@ class Tensor:
     ``num_batches_tracked``) and for the second name of a shared (tied) tensor."""
     shared_with: str | None = None
     """Name of the tensor this one shares its data with (tied weights), counted there."""
+    declared_init: Declared | None = None
+    """The initializer the file declares for this kernel, where it declares one (Keras
+    configs); analysis falls back on the framework's default."""
     _stats: TensorStats | None = field(default=None, init=False, repr=False)
 
     @property

@@ -37,7 +37,7 @@ initializer, reported apart from the verdict.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any
@@ -45,10 +45,10 @@ from typing import Any
 import numpy as np
 
 from weightscope import conventions
-from weightscope.analysis import initializers as inits
-from weightscope.analysis.initializers import Initializer
+from weightscope import initializers as inits
 from weightscope.chunking import DEFAULT_CHUNK_ELEMENTS
 from weightscope.dtypes import is_float
+from weightscope.initializers import Initializer
 from weightscope.model import Layer, Model, Tensor
 
 MIN_WEIGHTS = 64
@@ -190,28 +190,6 @@ def kernel_tensor(layer: Layer) -> Tensor | None:
     return None
 
 
-def _config_keys(layer: Layer, tensor: Tensor) -> tuple[str, ...]:
-    if tensor.role == "pointwise_kernel":
-        return ("pointwise_initializer",)
-    if tensor.role == "depthwise_kernel" or layer.kind.is_depthwise:
-        return ("depthwise_initializer", "kernel_initializer")
-    return ("kernel_initializer", "init")
-
-
-def _declared_spec(layer: Layer, tensor: Tensor) -> Any:
-    config = layer.config if isinstance(layer.config, Mapping) else {}
-    for key in _config_keys(layer, tensor):
-        if config.get(key) is not None:
-            return config[key]
-    return None
-
-
-def _axes(spec: Any) -> tuple[Any, Any]:
-    if isinstance(spec, Mapping) and isinstance(spec.get("config"), Mapping):
-        return spec["config"].get("input_axes"), spec["config"].get("output_axes")
-    return None, None
-
-
 def _safe_canonical_shape(tensor: Tensor) -> tuple[int, ...]:
     try:
         shape = tensor.canonical_shape
@@ -238,16 +216,14 @@ def _setting(layer: Layer, tensor: Tensor, producer: str | None) -> _Setting:
     torch_fan_in = inits.torch_fans(torch_shape)[0]
     convention = conventions.lookup(layer.framework, producer)
     if convention.initializer == conventions.KERAS_INIT:
-        spec = _declared_spec(layer, tensor)
-        try:
-            fan_in, fan_out = inits.keras_fans(native, *_axes(spec))
-        except (IndexError, TypeError):
+        declared = tensor.declared_init
+        if declared is None:
             fan_in, fan_out = inits.keras_fans(native)
-        if spec is None:
             init = inits.standard(inits.KERAS_DEFAULT, fan_in, fan_out)
             return _Setting("keras", fan_in, fan_out, torch_fan_in, init, False)
-        init = inits.from_keras(spec, native, fan_in, fan_out)
-        return _Setting("keras", fan_in, fan_out, torch_fan_in, init, True)
+        return _Setting(
+            "keras", declared.fan_in, declared.fan_out, torch_fan_in, declared.initializer, True
+        )
     if convention.initializer == conventions.PYTORCH_INIT:
         fan_in, fan_out = inits.torch_fans(torch_shape)
         init = inits.pytorch_default(fan_in)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from weightscope.analysis import initializers as inits
+from weightscope import initializers as inits
 from weightscope.analysis.init import InitReport, analyze_with_sample, kernel_tensor
 from weightscope.model import Layer, Model
 

@@ -119,7 +119,7 @@ def _number(value: float | None, spec: str = ".3g") -> str:
 def _print_table(model: Model, reports: list[Any]) -> None:
     from rich.table import Table
 
-    from weightscope.analysis.initializers import UNIFORM
+    from weightscope.initializers import UNIFORM
 
     console = terminal.stdout()
     table = Table(title=f"{model.source}  weights against their initializers", title_justify="left")

@@ -10,6 +10,7 @@ import h5py
 
 from weightscope.formats.keras import catalog
 from weightscope.formats.keras.hdf5 import H5DatasetSource, Origin
+from weightscope.formats.keras.initializers import declared
 from weightscope.kinds import Kind
 from weightscope.model import NON_TRAINABLE_ROLES, Layer, Tensor
 
@@ -141,6 +142,7 @@ def build_layer(
                 trainable=_trainable(role, layer_config, layer_type),
                 source=source,
                 groups=tensor_groups,
+                declared_init=declared(config, kind, role, shape) if layer_config else None,
             )
         )
     return Layer(

@@ -28,10 +28,8 @@ default Conv/Linear init ``kaiming_uniform_(a=sqrt(5))`` is uniform on ``±1/sqr
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -383,84 +381,11 @@ def orthogonal(shape: Sequence[int], gain: float = 1.0) -> Initializer:
     )
 
 
-def _snake(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+@dataclass(frozen=True)
+class Declared:
+    """The initializer a file declares for a kernel (a Keras layer config's
+    ``kernel_initializer``), with the fans its framework draws it by."""
 
-
-def _number(config: Mapping[str, Any], key: str, default: float) -> float | None:
-    value = config.get(key, default)
-    if value is None:
-        value = default
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def from_keras(
-    spec: Any, shape: Sequence[int], fan_in: int | None = None, fan_out: int | None = None
-) -> Initializer:
-    """The initializer a Keras layer config declares (``{'class_name': 'HeNormal', 'config':
-    {...}}``, or a string such as ``'he_normal'``), for a kernel of Keras-native ``shape``.
-    Fans default to Keras' own on ``shape`` (with the config's ``input_axes``/``output_axes``).
-    Unrecognised initializers come back with distribution ``unknown``."""
-    if isinstance(spec, Mapping):
-        class_name = str(spec.get("class_name", ""))
-        config = spec.get("config") or {}
-        if not isinstance(config, Mapping):
-            config = {}
-    elif isinstance(spec, str):
-        class_name, config = spec, {}
-    else:
-        return Initializer(str(spec), UNKNOWN)
-    key = class_name.replace("_", "").lower()
-    if fan_in is None or fan_out is None:
-        axes_in, axes_out = config.get("input_axes"), config.get("output_axes")
-        try:
-            fan_in, fan_out = keras_fans(shape, axes_in, axes_out)
-        except (IndexError, TypeError):
-            fan_in, fan_out = keras_fans(shape)
-    for name in STANDARD:
-        if key == name.replace("_", "") and not name.endswith("untruncated"):
-            return standard(name, fan_in, fan_out)
-    if key == "variancescaling":
-        scale = _number(config, "scale", 1.0)
-        mode = str(config.get("mode", "fan_in"))
-        distribution = str(config.get("distribution", TRUNCATED_NORMAL))
-        if scale is None:
-            return Initializer("variance_scaling", UNKNOWN)
-        return variance_scaling(scale, mode, distribution, fan_in, fan_out)
-    if key in ("randomuniform", "uniform"):
-        low, high = _number(config, "minval", -0.05), _number(config, "maxval", 0.05)
-        if low is None or high is None or not high > low:
-            return Initializer("random_uniform", UNKNOWN)
-        return Initializer(
-            f"random_uniform({low:g}, {high:g})",
-            UNIFORM,
-            loc=(low + high) / 2.0,
-            scale=(high - low) / 2.0,
-        )
-    if key in ("randomnormal", "normal", "truncatednormal"):
-        mean, stddev = _number(config, "mean", 0.0), _number(config, "stddev", 0.05)
-        if mean is None or stddev is None or not stddev > 0:
-            return Initializer(_snake(class_name), UNKNOWN)
-        if key == "truncatednormal":
-            return Initializer(
-                f"truncated_normal({mean:g}, {stddev:g})", TRUNCATED_NORMAL, mean, stddev
-            )
-        return Initializer(f"random_normal({mean:g}, {stddev:g})", NORMAL, mean, stddev)
-    if key in ("orthogonal", "orthogonalinitializer"):
-        gain = _number(config, "gain", 1.0)
-        if gain is None:
-            return Initializer("orthogonal", UNKNOWN)
-        return orthogonal(shape, gain)
-    if key in ("zeros", "zero"):
-        return Initializer("zeros", CONSTANT, 0.0)
-    if key in ("ones", "one"):
-        return Initializer("ones", CONSTANT, 1.0)
-    if key == "constant":
-        value = _number(config, "value", 0.0)
-        if value is None:
-            return Initializer("constant", UNKNOWN)
-        return Initializer(f"constant({value:g})", CONSTANT, value)
-    return Initializer(_snake(class_name) or "unknown", UNKNOWN)
+    initializer: Initializer
+    fan_in: int
+    fan_out: int
