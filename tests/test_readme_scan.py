@@ -1,5 +1,6 @@
-"""The README's example queries on a scan table (pandas and duckdb), run as written on a real
-scan of models built with PyTorch, and their answers checked against what was built."""
+"""The documented example queries on a scan table (pandas and duckdb, in docs/commands/scan.md),
+run as written on a real scan of models built with PyTorch, and their answers checked against
+what was built."""
 
 from __future__ import annotations
 
@@ -17,13 +18,13 @@ pd = pytest.importorskip("pandas")
 duckdb = pytest.importorskip("duckdb")
 pytest.importorskip("pyarrow")
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+SCAN_PAGE = Path(__file__).resolve().parents[1] / "docs" / "commands" / "scan.md"
 
 
 def _block(marker: str, language: str) -> str:
-    text = README.read_text(encoding="utf-8")
+    text = SCAN_PAGE.read_text(encoding="utf-8")
     found = re.search(rf"<!-- {marker}:[^>]*-->\s*```{language}\n(.*?)```", text, re.DOTALL)
-    assert found, f"README has no {language} block after <!-- {marker} -->"
+    assert found, f"{SCAN_PAGE.name} has no {language} block after <!-- {marker} -->"
     return found.group(1)
 
 
@@ -82,7 +83,7 @@ def test_pandas_queries_answer_what_was_built(
 ) -> None:
     monkeypatch.chdir(zoo["table_dir"])
     namespace: dict[str, Any] = {}
-    exec(compile(_block("scan-queries", "python"), "README.md", "exec"), namespace)
+    exec(compile(_block("scan-queries", "python"), str(SCAN_PAGE), "exec"), namespace)
     assert namespace["at_init"] == [str(zoo["fresh"])]
     assert namespace["with_nan"] == [str(zoo["nan"])]
     largest = namespace["largest_convs"]
