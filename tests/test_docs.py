@@ -149,6 +149,8 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         shutil.copyfile(example_path(framework), tmp_path / "models" / name)
     (tmp_path / "notes.txt").write_text("not a model\n")
     monkeypatch.chdir(tmp_path)
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "COLUMNS"):  # output as in a pipe, 160 wide
+        monkeypatch.delenv(name, raising=False)
     return tmp_path
 
 
