@@ -14,7 +14,9 @@ cannot drift from what weightscope does:
   ``layouts-terminal``: what ``weightscope layouts`` prints;
 - ``limits``: the reader limits, their defaults and descriptions, from
   ``weightscope.limits.Limits``;
-- ``cli-help``: the ``--help`` of ``weightscope`` and of every command, from its parser.
+- ``cli-help``: the ``--help`` of ``weightscope`` and of every command, from its parser;
+- ``layering``: which room of the package may import which, from ``tests/layering.py``, the
+  table ``tests/test_layering.py`` checks the imports against.
 
 An unknown NAME fails the build. The functions are plain (no mkdocs import), so the tests call
 them too. The repository root is put first on ``sys.path``: the docs describe the tree being
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import importlib.util
 import inspect as pyinspect
 import io
 import itertools
@@ -35,6 +38,7 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +46,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 SCHEMA_PATH = ROOT / "docs" / "schemas" / "inspect.schema.json"
+LAYERING_PATH = ROOT / "tests" / "layering.py"
 MARKER = re.compile(r"^<!-- generated: ([a-z0-9-]+) -->$", re.MULTILINE)
 HELP_COLUMNS = "100"
 
@@ -335,6 +340,37 @@ def cli_help_markdown() -> str:
     return "\n".join(parts)
 
 
+# -- layering -----------------------------------------------------------------------------------
+
+
+def _layering() -> ModuleType:
+    """``tests/layering.py``, the checker the tests run, read by path (``tests`` is no package)."""
+    spec = importlib.util.spec_from_file_location("_weightscope_layering", LAYERING_PATH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    return module
+
+
+def layering_markdown() -> str:
+    """The rooms and what each must never import, from the table ``tests/test_layering.py``
+    checks the package against."""
+    layering = _layering()
+    core = ", ".join(f"`{name}`" for name in layering.CORE)
+    lines = [
+        f"The core modules ({core}) import nothing but one another; every room may use them.",
+        "",
+        "| room | must never import |",
+        "|---|---|",
+    ]
+    for room, forbidden in layering.FORBIDDEN.items():
+        name = "core" if room == "core" else f"`{room}/`"
+        never = ", ".join(f"`{f}/`" for f in forbidden) or "nothing forbidden (the top)"
+        lines.append(f"| {name} | {never} |")
+    return "\n".join(lines)
+
+
 # -- the hook -----------------------------------------------------------------------------------
 
 GENERATORS: dict[str, Callable[[], str]] = {
@@ -345,6 +381,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "layouts-terminal": layouts_terminal,
     "limits": limits_markdown,
     "cli-help": cli_help_markdown,
+    "layering": layering_markdown,
 }
 
 
