@@ -384,6 +384,25 @@ def test_generated_json_fields_cover_the_real_output(hooks: ModuleType) -> None:
     assert printed <= documented, printed - documented
 
 
+def test_architecture_page_names_every_module() -> None:
+    """The package tree on the architecture page keeps up with the package (command modules are
+    covered by ``commands/ one per command``)."""
+    page = (DOCS / "architecture.md").read_text(encoding="utf-8")
+    package = ROOT / "weightscope"
+    missing = []
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package).parts
+        if path.name == "__init__.py" and len(parts) > 1:
+            name = f"{parts[-2]}/"
+        elif path.name == "__init__.py" or parts[:2] == ("cli", "commands"):
+            continue
+        else:
+            name = path.stem
+        if not re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", page):
+            missing.append(str(path.relative_to(ROOT)))
+    assert not missing, f"docs/architecture.md does not mention {missing}"
+
+
 # -- the README ---------------------------------------------------------------------------------
 
 
