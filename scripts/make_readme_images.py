@@ -1,4 +1,5 @@
-"""Regenerate the pictures the README shows, from the bundled example, with the command line.
+"""Regenerate the pictures the docs show (docs/images/, used by the plot and init pages), from
+the bundled example, with the command line.
 
 python scripts/make_readme_images.py
 """
