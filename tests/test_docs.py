@@ -384,6 +384,17 @@ def test_generated_json_fields_cover_the_real_output(hooks: ModuleType) -> None:
     assert printed <= documented, printed - documented
 
 
+REPO_PATH = re.compile(r"`((?:weightscope|tests|scripts|benchmarks|notebooks|docs)/[\w./-]*)`")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_page_id)
+def test_repository_paths_named_in_the_docs_exist(page: Path) -> None:
+    """A file or folder the docs name in code (`weightscope/layouts.py`) is where they say."""
+    named = REPO_PATH.findall(page.read_text(encoding="utf-8"))
+    missing = sorted({path for path in named if not (ROOT / path).exists()})
+    assert not missing, f"{_page_id(page)} names paths that do not exist: {missing}"
+
+
 def test_architecture_page_names_every_module() -> None:
     """The package tree on the architecture page keeps up with the package (command modules are
     covered by ``commands/ one per command``)."""
@@ -396,8 +407,8 @@ def test_architecture_page_names_every_module() -> None:
             name = f"{parts[-2]}/"
         elif path.name == "__init__.py" or parts[:2] == ("cli", "commands"):
             continue
-        else:
-            name = path.stem
+        else:  # a top-level module by its file name, as the tree shows it
+            name = path.name if len(parts) == 1 else path.stem
         if not re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", page):
             missing.append(str(path.relative_to(ROOT)))
     assert not missing, f"docs/architecture.md does not mention {missing}"
