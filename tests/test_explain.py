@@ -17,13 +17,13 @@ torch = pytest.importorskip("torch")
 from cli_runner import run_cli  # noqa: E402
 
 import weightscope  # noqa: E402
-from weightscope.reporters.explain import (  # noqa: E402
+from weightscope.analysis.explain import (  # noqa: E402
     batch_norm_demo,
     conv_demo,
     dense_demo,
-    explain,
     separable_demo,
 )
+from weightscope.reporters.explain import explain  # noqa: E402
 
 nn = torch.nn
 TOLERANCE = 1e-5

@@ -110,7 +110,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, model: Model) -> None:
-    from weightscope.reporters.explain import ExplainError, explain
+    from weightscope.analysis.explain import ExplainError
+    from weightscope.reporters.explain import explain
 
     names = [layer.name for layer in model.layers]
     if args.layer is None or args.layer not in names:
