@@ -18,9 +18,20 @@ from cli_runner import run_cli  # noqa: E402
 
 import weightscope  # noqa: E402
 from weightscope.analysis.explain import (  # noqa: E402
+    BatchNormGeometry,
+    ConvDemo,
+    ConvGeometry,
+    DenseDemo,
+    DenseGeometry,
+    EmbeddingGeometry,
+    LayerNormGeometry,
+    SeparableDemo,
+    SeparableGeometry,
+    UnknownGeometry,
     batch_norm_demo,
     conv_demo,
     dense_demo,
+    explain_layer,
     separable_demo,
 )
 from weightscope.reporters.explain import explain  # noqa: E402
@@ -264,3 +275,225 @@ def test_explain_command(tmp_path: Path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "no layer named 'nope'; layers: conv1, bn1, dwconv2, pwconv2, logits" in lines[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# the numbers alone (weightscope.analysis.explain), checked against the frameworks' own
+
+
+def test_keras_conv_geometry(keras_file):
+    model, loaded = keras_file
+    found = explain_layer(loaded.layer("conv"))
+    assert (found.name, found.kind, found.framework, found.class_name) == (
+        "conv", "conv2d", "keras", "Conv2D",
+    )  # fmt: skip
+    assert found.demo is None and found.inferred is None
+    g = found.geometry
+    assert isinstance(g, ConvGeometry)
+    assert (g.out, g.per_group, g.groups, g.k, g.in_channels) == (32, 3, 1, (5, 5), 3)
+    assert g.taps == 25  # one input channel's kernel
+    assert g.volume == 75  # one filter
+    assert g.weights == 2400 == model.get_layer("conv").kernel.shape.num_elements()
+    assert g.extent == (5, 5) and not g.strided and not g.dilated
+    assert not (g.depthwise or g.pointwise or g.transposed) and g.bias is not None
+
+    dw = explain_layer(loaded.layer("dw")).geometry
+    assert isinstance(dw, ConvGeometry)
+    assert dw.depthwise and (dw.groups, dw.multiplier, dw.out, dw.per_group) == (3, 2, 6, 1)
+    assert dw.weights == 54 == np.prod(model.get_layer("dw").kernel.shape)
+
+    pw = explain_layer(loaded.layer("pw")).geometry
+    assert isinstance(pw, ConvGeometry) and pw.pointwise and (pw.volume, pw.weights) == (3, 24)
+
+    grouped = explain_layer(loaded.layer("grouped")).geometry
+    assert isinstance(grouped, ConvGeometry)
+    assert (grouped.groups, grouped.per_group, grouped.out_per_group) == (2, 3, 2)
+    assert (grouped.volume, grouped.weights, grouped.ungrouped_weights) == (27, 108, 216)
+
+
+def test_keras_separable_and_dense_geometry(keras_file):
+    model, loaded = keras_file
+    sep = explain_layer(loaded.layer("sep")).geometry
+    assert isinstance(sep, SeparableGeometry)
+    layer = model.get_layer("sep")
+    assert sep.depthwise_weights == 54 == np.prod(layer.depthwise_kernel.shape)
+    assert sep.pointwise_weights == 30 == np.prod(layer.pointwise_kernel.shape)
+    assert sep.weights == 84 and sep.ordinary_weights == 5 * 3 * 9
+    assert (sep.depthwise.out, sep.pointwise.per_group, sep.pointwise.groups) == (6, 6, 1)
+    assert sep.depthwise.bias is None and sep.bias is not None
+
+    dense = explain_layer(loaded.layer("dense")).geometry
+    assert isinstance(dense, DenseGeometry)
+    assert (dense.out, dense.inputs, dense.weights) == (7, 20, 140)
+
+
+def test_keras_conv_demo_numbers(keras_file):
+    """The demo's kernel is the layer's own filter, its patch the input window it names, its
+    per-channel sums add up to the whole, and its value is what Keras computes."""
+    model, loaded = keras_file
+    found = explain_layer(loaded.layer("conv"), demo=True, output_channel=5)
+    demo = found.demo
+    assert isinstance(demo, ConvDemo)
+    assert (demo.output_channel, demo.position, demo.group, demo.channels) == (5, (1, 1), 0, (0, 3))
+    assert demo.window == ((1, 6, 1), (1, 6, 1))
+    assert demo.input.shape == (3, 7, 7) and demo.kernel.shape == demo.patch.shape == (3, 5, 5)
+    keras_kernel = np.asarray(model.get_layer("conv").kernel)[..., 5]  # (h, w, in)
+    np.testing.assert_array_equal(demo.kernel, np.moveaxis(keras_kernel, -1, 0))
+    np.testing.assert_array_equal(demo.patch, demo.input[:, 1:6, 1:6])
+    assert demo.channel_sums.shape == (3,)
+    assert abs(demo.channel_sums.sum() - demo.products_sum) <= 1e-12
+    assert demo.channel_sums_from(1) == pytest.approx(demo.channel_sums[1:].sum())
+    assert demo.bias == pytest.approx(float(np.asarray(model.get_layer("conv").bias)[5]))
+    assert demo.agree and demo.seed == 0
+    expected = np.asarray(model.get_layer("conv")(channels_last(demo.input)))[0, 1, 1, 5]
+    assert abs(demo.output - expected) <= TOLERANCE
+
+
+def test_keras_separable_demo_numbers(keras_file):
+    model, loaded = keras_file
+    demo = explain_layer(loaded.layer("sep"), demo=True, output_channel=2).demo
+    assert isinstance(demo, SeparableDemo)
+    pointwise = np.asarray(model.get_layer("sep").pointwise_kernel)[0, 0, :, 2]
+    np.testing.assert_array_equal(demo.pointwise, pointwise)
+    assert demo.depthwise.shape == (6,)
+    assert abs(float(demo.pointwise @ demo.depthwise) - demo.products_sum) <= 1e-12
+    expected = np.asarray(model.get_layer("sep")(channels_last(demo.input)))[0, 1, 1, 2]
+    assert abs(demo.output - expected) <= TOLERANCE
+
+
+@pytest.mark.parametrize("name", ["conv", "grouped", "dw", "pw", "strided", "c1d", "c3d"])
+def test_torch_conv_geometry_counts_match_the_module(torch_file, name):
+    layers, loaded = torch_file
+    module = layers[name]
+    g = explain_layer(loaded.layer(name)).geometry
+    assert isinstance(g, ConvGeometry)
+    assert g.weights == module.weight.numel()
+    assert g.volume == module.weight[0].numel()  # (out, in/groups, *k): one filter
+    assert g.taps == module.weight[0, 0].numel()
+    assert (g.groups, g.stride, g.dilation) == (module.groups, module.stride, module.dilation)
+    assert (g.bias is None) == (module.bias is None)
+
+
+def test_torch_geometry_of_special_convs(torch_file):
+    _, loaded = torch_file
+    strided = explain_layer(loaded.layer("strided")).geometry
+    assert isinstance(strided, ConvGeometry)
+    assert strided.strided and strided.dilated and strided.extent == (5, 5)
+
+    up = explain_layer(loaded.layer("up")).geometry
+    assert isinstance(up, ConvGeometry)
+    assert up.transposed and not up.depthwise
+    assert (up.out, up.per_group, up.groups, up.weights) == (6, 2, 2, 108)
+
+    dw = explain_layer(loaded.layer("dw")).geometry
+    assert isinstance(dw, ConvGeometry) and dw.depthwise and dw.multiplier == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "position", "window"),
+    [("conv", None, ((1, 6, 1), (1, 6, 1))), ("strided", (1, 2), ((2, 7, 2), (4, 9, 2))),
+     ("grouped", (2, 1), ((2, 5, 1), (1, 4, 1))), ("up", None, None)],
+)  # fmt: skip
+def test_torch_conv_demo_numbers(torch_file, name, position, window):
+    layers, loaded = torch_file
+    module = layers[name]
+    demo = explain_layer(loaded.layer(name), demo=True, position=position).demo
+    assert isinstance(demo, ConvDemo)
+    assert demo.window == window
+    first, stop = demo.channels
+    if window is not None:
+        index = (slice(first, stop), *(slice(*axis) for axis in window))
+        np.testing.assert_array_equal(demo.patch, demo.input[index])
+        kernel = module.weight[demo.output_channel].detach().numpy()
+        np.testing.assert_array_equal(demo.kernel, kernel)
+    assert demo.group == demo.output_channel // (module.out_channels // module.groups)
+    assert stop - first == demo.kernel.shape[0] == demo.channel_sums.size
+    assert abs(demo.channel_sums.sum() - demo.products_sum) <= 1e-12
+    with torch.no_grad():
+        output = module(torch.from_numpy(demo.input[None])).numpy()
+    assert abs(demo.output - output[(0, demo.output_channel, *demo.position)]) <= TOLERANCE
+
+
+def test_torch_dense_demo_numbers(torch_file):
+    layers, loaded = torch_file
+    demo = explain_layer(loaded.layer("fc"), demo=True, output_channel=4).demo
+    assert isinstance(demo, DenseDemo)
+    weights = layers["fc"].weight.detach().numpy()[4]
+    np.testing.assert_array_equal(demo.weights, weights)
+    np.testing.assert_allclose(demo.products, weights.astype(np.float64) * demo.input, rtol=0)
+    assert demo.products_from(8) == pytest.approx(demo.products[8:].sum())
+    assert demo.products_sum == pytest.approx(demo.products.sum())
+    with torch.no_grad():
+        value = layers["fc"](torch.from_numpy(demo.input[None])).numpy()[0, 4]
+    assert abs(demo.output - value) <= TOLERANCE
+
+
+def test_torch_batch_norm_geometry_is_the_module_at_inference(torch_file):
+    layers, loaded = torch_file
+    module = layers["bn"]
+    found = explain_layer(loaded.layer("bn"))
+    b = found.geometry
+    assert isinstance(b, BatchNormGeometry)
+    assert (b.channels, b.epsilon, b.epsilon_given) == (5, module.eps, True)
+    assert b.learned == ("gamma", "beta")
+    assert b.learned_weights == 10 == sum(p.numel() for p in module.parameters())
+    assert b.statistics == 10 == module.running_mean.numel() + module.running_var.numel()
+    x = np.random.default_rng(3).normal(size=(1, 5, 2, 2)).astype(np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    folded = b.scale[None, :, None, None] * x + b.shift[None, :, None, None]
+    np.testing.assert_allclose(folded, expected, atol=TOLERANCE)
+
+
+@pytest.fixture(scope="module")
+def torch_other_file(tmp_path_factory):
+    torch.manual_seed(0)
+    layers = nn.ModuleDict(
+        {
+            "ln": nn.LayerNorm(8),
+            "ln_scale_only": nn.LayerNorm((2, 4), bias=False),
+            "emb": nn.Embedding(30, 4),
+            "lstm": nn.LSTM(3, 4),
+        }
+    )
+    path = tmp_path_factory.mktemp("torch") / "other.pt"
+    torch.save(layers, path)
+    with weightscope.load(path) as loaded:
+        yield layers, loaded
+
+
+def test_torch_geometry_of_layers_without_a_demo(torch_other_file):
+    layers, loaded = torch_other_file
+    ln = explain_layer(loaded.layer("ln"), demo=True)
+    assert isinstance(ln.geometry, LayerNormGeometry) and ln.demo is None
+    assert (ln.geometry.normalized_shape, ln.geometry.width, ln.geometry.vectors) == ((8,), 8, 2)
+    scale_only = explain_layer(loaded.layer("ln_scale_only")).geometry
+    assert isinstance(scale_only, LayerNormGeometry)
+    assert (scale_only.normalized_shape, scale_only.width) == ((2, 4), 8)
+    assert scale_only.scaled and not scale_only.shifted and scale_only.vectors == 1
+
+    emb = explain_layer(loaded.layer("emb"), demo=True)
+    assert isinstance(emb.geometry, EmbeddingGeometry) and emb.demo is None
+    assert (emb.geometry.vocab, emb.geometry.width) == (30, 4)
+    assert emb.geometry.weights == layers["emb"].weight.numel()
+
+    lstm = explain_layer(loaded.layer("lstm"), demo=True)
+    assert isinstance(lstm.geometry, UnknownGeometry) and lstm.demo is None
+    assert lstm.geometry.params == sum(p.numel() for p in layers["lstm"].parameters())
+    assert dict(lstm.geometry.tensors)["weight_ih_l0"] == (16, 3)
+
+
+def test_analysis_module_formats_nothing():
+    """The arithmetic imports no reporter, command line or format reader, and no drawing or
+    terminal library."""
+    import ast
+
+    from weightscope.analysis import explain as module
+
+    tree = ast.parse(Path(module.__file__).read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}  # fmt: skip
+    imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    forbidden = ("weightscope.reporters", "weightscope.cli", "weightscope.formats", "rich",
+                 "matplotlib")  # fmt: skip
+    assert not [name for name in imported if name.startswith(forbidden)], imported
