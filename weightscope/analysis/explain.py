@@ -24,6 +24,8 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
+from weightscope.dtypes import is_float
+from weightscope.kinds import Kind
 from weightscope.model import Layer, Tensor
 
 CHECK_TOLERANCE = 1e-6
@@ -37,11 +39,6 @@ STRIDE_KEYS = ("strides", "stride")
 DILATION_KEYS = ("dilation_rate", "dilation", "dilations")
 EPSILON_KEYS = ("epsilon", "eps")
 DEFAULT_EPSILON = {"keras": 1e-3, "pytorch": 1e-5, "onnx": 1e-5}
-
-CONV_KINDS = frozenset(
-    f"{prefix}{d}d" for prefix in ("conv", "conv_transpose", "depthwise_conv") for d in (1, 2, 3)
-)
-SEPARABLE_PREFIX = "separable_conv"
 
 
 class ExplainError(ValueError):
@@ -71,10 +68,6 @@ def _optional_tensor(layer: Layer, role: str) -> Tensor | None:
         if tensor.role == role:
             return tensor
     return None
-
-
-def _is_float(tensor: Tensor) -> bool:
-    return tensor.dtype.startswith(("float", "bfloat"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,7 +161,7 @@ def conv_geometry(layer: Layer, role: str = "kernel") -> ConvGeometry:
     groups = layer.groups if layer.groups >= 1 and out % layer.groups == 0 else 1
     if role == "pointwise_kernel":
         groups = 1
-    transposed = layer.kind.startswith("conv_transpose")
+    transposed = layer.kind.is_transposed
     depthwise = not transposed and per_group == 1 and groups > 1
     return ConvGeometry(
         kernel=kernel,
@@ -461,7 +454,7 @@ def _demo_input(shape: Sequence[int], seed: int) -> np.ndarray:
 
 
 def _weights(tensor: Tensor) -> np.ndarray:
-    if not _is_float(tensor):
+    if not is_float(tensor.dtype):
         raise ExplainError(
             f"{tensor.role} is stored as {tensor.dtype} (quantized): no demo with raw integers"
         )
@@ -751,7 +744,7 @@ class LayerExplanation:
 
     name: str
     class_name: str | None
-    kind: str
+    kind: Kind
     framework: str | None
     geometry: LayerGeometry
     """The kind-specific numbers: :class:`ConvGeometry` for convs of every kind (transposed and
@@ -779,25 +772,25 @@ def explain_layer(
     kind = layer.kind
     geometry: LayerGeometry
     worked: Demo | None = None
-    if kind in CONV_KINDS:
-        geometry = conv_geometry(layer)
-        if demo:
-            worked = conv_demo(layer, output_channel, position, seed)
-    elif kind.startswith(SEPARABLE_PREFIX):
+    if kind.is_separable:
         geometry = separable_geometry(layer)
         if demo:
             worked = separable_demo(layer, output_channel, position, seed)
-    elif kind == "dense":
+    elif kind.is_conv:  # ordinary, grouped, depthwise and transposed
+        geometry = conv_geometry(layer)
+        if demo:
+            worked = conv_demo(layer, output_channel, position, seed)
+    elif kind == Kind.DENSE:
         geometry = dense_geometry(layer)
         if demo:
             worked = dense_demo(layer, output_channel, seed)
-    elif kind == "batch_norm":
+    elif kind == Kind.BATCH_NORM:
         geometry = batch_norm_geometry(layer)
         if demo:
             worked = batch_norm_demo(layer, output_channel, seed)
-    elif kind == "layer_norm":
+    elif kind == Kind.LAYER_NORM:
         geometry = layer_norm_geometry(layer)
-    elif kind == "embedding":
+    elif kind == Kind.EMBEDDING:
         geometry = embedding_geometry(layer)
     else:
         geometry = unknown_geometry(layer)
