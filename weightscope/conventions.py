@@ -12,6 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+STRIDE_KEYS = ("strides", "stride")
+"""Where a conv's config records its stride: Keras and ONNX ``strides``, PyTorch ``stride``."""
+DILATION_KEYS = ("dilation_rate", "dilation", "dilations")
+"""Keras ``dilation_rate``, PyTorch ``dilation``, ONNX ``dilations``."""
+EPSILON_KEYS = ("epsilon", "eps")
+"""A normalisation's eps: Keras and ONNX ``epsilon``, PyTorch ``eps``."""
+
 KERAS_INIT = "keras"
 """Kernels drawn by the initializer the layer config declares, else ``glorot_uniform``, with
 Keras' fans (receptive field x input or output channels)."""

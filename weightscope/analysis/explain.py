@@ -24,6 +24,7 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
+from weightscope import conventions
 from weightscope.dtypes import is_float
 from weightscope.kinds import Kind
 from weightscope.model import Layer, Tensor
@@ -31,14 +32,8 @@ from weightscope.model import Layer, Tensor
 CHECK_TOLERANCE = 1e-6
 """Largest difference between the sum of products and the dot product that counts as agreeing."""
 DEMO_SEED = 0
-
-# Framework rules, kept as the reporter had them (the conventions table is to take them over):
-# the config keys of stride, dilation and batch-norm eps in Keras, PyTorch and ONNX, and each
-# framework's batch-norm eps when the file does not record one.
-STRIDE_KEYS = ("strides", "stride")
-DILATION_KEYS = ("dilation_rate", "dilation", "dilations")
-EPSILON_KEYS = ("epsilon", "eps")
-DEFAULT_EPSILON = {"keras": 1e-3, "pytorch": 1e-5, "onnx": 1e-5}
+UNKNOWN_EPSILON = 1e-5
+"""Batch norm's eps for a framework without a convention (the common default)."""
 
 
 class ExplainError(ValueError):
@@ -170,8 +165,8 @@ def conv_geometry(layer: Layer, role: str = "kernel") -> ConvGeometry:
         per_group=per_group,
         groups=groups,
         k=tuple(k),
-        stride=_per_axis(layer.config, STRIDE_KEYS, len(k)),
-        dilation=_per_axis(layer.config, DILATION_KEYS, len(k)),
+        stride=_per_axis(layer.config, conventions.STRIDE_KEYS, len(k)),
+        dilation=_per_axis(layer.config, conventions.DILATION_KEYS, len(k)),
         transposed=transposed,
         depthwise=depthwise,
     )
@@ -272,11 +267,12 @@ class BatchNormGeometry:
 
 
 def _epsilon(layer: Layer) -> tuple[float, bool]:
-    for key in EPSILON_KEYS:
+    for key in conventions.EPSILON_KEYS:
         value = layer.config.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value), True
-    return DEFAULT_EPSILON.get(layer.framework or "", 1e-5), False
+    defaults = layer.convention.batch_norm
+    return (UNKNOWN_EPSILON if defaults is None else defaults.eps), False
 
 
 def _vector(layer: Layer, role: str, default: float, channels: int) -> np.ndarray:
