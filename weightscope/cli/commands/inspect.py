@@ -38,15 +38,16 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def _shown_tensors(model: Model, layer: Layer | None, as_json: bool) -> list[Tensor]:
-    """The tensors whose statistics the output shows: every one in JSON and for one layer, the
-    principal tensor of each row in the table."""
+    """The tensors whose statistics the output needs: every one in JSON, those of one layer,
+    or those of the layers the table shows (a tensor that lies about its size fails here, not
+    later)."""
     from weightscope.reporters.table import shown_layers
 
     if layer is not None:
         return layer.tensors
     if as_json:
         return [t for _, t in model.tensors()]
-    return [x.principal for x in shown_layers(model) if x.principal is not None]
+    return [t for x in shown_layers(model) for t in x.tensors]
 
 
 def run(args: argparse.Namespace, model: Model) -> None:

@@ -108,7 +108,7 @@ class FileRegionSource:
         if end > file.size:
             raise file.error(f"storage of {storage_numel:,} elements runs past the end of the file")
         self.contiguous = stride == c_strides(shape)
-        span = 1 + last if numel else 0
+        span = last - offset + 1 if numel else 0
         self.nbytes = span * self.raw_dtype.itemsize
         """Bytes of the file this tensor reads."""
 
