@@ -161,6 +161,15 @@ def torch_many_tensors(folder: Path) -> Path:
     return path
 
 
+def torch_views_of_one_storage(folder: Path) -> Path:
+    """200 windows onto one storage of 8,192 floats, each 4,096 long: 3.2 MB declared over a
+    file of a few tens of KB."""
+    path = folder / "views.pt"
+    storage = torch.arange(8192, dtype=torch.float32)
+    torch.save({f"view{i}.weight": storage[i : i + 4096] for i in range(200)}, path)
+    return path
+
+
 def keras_nested_groups(folder: Path) -> Path:
     """A subclassed model's weights store: one Dense inside a list inside an attribute,
     ``blocks/0/inner/dense/vars/0`` (groups 5 deep)."""
@@ -252,6 +261,8 @@ class Case:
     """The limit stops a search with a note instead of refusing the file."""
     fixed: dict[str, int] = field(default_factory=dict)
     """Other limits set alike in both runs."""
+    command: str = "inspect"
+    """The command the limit applies to (``export`` bounds what it writes)."""
 
 
 CASES = [
@@ -323,6 +334,16 @@ CASES = [
         1000,
         ("sparse tensor 'S' of shape [64, 64] is too large to densify (4,096 elements)",),
     ),
+    Case(
+        "max_read_ratio", torch_views_of_one_storage, 16, ("its tensors declare 3,276,800 bytes",)
+    ),
+    Case(
+        "max_export_ratio",
+        onnx_sparse,
+        2,
+        ("exporting would write 16,384 bytes from",),
+        command="export",
+    ),
 ]
 CASE_IDS = [f"{case.limit}-{case.build.__name__}" for case in CASES]
 
@@ -345,7 +366,11 @@ def test_every_limit_has_a_case():
     assert {case.limit for case in CASES} == set(Limits.names())
 
 
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize(
+    "case",
+    [c for c in CASES if c.command == "inspect"],
+    ids=lambda c: f"{c.limit}-{c.build.__name__}",
+)
 def test_limit_through_the_api(case, tmp_path):
     path = case.build(tmp_path)
     low = Limits(**{**case.fixed, case.limit: case.low})
@@ -384,7 +409,9 @@ def test_limit_through_the_api(case, tmp_path):
 def test_limit_through_the_command_line(case, tmp_path, capsys):
     path = case.build(tmp_path)
     fixed = [arg for name, value in case.fixed.items() for arg in ("--limit", f"{name}={value}")]
-    status = cli_main(["inspect", str(path), *fixed, "--limit", f"{case.limit}={case.low}"])
+    if case.command == "export":
+        fixed += ["-o", str(tmp_path / "out.npz")]
+    status = cli_main([case.command, str(path), *fixed, "--limit", f"{case.limit}={case.low}"])
     captured = capsys.readouterr()
     assert status == 2 and captured.out == "", captured
     lines = captured.err.strip().splitlines()
@@ -393,10 +420,11 @@ def test_limit_through_the_command_line(case, tmp_path, capsys):
     assert line.startswith(f"weightscope: {path}: "), line
     assert f"over the limit {case.limit}={format_value(case.limit, case.low)}" in line
     raise_to = suggested(line, case.limit)
-    status = cli_main(["inspect", str(path), *fixed, "--limit", f"{case.limit}={raise_to}"])
+    status = cli_main([case.command, str(path), *fixed, "--limit", f"{case.limit}={raise_to}"])
     captured = capsys.readouterr()
     assert status == 0, captured.err
-    assert captured.err == ""
+    if case.command == "inspect":
+        assert captured.err == ""
 
 
 def test_the_limit_line_reads_as_documented(tmp_path):
@@ -464,6 +492,8 @@ def test_defaults():
         "max_graph_depth": 32,
         "max_static_chain": 256,
         "max_dense_elements": 1 << 30,
+        "max_read_ratio": 16,
+        "max_export_ratio": 16,
     }
 
 

@@ -415,11 +415,9 @@ def test_bad_output_is_one_line_and_exit_2(zoo, tmp_path, output, words):
 
 def test_globs_and_several_paths(zoo, tmp_path):
     out = tmp_path / "t.parquet"
-    nothing = zoo / "no-such-folder"
-    summary, result = scan_json(
-        f"{zoo}/**/*.pt", zoo / "onnx", nothing, f"{zoo}/**/*.bin", zoo / "torch/sick.pt",
-        "-o", out, "--jobs", "2",
-    )  # fmt: skip
+    summary, _ = scan_json(
+        f"{zoo}/**/*.pt", zoo / "onnx", zoo / "torch/sick.pt", "-o", out, "--jobs", "2"
+    )
     expected = {
         "torch/state.pt", "torch/scripted.pt", "torch/sick.pt", "damaged/empty.pt",
         "onnx/inline.onnx", "onnx/ext/external.onnx",
@@ -427,13 +425,22 @@ def test_globs_and_several_paths(zoo, tmp_path):
     table = read_table(out)
     assert set(model_rows(table).index) == {str(zoo / name) for name in expected}
     assert summary["files"] == len(expected)  # sick.pt matched twice, scanned once
-    assert summary["missing"] == [str(nothing), f"{zoo}/**/*.bin"]
+    assert summary["missing"] == []
     assert summary["not_models"] == 1  # the external data file, in the onnx folder
-    lines = result.stderr.splitlines()
-    assert lines == [
-        f"weightscope: {nothing}: no such file or folder (or no match)",
-        f"weightscope: {zoo}/**/*.bin: no such file or folder (or no match)",
+
+
+def test_a_missing_path_or_empty_glob_is_an_error_that_leaves_the_table(zoo, tmp_path):
+    """A mistyped path must not rewrite the table without the rows its files had."""
+    out = tmp_path / "t.parquet"
+    scan_json(zoo / "onnx", "-o", out)
+    before = out.read_bytes()
+    nothing = zoo / "no-such-folder"
+    result = run_cli("scan", zoo / "onnx", nothing, f"{zoo}/**/*.bin", "-o", out, "--json")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"weightscope: {nothing}, {zoo}/**/*.bin: no such file or folder (or no match)"
     ]
+    assert out.read_bytes() == before
 
 
 def test_a_file_named_explicitly_is_always_scanned(zoo, zoo_scan, tmp_path):

@@ -46,6 +46,11 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() or c == " " else f"\\x{ord(c):02x}" for c in text)
 
 
+def printable_lines(text: str) -> str:
+    """:func:`printable` for text of several lines: line breaks kept, other controls shown."""
+    return "\n".join(printable(line) for line in text.split("\n"))
+
+
 def short(name: object, width: int = 80) -> str:
     """A name from a file, quoted and cut to ``width`` characters, for an error line."""
     text = str(name)

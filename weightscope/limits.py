@@ -123,6 +123,16 @@ class Limits:
     """ONNX: the largest dense shape a sparse tensor is expanded to when read. Nothing in the file
     bounds it: a few bytes of indices can declare any shape."""
 
+    max_read_ratio: int = _count(16)
+    """Most bytes the tensors of a file may declare, as a multiple of the bytes the file (and its
+    external data) holds. An honest file declares each byte once (tied weights twice); a hostile
+    one can make thousands of tensors point at one region and have it read again and again."""
+
+    max_export_ratio: int = _count(16)
+    """``export``: most bytes written per byte of the files read. Canonical arrays take about the
+    room their stored form does (twice for bfloat16 or 4-bit values); a sparse tensor declared
+    over a huge dense shape would otherwise fill a disk from a file of a few bytes."""
+
     def __post_init__(self) -> None:
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)

@@ -24,7 +24,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -50,9 +50,15 @@ class TensorStats:
     inf: int
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        del data["count"]
-        return data
+        return {
+            "mean": self.mean,
+            "std": self.std,
+            "min": self.min,
+            "max": self.max,
+            "zeros_fraction": self.zeros_fraction,
+            "nan": self.nan,
+            "inf": self.inf,
+        }
 
 
 @dataclass

@@ -19,9 +19,12 @@ from weightscope.cli.options import (
 from weightscope.errors import WeightscopeError, printable
 from weightscope.examples import example_path
 from weightscope.formats.registry import load
+from weightscope.output import check_target
 
 EXIT_OK = 0
 EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+"""128 + SIGINT, as shells report a command stopped by Ctrl-C."""
 
 DESCRIPTION = """\
 Inspect the weights of a trained neural network straight from its file, without importing
@@ -92,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_on_model(args: argparse.Namespace, source: Path, chosen: object) -> int:
+    output = getattr(args, "output", None)
+    if output:  # a folder that cannot be written to is found before the reading, not after
+        check_target(Path(output), [source])
     with load(source, limits=limits_from(args)) as model:
         assert isinstance(chosen, ModelCommand)
         chosen.run(args, model)
@@ -109,6 +115,8 @@ def _guarded(work: Callable[[], int], label: str, debug: bool) -> int:
     except BrokenPipeError:
         sys.stderr.close()  # output piped into `head`: not an error
         return EXIT_OK
+    except KeyboardInterrupt:
+        return _interrupted()
     except Exception as exc:
         return _fail(f"{label}: unexpected {type(exc).__name__}: {exc}", debug)
 
@@ -120,8 +128,17 @@ def _fail(message: str, debug: bool) -> int:
     return EXIT_ERROR
 
 
+def _interrupted() -> int:
+    print("weightscope: interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
 def run() -> None:
-    sys.exit(main())
+    try:
+        status = main()
+    except KeyboardInterrupt:  # while parsing or importing, before any command's guard
+        status = _interrupted()
+    sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -3,18 +3,39 @@ terminal (a pipe or a file keeps whole rows), and rich on stderr for progress ba
 
 from __future__ import annotations
 
-from rich.console import Console
+from collections.abc import Iterable
+from typing import Any
+
+from rich.console import Console, ConsoleOptions, RenderableType
+from rich.segment import Segment
+
+from weightscope.errors import printable_lines
 
 PIPE_WIDTH = 160
 """Columns of output sent to a pipe or a file, where no terminal says how wide to be."""
 
 
-def stdout() -> Console:
-    console = Console()
+class SafeConsole(Console):
+    """A console that shows control characters in what it prints (names, notes, producers from
+    a hostile file) as ``\\xNN`` instead of sending them to the terminal; rich's own styles and
+    cursor codes pass."""
+
+    def render(
+        self, renderable: RenderableType, options: ConsoleOptions | None = None
+    ) -> Iterable[Segment]:
+        for segment in super().render(renderable, options):
+            if segment.control or segment.text.isprintable():
+                yield segment
+            else:
+                yield Segment(printable_lines(segment.text), segment.style)
+
+
+def stdout(**options: Any) -> Console:
+    console = SafeConsole(**options)
     if not console.is_terminal:
-        console = Console(width=PIPE_WIDTH)
+        console = SafeConsole(width=PIPE_WIDTH, **options)
     return console
 
 
 def stderr() -> Console:
-    return Console(stderr=True)
+    return SafeConsole(stderr=True)

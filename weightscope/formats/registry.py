@@ -18,6 +18,7 @@ from weightscope.errors import (
     with_format,
 )
 from weightscope.formats import safetensors
+from weightscope.formats._common.file_region import declared_bytes
 from weightscope.formats.keras import reader as keras
 from weightscope.formats.onnx import reader as onnx
 from weightscope.formats.protocol import Match, Probe, Reader
@@ -154,13 +155,42 @@ def _unrecognised(probe: Probe) -> str:
     return f"unknown format (not {SUPPORTED})"
 
 
+def check_read_budget(model: Model, limits: Limits) -> None:
+    """Refuse a model whose tensors together read more than ``max_read_ratio`` times the bytes
+    of the files they lie in (many tensors declared over one region): statistics and export
+    would read it again for each. A tied tensor (``shared_with``) is read with its first name."""
+    declared: dict[int, list] = {}
+    for _, tensor in model.tensors():
+        if tensor.shared_with is not None:
+            continue
+        for file, nbytes in declared_bytes(tensor.source):
+            entry = declared.setdefault(id(file), [file, 0])
+            entry[1] += nbytes
+    for file, total in declared.values():
+        allowed = limits.max_read_ratio * max(file.size, 1)
+        if total > allowed:
+            raise LimitExceeded(
+                "max_read_ratio",
+                limits.max_read_ratio,
+                -(-total // max(file.size, 1)),
+                f"its tensors declare {total:,} bytes of {file.path.name}, which holds "
+                f"{file.size:,} (regions declared over and over)",
+            )
+
+
 def _load_with(reader: Reader, match: Match, limits: Limits) -> Model:
     """Run the reader; whatever goes wrong becomes one line naming the file, the format it
     looked like and the problem."""
     looked_like = match.looks_like
     file = match.probe.path
     try:
-        return reader.load(match, limits)
+        model = reader.load(match, limits)
+        try:
+            check_read_budget(model, limits)
+        except BaseException:
+            model.close()
+            raise
+        return model
     except WeightscopeError as exc:
         raise with_format(exc, looked_like) from exc.__cause__
     except LimitExceeded as exc:

@@ -5,6 +5,7 @@ is ``pytorch``."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +99,14 @@ def read_header(path: Path, limits: Limits) -> tuple[list[SafetensorsEntry], dic
                 f"{label}: shape {shape} does not fit its bytes",
             )
         entries.append(SafetensorsEntry(name, dtype, shape, data_start + begin, data_start + end))
-    entries.sort(key=lambda e: e.begin)
+    entries.sort(key=lambda e: (e.begin, e.end))
+    for before, after in itertools.pairwise(entries):
+        if after.begin < before.end:  # as the safetensors library itself refuses
+            raise file_error(
+                CorruptFileError,
+                path,
+                f"tensors {short(before.name)} and {short(after.name)} overlap in the file",
+            )
     return entries, {str(k)[:80]: str(v)[:80] for k, v in list(metadata.items())[:32]}
 
 

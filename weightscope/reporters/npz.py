@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from weightscope.errors import WeightscopeError
+from weightscope.limits import DEFAULT, LimitExceeded, Limits, limit_error
 from weightscope.model import Model
 from weightscope.output import atomic_output
 
@@ -30,12 +31,13 @@ def export_key(layer_name: str, role: str) -> str:
     return f"{cut}~{digest}"
 
 
-def export_npz(model: Model, out: str | os.PathLike[str]) -> list[str]:
+def export_npz(model: Model, out: str | os.PathLike[str], limits: Limits = DEFAULT) -> list[str]:
     """Write ``<layer name>/<role>`` -> canonical array (tensors with no canonical form as stored).
 
     Arrays are written one at a time, so memory holds at most one tensor. The file appears only
     when complete. Returns the keys written, in model order.
     """
+    _check_export_budget(model, limits)
     keys: list[str] = []
     with (
         atomic_output(Path(out), model) as temp,
@@ -50,3 +52,30 @@ def export_npz(model: Model, out: str | os.PathLike[str]) -> list[str]:
                 np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
             keys.append(key)
     return keys
+
+
+def _check_export_budget(model: Model, limits: Limits) -> None:
+    """Refuse, before writing anything, an export that would write more than
+    ``max_export_ratio`` bytes per byte of the files read (live models are not bounded)."""
+    read = sum(path.stat().st_size for path in model.inputs if path.is_file())
+    if not model.inputs:
+        return
+    writes = sum(tensor.size * max(_itemsize(tensor.dtype), 1) for _, tensor in model.tensors())
+    allowed = limits.max_export_ratio * max(read, 1)
+    if writes > allowed:
+        raise limit_error(
+            model.source or "model",
+            LimitExceeded(
+                "max_export_ratio",
+                limits.max_export_ratio,
+                -(-writes // max(read, 1)),
+                f"exporting would write {writes:,} bytes from {read:,} read",
+            ),
+        )
+
+
+def _itemsize(dtype: str) -> int:
+    try:
+        return 4 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+    except TypeError:
+        return 1

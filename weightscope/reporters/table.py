@@ -72,10 +72,21 @@ def _health_cell(health: LayerHealth) -> Text:
     return Text(", ".join(parts), style="bold red")
 
 
+TABLE_ROWS = 1000
+"""Most layers the terminal table shows; a file of hundreds of thousands of tiny tensors would
+otherwise take minutes to lay out. ``--json`` lists every layer, ``--layer NAME`` shows one."""
+
+
+def shown_layers(model: Model) -> list[Layer]:
+    """The layers :func:`model_table` shows, in model order."""
+    return model.layers[:TABLE_ROWS]
+
+
 def model_table(
     model: Model, with_stats: bool = True, health: list[LayerHealth] | None = None
 ) -> RenderableType:
-    """One row per layer; a Health column when ``health`` (one entry per layer) is given."""
+    """One row per layer (the first :data:`TABLE_ROWS`); a Health column when ``health`` (one
+    entry per layer) is given."""
     table = Table(show_edge=False, header_style="bold", pad_edge=False)
     table.add_column("Layer", overflow="fold")
     table.add_column("Kind")
@@ -86,7 +97,7 @@ def model_table(
         table.add_column(title, justify="right")
     if health is not None:
         table.add_column("Health")
-    for index, layer in enumerate(model.layers):
+    for index, layer in enumerate(shown_layers(model)):
         main = layer.principal
         stats = main.stats() if (with_stats and main is not None and main.has_stats) else None
         extra = [] if health is None else [_health_cell(health[index])]
@@ -99,7 +110,16 @@ def model_table(
             *_stats_cells(stats),
             *extra,
         )
-    parts: list[RenderableType] = [model_header(model), table, totals_line(model)]
+    parts: list[RenderableType] = [model_header(model), table]
+    hidden = len(model.layers) - TABLE_ROWS
+    if hidden > 0:
+        parts.append(
+            Text(
+                f"... and {hidden:,} more layers (all of them with --json, one with --layer NAME)",
+                style="yellow",
+            )
+        )
+    parts.append(totals_line(model))
     notes = footnotes(model)
     if notes:
         parts.append(notes)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from weightscope.analysis.health import MAX_ELEMENTS
 from weightscope.errors import WeightscopeError
 from weightscope.limits import Limits
 from weightscope.output import atomic_file, check_target
+from weightscope.scan.lock import table_lock
 from weightscope.scan.resume import rows_by_path, unchanged
 from weightscope.scan.table_io import read_table, require_writer, write_table
 from weightscope.scan.walk import walk
@@ -94,10 +95,34 @@ def scan(
     require_writer(target)
     check_target(target, [])
     jobs = default_jobs() if jobs is None else jobs
+    with table_lock(target):
+        return _scan_locked(
+            paths, target, start, jobs, dask, timeout, memory_per_job, force, limits,
+            max_elements, progress, on_start,
+        )  # fmt: skip
+
+
+def _scan_locked(
+    paths: Sequence[str | os.PathLike[str]],
+    target: Path,
+    start: float,
+    jobs: int,
+    dask: str | None,
+    timeout: float | None,
+    memory_per_job: int | None,
+    force: bool,
+    limits: Limits | None,
+    max_elements: int,
+    progress: Progress | None,
+    on_start: Callable[[int], None] | None,
+) -> ScanSummary:
     summary = ScanSummary(target)
     previous = {} if force else _previous_rows(target, summary)
     found = walk([os.fspath(p) for p in paths], known=frozenset(previous))
     summary.not_models, summary.missing = len(found.not_models), found.missing
+    if found.missing:  # a mistyped path must not empty the table of what it used to find
+        missing = ", ".join(found.missing)
+        raise WeightscopeError(f"{missing}: no such file or folder (or no match)")
     check_target(target, [Path(p) for p in found.files])  # before hours of work, not after
     keep = unchanged(previous, found.files, threads=jobs)
     tasks = [
@@ -106,9 +131,11 @@ def scan(
     if on_start is not None:
         on_start(len(tasks))
     results: dict[str, FileResult] = {}
+    checkpoint = Checkpoint(target, found.files, keep, previous)
     try:
         for result in _run(tasks, jobs, dask, timeout, memory_per_job):
             results[result.path] = result
+            checkpoint.maybe_write(results)
             if progress is not None:
                 progress(result, len(results), len(tasks))
     except KeyboardInterrupt:
@@ -116,11 +143,8 @@ def scan(
     rows: list[dict[str, Any]] = []
     inputs = [Path(p) for p in found.files]
     for path in found.files:
-        if path in results:
-            group = results[path].rows
-        elif path in keep:
-            group = previous[path]
-        else:
+        group = _rows_of(path, results, keep, previous)
+        if group is None:
             continue  # interrupted before it was done
         rows.extend(group)
         inputs.extend(_read_beside(group[0]))
@@ -141,6 +165,56 @@ def scan(
     if summary.interrupted:
         raise ScanInterrupted(summary)
     return summary
+
+
+def _rows_of(
+    path: str,
+    results: dict[str, FileResult],
+    keep: Collection[str],
+    previous: dict[str, list[dict[str, Any]]],
+) -> list[dict[str, Any]] | None:
+    if path in results:
+        return results[path].rows
+    if path in keep:
+        return previous[path]
+    return None
+
+
+CHECKPOINT_SECONDS = 30.0
+"""How often a long scan writes what it has done, so that a scan that is killed (``kill -9``,
+a power cut) loses at most this much work."""
+
+
+class Checkpoint:
+    """Writes the table every :data:`CHECKPOINT_SECONDS` while a scan runs: the rows of the
+    files done, kept, and of files not yet rescanned as they were (so a killed scan drops no row
+    of the table it started from, and the next run reads only what is left)."""
+
+    def __init__(
+        self,
+        target: Path,
+        files: Sequence[str],
+        keep: Collection[str],
+        previous: dict[str, list[dict[str, Any]]],
+    ) -> None:
+        self.target, self.files, self.keep, self.previous = target, files, keep, previous
+        self.last = time.monotonic()
+
+    def maybe_write(self, results: dict[str, FileResult]) -> None:
+        if time.monotonic() - self.last < CHECKPOINT_SECONDS:
+            return
+        rows: list[dict[str, Any]] = []
+        inputs = [Path(p) for p in self.files]
+        for path in self.files:
+            group = _rows_of(path, results, self.keep, self.previous)
+            if group is None:
+                group = self.previous.get(path)
+            if group:
+                rows.extend(group)
+                inputs.extend(_read_beside(group[0]))
+        with atomic_file(self.target, inputs) as temporary:
+            write_table(rows, temporary)
+        self.last = time.monotonic()
 
 
 class ScanInterrupted(KeyboardInterrupt):

@@ -5,16 +5,45 @@ on (or re-runs) the program that started the scan."""
 
 from __future__ import annotations
 
+import ctypes
+import os
 import resource
 import signal
 import sys
+import threading
+import time
 from multiprocessing.connection import Connection
 
 from weightscope.scan.worker import scan_file
 
+PR_SET_PDEATHSIG = 1
+WATCH_SECONDS = 1.0
+
+
+def die_with_parent() -> None:
+    """End this worker when the scan that started it ends, however it ends (``kill -9``
+    included), even while it is stuck in native code: the kernel's parent-death signal on
+    Linux, and a thread that watches the parent elsewhere (and for a death before the signal
+    was armed)."""
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(WATCH_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
 
 def serve(tasks: Connection, results: Connection, memory_bytes: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    die_with_parent()
     if memory_bytes > 0:
         # RLIMIT_DATA caps heap and anonymous mappings (numpy arrays), not files mapped
         # read-only: an mmapped ONNX file costs the worker no memory of its own

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from weightscope.cli.options import add_reading_options
-from weightscope.errors import WeightscopeError, printable
+from weightscope.errors import WeightscopeError, printable, printable_lines
 from weightscope.model import Model
 
 LISTED_LAYERS = 40
@@ -129,4 +129,4 @@ def run(args: argparse.Namespace, model: Model) -> None:
         text = explain(layer, demo=args.demo, position=args.position, output_channel=args.channel)
     except ExplainError as exc:
         raise WeightscopeError(f"{model.source}: layer {printable(layer.name)}: {exc}") from None
-    print(text)
+    print(printable_lines(text))

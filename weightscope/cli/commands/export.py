@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Any
 
-from weightscope.cli.options import add_source
+from weightscope.cli.options import add_source, limits_from
 from weightscope.model import Model
 
 
@@ -27,5 +27,5 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, model: Model) -> None:
     from weightscope.reporters.npz import export_npz
 
-    keys = export_npz(model, args.output)
+    keys = export_npz(model, args.output, limits_from(args))
     print(f"wrote {len(keys)} tensors in canonical layout to {args.output}", file=sys.stderr)

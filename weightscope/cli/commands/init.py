@@ -118,6 +118,7 @@ def _number(value: float | None, spec: str = ".3g") -> str:
 
 def _print_table(model: Model, reports: list[Any]) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     from weightscope.initializers import UNIFORM
 
@@ -168,4 +169,5 @@ def _print_table(model: Model, reports: list[Any]) -> None:
         "(normal); (default): not declared, the framework's default"
     )
     for report in reports:
-        console.print(f"[bold]{report.layer}[/]: {report.evidence}", highlight=False)
+        line = Text.assemble((report.layer, "bold"), f": {report.evidence}")
+        console.print(line, highlight=False)

@@ -11,7 +11,7 @@ from typing import Any
 
 from weightscope.cli import console as terminal
 from weightscope.cli.options import add_source
-from weightscope.model import Model
+from weightscope.model import Layer, Model, Tensor
 from weightscope.reporters.progress import compute_stats
 
 
@@ -37,12 +37,24 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def _shown_tensors(model: Model, layer: Layer | None, as_json: bool) -> list[Tensor]:
+    """The tensors whose statistics the output needs: every one in JSON, those of one layer,
+    or those of the layers the table shows (a tensor that lies about its size fails here, not
+    later)."""
+    from weightscope.reporters.table import shown_layers
+
+    if layer is not None:
+        return layer.tensors
+    if as_json:
+        return [t for _, t in model.tensors()]
+    return [t for x in shown_layers(model) for t in x.tensors]
+
+
 def run(args: argparse.Namespace, model: Model) -> None:
     with_stats = not args.no_stats
     layer = model.layer(args.layer) if args.layer else None
     if with_stats or args.health:
-        tensors = layer.tensors if layer else [t for _, t in model.tensors()]
-        compute_stats(tensors, quiet=args.json)
+        compute_stats(_shown_tensors(model, layer, args.json), quiet=args.json)
     health = None
     if args.health:
         from weightscope.analysis.health import layer_health

@@ -108,6 +108,12 @@ class FileRegionSource:
         if end > file.size:
             raise file.error(f"storage of {storage_numel:,} elements runs past the end of the file")
         self.contiguous = stride == c_strides(shape)
+        span = last - offset + 1 if numel else 0
+        self.nbytes = span * self.raw_dtype.itemsize
+        """Bytes of the file this tensor reads."""
+
+    def file_regions(self) -> list[tuple[OpenFile, int]]:
+        return [(self.file, self.nbytes)]
 
     def _decode(self, raw: bytes) -> np.ndarray:
         values = np.frombuffer(raw, dtype=self.raw_dtype)
@@ -178,3 +184,10 @@ def c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
         strides.append(step)
         step *= max(size, 1)
     return tuple(reversed(strides))
+
+
+def declared_bytes(source: object) -> list[tuple[OpenFile, int]]:
+    """The file regions a tensor source reads (through any sources it is derived from): what
+    :func:`check_read_budget` adds up."""
+    method = getattr(source, "file_regions", None)
+    return list(method()) if method is not None else []

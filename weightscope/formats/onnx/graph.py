@@ -11,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 import onnx
 
+from weightscope.formats._common.file_region import OpenFile, declared_bytes
 from weightscope.formats.onnx.constants import Constant, new_storage_id
 from weightscope.formats.onnx.sparse import sparse_constant
 from weightscope.formats.onnx.tensors import TensorContext, dtype_name, tensor_source
@@ -37,6 +38,9 @@ class DerivedSource:
         self.base = base
         self.whole = whole
         self.element = element
+
+    def file_regions(self) -> list[tuple[OpenFile, int]]:
+        return declared_bytes(self._chain()[0])
 
     def _chain(self) -> tuple[TensorSource, list[DerivedSource]]:
         """The stored tensor's source, and the operations from it to this one, in order."""

@@ -10,12 +10,12 @@ import numpy as np
 import onnx
 
 from weightscope.errors import short
-from weightscope.formats._common.file_region import MAX_RANK
+from weightscope.formats._common.file_region import MAX_RANK, OpenFile, declared_bytes
 from weightscope.formats.onnx.constants import Constant, new_storage_id
 from weightscope.formats.onnx.tensors import TensorContext, dtype_name, tensor_source
 from weightscope.limits import LimitExceeded, limit_error
 from weightscope.model import TensorSource
-from weightscope.stats import TensorStats, compute_stats
+from weightscope.stats import Moments, StatsAccumulator, TensorStats, compute_stats
 
 
 class SparseSource:
@@ -35,7 +35,10 @@ class SparseSource:
         self.ctx = ctx
         self.name = name
 
-    def read(self) -> np.ndarray:
+    def file_regions(self) -> list[tuple[OpenFile, int]]:
+        return declared_bytes(self.values) + declared_bytes(self.indices)
+
+    def _check_dense(self) -> int:
         numel = math.prod(self.shape)
         limit = self.ctx.limits.max_dense_elements
         if numel > limit:
@@ -49,6 +52,10 @@ class SparseSource:
                     f"to densify ({numel:,} elements)",
                 ),
             )
+        return numel
+
+    def _entries(self, numel: int) -> tuple[np.ndarray, np.ndarray]:
+        """The values and their flat positions in the dense tensor, indices checked."""
         values = np.asarray(self.values.read()).reshape(-1)
         indices = np.asarray(self.indices.read(), dtype=np.int64)
         if indices.ndim == 2 and indices.shape == (self.nnz, len(self.shape)):
@@ -63,6 +70,11 @@ class SparseSource:
             raise self.ctx.error(
                 f"sparse tensor {short(self.name)} has indices of shape {indices.shape}"
             )
+        return values, flat
+
+    def read(self) -> np.ndarray:
+        numel = self._check_dense()
+        values, flat = self._entries(numel)
         dense = np.zeros(numel, dtype=values.dtype)
         dense[flat] = values
         return dense.reshape(self.shape)
@@ -73,7 +85,22 @@ class SparseSource:
             yield flat[start : start + max_elements]
 
     def stats(self, max_elements: int) -> TensorStats:
-        return compute_stats(self.chunks(max_elements))
+        """Statistics of the dense tensor: densified when it fits in one chunk, else from the
+        stored values and a count of the zeros around them, so that a few bytes declaring a huge
+        shape cost no more memory than the values they hold."""
+        numel = self._check_dense()
+        if numel <= max_elements:
+            return compute_stats(self.chunks(max_elements))
+        values, flat = self._entries(numel)
+        # where an index repeats, the dense tensor holds the last value written there
+        positions, last = np.unique(flat[::-1], return_index=True)
+        stored = values[::-1][last]
+        acc = StatsAccumulator()
+        for start in range(0, stored.size, max_elements):
+            acc.add(stored[start : start + max_elements])
+        zeros = numel - positions.size
+        acc.moments.merge(Moments(zeros, zeros, 0.0, 0.0, 0.0, 0.0, zeros))
+        return acc.result()
 
 
 def sparse_constant(name: str, sparse: onnx.SparseTensorProto, ctx: TensorContext) -> Constant:
