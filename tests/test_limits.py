@@ -124,6 +124,11 @@ def torch_deep_pickle(folder: Path) -> Path:
     return torch_state(folder, deep=nested_list(40))
 
 
+def torch_many_floats(folder: Path) -> Path:
+    """A list of 200,000 floats beside the tensors: about 4.6 bytes of objects per byte."""
+    return torch_state(folder, floats=[i / 7 for i in range(200_000)])
+
+
 def torch_shared_pickle(folder: Path) -> Path:
     """A tuple whose parts are shared at each of 12 levels: 12,287 nodes counted at each use."""
     shared: tuple[object, ...] = (0,)
@@ -301,6 +306,12 @@ CASES = [
     Case("max_safetensors_header_bytes", safetensors_file, 32, ("the header declares",)),
     Case("max_pickle_bytes", torch_state, 64, ("data.pkl' declares",)),
     Case("max_pickle_bytes", torch_legacy, 128, ("the pickle holds",)),
+    Case(
+        "max_pickle_expansion",
+        torch_many_floats,
+        2,
+        ("unpickling builds more than", "bytes of objects (estimated) from"),
+    ),
     Case("max_pickle_depth", torch_deep_pickle, 30, ("nested more than 30 deep in the pickle",)),
     Case("max_pickle_tree", torch_shared_pickle, 8000, ("shares parts so often",)),
     Case("max_code_bytes", torchscript, 100, ("TorchScript code declares",)),
@@ -484,6 +495,7 @@ def test_defaults():
         "max_hdf5_expansion": 1024,
         "max_safetensors_header_bytes": 100 * MiB,
         "max_pickle_bytes": 1 << 30,
+        "max_pickle_expansion": 64,
         "max_pickle_depth": 1000,
         "max_pickle_tree": 1 << 26,
         "max_code_bytes": 64 * MiB,

@@ -151,10 +151,14 @@ def test_chained_calls_of_opaque_objects_stay_small(tmp_path):
     assert_refused(write_pt(tmp_path / "longer.pt", longer), "nested more than 1000 deep")
 
 
-def test_memo_index_far_ahead_is_refused(tmp_path):
-    """CPython's unpickler would zero-fill its memo up to the index: 255 bytes, 1 GB."""
+def test_memo_index_far_ahead_allocates_nothing(tmp_path):
+    """CPython's unpickler would zero-fill its memo up to the index (255 bytes, 1 GB); the memo
+    is a dict keyed by index, so the index is only a key (tests/test_hostile_pickles.py reads
+    such files under a memory cap, and Python 2's memo starting at 1)."""
     bomb = PROTO + b"}r" + struct.pack("<I", 0x04000000) + b"."
-    assert_refused(write_pt(tmp_path / "memo.pt", bomb), "memo index 67108864 out of sequence")
+    result = run_cli("inspect", write_pt(tmp_path / "memo.pt", bomb), "--json", timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["layers"] == []
 
 
 def test_deeply_nested_key_is_refused(tmp_path):

@@ -82,7 +82,16 @@ class Limits:
     max_pickle_bytes: int = _size(1 * GiB)
     """PyTorch: the largest pickle (``data.pkl`` of a zip checkpoint, the object stream of a
     legacy one). It holds names and shapes, never tensor data: a few MB for the largest models.
-    A pickle is scanned, then unpickled, in memory."""
+    A pickle is unpickled in memory."""
+
+    max_pickle_expansion: int = _count(64)
+    """PyTorch: how many bytes of memory (estimated) unpickling may build per byte of pickle,
+    plus 1 MiB: each object built, each element added to a container (when it is added, so a
+    container stored in the memo and filled later counts too), each memo entry, the work of
+    hashing dict keys, and the plain values config attributes are turned into. Real
+    checkpoints build 10 to 25 bytes per byte (the memo alone takes about 3). A pickle reaches
+    an object again for two bytes: without this bound a few hundred bytes expand exponentially,
+    and one-byte opcodes allocate hundreds of bytes each."""
 
     max_pickle_depth: int = _count(1000)
     """PyTorch: deepest nesting of the objects one pickle builds. Hashing or freeing a deeper

@@ -4,6 +4,7 @@ TorchScript archive, or a legacy (pre-1.6) pickle stream."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import io
 import re
 import struct
@@ -12,10 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from weightscope.errors import CorruptFileError, UnsupportedFormatError, file_error, short
+from weightscope.errors import (
+    CorruptFileError,
+    UnsupportedFormatError,
+    WeightscopeError,
+    file_error,
+    short,
+)
 from weightscope.formats._common.archive import check_ratio, stored_member_offset
-from weightscope.formats.pytorch.unpickler import StorageRef, restricted_load
-from weightscope.limits import Limits
+from weightscope.formats.pytorch.machine import Budget
+from weightscope.formats.pytorch.records import PickleFormatError, StorageRef
+from weightscope.formats.pytorch.unpickler import restricted_load
+from weightscope.limits import LimitExceeded, Limits
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 MAX_LITERAL = 4096
@@ -51,6 +60,10 @@ class TorchFile:
     byteorder: str = "little"
     classes: dict[str, ClassInfo] = field(default_factory=dict)
     """TorchScript: qualified class name (``__torch__.torch.nn.modules.conv.Conv2d``) -> info."""
+    budget: Budget = field(default_factory=Budget)
+    """What unpickling spent, and may still spend turning objects into plain values."""
+    notes: list[str] = field(default_factory=list)
+    """What the container says that the model's notes should (duplicate zip members)."""
 
 
 def _is_data_pickle(name: str) -> bool:
@@ -61,44 +74,138 @@ def is_torch_zip(names: set[str]) -> bool:
     return any(_is_data_pickle(n) for n in names)
 
 
+_LOWER = bytes.maketrans(bytes(range(65, 91)), bytes(range(97, 123)))
+
+
+def _raw_name(info: zipfile.ZipInfo) -> bytes:
+    """A member's name as the zip stores it (``zipfile`` decodes it, and may alter it)."""
+    return info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
+
+
+class Members:
+    """The members of a torch zip as torch finds them by name. torch's reader (miniz) sorts the
+    central directory by name, ASCII letters lowered, with a heap sort, then looks names up by
+    binary search: a name is found whatever its case, and among several members of one name
+    (a zip may hold two ``archive/data.pkl``) the one found depends on the whole directory,
+    neither the first nor the last. ``zipfile.getinfo`` returns the last: reading that one
+    would judge a pickle other than the one torch runs."""
+
+    def __init__(self, archive: zipfile.ZipFile) -> None:
+        self.infos = archive.infolist()
+        self.lowered = [_raw_name(info).translate(_LOWER) for info in self.infos]
+        counts: dict[bytes, int] = {}
+        for name in self.lowered:
+            counts[name] = counts.get(name, 0) + 1
+        self.duplicates = {name: count for name, count in counts.items() if count > 1}
+        self.index = {name: n for n, name in enumerate(self.lowered)}
+        self.order = _miniz_sort(self.lowered) if self.duplicates else []
+
+    def find(self, name: str) -> zipfile.ZipInfo | None:
+        """The member torch reads for ``name``, if any."""
+        target = name.encode("utf-8").translate(_LOWER)
+        if target not in self.duplicates:
+            found = self.index.get(target)
+            return None if found is None else self.infos[found]
+        low, high = 0, len(self.order) - 1
+        while low <= high:
+            middle = low + ((high - low) >> 1)
+            index = self.order[middle]
+            entry = self.lowered[index]
+            if entry == target:
+                return self.infos[index]
+            if entry < target:
+                low = middle + 1
+            else:
+                high = middle - 1
+        return None  # not reached: the name is in the directory
+
+    def others(self, info: zipfile.ZipInfo) -> list[zipfile.ZipInfo]:
+        """Members with the name of ``info`` (up to case) other than ``info``."""
+        lowered = _raw_name(info).translate(_LOWER)
+        return [
+            other
+            for other, name in zip(self.infos, self.lowered, strict=True)
+            if name == lowered and other is not info
+        ]
+
+    def folder(self) -> str | None:
+        """The folder torch reads the archive from: the first member's, up to its first
+        ``/`` (torch refuses a zip whose first member is in no folder)."""
+        if not self.infos or "/" not in self.infos[0].orig_filename:
+            return None
+        return self.infos[0].orig_filename.split("/", 1)[0] + "/"
+
+    def notes(self) -> list[str]:
+        notes = []
+        for name, count in list(self.duplicates.items())[:3]:
+            shown = short(name.decode("utf-8", "replace"), 60)
+            notes.append(
+                f"the zip holds {count} members named {shown} (letter case aside); weightscope "
+                "reads the one torch reads, which zip tools may not show"
+            )
+        return notes
+
+
+def _miniz_sort(names: list[bytes]) -> list[int]:
+    """Indices of ``names`` in the order of miniz's heap sort (the order torch's binary search
+    sees, equal names included), step for step."""
+    order = list(range(len(names)))
+    size = len(order)
+
+    def sift(root: int, end: int) -> None:
+        while True:
+            child = 2 * root + 1
+            if child >= end:
+                return
+            if child + 1 < end and names[order[child]] < names[order[child + 1]]:
+                child += 1
+            if not names[order[root]] < names[order[child]]:
+                return
+            order[root], order[child] = order[child], order[root]
+            root = child
+
+    for start in range((size - 2) >> 1, -1, -1):
+        sift(start, size)
+    for end in range(size - 1, 0, -1):
+        order[end], order[0] = order[0], order[end]
+        sift(0, end)
+    return order
+
+
 def read_zip(path: Path, archive: zipfile.ZipFile, limits: Limits) -> TorchFile:
-    names = archive.namelist()
-    pickles = [
-        n for n in names if n == "data.pkl" or (n.endswith("/data.pkl") and n.count("/") == 1)
-    ]
-    if not pickles:
+    members = Members(archive)
+    names = [info.filename for info in members.infos]
+    folder = members.folder()
+    info = members.find(folder + "data.pkl") if folder is not None else None
+    if info is None:  # torch would not read it; where a data.pkl is, weightscope still looks
+        pickles = [n for n in names if _is_data_pickle(n)]
+        info = members.find(pickles[0]) if pickles else None
+    if info is None:
         raise file_error(
             UnsupportedFormatError, path, "not a PyTorch checkpoint: zip entry data.pkl missing"
         )
-    prefix = pickles[0][: -len("data.pkl")]
-    info = archive.getinfo(pickles[0])
+    prefix = info.filename[: -len("data.pkl")]
     byteorder = "little"
-    if prefix + "byteorder" in names:
-        order_info = archive.getinfo(prefix + "byteorder")
+    order_info = members.find(prefix + "byteorder")
+    if order_info is not None:
         if order_info.file_size > 16:
             raise file_error(CorruptFileError, path, "byteorder entry of more than 16 bytes")
         byteorder = (
-            _small_member(path, archive, prefix + "byteorder", limits)
-            .decode("ascii", "replace")
-            .strip()
+            _small_member(path, archive, order_info, limits).decode("ascii", "replace").strip()
         )
         if byteorder not in ("little", "big"):
             raise file_error(CorruptFileError, path, f"unknown byte order {byteorder[:16]!r}")
     storages: dict[str, StorageRef] = {}
-    limits.check(
-        "max_pickle_bytes",
-        info.file_size,
-        f"{short(info.filename)} declares {info.file_size:,} bytes",
-    )
-    pickle_bytes = _small_member(path, archive, info.filename, limits)
-    root = restricted_load(io.BytesIO(pickle_bytes), storages, limits)
+    budget = Budget(limits)
+    root = restricted_load(_pickle_member(path, archive, info, limits), storages, limits, budget)
+    for other in members.others(info):
+        _check_other_pickle(path, archive, other, limits)
     offsets = {}
     for key, storage in storages.items():
         member = f"{prefix}data/{key}"
-        try:
-            member_info = archive.getinfo(member)
-        except KeyError:
-            raise file_error(CorruptFileError, path, f"zip entry {short(member)} missing") from None
+        member_info = members.find(member)
+        if member_info is None:
+            raise file_error(CorruptFileError, path, f"zip entry {short(member)} missing")
         needed = storage.numel * storage.storage_type.itemsize
         if member_info.file_size < needed:
             raise file_error(
@@ -109,20 +216,52 @@ def read_zip(path: Path, archive: zipfile.ZipFile, limits: Limits) -> TorchFile:
             )
         offsets[key] = stored_member_offset(path, member_info)
     is_script = any(n.startswith(prefix + "code/") for n in names)
-    classes = _script_classes(path, archive, prefix, names, limits) if is_script else {}
+    classes = _script_classes(path, archive, members, prefix, limits) if is_script else {}
     return TorchFile(
-        "torchscript" if is_script else "pytorch-zip", root, storages, offsets, byteorder, classes
+        "torchscript" if is_script else "pytorch-zip",
+        root,
+        storages,
+        offsets,
+        byteorder,
+        classes,
+        budget,
+        members.notes(),
     )
 
 
+def _pickle_member(
+    path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, limits: Limits
+) -> bytes:
+    limits.check(
+        "max_pickle_bytes",
+        info.file_size,
+        f"{short(info.filename)} declares {info.file_size:,} bytes",
+    )
+    return _small_member(path, archive, info, limits)
+
+
+def _check_other_pickle(
+    path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, limits: Limits
+) -> None:
+    """A second member of the name of the pickle read: another zip reader (another torch
+    release) could run it, so a file where it is unsafe is refused as unsafe; anything else
+    about it is not weightscope's to judge."""
+    with contextlib.suppress(PickleFormatError, LimitExceeded, WeightscopeError):
+        restricted_load(_pickle_member(path, archive, info, limits), {}, limits)
+
+
 def _small_member(
-    path: Path, archive: zipfile.ZipFile, name: str, limits: Limits, compressed_ok: bool = False
+    path: Path,
+    archive: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    limits: Limits,
+    compressed_ok: bool = False,
 ) -> bytes:
     """A member read whole, once its declared size is checked (stored: within the file;
     compressed: within ``max_zip_ratio`` of its compressed size), never more than that size
     even if its header lies (``zipfile`` stops there; a zip bomb could hide in a compressed
     one). Torch stores pickles uncompressed; TorchScript compresses its code."""
-    info = archive.getinfo(name)
+    name = info.filename
     if info.compress_type == zipfile.ZIP_STORED:
         stored_member_offset(path, info)
     elif compressed_ok:
@@ -164,32 +303,34 @@ class _Bounded:
 
 def read_legacy(path: Path, limits: Limits) -> TorchFile:
     """The pre-1.6 stream: magic, protocol, sys_info, the object, storage keys, then per storage
-    an int64 element count and its raw bytes."""
+    an int64 element count and its raw bytes. Its five pickles share one budget."""
     size = path.stat().st_size
+    budget = Budget(limits)
     with open(path, "rb") as raw:
         stream: Any = _Bounded(raw, size)
-        if restricted_load(stream, limits=limits) != LEGACY_MAGIC:
+        if restricted_load(stream, limits=limits, budget=budget) != LEGACY_MAGIC:
             raise file_error(
                 UnsupportedFormatError, path, "not a legacy PyTorch file: bad magic number"
             )
-        restricted_load(stream, limits=limits)  # protocol version
-        sys_info = restricted_load(stream, limits=limits)
-        little = not isinstance(sys_info, dict) or sys_info.get("little_endian", True)
+        restricted_load(stream, limits=limits, budget=budget)  # protocol version
+        sys_info = restricted_load(stream, limits=limits, budget=budget)
+        little = not isinstance(sys_info, dict) or bool(sys_info.get("little_endian", True))
         storages: dict[str, StorageRef] = {}
-        root = restricted_load(stream, storages, limits)
-        keys = restricted_load(stream, limits=limits)
+        root = restricted_load(stream, storages, limits, budget)
+        keys = restricted_load(stream, limits=limits, budget=budget)
         if not isinstance(keys, list):
             raise file_error(CorruptFileError, path, "legacy file without its storage list")
         offsets: dict[str, int] = {}
         position = stream.tell()
-        for key in keys:
+        for raw_key in keys:
+            key = _storage_key(path, raw_key)
             name = short(key, 40)
             stream.seek(position)
             head = stream.read(8)
             if len(head) < 8:
                 raise file_error(CorruptFileError, path, f"storage {name} is cut short")
             count = struct.unpack("<q" if little else ">q", head)[0]
-            storage = storages.get(str(key))
+            storage = storages.get(key)
             if storage is None:
                 raise file_error(CorruptFileError, path, f"storage {name} is listed but never used")
             nbytes = count * storage.storage_type.itemsize
@@ -197,14 +338,24 @@ def read_legacy(path: Path, limits: Limits) -> TorchFile:
                 raise file_error(
                     CorruptFileError, path, f"storage {name} runs past the end of the file"
                 )
-            offsets[str(key)] = position + 8
+            offsets[key] = position + 8
             position += 8 + nbytes
     missing = set(storages) - set(offsets)
     if missing:
         raise file_error(
             CorruptFileError, path, f"no data for storage {short(sorted(missing)[0], 40)}"
         )
-    return TorchFile("pytorch-legacy", root, storages, offsets, "little" if little else "big")
+    byteorder = "little" if little else "big"
+    return TorchFile("pytorch-legacy", root, storages, offsets, byteorder, budget=budget)
+
+
+def _storage_key(path: Path, key: Any) -> str:
+    """A key of the legacy storage list (a string; Python 2 files may have written numbers)."""
+    if type(key) is int and -(2**63) <= key < 2**64:
+        return str(key)
+    if type(key) is not str:
+        raise file_error(CorruptFileError, path, "a storage key that is not a string")
+    return key
 
 
 _CLASS = re.compile(r"^class (\w+)\(", re.MULTILINE)
@@ -213,18 +364,23 @@ _FINAL = re.compile(r"^  (\w+) : Final\[[^\n]*?\] = (.+)$", re.MULTILINE)
 
 
 def _script_classes(
-    path: Path, archive: zipfile.ZipFile, prefix: str, names: list[str], limits: Limits
+    path: Path, archive: zipfile.ZipFile, members: Members, prefix: str, limits: Limits
 ) -> dict[str, ClassInfo]:
     """Parameter and buffer names and constants of each TorchScript class, parsed from the
     archive's code as text (literals only, through ``ast.literal_eval``)."""
     classes: dict[str, ClassInfo] = {}
     code_root = prefix + "code/"
-    code = [n for n in names if n.startswith(code_root) and n.endswith(".py")]
-    total = sum(archive.getinfo(name).file_size for name in code)
+    names = dict.fromkeys(info.filename for info in members.infos)
+    code = {}
+    for name in names:
+        found = members.find(name) if name.startswith(code_root) and name.endswith(".py") else None
+        if found is not None:
+            code[name] = found
+    total = sum(info.file_size for info in code.values())
     limits.check("max_code_bytes", total, f"TorchScript code declares {total:,} bytes")
-    for name in code:
+    for name, member in code.items():
         module = name[len(code_root) : -len(".py")].replace("/", ".")
-        data = _small_member(path, archive, name, limits, compressed_ok=True)
+        data = _small_member(path, archive, member, limits, compressed_ok=True)
         text = data.decode("utf8", "replace")
         starts = [(m.start(), m.group(1)) for m in _CLASS.finditer(text)]
         for index, (start, class_name) in enumerate(starts):

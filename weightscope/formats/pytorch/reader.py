@@ -24,6 +24,7 @@ from weightscope.formats.pytorch.files import (
 )
 from weightscope.formats.pytorch.layers import (
     BUFFER,
+    CONFIG_KEYS,
     PARAMETER,
     UNKNOWN,
     Entry,
@@ -31,12 +32,14 @@ from weightscope.formats.pytorch.layers import (
     build_layers,
     group_state_dict,
 )
-from weightscope.formats.pytorch.unpickler import (
+from weightscope.formats.pytorch.machine import Budget
+from weightscope.formats.pytorch.records import (
     Opaque,
     PickleFormatError,
     TensorRef,
     UnsafePickleError,
 )
+from weightscope.formats.pytorch.unpickler import to_plain
 from weightscope.limits import LimitExceeded, Limits
 from weightscope.model import ArraySource, Model
 
@@ -86,7 +89,7 @@ def _model_from_pickle(
     except BaseException:
         file.close()
         raise
-    model = Model(path, torch_file.format, FRAMEWORK, None, layers, notes=notes)
+    model = Model(path, torch_file.format, FRAMEWORK, None, layers, notes=torch_file.notes + notes)
     model._resources.callback(file.close)
     return model
 
@@ -96,6 +99,8 @@ class _EntryMaker:
         self.file = file
         self.torch_file = torch_file
         self.limits = limits
+        self.classes = torch_file.classes
+        self.budget: Budget = torch_file.budget
 
     def __call__(self, attr: str, full_name: str, ref: TensorRef, origin: str) -> Entry:
         storage = ref.storage
@@ -123,14 +128,14 @@ def _nodes(torch_file: TorchFile, make: _EntryMaker) -> tuple[list[ModuleNode], 
     root = torch_file.root
     if _is_module(root):
         what = "a TorchScript module" if torch_file.classes else "a whole pickled nn.Module"
-        return _module_nodes(root, "", make, torch_file.classes, set()), [what]
+        return _module_nodes(root, "", make, set()), [what]
     weights, notes = _find_weights(root)
     walk = _Walk(make.limits)
     walk.collect(weights, "")
     nodes: list[ModuleNode] = []
     visited: set[int] = set()
     for path, module in walk.modules:
-        nodes.extend(_module_nodes(module, path, make, torch_file.classes, visited))
+        nodes.extend(_module_nodes(module, path, make, visited))
     tensors = walk.tensors
     if tensors and all(n.startswith("module.") for n in tensors):
         tensors = {n[len("module.") :]: t for n, t in tensors.items()}
@@ -168,7 +173,9 @@ def _is_module(obj: Any) -> bool:
 
 def _key_name(key: Any) -> str:
     """A dict key as part of a tensor name (keys that are not str/int are not spelled out:
-    a hostile pickle can make their repr exponentially long)."""
+    a hostile pickle can make their repr exponentially long; nor are huge integers)."""
+    if isinstance(key, int) and key.bit_length() > 128:
+        return f"<integer of {key.bit_length()} bits>"
     return str(key)[:120] if isinstance(key, (str, int)) else f"<{type(key).__name__}>"
 
 
@@ -240,7 +247,6 @@ def _module_nodes(
     module: Opaque,
     name: str,
     make: _EntryMaker,
-    classes: dict[str, ClassInfo],
     visited: set[int],
     depth: int = 0,
 ) -> list[ModuleNode]:
@@ -266,9 +272,9 @@ def _module_nodes(
                     node.entries.append(make(attr, _join(name, attr), value, origin))
         submodules = _str_items(state.get("_modules"))
         children = [(k, v) for k, v in submodules if isinstance(v, Opaque)]
-        node.attrs = {k: v for k, v in _str_items(state) if not k.startswith("_")}
+        node.attrs = {k: to_plain(v, make.budget) for k, v in _str_items(state) if k in CONFIG_KEYS}
     else:
-        info = classes.get(module.qualname, ClassInfo())
+        info = make.classes.get(module.qualname, ClassInfo())
         for attr, value in _str_items(state):
             if isinstance(value, TensorRef):
                 origin = UNKNOWN
@@ -282,9 +288,7 @@ def _module_nodes(
         node.attrs = dict(info.constants)
     nodes = [node]
     for child_name, child in children:
-        nodes.extend(
-            _module_nodes(child, _join(name, child_name), make, classes, visited, depth + 1)
-        )
+        nodes.extend(_module_nodes(child, _join(name, child_name), make, visited, depth + 1))
     return nodes
 
 

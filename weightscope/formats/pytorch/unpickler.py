@@ -1,45 +1,53 @@
 """A restricted unpickler for PyTorch files, which never imports torch and never runs code.
 
-Only an allow-list of globals resolves to something that acts (tensor and storage rebuilders,
-``OrderedDict``, ``set``...), each reimplemented here to return plain records. Every other global
-becomes an opaque stand-in named after it: calling it, instantiating it or setting its state only
+The pickle runs on weightscope's own pickle machine (``machine``), which builds plain values and
+records only, within a budget proportional to the pickle's size. This module is its policy:
+which globals resolve to what, and what a persistent id is. Only an allow-list of globals
+resolves to something that acts (tensor and storage rebuilders, ``OrderedDict``, ``set``...),
+each reimplemented here to build plain records through the machine. Every other global becomes
+an opaque stand-in named after it: calling it, instantiating it or setting its state only
 records the arguments. A global from a module that can run code (``os``, ``subprocess``,
-``builtins.eval``, ...) makes the whole file unsafe: reading stops at once with
-``UnsafePickleError``, before anything could be called.
+``builtins.eval``, ``pydoc.locate``, ``torch.serialization.load``...) makes the whole file
+unsafe: reading stops at once with ``UnsafePickleError``, before anything could be called.
 """
 
 from __future__ import annotations
 
-import collections
-import pickle
-import pickletools
-from dataclasses import dataclass
+import dataclasses
+import re
+from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from typing import IO, Any
 
-from weightscope.dtypes import itemsize as dtype_itemsize
+from weightscope.formats.pytorch.machine import RECORD, Budget, Machine
+from weightscope.formats.pytorch.records import (
+    Allowed,
+    CallResult,
+    Opaque,
+    PickleFormatError,
+    StorageRef,
+    StorageType,
+    TensorRef,
+    UnsafePickleError,
+    opaque_class,
+)
 from weightscope.limits import DEFAULT, LimitExceeded, Limits
 
-
-class UnsafePickleError(Exception):
-    """The pickle names a global that could run code."""
-
-
-class PickleFormatError(Exception):
-    """The pickle is not shaped like a PyTorch file (e.g. a persistent id of unknown form)."""
-
-
-@dataclass(frozen=True)
-class StorageType:
-    """``torch.FloatStorage`` and friends: what the element type of a storage is."""
-
-    name: str
-    dtype: str
-    """numpy dtype name, or ``bfloat16``."""
-
-    @property
-    def itemsize(self) -> int:
-        return dtype_itemsize(self.dtype)
-
+__all__ = [
+    "ALLOWED",
+    "UNSAFE_MODULES",
+    "UNSAFE_NAMES",
+    "Budget",
+    "CallResult",
+    "Opaque",
+    "PickleFormatError",
+    "StorageRef",
+    "StorageType",
+    "TensorRef",
+    "TorchResolver",
+    "UnsafePickleError",
+    "restricted_load",
+    "to_plain",
+]
 
 STORAGE_TYPES = {
     "DoubleStorage": "float64",
@@ -55,364 +63,382 @@ STORAGE_TYPES = {
     "ComplexFloatStorage": "complex64",
     "ComplexDoubleStorage": "complex128",
 }
+STORAGE_MODULES = ("torch", "torch.cuda")
+"""``torch.cuda.FloatStorage`` names a storage saved on a GPU (legacy files); its bytes are read
+as those of ``torch.FloatStorage``, as ``torch.load(map_location="cpu")`` does."""
 
-
-@dataclass(frozen=True)
-class StorageRef:
-    """A storage named by a persistent id; its bytes are located by the container reader."""
-
-    key: str
-    storage_type: StorageType
-    location: str
-    numel: int
-    view_offset: int = 0
-    """Legacy files: elements into the root storage ``key`` where this view starts."""
-
-
-@dataclass
-class TensorRef:
-    """A tensor as the pickle describes it: a window onto a storage."""
-
-    storage: StorageRef
-    offset: int
-    shape: tuple[int, ...]
-    stride: tuple[int, ...]
-    requires_grad: bool = False
-
-
-class Opaque:
-    """Stand-in for an object of a class weightscope does not import. ``args`` are what it was
-    constructed or called with, ``state`` what BUILD gave it, ``items`` / ``entries`` what the
-    pickle appended or set on it."""
-
-    qualname = "?"
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    state: Any
-    items: list[Any]
-    entries: dict[Any, Any]
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> Opaque:
-        # NEWOBJ calls __new__ alone, REDUCE calls the class: both end up here
-        instance = super().__new__(cls)
-        instance.args, instance.kwargs = args, kwargs
-        instance.state, instance.items, instance.entries = None, [], {}
-        return instance
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self.entries[key] = value
-
-    def append(self, value: Any) -> None:
-        self.items.append(value)
-
-    def extend(self, values: Any) -> None:
-        self.items.extend(values)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Opaque:
-        return CallResult(*args, **kwargs)
-
-    def __repr__(self) -> str:
-        return f"<opaque {self.qualname}>"
-
-
-class CallResult(Opaque):
-    """What calling an opaque object gave (its name does not grow with chained calls)."""
-
-    qualname = "(result of a call)"
-
-
-MAX_NAME = 200
-MAX_CLASSES = 10_000
-"""Distinct class names one pickle may have stand-ins for; past it they share one."""
-
-
-class TooManyClasses(Opaque):
-    qualname = "(one of too many classes)"
-
-
-def _opaque_class(qualname: str, cache: dict[str, type[Opaque]]) -> type[Opaque]:
-    qualname = qualname[:MAX_NAME]
-    cls = cache.get(qualname)
-    if cls is None:
-        if len(cache) >= MAX_CLASSES:
-            return TooManyClasses
-        cls = type("Opaque", (Opaque,), {"qualname": qualname})
-        cache[qualname] = cls
-    return cls
-
+MAX_DIMS = 64
+MAX_INDEX = 2**62
 
 # ---------------------------------------------------------------------------------------------
 # what the allowed globals do, reimplemented
 
 
 def _rebuild_tensor_v2(
+    machine: Machine,
     storage: Any,
-    storage_offset: int,
+    storage_offset: Any,
     size: Any,
     stride: Any,
-    requires_grad: bool = False,
+    requires_grad: Any = False,
     backward_hooks: Any = None,
     metadata: Any = None,
 ) -> TensorRef:
     if not isinstance(storage, StorageRef):
         raise PickleFormatError(f"tensor rebuilt from {type(storage).__name__}, not a storage")
-    return TensorRef(storage, int(storage_offset), _ints(size), _ints(stride), bool(requires_grad))
+    offset = _index(storage_offset, "a tensor's storage offset")
+    shape, strides = _dims(size), _dims(stride)
+    if len(shape) != len(strides):
+        raise PickleFormatError("a tensor's shape and strides differ in length")
+    machine.charge(RECORD)
+    return TensorRef(storage, offset, shape, strides, _flag(requires_grad))
 
 
-def _rebuild_tensor(storage: Any, storage_offset: int, size: Any, stride: Any) -> TensorRef:
-    return _rebuild_tensor_v2(storage, storage_offset, size, stride)
+def _rebuild_tensor(
+    machine: Machine, storage: Any, storage_offset: Any, size: Any, stride: Any
+) -> TensorRef:
+    return _rebuild_tensor_v2(machine, storage, storage_offset, size, stride)
 
 
-def _rebuild_parameter(data: Any, requires_grad: bool, backward_hooks: Any, *state: Any) -> Any:
-    if isinstance(data, TensorRef):
-        data.requires_grad = bool(requires_grad)
-    return data
+def _rebuild_parameter(
+    machine: Machine, data: Any, requires_grad: Any, backward_hooks: Any = None, *state: Any
+) -> Any:
+    if not isinstance(data, TensorRef):
+        return data
+    machine.charge(RECORD)
+    return dataclasses.replace(data, requires_grad=_flag(requires_grad))
 
 
-def _rebuild_from_type_v2(func: Any, new_type: Any, args: Any, state: Any) -> Any:
+TENSOR_REBUILDERS = (_rebuild_tensor_v2, _rebuild_tensor, _rebuild_parameter)
+
+
+def _rebuild_from_type_v2(
+    machine: Machine, func: Any, new_type: Any, args: Any, state: Any = None
+) -> Any:
     """A tensor subclass (``Parameter`` in newer files): rebuild the plain tensor."""
-    if isinstance(func, _Rebuilder) and func.function in (
-        _rebuild_tensor_v2, _rebuild_tensor, _rebuild_parameter
-    ):  # fmt: skip
-        return func(*args)
-    return CallResult(func, new_type, args, state)
+    if type(func) is Allowed and func.function in TENSOR_REBUILDERS:
+        return machine.call(func, args)
+    return machine.stand_in(func, (new_type, args, state))
 
 
-def _ints(values: Any) -> tuple[int, ...]:
-    if not isinstance(values, (tuple, list)) or len(values) > 64:
-        raise PickleFormatError("a tensor's shape or stride is not a short tuple of integers")
-    if not all(isinstance(v, int) and 0 <= v < 2**62 for v in values):
-        raise PickleFormatError("a tensor's shape or stride holds a value out of range")
-    return tuple(values)
+def _index(value: Any, what: str) -> int:
+    if type(value) not in (int, bool) or not 0 <= value < MAX_INDEX:
+        raise PickleFormatError(f"{what} is not an integer in range")
+    return int(value)
 
 
-def _same(value: Any, *_: Any) -> Any:
+def _dims(values: Any) -> tuple[int, ...]:
+    if type(values) not in (tuple, list) or len(values) > MAX_DIMS:
+        raise PickleFormatError(
+            f"a tensor's shape or stride is not a tuple of at most {MAX_DIMS} integers"
+        )
+    return tuple(_index(v, "a tensor's shape or stride") for v in values)
+
+
+def _flag(value: Any) -> bool:
+    if type(value) not in (bool, int):
+        raise PickleFormatError(f"a tensor's requires_grad is a {type(value).__name__}")
+    return bool(value)
+
+
+def _same(machine: Machine, value: Any, *_: Any) -> Any:
     return value
 
 
-class _Rebuilder:
-    """An allowed function as the pickle sees it: callable, but BUILD cannot alter it (a bare
-    function's ``__defaults__`` could otherwise be set by one file for the next)."""
-
-    __slots__ = ("function",)
-
-    def __init__(self, function: Any) -> None:
-        self.function = function
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.function(*args, **kwargs)
-
-    def __setstate__(self, state: Any) -> None:
-        raise PickleFormatError("the pickle tries to alter a tensor rebuilding function")
+def _torch_size(machine: Machine, items: Any = ()) -> tuple[Any, ...]:
+    if type(items) not in (tuple, list):
+        raise PickleFormatError(f"torch.Size of a {type(items).__name__}")
+    return machine.new_tuple(items)
 
 
-ALLOWED: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("builtins", "slice"): slice,
-    ("torch._utils", "_rebuild_tensor_v2"): _Rebuilder(_rebuild_tensor_v2),
-    ("torch._utils", "_rebuild_tensor"): _Rebuilder(_rebuild_tensor),
-    ("torch._utils", "_rebuild_parameter"): _Rebuilder(_rebuild_parameter),
-    ("torch._utils", "_rebuild_parameter_with_state"): _Rebuilder(_rebuild_parameter),
-    ("torch._tensor", "_rebuild_from_type_v2"): _Rebuilder(_rebuild_from_type_v2),
-    ("torch", "Size"): tuple,
-    ("torch.jit._pickle", "build_intlist"): _Rebuilder(_same),
-    ("torch.jit._pickle", "build_doublelist"): _Rebuilder(_same),
-    ("torch.jit._pickle", "build_boollist"): _Rebuilder(_same),
-    ("torch.jit._pickle", "build_tensorlist"): _Rebuilder(_same),
-    ("torch.jit._pickle", "restore_type_tag"): _Rebuilder(_same),
-}
+def _ordered_dict(machine: Machine, items: Any = ()) -> dict[Any, Any]:
+    return machine.dict_from_pairs(items, ordered=True)
+
+
+def _set(machine: Machine, items: Any = ()) -> Any:
+    return machine.new_set(items)
+
+
+def _frozenset(machine: Machine, items: Any = ()) -> Any:
+    return machine.new_set(items, frozen=True)
+
+
+def _slice(machine: Machine, *args: Any) -> slice:
+    if not 1 <= len(args) <= 3 or not all(a is None or type(a) is int for a in args):
+        raise PickleFormatError("a slice of something else than integers")
+    machine.charge(RECORD)
+    return slice(*args)
+
+
+_LATIN1 = ("latin1", "latin-1", "iso-8859-1", "iso8859-1", "l1")
+
+
+def _latin1(text: Any, encoding: Any) -> bytes:
+    """``text.encode(encoding)`` for the one encoding pickle uses to carry bytes in protocol
+    2 (``_codecs.encode(text, "latin1")``)."""
+    if type(text) is not str or type(encoding) is not str or encoding.lower() not in _LATIN1:
+        raise PickleFormatError("bytes encoded otherwise than as a latin-1 string")
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        raise PickleFormatError("bytes encoded otherwise than as a latin-1 string") from None
+
+
+def _encode(machine: Machine, text: Any, encoding: Any = "utf-8", *_: Any) -> bytes:
+    data = _latin1(text, encoding)
+    machine.charge(56 + len(data))
+    return data
+
+
+def _bytes_of(machine: Machine, args: tuple[Any, ...]) -> bytes:
+    if not args:
+        return b""
+    if len(args) == 2:
+        data = _latin1(*args)
+    elif len(args) == 1 and type(args[0]) in (bytes, bytearray):
+        data = bytes(args[0])
+    elif len(args) == 1 and type(args[0]) is list and all(type(b) is int for b in args[0]):
+        try:
+            data = bytes(args[0])
+        except ValueError:
+            raise PickleFormatError("bytes from integers out of range") from None
+    else:
+        raise PickleFormatError("bytes built from something else than bytes")
+    machine.charge(56 + len(data))
+    return data
+
+
+def _bytes(machine: Machine, *args: Any) -> bytes:
+    return _bytes_of(machine, args)
+
+
+def _bytearray(machine: Machine, *args: Any) -> bytearray:
+    return bytearray(_bytes_of(machine, args))
+
+
+def _complex(machine: Machine, real: Any = 0.0, imag: Any = 0.0) -> complex:
+    if type(real) not in (int, float) or type(imag) not in (int, float):
+        raise PickleFormatError("a complex number of something else than numbers")
+    try:
+        value = complex(real, imag)
+    except OverflowError:
+        raise PickleFormatError("a complex number out of range") from None
+    machine.charge(48)
+    return value
+
+
+def _allowed(table: dict[str, Any]) -> dict[str, Allowed]:
+    return {name: Allowed(name, function) for name, function in table.items()}
+
+
+ALLOWED: dict[str, Allowed] = _allowed(
+    {
+        "collections.OrderedDict": _ordered_dict,
+        "builtins.set": _set,
+        "builtins.frozenset": _frozenset,
+        "builtins.slice": _slice,
+        "builtins.bytes": _bytes,
+        "builtins.bytearray": _bytearray,
+        "builtins.complex": _complex,
+        "_codecs.encode": _encode,
+        "torch._utils._rebuild_tensor_v2": _rebuild_tensor_v2,
+        "torch._utils._rebuild_tensor": _rebuild_tensor,
+        "torch._utils._rebuild_parameter": _rebuild_parameter,
+        "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
+        "torch._tensor._rebuild_from_type_v2": _rebuild_from_type_v2,
+        "torch.Size": _torch_size,
+        "torch.jit._pickle.build_intlist": _same,
+        "torch.jit._pickle.build_doublelist": _same,
+        "torch.jit._pickle.build_boollist": _same,
+        "torch.jit._pickle.build_tensorlist": _same,
+        "torch.jit._pickle.restore_type_tag": _same,
+    }
+)
+"""Globals a pickle may call, by qualified name, each reimplemented (never the real one)."""
 
 UNSAFE_MODULES = frozenset(
     {
         "os", "posix", "nt", "posixpath", "ntpath", "subprocess", "sys", "shutil", "socket",
         "importlib", "runpy", "pty", "ctypes", "code", "codeop", "marshal", "pickle", "_pickle",
-        "dill", "cloudpickle", "webbrowser", "multiprocessing", "signal", "types", "functools",
-        "operator", "io", "_io", "codecs", "tempfile", "asyncio", "threading", "_thread",
-        "platform", "pdb", "bdb", "timeit", "trace", "cProfile", "profile", "http", "urllib",
-        "ftplib", "smtplib", "telnetlib", "glob", "zipimport", "pkgutil", "sysconfig", "inspect",
-        "gc", "weakref", "copyreg", "builtins", "__builtin__", "commands", "popen2", "requests",
-        "_posixsubprocess", "_winapi", "msvcrt", "mmap", "fcntl", "resource", "atexit",
-        "zipfile", "tarfile", "shelve", "dbm", "sqlite3", "logging", "xmlrpc", "socketserver",
-        "site", "distutils", "setuptools", "pip", "ensurepip", "venv", "imp", "readline",
-        "numpy.testing", "numpy.f2py", "numpy.distutils", "numpy.lib.npyio",
-        "torch.hub", "torch.utils.cpp_extension", "torch.package",
+        "dill", "cloudpickle", "joblib", "webbrowser", "multiprocessing", "signal", "types",
+        "functools", "operator", "io", "_io", "codecs", "_codecs", "tempfile", "asyncio",
+        "threading", "_thread", "platform", "pdb", "bdb", "timeit", "trace", "cProfile",
+        "profile", "http", "urllib", "ftplib", "smtplib", "telnetlib", "glob", "zipimport",
+        "pkgutil", "pydoc", "sysconfig", "inspect", "gc", "weakref", "copyreg", "builtins",
+        "__builtin__", "commands", "popen2", "requests", "_posixsubprocess", "_winapi",
+        "msvcrt", "mmap", "fcntl", "resource", "atexit", "zipfile", "tarfile", "shelve", "dbm",
+        "sqlite3", "logging", "xmlrpc", "socketserver", "site", "distutils", "setuptools",
+        "pip", "ensurepip", "venv", "imp", "readline", "yaml", "numpy.testing", "numpy.f2py",
+        "numpy.distutils", "numpy.lib.npyio", "numpy.lib._npyio_impl", "numpy.lib.format",
+        "numpy.lib._datasource", "numpy.ctypeslib", "pandas.io", "torch.hub",
+        "torch.utils.cpp_extension", "torch.package", "torch.serialization", "torch.fx",
+        "torch.ops", "torch._ops", "torch.jit._serialization", "torch._dynamo",
     }
 )  # fmt: skip
 """Modules (and packages, with everything under them) whose globals could act on the machine
-when called: run programs, touch files, load code. ``builtins`` is here too: its harmless
-containers are in ``ALLOWED`` and resolve before this list is consulted. Nothing is ever called
-either way; a file naming one of these is reported instead of read."""
+when called: run programs, touch files, load code or other pickles. ``builtins`` and
+``_codecs`` are here too: their harmless members are in ``ALLOWED`` and resolve before this
+list is consulted. Nothing is ever called either way; a file naming one of these is reported
+instead of read."""
+
+UNSAFE_NAMES = frozenset(
+    {
+        "torch._utils._import_dotted_name", "torch.storage._load_from_bytes", "torch.load",
+        "torch.save", "torch.from_file", "torch.jit.load", "torch.jit.save", "numpy.load",
+        "numpy.loads", "numpy.save", "numpy.savez", "numpy.savez_compressed", "numpy.savetxt",
+        "numpy.loadtxt", "numpy.genfromtxt", "numpy.fromfile", "numpy.fromregex",
+        "numpy.memmap", "numpy.DataSource", "pandas.read_pickle",
+    }
+)  # fmt: skip
+"""Single globals that load files or pickles (and so run code) in modules otherwise harmless."""
+
+BENIGN = frozenset({"torch.serialization._get_layout"})
+"""Globals of an unsafe module that real checkpoints name and that do nothing but answer
+(sparse tensors name their layout so): stand-ins, like any unknown global."""
+
+_STORAGE_NAME = re.compile(r"torch(?:\.cuda)?\.(\w+)")
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """``find_class`` never imports; ``persistent_load`` turns storage ids into ``StorageRef``."""
+def qualified_name(module: str, name: str) -> str:
+    """``module.name`` as Python 3 would resolve it (Python 2 names mapped as CPython's
+    unpickler maps them: ``__builtin__.set`` is ``builtins.set``)."""
+    if (module, name) in NAME_MAPPING:
+        module, name = NAME_MAPPING[(module, name)]
+    elif module in IMPORT_MAPPING:
+        module = IMPORT_MAPPING[module]
+    return f"{module}.{name}"
 
-    def __init__(self, file: IO[bytes], storages: dict[str, StorageRef] | None = None) -> None:
-        super().__init__(file, encoding="utf-8")
+
+def is_unsafe(qualname: str) -> bool:
+    if qualname in BENIGN:
+        return False
+    if qualname in UNSAFE_NAMES:
+        return True
+    parts = qualname.split(".")
+    return any(".".join(parts[:n]) in UNSAFE_MODULES for n in range(1, len(parts) + 1))
+
+
+class TorchResolver:
+    """Globals and persistent ids of a PyTorch pickle, for the machine: ``find_class`` never
+    imports; ``persistent_load`` turns storage ids into ``StorageRef``."""
+
+    def __init__(self, storages: dict[str, StorageRef] | None = None) -> None:
         self.storages: dict[str, StorageRef] = {} if storages is None else storages
         self.classes: dict[str, type[Opaque]] = {}
+        self.storage_types: dict[str, StorageType] = {}
 
-    def find_class(self, module: str, name: str) -> Any:
-        module = "builtins" if module == "__builtin__" else module
-        allowed = ALLOWED.get((module, name))
+    def find_class(self, machine: Machine, module: str, name: str) -> Any:
+        qualname = qualified_name(module, name)
+        allowed = ALLOWED.get(qualname)
         if allowed is not None:
             return allowed
-        if module == "torch" and name in STORAGE_TYPES:
-            return StorageType(name, STORAGE_TYPES[name])
-        parts = module.split(".")
-        if any(".".join(parts[:n]) in UNSAFE_MODULES for n in range(1, len(parts) + 1)):
-            raise UnsafePickleError(f"the pickle refers to {module}.{name}, which could run code")
-        return _opaque_class(f"{module}.{name}", self.classes)
+        storage = _STORAGE_NAME.fullmatch(qualname)
+        if storage is not None and storage.group(1) in STORAGE_TYPES:
+            kind = storage.group(1)
+            found = self.storage_types.get(kind)
+            if found is None:
+                machine.charge(RECORD)
+                found = self.storage_types[kind] = StorageType(kind, STORAGE_TYPES[kind])
+            return found
+        if is_unsafe(qualname):
+            shown = f"{module}.{name}"[:200]
+            raise UnsafePickleError(f"the pickle refers to {shown}, which could run code")
+        known = len(self.classes)
+        cls = opaque_class(qualname, self.classes)
+        if len(self.classes) > known:
+            machine.charge(1536 + len(cls.qualname))
+        return cls
 
-    def persistent_load(self, pid: Any) -> Any:
-        if isinstance(pid, tuple) and len(pid) >= 2 and pid[0] == "module":
-            return pid[
-                1
-            ]  # legacy whole-module files name each class with its source: keep the name
-        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+    def persistent_load(self, machine: Machine, pid: Any) -> Any:
+        if type(pid) is tuple and len(pid) >= 2 and pid[0] == "module":
+            return pid[1]  # legacy whole-module files name each class with its source
+        if not (type(pid) is tuple and len(pid) >= 5 and pid[0] == "storage"):
             raise PickleFormatError("unknown kind of persistent id")
-        storage_type, key, location, numel = pid[1], str(pid[2]), str(pid[3]), pid[4]
+        storage_type, key, location, numel = pid[1:5]
         if not isinstance(storage_type, StorageType):
             raise PickleFormatError(f"storage of unsupported type {type(storage_type).__name__}")
-        if not isinstance(numel, int) or not 0 <= numel < 2**62:
+        if type(key) is int and -(2**63) <= key < 2**64:
+            key = str(key)
+        if type(key) is not str or type(location) is not str:
+            raise PickleFormatError("a storage whose key or location is not a string")
+        if type(numel) is not int or not 0 <= numel < MAX_INDEX:
             raise PickleFormatError(f"storage {key[:40]} has a size out of range")
         view = pid[5] if len(pid) > 5 else None
         root = self.storages.get(key)
         if root is None:
+            machine.charge(RECORD + 56 + len(key))
             root = StorageRef(key, storage_type, location, numel)
             self.storages[key] = root
-        if view is not None:  # legacy view: (view key, offset into the root, view size)
-            try:
-                _view_key, view_offset, view_size = view
-            except (TypeError, ValueError):
-                raise PickleFormatError("malformed storage view") from None
-            if not (
-                isinstance(view_offset, int)
-                and isinstance(view_size, int)
-                and view_offset >= 0
-                and view_size >= 0
-                and view_offset + view_size <= root.numel
-            ):
-                raise PickleFormatError(f"a view of storage {key[:40]} lies outside it")
-            return StorageRef(key, storage_type, location, view_size, view_offset)
-        return root
-
-
-_MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
-_MEMO_GETS = frozenset({"GET", "BINGET", "LONG_BINGET"})
-
-
-def scan_pickle(file: IO[bytes], limits: Limits = DEFAULT) -> None:
-    """Walk one pickle's opcodes without building anything, and refuse the things CPython's C
-    unpickler would turn into a huge allocation or a crash: a memo index far past the entries
-    stored so far (the memo is zero-filled up to it), objects nested deeper than
-    ``max_pickle_depth`` (hashing or freeing them recurses in C), objects sharing parts past
-    ``max_pickle_tree`` and pickles over ``max_pickle_bytes``. The stack is simulated with
-    depths only, from ``pickletools``' description of each opcode. ``file`` must not yield
-    more than the file holds (a length in the pickle is then checked against what is left)."""
-    max_depth, max_tree = limits.max_pickle_depth, limits.max_pickle_tree
-    start = file.tell()
-    end = start + limits.max_pickle_bytes
-    stack: list[tuple[int, int]] = []  # (depth, tree size) of each stack item
-    marks: list[int] = []
-    memo: dict[int, tuple[int, int]] = {}
-    opcodes = pickletools.genops(file)
-    for opcode, arg, position in opcodes:
-        if position is not None and position > end:
-            size = _size_of_rest(file, opcodes) - start
-            raise LimitExceeded(
-                "max_pickle_bytes",
-                limits.max_pickle_bytes,
-                size,
-                f"the pickle holds {size:,} bytes",
-            )
-        name = opcode.name
-        if name == "MARK":
-            marks.append(len(stack))
-            continue
-        if name in _MEMO_PUTS or name == "MEMOIZE":  # stores the top of the stack, pops nothing
-            index = len(memo) if name == "MEMOIZE" else _memo_index(arg)
-            if index > len(memo) or not stack:
-                raise PickleFormatError(f"memo index {index} out of sequence in the pickle")
-            memo[index] = stack[-1]
-            continue
-        before = opcode.stack_before
-        popped: list[tuple[int, int]] = []
-        if pickletools.markobject in before:
-            if not marks:
-                raise PickleFormatError("the pickle pops to a mark it never set")
-            start_item = max(marks.pop() - before.index(pickletools.markobject), 0)
-            popped, stack[start_item:] = stack[start_item:], []
-        elif before:
-            start_item = max(len(stack) - len(before), 0)
-            popped, stack[start_item:] = stack[start_item:], []
-        if name in _MEMO_GETS:
-            index = _memo_index(arg)
-            if index not in memo:
-                raise PickleFormatError(f"memo index {index} read in the pickle but never stored")
-            item = memo[index]
-        elif name == "DUP" and popped:
-            item = popped[-1]  # pushed back twice below
-        elif popped:
-            item = (1 + max(d for d, _ in popped), 1 + sum(n for _, n in popped))
-        else:
-            item = (0, 1)
-        if item[0] > max_depth:
-            raise LimitExceeded(
-                "max_pickle_depth",
-                max_depth,
-                item[0],
-                f"objects nested more than {max_depth} deep in the pickle",
-            )
-        if item[1] > max_tree:
-            raise LimitExceeded(
-                "max_pickle_tree",
-                max_tree,
-                item[1],
-                "an object of the pickle shares parts so often that it cannot be walked "
-                f"(over {max_tree:,} nodes with each use counted)",
-            )
-        stack.extend([item] * len(opcode.stack_after))
-
-
-def _size_of_rest(file: IO[bytes], opcodes: Any) -> int:
-    """Where the pickle ends: its remaining opcodes walked without building anything (so that a
-    pickle over ``max_pickle_bytes`` is refused with its real size), or where it breaks off."""
-    try:
-        for _ in opcodes:
-            pass
-    except ValueError:
-        pass
-    return file.tell()
-
-
-def _memo_index(arg: Any) -> int:
-    if not isinstance(arg, int):
-        raise PickleFormatError("a memo index in the pickle is not a number")
-    return arg
+        if view is None:
+            return root
+        # legacy view: (view key, offset into the root, view size)
+        if type(view) is not tuple or len(view) != 3:
+            raise PickleFormatError("malformed storage view")
+        _view_key, view_offset, view_size = view
+        if not (
+            type(view_offset) is int
+            and type(view_size) is int
+            and view_offset >= 0
+            and view_size >= 0
+            and view_offset + view_size <= root.numel
+        ):
+            raise PickleFormatError(f"a view of storage {key[:40]} lies outside it")
+        machine.charge(RECORD)
+        return StorageRef(key, storage_type, location, view_size, view_offset)
 
 
 def restricted_load(
-    file: IO[bytes], storages: dict[str, StorageRef] | None = None, limits: Limits = DEFAULT
+    source: bytes | IO[bytes],
+    storages: dict[str, StorageRef] | None = None,
+    limits: Limits = DEFAULT,
+    budget: Budget | None = None,
 ) -> Any:
-    """Unpickle one object from ``file`` with the restrictions above, after ``scan_pickle``."""
+    """Unpickle one object from ``source`` (a pickle's bytes, or a file positioned at one,
+    left positioned after it) with the restrictions above, charging ``budget`` (a new one if
+    None: pass one budget for all the pickles of a file)."""
     try:
-        start = file.tell()
-        scan_pickle(file, limits)
-        file.seek(start)
-        return RestrictedUnpickler(file, storages).load()
+        return Machine(TorchResolver(storages), source, limits, budget).run()
     except (UnsafePickleError, PickleFormatError, LimitExceeded):
         raise
     except Exception as exc:
-        # a damaged or hostile pickle makes the unpickler (or what BUILD/APPEND touch) raise
-        # anything from UnpicklingError to AttributeError, OverflowError or MemoryError
+        # should not happen; and under a memory cap, MemoryError can come from anywhere
         message = str(exc)[:200] or type(exc).__name__
         raise PickleFormatError(f"unreadable pickle: {message}") from exc
+
+
+# ---------------------------------------------------------------------------------------------
+# plain values of what was unpickled
+
+PLAIN_ITEM = 64
+MAX_TEXT = 200
+
+
+def to_plain(value: Any, budget: Budget, depth: int = 0, within: set[int] | None = None) -> Any:
+    """A value from a pickle (a module's config attribute) as plain JSON-able data: ``None``,
+    booleans, numbers and strings as they are (strings cut to 200 characters); lists and tuples
+    as lists of their first 64 items, 8 deep; anything else, and a list met again inside
+    itself, as a short text. Each value produced is charged to ``budget``: shared lists would
+    otherwise make the result grow exponentially with the pickle."""
+    budget.charge(PLAIN_ITEM)
+    kind = type(value)
+    if value is None or kind in (bool, float):
+        return value
+    if kind is int:
+        return value if value.bit_length() <= 64 else f"<integer of {value.bit_length()} bits>"
+    if kind is str:
+        return value if len(value) <= MAX_TEXT else value[:MAX_TEXT] + "..."
+    if kind in (list, tuple):
+        within = set() if within is None else within
+        if id(value) in within:
+            return "<the list itself>"
+        if depth >= 8:
+            return f"<{kind.__name__} of {len(value)} items>"
+        within.add(id(value))
+        plain = [to_plain(item, budget, depth + 1, within) for item in value[:64]]
+        within.discard(id(value))
+        return plain
+    if isinstance(value, Opaque):
+        return repr(value)[:80]
+    if kind in (dict, set, frozenset) or isinstance(value, dict):
+        return f"<{kind.__name__} of {len(value)} items>"
+    return f"<{kind.__name__}>"
