@@ -1,7 +1,9 @@
 """Mutations of pickle streams, opcode by opcode: integers (storage sizes, tensor shapes,
 strides and offsets) and strings rewritten, opcodes of every kind spliced in with arguments
-that are plausible or lie, opcodes dropped, repeated and swapped, and values replaced by deeply
-nested, self-referencing or exponentially shared structures."""
+that are plausible or lie, opcodes dropped, repeated and swapped, values replaced by deeply
+nested, self-referencing or exponentially shared structures (also containers memoized empty
+and filled afterwards), containers whose keys all hash alike, floods of one-byte opcodes, and
+BUILD applied to what the rebuild functions return."""
 
 from __future__ import annotations
 
@@ -286,6 +288,88 @@ def recursive(memo: int, rng: random.Random) -> tuple[bytes, str]:
     return body, f"pairs of pairs shared {levels} levels deep"
 
 
+def _long(value: int) -> bytes:
+    raw = pickle_long(value)
+    return b"\x8a" + bytes([len(raw)]) + raw
+
+
+COLLIDING = 2**61 - 1
+"""``hash(n * COLLIDING) == 0`` for every integer n: keys chosen to collide."""
+
+
+def filled_after_memo(memo: int, rng: random.Random) -> tuple[bytes, str]:
+    """Containers stored in the memo empty, then filled with references to themselves or to
+    one another (APPENDS / SETITEMS after BINPUT): a cycle, or copies**levels paths."""
+    kind = rng.choice(["list itself", "dict itself", "shared lists", "shared dicts"])
+    copies = rng.choice([2, 16, 64, 255])
+    if kind == "list itself":
+        body = b"]" + _put(memo) + b"(" + _get(memo) * copies + b"e"
+        return body, f"list filled with {copies} references to itself after it was memoized"
+    if kind == "dict itself":
+        items = b"".join(encode_int(n, rng) + _get(memo) for n in range(copies))
+        body = b"}" + _put(memo) + b"(" + items + b"u"
+        return body, f"dict filled with {copies} references to itself after it was memoized"
+    levels = rng.choice([4, 8, 20])
+    empty = b"]" if kind == "shared lists" else b"}"
+    body = b"".join(empty + _put(memo + level) + b"0" for level in range(levels + 1))
+    for level in range(levels):
+        if empty == b"]":
+            fill = b"(" + _get(memo + level + 1) * copies + b"e"
+        else:
+            fill = (
+                b"("
+                + b"".join(encode_int(n, rng) + _get(memo + level + 1) for n in range(copies))
+                + b"u"
+            )
+        body += _get(memo + level) + fill + b"0"
+    return body + _get(memo), f"{kind}: {levels} levels of {copies} filled after memoized"
+
+
+def flooded(rng: random.Random) -> tuple[bytes, str]:
+    """A dict, set or dict of tuple keys whose keys all hash alike."""
+    count = rng.choice([65, 1000, 20_000])
+    kind = rng.choice(["dict", "set", "tuple keys", "DICT", "frozenset"])
+    keys = [_long(n * COLLIDING) for n in range(1, count + 1)]
+    if kind == "dict":
+        body = b"}(" + b"".join(k + b"N" for k in keys) + b"u"
+    elif kind == "set":
+        body = b"\x8f(" + b"".join(keys) + b"\x90"
+    elif kind == "frozenset":
+        body = b"(" + b"".join(keys) + b"\x91"
+    elif kind == "tuple keys":
+        body = b"}(" + b"".join(k + b"\x85N" for k in keys) + b"u"
+    else:
+        body = b"(" + b"".join(k + b"N" for k in keys) + b"d"
+    return body, f"{kind} of {count} keys that hash alike"
+
+
+FLOOD_OPCODES = [b"\x8f", b"}", b"]", b")", b"N", b"\x88", b"(", b"2", b"\x94", b"0"]
+
+
+def opcode_flood(rng: random.Random) -> tuple[bytes, str]:
+    """One one-byte opcode a great many times (then whatever the pickle held goes on)."""
+    opcode = rng.choice(FLOOD_OPCODES)
+    count = rng.choice([10_000, 200_000, 1_000_000])
+    if opcode in (b"2", b"\x94", b"0"):  # they need something on the stack
+        return b"N" + opcode * count, f"NONE then {opcode!r} x {count}"
+    return opcode * count, f"{opcode!r} x {count}"
+
+
+def build_on_records(data: bytes, ops: list[Op], rng: random.Random) -> tuple[bytes, str]:
+    """BUILD right after what a rebuild function or a persistent id returned: a state that
+    rewrites a tensor's shape with floats, strings or 300,000 dimensions."""
+    targets = [op for op in ops if op.name in ("REDUCE", "BINPERSID", "NEWOBJ")]
+    if not targets:
+        return data[: len(data) // 2], "pickle: cut in half"
+    op = rng.choice(targets)
+    value = rng.choice(
+        [b"(G?\xf8\x00\x00\x00\x00\x00\x00t", b"(X\x01\x00\x00\x002t",
+         b"(" + b"K\x01" * 300_000 + b"t", b"N"]
+    )  # fmt: skip
+    state = b"}X\x05\x00\x00\x00shape" + value + b"s"
+    return splice(data, op.end, op.end, state + b"b"), f"pickle: BUILD after {op.name}@{op.start}"
+
+
 def splice(data: bytes, start: int, end: int, new: bytes) -> bytes:
     return data[:start] + new + data[end:]
 
@@ -349,11 +433,25 @@ def mutate(data: bytes, rng: random.Random, sweep: int | None = None) -> tuple[b
         opcode = rng.choice(OPCODES)
         new = opcode_bytes(opcode, rng)
         return splice(data, op.start, op.end, new), f"pickle: {op.name}@{op.start} -> {opcode.name}"
-    if choice < 0.85 and values:
+    if choice < 0.8 and values:
         index = rng.choice(values)
         op = ops[index]
         new, what = nested(rng)
         return splice(data, op.start, op.end, new), f"pickle: {op.name}@{op.start} -> {what}"
+    if choice < 0.86 and values:
+        index = rng.choice(values)
+        op = ops[index]
+        if rng.random() < 0.5:
+            new, what = filled_after_memo(_memo_count(ops, index), rng)
+        else:
+            new, what = flooded(rng)
+        return splice(data, op.start, op.end, new), f"pickle: {op.name}@{op.start} -> {what}"
+    if choice < 0.9:
+        op = rng.choice(ops)
+        new, what = opcode_flood(rng)
+        return splice(data, op.start, op.start, new), f"pickle: {what} before {op.name}@{op.start}"
+    if choice < 0.93:
+        return build_on_records(data, ops, rng)
     if values:
         index = rng.choice(values)
         op = ops[index]

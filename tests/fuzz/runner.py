@@ -5,6 +5,7 @@ command line agree), and the figures of a campaign."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import queue
@@ -63,6 +64,21 @@ class WorkerDied(Exception):
     pass
 
 
+def absolute_path_list(value: str) -> str:
+    """A PYTHONPATH with every entry made absolute (an empty one is the current directory):
+    the workers run in folders of their own, where a relative entry would name nothing, or
+    another checkout."""
+    return os.pathsep.join(str(Path(entry or ".").resolve()) for entry in value.split(os.pathsep))
+
+
+def weightscope_origin() -> Path | None:
+    """The weightscope package this process imports (or would)."""
+    spec = importlib.util.find_spec("weightscope")
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).resolve()
+
+
 class Worker:
     """One worker process and its own input and output folders."""
 
@@ -90,6 +106,8 @@ class Worker:
             "COLUMNS": "160",
         }
         env.pop("PYTHONWARNINGS", None)
+        if env.get("PYTHONPATH"):
+            env["PYTHONPATH"] = absolute_path_list(env["PYTHONPATH"])
         self.process = subprocess.Popen(
             [sys.executable, str(WORKER), str(self.memory), str(self.capture)],
             stdin=subprocess.PIPE,
@@ -103,6 +121,12 @@ class Worker:
         message = self.read(START_TIMEOUT_S)
         if message is None or "ready" not in message:
             raise RuntimeError(f"fuzz worker did not start: {self.captured_tail()}")
+        ours = weightscope_origin()
+        if ours is not None and Path(message.get("weightscope", "")).resolve() != ours:
+            raise RuntimeError(
+                f"the fuzz worker imports weightscope from {message.get('weightscope')}, this "
+                f"process from {ours}: it would fuzz another copy"
+            )
 
     def stop(self) -> None:
         if self.process is None:

@@ -280,7 +280,8 @@ def main() -> None:
     captured = Captured(capture_name)
     if memory > 0:
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    answers.write(json.dumps({"ready": os.getpid()}) + "\n")
+    ready = {"ready": os.getpid(), "weightscope": weightscope.__file__}
+    answers.write(json.dumps(ready) + "\n")
     for line in sys.stdin:
         request = json.loads(line)
         path, out, folder = request["path"], request["out"], request["folder"]
