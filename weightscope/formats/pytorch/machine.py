@@ -66,6 +66,8 @@ most a few (``hash(-1) == hash(-2)``); more is a hash flooding attack."""
 
 # estimated memory, in bytes (CPython 3.11, 64-bit, measured with tracemalloc)
 LIST, LIST_ITEM = 56, 9
+MARK = 72
+"""A mark starts a new stack (a list) and is kept on the stack of marks."""
 TUPLE, TUPLE_ITEM = 48, 8
 DICT, DICT_ITEM = 64, 48
 ODICT, ODICT_ITEM = 128, 96
@@ -551,7 +553,7 @@ class Machine:
         return True
 
     def op_MARK(self) -> None:
-        self.spent += LIST
+        self.spent += MARK
         if self.spent > self.allowed:
             self.charge(0)
         self.metastack.append(self.stack)
