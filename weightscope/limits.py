@@ -89,9 +89,9 @@ class Limits:
     plus 1 MiB: each object built, each element added to a container (when it is added, so a
     container stored in the memo and filled later counts too), each memo entry, the work of
     hashing dict keys, and the plain values config attributes are turned into. Real
-    checkpoints build 10 to 25 bytes per byte (the memo alone takes about 3). A pickle reaches
-    an object again for two bytes: without this bound a few hundred bytes expand exponentially,
-    and one-byte opcodes allocate hundreds of bytes each."""
+    checkpoints build 10 to 25 bytes per byte, up to 40 with pickle protocol 4 (whose memo
+    opcode is one byte). A pickle reaches an object again for two bytes: without this bound a
+    few hundred bytes expand exponentially, and one-byte opcodes allocate hundreds each."""
 
     max_pickle_depth: int = _count(1000)
     """PyTorch: deepest nesting of the objects one pickle builds. Hashing or freeing a deeper
