@@ -5,6 +5,7 @@ Failures are saved to ``found/`` and replayed on every run (see ``campaign.py``)
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +60,12 @@ def test_saved_failure(case: Case, pool: Pool) -> None:
     """A mutant that once failed: it must now be read, or refused with one error line."""
     outcome = replay(pool, case)
     assert outcome.status != "fail", "\n".join(f"{s}: {d}" for s, d in outcome.failures)
+
+
+def test_a_relative_pythonpath_reaches_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The workers run in folders of their own: ``PYTHONPATH=.`` from the checkout must still
+    give them this checkout's weightscope (not nothing, nor an installed copy elsewhere)."""
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    monkeypatch.setenv("PYTHONPATH", ".")
+    with Pool(1) as pool:  # starting checks which weightscope the worker imported
+        assert pool.workers[0].process is not None
