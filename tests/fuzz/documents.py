@@ -19,6 +19,9 @@ NUMBER_KEYS = {
 }  # fmt: skip
 
 DEEP = "[" * 100_000 + "]" * 100_000
+ESCAPED_QUOTES = '"' + '\\"' * 30_000
+"""An unterminated string of 30,000 escaped quotes (60 KB, small enough for an HDF5 attribute):
+a regular expression that cuts strings out backtracks on it for minutes."""
 
 
 def interesting_value(rng: random.Random, original: Any = None) -> Any:
@@ -94,6 +97,13 @@ def mutate_json(data: bytes, rng: random.Random) -> tuple[bytes, str]:
             at = rng.choice(spots) + 1
             new = text[:at] + DEEP + "," + text[at:]
             return new.encode(), f"json: 100000 nested lists at {at}"
+    if choice < 0.19:  # a string of escaped quotes that never ends, where a value was
+        text = data.decode("utf-8", "replace")
+        spots = [m.end() for m in re.finditer(r":\s*", text)]
+        if spots:
+            at = rng.choice(spots)
+            rest = text[at:] if rng.random() < 0.3 else ""
+            return (text[:at] + ESCAPED_QUOTES + rest).encode(), f"json: escaped quotes at {at}"
     obj, note = mutate_json_value(obj, rng)
     return json.dumps(obj).encode(), note
 
@@ -210,6 +220,14 @@ def mutate_safetensors(data: bytes, rng: random.Random) -> tuple[bytes, str]:
         dup = json.dumps({name: spec})[1:-1].encode()
         raw_header = raw_header[:-1] + b", " + dup + b"}"
         return struct.pack("<Q", len(raw_header)) + raw_header + body, f"safetensors: {name} twice"
+    elif choice < 0.87:
+        raw_header = json.dumps(header).encode()
+        at = rng.randrange(1, len(raw_header))
+        raw_header = raw_header[:at] + ESCAPED_QUOTES.encode()
+        return (
+            struct.pack("<Q", len(raw_header)) + raw_header + body,
+            f"safetensors: header cut at {at} into escaped quotes",
+        )
     elif choice < 0.9:
         cut = rng.randrange(len(body) + 1)
         return join_safetensors(header, body[:cut]), f"safetensors: body cut to {cut}"

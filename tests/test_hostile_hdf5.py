@@ -1,0 +1,274 @@
+"""Hostile files, round two: the JSON nesting check, HDF5 links, the libhdf5 deadline and chunk
+shapes.
+
+Each hostile file is built here. ``weightscope inspect FILE`` runs it in a subprocess capped at
+1 GiB of address space (``RLIMIT_AS``) and 10 s; it must exit 2 with exactly one line
+``weightscope: FILE: <reason>`` (or read the file correctly), and leave the file's folder as it
+was.
+
+- JSON: ``nesting_depth`` counts brackets outside strings in one linear pass; it is checked
+  against the regular expression it replaced on random and real JSON texts, with chunk boundaries
+  falling everywhere (inside escapes too), and a long unterminated string of escaped quotes (a
+  safetensors header, a ``.keras`` ``config.json``, an ``.h5`` ``model_config`` attribute) is
+  answered within 1 s of CPU time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import random
+import re
+import resource
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import weightscope
+from weightscope import WeightscopeError
+from weightscope.formats._common import json_text
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_H5 = REPO / "weightscope" / "examples" / "digits_cnn.h5"
+GiB = 1 << 30
+CLI_TIMEOUT_S = 10.0
+
+# ---------------------------------------------------------------------------------------------
+# running the command line on a hostile file
+
+
+def _cap_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (GiB, GiB))
+
+
+def folder_state(folder: Path) -> dict[str, str]:
+    """Every entry of ``folder``: the SHA-256 of a regular file, the kind of anything else."""
+    state = {}
+    for entry in sorted(folder.iterdir()):
+        if entry.is_symlink():
+            state[entry.name] = f"link to {os.readlink(entry)}"
+        elif entry.is_fifo():
+            state[entry.name] = "fifo"
+        else:
+            state[entry.name] = hashlib.sha256(entry.read_bytes()).hexdigest()
+    return state
+
+
+def inspect(path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """``weightscope inspect PATH ARGS`` in a subprocess under 1 GiB and 10 s, the file's folder
+    unchanged afterwards; the process and its wall time."""
+    before = folder_state(path.parent)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    start = time.monotonic()
+    process = subprocess.run(
+        [sys.executable, "-m", "weightscope", "inspect", str(path), *args],
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        preexec_fn=_cap_memory,
+        env=env,
+        check=False,
+    )
+    seconds = time.monotonic() - start
+    assert folder_state(path.parent) == before, "the input's folder changed"
+    return process, seconds
+
+
+def assert_refused(path: Path, *words: str, args: tuple[str, ...] = ()) -> str:
+    """``inspect`` exits 2 with one line ``weightscope: PATH: ...`` holding ``words``."""
+    process, _ = inspect(path, *args)
+    lines = process.stderr.splitlines()
+    assert process.returncode == 2 and process.stdout == "", (process.returncode, process.stderr)
+    assert len(lines) == 1, process.stderr
+    assert lines[0].startswith(f"weightscope: {path}: "), lines[0]
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+class Hang(BaseException):
+    """Raised by :func:`deadline`'s signal (a BaseException: no ``except Exception`` hides it)."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Interrupt this thread after ``seconds``: a regression fails instead of hanging the run."""
+
+    def expire(signum: int, frame: object) -> None:
+        raise Hang(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def refused_in_process(path: Path) -> tuple[str, float]:
+    """``weightscope.load(path)`` must raise a WeightscopeError: its line and the CPU seconds
+    this process spent (a deadline of 30 s turns a regression into a failure)."""
+    start = time.process_time()
+    with deadline(30), pytest.raises(WeightscopeError) as refused:
+        weightscope.load(path)
+    return str(refused.value), time.process_time() - start
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. the JSON nesting check: linear, and the same depth as before on valid JSON
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def reference_depth(text: bytes) -> int:
+    """The depth as it was counted before: strings cut out by a regular expression (quadratic on
+    an unterminated string of escaped quotes, exact on valid JSON), then brackets counted."""
+    deepest = level = 0
+    for byte in _STRING.sub(b"", text).translate(None, _NOT_BRACKETS):
+        level += 1 if byte in b"[{" else -1
+        deepest = max(deepest, level)
+    return deepest
+
+
+_PIECES = ['"', "\\", "[", "]", "{", "}", "a", "é", "\n", '\\"', "\\\\", '\\\\"', '"]', "[\\"]
+
+
+def _random_string(rng: random.Random) -> str:
+    return "".join(rng.choice(_PIECES) for _ in range(rng.randrange(8)))
+
+
+def _random_value(rng: random.Random, depth: int = 0) -> object:
+    draw = rng.random()
+    if depth > 7 or draw < 0.3:
+        return rng.choice([1, -2.5, None, True, _random_string(rng), _random_string(rng)])
+    if draw < 0.65:
+        return [_random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+    return {_random_string(rng): _random_value(rng, depth + 1) for _ in range(rng.randrange(4))}
+
+
+def json_texts() -> list[bytes]:
+    """Random JSON texts whose strings are full of quotes, backslashes and brackets, written
+    compact and indented, ASCII and UTF-8; and real ones (a Keras model config, a safetensors
+    header)."""
+    rng = random.Random(20261207)
+    texts = []
+    for _ in range(600):
+        value = _random_value(rng)
+        indent = rng.choice([None, 1, 2])
+        texts.append(json.dumps(value, ensure_ascii=rng.random() < 0.5, indent=indent).encode())
+    with h5py.File(EXAMPLE_H5, "r") as h5:
+        config = h5.attrs["model_config"]
+    texts.append(config.encode() if isinstance(config, str) else bytes(config))
+    header = {
+        'a"b\\': {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},
+        "__metadata__": {"format": "pt", "note": '[{"\\"}]'},
+    }
+    texts.append(json.dumps(header).encode())
+    texts += [b"", b"[]", b'"\\\\"', b'["\\\\\\"]"]', b'{"\\\\\\\\": [[["]"]]]}', b"[" * 300]
+    return texts
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 8, 64, 1 << 20])
+def test_nesting_depth_matches_the_reference(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same depth as the regular expression, chunk boundaries falling anywhere (between a
+    backslash and the quote it escapes, inside runs of backslashes)."""
+    monkeypatch.setattr(json_text, "_CHUNK", chunk)
+    for text in json_texts():
+        assert json_text.nesting_depth(text) == reference_depth(text), text[:200]
+
+
+def escaped_quotes(size: int, opening: bytes = b"") -> bytes:
+    """``opening`` then an unterminated string of escaped quotes, ``"\\"\\"\\"...``, ``size``
+    bytes in all."""
+    return opening + b'"' + b'\\"' * ((size - len(opening) - 1) // 2)
+
+
+@pytest.mark.parametrize("opening", [b"", b"[", b"\\"])
+def test_nesting_depth_is_linear_on_escaped_quotes(opening: bytes) -> None:
+    """2 MB of ``\\"`` (hours for the regular expression) in well under a second; the depth
+    counts the brackets before the string only."""
+    text = escaped_quotes(2_000_000, opening)
+    start = time.process_time()
+    with deadline(30):
+        depth = json_text.nesting_depth(text)
+    assert time.process_time() - start < 1.0
+    assert depth == (1 if opening == b"[" else 0)
+
+
+def safetensors_with_header(folder: Path, header: bytes) -> Path:
+    path = folder / "model.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+    return path
+
+
+def keras_with_config(folder: Path, config: bytes) -> Path:
+    """A ``.keras`` zip whose ``config.json`` is ``config`` (deflated) beside a valid store."""
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:
+        h5["layers/dense/vars/0"] = np.ones((4, 3), np.float32)
+    path = folder / "model.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", config, compress_type=zipfile.ZIP_DEFLATED)
+        archive.writestr("metadata.json", json.dumps({"keras_version": "3.0.0"}))
+        archive.writestr("model.weights.h5", buffer.getvalue())
+    return path
+
+
+def legacy_h5(path: Path, model_config: str | None = None, libver: str = "earliest") -> Path:
+    """A Keras legacy ``.h5``: one Dense layer in ``model_weights``, with ``model_config``."""
+    with h5py.File(path, "w", libver=libver) as h5:
+        if model_config is not None:
+            h5.attrs["model_config"] = model_config
+        h5.attrs["keras_version"] = "3.0.0"
+        weights = h5.create_group("model_weights")
+        weights.attrs["layer_names"] = np.array([b"dense"])
+        group = weights.create_group("dense")
+        group.attrs["weight_names"] = np.array([b"dense/kernel:0", b"dense/bias:0"])
+        group["dense/kernel:0"] = np.arange(12, dtype=np.float32).reshape(4, 3)
+        group["dense/bias:0"] = np.zeros(3, np.float32)
+    return path
+
+
+def h5_with_config(folder: Path, config: bytes) -> Path:
+    """A legacy ``.h5`` whose ``model_config`` attribute is ``config`` (over 64 KB: stored
+    densely, as HDF5 1.8+ allows)."""
+    return legacy_h5(folder / "model.h5", config.decode(), libver="latest")
+
+
+ESCAPED_QUOTE_FILES = {
+    "safetensors": (lambda f: safetensors_with_header(f, escaped_quotes(200_000, b"{"))),
+    "keras_config": (lambda f: keras_with_config(f, escaped_quotes(2_000_000, b'{"a": '))),
+    "h5_model_config": (lambda f: h5_with_config(f, escaped_quotes(200_000, b'{"a": '))),
+}
+
+
+@pytest.mark.parametrize("kind", list(ESCAPED_QUOTE_FILES))
+def test_escaped_quote_json_is_refused_quickly(kind: str, tmp_path: Path) -> None:
+    """An unterminated string of escaped quotes is not JSON: one line, within 1 s of CPU through
+    the API (it took minutes to hours) and within 10 s on the command line."""
+    path = ESCAPED_QUOTE_FILES[kind](tmp_path)
+    if kind == "keras_config":
+        assert path.stat().st_size < 20_000  # 2 MB of config.json, deflated
+    line, cpu = refused_in_process(path)
+    assert cpu < 1.0, cpu
+    assert line.startswith(f"{path}: ") and "JSON" in line, line
+    assert_refused(path, "JSON")
