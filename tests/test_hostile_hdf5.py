@@ -272,3 +272,96 @@ def test_escaped_quote_json_is_refused_quickly(kind: str, tmp_path: Path) -> Non
     assert cpu < 1.0, cpu
     assert line.startswith(f"{path}: ") and "JSON" in line, line
     assert_refused(path, "JSON")
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. links: never followed. An external link to a FIFO beside the file blocked for ever inside
+# libhdf5 (group.get and `in` follow links); a soft link is not followed either.
+
+
+def store(path: Path) -> Path:
+    """A Keras 3 weights store: one Dense layer."""
+    with h5py.File(path, "w") as h5:
+        h5["layers/dense/vars/0"] = np.arange(12, dtype=np.float32).reshape(4, 3)
+        h5["layers/dense/vars/1"] = np.zeros(3, np.float32)
+    return path
+
+
+def _relink(path: Path, name: str, link: object) -> None:
+    with h5py.File(path, "r+") as h5:
+        del h5[name]
+        h5[name] = link
+
+
+def keras_zip_of(folder: Path, weights: Path) -> Path:
+    config = {"class_name": "Sequential", "config": {"name": "s", "layers": []}}
+    path = folder / "model.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", json.dumps(config))
+        archive.writestr("metadata.json", json.dumps({"keras_version": "3.0.0"}))
+        archive.write(weights, "model.weights.h5")
+    weights.unlink()
+    return path
+
+
+def _fifo(folder: Path) -> Path:
+    fifo = folder / "fifo.h5"
+    os.mkfifo(fifo)
+    return fifo
+
+
+def _legacy_linked(name: str, absolute: bool = False) -> object:
+    def build(folder: Path) -> Path:
+        fifo = _fifo(folder)
+        path = legacy_h5(folder / "model.h5")
+        _relink(path, name, h5py.ExternalLink(str(fifo) if absolute else fifo.name, "/"))
+        return path
+
+    return build
+
+
+def _store_linked(name: str, keras_zip: bool = False) -> object:
+    def build(folder: Path) -> Path:
+        fifo = _fifo(folder)
+        path = store(folder / "model.weights.h5")
+        _relink(path, name, h5py.ExternalLink(str(fifo), "/x"))
+        return keras_zip_of(folder, path) if keras_zip else path
+
+    return build
+
+
+EXTERNAL_LINKS = {
+    "legacy_model_weights": _legacy_linked("model_weights", absolute=True),
+    "legacy_layer_group": _legacy_linked("model_weights/dense", absolute=True),
+    "legacy_weight": _legacy_linked("model_weights/dense/dense/kernel:0"),
+    "store_layers": _store_linked("layers"),
+    "store_layer": _store_linked("layers/dense"),
+    "store_variable": _store_linked("layers/dense/vars/1"),
+    "keras_zip_variable": _store_linked("layers/dense/vars/1", keras_zip=True),
+}
+
+
+@pytest.mark.parametrize("kind", list(EXTERNAL_LINKS))
+def test_external_link_to_a_fifo_is_refused(kind: str, tmp_path: Path) -> None:
+    """Wherever the reader looks (a group, a layer listed in layer_names, a weight listed in
+    weight_names, a store's layers or variables), an external link is refused with one line,
+    never opened: the FIFO beside the file would block HDF5 for ever."""
+    path = EXTERNAL_LINKS[kind](tmp_path)  # type: ignore[operator]
+    line = assert_refused(path, "is an external link to", "fifo.h5", "refused")
+    assert "not followed" in line or "reads only the file it is given" in line
+
+
+def test_soft_links_are_not_followed(tmp_path: Path) -> None:
+    """A layer that layer_names sends to a soft link is refused; a soft link among a store's
+    variables is passed over (the variable it names is read through its hard link)."""
+    legacy = legacy_h5(tmp_path / "legacy.h5")
+    with h5py.File(legacy, "r+") as h5:
+        h5.move("model_weights/dense", "model_weights/real")
+        h5["model_weights/dense"] = h5py.SoftLink("/model_weights/real")
+    assert_refused(legacy, "'/model_weights/dense' is a soft link to '/model_weights/real'")
+
+    path = store(tmp_path / "model.weights.h5")
+    with h5py.File(path, "r+") as h5:
+        h5["layers/dense/vars/2"] = h5py.SoftLink("/layers/dense/vars/0")
+    with weightscope.load(path) as model:
+        assert [t.name for _, t in model.tensors()] == ["vars/0", "vars/1"]

@@ -14,7 +14,7 @@ import numpy as np
 
 from weightscope.chunking import iter_slabs, slab_shape
 from weightscope.dtypes import bfloat16_to_float32
-from weightscope.errors import CorruptFileError, UnsafeFileError, file_error
+from weightscope.errors import CorruptFileError, UnsafeFileError, file_error, short
 from weightscope.limits import DEFAULT, LimitExceeded, Limits, limit_error
 from weightscope.stats import Scratch, TensorStats, compute_stats, reduce_slabs
 
@@ -161,21 +161,126 @@ class H5DatasetSource:
         return widened.view(np.float32)
 
 
-def hard_child(group: h5py.Group, name: str) -> Any:
-    """The object ``name`` in ``group`` if a hard link leads to it, else None: soft links are not
-    followed, nor external ones (which open another file)."""
+NOT_FOLLOWED = "refused (weightscope follows no links and reads only the file it is given)"
+
+
+class ForeignLink(Exception):
+    """An external link met where a reader looks: it would open another file (HDF5 opens a FIFO
+    it names and waits for a writer for ever). Weightscope follows none; the reader turns this
+    into an ``UnsafeFileError`` naming the file."""
+
+
+@dataclass(frozen=True)
+class Link:
+    """One link of a group, read without following it. Only hard links are followed: Keras
+    writes no other kind."""
+
+    kind: str
+    """``hard``, ``soft``, ``external`` or ``user-defined``."""
+    where: str
+    """The link's path in the file."""
+    target: str
+    """Where it leads, as the file says."""
+
+    def __str__(self) -> str:
+        article = "an" if self.kind[0] in "aeiou" else "a"
+        return f"{short(self.where)} is {article} {self.kind} link to {short(self.target)}"
+
+
+_LINK_KINDS = {
+    h5py.h5l.TYPE_HARD: "hard",
+    h5py.h5l.TYPE_SOFT: "soft",
+    h5py.h5l.TYPE_EXTERNAL: "external",
+}
+
+
+def _join(group: h5py.Group, name: str) -> str:
+    base = group.name or "/"
+    return f"{base.rstrip('/')}/{name}"
+
+
+def link_to(group: h5py.Group, name: str) -> Link | None:
+    """The link ``name`` (one name, no ``/``) of ``group``, read without following it; None when
+    there is no such link."""
+    if not name or "/" in name:
+        return None
     try:
-        if group.id.links.get_info(name.encode("utf8")).type != h5py.h5l.TYPE_HARD:
-            return None
+        encoded = name.encode("utf8")
+        kind = group.id.links.get_info(encoded).type
+    except (KeyError, OSError, RuntimeError, ValueError, UnicodeEncodeError):  # missing, damaged
+        return None
+    if kind == h5py.h5l.TYPE_HARD:
+        return Link("hard", _join(group, name), "")
+    try:
+        value = group.id.links.get_val(encoded)
+    except (KeyError, OSError, RuntimeError, ValueError, TypeError):
+        value = b"?"
+    if isinstance(value, tuple):  # (file, path in it) of an external link
+        target = ":".join(part.decode("utf8", "replace") for part in value)
+    else:
+        target = value.decode("utf8", "replace") if isinstance(value, bytes) else str(value)
+    return Link(_LINK_KINDS.get(kind, "user-defined"), _join(group, name), target)
+
+
+def hard_child(group: h5py.Group, name: str) -> Any:
+    """The object ``name`` in ``group`` if a hard link leads to it, else None: a soft link is not
+    followed. An external link raises :class:`ForeignLink` (it would open another file)."""
+    link = link_to(group, name)
+    if link is None or link.kind == "soft":
+        return None
+    if link.kind != "hard":
+        raise ForeignLink(f"{link}: {NOT_FOLLOWED}")
+    try:
         return group[name]
-    except (KeyError, OSError, RuntimeError, ValueError, UnicodeEncodeError):  # missing, dangling
+    except (KeyError, OSError, RuntimeError, ValueError):  # a hard link to a damaged object
         return None
 
 
-def hard_children(group: h5py.Group) -> list[tuple[str, Any]]:
-    """``group``'s members reached through hard links, in name order."""
+def hard_path(group: h5py.Group, path: str) -> tuple[Any, Link | None]:
+    """Follow ``path`` (names separated by ``/``, from the file's root when it starts with one)
+    from ``group`` through hard links only: ``(object, None)``; ``(None, None)`` when a name on
+    the way is missing; ``(None, link)`` at the first soft, external or user-defined link, which
+    is not followed."""
+    if not path:
+        return None, None
+    node: Any = group.file["/"] if path.startswith("/") else group
+    for name in path.split("/"):
+        if name in ("", "."):
+            continue
+        if not isinstance(node, h5py.Group):
+            return None, None
+        link = link_to(node, name)
+        if link is None:
+            return None, None
+        if link.kind != "hard":
+            return None, link
+        node = hard_child(node, name)
+        if node is None:
+            return None, None
+    return node, None
+
+
+def has_link(group: h5py.Group, name: str) -> bool:
+    """Whether ``group`` has a link ``name``, of any kind (not followed)."""
+    return link_to(group, name) is not None
+
+
+def refuse_link(path: Path, what: str, link: Link) -> Exception:
+    """The one-line error for a link a reader was sent to: ``what`` says who sent it there."""
+    if link.kind == "soft":
+        return file_error(
+            CorruptFileError, path, f"{what}: {link}, not followed (Keras writes no links)"
+        )
+    return file_error(UnsafeFileError, path, f"{what}: {link}: {NOT_FOLLOWED}")
+
+
+def hard_children(group: h5py.Group, skip: frozenset[str] = frozenset()) -> list[tuple[str, Any]]:
+    """``group``'s members reached through hard links, in name order, but those named in
+    ``skip``: soft links are passed over; an external link raises :class:`ForeignLink`."""
     children = []
     for name in group:
+        if name in skip:
+            continue
         child = hard_child(group, name)
         if child is not None:
             children.append((name, child))

@@ -21,6 +21,7 @@ from weightscope.formats.keras.hdf5 import (
     group_depth,
     hard_child,
     hard_children,
+    has_link,
     text_attr,
 )
 from weightscope.formats.keras.layers import (
@@ -40,7 +41,7 @@ LAYER_CONTAINERS = frozenset({"layers", "_layer_checkpoint_dependencies"})
 
 
 def is_store(h5: h5py.File) -> bool:
-    return any(key in h5 for key in ("layers", "vars", "_layer_checkpoint_dependencies"))
+    return any(has_link(h5, key) for key in ("layers", "vars", "_layer_checkpoint_dependencies"))
 
 
 def load_store(origin: Origin, h5: h5py.File, config: Any, fmt: str, version: str | None) -> Model:
@@ -48,7 +49,7 @@ def load_store(origin: Origin, h5: h5py.File, config: Any, fmt: str, version: st
     weightless: list[str] = []
     configs = sublayer_configs(config, root_trainable(config)) if config else None
     walker = _Walker(origin, layers, weightless)
-    for key, node in _ordered(h5, set(NOT_PARAMETERS) | {"vars"}, origin.limits.max_nesting):
+    for key, node in _ordered(h5, NOT_PARAMETERS | {"vars"}, origin.limits.max_nesting):
         if key in LAYER_CONTAINERS:
             walker.walk_layers(node, configs, "")
         else:
@@ -95,7 +96,7 @@ class _Walker:
         if isinstance(hard_child(node, "vars"), h5py.Group):
             self.layer(key, node, None, prefix)
             return
-        for child_key, child in _ordered(node, set(), self.max_nesting):
+        for child_key, child in _ordered(node, frozenset(), self.max_nesting):
             self.walk_attribute(child_key, child, f"{prefix}{key}/")
 
     def layer(
@@ -128,7 +129,7 @@ def _match_store_groups(
 
     The store names groups by class (``conv2d``, ``conv2d_1``, ...) in list order; since Keras 3.6
     ``vars`` also carries the layer's own name, which is used first."""
-    groups = dict(_ordered(layers_group, set(), max_nesting))
+    groups = dict(_ordered(layers_group, frozenset(), max_nesting))
     if not configs:
         return [(key, group, None) for key, group in groups.items()]
     by_name = {}
@@ -152,15 +153,13 @@ def _match_store_groups(
 
 
 def _ordered(
-    container: h5py.Group, skip: set[str], max_nesting: int
+    container: h5py.Group, skip: frozenset[str], max_nesting: int
 ) -> list[tuple[str, h5py.Group]]:
     """Child groups in the order Keras wrote them: by the file address of their first dataset
     (Keras writes variables in model order; group headers are not reliable, HDF5 reuses freed
     space for them), then by natural name order."""
     children = [
-        (key, node)
-        for key, node in hard_children(container)
-        if key not in skip and isinstance(node, h5py.Group)
+        (key, node) for key, node in hard_children(container, skip) if isinstance(node, h5py.Group)
     ]
     return sorted(children, key=lambda item: _storage_order(item[0], item[1], max_nesting))
 

@@ -11,7 +11,13 @@ import h5py
 
 from weightscope.errors import CorruptFileError, file_error, short
 from weightscope.formats.keras import catalog
-from weightscope.formats.keras.hdf5 import Origin, string_list_attr, text_attr
+from weightscope.formats.keras.hdf5 import (
+    Origin,
+    hard_path,
+    refuse_link,
+    string_list_attr,
+    text_attr,
+)
 from weightscope.formats.keras.layers import (
     LayerConfig,
     Variable,
@@ -35,7 +41,9 @@ def load_legacy(origin: Origin, h5: h5py.File, root: h5py.Group, model_config: A
     layers: list[Layer] = []
     weightless: list[str] = []
     for name in string_list_attr(root, "layer_names") or []:
-        group = root.get(name)
+        group, link = hard_path(root, name)
+        if link is not None:
+            raise refuse_link(origin.path, f"layer_names lists {short(name)}", link)
         if not isinstance(group, h5py.Group):
             raise file_error(
                 CorruptFileError,
@@ -67,7 +75,9 @@ def load_legacy(origin: Origin, h5: h5py.File, root: h5py.Group, model_config: A
 
 
 def _dataset(path: Path, group: h5py.Group, name: str) -> h5py.Dataset:
-    node = group.get(name)
+    node, link = hard_path(group, name)
+    if link is not None:
+        raise refuse_link(path, f"weight_names of {group.name} lists {short(name)}", link)
     if not isinstance(node, h5py.Dataset):
         raise file_error(
             CorruptFileError,

@@ -13,7 +13,12 @@ import zipfile
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from weightscope.errors import CorruptFileError, UnsupportedFormatError, file_error
+from weightscope.errors import (
+    CorruptFileError,
+    UnsafeFileError,
+    UnsupportedFormatError,
+    file_error,
+)
 from weightscope.formats._common.archive import check_ratio, stored_member_offset
 from weightscope.formats._common.json_text import load_json
 from weightscope.formats.protocol import Match, Probe
@@ -47,6 +52,15 @@ def match(probe: Probe) -> Match | None:
 
 
 def load(match: Match, limits: Limits) -> Model:
+    from weightscope.formats.keras.hdf5 import ForeignLink
+
+    try:
+        return _load(match, limits)
+    except ForeignLink as exc:
+        raise file_error(UnsafeFileError, match.probe.path, str(exc)) from None
+
+
+def _load(match: Match, limits: Limits) -> Model:
     import h5py
 
     from weightscope.formats.keras.hdf5 import Origin
@@ -76,11 +90,15 @@ def load_object(obj: Any, limits: Limits) -> Model:
 def _load_hdf5(origin: Origin, h5: h5py.File, config: Any, fmt: str, version: str | None) -> Model:
     import h5py
 
-    from weightscope.formats.keras.hdf5 import hard_child
+    from weightscope.formats.keras.hdf5 import hard_path, has_link, refuse_link
     from weightscope.formats.keras.keras_v3 import is_store, load_store
     from weightscope.formats.keras.legacy_h5 import is_legacy, load_legacy
 
-    legacy_root = hard_child(h5, "model_weights") if "model_weights" in h5 else h5
+    legacy_root: Any = h5
+    if has_link(h5, "model_weights"):
+        legacy_root, link = hard_path(h5, "model_weights")
+        if link is not None:
+            raise refuse_link(origin.path, "the model's weights", link)
     if isinstance(legacy_root, h5py.Group) and is_legacy(legacy_root):
         model_config = _json_attr(origin, h5, "model_config")
         return load_legacy(origin, h5, legacy_root, model_config)
