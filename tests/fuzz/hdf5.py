@@ -1,7 +1,8 @@
 """Mutations of HDF5 files made with h5py on a copy: attributes of the wrong type (the model
 config as an int array, layer names as floats), name lists that point nowhere or twice, weight
 datasets replaced by strings, scalars, empty or huge (never written, external, virtual)
-datasets, groups and links that loop, objects removed and renamed."""
+datasets, groups and links that loop, external links to the worker's stdin, objects removed and
+renamed."""
 
 from __future__ import annotations
 
@@ -91,6 +92,7 @@ def _replacement(h5: h5py.File, name: str, rng: random.Random, filename: str) ->
             "bool", "int8", "float16", "float64", "compound", "vlen", "references", "nonfinite",
             "rank", "transposed", "external-missing", "external-zero", "virtual", "group",
             "soft-self", "soft-other", "external-link", "external-link-self", "fill",
+            "external-link-stdin",
         ]
     )  # fmt: skip
     size = int(np.prod(shape)) if shape else 1
@@ -149,13 +151,17 @@ def _replacement(h5: h5py.File, name: str, rng: random.Random, filename: str) ->
         h5[name] = h5py.ExternalLink("missing.h5", "/data")
     elif kind == "external-link-self":
         h5[name] = h5py.ExternalLink(filename, "/" + name.lstrip("/"))
+    elif kind == "external-link-stdin":  # the worker's requests: opening it would wait or eat them
+        h5[name] = h5py.ExternalLink("/dev/stdin", "/data")
     else:  # a 1 GB dataset of fill values, never written
         h5.create_dataset(name, shape=(2**28,), dtype="f4", fillvalue=0.5, **create)
     return f"dataset {name} -> {kind}"
 
 
 def _group_change(h5: h5py.File, name: str, rng: random.Random) -> str:
-    kind = rng.choice(["removed", "dataset", "loop", "soft-loop", "renamed", "parent-link"])
+    kind = rng.choice(
+        ["removed", "dataset", "loop", "soft-loop", "renamed", "parent-link", "external-stdin"]
+    )
     if name == "/":
         kind = "loop"
     group = h5[name]
@@ -170,6 +176,9 @@ def _group_change(h5: h5py.File, name: str, rng: random.Random) -> str:
         group["loop"] = h5py.SoftLink("/" + name.lstrip("/"))
     elif kind == "parent-link":
         group["up"] = h5["/"]
+    elif kind == "external-stdin":  # the whole group in "another file": the worker's requests
+        del h5[name]
+        h5[name] = h5py.ExternalLink("/dev/stdin", "/")
     else:
         parent, _, base = name.rpartition("/")
         h5.move(name, f"{parent}/x{base}" if parent else f"x{base}")
