@@ -15,6 +15,7 @@ was.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import io
@@ -37,8 +38,11 @@ import numpy as np
 import pytest
 
 import weightscope
-from weightscope import WeightscopeError
+from weightscope import LimitError, Limits, WeightscopeError
 from weightscope.formats._common import json_text
+from weightscope.formats.keras import hdf5_guard
+from weightscope.formats.keras.hdf5 import Origin
+from weightscope.limits import LimitExceeded
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_H5 = REPO / "weightscope" / "examples" / "digits_cnn.h5"
@@ -365,3 +369,138 @@ def test_soft_links_are_not_followed(tmp_path: Path) -> None:
         h5["layers/dense/vars/2"] = h5py.SoftLink("/layers/dense/vars/0")
     with weightscope.load(path) as model:
         assert [t.name for _, t in model.tensors()] == ["vars/0", "vars/1"]
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. libhdf5's own loops: the structure is walked in a child first, under a deadline per step
+
+FOUND_LOOP = REPO / "tests" / "fuzz" / "found" / "keras_h5-2.bin"
+"""A Keras 3 legacy ``.h5`` whose attribute heap libhdf5 reads for ever (pure h5py too)."""
+
+
+def test_libhdf5_loop_is_refused_within_the_deadline(tmp_path: Path) -> None:
+    path = tmp_path / "model.h5"
+    path.write_bytes(FOUND_LOOP.read_bytes())
+    assert_refused(
+        path,
+        "the HDF5 library spent over 3 s in one step of reading the file's structure",
+        "over the limit max_hdf5_seconds=3 (raise it with --limit max_hdf5_seconds=6)",
+    )
+    start = time.monotonic()
+    with deadline(30), pytest.raises(LimitError, match="max_hdf5_seconds=1 "):
+        weightscope.load(path, limits=Limits(max_hdf5_seconds=1))
+    assert time.monotonic() - start < 5
+
+
+def _origin(tmp_path: Path, seconds: int = 1) -> tuple[Origin, Path]:
+    path = legacy_h5(tmp_path / "model.h5")
+    return Origin(path, "Keras HDF5 file", Limits(max_hdf5_seconds=seconds)), path
+
+
+def _rehearse_with(walk: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``rehearse`` on a small file, the child's walk replaced by ``walk(self, h5)``."""
+    origin, path = _origin(tmp_path)
+    monkeypatch.setattr(hdf5_guard._Walk, "walk", walk)
+    with deadline(30):
+        hdf5_guard.rehearse(origin, lambda: h5py.File(path, "r"))
+
+
+def test_the_deadline_is_per_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A walk that keeps finishing steps is never stopped, however long it takes in all: a large
+    file on a slow disk is not refused for its size."""
+
+    def slow_but_steady(self: hdf5_guard._Walk, h5: h5py.File) -> None:
+        for _ in range(25):
+            time.sleep(0.1)
+            self.progress()
+
+    start = time.monotonic()
+    _rehearse_with(slow_but_steady, tmp_path, monkeypatch)
+    assert time.monotonic() - start >= 2.5
+
+
+def test_a_stalled_step_is_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def stalls(self: hdf5_guard._Walk, h5: h5py.File) -> None:
+        time.sleep(60)
+
+    start = time.monotonic()
+    with pytest.raises(LimitExceeded) as exceeded:
+        _rehearse_with(stalls, tmp_path, monkeypatch)
+    assert exceeded.value.name == "max_hdf5_seconds" and exceeded.value.limit == 1
+    assert time.monotonic() - start < 5
+
+
+def test_a_crash_refuses_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The library crashing on the file would crash this process too: the file is damaged."""
+
+    def crashes(self: hdf5_guard._Walk, h5: h5py.File) -> None:
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+    with pytest.raises(WeightscopeError, match=r"crashed reading the file's structure .*SIGSEGV"):
+        _rehearse_with(crashes, tmp_path, monkeypatch)
+
+
+def test_the_child_runs_nothing_of_this_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No atexit handler, no signal handler of the parent's runs in the child."""
+    mark = tmp_path / "ran"
+
+    def leave_mark(*_: object) -> None:
+        mark.write_text("ran")
+
+    def signals_itself(self: hdf5_guard._Walk, h5: h5py.File) -> None:
+        os.kill(os.getpid(), signal.SIGUSR1)  # the default action: the child ends
+
+    atexit.register(leave_mark)
+    previous = signal.signal(signal.SIGUSR1, leave_mark)
+    try:
+        with pytest.raises(WeightscopeError, match="killed by SIGUSR1"):
+            _rehearse_with(signals_itself, tmp_path, monkeypatch)
+        monkeypatch.undo()
+        origin, path = _origin(tmp_path / "..", seconds=3)
+        hdf5_guard.rehearse(origin, lambda: h5py.File(path, "r"))
+    finally:
+        atexit.unregister(leave_mark)
+        signal.signal(signal.SIGUSR1, previous)
+    assert not mark.exists()
+
+
+def test_the_walk_reads_every_attribute_the_readers_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child reads the attributes named in ATTRIBUTES_READ: every attribute the readers
+    look up, on every kind of Keras file, must be one of them."""
+    looked_up: set[str] = set()
+    real_getitem = h5py.AttributeManager.__getitem__
+    real_contains = h5py.AttributeManager.__contains__
+
+    def getitem(self: h5py.AttributeManager, name: str) -> object:
+        looked_up.add(name)
+        return real_getitem(self, name)
+
+    def contains(self: h5py.AttributeManager, name: object) -> bool:
+        looked_up.add(str(name))
+        return real_contains(self, name)
+
+    monkeypatch.setattr(h5py.AttributeManager, "__getitem__", getitem)
+    monkeypatch.setattr(h5py.AttributeManager, "__contains__", contains)
+    chunked = legacy_h5(tmp_path / "chunked.h5")
+    with h5py.File(chunked, "r+") as h5:
+        names = h5["model_weights"].attrs.pop("layer_names")
+        h5["model_weights"].attrs["layer_names0"] = names
+    config = json.dumps({"class_name": "Sequential", "config": {"layers": []}})
+    files = [
+        EXAMPLE_H5,
+        legacy_h5(tmp_path / "legacy.h5", config),
+        chunked,
+        store(tmp_path / "model.weights.h5"),
+        keras_with_config(tmp_path, config.encode()),
+    ]
+    for path in files:
+        with weightscope.load(path) as model:
+            for _, tensor in model.tensors():
+                tensor.stats()
+    assert looked_up and all(hdf5_guard._READ.fullmatch(name.encode()) for name in looked_up), (
+        looked_up
+    )

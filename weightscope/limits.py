@@ -40,6 +40,10 @@ def _count(default: int) -> Any:
     return field(default=default, metadata={"unit": "count"})
 
 
+def _seconds(default: int) -> Any:
+    return field(default=default, metadata={"unit": "seconds"})
+
+
 @dataclass(frozen=True)
 class Limits:
     """Bounds on what reading one model file may cost. ``Limits()`` holds the defaults; change
@@ -74,6 +78,13 @@ class Limits:
     max_hdf5_expansion: int = _count(1024)
     """How many times the bytes the file stores for a dataset (compressed chunks included) it may
     declare, above ``hdf5_checked_above``. HDF5's deflate stays under about 1032."""
+
+    max_hdf5_seconds: int = _seconds(3)
+    """HDF5 (Keras): longest the HDF5 library may go without finishing a step of reading a
+    file's structure (opening it, one object's links and attributes, one stretch of a chunk
+    index). That reading is first done in a child process, which is stopped once a step takes
+    longer: damaged metadata can make the library loop for ever inside one call, where nothing
+    else could stop it. A large file is never refused for its size, only for a stalled step."""
 
     max_safetensors_header_bytes: int = _size(100 * MiB)
     """Largest JSON header of a ``.safetensors`` file (the format's own readers refuse over

@@ -38,10 +38,7 @@ def test_mutants(fmt: str, campaign: Campaign) -> None:
     assert not problems, problems
 
 
-NOT_FIXED = {
-    "keras_h5-2": "libhdf5 itself loops for ever reading an attribute of this file (pure h5py "
-    "reproduces it); bounding that needs running the reader in a child process, not done yet",
-}
+NOT_FIXED: dict[str, str] = {}
 """Saved failures known to still fail, with why: each must keep failing (strict), so a fix is
 noticed and the entry removed."""
 

@@ -336,6 +336,16 @@ def datasets_under(group: h5py.Group, max_depth: int) -> list[tuple[str, h5py.Da
     return found
 
 
+ATTRIBUTES_READ = ("model_config", "keras_version", "layer_names", "weight_names", "name", "dtype")
+"""Every attribute the Keras readers read (``layer_names`` and ``weight_names`` also in Keras'
+chunked form ``layer_names0``, ``layer_names1``, ...). The child that rehearses a file's reading
+(``hdf5_guard``) reads these on every object: a reader that reads another must name it here."""
+
+UNREAD_ROOT_GROUPS = frozenset({"optimizer", "optimizer_weights"})
+"""Groups at a file's root that hold training state no reader reads (Keras 3 stores, legacy
+``.h5`` files)."""
+
+
 def string_list_attr(obj: h5py.HLObject, name: str) -> list[str] | None:
     """A list-of-strings attribute as Keras writes it, including the chunked ``name0..N`` form.
 

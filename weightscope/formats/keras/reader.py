@@ -64,10 +64,12 @@ def _load(match: Match, limits: Limits) -> Model:
     import h5py
 
     from weightscope.formats.keras.hdf5 import Origin
+    from weightscope.formats.keras.hdf5_guard import rehearse
 
     path = match.probe.path
     if match.probe.archive is not None:
         return _load_keras_zip(path, match.probe.archive, limits)
+    rehearse(Origin(path, HDF5_FILE, limits), lambda: h5py.File(path, "r"))
     h5 = h5py.File(path, "r")
     try:
         origin = Origin(path, HDF5_FILE, limits, h5.id.fileno)
@@ -115,6 +117,7 @@ def _load_keras_zip(path: Path, archive: zipfile.ZipFile, limits: Limits) -> Mod
     import h5py
 
     from weightscope.formats.keras.hdf5 import Origin
+    from weightscope.formats.keras.hdf5_guard import rehearse
     from weightscope.formats.keras.keras_v3 import is_store, load_store
 
     names = set(archive.namelist())
@@ -130,6 +133,11 @@ def _load_keras_zip(path: Path, archive: zipfile.ZipFile, limits: Limits) -> Mod
     )
     handle = _open_member(path, archive, archive.getinfo(V3_WEIGHTS_MEMBER), limits)
     try:
+        # The child reads through the same handle: this process, waiting, touches it not, and
+        # seeks before every read of its own.
+        rehearse(
+            Origin(path, KERAS_ARCHIVE, limits), lambda: h5py.File(handle, "r"), V3_WEIGHTS_MEMBER
+        )
         h5 = h5py.File(handle, "r")
     except BaseException as exc:
         handle.close()
