@@ -28,14 +28,18 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from fuzz.hdf5 import deflate_stream
 
 import weightscope
 from weightscope import LimitError, Limits, WeightscopeError
@@ -70,9 +74,19 @@ def folder_state(folder: Path) -> dict[str, str]:
     return state
 
 
-def inspect(path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
-    """``weightscope inspect PATH ARGS`` in a subprocess under 1 GiB and 10 s, the file's folder
-    unchanged afterwards; the process and its wall time."""
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    peak_rss: int
+    """The most memory the process held at once, in bytes."""
+
+
+def inspect(path: Path, *args: str) -> Run:
+    """``weightscope inspect PATH ARGS`` in a subprocess under 1 GiB of address space and 10 s
+    (killed then: a failure), the file's folder unchanged afterwards."""
     before = folder_state(path.parent)
     env = {
         **os.environ,
@@ -80,31 +94,47 @@ def inspect(path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], f
         "OPENBLAS_NUM_THREADS": "1",
         "OMP_NUM_THREADS": "1",
     }
-    start = time.monotonic()
-    process = subprocess.run(
-        [sys.executable, "-m", "weightscope", "inspect", str(path), *args],
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-        preexec_fn=_cap_memory,
-        env=env,
-        check=False,
-    )
-    seconds = time.monotonic() - start
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.monotonic()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "weightscope", "inspect", str(path), *args],
+            stdout=out,
+            stderr=err,
+            preexec_fn=_cap_memory,
+            env=env,
+        )
+        timer = threading.Timer(CLI_TIMEOUT_S, process.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(process.pid, 0)  # its own peak memory, not a sum
+        finally:
+            timer.cancel()
+        process.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.monotonic() - start
+        out.seek(0)
+        err.seek(0)
+        run = Run(
+            process.returncode,
+            out.read().decode(),
+            err.read().decode(),
+            seconds,
+            usage.ru_maxrss * 1024,
+        )
+    assert seconds < CLI_TIMEOUT_S, f"still running after {CLI_TIMEOUT_S} s: {run.stderr[-300:]}"
     assert folder_state(path.parent) == before, "the input's folder changed"
-    return process, seconds
+    return run
 
 
-def assert_refused(path: Path, *words: str, args: tuple[str, ...] = ()) -> str:
+def assert_refused(path: Path, *words: str, args: tuple[str, ...] = ()) -> Run:
     """``inspect`` exits 2 with one line ``weightscope: PATH: ...`` holding ``words``."""
-    process, _ = inspect(path, *args)
+    process = inspect(path, *args)
     lines = process.stderr.splitlines()
     assert process.returncode == 2 and process.stdout == "", (process.returncode, process.stderr)
     assert len(lines) == 1, process.stderr
     assert lines[0].startswith(f"weightscope: {path}: "), lines[0]
     for word in words:
         assert word in lines[0], (word, lines[0])
-    return lines[0]
+    return process
 
 
 class Hang(BaseException):
@@ -351,8 +381,8 @@ def test_external_link_to_a_fifo_is_refused(kind: str, tmp_path: Path) -> None:
     weight_names, a store's layers or variables), an external link is refused with one line,
     never opened: the FIFO beside the file would block HDF5 for ever."""
     path = EXTERNAL_LINKS[kind](tmp_path)  # type: ignore[operator]
-    line = assert_refused(path, "is an external link to", "fifo.h5", "refused")
-    assert "not followed" in line or "reads only the file it is given" in line
+    run = assert_refused(path, "is an external link to", "fifo.h5", "refused")
+    assert "weightscope follows no links and reads only the file it is given" in run.stderr
 
 
 def test_soft_links_are_not_followed(tmp_path: Path) -> None:
@@ -504,3 +534,82 @@ def test_the_walk_reads_every_attribute_the_readers_read(
     assert looked_up and all(hdf5_guard._READ.fullmatch(name.encode()) for name in looked_up), (
         looked_up
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. chunks: HDF5 inflates a whole chunk to read any value of it
+
+KERNEL = np.arange(1, 13, dtype=np.float32).reshape(4, 3)
+PEAK_RSS = 400 << 20
+"""Far above what ``inspect`` holds for a small file, far below the GiB a chunk inflates to."""
+
+
+def legacy_h5_with_chunk(path: Path, chunks: tuple[int, int], inflated: int) -> Path:
+    """A legacy ``.h5`` whose 4 x 3 kernel is stored in one deflated chunk of shape ``chunks``
+    (the dataset may grow, so HDF5 lets the chunk be larger than it) that inflates to
+    ``inflated`` bytes: the kernel's rows, then zeros."""
+    legacy_h5(path)
+    row = chunks[1] * 4
+    head = b"".join(values.tobytes().ljust(row, b"\0") for values in KERNEL)
+    with h5py.File(path, "r+") as h5:
+        group = h5["model_weights/dense/dense"]
+        del group["kernel:0"]
+        kernel = group.create_dataset(
+            "kernel:0", (4, 3), "f4", maxshape=(None, None), chunks=chunks, compression="gzip"
+        )
+        kernel.id.write_direct_chunk((0, 0), deflate_stream(head, inflated))
+    return path
+
+
+def test_a_chunk_larger_than_its_dataset_is_refused(tmp_path: Path) -> None:
+    """4 x 3 values in one chunk of 2**14 x 2**14 (a GiB when inflated, 1 MB in the file): HDF5
+    would allocate and inflate the GiB to read 12 values."""
+    path = legacy_h5_with_chunk(tmp_path / "model.h5", (1 << 14, 1 << 14), 1 << 30)
+    assert path.stat().st_size < 2 << 20
+    run = assert_refused(
+        path,
+        "dataset /model_weights/dense/dense/kernel:0 of shape (4, 3) is stored in chunks of "
+        "shape (16384, 16384) (1,073,741,824 bytes each, larger than the dataset)",
+        "over the limit max_hdf5_chunk_bytes=64M (raise it with --limit max_hdf5_chunk_bytes=1G)",
+    )
+    assert run.peak_rss < PEAK_RSS, run.peak_rss
+
+
+def test_a_chunk_that_inflates_past_its_size_is_refused(tmp_path: Path) -> None:
+    """A chunk of 64 x 64 (16 KiB, within the limit) whose deflate stream holds a GiB: HDF5's
+    deflate filter keeps inflating past the chunk's size."""
+    path = legacy_h5_with_chunk(tmp_path / "model.h5", (64, 64), 1 << 30)
+    assert path.stat().st_size < 2 << 20
+    assert_refused(
+        path,
+        "chunk (0, 0) of dataset /model_weights/dense/dense/kernel:0 inflates past its "
+        "16,384 bytes",
+    )
+
+
+def test_chunked_datasets_within_the_limits_are_read(tmp_path: Path) -> None:
+    """Deflated chunks that inflate to their size (checked, with shuffle and fletcher32 to undo
+    first), chunks larger than a dataset that may grow, and a chunk that inflates within the
+    limit are read as they are."""
+    rng = np.random.default_rng(0)
+    kernel = rng.standard_normal((512, 300)).astype(np.float32)  # compresses badly: checked
+    path = legacy_h5(tmp_path / "model.h5")
+    with h5py.File(path, "r+") as h5:
+        group = h5["model_weights/dense/dense"]
+        del group["kernel:0"], group["bias:0"]
+        group.create_dataset(
+            "kernel:0", data=kernel, chunks=(256, 256), compression="gzip", shuffle=True,
+            fletcher32=True,
+        )  # fmt: skip
+        group.create_dataset("bias:0", data=np.ones(300, "f4"), maxshape=(None,), chunks=(4096,))
+    with weightscope.load(path) as model:
+        tensors = {t.name: t for _, t in model.tensors()}
+        assert np.array_equal(tensors["dense/kernel:0"].numpy(), kernel)
+        assert np.array_equal(tensors["dense/bias:0"].numpy(), np.ones(300, "f4"))
+        assert tensors["dense/kernel:0"].stats().max == kernel.max()
+    small = legacy_h5_with_chunk(tmp_path / "small.h5", (64, 64), 1 << 20)  # 1 MiB: bounded
+    with weightscope.load(small) as model:
+        kernel_tensor = next(t for _, t in model.tensors() if t.name.endswith("kernel:0"))
+        assert np.array_equal(kernel_tensor.numpy(), KERNEL)
+    run = inspect(small)
+    assert run.returncode == 0, run.stderr

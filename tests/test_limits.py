@@ -304,6 +304,12 @@ CASES = [
         fixed={"hdf5_checked_above": 1024},
     ),
     Case(
+        "max_hdf5_chunk_bytes",
+        partly_written_bias,
+        512,
+        ("of shape (4096,) is stored in chunks of shape (256,) (1,024 bytes each)",),
+    ),
+    Case(
         "max_hdf5_seconds",
         keras_archive,
         0,
@@ -499,6 +505,7 @@ def test_defaults():
         "max_zip_ratio": 1024,
         "hdf5_checked_above": 64 * MiB,
         "max_hdf5_expansion": 1024,
+        "max_hdf5_chunk_bytes": 64 * MiB,
         "max_hdf5_seconds": 3,
         "max_safetensors_header_bytes": 100 * MiB,
         "max_pickle_bytes": 1 << 30,

@@ -79,6 +79,13 @@ class Limits:
     """How many times the bytes the file stores for a dataset (compressed chunks included) it may
     declare, above ``hdf5_checked_above``. HDF5's deflate stays under about 1032."""
 
+    max_hdf5_chunk_bytes: int = _size(64 * MiB)
+    """HDF5 (Keras): the largest chunk a dataset may be stored in. HDF5 decompresses a whole
+    chunk to read any value of it, so a chunk is what reading costs, whatever the dataset's
+    shape: 4 x 3 values can be declared in one chunk of 2**14 x 2**14 (a GiB, from a file of
+    1 MB). Keras writes no chunks; HDF5 advises chunks of about 1 MB. A deflated chunk that could
+    inflate past this is also checked not to inflate past its declared size."""
+
     max_hdf5_seconds: int = _seconds(3)
     """HDF5 (Keras): longest the HDF5 library may go without finishing a step of reading a
     file's structure (opening it, one object's links and attributes, one stretch of a chunk

@@ -1,8 +1,8 @@
 """Mutations of HDF5 files made with h5py on a copy: attributes of the wrong type (the model
 config as an int array, layer names as floats), name lists that point nowhere or twice, weight
 datasets replaced by strings, scalars, empty or huge (never written, external, virtual)
-datasets, groups and links that loop, external links to the worker's stdin, objects removed and
-renamed."""
+datasets, datasets in one huge chunk or in chunks whose stream inflates past their size, groups
+and links that loop, external links to the worker's stdin, objects removed and renamed."""
 
 from __future__ import annotations
 
@@ -10,12 +10,37 @@ import json
 import os
 import random
 import tempfile
+import zlib
 from typing import Any
 
 import h5py
 import numpy as np
 
 from . import documents
+
+SEGMENT = 1 << 18
+
+
+def _deflated(data: bytes) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return compressor.compress(data) + compressor.flush(zlib.Z_FULL_FLUSH)
+
+
+def deflate_stream(head: bytes, total: int) -> bytes:
+    """A zlib stream (HDF5's deflate filter) that inflates to ``head`` then zeros, ``total``
+    bytes in all: one deflated block of zeros repeated (flushed blocks stand alone), so that a
+    GiB takes a MB and no time to make; the Adler-32 of the zeros is worked out, not summed."""
+    head = head[:total]
+    zeros = total - len(head)
+    full, rest = divmod(zeros, SEGMENT)
+    body = (_deflated(head) if head else b"") + _deflated(bytes(SEGMENT)) * full
+    body += _deflated(bytes(rest)) if rest else b""
+    end = zlib.compressobj(9, zlib.DEFLATED, -15).flush()
+    adler = zlib.adler32(head)
+    low, high = adler & 0xFFFF, adler >> 16
+    high = (high + zeros * low) % 65521
+    return b"\x78\xda" + body + end + ((high << 16) | low).to_bytes(4, "big")
+
 
 KERAS_ATTRS = ("model_config", "layer_names", "weight_names", "keras_version", "backend",
                "training_config", "name")  # fmt: skip
@@ -92,7 +117,7 @@ def _replacement(h5: h5py.File, name: str, rng: random.Random, filename: str) ->
             "bool", "int8", "float16", "float64", "compound", "vlen", "references", "nonfinite",
             "rank", "transposed", "external-missing", "external-zero", "virtual", "group",
             "soft-self", "soft-other", "external-link", "external-link-self", "fill",
-            "external-link-stdin",
+            "external-link-stdin", "huge-chunk", "inflating-chunk",
         ]
     )  # fmt: skip
     size = int(np.prod(shape)) if shape else 1
@@ -153,6 +178,17 @@ def _replacement(h5: h5py.File, name: str, rng: random.Random, filename: str) ->
         h5[name] = h5py.ExternalLink(filename, "/" + name.lstrip("/"))
     elif kind == "external-link-stdin":  # the worker's requests: opening it would wait or eat them
         h5[name] = h5py.ExternalLink("/dev/stdin", "/data")
+    elif kind in ("huge-chunk", "inflating-chunk"):
+        # huge: the dataset in one deflated chunk of at least 256 MiB (1 MB in the file);
+        # inflating: a chunk of its own size whose stream inflates to 256 MiB all the same
+        dims = [max(int(d), 1) for d in shape] or [1]
+        chunks = list(dims)
+        while kind == "huge-chunk" and int(np.prod(chunks)) * 4 < 1 << 28:
+            chunks[0] *= 2
+        new = h5.create_dataset(name, shape=dims, maxshape=(None,) * len(dims),
+                                chunks=tuple(chunks), dtype="f4", compression="gzip")  # fmt: skip
+        stream = deflate_stream(b"", max(int(np.prod(chunks)) * 4, 1 << 28))
+        new.id.write_direct_chunk((0,) * len(dims), stream)
     else:  # a 1 GB dataset of fill values, never written
         h5.create_dataset(name, shape=(2**28,), dtype="f4", fillvalue=0.5, **create)
     return f"dataset {name} -> {kind}"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import math
 import os
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,52 @@ class Origin:
     """HDF5's number of the open file, to tell its datasets from those of files it links to."""
 
 
+DEFLATE_MAX_RATIO = 1032
+"""The most a deflate stream inflates: 258 bytes from each 2-bit code, about 1032 to 1."""
+CHUNK_SLACK = 64
+"""What a chunk's filters may add to its bytes before deflate reads them (fletcher32's 4)."""
+
+
+def inflated_size(stored: bytes, mask: int, filters: list[Any], cap: int) -> int | None:
+    """How many bytes the deflate filter makes of a stored chunk (at most ``cap + 1``: inflating
+    stops there), undoing first the filters applied after deflate when it was written (HDF5
+    reads a pipeline backwards; ``mask`` has a bit set for each filter the chunk skipped).
+    Fletcher32 drops its checksum, shuffle is undone; any other filter before deflate (in the
+    reading order) gives None: the size cannot be told. A stream that does not inflate is
+    HDF5's to report: 0."""
+    data = stored
+    for index in reversed(range(len(filters))):
+        if mask & (1 << index):
+            continue
+        code, _flags, values, _name = filters[index]
+        if code == h5py.h5z.FILTER_FLETCHER32:
+            data = data[:-4]
+        elif code == h5py.h5z.FILTER_SHUFFLE:
+            size = int(values[0]) if len(values) else 1
+            count = len(data) // max(size, 1)
+            planes = np.frombuffer(data, np.uint8, count * size).reshape(size, count)
+            data = planes.T.tobytes() + data[count * size :]
+        elif code == h5py.h5z.FILTER_DEFLATE:
+            try:
+                return len(zlib.decompressobj().decompress(data, cap + 1))
+            except zlib.error:
+                return 0
+        else:
+            return None
+    return len(data)
+
+
+def each_chunk(dataset: Any, visit: Any) -> None:
+    """``visit(info)`` for every chunk of the chunked dataset (a ``DatasetID``) in one walk of
+    its index (``info`` has ``chunk_offset``, ``filter_mask``, ``byte_offset`` and ``size``)."""
+    iterate = getattr(dataset, "chunk_iter", None)
+    if iterate is not None:
+        iterate(visit)
+        return
+    for index in range(dataset.get_num_chunks()):  # h5py before 3.8: slower, same answers
+        visit(dataset.get_chunk_info(index))
+
+
 class H5DatasetSource:
     """Reads one HDF5 dataset on demand, whole or in slabs of bounded size."""
 
@@ -46,13 +94,20 @@ class H5DatasetSource:
         self.is_bfloat16 = (
             dataset.attrs.get("dtype") in ("bfloat16", b"bfloat16") and dataset.dtype.itemsize == 2
         )
+        self._checked = False
 
     @property
     def dtype_name(self) -> str:
         return "bfloat16" if self.is_bfloat16 else str(self._dataset.dtype)
 
     def _check_readable(self) -> None:
-        """Refuse non-numeric data and shapes the file cannot back, before allocating anything."""
+        """Refuse non-numeric data, shapes the file cannot back and chunks too large to
+        decompress, before allocating anything (once: a dataset passed stays passed)."""
+        if not self._checked:
+            self._check_values()
+            self._checked = True
+
+    def _check_values(self) -> None:
         dataset = self._dataset
         if dataset.dtype.kind not in "fiub" and not self.is_bfloat16:
             raise file_error(
@@ -62,6 +117,7 @@ class H5DatasetSource:
                 self._origin.looked_like,
             )
         self._check_in_file()
+        self._check_chunks()
         limits = self._origin.limits
         declared = int(dataset.size) * dataset.dtype.itemsize
         if declared <= limits.hdf5_checked_above:
@@ -81,6 +137,64 @@ class H5DatasetSource:
             )
         )
         raise limit_error(self._path, exceeded)
+
+    def _check_chunks(self) -> None:
+        """HDF5 decompresses a whole chunk to read any part of it: a chunk's declared size is
+        what reading one value may cost, whatever the dataset's shape (4 x 3 values can sit in
+        a chunk of 2**14 x 2**14, a GiB), so it is bounded by ``max_hdf5_chunk_bytes``. And its
+        deflate filter keeps inflating a chunk past its declared size, to whatever the stream
+        holds: a chunk whose stored bytes could inflate past that limit is inflated here first,
+        the output capped at its declared size, and refused if it holds more."""
+        dataset = self._dataset
+        chunks = dataset.chunks
+        if chunks is None:
+            return
+        limits = self._origin.limits
+        chunk_bytes = math.prod(chunks) * dataset.dtype.itemsize
+        if chunk_bytes > limits.max_hdf5_chunk_bytes:
+            larger = ", larger than the dataset" if chunk_bytes > dataset.nbytes else ""
+            what = (
+                f"dataset {dataset.name} of shape {dataset.shape} is stored in chunks of shape "
+                f"{chunks} ({chunk_bytes:,} bytes each{larger})"
+            )
+            raise limit_error(
+                self._path,
+                LimitExceeded(
+                    "max_hdf5_chunk_bytes", limits.max_hdf5_chunk_bytes, chunk_bytes, what
+                ),
+            )
+        plist = dataset.id.get_create_plist()
+        filters = [plist.get_filter(index) for index in range(plist.get_nfilters())]
+        if any(code == h5py.h5z.FILTER_DEFLATE for code, *_ in filters):
+            self._check_inflation(chunk_bytes, filters)
+
+    def _check_inflation(self, chunk_bytes: int, filters: list[Any]) -> None:
+        dataset = self._dataset
+        limit = self._origin.limits.max_hdf5_chunk_bytes
+        suspects: list[tuple[int, ...]] = []
+
+        def visit(info: Any) -> None:
+            if info.size * DEFLATE_MAX_RATIO > limit:  # could inflate past the limit
+                suspects.append(tuple(info.chunk_offset))
+
+        try:
+            each_chunk(dataset.id, visit)
+            for offset in suspects:
+                mask, stored = dataset.id.read_direct_chunk(offset)
+                inflated = inflated_size(stored, mask, filters, chunk_bytes + CHUNK_SLACK)
+                if inflated is None or inflated > chunk_bytes + CHUNK_SLACK:
+                    break
+            else:
+                return
+        except (OSError, ValueError, TypeError, RuntimeError) as exc:
+            raise self._read_error(exc) from exc
+        problem = (
+            f"chunk {offset} of dataset {dataset.name} inflates past its {chunk_bytes:,} bytes"
+            if inflated is not None
+            else f"dataset {dataset.name} is deflated under another filter: cannot tell how "
+            "far its chunks inflate"
+        )
+        raise file_error(CorruptFileError, self._path, problem, self._origin.looked_like)
 
     def _check_in_file(self) -> None:
         """Refuse data kept outside the file: raw data in external files, virtual datasets

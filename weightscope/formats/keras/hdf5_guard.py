@@ -37,7 +37,12 @@ import h5py
 import numpy as np
 
 from weightscope.errors import CorruptFileError, file_error
-from weightscope.formats.keras.hdf5 import ATTRIBUTES_READ, UNREAD_ROOT_GROUPS, Origin
+from weightscope.formats.keras.hdf5 import (
+    ATTRIBUTES_READ,
+    UNREAD_ROOT_GROUPS,
+    Origin,
+    each_chunk,
+)
 from weightscope.limits import LimitExceeded
 
 TICK_SECONDS = 0.05
@@ -265,8 +270,4 @@ class _Walk:  # pragma: no cover - runs in the forked child
             if plist.get_layout() != h5py.h5d.CHUNKED or plist.get_external_count() > 0:
                 return  # contiguous or compact: no more to read; external: refused unread
             dataset.get_storage_size()
-            iterate = getattr(dataset, "chunk_iter", None)
-            if iterate is not None:
-                iterate(self.progress)
-            else:  # h5py before 3.8
-                dataset.get_num_chunks()
+            each_chunk(dataset, self.progress)
