@@ -303,7 +303,7 @@ def limits_markdown() -> str:
         raise RuntimeError(f"limits without a docstring to document them: {missing}")
     lines = ["| limit | default | unit | bounds |", "|---|---:|---|---|"]
     for name in Limits.names():
-        unit = "bytes" if Limits.is_size(name) else "count"
+        unit = Limits.unit(name)
         default = format_value(name, getattr(DEFAULT, name))
         lines.append(f"| `{name}` | {default} | {unit} | {_cell(docs[name])} |")
     return "\n".join(lines)

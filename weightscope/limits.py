@@ -175,8 +175,13 @@ class Limits:
         return tuple(item.name for item in dataclasses.fields(cls))
 
     @classmethod
+    def unit(cls, name: str) -> str:
+        """What the limit ``name`` counts: ``bytes``, ``count`` or ``seconds``."""
+        return str(_FIELDS[name].metadata.get("unit", "count"))
+
+    @classmethod
     def is_size(cls, name: str) -> bool:
-        return _FIELDS[name].metadata.get("unit") == "bytes"
+        return cls.unit(name) == "bytes"
 
     def check(self, name: str, needed: int, what: str) -> None:
         """Raise ``LimitExceeded`` when ``needed`` is over the limit ``name``; ``what`` says what
