@@ -613,3 +613,54 @@ def test_chunked_datasets_within_the_limits_are_read(tmp_path: Path) -> None:
         assert np.array_equal(kernel_tensor.numpy(), KERNEL)
     run = inspect(small)
     assert run.returncode == 0, run.stderr
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"  # a zombie: dead
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux")
+def test_the_child_dies_with_its_parent(tmp_path: Path) -> None:
+    """A scan kills a worker at its timeout: a child looping inside libhdf5 must not outlive
+    it."""
+    origin_file = legacy_h5(tmp_path / "model.h5")
+    pid_file = tmp_path / "child.pid"
+    script = f"""
+import os, time, h5py
+from pathlib import Path
+from weightscope.formats.keras import hdf5_guard
+from weightscope.formats.keras.hdf5 import Origin
+from weightscope.limits import Limits
+
+def loops(self, h5):
+    Path({str(pid_file)!r}).write_text(str(os.getpid()))
+    while True:
+        pass
+
+hdf5_guard._Walk.walk = loops
+origin = Origin(Path({str(origin_file)!r}), "Keras HDF5 file", Limits(max_hdf5_seconds=600))
+hdf5_guard.rehearse(origin, lambda: h5py.File(origin.path, "r"))
+"""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    parent = subprocess.Popen([sys.executable, "-c", script], env=env)
+    try:
+        deadline_at = time.monotonic() + 30
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline_at and parent.poll() is None
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        assert not _gone(child)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline_at = time.monotonic() + 10
+    while not _gone(child):
+        assert time.monotonic() < deadline_at, "the child outlived its parent"
+        time.sleep(0.05)

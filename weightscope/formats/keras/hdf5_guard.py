@@ -24,10 +24,12 @@ file is read unguarded.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import select
 import signal
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -51,6 +53,7 @@ _READ = re.compile(
     b"|".join(re.escape(name.encode()) for name in ATTRIBUTES_READ) + rb"|(?:layer|weight)_names\d+"
 )
 """The names of the attributes the readers read, with Keras' chunked ``layer_names0``, ..."""
+PR_SET_PDEATHSIG = 1
 _DONE = b"!"
 _TICK = b"."
 
@@ -65,6 +68,7 @@ def rehearse(origin: Origin, open_file: Callable[[], h5py.File], what: str = "th
     if fork is None:
         return
     seconds = origin.limits.max_hdf5_seconds
+    parent = os.getpid()
     read_end, write_end = os.pipe()
     try:
         with warnings.catch_warnings():
@@ -78,7 +82,7 @@ def rehearse(origin: Origin, open_file: Callable[[], h5py.File], what: str = "th
         os.close(write_end)
         return
     if pid == 0:  # pragma: no cover - the child, measured through its parent
-        _child(read_end, write_end, open_file, origin.limits.max_nesting)
+        _child(parent, read_end, write_end, open_file, origin.limits.max_nesting)
     os.close(write_end)
     reaped = False
     status: int | None = None
@@ -140,12 +144,17 @@ def _death(status: int | None) -> str:
 
 
 def _child(
-    read_end: int, write_end: int, open_file: Callable[[], h5py.File], max_nesting: int
+    parent: int,
+    read_end: int,
+    write_end: int,
+    open_file: Callable[[], h5py.File],
+    max_nesting: int,
 ) -> None:  # pragma: no cover - runs in the forked child
     """Walk, report, and leave without running anything of the parent's (no atexit handlers,
     no buffers flushed, no HDF5 files closed: ``os._exit``)."""
     try:
         os.close(read_end)
+        _die_with(parent)
         _quiet()
         progress = _Progress(write_end)
         with contextlib.suppress(Exception):
@@ -153,6 +162,17 @@ def _child(
             _Walk(progress, max_nesting).walk(h5)
         os.write(write_end, _DONE)
     finally:
+        os._exit(0)
+
+
+def _die_with(parent: int) -> None:  # pragma: no cover - runs in the forked child
+    """End when the parent ends, however it ends (a scan's worker killed at its timeout), even
+    while looping inside libhdf5: the kernel's parent-death signal on Linux. Elsewhere a child
+    ends at its next report to a parent gone (a write to a closed pipe)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # gone before the signal was armed
         os._exit(0)
 
 
