@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import faulthandler
 import os
 import re
 import select
@@ -37,6 +38,9 @@ from typing import Any
 
 import h5py
 import numpy as np
+
+if sys.platform != "win32":  # nor is there a fork there: files are read unguarded
+    import resource
 
 from weightscope.errors import CorruptFileError, file_error
 from weightscope.formats.keras.hdf5 import (
@@ -184,14 +188,10 @@ def _quiet() -> None:  # pragma: no cover - runs in the forked child
         with contextlib.suppress(OSError, ValueError, TypeError):
             if callable(signal.getsignal(number)):
                 signal.signal(number, signal.SIG_DFL)
-    with contextlib.suppress(Exception):
-        import faulthandler
-
-        faulthandler.disable()
-    with contextlib.suppress(Exception):
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash is reported, not dumped
+    faulthandler.disable()
+    if sys.platform != "win32":
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash is reported, not dumped
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 1)
     os.dup2(null, 2)
