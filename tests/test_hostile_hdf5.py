@@ -1,16 +1,25 @@
-"""Hostile files, round two: the JSON nesting check, HDF5 links, the libhdf5 deadline and chunk
-shapes.
+"""Hostile files, round two: the JSON nesting check, HDF5 links, libhdf5's own loops and HDF5
+chunks.
 
 Each hostile file is built here. ``weightscope inspect FILE`` runs it in a subprocess capped at
 1 GiB of address space (``RLIMIT_AS``) and 10 s; it must exit 2 with exactly one line
 ``weightscope: FILE: <reason>`` (or read the file correctly), and leave the file's folder as it
 was.
 
-- JSON: ``nesting_depth`` counts brackets outside strings in one linear pass; it is checked
-  against the regular expression it replaced on random and real JSON texts, with chunk boundaries
-  falling everywhere (inside escapes too), and a long unterminated string of escaped quotes (a
-  safetensors header, a ``.keras`` ``config.json``, an ``.h5`` ``model_config`` attribute) is
-  answered within 1 s of CPU time.
+1. JSON: ``nesting_depth`` counts brackets outside strings in one linear pass; it is checked
+   against the regular expression it replaced on random and real JSON texts, with chunk
+   boundaries falling everywhere (inside escapes too), and a long unterminated string of escaped
+   quotes (a safetensors header, a ``.keras`` ``config.json``, an ``.h5`` ``model_config``
+   attribute) is answered within 1 s of CPU time.
+2. Links: an external link to a FIFO beside the file, wherever the reader looks, is refused with
+   one line, never opened; soft links are not followed.
+3. libhdf5's loops: the file's structure is walked in a forked child first, under a deadline per
+   step (``max_hdf5_seconds``); the fuzzer's ``keras_h5-2.bin`` is refused in about 3 s, a
+   walk that keeps progressing is never stopped, a crash refuses the file, the child runs
+   nothing of its parent's and dies with it.
+4. Chunks: a chunk over ``max_hdf5_chunk_bytes`` (4 x 3 values in a chunk of a GiB) and a chunk
+   whose deflate stream inflates past its size are refused without the GiB ever being
+   allocated; chunked datasets within the limits are read.
 """
 
 from __future__ import annotations
