@@ -240,7 +240,7 @@ def _mutate_copy(path: str, data: bytes, rng: random.Random, filename: str) -> t
         try:
             with h5py.File(path, "r+") as h5:
                 note = _change(h5, rng, filename)
-        except (OSError, ValueError, TypeError):
+        except (OSError, ValueError, TypeError, RuntimeError):  # RuntimeError: writing a chunk
             continue
         with open(path, "rb") as handle:
             return handle.read(), "hdf5: " + note
