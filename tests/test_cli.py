@@ -10,7 +10,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from cli_runner import run_cli
+from cli_runner import run_cli, run_cli_subprocess
 from damaged import with_lying_bias
 
 import weightscope
@@ -32,7 +32,8 @@ def test_console_script_matches_python_m():
         pytest.skip("package not installed with its console script")
     direct = subprocess.run([exe, "inspect", "--example", "--json"], capture_output=True,
                             text=True, check=True)  # fmt: skip
-    assert json.loads(direct.stdout) == json.loads(run_cli("inspect", "--example", "--json").stdout)
+    python_m = run_cli_subprocess("inspect", "--example", "--json")
+    assert json.loads(direct.stdout) == json.loads(python_m.stdout)
 
 
 def test_inspect_table_lists_layers_and_totals():

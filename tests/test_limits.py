@@ -10,8 +10,6 @@ import json
 import re
 import shutil
 import struct
-import subprocess
-import sys
 import time
 import zipfile
 from collections.abc import Callable
@@ -22,6 +20,7 @@ import h5py
 import numpy as np
 import onnx
 import pytest
+from cli_runner import run_cli, run_cli_subprocess
 from damaged import EXAMPLE, LOGITS_BIAS, edited_example
 from onnx import TensorProto, helper, numpy_helper
 
@@ -575,19 +574,14 @@ def test_malformed_limit_option_is_an_argparse_error(arg, capsys):
 
 
 def test_limit_is_in_the_help():
-    result = subprocess.run(
-        [sys.executable, "-m", "weightscope", "inspect", "--help"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+    result = run_cli("inspect", "--help")
+    assert result.returncode == 0
     assert "--limit NAME=VALUE" in result.stdout and "max_json_bytes" in result.stdout
 
 
 def test_the_real_command_line_names_the_limit(tmp_path):
     path = keras_archive(tmp_path)
-    result = subprocess.run(
-        [sys.executable, "-m", "weightscope", "inspect", str(path), "--limit", "max_json_bytes=64"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    result = run_cli_subprocess("inspect", path, "--limit", "max_json_bytes=64")
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.splitlines() == [
         f"weightscope: {path}: config.json declares {path_member_size(path, 'config.json'):,} "
@@ -645,10 +639,7 @@ def test_a_deep_config_within_the_limit_is_shown(tmp_path):
     """A layer config nesting as deep as the limit allows goes through every output."""
     path = keras_archive(tmp_path, layer_extra=nested_list(120))
     for args in (["--layer", "dense"], ["--json"], ["--layer", "dense", "--json"]):
-        result = subprocess.run(
-            [sys.executable, "-m", "weightscope", "inspect", str(path), *args],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+        result = run_cli("inspect", path, *args)
         assert result.returncode == 0, result.stderr
 
 
@@ -738,16 +729,10 @@ def test_hdf5_groups_nested_past_the_c_stack_are_refused(tmp_path):
         group = h5.create_group("layers").id
         for _ in range(12_000):
             group = h5py.h5g.create(group, b"g")
-    result = subprocess.run(
-        [sys.executable, "-m", "weightscope", "inspect", str(path)],
-        capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
+    result = run_cli_subprocess("inspect", path, timeout=120)
     assert result.returncode == 2, (result.returncode, result.stderr)
     assert "HDF5 groups nested more than 256 deep, over the limit max_nesting=256" in result.stderr
-    raised = subprocess.run(
-        [sys.executable, "-m", "weightscope", "inspect", str(path), "--limit", "max_nesting=1M"],
-        capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
+    raised = run_cli_subprocess("inspect", path, "--limit", "max_nesting=1M", timeout=120)
     assert raised.returncode == 0, (raised.returncode, raised.stderr)
 
 

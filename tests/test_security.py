@@ -64,6 +64,7 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
+from cli_runner import run_cli_subprocess  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 from torch_builders import (  # noqa: E402
     LEGACY_MAGIC,
@@ -978,8 +979,8 @@ COMMAND_LINE = [
 
 def _command_line(corpus: Corpus, case: str, path_name: str, out: Path) -> Any:
     model = corpus.path(case)
-    argv = [sys.executable, "-m", "weightscope", *PATHS[path_name](model, out)]
-    return subprocess.run(argv, cwd=corpus.folder(case), **_quiet(CLI_TIMEOUT_S))
+    argv = PATHS[path_name](model, out)
+    return run_cli_subprocess(*argv, cwd=corpus.folder(case), timeout=CLI_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
