@@ -8,6 +8,7 @@ trainable flags, and its canonical tensors must reproduce the output through ``r
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ keras = pytest.importorskip("keras")
 pytest.importorskip("torch")
 
 import reference as ref  # noqa: E402  (needs torch)
+from framework_cache import build_cached  # noqa: E402
 
 import weightscope  # noqa: E402
 
@@ -314,11 +316,30 @@ class Built:
 
 
 def _build(framework: str, case: Case, directory: Path) -> Built:
-    module = _framework(framework)
-    layer_class = getattr(module.layers, case.class_name, None)
-    if layer_class is None:
+    """The case's model in every format in ``directory``, with its input and output and the
+    weights set; built by the framework once, then taken from the tests' cache."""
+    if getattr(_framework(framework).layers, case.class_name, None) is None:
+        module = _framework(framework)
         pytest.skip(f"{framework} {module.__version__} has no layers.{case.class_name}")
-    layer = layer_class(**case.kwargs)
+
+    def save(folder: Path) -> None:
+        _save(framework, case, folder)
+
+    build_cached(directory, save, framework, case.id)
+    saved = json.loads((directory / "built.json").read_text())
+    with np.load(directory / "built.npz", allow_pickle=False) as arrays:
+        x, y = arrays["x"], arrays["y"]
+        values = [arrays[f"w{i}"] for i in range(len(saved["roles"]))]
+    weights = list(zip(saved["roles"], values, saved["trainable"], strict=True))
+    files = {fmt.id: directory / fmt.filename for fmt in FORMATS[framework]}
+    return Built(case, x, y, weights, files)
+
+
+def _save(framework: str, case: Case, directory: Path) -> None:
+    """Build the model with the framework, set random weights, compute its output, save it in
+    every format, and the input, output and weights beside (``built.npz``, ``built.json``)."""
+    module = _framework(framework)
+    layer = getattr(module.layers, case.class_name)(**case.kwargs)
     inputs = module.Input(shape=case.input_shape)
     model = module.Model(inputs, layer(inputs))
 
@@ -334,21 +355,15 @@ def _build(framework: str, case: Case, directory: Path) -> Built:
     stored = layer.get_weights()
     for value, got in zip(values, stored, strict=True):
         np.testing.assert_array_equal(got, value)  # the weights really were set
-    weights = [
-        (role, np.asarray(value), bool(variable.trainable))
-        for role, value, variable in zip(roles, stored, layer.weights, strict=True)
-    ]
 
     x = rng.standard_normal((BATCH, *case.input_shape)).astype(np.float32)
     y = np.asarray(model(x, training=False))
-
-    directory.mkdir(parents=True)
-    files = {}
     for fmt in FORMATS[framework]:
-        path = directory / fmt.filename
-        fmt.save(model, path)
-        files[fmt.id] = path
-    return Built(case, x, y, weights, files)
+        fmt.save(model, directory / fmt.filename)
+    arrays = {f"w{i}": np.asarray(value) for i, value in enumerate(stored)}
+    np.savez(directory / "built.npz", x=x, y=y, **arrays)
+    trainable = [bool(variable.trainable) for variable in layer.weights]
+    (directory / "built.json").write_text(json.dumps({"roles": roles, "trainable": trainable}))
 
 
 @pytest.fixture(scope="module")

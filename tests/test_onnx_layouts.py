@@ -37,6 +37,7 @@ pytest.importorskip("onnxscript")  # the dynamo exporter writes its graphs with 
 
 import onnx_builders as ob  # noqa: E402
 import reference as ref  # noqa: E402
+from framework_cache import build_cached, digest  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -998,12 +999,25 @@ def _randomize(module: nn.Module, seed: int) -> nn.Module:
 def _export(
     module: nn.Module, inputs: tuple[Any, ...], path: Path, exporter: str, **options: Any
 ) -> None:
+    """``torch.onnx.export`` to ``path``; the file (and any written beside it) comes from the
+    tests' cache when the same module, weights, inputs and options were exported before."""
     names = [f"x{i}" if i else "x" for i in range(len(inputs))]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module, inputs, path, input_names=names, dynamo=exporter == "dynamo", **options
-        )
+
+    def write(folder: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                inputs,
+                folder / path.name,
+                input_names=names,
+                dynamo=exporter == "dynamo",
+                **options,
+            )
+
+    state = {name: value.detach().numpy() for name, value in module.state_dict().items()}
+    key = (path.name, exporter, options, type(module).__qualname__, repr(module))
+    build_cached(path.parent, write, *key, digest(state, [x.numpy() for x in inputs]))
 
 
 def _torch_state(module: nn.Module) -> dict[str, np.ndarray]:

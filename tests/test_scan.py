@@ -28,6 +28,7 @@ tf_keras = pytest.importorskip("tf_keras")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 from cli_runner import run_cli  # noqa: E402
+from framework_cache import build_cached  # noqa: E402
 
 import weightscope  # noqa: E402
 from tests.onnx_builders import conv_gemm_model  # noqa: E402
@@ -103,6 +104,14 @@ OTHERS = ["README.txt", "torch/config.json", "onnx/ext/external.data"]
 
 
 def build_zoo(root: Path) -> Path:
+    """The zoo in ``root``: written by the frameworks once, then copied from the tests' cache."""
+    build_cached(root, _write_zoo)
+    on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    assert on_disk == {*MODELS, *DAMAGED, *OTHERS}, on_disk
+    return root
+
+
+def _write_zoo(root: Path) -> None:
     for name, write in MODELS.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,9 +123,6 @@ def build_zoo(root: Path) -> Path:
     (root / "damaged/empty.pt").write_bytes(b"")
     (root / "README.txt").write_text("Models of the zoo, one per format.\n")
     (root / "torch/config.json").write_text('{"lr": 0.1, "epochs": 3}\n')
-    on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
-    assert on_disk == {*MODELS, *DAMAGED, *OTHERS}, on_disk
-    return root
 
 
 @pytest.fixture(scope="module")

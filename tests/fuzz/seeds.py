@@ -276,12 +276,21 @@ SEEDS: dict[str, Seed] = {
 
 
 def build_seed(seed: Seed, folder: Path) -> dict[str, bytes]:
-    """Save ``seed`` under ``folder/<name>/``; its files' bytes by name, the main file first."""
+    """Save ``seed`` under ``folder/<name>/``; its files' bytes by name, the main file first.
+    The frameworks' files are built once and kept in the tests' cache (``framework_cache``)."""
+    from tests.framework_cache import build_cached
+
+    def save(where: Path) -> None:
+        _save_seed(seed, where)
+
+    where = build_cached(folder / seed.name, save, seed.name)
+    return {name: (where / name).read_bytes() for name in (seed.filename, *seed.extra_files)}
+
+
+def _save_seed(seed: Seed, where: Path) -> None:
     import logging
     import warnings
 
-    where = folder / seed.name
-    where.mkdir(parents=True, exist_ok=True)
     absl = logging.getLogger("absl")
     level = absl.level
     absl.setLevel(logging.ERROR)  # Keras 3 on saving a legacy .h5
@@ -291,7 +300,6 @@ def build_seed(seed: Seed, folder: Path) -> dict[str, bytes]:
             seed.build(where / seed.filename)
     finally:
         absl.setLevel(level)
-    return {name: (where / name).read_bytes() for name in (seed.filename, *seed.extra_files)}
 
 
 class SeedCache(Mapping[str, dict[str, bytes]]):
