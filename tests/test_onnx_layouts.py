@@ -229,6 +229,13 @@ class Built:
     """Outputs are 8-bit integers: the reference may be off by one step of rounding."""
     outputs: list[list[np.ndarray]] = field(default_factory=list)
     """onnxruntime's outputs, per feed."""
+    exact_outputs: list[list[np.ndarray]] | None = None
+    """Outputs per feed computed by the test itself, exactly, where onnxruntime's depend on the
+    CPU (its uint8 x int8 kernels sum pairs of products into int16, which saturates on CPUs
+    without VNNI): the reference must equal these, element for element."""
+    runtime_comparable: list[bool] = field(default_factory=list)
+    """With ``exact_outputs``: per feed, whether onnxruntime's output is the same on every CPU
+    (no pair of products can saturate), and so is checked against the exact outputs too."""
 
 
 @dataclass(frozen=True)
@@ -910,10 +917,67 @@ def _qlinear_conv(directory: Path, rng: np.random.Generator) -> Built:
         "conv2d", roles, groups=groups, name="qconv", config={"group": groups},
         trainable=dict.fromkeys(roles), note=("quantized convolution",),
     )  # fmt: skip
-    feeds = [{"x": rng.integers(0, 256, x_shape).astype(np.uint8)}]
+    feeds = [
+        {"x": rng.integers(0, 256, x_shape).astype(np.uint8)},  # the whole uint8 range
+        # x <= 128: no two uint8 x int8 products sum past int16 (2 * 128 * 127 = 32,512), so
+        # onnxruntime's output is the same on every CPU
+        {"x": rng.integers(0, 129, x_shape).astype(np.uint8)},
+    ]
+    exact = [
+        [
+            qlinear_conv_exact(
+                feed["x"], x_scale, x_zp, w_q, w_scale, w_zp, y_scale, y_zp, bias,
+                pads=[1, 1, 0, 0], strides=[1, 2], group=groups,
+            )
+        ]
+        for feed in feeds
+    ]  # fmt: skip
     return Built(
-        path, [want], feeds, reference, (w_q.size + bias.size, 0, 0), quantized_output=True
+        path, [want], feeds, reference, (w_q.size + bias.size, 0, 0), quantized_output=True,
+        exact_outputs=exact, runtime_comparable=[False, True],
+    )  # fmt: skip
+
+
+def qlinear_conv_exact(
+    x: np.ndarray,
+    x_scale: np.float32,
+    x_zp: np.uint8,
+    w: np.ndarray,
+    w_scale: np.ndarray,
+    w_zp: np.ndarray,
+    y_scale: np.float32,
+    y_zp: np.uint8,
+    bias: np.ndarray,
+    *,
+    pads: list[int],
+    strides: list[int],
+    group: int,
+) -> np.ndarray:
+    """ONNX ``QLinearConv`` (2-D) as its spec defines it, in integers: ``(x - x_zp)`` (padding is
+    ``x_zp``, so 0 after the shift) times ``(w - w_zp)``, summed in int32 with the int32 bias,
+    then requantized by the real multiplier ``x_scale * w_scale / y_scale`` (per output channel,
+    in float64), rounded half to even, shifted by ``y_zp`` and saturated to uint8. Written
+    from the stored arrays the model was built from, not from what weightscope reads."""
+    xi = np.pad(
+        x.astype(np.int32) - np.int32(x_zp),
+        [(0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])],
     )
+    wi = w.astype(np.int32) - w_zp.astype(np.int32).reshape(-1, 1, 1, 1)
+    out_channels, per_group_in, kh, kw = wi.shape
+    windows = np.lib.stride_tricks.sliding_window_view(xi, (kh, kw), axis=(2, 3))
+    windows = windows[:, :, :: strides[0], :: strides[1]]  # (n, c, oh, ow, kh, kw)
+    per_group_out = out_channels // group
+    acc = np.empty((x.shape[0], out_channels, *windows.shape[2:4]), np.int32)
+    for g in range(group):
+        xs = windows[:, g * per_group_in : (g + 1) * per_group_in]
+        ws = wi[g * per_group_out : (g + 1) * per_group_out]
+        acc[:, g * per_group_out : (g + 1) * per_group_out] = np.einsum(
+            "ncijuv,mcuv->nmij", xs, ws, dtype=np.int32
+        )
+    acc += bias.astype(np.int32).reshape(1, -1, 1, 1)
+    multiplier = np.float64(x_scale) * w_scale.astype(np.float64) / np.float64(y_scale)
+    y = np.rint(acc * multiplier.reshape(1, -1, 1, 1)) + int(y_zp)
+    return np.clip(y, 0, 255).astype(np.uint8)
 
 
 def _layer_norm(directory: Path, rng: np.random.Generator) -> Built:
@@ -1567,6 +1631,9 @@ def test_canonical_tensors_reproduce_onnxruntime(
                 if tensor.native_layout is not None:
                     assert tensor.canonical().shape == tensor.canonical_shape, tensor.name
             layers.append(_canonical(layer))
+    if item.exact_outputs is not None:
+        _assert_exact_and_runtime(item, layers)
+        return
     for feed, outputs in zip(item.feeds, item.outputs, strict=True):
         expected = item.reference(layers, feed)
         assert len(expected) == len(outputs)
@@ -1581,6 +1648,30 @@ def test_canonical_tensors_reproduce_onnxruntime(
                 assert len(np.unique(theirs)) > 20  # not saturated
             else:
                 np.testing.assert_allclose(mine, theirs, atol=ATOL, rtol=RTOL)
+
+
+def _assert_exact_and_runtime(item: Built, layers: list[Canonical]) -> None:
+    """The reference on weightscope's canonical tensors equals the test's own integer
+    computation on every feed; onnxruntime agrees with it on the feeds where its output does
+    not depend on the CPU."""
+    assert item.exact_outputs is not None
+    checked = list(item.runtime_comparable)
+    assert len(checked) == len(item.feeds) and any(checked)
+    for feed, exact, outputs, comparable in zip(
+        item.feeds, item.exact_outputs, item.outputs, checked, strict=True
+    ):
+        expected = item.reference(layers, feed)
+        assert len(expected) == len(exact) == len(outputs)
+        for mine, want, theirs in zip(expected, exact, outputs, strict=True):
+            assert mine.shape == want.shape == theirs.shape
+            np.testing.assert_array_equal(mine, want.astype(np.float64))
+            assert len(np.unique(want)) > 20  # not saturated
+            if comparable:
+                # onnxruntime requantizes with a float32 multiplier: ties may round the other
+                # way, never by more than one step
+                difference = np.abs(want.astype(np.int32) - theirs.astype(np.int32))
+                assert difference.max() <= 1
+                assert np.mean(difference == 0) > 0.95
 
 
 @pytest.mark.parametrize("case_id", [c.id for c in TORCH_CASES])
