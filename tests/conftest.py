@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import types
 
 import numpy as np
 import pytest
@@ -18,3 +19,37 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 def rng() -> np.random.Generator:
     """A freshly seeded generator, so that every test draws the same numbers."""
     return np.random.default_rng(20240611)
+
+
+# ---------------------------------------------------------------------------------------------
+# Markers and parallel workers (pyproject's addopts run the suite on pytest-xdist workers)
+
+FRAMEWORKS = ("torch", "tensorflow", "keras", "tf_keras", "onnxruntime")
+MAX_AUTO_WORKERS = 4
+"""Each worker imports TensorFlow and PyTorch (about 1.5 GB): ``-n auto`` uses one per CPU, up
+to this many."""
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, MAX_AUTO_WORKERS))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``frameworks`` on every test of a module that imports PyTorch, TensorFlow, Keras or
+    onnxruntime (to build models, run them, or compare with them)."""
+    uses: dict[str, bool] = {}
+    for item in items:
+        module = getattr(item, "module", None)
+        if module is None:
+            continue
+        if module.__name__ not in uses:
+            uses[module.__name__] = any(
+                isinstance(value, types.ModuleType) and value.__name__.split(".")[0] in FRAMEWORKS
+                for value in vars(module).values()
+            )
+        if uses[module.__name__]:
+            item.add_marker(pytest.mark.frameworks)

@@ -14,6 +14,8 @@ from playwright.sync_api import sync_playwright
 import weightscope
 from weightscope.reporters.html import report_html
 
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("browser")]  # one Chromium per module
+
 CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 
 

@@ -20,6 +20,8 @@ EXAMPLE = weightscope.example_path()
 LAYERS = ["conv1", "bn1", "dwconv2", "pwconv2", "logits"]
 CONVS = ["conv1", "dwconv2", "pwconv2"]
 
+pytestmark = pytest.mark.xdist_group("html")  # the report page is a module fixture (seconds)
+
 HOSTILE_CONV = "<script>alert('conv')</script>"
 HOSTILE_DENSE = '<img src=x onerror="alert(1)">&amp;'
 

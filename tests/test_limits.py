@@ -720,6 +720,7 @@ def test_damage_found_while_reading_names_the_format(tmp_path):
 # consistency checks found in the audit (not limits: they hold whatever the limits are)
 
 
+@pytest.mark.slow
 def test_hdf5_groups_nested_past_the_c_stack_are_refused(tmp_path):
     """h5py's ``visititems`` overflows the C stack on groups nested 12,000 deep (a 12 MB file);
     the store is walked without it, and the nesting refused. Run apart: a crash would be a

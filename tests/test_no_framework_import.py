@@ -10,6 +10,8 @@ import pytest
 
 import weightscope
 
+pytestmark = pytest.mark.slow  # fresh interpreters, one per file
+
 FRAMEWORKS = ("torch", "tensorflow", "keras", "tf_keras", "jax", "onnx")
 
 # Reading an ONNX file uses onnx's own protobuf classes, so onnx may be imported then; nothing

@@ -18,6 +18,8 @@ pd = pytest.importorskip("pandas")
 duckdb = pytest.importorskip("duckdb")
 pytest.importorskip("pyarrow")
 
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("readme_scan")]  # a scan, once
+
 SCAN_PAGE = Path(__file__).resolve().parents[1] / "docs" / "commands" / "scan.md"
 
 

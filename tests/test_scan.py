@@ -40,7 +40,12 @@ from tests.small_models import (  # noqa: E402
 from weightscope.analysis.health import layer_health  # noqa: E402
 from weightscope.errors import WeightscopeError  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+# every scan starts worker processes; the zoo and its scan are module fixtures: one xdist worker
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning"),
+    pytest.mark.slow,
+    pytest.mark.xdist_group("scan"),
+]
 
 # ---------------------------------------------------------------------------------------------
 # the zoo: real files written by the frameworks, in nested folders

@@ -23,7 +23,12 @@ from test_scan import DAMAGED, MODELS, build_zoo, model_rows, read_table  # noqa
 import weightscope.scan.cluster  # noqa: E402
 from weightscope.cli.app import main as cli_main  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+# a three-worker LocalCluster, started once for the module: one xdist worker
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning"),
+    pytest.mark.slow,
+    pytest.mark.xdist_group("scan_dask"),
+]
 
 KEY_PREFIX = "weightscope-scan-"
 COUNT = len(MODELS) + len(DAMAGED)

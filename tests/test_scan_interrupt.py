@@ -18,6 +18,9 @@ from weightscope.scan.table_io import read_table
 torch = pytest.importorskip("torch")
 pytest.importorskip("pyarrow")
 
+# real scans on worker processes, Ctrl-C and a terminal; 300 files built once for the module
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("scan_interrupt")]
+
 FILES = 300
 """Enough small files that a one-job scan is still busy when the test interrupts it."""
 

@@ -77,7 +77,11 @@ import weightscope  # noqa: E402
 from weightscope.cli.app import main as cli_main  # noqa: E402
 from weightscope.errors import UnsafeFileError, WeightscopeError  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+# the corpus and its controls (naive loaders in subprocesses) are built once: one xdist worker
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning"),
+    pytest.mark.xdist_group("security"),
+]
 
 DEADLINE_S = 20  # per reading path; a hang becomes a failure, not a stuck test run
 CLI_TIMEOUT_S = 60

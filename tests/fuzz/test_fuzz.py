@@ -21,6 +21,7 @@ def seed_files(seeds: Mapping[str, Files], fmt: str) -> Files:
         pytest.skip(f"cannot build the {fmt} seed: {exc}")
 
 
+@pytest.mark.frameworks  # the seeds are saved by the frameworks (or taken from their cache)
 @pytest.mark.parametrize("fmt", list(SEEDS))
 def test_seed_reads_cleanly(fmt: str, seeds: SeedCache, pool: Pool) -> None:
     """The unmutated seed passes every check: a failure below is the mutation's doing."""
@@ -28,6 +29,8 @@ def test_seed_reads_cleanly(fmt: str, seeds: SeedCache, pool: Pool) -> None:
     assert outcome.status == "ok", (outcome.failures, outcome.steps)
 
 
+@pytest.mark.slow
+@pytest.mark.frameworks
 @pytest.mark.parametrize("fmt", list(SEEDS))
 def test_mutants(fmt: str, campaign: Campaign) -> None:
     if fmt not in campaign.settings.formats:
