@@ -41,16 +41,20 @@ def run_cli(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProce
 
     Raises ``subprocess.TimeoutExpired`` past ``timeout`` seconds, as ``subprocess.run`` does
     (only from the main thread, where Python handles signals)."""
-    from weightscope.cli import main
+    from weightscope.cli import app, main
 
     argv = [str(arg) for arg in args]
     stdout, stderr = _Pipe("strict"), _Pipe("backslashreplace")
     with _fresh_process_state(argv, stdout, stderr), _deadline(argv, timeout):
         try:
-            code = _exit_status(main(argv), stderr)
+            try:
+                status = main(argv)
+            except KeyboardInterrupt:  # before any command's guard: what app.run() does
+                status = app._interrupted()
+            code = _exit_status(status, stderr)
         except SystemExit as exc:  # argparse: --help, --version, usage errors
             code = _exit_status(exc.code, stderr)
-        except (_Timeout, KeyboardInterrupt):  # the deadline, or Ctrl-C on the test run
+        except _Timeout:
             raise
         except BaseException:  # what the interpreter does with an uncaught exception
             traceback.print_exc(file=stderr)

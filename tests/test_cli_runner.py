@@ -50,9 +50,9 @@ def test_exit_status_of_help_usage_errors_and_failures() -> None:
 def test_nothing_leaks_into_the_test_process(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     """A command that changes the process's state (here a patched one) changes it for itself
     only, as in a process of its own."""
-    import weightscope.cli.app as app
+    import weightscope.cli.commands.inspect as inspect_command
 
-    original = app._run_inspect
+    original = inspect_command.run
 
     def meddling(args, model):  # type: ignore[no-untyped-def]
         os.environ["WEIGHTSCOPE_TEST_LEAK"] = "1"
@@ -65,7 +65,7 @@ def test_nothing_leaks_into_the_test_process(monkeypatch: pytest.MonkeyPatch, tm
         assert not sys.stdout.isatty() and not sys.stderr.isatty()
         original(args, model)
 
-    monkeypatch.setattr(app, "_run_inspect", meddling)
+    monkeypatch.setattr(inspect_command, "run", meddling)
     streams = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
     argv, cwd, filters = list(sys.argv), os.getcwd(), list(warnings.filters)
     handler = signal.getsignal(signal.SIGTERM)
@@ -81,9 +81,9 @@ def test_nothing_leaks_into_the_test_process(monkeypatch: pytest.MonkeyPatch, tm
 def test_warnings_are_printed_as_a_fresh_interpreter_prints_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import weightscope.cli.app as app
+    import weightscope.cli.commands.inspect as inspect_command
 
-    original = app._run_inspect
+    original = inspect_command.run
 
     def warning(args, model):  # type: ignore[no-untyped-def]
         for _ in range(2):  # the "default" action: once per place
@@ -91,7 +91,7 @@ def test_warnings_are_printed_as_a_fresh_interpreter_prints_them(
         warnings.warn("hidden outside __main__", DeprecationWarning, stacklevel=1)
         original(args, model)
 
-    monkeypatch.setattr(app, "_run_inspect", warning)
+    monkeypatch.setattr(inspect_command, "run", warning)
     for _ in range(2):  # the second call shows it again: a new process would
         with warnings.catch_warnings(record=True) as caught:
             result = run_cli("inspect", "--example", "--no-stats")
@@ -103,12 +103,9 @@ def test_warnings_are_printed_as_a_fresh_interpreter_prints_them(
 def test_uncaught_exceptions_and_sys_exit_become_the_exit_status(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import weightscope.cli.app as app
-
     def crash(argv=None):  # type: ignore[no-untyped-def]
         raise MemoryError("no more")
 
-    monkeypatch.setattr(app, "main", crash)
     monkeypatch.setattr("weightscope.cli.main", crash)
     result = run_cli("inspect", "--example")
     assert result.returncode == 1 and result.stderr.endswith("MemoryError: no more\n")
@@ -121,6 +118,13 @@ def test_uncaught_exceptions_and_sys_exit_become_the_exit_status(
         monkeypatch.setattr("weightscope.cli.main", leave)
         result = run_cli("inspect")
         assert (result.returncode, result.stderr) == (status, stderr)
+
+    def interrupted(argv=None):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt  # Ctrl-C before any command's guard: app.run() says so
+
+    monkeypatch.setattr("weightscope.cli.main", interrupted)
+    result = run_cli("inspect")
+    assert (result.returncode, result.stderr) == (130, "weightscope: interrupted\n")
 
 
 def test_a_command_past_its_timeout_raises_like_subprocess(monkeypatch: pytest.MonkeyPatch):
