@@ -328,13 +328,26 @@ def test_a_real_sigint_gives_one_line(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.5)
+    _wait_until_reading(process, path)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=30)
     if process.returncode == 0:
         pytest.skip("the work ended before the signal came")  # a very fast machine
     assert process.returncode == 130, err
     assert err.strip() == "weightscope: interrupted"
+
+
+def _wait_until_reading(process: subprocess.Popen[str], path: Path, seconds: float = 30) -> None:
+    """Until ``process`` has ``path`` open (it is reading it), or has ended: a fixed sleep
+    missed the work on a fast machine, and the test skipped."""
+    deadline = time.monotonic() + seconds
+    target = str(path.resolve())
+    while time.monotonic() < deadline and process.poll() is None:
+        with contextlib.suppress(OSError):  # a descriptor closed while we look
+            fds = os.listdir(f"/proc/{process.pid}/fd")
+            if any(os.readlink(f"/proc/{process.pid}/fd/{fd}") == target for fd in fds):
+                return
+        time.sleep(0.005)
 
 
 # ---------------------------------------------------------------------------------------------
