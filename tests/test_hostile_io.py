@@ -337,7 +337,7 @@ def test_a_real_sigint_gives_one_line(tmp_path):
     assert err.strip() == "weightscope: interrupted"
 
 
-def _wait_until_reading(process: subprocess.Popen[str], path: Path, seconds: float = 30) -> None:
+def _wait_until_reading(process: subprocess.Popen[str], path: Path, seconds: float = 60) -> None:
     """Until ``process`` has ``path`` open (it is reading it), or has ended: a fixed sleep
     missed the work on a fast machine, and the test skipped."""
     deadline = time.monotonic() + seconds
@@ -347,7 +347,7 @@ def _wait_until_reading(process: subprocess.Popen[str], path: Path, seconds: flo
             fds = os.listdir(f"/proc/{process.pid}/fd")
             if any(os.readlink(f"/proc/{process.pid}/fd/{fd}") == target for fd in fds):
                 return
-        time.sleep(0.005)
+        time.sleep(0.001)
 
 
 # ---------------------------------------------------------------------------------------------
