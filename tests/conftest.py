@@ -53,3 +53,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             )
         if uses[module.__name__]:
             item.add_marker(pytest.mark.frameworks)
+
+
+# ---------------------------------------------------------------------------------------------
+# The fuzzing campaign's figures (tests/fuzz/conftest.py prints them in a run without workers;
+# with pytest-xdist each worker sends its own here, and the controller prints their sum)
+
+_FUZZ_FROM_WORKERS: list[dict[str, object]] = []
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    figures = getattr(node, "workeroutput", {}).get("weightscope_fuzz_tally")
+    if figures:
+        _FUZZ_FROM_WORKERS.append(figures)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _FUZZ_FROM_WORKERS:
+        from fuzz.runner import Tally
+
+        tally = Tally()
+        for figures in _FUZZ_FROM_WORKERS:
+            tally.merge(figures)  # type: ignore[arg-type]
+        terminalreporter.section("weightscope fuzzing")
+        terminalreporter.write_line(tally.report())

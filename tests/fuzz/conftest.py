@@ -12,6 +12,7 @@ from .runner import Pool, Tally
 from .seeds import SeedCache
 
 TALLY = Tally()
+TALLY_KEY = "weightscope_fuzz_tally"
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +34,14 @@ def pool(fuzz_settings: Settings) -> Iterator[Pool]:
 @pytest.fixture(scope="session")
 def campaign(pool: Pool, seeds: SeedCache, fuzz_settings: Settings) -> Campaign:
     return Campaign(pool, seeds, fuzz_settings, TALLY)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On a pytest-xdist worker: hand the figures to the controller, which prints them (see
+    ``tests/conftest.py``)."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None and TALLY.tried:
+        output[TALLY_KEY] = TALLY.to_json()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -341,6 +341,24 @@ class Tally:
             counts[signature] += 1
         return new
 
+    def to_json(self) -> dict[str, Any]:
+        """The figures as plain data (what a pytest-xdist worker sends to the controller)."""
+        counters = ("tried", "ok", "error", "failed", "seconds")
+        return {
+            **{name: dict(getattr(self, name)) for name in counters},
+            "signatures": {fmt: dict(counts) for fmt, counts in self.signatures.items()},
+            "examples": [[fmt, sig, detail] for (fmt, sig), detail in self.examples.items()],
+        }
+
+    def merge(self, data: dict[str, Any]) -> None:
+        """Add figures another process counted (``to_json``)."""
+        for name in ("tried", "ok", "error", "failed", "seconds"):
+            getattr(self, name).update(data[name])
+        for fmt, counts in data["signatures"].items():
+            self.signatures.setdefault(fmt, Counter()).update(counts)
+        for fmt, signature, detail in data["examples"]:
+            self.examples.setdefault((fmt, signature), detail)
+
     def report(self) -> str:
         lines = [
             f"{'format':<22}{'mutants':>8}{'ok':>8}{'error':>8}{'failed':>8}{'ms/mutant':>11}",
