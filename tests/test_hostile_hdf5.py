@@ -33,6 +33,7 @@ import os
 import random
 import re
 import resource
+import shutil
 import signal
 import struct
 import subprocess
@@ -51,7 +52,7 @@ from fuzz.hdf5 import deflate_stream
 import weightscope
 from weightscope import LimitError, Limits, WeightscopeError
 from weightscope.formats._common import json_text
-from weightscope.formats.keras import hdf5_guard
+from weightscope.formats.keras import hdf5_guard, hdf5_guard_server, hdf5_walk
 from weightscope.formats.keras.hdf5 import Origin
 from weightscope.limits import LimitExceeded
 
@@ -445,47 +446,104 @@ def _origin(tmp_path: Path, seconds: int = 1) -> tuple[Origin, Path]:
     return Origin(path, "Keras HDF5 file", Limits(max_hdf5_seconds=seconds)), path
 
 
-def _rehearse_with(walk: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+class _ForkedHelper:
+    """A helper forked from this process with its children's walk replaced by ``walk``: the
+    helper's protocol tested with walks that stall or crash on purpose."""
+
+    def __init__(self, fd: int, walk: object) -> None:
+        self.returncode: int | None = None
+        self.pid = os.fork()
+        if self.pid == 0:  # pragma: no cover - the helper
+            try:
+                hdf5_walk.Walk.walk = walk  # type: ignore[method-assign]
+                hdf5_guard_server.serve(fd)
+            finally:
+                os._exit(1)
+
+    def poll(self) -> int | None:
+        if self.returncode is None and os.waitpid(self.pid, os.WNOHANG)[0]:
+            self.returncode = 0
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            os.waitpid(self.pid, 0)
+            self.returncode = 0
+        return self.returncode
+
+
+ROUTES = ["forked", "helper"]
+"""A process forks the rehearsing child itself, or (holding a framework) has its helper fork
+it."""
+
+
+def _rehearse_with(
+    walk: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, route: str = "forked"
+) -> None:
     """``rehearse`` on a small file, the child's walk replaced by ``walk(self, h5)``."""
     origin, path = _origin(tmp_path)
-    monkeypatch.setattr(hdf5_guard._Walk, "walk", walk)
-    with deadline(30):
-        hdf5_guard.rehearse(origin, lambda: h5py.File(path, "r"))
+    if route == "forked":
+        monkeypatch.setattr(hdf5_guard, "SERVE_ABOVE_BYTES", 2**62)
+        monkeypatch.setattr(hdf5_walk.Walk, "walk", walk)
+        with deadline(30):
+            hdf5_guard.rehearse(origin, path)
+        return
+    server = hdf5_guard_server.Helper(lambda fd: _ForkedHelper(fd, walk))
+    monkeypatch.setattr(hdf5_guard, "SERVE_ABOVE_BYTES", 0)
+    monkeypatch.setattr(hdf5_guard_server, "helper", lambda: server)
+    try:
+        with deadline(30):
+            hdf5_guard.rehearse(origin, path)
+    finally:
+        server.stop()
 
 
-def test_the_deadline_is_per_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("route", ROUTES)
+def test_the_deadline_is_per_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, route: str
+) -> None:
     """A walk that keeps finishing steps is never stopped, however long it takes in all: a large
     file on a slow disk is not refused for its size."""
 
-    def slow_but_steady(self: hdf5_guard._Walk, h5: h5py.File) -> None:
+    def slow_but_steady(self: hdf5_walk.Walk, h5: h5py.File) -> None:
         for _ in range(25):
             time.sleep(0.1)
             self.progress()
 
     start = time.monotonic()
-    _rehearse_with(slow_but_steady, tmp_path, monkeypatch)
+    _rehearse_with(slow_but_steady, tmp_path, monkeypatch, route)
     assert time.monotonic() - start >= 2.5
 
 
-def test_a_stalled_step_is_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def stalls(self: hdf5_guard._Walk, h5: h5py.File) -> None:
+@pytest.mark.parametrize("route", ROUTES)
+def test_a_stalled_step_is_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, route: str
+) -> None:
+    def stalls(self: hdf5_walk.Walk, h5: h5py.File) -> None:
         time.sleep(60)
 
     start = time.monotonic()
     with pytest.raises(LimitExceeded) as exceeded:
-        _rehearse_with(stalls, tmp_path, monkeypatch)
+        _rehearse_with(stalls, tmp_path, monkeypatch, route)
     assert exceeded.value.name == "max_hdf5_seconds" and exceeded.value.limit == 1
     assert time.monotonic() - start < 5
 
 
-def test_a_crash_refuses_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("route", ROUTES)
+def test_a_crash_refuses_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, route: str
+) -> None:
     """The library crashing on the file would crash this process too: the file is damaged."""
 
-    def crashes(self: hdf5_guard._Walk, h5: h5py.File) -> None:
+    def crashes(self: hdf5_walk.Walk, h5: h5py.File) -> None:
         os.kill(os.getpid(), signal.SIGSEGV)
 
     with pytest.raises(WeightscopeError, match=r"crashed reading the file's structure .*SIGSEGV"):
-        _rehearse_with(crashes, tmp_path, monkeypatch)
+        _rehearse_with(crashes, tmp_path, monkeypatch, route)
 
 
 def test_the_child_runs_nothing_of_this_process(
@@ -497,7 +555,7 @@ def test_the_child_runs_nothing_of_this_process(
     def leave_mark(*_: object) -> None:
         mark.write_text("ran")
 
-    def signals_itself(self: hdf5_guard._Walk, h5: h5py.File) -> None:
+    def signals_itself(self: hdf5_walk.Walk, h5: h5py.File) -> None:
         os.kill(os.getpid(), signal.SIGUSR1)  # the default action: the child ends
 
     atexit.register(leave_mark)
@@ -507,7 +565,7 @@ def test_the_child_runs_nothing_of_this_process(
             _rehearse_with(signals_itself, tmp_path, monkeypatch)
         monkeypatch.undo()
         origin, path = _origin(tmp_path / "..", seconds=3)
-        hdf5_guard.rehearse(origin, lambda: h5py.File(path, "r"))
+        hdf5_guard.rehearse(origin, path)
     finally:
         atexit.unregister(leave_mark)
         signal.signal(signal.SIGUSR1, previous)
@@ -549,7 +607,7 @@ def test_the_walk_reads_every_attribute_the_readers_read(
         with weightscope.load(path) as model:
             for _, tensor in model.tensors():
                 tensor.stats()
-    assert looked_up and all(hdf5_guard._READ.fullmatch(name.encode()) for name in looked_up), (
+    assert looked_up and all(hdf5_walk._READ.fullmatch(name.encode()) for name in looked_up), (
         looked_up
     )
 
@@ -650,7 +708,7 @@ def test_the_child_dies_with_its_parent(tmp_path: Path) -> None:
     script = f"""
 import os, time, h5py
 from pathlib import Path
-from weightscope.formats.keras import hdf5_guard
+from weightscope.formats.keras import hdf5_guard, hdf5_guard_server, hdf5_walk
 from weightscope.formats.keras.hdf5 import Origin
 from weightscope.limits import Limits
 
@@ -659,9 +717,10 @@ def loops(self, h5):
     while True:
         pass
 
-hdf5_guard._Walk.walk = loops
+hdf5_guard.SERVE_ABOVE_BYTES = 2**62
+hdf5_walk.Walk.walk = loops
 origin = Origin(Path({str(origin_file)!r}), "Keras HDF5 file", Limits(max_hdf5_seconds=600))
-hdf5_guard.rehearse(origin, lambda: h5py.File(origin.path, "r"))
+hdf5_guard.rehearse(origin, origin.path)
 """
     env = {
         **os.environ,
@@ -681,4 +740,116 @@ hdf5_guard.rehearse(origin, lambda: h5py.File(origin.path, "r"))
     deadline_at = time.monotonic() + 10
     while not _gone(child):
         assert time.monotonic() < deadline_at, "the child outlived its parent"
+        time.sleep(0.05)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3b. the helper: a process holding a framework has its rehearsals forked by a small helper
+
+
+@pytest.fixture
+def own_helper(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every rehearsal goes through a helper of this test's own, stopped after it."""
+    monkeypatch.setattr(hdf5_guard, "SERVE_ABOVE_BYTES", 0)
+    monkeypatch.setattr(hdf5_guard_server, "_helper", None)
+    monkeypatch.setattr(hdf5_guard_server, "_failed_in", None)
+    yield
+    if hdf5_guard_server._helper is not None:
+        hdf5_guard_server._helper.stop()
+
+
+def _every_kind_of_source(folder: Path, weights: Path) -> list[Path]:
+    """The HDF5 file ``weights`` as a path, as a stored ``.keras`` member read in place, as a
+    deflated one spooled to a temporary file."""
+    folder.mkdir()
+    stored = keras_zip_of(folder, shutil.copy(weights, folder / "model.weights.h5"))
+    deflated = folder / "deflated.keras"
+    with zipfile.ZipFile(stored) as source, zipfile.ZipFile(deflated, "w") as target:
+        for info in source.infolist():
+            target.writestr(info.filename, source.read(info), zipfile.ZIP_DEFLATED)
+    return [weights, stored, deflated]
+
+
+def test_the_helper_rehearses_every_kind_of_source(tmp_path: Path, own_helper: None) -> None:
+    """Each is read, and each made of the looping file refused: the helper's child walked the
+    very bytes the reader reads."""
+    for path in _every_kind_of_source(tmp_path / "good", store(tmp_path / "model.weights.h5")):
+        with deadline(60), weightscope.load(path) as model:
+            kernel = next(t for _, t in model.tensors() if t.role == "kernel")
+            assert np.array_equal(kernel.numpy(), np.arange(12, dtype=np.float32).reshape(4, 3))
+    server = hdf5_guard_server._helper
+    assert server is not None and server.process.poll() is None  # one helper for them all
+    looping = tmp_path / "looping.h5"
+    looping.write_bytes(FOUND_LOOP.read_bytes())
+    for path in _every_kind_of_source(tmp_path / "looping", looping):
+        with deadline(60), pytest.raises(LimitError, match="max_hdf5_seconds=1 "):
+            weightscope.load(path, limits=Limits(max_hdf5_seconds=1))
+
+
+def test_the_helper_refuses_the_libhdf5_loop_and_is_replaced(
+    tmp_path: Path, own_helper: None
+) -> None:
+    """A step over the deadline: the helper and its child are killed, the file refused, and
+    the next file rehearsed by a new helper."""
+    looping = tmp_path / "model.h5"
+    looping.write_bytes(FOUND_LOOP.read_bytes())
+    good = legacy_h5(tmp_path / "good.h5")
+    weightscope.load(good).close()
+    first = hdf5_guard_server._helper
+    assert first is not None
+    start = time.monotonic()
+    with deadline(30), pytest.raises(LimitError, match="max_hdf5_seconds=1 "):
+        weightscope.load(looping, limits=Limits(max_hdf5_seconds=1))
+    assert time.monotonic() - start < 5
+    assert first.process.poll() is not None and hdf5_guard_server._helper is None
+    with deadline(60):
+        weightscope.load(good).close()
+    assert hdf5_guard_server._helper not in (None, first)
+
+
+def _descendants(pid: int) -> set[int]:
+    """The living processes below ``pid``."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if fields[0] != "Z":
+                    parents[int(entry.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found |= frontier
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux")
+def test_the_helper_and_its_child_die_with_the_parent(tmp_path: Path) -> None:
+    """A parent killed while the helper's child loops inside libhdf5 leaves no process
+    behind."""
+    looping = tmp_path / "model.h5"
+    looping.write_bytes(FOUND_LOOP.read_bytes())
+    script = f"""
+from weightscope.formats.keras import hdf5_guard
+from weightscope import Limits, load
+hdf5_guard.SERVE_ABOVE_BYTES = 0
+load({str(looping)!r}, limits=Limits(max_hdf5_seconds=600))
+"""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    parent = subprocess.Popen([sys.executable, "-c", script], env=env)
+    try:
+        deadline_at = time.monotonic() + 60
+        while len(below := _descendants(parent.pid)) < 2:  # the helper and its child
+            assert time.monotonic() < deadline_at and parent.poll() is None
+            time.sleep(0.05)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline_at = time.monotonic() + 10
+    while any(not _gone(pid) for pid in below):
+        assert time.monotonic() < deadline_at, "the helper or its child outlived the parent"
         time.sleep(0.05)

@@ -120,19 +120,25 @@ def _under_import() -> bool:
     return False
 
 
-GUARD = (Path(weightscope.__file__).parent / "formats" / "keras" / "hdf5_guard.py").resolve()
-"""weightscope's own fork: a child that walks an HDF5 file's structure with h5py under a
-deadline (libhdf5 can loop for ever on damaged metadata). It runs nothing from the file; any
-other fork is counted."""
+_KERAS = (Path(weightscope.__file__).parent / "formats" / "keras").resolve()
+_GUARDS = {
+    ("os.fork", str(_KERAS / "hdf5_guard.py"), "_forked"),
+    ("subprocess.Popen", str(_KERAS / "hdf5_guard_server.py"), "_spawn"),
+}
+"""weightscope's own processes: a child forked to walk an HDF5 file's structure with h5py under
+a deadline (libhdf5 can loop for ever on damaged metadata), or the helper, running weightscope's
+own code, that a process holding a framework forks those children from. They run nothing from
+the file; any other process started is counted."""
 
 
-def _guard_fork(event: str) -> bool:
-    caller = sys._getframe(2).f_code
-    return (
-        event == "os.fork"
-        and caller.co_name == "rehearse"
-        and Path(caller.co_filename).resolve() == GUARD
-    )
+def _guard_process(event: str) -> bool:
+    frame = sys._getframe(2)
+    while frame is not None:
+        code = frame.f_code
+        if (event, str(Path(code.co_filename).resolve()), code.co_name) in _GUARDS:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
@@ -145,7 +151,7 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     elif event == "import":
         if str(args[0]).startswith(EVIL_MODULE_PREFIX):
             spy.events.append(f"import {args[0]}")
-    elif event in _EVENTS and not _under_import() and not _guard_fork(event):
+    elif event in _EVENTS and not _under_import() and not _guard_process(event):
         spy.events.append(f"{event} {args!r:.200}")
 
 

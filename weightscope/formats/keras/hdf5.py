@@ -504,9 +504,10 @@ class FileSlice(io.RawIOBase):
 
     def __init__(self, path: Path, start: int, length: int) -> None:
         super().__init__()
+        self.path = path
+        self.start = start
+        self.length = length
         self._file: io.BufferedReader = open(path, "rb")  # noqa: SIM115 - closed in close()
-        self._start = start
-        self._length = length
         self._pos = 0
 
     def readable(self) -> bool:
@@ -519,16 +520,16 @@ class FileSlice(io.RawIOBase):
         return self._pos
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._length}[whence]
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self.length}[whence]
         self._pos = max(0, base + offset)
         return self._pos
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
-        count = max(0, min(len(view), self._length - self._pos))
+        count = max(0, min(len(view), self.length - self._pos))
         if count == 0:
             return 0
-        self._file.seek(self._start + self._pos)
+        self._file.seek(self.start + self._pos)
         got = self._file.readinto(view[:count]) or 0
         self._pos += got
         return got

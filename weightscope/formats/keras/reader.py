@@ -69,7 +69,7 @@ def _load(match: Match, limits: Limits) -> Model:
     path = match.probe.path
     if match.probe.archive is not None:
         return _load_keras_zip(path, match.probe.archive, limits)
-    rehearse(Origin(path, HDF5_FILE, limits), lambda: h5py.File(path, "r"))
+    rehearse(Origin(path, HDF5_FILE, limits), path)
     h5 = h5py.File(path, "r")
     try:
         origin = Origin(path, HDF5_FILE, limits, h5.id.fileno)
@@ -135,9 +135,7 @@ def _load_keras_zip(path: Path, archive: zipfile.ZipFile, limits: Limits) -> Mod
     try:
         # The child reads through the same handle: this process, waiting, touches it not, and
         # seeks before every read of its own.
-        rehearse(
-            Origin(path, KERAS_ARCHIVE, limits), lambda: h5py.File(handle, "r"), V3_WEIGHTS_MEMBER
-        )
+        rehearse(Origin(path, KERAS_ARCHIVE, limits), handle, V3_WEIGHTS_MEMBER)
         h5 = h5py.File(handle, "r")
     except BaseException as exc:
         handle.close()
