@@ -95,5 +95,5 @@ def test_explorer_needs_a_kernel(tmp_path):
 
 def test_explorer_without_ipywidgets(monkeypatch, example):
     monkeypatch.setitem(sys.modules, "ipywidgets", None)
-    with pytest.raises(ImportError, match="pip install ipywidgets"):
+    with pytest.raises(ImportError, match=r"pip install 'weightscope\[notebook\]'"):
         weightscope.explore(example)

@@ -3,6 +3,7 @@ error, and is stored without outputs (so that its diffs stay small)."""
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import nbformat
@@ -24,6 +25,31 @@ def test_notebook_is_stored_without_outputs(path):
     for cell in notebook.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, cell.source
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_uses_public_names_only(path):
+    """What a notebook reaches of weightscope is its public API: ``weightscope.NAME`` with NAME
+    in ``__all__``, never a submodule."""
+    import weightscope
+
+    reached: list[str] = []
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        code = "\n".join(line for line in cell.source.splitlines() if not line.startswith("%"))
+        for node in ast.walk(ast.parse(code)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("weightscope"):
+                reached.append(f"from {node.module} import ...")
+            elif isinstance(node, ast.Import):
+                reached += [a.name for a in node.names if a.name.startswith("weightscope.")]
+            elif (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "weightscope"
+            ):
+                reached.append(node.attr)
+    assert reached and all(name in weightscope.__all__ for name in reached), reached
 
 
 @pytest.mark.slow

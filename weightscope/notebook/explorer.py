@@ -105,14 +105,14 @@ def explore(model_or_path: Model | str | os.PathLike[str]) -> Any:
     Pick a layer, a view (``slices``, ``norms``, ``rgb`` for 3-channel kernels), the range of
     output filters and of input channels (and the depth slice of a 3-D kernel); the figure below
     is ``layer.plot_kernels(...)`` for that choice. A model opened from a path stays open while
-    the widget lives. Needs ``ipywidgets`` (``pip install ipywidgets``).
+    the widget lives. Needs ``ipywidgets``: ``pip install 'weightscope[notebook]'``.
     """
     try:
         import ipywidgets as widgets
     except ImportError as exc:
         raise ImportError(
             "weightscope.explore needs ipywidgets, which is not installed: "
-            "pip install ipywidgets (then restart the notebook's kernel)"
+            "pip install 'weightscope[notebook]' (then restart the notebook's kernel)"
         ) from exc
     if isinstance(model_or_path, Model):
         model = model_or_path
