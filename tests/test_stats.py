@@ -7,6 +7,7 @@ data's own float type (float16 in float32), chunk by chunk, possibly on several 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import h5py
@@ -363,10 +364,32 @@ def test_iter_slabs_cover_every_element_once(shape: tuple[int, ...], budget: int
 # buffers, reduced on threads
 
 
+READS = {
+    "preadv": {},
+    "pread": {"_HAS_PREADV": False},  # macOS before 11
+    "seek and read": {"_HAS_PREADV": False, "_HAS_PREAD": False},  # Windows
+}
+"""How a platform reads a file region: what ``file_region`` falls back to where calls are
+missing."""
+
+
+@pytest.mark.parametrize("reads", READS)
 @pytest.mark.parametrize("chunk", [1, 50, 1000, 7777, 1 << 22])
 def test_file_region_stats_match_numpy(
-    tmp_path: Path, gen: np.random.Generator, chunk: int
+    tmp_path: Path,
+    gen: np.random.Generator,
+    chunk: int,
+    reads: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from weightscope.formats._common import file_region
+
+    for name, value in READS[reads].items():
+        monkeypatch.setattr(file_region, name, value)
+    if reads != "preadv":
+        monkeypatch.delattr(os, "preadv", raising=False)
+    if reads == "seek and read":
+        monkeypatch.delattr(os, "pread", raising=False)
     rows = 10 if chunk == 1 else 1  # one element per slab: a tenth of the rows, the same kinds
     floats = gen.normal(0, 1, size=(129 // rows, 65)).astype(np.float32)
     bf16_bits = (floats.view(np.uint32) >> 16).astype("<u2")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import resource
 import signal
 import sys
 import threading
@@ -44,7 +43,11 @@ def die_with_parent() -> None:
 def serve(tasks: Connection, results: Connection, memory_bytes: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     die_with_parent()
-    if memory_bytes > 0:
+    try:
+        import resource
+    except ImportError:  # Windows: the worker's memory is not capped there
+        resource = None  # type: ignore[assignment]
+    if memory_bytes > 0 and resource is not None:
         # RLIMIT_DATA caps heap and anonymous mappings (numpy arrays), not files mapped
         # read-only: an mmapped ONNX file costs the worker no memory of its own
         resource.setrlimit(resource.RLIMIT_DATA, (memory_bytes, memory_bytes))

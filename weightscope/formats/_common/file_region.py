@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,9 @@ from weightscope.dtypes import BFLOAT16, bfloat16_to_float32
 from weightscope.errors import CorruptFileError, UnsupportedFormatError, file_error
 from weightscope.stats import Scratch, TensorStats, compute_stats, reduce_slabs
 
-_HAS_PREADV = hasattr(os, "preadv")  # not on Windows: there chunks are read one by one
+_HAS_PREAD = hasattr(os, "pread")  # not on Windows: there a seek and a read, under a lock
+_HAS_PREADV = hasattr(os, "preadv")  # not on Windows, nor on macOS before 11
+_BINARY = getattr(os, "O_BINARY", 0)  # Windows opens in text mode otherwise
 
 MAX_RANK = 64
 """Tensors with more dimensions than this are refused as malformed (no real one has more than
@@ -24,14 +27,16 @@ computation, one dim at a time, takes quadratic time."""
 
 
 class OpenFile:
-    """One read-only descriptor shared by every tensor of a model (``pread`` is thread-safe)."""
+    """One read-only descriptor shared by every tensor of a model (``pread`` is thread-safe;
+    where it is missing, reads take turns)."""
 
     def __init__(self, path: Path, looked_like: str = "model file") -> None:
         self.path = path
         self.looked_like = looked_like
         """The format the file is in, as error lines name it (``PyTorch checkpoint``)."""
-        self.fd = os.open(path, os.O_RDONLY)
+        self.fd = os.open(path, os.O_RDONLY | _BINARY)
         self.size = os.fstat(self.fd).st_size
+        self._turn = threading.Lock()
 
     def error(self, problem: str) -> Exception:
         return file_error(CorruptFileError, self.path, problem, self.looked_like)
@@ -39,6 +44,10 @@ class OpenFile:
     def read(self, offset: int, nbytes: int) -> bytes:
         if offset + nbytes > self.size:  # checked before pread allocates nbytes
             raise self.error(f"tensor data cut short at byte {offset}")
+        if not _HAS_PREAD:
+            buffer = np.empty(nbytes, np.uint8)
+            self.read_into(offset, buffer)
+            return buffer.tobytes()
         data = os.pread(self.fd, nbytes, offset)
         if len(data) != nbytes:  # the file shrank since it was opened
             raise self.error(f"tensor data cut short at byte {offset}")
@@ -49,10 +58,23 @@ class OpenFile:
         view = buffer.reshape(-1).view(np.uint8).data
         done = 0
         while done < len(view):
-            count = os.preadv(self.fd, [view[done:]], offset + done)
+            count = self._read_at(view[done:], offset + done)
             if count <= 0:
                 raise self.error(f"tensor data cut short at byte {offset + done}")
             done += count
+
+    def _read_at(self, view: memoryview, offset: int) -> int:
+        """Read into ``view`` from ``offset``: how many bytes came."""
+        if _HAS_PREADV:
+            return os.preadv(self.fd, [view], offset)
+        if _HAS_PREAD:
+            data = os.pread(self.fd, len(view), offset)
+        else:
+            with self._turn:
+                os.lseek(self.fd, offset, os.SEEK_SET)
+                data = os.read(self.fd, len(view))
+        view[: len(data)] = data
+        return len(data)
 
     def close(self) -> None:
         if self.fd >= 0:

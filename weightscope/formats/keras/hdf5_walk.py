@@ -18,9 +18,6 @@ from typing import Any, NoReturn
 import h5py
 import numpy as np
 
-if sys.platform != "win32":
-    import resource
-
 from weightscope.formats.keras.hdf5 import ATTRIBUTES_READ, UNREAD_ROOT_GROUPS, each_chunk
 
 TICK_SECONDS = 0.05
@@ -78,9 +75,10 @@ def _quiet() -> None:  # pragma: no cover - runs in the forked child
             if callable(signal.getsignal(number)):
                 signal.signal(number, signal.SIG_DFL)
     faulthandler.disable()
-    if sys.platform != "win32":
-        with contextlib.suppress(OSError, ValueError):
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash is reported, not dumped
+    with contextlib.suppress(ImportError, OSError, ValueError):
+        import resource  # Unix only, as fork is
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash is reported, not dumped
     null = os.open(os.devnull, os.O_WRONLY)
     os.dup2(null, 1)
     os.dup2(null, 2)
