@@ -1941,3 +1941,33 @@ def test_dequantize_in_the_outer_graph_folds_into_a_branch_conv(tmp_path: Path) 
         assert (kernel.counted, kernel.shared_with) == (True, None)
         assert "dq" not in layers, layers["dq"].note
         assert model.params.total == w_q.size
+
+
+@pytest.mark.parametrize("op", ["MatMul", "Conv"])
+def test_dequantized_add_constant_that_does_not_fit_stays_listed(tmp_path: Path, op: str) -> None:
+    """An ``Add`` after a ``MatMul`` or a bias-less ``Conv`` whose constant comes through a
+    ``DequantizeLinear`` but is no bias of theirs (its shape does not fit) is not folded: the
+    dequantizer is then listed with its integers, which count as parameters, as it is anywhere
+    else (looking at the constant once folded the dequantizer, and its integers vanished)."""
+    rng = np.random.default_rng(9)
+    if op == "MatMul":
+        w, q_shape, x_shape = _random(rng, (6, 4)), (3, 4), (3, 6)
+        main = helper.make_node("MatMul", ["x", "W"], ["h"], "layer")
+    else:
+        w, q_shape, x_shape = _random(rng, (4, 2, 3, 3)), (1, 4, 3, 3), (1, 2, 5, 5)
+        main = helper.make_node("Conv", ["x", "W"], ["h"], "layer")
+    q = rng.integers(-8, 8, q_shape).astype(np.int8)
+    nodes = [
+        helper.make_node("DequantizeLinear", ["c_q", "c_scale"], ["c"], "dq"),
+        main,
+        helper.make_node("Add", ["h", "c"], ["y"], "add"),
+    ]
+    inits = [ob.tensor("W", w), ob.tensor("c_q", q), ob.tensor("c_scale", np.float32(0.1))]
+    path = _save(tmp_path, ob.model(ob.graph(nodes, [_x(x_shape)], [_y(len(x_shape))], inits)))
+    with weightscope.load(path) as model:
+        layers = {layer.name: layer for layer in model.layers}
+        assert [t.role for t in layers["layer"].tensors] == ["kernel"]
+        dq = layers["dq"]
+        assert dq.kind_label == "unknown (DequantizeLinear)"
+        assert [(t.name, t.counted) for t in dq.tensors] == [("c_q", True), ("c_scale", False)]
+        assert model.params.total == w.size + q.size

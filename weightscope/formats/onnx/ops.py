@@ -120,7 +120,8 @@ class GraphReader:
 
     def weight(self, scope: Scope, name: str) -> Weight | None:
         """The static weight behind input ``name``: a constant, or an integer constant that a
-        ``DequantizeLinear`` turns into the weight."""
+        ``DequantizeLinear`` turns into the weight (folded into the layer once ``add`` lists the
+        weight there, so a weight looked at and not taken leaves its dequantizer listed)."""
         constant = scope.resolve(name)
         if constant is not None:
             return Weight(constant)
@@ -130,7 +131,6 @@ class GraphReader:
         quantized = scope.resolve(node.input[0])
         if quantized is None:
             return None
-        self.folded.add(id(node))
         scale = scope.resolve(node.input[1]) if len(node.input) > 1 else None
         zero_point = scope.resolve(node.input[2]) if len(node.input) > 2 else None
         axis = attributes(node).get("axis", 1)
@@ -148,6 +148,7 @@ class GraphReader:
         if quantization is None:
             draft.tensors.append((role, weight.constant, layout, trainable, True))
         else:
+            self.folded.add(id(quantization.node))
             draft.tensors.append((role, weight.constant, layout, None, True))
             for suffix, part in (
                 ("scale", quantization.scale),
