@@ -1971,3 +1971,24 @@ def test_dequantized_add_constant_that_does_not_fit_stays_listed(tmp_path: Path,
         assert dq.kind_label == "unknown (DequantizeLinear)"
         assert [(t.name, t.counted) for t in dq.tensors] == [("c_q", True), ("c_scale", False)]
         assert model.params.total == w.size + q.size
+
+
+def test_matmul_product_that_is_also_an_output_keeps_its_add(tmp_path: Path) -> None:
+    """``x @ W`` that the graph also outputs is not ``x @ W + b``: the ``Add`` reading it is
+    not folded into the dense layer (as for a conv, nothing but the ``Add`` may read it)."""
+    rng = np.random.default_rng(12)
+    w, b = _random(rng, (6, 4)), _random(rng, (4,))
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["h"], "mm"),
+        helper.make_node("Add", ["h", "b"], ["y"], "add"),
+    ]
+    inits = [ob.tensor("W", w), ob.tensor("b", b)]
+    graph = ob.graph(nodes, [_x((3, 6))], [_y(2), _y(2, "h")], inits)
+    path = _save(tmp_path, ob.model(graph))
+    with weightscope.load(path) as model:
+        mm, add = model.layers
+        assert [t.role for t in mm.tensors] == ["kernel"]
+        assert (add.kind_label, [(t.name, t.counted) for t in add.tensors]) == (
+            "unknown (Add)", [("b", True)],
+        )  # fmt: skip
+        assert model.params.total == w.size + b.size

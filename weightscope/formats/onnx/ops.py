@@ -396,19 +396,32 @@ def _vector_layout(node: onnx.NodeProto, kind: str, constant: Constant) -> str |
     return _layout(node, "bias", len(shape), kind)
 
 
+def _bias_add(
+    reader: GraphReader, scope: Scope, node: onnx.NodeProto
+) -> tuple[onnx.NodeProto, Weight] | None:
+    """The ``Add`` of a static weight that alone reads ``node``'s output (nothing else does:
+    no other node, no graph output, no subgraph), and that weight."""
+    if not node.output or not node.output[0]:
+        return None
+    add = scope.sole_reader(node.output[0])
+    if add is None or add.op_type != "Add" or add.domain not in DEFAULT_DOMAINS:
+        return None
+    if len(add.input) != 2 or id(add) in reader.folded:
+        return None
+    other = add.input[1] if add.input[0] == node.output[0] else add.input[0]
+    weight = reader.weight(scope, other)
+    return None if weight is None else (add, weight)
+
+
 def _fold_bias(
     reader: GraphReader, scope: Scope, node: onnx.NodeProto, draft: LayerDraft, width: int
 ) -> None:
     """Take the bias of ``x @ kernel + bias`` from the single ``Add`` that reads the product."""
-    if not node.output:
+    found = _bias_add(reader, scope, node)
+    if found is None:
         return
-    readers = [n for n in scope.nodes if node.output[0] in n.input]
-    if len(readers) != 1 or readers[0].op_type != "Add" or len(readers[0].input) != 2:
-        return
-    add = readers[0]
-    other = add.input[1] if add.input[0] == node.output[0] else add.input[0]
-    bias = reader.weight(scope, other)
-    if bias is None or bias.constant.shape not in ((width,), (1, width)):
+    add, bias = found
+    if bias.constant.shape not in ((width,), (1, width)):
         return
     reader.folded.add(id(add))
     reader.add(draft, "bias", bias, _vector_layout(node, draft.kind, bias.constant))
