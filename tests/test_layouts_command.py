@@ -323,6 +323,16 @@ def _onnx_every_op() -> onnx.ModelProto:
              group=4)  # fmt: skip
         node("ConvTranspose", f"t{dims}",
              [const(f"Wt{dims}", (4, 3, *k)), const(f"Bt{dims}", (6,))], group=2)  # fmt: skip
+        # no B: the bias is the (1, C, 1, ...) or (C, 1, ...) constant of the Add after it
+        ones = (1,) * dims
+        for name, op, weight, bias, group in (
+            (f"ca{dims}", "Conv", (6, 4, *k), (1, 6, *ones), 1),
+            (f"dwa{dims}", "Conv", (8, 1, *k), (8, *ones), 4),
+            (f"ta{dims}", "ConvTranspose", (4, 3, *k), (1, 6, *ones), 2),
+        ):
+            node(op, name, [const(f"W_{name}", weight)], group=group)
+            nodes.append(helper.make_node("Add", [f"y_{name}", const(f"b_{name}", bias)],
+                                          [f"z_{name}"], f"add_{name}"))  # fmt: skip
         for name, shape, group in ((f"q{dims}", (6, 4, *k), 1), (f"qd{dims}", (8, 1, *k), 4)):
             inits.append(ob.tensor(f"w_{name}", rng.integers(-8, 8, shape).astype(np.int8)))
             inits.append(ob.tensor(f"b_{name}", rng.integers(-8, 8, shape[:1]).astype(np.int32)))
@@ -356,6 +366,10 @@ def test_onnx_reader_produces_exactly_the_table() -> None:
     when = {
         **{(f"{name}{d}", role): depthwise for name in ("dw", "qd") for d in (1, 2, 3)
            for role in ("kernel", "bias")},
+        **{(f"{name}{d}", "bias"): layouts.ONNX_CONV_ADD_BIAS for name in ("ca", "ta")
+           for d in (1, 2, 3)},
+        **{(f"dwa{d}", "bias"): f"{depthwise}, {layouts.ONNX_CONV_ADD_BIAS}" for d in (1, 2, 3)},
+        **{(f"dwa{d}", "kernel"): depthwise for d in (1, 2, 3)},
         ("gemm_t", "kernel"): layouts.GEMM_TRANS_B,
         ("gemm_n", "kernel"): layouts.GEMM_NO_TRANS_B,
         ("gemm_n", "bias"): row,

@@ -19,6 +19,7 @@ and totals, and its canonical tensors must reproduce onnxruntime's output throug
 
 from __future__ import annotations
 
+import math
 import warnings
 import zlib
 from collections import OrderedDict
@@ -360,6 +361,103 @@ CONV_CASES = [
     _conv_case(
         "conv2d_weights_in_float_data_large",
         "Conv", (2, 8, 6, 6), (16, 8, 3, 3), "conv2d", raw=False, pads=[1, 1, 1, 1],
+    ),
+]  # fmt: skip
+
+
+def _conv_add_case(
+    case_id: str,
+    op: str,
+    x_shape: tuple[int, ...],
+    w_shape: tuple[int, ...],
+    kind: str,
+    bias_shape: tuple[int, ...],
+    *,
+    constant_node: bool = False,
+    bias_first: bool = False,
+    **attrs: Any,
+) -> Case:
+    """A ``Conv`` or ``ConvTranspose`` without ``B``, then ``Add(y, c)`` (``Add(c, y)`` with
+    ``bias_first``) of a per-channel constant ``c`` of ``bias_shape`` (Paddle's exporter, and
+    PyTorch's for a bias-less conv plus ``bias.view(1, -1, 1, 1)``), in an initializer or a
+    ``Constant`` node: the conv's ``bias`` is ``c`` read as ``(C,)``."""
+
+    def build(directory: Path, rng: np.random.Generator) -> Built:
+        group = attrs.get("group", 1)
+        out_channels = w_shape[0] if op == "Conv" else w_shape[1] * group
+        assert math.prod(bias_shape) == out_channels
+        w, c = _random(rng, w_shape), _random(rng, bias_shape)
+        operands = ["c", "h"] if bias_first else ["h", "c"]
+        nodes = [
+            helper.make_node(op, ["x", "W"], ["h"], "conv", **attrs),
+            helper.make_node("Add", operands, ["y"], "add"),
+        ]
+        inits = [ob.tensor("W", w)]
+        if constant_node:
+            nodes.insert(0, ob.constant("c", c))
+        else:
+            inits.append(ob.tensor("c", c))
+        graph = ob.graph(nodes, [_x(x_shape)], [_y(len(x_shape))], inits)
+        path = _save(directory, ob.model(graph))
+        compute = conv_onnx if op == "Conv" else conv_transpose_onnx
+
+        def reference(layers: list[Canonical], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+            t = layers[0]
+            assert t["bias"].shape == (out_channels,)
+            return [compute(feed["x"], t["kernel"], t["bias"], **attrs)]
+
+        want = Want(
+            kind, {"kernel": "W", "bias": "c"}, groups=group, name="conv", config=attrs,
+            note=("bias from Add 'add'", f"its {bias_shape} constant read as ({out_channels},)"),
+            derived={"bias": lambda stored: stored.reshape(-1)},
+        )  # fmt: skip
+        size = w.size + c.size
+        return Built(path, [want], [{"x": _random(rng, x_shape, 1.0)}], reference, (size, size, 0))
+
+    return Case(case_id, build)
+
+
+CONV_ADD_CASES = [
+    _conv_add_case(
+        "conv1d_add_1c1_groups2", "Conv", (2, 4, 13), (6, 2, 3), "conv1d", (1, 6, 1),
+        group=2, strides=[2], pads=[1, 2],
+    ),
+    _conv_add_case(
+        "conv1d_add_c1_constant_node_bias_first", "Conv", (2, 3, 9), (5, 3, 2), "conv1d", (5, 1),
+        constant_node=True, bias_first=True, dilations=[2],
+    ),
+    _conv_add_case(
+        "conv2d_add_1c11_paddle_large", "Conv", (2, 8, 9, 8), (16, 8, 3, 3), "conv2d",
+        (1, 16, 1, 1), strides=[2, 1], pads=[1, 0, 2, 1],
+    ),
+    _conv_add_case(
+        "conv2d_add_c11_constant_node_bias_first", "Conv", (2, 4, 6, 5), (6, 2, 3, 2), "conv2d",
+        (6, 1, 1), constant_node=True, bias_first=True, group=2,
+    ),
+    _conv_add_case(
+        "depthwise_conv2d_add_1c11", "Conv", (2, 3, 7, 6), (6, 1, 3, 3), "depthwise_conv2d",
+        (1, 6, 1, 1), group=3, pads=[1, 1, 1, 1],
+    ),
+    _conv_add_case(
+        "conv3d_add_1c111_constant_node_groups2", "Conv", (1, 4, 5, 7, 6), (6, 2, 2, 3, 2),
+        "conv3d", (1, 6, 1, 1, 1), constant_node=True, group=2, strides=[1, 2, 1],
+    ),
+    _conv_add_case(
+        "conv3d_add_c111_bias_first", "Conv", (1, 2, 4, 5, 4), (3, 2, 2, 2, 2), "conv3d",
+        (3, 1, 1, 1), bias_first=True,
+    ),
+    _conv_add_case(
+        "conv_transpose1d_add_1c1_groups3", "ConvTranspose", (2, 6, 5), (6, 2, 3),
+        "conv_transpose1d", (1, 6, 1), group=3, strides=[2], output_padding=[1],
+    ),
+    _conv_add_case(
+        "conv_transpose2d_add_c11_constant_node_bias_first", "ConvTranspose", (2, 4, 4, 5),
+        (4, 3, 3, 2), "conv_transpose2d", (6, 1, 1), constant_node=True, bias_first=True,
+        group=2, strides=[2, 2], pads=[1, 0, 0, 1], output_padding=[1, 1],
+    ),
+    _conv_add_case(
+        "conv_transpose3d_add_1c111", "ConvTranspose", (1, 4, 3, 4, 3), (4, 3, 2, 2, 2),
+        "conv_transpose3d", (1, 3, 1, 1, 1), strides=[2, 1, 2],
     ),
 ]  # fmt: skip
 
@@ -1022,6 +1120,7 @@ def _embedding(directory: Path, rng: np.random.Generator) -> Built:
 
 HELPER_CASES = [
     *CONV_CASES,
+    *CONV_ADD_CASES,
     *GEMM_CASES,
     Case("matmul_add_bias", _matmul_add),
     Case("matmul_add_bias_first_constant_nodes", _matmul_add_constants_bias_first),
@@ -1453,8 +1552,83 @@ def _torchscript_net2d(directory: Path, rng: np.random.Generator) -> Built:
     )
 
 
+class _ConvsPlusBiases(nn.Module):
+    """Bias-less convs with biases of their own added after them, broadcast per channel as
+    StyleGAN2's ``FusedLeakyReLU`` adds its bias: PyTorch's exporters write a ``Conv`` and an
+    ``Add`` of a ``(1, C, 1, 1)`` constant (a ``Reshape`` of the ``(C,)`` parameter when not
+    folded), and a ``ConvTranspose`` and an ``Add`` of a ``(C, 1)`` one (an ``Unsqueeze``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 6, 3, padding=1, groups=2, bias=False)
+        self.bias = nn.Parameter(torch.zeros(6))
+        self.up = nn.ConvTranspose1d(6, 4, 3, stride=2, bias=False)
+        self.up_bias = nn.Parameter(torch.zeros(4))
+
+    def forward(self, x: Any, v: Any) -> Any:
+        return self.conv(x) + self.bias.view(1, -1, 1, 1), self.up(v) + self.up_bias[:, None]
+
+
+def _torch_convs_plus_biases(
+    exporter: str, **options: Any
+) -> Callable[[Path, np.random.Generator], Built]:
+    folded = exporter == "dynamo" or options.get("do_constant_folding", True)
+    # the TorchScript-based exporter writes the version without its local part, dynamo with it
+    version = torch.__version__ if exporter == "dynamo" else torch.__version__.split("+")[0]
+
+    def build(directory: Path, rng: np.random.Generator) -> Built:
+        module = _randomize(_ConvsPlusBiases(), 77)
+        path = directory / "model.onnx"
+        x, v = _random(rng, (2, 4, 5, 5), 1.0), _random(rng, (2, 6, 7), 1.0)
+        _export(module, (torch.from_numpy(x), torch.from_numpy(v)), path, exporter, **options)
+
+        def reference(layers: list[Canonical], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+            c, t = layers
+            y = conv_onnx(feed["x"], c["kernel"], c["bias"], pads=[1] * 4, group=2)
+            return [y, conv_transpose_onnx(feed["x1"], t["kernel"], t["bias"], strides=[2])]
+
+        flat = {"bias": lambda stored: stored.reshape(-1)}
+        wants = [
+            Want("conv2d", {"kernel": "conv.weight", "bias": None if folded else "bias"},
+                 groups=2, note=("bias from Add", "(1, 6, 1, 1) constant read as (6,)",
+                                 *(() if folded else ("Reshape",))), derived=flat),
+            Want("conv_transpose1d", {"kernel": "up.weight", "bias": None if folded else "up_bias"},
+                 note=("bias from Add", "(4, 1) constant read as (4,)",
+                       *(() if folded else ("Unsqueeze",))), derived=flat),
+        ]  # fmt: skip
+        state = _torch_state(module)
+        expected = {
+            (0, "kernel"): state["conv.weight"],
+            (0, "bias"): state["bias"],
+            (1, "kernel"): torch_transpose_to_canonical(state["up.weight"], 1),
+            (1, "bias"): state["up_bias"],
+        }
+        return Built(
+            path,
+            wants,
+            [{"x": x, "x1": v}],
+            reference,
+            _torch_counts(module),
+            producer=f"pytorch {version}",
+            torch_canonical=expected,
+        )
+
+    return build
+
+
 TORCH_CASES = [
     *TORCH_LAYER_CASES,
+    Case(
+        "torchscript_convs_plus_biases_folded",
+        _torch_convs_plus_biases("torchscript"),
+        "torchscript",
+    ),
+    Case(
+        "torchscript_convs_plus_biases_unfolded",
+        _torch_convs_plus_biases("torchscript", **NO_FOLDING),
+        "torchscript",
+    ),
+    Case("dynamo_convs_plus_biases", _torch_convs_plus_biases("dynamo"), "dynamo"),
     Case("torchscript_net2d", _torchscript_net2d, "torchscript"),
     Case("dynamo_net2d_optimized", _dynamo_net2d(optimize=True), "dynamo"),
     Case("dynamo_net2d_unoptimized", _dynamo_net2d(optimize=False), "dynamo"),
@@ -1941,3 +2115,126 @@ def test_dequantize_in_the_outer_graph_folds_into_a_branch_conv(tmp_path: Path) 
         assert (kernel.counted, kernel.shared_with) == (True, None)
         assert "dq" not in layers, layers["dq"].note
         assert model.params.total == w_q.size
+
+
+NOT_FOLDED = [
+    "per_position_1chw",
+    "vector_along_the_width",
+    "one_value_for_all_channels",
+    "conv_output_read_twice",
+    "conv_output_is_a_graph_output",
+    "conv_output_read_in_a_subgraph",
+    "conv_has_its_own_bias",
+]
+
+
+@pytest.mark.parametrize("case", NOT_FOLDED)
+def test_conv_add_that_is_not_a_per_channel_bias_stays_listed(tmp_path: Path, case: str) -> None:
+    """The ``Add`` after a conv is folded into its bias only when the conv's output goes to it
+    alone and its constant adds one value per output channel; otherwise both stay as they are,
+    the constant listed (and counted) as an ``unknown (Add)`` layer's, and the two layers still
+    reproduce onnxruntime. A conv with a bias of its own keeps it, and says so on both."""
+    rng = np.random.default_rng(zlib.crc32(case.encode()))
+    channels, x_shape = 6, (2, 4, 5, 6)  # the conv's output is (2, 6, 5, 6): W == channels
+    c_shape = {
+        "per_position_1chw": (1, channels, 5, 6),
+        "vector_along_the_width": (channels,),
+        "one_value_for_all_channels": (1, 1, 1, 1),
+    }.get(case, (1, channels, 1, 1))
+    w, b, c = _random(rng, (channels, 4, 3, 3)), _random(rng, (channels,)), _random(rng, c_shape)
+    own_bias = case == "conv_has_its_own_bias"
+    nodes = [
+        helper.make_node("Conv", ["x", "W", *(["B"] if own_bias else [])], ["h"], "conv",
+                         pads=[1] * 4),
+        helper.make_node("Add", ["h", "c"], ["y"], "add"),
+    ]  # fmt: skip
+    outputs = [_y(4)]
+    inputs = [_x(x_shape)]
+    if case == "conv_output_read_twice":
+        nodes.append(helper.make_node("Relu", ["h"], ["r"], "relu"))
+        outputs.append(_y(4, "r"))
+    elif case == "conv_output_is_a_graph_output":
+        outputs.append(_y(4, "h"))
+    elif case == "conv_output_read_in_a_subgraph":
+        then_g = ob.graph([helper.make_node("Identity", ["h"], ["t"], "id")], [], [_y(4, "t")])
+        else_g = ob.graph([helper.make_node("Neg", ["h"], ["e"], "neg")], [], [_y(4, "e")])
+        nodes.append(helper.make_node("If", ["cond"], ["s"], "branch", then_branch=then_g,
+                                      else_branch=else_g))  # fmt: skip
+        inputs.append(ob.value_info("cond", TensorProto.BOOL, []))
+        outputs.append(_y(4, "s"))
+    inits = [ob.tensor("W", w), ob.tensor("c", c), *([ob.tensor("B", b)] if own_bias else [])]
+    path = _save(tmp_path, ob.model(ob.graph(nodes, inputs, outputs, inits)))
+    feed = {"x": _random(rng, x_shape, 1.0)}
+    if case == "conv_output_read_in_a_subgraph":
+        feed["cond"] = np.array(True)
+    expected = _run(path, feed)[0]
+    with weightscope.load(path) as model:
+        conv, add = model.layers
+        assert (conv.name, conv.kind) == ("conv", "conv2d")
+        assert [t.role for t in conv.tensors] == (["kernel", "bias"] if own_bias else ["kernel"])
+        assert (add.name, add.kind_label) == ("add", "unknown (Add)")
+        (constant,) = add.tensors
+        assert (constant.name, constant.native_shape, constant.counted) == ("c", c_shape, True)
+        assert model.params.total == w.size + c.size + (b.size if own_bias else 0)
+        if own_bias:
+            assert conv.note is not None and "Add 'add' then adds" in conv.note
+            assert conv.note.endswith("the effective bias is their sum)")
+            assert add.note is not None and "not folded into its bias" in add.note
+        else:
+            assert conv.note is None
+            assert add.note == "Add reads constants weightscope does not classify"
+        bias = conv.tensor("bias").canonical() if own_bias else None
+        mine = conv_onnx(feed["x"], conv.tensor("kernel").canonical(), bias, pads=[1] * 4)
+        mine = mine + constant.numpy()  # ONNX broadcasting is numpy's
+    np.testing.assert_allclose(mine, expected, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("op", ["MatMul", "Conv"])
+def test_dequantized_add_constant_that_does_not_fit_stays_listed(tmp_path: Path, op: str) -> None:
+    """An ``Add`` after a ``MatMul`` or a bias-less ``Conv`` whose constant comes through a
+    ``DequantizeLinear`` but is no bias of theirs (its shape does not fit) is not folded: the
+    dequantizer is then listed with its integers, which count as parameters, as it is anywhere
+    else (looking at the constant once folded the dequantizer, and its integers vanished)."""
+    rng = np.random.default_rng(9)
+    if op == "MatMul":
+        w, q_shape, x_shape = _random(rng, (6, 4)), (3, 4), (3, 6)
+        main = helper.make_node("MatMul", ["x", "W"], ["h"], "layer")
+    else:
+        w, q_shape, x_shape = _random(rng, (4, 2, 3, 3)), (1, 4, 3, 3), (1, 2, 5, 5)
+        main = helper.make_node("Conv", ["x", "W"], ["h"], "layer")
+    q = rng.integers(-8, 8, q_shape).astype(np.int8)
+    nodes = [
+        helper.make_node("DequantizeLinear", ["c_q", "c_scale"], ["c"], "dq"),
+        main,
+        helper.make_node("Add", ["h", "c"], ["y"], "add"),
+    ]
+    inits = [ob.tensor("W", w), ob.tensor("c_q", q), ob.tensor("c_scale", np.float32(0.1))]
+    path = _save(tmp_path, ob.model(ob.graph(nodes, [_x(x_shape)], [_y(len(x_shape))], inits)))
+    with weightscope.load(path) as model:
+        layers = {layer.name: layer for layer in model.layers}
+        assert [t.role for t in layers["layer"].tensors] == ["kernel"]
+        dq = layers["dq"]
+        assert dq.kind_label == "unknown (DequantizeLinear)"
+        assert [(t.name, t.counted) for t in dq.tensors] == [("c_q", True), ("c_scale", False)]
+        assert model.params.total == w.size + q.size
+
+
+def test_matmul_product_that_is_also_an_output_keeps_its_add(tmp_path: Path) -> None:
+    """``x @ W`` that the graph also outputs is not ``x @ W + b``: the ``Add`` reading it is
+    not folded into the dense layer (as for a conv, nothing but the ``Add`` may read it)."""
+    rng = np.random.default_rng(12)
+    w, b = _random(rng, (6, 4)), _random(rng, (4,))
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["h"], "mm"),
+        helper.make_node("Add", ["h", "b"], ["y"], "add"),
+    ]
+    inits = [ob.tensor("W", w), ob.tensor("b", b)]
+    graph = ob.graph(nodes, [_x((3, 6))], [_y(2), _y(2, "h")], inits)
+    path = _save(tmp_path, ob.model(graph))
+    with weightscope.load(path) as model:
+        mm, add = model.layers
+        assert [t.role for t in mm.tensors] == ["kernel"]
+        assert (add.kind_label, [(t.name, t.counted) for t in add.tensors]) == (
+            "unknown (Add)", [("b", True)],
+        )  # fmt: skip
+        assert model.params.total == w.size + b.size

@@ -112,6 +112,7 @@ _TORCH_STATS = {("running_mean", "moving_mean"): "C", ("running_var", "moving_va
 _DEPTHWISE = "groups = in_channels"
 _ONNX_DEPTHWISE = "group = input channels"
 _ROW = "a (1, C) row"
+ONNX_CONV_ADD_BIAS = "Add after a conv without B"
 
 
 def _onnx_convs(owner: str, kernel: str, bias: str) -> tuple[Use, ...]:
@@ -120,6 +121,19 @@ def _onnx_convs(owner: str, kernel: str, bias: str) -> tuple[Use, ...]:
         vectors = {(kernel, "kernel"): layout, (bias, "bias"): "C"}
         uses += _onnx(owner, f"conv{dims}d", vectors)
         uses += _onnx(owner, f"depthwise_conv{dims}d", vectors, _ONNX_DEPTHWISE)
+    return tuple(uses)
+
+
+def _onnx_add_biases() -> tuple[Use, ...]:
+    """The bias a ``Conv`` or ``ConvTranspose`` without ``B`` takes from the ``Add`` after it."""
+    added = {("Add's constant", "bias"): "C"}
+    uses: list[Use] = []
+    for dims in (1, 2, 3):
+        uses += _onnx("Conv", f"conv{dims}d", added, ONNX_CONV_ADD_BIAS)
+        uses += _onnx(
+            "Conv", f"depthwise_conv{dims}d", added, f"{_ONNX_DEPTHWISE}, {ONNX_CONV_ADD_BIAS}"
+        )
+        uses += _onnx("ConvTranspose", f"conv_transpose{dims}d", added, ONNX_CONV_ADD_BIAS)
     return tuple(uses)
 
 
@@ -171,6 +185,7 @@ USES: tuple[Use, ...] = (
     *_onnx("ConvTranspose", "conv_transpose1d", {("W", "kernel"): "IOW", ("B", "bias"): "C"}),
     *_onnx("ConvTranspose", "conv_transpose2d", {("W", "kernel"): "IOHW", ("B", "bias"): "C"}),
     *_onnx("ConvTranspose", "conv_transpose3d", {("W", "kernel"): "IODHW", ("B", "bias"): "C"}),
+    *_onnx_add_biases(),
     *_onnx_convs("QLinearConv", "w", "B"),
     *_onnx("Gemm", "dense", {("B", "kernel"): "OI"}, GEMM_TRANS_B),
     *_onnx("Gemm", "dense", {("B", "kernel"): "IO"}, GEMM_NO_TRANS_B),

@@ -119,6 +119,8 @@ class Scope:
         self.producers: dict[str, onnx.NodeProto] = {}
         self.constant_nodes: set[int] = set()
         self._resolved: dict[str, Constant | None] = {}
+        self._readers: dict[str, list[onnx.NodeProto]] | None = None
+        self._escaping: set[str] = set()
         for tensor in graph.initializer:
             self._add_stored(tensor.name, tensor)
         for sparse in graph.sparse_initializer:
@@ -213,6 +215,36 @@ class Scope:
             scope = scope.parent
         return None
 
+    def sole_reader(self, name: str) -> onnx.NodeProto | None:
+        """The one node of this graph that reads value ``name``, through one input only; None
+        where no node or several read it, or where it is also seen outside this graph's nodes
+        (a graph output, or a name used inside a subgraph of one of them)."""
+        if self._readers is None:
+            self._readers, self._escaping = self._find_readers()
+        readers = self._readers.get(name, [])
+        if len(readers) != 1 or name in self._escaping:
+            return None
+        return readers[0]
+
+    def _find_readers(self) -> tuple[dict[str, list[onnx.NodeProto]], set[str]]:
+        """Each value's readers among this graph's nodes (once per input), and the names seen
+        outside them: this graph's outputs and every name a nested graph reads or outputs
+        (shadowing ignored: a name counts as escaping even if a subgraph reuses it)."""
+        readers: dict[str, list[onnx.NodeProto]] = {}
+        for node in self.nodes:
+            for name in node.input:
+                if name:
+                    readers.setdefault(name, []).append(node)
+        escaping = {output.name for output in self.graph.output}
+        pending = [g for node in self.nodes for g in _subgraphs(node)]
+        while pending:  # a loop, not recursion: nesting is bounded by the reader, not here
+            graph = pending.pop()
+            escaping.update(output.name for output in graph.output)
+            for node in graph.node:
+                escaping.update(node.input)
+                pending.extend(_subgraphs(node))
+        return readers, escaping
+
     def small_ints(self, name: str) -> list[int] | None:
         """The values of a small static integer tensor (a shape or an axes list)."""
         constant = self.resolve(name)
@@ -232,6 +264,15 @@ class Scope:
         if len(steps) < MAX_STEPS_SHOWN:
             steps = (*steps, f"{label}{derived.steps[-1]}")
         return replace(derived, name=base.name, steps=steps, step_count=base.step_count + 1)
+
+
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    graphs: list[onnx.GraphProto] = []
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            graphs.append(attr.g)
+        graphs.extend(attr.graphs)
+    return graphs
 
 
 def _is_static_op(node: onnx.NodeProto) -> bool:

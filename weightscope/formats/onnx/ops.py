@@ -1,19 +1,27 @@
 """ONNX operators -> weightscope layers: which input of ``Conv``, ``ConvTranspose``, ``Gemm``,
-``MatMul`` (with the ``Add`` of its bias), ``BatchNormalization``, ``LayerNormalization``,
-``Gather`` (embeddings) and ``QLinearConv`` is which weight, in which layout. Every other node
-that reads a constant becomes an ``unknown`` layer listing it; every stored tensor no node reads
-is listed too."""
+``MatMul``, ``BatchNormalization``, ``LayerNormalization``, ``Gather`` (embeddings) and
+``QLinearConv`` is which weight, in which layout; a ``MatMul``'s, or a bias-less ``Conv``'s or
+``ConvTranspose``'s, bias may come from the ``Add`` of a constant that alone reads its output.
+Every other node that reads a constant becomes an ``unknown`` layer listing it; every stored
+tensor no node reads is listed too."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+import numpy as np
 import onnx
 
 from weightscope import layouts
 from weightscope.dtypes import is_float
-from weightscope.formats.onnx.graph import STATIC_OPS, Constant, Scope, attributes
+from weightscope.formats.onnx.graph import (
+    STATIC_OPS,
+    Constant,
+    DerivedSource,
+    Scope,
+    attributes,
+)
 from weightscope.kinds import Kind
 from weightscope.limits import LimitExceeded
 from weightscope.model import NON_TRAINABLE_ROLES, Layer, Tensor
@@ -62,6 +70,8 @@ class GraphReader:
         """Nodes that became layers."""
         self.folded: set[int] = set()
         """Nodes folded into a layer (a bias ``Add``, a weight's ``DequantizeLinear``)."""
+        self.node_notes: dict[int, list[str]] = {}
+        """Notes for the ``unknown`` layer a node may become (an ``Add`` left unfolded)."""
         self.scopes: list[Scope] = []
         self._names: set[str] = set()
 
@@ -120,7 +130,8 @@ class GraphReader:
 
     def weight(self, scope: Scope, name: str) -> Weight | None:
         """The static weight behind input ``name``: a constant, or an integer constant that a
-        ``DequantizeLinear`` turns into the weight."""
+        ``DequantizeLinear`` turns into the weight (folded into the layer once ``add`` lists the
+        weight there, so a weight looked at and not taken leaves its dequantizer listed)."""
         constant = scope.resolve(name)
         if constant is not None:
             return Weight(constant)
@@ -130,7 +141,6 @@ class GraphReader:
         quantized = scope.resolve(node.input[0])
         if quantized is None:
             return None
-        self.folded.add(id(node))
         scale = scope.resolve(node.input[1]) if len(node.input) > 1 else None
         zero_point = scope.resolve(node.input[2]) if len(node.input) > 2 else None
         axis = attributes(node).get("axis", 1)
@@ -148,6 +158,7 @@ class GraphReader:
         if quantization is None:
             draft.tensors.append((role, weight.constant, layout, trainable, True))
         else:
+            self.folded.add(id(quantization.node))
             draft.tensors.append((role, weight.constant, layout, None, True))
             for suffix, part in (
                 ("scale", quantization.scale),
@@ -234,6 +245,7 @@ class GraphReader:
             self.weightless.append(_text(node.name or node.op_type))
             return
         draft.notes.append(f"{node.op_type} reads constants weightscope does not classify")
+        draft.notes.extend(self.node_notes.get(id(node), []))
         if any(not _is_float_or_complex(c) for _, c, *_ in draft.tensors):
             draft.notes.append("integer constants (shapes, axes, indices) are not counted")
         self._finish(draft)
@@ -304,12 +316,17 @@ def _conv_like(
             constant = scope.resolve(node.input[index])
             if constant is not None:
                 draft.tensors.append((role, constant, None, None, False))
-    if len(node.input) > bias_index and node.input[bias_index]:
+    has_bias = len(node.input) > bias_index and bool(node.input[bias_index])
+    if has_bias:
         bias = reader.weight(scope, node.input[bias_index])
         if bias is None:
             _runtime(draft, "bias", node.input[bias_index])
         else:
             reader.add(draft, "bias", bias, _vector_layout(node, kind, bias.constant))
+    if weight is not None and layout is not None and node.op_type in ("Conv", "ConvTranspose"):
+        shape = weight.constant.shape
+        channels = shape[1] * groups if transposed else shape[0]
+        _fold_channel_bias(reader, scope, node, draft, channels, rank, has_bias)
     return draft
 
 
@@ -395,23 +412,100 @@ def _vector_layout(node: onnx.NodeProto, kind: str, constant: Constant) -> str |
     return _layout(node, "bias", len(shape), kind)
 
 
+def _bias_add(
+    reader: GraphReader, scope: Scope, node: onnx.NodeProto
+) -> tuple[onnx.NodeProto, Weight] | None:
+    """The ``Add`` of a static weight that alone reads ``node``'s output (nothing else does:
+    no other node, no graph output, no subgraph), and that weight."""
+    if not node.output or not node.output[0]:
+        return None
+    add = scope.sole_reader(node.output[0])
+    if add is None or add.op_type != "Add" or add.domain not in DEFAULT_DOMAINS:
+        return None
+    if len(add.input) != 2 or id(add) in reader.folded:
+        return None
+    other = add.input[1] if add.input[0] == node.output[0] else add.input[0]
+    weight = reader.weight(scope, other)
+    return None if weight is None else (add, weight)
+
+
 def _fold_bias(
     reader: GraphReader, scope: Scope, node: onnx.NodeProto, draft: LayerDraft, width: int
 ) -> None:
     """Take the bias of ``x @ kernel + bias`` from the single ``Add`` that reads the product."""
-    if not node.output:
+    found = _bias_add(reader, scope, node)
+    if found is None:
         return
-    readers = [n for n in scope.nodes if node.output[0] in n.input]
-    if len(readers) != 1 or readers[0].op_type != "Add" or len(readers[0].input) != 2:
-        return
-    add = readers[0]
-    other = add.input[1] if add.input[0] == node.output[0] else add.input[0]
-    bias = reader.weight(scope, other)
-    if bias is None or bias.constant.shape not in ((width,), (1, width)):
+    add, bias = found
+    if bias.constant.shape not in ((width,), (1, width)):
         return
     reader.folded.add(id(add))
     reader.add(draft, "bias", bias, _vector_layout(node, draft.kind, bias.constant))
     draft.notes.append(f"bias from {_label(add)}")
+
+
+def _per_channel(shape: tuple[int, ...], channels: int, rank: int) -> bool:
+    """Whether a constant of ``shape`` added to a ``rank``-D conv's ``(N, channels, *spatial)``
+    output adds one value per channel and changes nothing else: by ONNX's (numpy's) broadcasting
+    it lines up from the right, so it is ``(channels, 1, ...)`` or ``(1, channels, 1, ...)``
+    with ``rank`` trailing ones. A ``(channels,)`` vector is not: it lines up with the last
+    spatial axis."""
+    if len(shape) not in (rank + 1, rank + 2):
+        return False
+    axis = len(shape) - rank - 1
+    return shape[axis] == channels and all(d == 1 for i, d in enumerate(shape) if i != axis)
+
+
+def _fold_channel_bias(
+    reader: GraphReader,
+    scope: Scope,
+    node: onnx.NodeProto,
+    draft: LayerDraft,
+    channels: int,
+    rank: int,
+    has_bias: bool,
+) -> None:
+    """Take a bias-less conv's bias from the single ``Add`` of a per-channel constant that
+    reads its output (Paddle's exporter writes a conv's bias so), read as a ``(channels,)``
+    vector. A conv with a bias input of its own keeps it, and the ``Add`` stays a layer of its
+    own that says so: one ``bias`` cannot be two stored tensors, and their sum, a tensor the
+    file does not hold, would leave one of them uncounted."""
+    found = _bias_add(reader, scope, node)
+    if found is None:
+        return
+    add, bias = found
+    stored = bias.constant.shape
+    if not _per_channel(stored, channels, rank):
+        return
+    constant = bias.constant.name
+    if has_bias:
+        draft.notes.append(
+            f"{_label(add)} then adds the per-channel constant '{constant}' (listed on its own, "
+            "not folded: this node has a bias of its own; the effective bias is their sum)"
+        )
+        reader.node_notes.setdefault(id(add), []).append(
+            f"adds one value per output channel to the output of {_label(node)}, not folded "
+            "into its bias, which it has of its own (the effective bias is their sum)"
+        )
+        return
+    reader.folded.add(id(add))
+    if len(stored) != 1:
+        bias = replace(bias, constant=_as_vector(bias.constant))
+    reader.add(draft, "bias", bias, _vector_layout(node, draft.kind, bias.constant))
+    draft.notes.append(
+        f"bias from {_label(add)} (its {stored} constant read as ({channels},), one value per "
+        "output channel)"
+    )
+
+
+def _as_vector(constant: Constant) -> Constant:
+    """``constant`` read as a vector of its elements (all its other axes have size 1)."""
+    shape = (constant.size,)
+
+    def flatten(array: np.ndarray) -> np.ndarray:
+        return np.asarray(array).reshape(shape)
+
+    return replace(constant, source=DerivedSource(constant.source, flatten), shape=shape)
 
 
 def _norm(
