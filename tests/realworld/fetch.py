@@ -214,7 +214,9 @@ def download(package: Package, folder: Path, timeout: float = 600) -> Path:
         raise CorpusError(f"{package.requirement}: expected {package.archive}, pip got {got}")
     digest = sha256_of(archive)
     if digest != package.sha256:
-        raise CorpusError(f"{package.archive}: SHA-256 {digest}, the manifest pins {package.sha256}")
+        raise CorpusError(
+            f"{package.archive}: SHA-256 {digest}, the manifest pins {package.sha256}"
+        )
     return archive
 
 
