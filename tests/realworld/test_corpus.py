@@ -321,3 +321,10 @@ def test_the_corpus_is_large_enough():
     """The issue's floor: at least 25 readable files from at least 12 packages."""
     assert len(READABLE) >= 25
     assert len({f.package for f in READABLE}) >= 12
+
+
+def test_the_docs_list_every_file():
+    """docs/corpus.md lists each file with its package's pinned version."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "corpus.md").read_text("utf-8")
+    rows = [f"| `{f.id}` | `{f.package}` | `{f.member}` |" for f in FILES]
+    assert [row for row in rows if row not in page] == []
