@@ -1,0 +1,1 @@
+"""The real-world corpus: trained weight files from public packages (see docs/corpus.md)."""
