@@ -530,6 +530,29 @@ def _matmul_add(directory: Path, rng: np.random.Generator) -> Built:
     return Built(path, [want], [{"x": _random(rng, x_shape, 1.0)}], reference, (28, 28, 0))
 
 
+def _matmul_add_rank3_bias(directory: Path, rng: np.random.Generator) -> Built:
+    """``x @ W + b`` with ``b`` stored ``(1, 1, C)`` for a ``(batch, steps, in)`` input, as
+    jax2tf + tf2onnx write a dense layer's bias."""
+    w, b = _random(rng, (6, 4)), _random(rng, (1, 1, 4))
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["h"], "mm"),
+        helper.make_node("Add", ["h", "b"], ["y"], "add"),
+    ]
+    x_shape = (2, 3, 6)
+    inits = [ob.tensor("W", w), ob.tensor("b", b)]
+    path = _save(directory, ob.model(ob.graph(nodes, [_x(x_shape)], [_y(3)], inits)))
+
+    def reference(layers: list[Canonical], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [ref.dense(feed["x"], layers[0]["kernel"], layers[0]["bias"])]
+
+    want = Want(
+        "dense", {"kernel": "W", "bias": "b"}, name="mm", layouts={"kernel": "IO"},
+        note=("bias from Add 'add' (its (1, 1, 4) constant read as (4,))",),
+        derived={"bias": lambda stored: stored.reshape(-1)},
+    )  # fmt: skip
+    return Built(path, [want], [{"x": _random(rng, x_shape, 1.0)}], reference, (28, 28, 0))
+
+
 def _matmul_add_constants_bias_first(directory: Path, rng: np.random.Generator) -> Built:
     """``Add(bias, x @ W)`` with both weights in ``Constant`` nodes (the kernel a large one)."""
     w, b = _random(rng, (48, 40)), _random(rng, (40,))
@@ -1123,6 +1146,7 @@ HELPER_CASES = [
     *CONV_ADD_CASES,
     *GEMM_CASES,
     Case("matmul_add_bias", _matmul_add),
+    Case("matmul_add_rank3_bias", _matmul_add_rank3_bias),
     Case("matmul_add_bias_first_constant_nodes", _matmul_add_constants_bias_first),
     Case("matmul_constant_on_the_left", _matmul_constant_left),
     Case("batch_norm", _batch_norm),

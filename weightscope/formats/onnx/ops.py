@@ -437,11 +437,16 @@ def _fold_bias(
     if found is None:
         return
     add, bias = found
-    if bias.constant.shape not in ((width,), (1, width)):
+    stored = bias.constant.shape
+    if not stored or stored[-1] != width or any(d != 1 for d in stored[:-1]):
         return
     reader.folded.add(id(add))
+    if len(stored) > 2:  # (1, 1, width): a bias broadcast over (batch, steps, width)
+        bias = replace(bias, constant=_as_vector(bias.constant))
+        draft.notes.append(f"bias from {_label(add)} (its {stored} constant read as ({width},))")
+    else:
+        draft.notes.append(f"bias from {_label(add)}")
     reader.add(draft, "bias", bias, _vector_layout(node, draft.kind, bias.constant))
-    draft.notes.append(f"bias from {_label(add)}")
 
 
 def _per_channel(shape: tuple[int, ...], channels: int, rank: int) -> bool:
