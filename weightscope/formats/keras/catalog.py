@@ -168,6 +168,12 @@ def roles_fit(class_name: str, roles: Iterable[str]) -> bool:
     return set(roles) <= allowed
 
 
+_OTHER_ROLES = {
+    role for layer_type in KERAS_LAYER_TYPES.values() for role in layer_type.layouts
+} - {"embeddings"} | {"depthwise_kernel", "recurrent_kernel"}
+"""Variable names that say a layer is not an embedding, whatever its name says."""
+
+
 @dataclass(frozen=True)
 class Inference:
     class_name: str | None
@@ -193,12 +199,6 @@ def infer_class(
         if table is not None:
             return Inference("Embedding", f"no model config: {table}")
     return _infer_from_roles(roles)
-
-
-_OTHER_ROLES = {
-    role for layer_type in KERAS_LAYER_TYPES.values() for role in layer_type.layouts
-} - {"embeddings"} | {"depthwise_kernel", "recurrent_kernel"}
-"""Variable names that say a layer is not an embedding, whatever its name says."""
 
 
 def _infer_from_roles(roles: Mapping[str, Sequence[int]]) -> Inference:
