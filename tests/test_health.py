@@ -607,8 +607,11 @@ def test_keras_embedding_counts_nan_without_filter_checks(
     health = emb.health
     assert health.kind == "embedding" and health.nonfinite == 1
     assert health.flags == ["nan_inf"]
-    assert health.filters is None and health.dead_filters is None and health.init_verdict is None
-    assert health.note == "no floating-point kernel (embedding): filter checks do not apply"
+    assert health.filters is None and health.dead_filters is None
+    assert health.init_verdict == "trained"  # its table is judged too: a NaN is drawn by none
+    assert health.note == (
+        "an embedding table has rows (tokens), not filters: filter checks do not apply"
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ untruncated normal of std ``sqrt(s)``. ``glorot_normal``, ``he_normal`` and ``le
 are the *truncated* ones, as in Keras 2 and 3; the plain normal variants (PyTorch's
 ``xavier_normal_``, ``kaiming_normal_``) are named ``*_normal_untruncated`` here. PyTorch's
 default Conv/Linear init ``kaiming_uniform_(a=sqrt(5))`` is uniform on ``±1/sqrt(fan_in)``.
+Embedding tables are drawn without fans: ``nn.Embedding`` from N(0, 1), Keras' ``Embedding``
+uniformly on ``[-0.05, 0.05]``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ NORMAL_OUTSIDE_SIGMAS = 3.0
 
 PYTORCH_DEFAULT = "kaiming_uniform(a=sqrt(5))"
 KERAS_DEFAULT = "glorot_uniform"
+PYTORCH_EMBEDDING_DEFAULT = "normal(0, 1)"
+"""``nn.Embedding``'s table: ``normal_`` (the padding row, if any, then set to zeros)."""
+KERAS_EMBEDDING_DEFAULT = "random_uniform(-0.05, 0.05)"
+"""``keras.layers.Embedding``'s ``embeddings_initializer="uniform"``."""
 
 UNIFORM = "uniform"
 NORMAL = "normal"
@@ -365,6 +371,16 @@ def pytorch_default(fan_in: int) -> Initializer:
     ``sqrt(2/(1+5))``, bound ``gain*sqrt(3/fan_in)`` = ``1/sqrt(fan_in)``."""
     gain = math.sqrt(2.0 / (1.0 + 5.0))
     return Initializer(PYTORCH_DEFAULT, UNIFORM, scale=gain * math.sqrt(3.0 / max(1, fan_in)))
+
+
+def pytorch_embedding_default() -> Initializer:
+    """PyTorch's ``nn.Embedding`` table: standard normal, whatever its shape."""
+    return Initializer(PYTORCH_EMBEDDING_DEFAULT, NORMAL, scale=1.0)
+
+
+def keras_embedding_default() -> Initializer:
+    """Keras' ``Embedding`` table: uniform on ``[-0.05, 0.05]``, whatever its shape."""
+    return Initializer(KERAS_EMBEDDING_DEFAULT, UNIFORM, scale=0.05)
 
 
 def orthogonal(shape: Sequence[int], gain: float = 1.0) -> Initializer:

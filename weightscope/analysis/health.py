@@ -5,6 +5,9 @@ A *filter* is one slice of the canonical kernel along its output axis: ``kernel[
 ``(in/groups, *k)`` for a conv, one row ``(in,)`` of a dense ``(out, in)``. The filter checks
 need the whole kernel in memory; kernels over ``max_elements`` are not read for them and say so
 in :attr:`LayerHealth.note` (their NaN/Inf count and init verdict, read in chunks, still hold).
+An embedding table has no filters: its rows are tokens, and a row of zeros is the padding row
+``nn.Embedding(padding_idx=...)`` keeps at zero, not a dead filter; only its NaN/Inf count and
+init verdict are given.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from weightscope.kinds import Kind
 from weightscope.model import Layer, Model, Tensor
 
 FLAGS = ("nan_inf", "dead_filters", "duplicate_filters", "large_norm", "at_init")
@@ -52,7 +56,8 @@ class LayerHealth:
     max_norm_ratio: float | None
     """Largest filter norm over the median filter norm."""
     init_verdict: str | None
-    """``at_init``, ``trained`` or ``unknown`` (see ``weightscope init``); None without kernel."""
+    """``at_init``, ``trained`` or ``unknown`` (see ``weightscope init``); None without a kernel
+    or an embedding table."""
     note: str | None = None
 
     @property
@@ -104,7 +109,9 @@ def layer_health(
     kernel = kernel_tensor(layer)
     checks: _FilterChecks | None = None
     note: str | None = None
-    if kernel is None:
+    if kernel is None and layer.kind is Kind.EMBEDDING:
+        note = "an embedding table has rows (tokens), not filters: filter checks do not apply"
+    elif kernel is None:
         note = f"no floating-point kernel ({layer.kind}): filter checks do not apply"
     elif kernel.size > max_elements:
         note = (
@@ -117,7 +124,7 @@ def layer_health(
             note = f"{checks.filters} filters: too few to compare norms (at least {MIN_FILTERS})"
         elif checks.large is None:
             note = "no finite non-zero filter: norms not compared"
-    report = None if kernel is None else analyze(layer, producer=producer)
+    report = analyze(layer, producer=producer)
     return LayerHealth(
         layer=layer.name,
         kind=layer.kind,

@@ -1,10 +1,13 @@
 """Are a layer's weights still as initialized, or trained? Its kernel against its initializer.
 
-For each layer with a kernel (convolutions of every kind and dense layers), :func:`analyze`
-finds the initializer that drew it (declared in a Keras layer config, else the framework's
-default: Keras ``glorot_uniform``, PyTorch ``kaiming_uniform(a=sqrt(5))``; ONNX files exported
-by PyTorch count as PyTorch; other ONNX files have no known default), computes the fans by that
-framework's convention, and compares the weights with the initializer's distribution:
+For each layer with a kernel (convolutions of every kind and dense layers) or an embedding
+table, :func:`analyze` finds the initializer that drew it (declared in a Keras layer config,
+else the framework's default: Keras ``glorot_uniform`` for kernels and ``uniform(-0.05, 0.05)``
+for tables, PyTorch ``kaiming_uniform(a=sqrt(5))`` for kernels and N(0, 1) for tables; ONNX
+files exported by PyTorch count as PyTorch; other ONNX files have no known default), computes
+the fans by that framework's convention, and compares the weights with the initializer's
+distribution (an embedding table's exact zeros, up to one row of them, are left out: the
+padding row ``nn.Embedding(padding_idx=...)`` zeroes, which no random draw makes):
 
 - ``ks``: the Kolmogorov-Smirnov distance between the weights (a deterministic random subsample
   of at most :data:`SAMPLE_SIZE` for large kernels) and the initializer's CDF, against the
@@ -49,6 +52,7 @@ from weightscope import initializers as inits
 from weightscope.chunking import DEFAULT_CHUNK_ELEMENTS
 from weightscope.dtypes import is_float
 from weightscope.initializers import Initializer
+from weightscope.kinds import Kind
 from weightscope.model import Layer, Model, Tensor
 
 MIN_WEIGHTS = 64
@@ -70,6 +74,9 @@ Z_CRITICAL = NormalDist().inv_cdf(1.0 - ALPHA / 2.0)  # 3.891 at alpha = 1e-4
 KERNEL_ROLES = ("kernel", "pointwise_kernel", "depthwise_kernel")
 """Which tensor of a layer is compared, in this order of preference: separable convolutions
 are judged by their pointwise kernel (usually the larger of their two)."""
+
+TABLE_ROLE = "embeddings"
+"""The tensor compared for an embedding layer: its table."""
 
 VERDICTS = ("at_init", "trained", "unknown")
 
@@ -174,10 +181,22 @@ def _finite(value: float | None) -> float | None:
 
 
 def kernel_tensor(layer: Layer) -> Tensor | None:
-    """The kernel-like tensor of a layer that :func:`analyze` compares, or None."""
+    """The floating-point convolution or dense kernel of a layer, or None."""
     if not layer.kind.has_kernel:
         return None
-    for role in KERNEL_ROLES:
+    return _first_float(layer, KERNEL_ROLES)
+
+
+def judged_tensor(layer: Layer) -> Tensor | None:
+    """The tensor of a layer that :func:`analyze` compares with an initializer: its kernel, or
+    an embedding's table; None when it has neither in floating point."""
+    if layer.kind is Kind.EMBEDDING:
+        return _first_float(layer, (TABLE_ROLE,))
+    return kernel_tensor(layer)
+
+
+def _first_float(layer: Layer, roles: Iterable[str]) -> Tensor | None:
+    for role in roles:
         for tensor in layer.tensors:
             if (
                 tensor.role == role
@@ -215,18 +234,22 @@ def _setting(layer: Layer, tensor: Tensor, producer: str | None) -> _Setting:
     torch_shape = inits.torch_equivalent_shape(native, layout, canonical)
     torch_fan_in = inits.torch_fans(torch_shape)[0]
     convention = conventions.lookup(layer.framework, producer)
+    table = layer.kind is Kind.EMBEDDING
     if convention.initializer == conventions.KERAS_INIT:
         declared = tensor.declared_init
         if declared is None:
             fan_in, fan_out = inits.keras_fans(native)
-            init = inits.standard(inits.KERAS_DEFAULT, fan_in, fan_out)
+            if table:
+                init = inits.keras_embedding_default()
+            else:
+                init = inits.standard(inits.KERAS_DEFAULT, fan_in, fan_out)
             return _Setting("keras", fan_in, fan_out, torch_fan_in, init, False)
         return _Setting(
             "keras", declared.fan_in, declared.fan_out, torch_fan_in, declared.initializer, True
         )
     if convention.initializer == conventions.PYTORCH_INIT:
         fan_in, fan_out = inits.torch_fans(torch_shape)
-        init = inits.pytorch_default(fan_in)
+        init = inits.pytorch_embedding_default() if table else inits.pytorch_default(fan_in)
         return _Setting("pytorch", fan_in, fan_out, torch_fan_in, init, False)
     fan_in, fan_out = inits.torch_fans(canonical)
     return _Setting("canonical", fan_in, fan_out, torch_fan_in, None, False)
@@ -243,6 +266,8 @@ class _Pass:
     mean: float = 0.0
     m2: float = 0.0
     outside: int = 0
+    skipped_zeros: int = 0
+    """Exact zeros left out (an embedding's padding row)."""
     sample: np.ndarray = field(default_factory=lambda: np.empty(0))
 
     @property
@@ -250,7 +275,9 @@ class _Pass:
         return math.sqrt(self.m2 / self.finite) if self.finite else None
 
 
-def _read(tensor: Tensor, limits: tuple[float, float] | None) -> _Pass:
+def _read(tensor: Tensor, limits: tuple[float, float] | None, skip_zeros: int = 0) -> _Pass:
+    """One pass over ``tensor``: moments, values beyond ``limits``, a subsample; the first
+    ``skip_zeros`` exact zeros are left out of all three (and counted)."""
     result = _Pass()
     keep = min(1.0, SAMPLE_SIZE / max(1, tensor.size))
     rng = np.random.default_rng(SAMPLE_SEED)
@@ -263,6 +290,11 @@ def _read(tensor: Tensor, limits: tuple[float, float] | None) -> _Pass:
         finite = np.isfinite(values)
         if not finite.all():
             values = values[finite]
+        if result.skipped_zeros < skip_zeros:
+            zeros = np.flatnonzero(values == 0)[: skip_zeros - result.skipped_zeros]
+            if zeros.size:
+                values = np.delete(values, zeros)
+                result.skipped_zeros += int(zeros.size)
         if values.size == 0:
             continue
         wide = values.astype(np.float64)
@@ -355,8 +387,25 @@ def _verdict(
     ks: float | None,
     critical: float | None,
 ) -> tuple[str, str]:
+    verdict, evidence = _verdict_on(
+        setting, data, n - data.skipped_zeros, best, best_ks, ks, critical
+    )
+    if data.skipped_zeros:
+        evidence += f"; {data.skipped_zeros:,} exact zeros (a padding row) left out"
+    return verdict, evidence
+
+
+def _verdict_on(
+    setting: _Setting,
+    data: _Pass,
+    n: int,
+    best: Initializer | None,
+    best_ks: float | None,
+    ks: float | None,
+    critical: float | None,
+) -> tuple[str, str]:
     init = setting.initializer
-    nonfinite = data.count - data.finite
+    nonfinite = data.count - data.skipped_zeros - data.finite
     if data.finite < MIN_WEIGHTS:
         return (
             "unknown",
@@ -419,16 +468,20 @@ def _judge_best(
 def analyze_with_sample(
     layer: Layer, producer: str | None = None
 ) -> tuple[InitReport, np.ndarray] | None:
-    tensor = kernel_tensor(layer)
+    tensor = judged_tensor(layer)
     if tensor is None:
         return None
     setting = _setting(layer, tensor, producer or layer.producer)
     init = setting.initializer
-    data = _read(tensor, init.limits if init is not None and init.known else None)
+    table = layer.kind is Kind.EMBEDDING
+    width = tensor.native_shape[-1] if table else 0  # one row of the (vocabulary, width) table
+    data = _read(tensor, init.limits if init is not None and init.known else None, width)
     n = tensor.size
     candidates: list[Initializer] = []
     if init is not None and init.known:
         candidates.append(init)
+    if table:
+        candidates += [inits.pytorch_embedding_default(), inits.keras_embedding_default()]
     candidates += inits.standard_family(setting.fan_in, setting.fan_out)
     candidates.append(inits.pytorch_default(setting.torch_fan_in))
     distances: dict[str, float] = {}
@@ -474,8 +527,8 @@ def analyze_with_sample(
 
 
 def analyze(layer: Layer, *, producer: str | None = None) -> InitReport | None:
-    """Compare ``layer``'s kernel with its initializer; None for layers without a kernel (batch
-    norm, embeddings, ...) or whose kernel is not floating point (quantized).
+    """Compare ``layer``'s kernel or embedding table with its initializer; None for layers
+    without either (batch norm, ...) or whose kernel is not floating point (quantized).
 
     ``producer`` overrides the layer's own :attr:`~weightscope.model.Layer.producer` (that of
     its model): ONNX layers follow PyTorch's conventions only when it names PyTorch."""
@@ -484,7 +537,8 @@ def analyze(layer: Layer, *, producer: str | None = None) -> InitReport | None:
 
 
 def analyze_model(model: Model, layers: Iterable[Layer] | None = None) -> list[InitReport]:
-    """:func:`analyze` for every layer of ``model`` (or the given ones) that has a kernel."""
+    """:func:`analyze` for every layer of ``model`` (or the given ones) that has a kernel or
+    an embedding table."""
     reports = []
     for layer in model.layers if layers is None else layers:
         report = analyze(layer, producer=model.producer)

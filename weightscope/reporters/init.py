@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from weightscope import initializers as inits
-from weightscope.analysis.init import InitReport, analyze_with_sample, kernel_tensor
+from weightscope.analysis.init import InitReport, analyze_with_sample, judged_tensor
 from weightscope.model import Layer, Model
 
 if TYPE_CHECKING:
@@ -94,8 +94,8 @@ def _require(layer: Layer, producer: str | None) -> tuple[InitReport, np.ndarray
     result = analyze_with_sample(layer, producer)
     if result is None:
         raise ValueError(
-            f"layer {layer.name!r} ({layer.kind}) has no floating-point kernel to compare "
-            "with an initializer"
+            f"layer {layer.name!r} ({layer.kind}) has no floating-point kernel or embedding "
+            "table to compare with an initializer"
         )
     return result
 
@@ -113,7 +113,7 @@ def plot_init(
     normal), the best fit dotted where it differs; the title gives the layer, the initializer,
     the verdict, the std ratio and the fraction outside. ``bins`` defaults to about
     ``2 sqrt(n)``, between 10 and 80. Draws on ``ax`` when given (and returns its figure).
-    Raises ``ValueError`` for a layer without a floating-point kernel."""
+    Raises ``ValueError`` for a layer without a floating-point kernel or embedding table."""
     report, sample = _require(layer, producer)
     figure: Figure
     if ax is None:
@@ -149,10 +149,13 @@ def plot_init_model(
     chosen = [
         layer
         for layer in (model.layers if layers is None else layers)
-        if kernel_tensor(layer) is not None
+        if judged_tensor(layer) is not None
     ]
     if not chosen:
-        raise ValueError("no layer with a floating-point kernel to compare with an initializer")
+        raise ValueError(
+            "no layer with a floating-point kernel or embedding table to compare with an "
+            "initializer"
+        )
     shown = chosen[:MAX_PANELS]
     columns = max(1, min(columns, len(shown)))
     rows = math.ceil(len(shown) / columns)

@@ -1,4 +1,5 @@
-"""`weightscope init`: is each kernel still as its initializer drew it, or trained?"""
+"""`weightscope init`: is each kernel (or embedding table) still as its initializer drew it, or
+trained?"""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ DESCRIPTION = """\
 Compare each layer's kernel with the initializer that drew it: the one declared in a Keras layer
 config, else the framework's default (Keras glorot_uniform, PyTorch kaiming_uniform(a=sqrt(5)),
 also for ONNX files exported by PyTorch; other ONNX files have none). Fans follow that
-framework's own convention on the stored kernel.
+framework's own convention on the stored kernel. Embedding tables are compared with Keras'
+uniform(-0.05, 0.05) or PyTorch's normal(0, 1), leaving out one row of exact zeros (padding).
 
 columns: the initializer's bound (uniform, truncated normal's 2-sigma cut) or std (normal);
 std ratio = weights' std / initializer's std; outside = fraction of weights beyond the bound,
@@ -57,19 +59,19 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, model: Model) -> None:
-    from weightscope.analysis.init import analyze, kernel_tensor
+    from weightscope.analysis.init import analyze, judged_tensor
     from weightscope.reporters.progress import progress
 
     if args.layer:
         layer = model.layer(args.layer)
-        if kernel_tensor(layer) is None:
+        if judged_tensor(layer) is None:
             raise WeightscopeError(
                 f"{model.source}: layer {layer.name!r} ({layer.kind}) has no floating-point "
-                "kernel to compare with an initializer"
+                "kernel or embedding table to compare with an initializer"
             )
         layers = [layer]
     else:
-        layers = [layer for layer in model.layers if kernel_tensor(layer) is not None]
+        layers = [layer for layer in model.layers if judged_tensor(layer) is not None]
     weights = [_kernel_bytes(layer) for layer in layers]
     reports = []
     for layer in progress(layers, weights, "comparing weights with initializers", args.json):
@@ -86,9 +88,9 @@ def run(args: argparse.Namespace, model: Model) -> None:
 
 
 def _kernel_bytes(layer: Any) -> int:
-    from weightscope.analysis.init import kernel_tensor
+    from weightscope.analysis.init import judged_tensor
 
-    tensor = kernel_tensor(layer)
+    tensor = judged_tensor(layer)
     return 0 if tensor is None else tensor.size * 4
 
 
@@ -96,7 +98,9 @@ def _write_figure(args: argparse.Namespace, model: Model, layers: list[Any]) -> 
     from weightscope.reporters.init import plot_init, plot_init_model
 
     if not layers:
-        raise WeightscopeError(f"{model.source}: no layer with a floating-point kernel to plot")
+        raise WeightscopeError(
+            f"{model.source}: no layer with a floating-point kernel or embedding table to plot"
+        )
     if args.layer:
         figure = plot_init(layers[0], producer=model.producer)
     else:
@@ -162,7 +166,7 @@ def _print_table(model: Model, reports: list[Any]) -> None:
         )
     console.print(table)
     if not reports:
-        console.print("no layer with a floating-point kernel")
+        console.print("no layer with a floating-point kernel or embedding table")
         return
     console.print(
         "outside: beyond the bound (uniform), the 2-sigma cut (truncated normal) or 3 sigma "

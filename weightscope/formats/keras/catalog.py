@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from weightscope import layouts
+from weightscope.formats._common.names import embedding_table
 
 
 @dataclass(frozen=True)
@@ -167,20 +168,36 @@ def roles_fit(class_name: str, roles: Iterable[str]) -> bool:
     return set(roles) <= allowed
 
 
+_OTHER_ROLES = {
+    role for layer_type in KERAS_LAYER_TYPES.values() for role in layer_type.layouts
+} - {"embeddings"} | {"depthwise_kernel", "recurrent_kernel"}
+"""Variable names that say a layer is not an embedding, whatever its name says."""
+
+
 @dataclass(frozen=True)
 class Inference:
     class_name: str | None
     note: str
 
 
-def infer_class(names: Sequence[str], roles: Mapping[str, Sequence[int]]) -> Inference:
+def infer_class(
+    names: Sequence[str],
+    roles: Mapping[str, Sequence[int]],
+    shapes: Sequence[Sequence[int]] = (),
+) -> Inference:
     """Recognise a layer without a config: first from Keras' auto-generated ``names`` (when its
-    named variables fit that class), then from its variables' roles and shapes. ``roles`` maps
-    short role -> shape (empty when the store keeps variables by position only)."""
+    named variables fit that class), then as an embedding table by the name rule PyTorch state
+    dicts follow too (one 2-D variable that no other class would name so), then from its
+    variables' roles and shapes. ``roles`` maps short role -> shape (empty when the store keeps
+    variables by position only); ``shapes`` are those of all its variables, named or not."""
     for name in names:
         found = class_from_name(name)
         if found is not None and roles_fit(found, roles):
             return Inference(found, f"no model config: kind read from the name {name!r}")
+    if not set(roles) & _OTHER_ROLES:
+        table = embedding_table(names, shapes)
+        if table is not None:
+            return Inference("Embedding", f"no model config: {table}")
     return _infer_from_roles(roles)
 
 

@@ -94,9 +94,13 @@ def build_layer(
         shapes = {
             catalog.short_role(v.role): v.dataset.shape for v in variables if v.role is not None
         }
-        guess = catalog.infer_class([*hint_names, name], shapes)
+        all_shapes = [tuple(v.dataset.shape) for v in variables]
+        guess = catalog.infer_class([*hint_names, name], shapes, all_shapes)
         class_name = guess.class_name
         notes.append(guess.note)
+        if class_name == "Embedding" and len(variables) == 1 and variables[0].role is not None:
+            # a table found by its name keeps its own variable name (``weight``): its role
+            variables = [Variable(variables[0].stored_name, "embeddings", variables[0].dataset)]
     layer_type = catalog.layer_type(class_name)
     config = dict(layer_config.config) if layer_config else {}
     if layer_type is None and class_name is not None:

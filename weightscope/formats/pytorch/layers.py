@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import re
 import reprlib
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from weightscope import layouts
 from weightscope.dtypes import is_float
+from weightscope.formats._common.names import embedding_table
 from weightscope.kinds import Kind
 from weightscope.model import Layer, Tensor, TensorSource
 
@@ -90,7 +91,7 @@ def _build(node: ModuleNode, seen: dict[Hashable, str]) -> Layer:
     if class_name in CLASS_KINDS:
         kind, inferred = CLASS_KINDS[class_name], False
         if kind in CONV_KINDS.values() and "groups" not in node.attrs:
-            _, groups, _ = infer_kind(shapes)
+            _, groups, _ = infer_kind(shapes, ())
             notes.append(
                 "groups are not recorded in this file"
                 + (f": {groups} from the bias length" if groups > 1 else ": 1 assumed")
@@ -99,7 +100,8 @@ def _build(node: ModuleNode, seen: dict[Hashable, str]) -> Layer:
         if kind == "conv2d" and groups > 1 and weight is not None and weight[1] == 1:
             kind = "depthwise_conv2d"  # one input channel per group
     else:
-        kind, groups, note = infer_kind(shapes)
+        hints = [node.name] if class_name is None else [node.name, class_name]
+        kind, groups, note = infer_kind(shapes, hints)
         inferred = True
         notes.append(note)
         if class_name is not None:
@@ -154,13 +156,18 @@ def _trainable(entry: Entry, role: str) -> bool | None:
     return None
 
 
-def infer_kind(shapes: dict[str, tuple[int, ...]]) -> tuple[str, int, str]:
-    """Kind, groups and a note for a module known only by its tensors (a state dict)."""
-    names = set(shapes)
-    if {"running_mean", "running_var"} <= names:
+def infer_kind(shapes: dict[str, tuple[int, ...]], names: Sequence[str]) -> tuple[str, int, str]:
+    """Kind, groups and a note for a module known only by its tensors (a state dict) and
+    ``names`` (its path, and its class where the file names one)."""
+    attrs = set(shapes)
+    if {"running_mean", "running_var"} <= attrs:
         return "batch_norm", 1, "from a state dict: running statistics make a batch norm"
     weight, bias = shapes.get("weight"), shapes.get("bias")
-    if weight is None or not names <= {"weight", "bias"} or (bias is not None and len(bias) != 1):
+    if attrs == {"weight"}:
+        table = embedding_table(names, [shapes["weight"]])
+        if table is not None:
+            return "embedding", 1, f"from a state dict: {table}"
+    if weight is None or not attrs <= {"weight", "bias"} or (bias is not None and len(bias) != 1):
         return "unknown", 1, "from a state dict: tensors of no known layer kind"
     rank = len(weight)
     if rank == 2:

@@ -5,7 +5,9 @@ caller)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import numpy as np
 
 from weightscope.errors import CorruptFileError, UnsafeFileError, file_error
 from weightscope.formats._common.file_region import FileRegionSource, OpenFile
+from weightscope.formats._common.names import words
 from weightscope.formats.protocol import Match, Probe
 from weightscope.formats.pytorch.files import (
     ClassInfo,
@@ -47,8 +50,20 @@ FRAMEWORK = "pytorch"
 CHECKPOINT = "PyTorch checkpoint"
 LEGACY_CHECKPOINT = "PyTorch checkpoint (legacy format)"
 TORCHSCRIPT = "TorchScript archive"
-WEIGHT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights")
+CONTAINER_KEYS = frozenset(
+    {
+        "state_dict", "model_state_dict", "model_state", "model", "module", "net", "network",
+        "weights", "params", "state", "generator", "ema", "model_ema", "state_dict_ema",
+        "ema_state_dict",
+    }
+)  # fmt: skip
+"""Keys under which checkpoints keep a model's weights: an entry of the checkpoint holding one
+of these (``{"model": {"state_dict": ...}}``) is looked into, one level."""
 NOT_WEIGHTS = ("optim", "scheduler", "scaler")
+"""Parts of the keys of optimizer and scheduler state: never the model's weights."""
+EMA_WORDS = frozenset({"ema", "swa", "average", "averaged", "shadow"})
+"""Words of the keys of averaged copies of the weights: taken last among containers of equal
+size."""
 
 
 def match(probe: Probe) -> Match | None:
@@ -129,7 +144,7 @@ def _nodes(torch_file: TorchFile, make: _EntryMaker) -> tuple[list[ModuleNode], 
     if _is_module(root):
         what = "a TorchScript module" if torch_file.classes else "a whole pickled nn.Module"
         return _module_nodes(root, "", make, set()), [what]
-    weights, notes = _find_weights(root)
+    weights, notes = _find_weights(root, make.limits)
     walk = _Walk(make.limits)
     walk.collect(weights, "")
     nodes: list[ModuleNode] = []
@@ -148,11 +163,7 @@ def _nodes(torch_file: TorchFile, make: _EntryMaker) -> tuple[list[ModuleNode], 
         nodes.append(node)
     limits = make.limits
     if walk.exhausted:
-        notes.append(
-            f"the checkpoint's object graph is too large: the search for tensors stopped after "
-            f"{limits.max_checkpoint_steps:,} objects (limit max_checkpoint_steps; raise it with "
-            f"--limit max_checkpoint_steps={2 * max(limits.max_checkpoint_steps, 1)})"
-        )
+        notes.append(_exhausted_note(limits, "the search for tensors"))
     if walk.too_deep:
         notes.append(
             f"containers nested more than {limits.max_nesting} deep in the checkpoint were not "
@@ -160,6 +171,15 @@ def _nodes(torch_file: TorchFile, make: _EntryMaker) -> tuple[list[ModuleNode], 
             f"max_nesting={2 * max(limits.max_nesting, 1)})"
         )
     return nodes, notes
+
+
+def _exhausted_note(limits: Limits, search: str) -> str:
+    steps = limits.max_checkpoint_steps
+    return (
+        f"the checkpoint's object graph is too large: {search} stopped after {steps:,} objects "
+        f"(limit max_checkpoint_steps; raise it with --limit "
+        f"max_checkpoint_steps={2 * max(steps, 1)})"
+    )
 
 
 def _is_module(obj: Any) -> bool:
@@ -179,27 +199,167 @@ def _key_name(key: Any) -> str:
     return str(key)[:120] if isinstance(key, (str, int)) else f"<{type(key).__name__}>"
 
 
-def _find_weights(root: Any) -> tuple[Any, list[str]]:
-    """The part of a checkpoint that holds the model's weights, and a note on where it was."""
-    if not isinstance(root, Mapping) or _is_tensor_dict(root):
+@dataclass(frozen=True)
+class _Holder:
+    """An entry of a checkpoint that holds tensors, and how many."""
+
+    keys: tuple[str, ...]
+    """Its key, after the key of the entry it sits in when one level down; empty for the
+    tensors at the checkpoint's top level, taken together."""
+    value: Any
+    tensors: int
+    elements: int
+    nbytes: int
+    order: int
+
+    @property
+    def name(self) -> str:
+        return self.keys[-1] if self.keys else ""
+
+    @property
+    def averaged(self) -> bool:
+        return bool(set(words(self.name)) & EMA_WORDS)
+
+    def label(self, entry: str = "") -> str:
+        """``'ema'``, ``'ema' inside 'model'`` one level down (each after ``entry``), or
+        ``top-level tensors 'step', 'loss'``."""
+        if not self.keys:
+            names = [repr(_key_name(key)) for key in list(self.value)[:3]]
+            return (
+                "top-level tensors " + ", ".join(names) + (", ..." if len(self.value) > 3 else "")
+            )
+        inside = "".join(f" inside {key!r}" for key in reversed(self.keys[:-1]))
+        return f"{entry}{self.name!r}{inside}"
+
+    def describe(self) -> str:
+        what = "an EMA copy: " if self.averaged else ""
+        return (
+            f"{self.label()} ({what}{_plural(self.tensors, 'tensor')}, "
+            f"{_plural(self.elements, 'value')})"
+        )
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count:,} {word}" + ("" if count == 1 else "s")
+
+
+class _Tally:
+    """Measures entries of a checkpoint: their distinct tensors, modules' parameters and
+    buffers included, within one budget of objects visited for all of them."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.steps_left = limits.max_checkpoint_steps
+        self.exhausted = False
+
+    def holder(self, keys: tuple[str, ...], value: Any, order: int) -> _Holder:
+        walk = _Walk(self.limits, max_steps=self.steps_left, into_modules=True)
+        walk.collect(value, "")
+        self.steps_left = max(0, self.steps_left - walk.steps)
+        self.exhausted = self.exhausted or walk.exhausted
+        distinct = {_identity(ref): ref for ref in walk.tensors.values()}
+        elements = sum(math.prod(ref.shape) for ref in distinct.values())
+        nbytes = sum(
+            math.prod(ref.shape) * ref.storage.storage_type.itemsize for ref in distinct.values()
+        )
+        return _Holder(keys, value, len(distinct), elements, nbytes, order)
+
+    def holders(self, parent: tuple[str, ...], table: Mapping[Any, Any]) -> list[_Holder]:
+        """The entries of ``table`` that hold tensors (optimizer state apart; at the top level,
+        the tensors that are entries themselves together as one), largest first; of equal
+        ones, the weights before an averaged copy, then in file order."""
+        found = []
+        if not parent:
+            own = {k: v for k, v in table.items() if isinstance(v, TensorRef)}
+            if own:
+                found.append(self.holder((), own, -1))
+        for order, (key, value) in enumerate(table.items()):
+            name = _key_name(key)
+            if not _is_optimizer(name) and not (isinstance(value, TensorRef) and not parent):
+                holder = self.holder((*parent, name), value, order)
+                if holder.tensors:
+                    found.append(holder)
+        return sorted(found, key=lambda h: (-h.nbytes, h.averaged, h.order))
+
+
+def _find_weights(root: Any, limits: Limits) -> tuple[Any, list[str]]:
+    """The part of a checkpoint that holds the model's weights, and notes on where it was and
+    what else the checkpoint holds. Of the checkpoint's entries holding tensors, the one
+    holding the most tensor data is the model; when that is a wrapper of containers
+    (``{"model": {"state_dict": ..., "ema": ...}}``), the largest inside it. The others, and
+    optimizer state, are listed in the notes and never counted."""
+    if not isinstance(root, Mapping) or all(isinstance(v, TensorRef) for v in root.values()):
         return root, []
-    for key in WEIGHT_KEYS:
-        value = root.get(key)
-        if _is_tensor_dict(value) or _is_module(value):
-            others = [_key_name(k) for k in list(root)[:9] if k != key]
-            note = f"weights from the checkpoint's {key!r} entry"
-            if others:
-                note += f"; also in the file, not parameters: {', '.join(others[:8])}"
-                if len(root) > 9:
-                    note += ", ..."
-            return value, [note]
+    tally = _Tally(limits)
+    holders = tally.holders((), root)
+    if not holders:
+        return _everything(root)
+    chosen, others = holders[0], holders[1:]
+    if not chosen.keys and not others:
+        return root, []  # a state dict with a few other values beside its tensors
+    if _is_wrapper(chosen.value):
+        inner = tally.holders(chosen.keys, chosen.value)
+        if inner and (inner[0].name in CONTAINER_KEYS or inner[0].averaged):
+            chosen, others = inner[0], inner[1:] + others
+    note = f"weights from the checkpoint's {chosen.label('entry ')}"
+    if others:
+        note += f", the largest of {len(others) + 1} entries holding tensors"
+    notes = [note]
+    if others:
+        notes.append(
+            "also holding tensors, not counted: "
+            + ", ".join(h.describe() for h in others[:8])
+            + (", ..." if len(others) > 8 else "")
+        )
+    optimizer = [
+        tally.holder((name,), value, order)
+        for order, (key, value) in enumerate(root.items())
+        if _is_optimizer(name := _key_name(key))
+    ]
+    if optimizer:
+        notes.append(
+            "optimizer and scheduler state, not counted: "
+            + ", ".join(h.describe() if h.tensors else repr(h.name) for h in optimizer[:8])
+            + (", ..." if len(optimizer) > 8 else "")
+        )
+    listed = {h.keys[0] for h in (chosen, *others, *optimizer) if h.keys}
+    listed |= {_key_name(k) for k, v in root.items() if isinstance(v, TensorRef)}
+    rest = [name for name in map(_key_name, root) if name not in listed]
+    if rest:
+        notes.append(
+            "also in the file, not parameters: "
+            + ", ".join(rest[:8])
+            + (", ..." if len(rest) > 8 else "")
+        )
+    if tally.exhausted:
+        notes.append(_exhausted_note(limits, "the search for the checkpoint's weights"))
+    return chosen.value, notes
+
+
+def _everything(root: Mapping[Any, Any]) -> tuple[Any, list[str]]:
+    """No entry holds tensors: every module and tensor of the checkpoint is listed."""
     names = {k: _key_name(k) for k in root}
-    kept = {k: v for k, v in root.items() if not any(w in names[k].lower() for w in NOT_WEIGHTS)}
+    kept = {k: v for k, v in root.items() if not _is_optimizer(names[k])}
     dropped = [names[k] for k in root if k not in kept]
     notes = ["no state dict entry found: every tensor and module in the checkpoint is listed"]
     if dropped:
         notes.append(f"optimizer and scheduler state not counted: {', '.join(dropped[:8])}")
     return kept, notes
+
+
+def _is_optimizer(name: str) -> bool:
+    return any(word in name.lower() for word in NOT_WEIGHTS)
+
+
+def _is_wrapper(value: Any) -> bool:
+    """A mapping of containers (not itself a state dict or a module)."""
+    return isinstance(value, Mapping) and not _is_tensor_dict(value)
+
+
+def _identity(ref: TensorRef) -> tuple[Any, ...]:
+    """Equal for two references to one tensor (tied weights, a tensor listed twice)."""
+    storage = ref.storage
+    return (storage.key, storage.view_offset + ref.offset, ref.shape, ref.stride)
 
 
 def _is_tensor_dict(value: Any) -> bool:
@@ -211,9 +371,13 @@ class _Walk:
     can share sub-objects so that the paths through them multiply), within a step budget
     (``max_checkpoint_steps``) and a depth (``max_nesting``)."""
 
-    def __init__(self, limits: Limits) -> None:
-        self.max_steps = limits.max_checkpoint_steps
+    def __init__(
+        self, limits: Limits, max_steps: int | None = None, into_modules: bool = False
+    ) -> None:
+        self.max_steps = limits.max_checkpoint_steps if max_steps is None else max_steps
         self.max_depth = limits.max_nesting
+        self.into_modules = into_modules
+        """Whether a module's parameters and buffers are collected as tensors (to measure it)."""
         self.tensors: dict[str, TensorRef] = {}
         self.modules: list[tuple[str, Opaque]] = []
         self.seen: set[int] = set()
@@ -230,6 +394,8 @@ class _Walk:
             return
         if isinstance(obj, TensorRef):
             self.tensors.setdefault(prefix or "tensor", obj)
+        elif _is_module(obj) and self.into_modules:
+            self.collect(obj.state, prefix, depth)
         elif _is_module(obj):
             self.seen.add(id(obj))
             self.modules.append((prefix, obj))
