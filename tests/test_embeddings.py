@@ -276,3 +276,44 @@ def test_keras2_weights_only_h5_with_a_table_named_weight(tmp_path: Path) -> Non
         np.testing.assert_array_equal(weights.canonical(), table)
         (report, _) = weightscope.check_init(model)
         assert report.verdict == "at_init", report.evidence
+
+
+# ---------------------------------------------------------------------------------------------
+# layer norms: a (C,) scale, with or without a (C,) shift, named as a norm
+
+
+class _Norms(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 8)
+        self.LayerNorm = torch.nn.LayerNorm(8)  # BERT's name
+        self.ln_f = torch.nn.LayerNorm(8, bias=False)  # GPT-2's, without a shift
+        self.norm1 = torch.nn.LayerNorm(8)
+        self.gn = torch.nn.GroupNorm(2, 8)  # the same vectors: not taken for a layer norm
+        self.scale = torch.nn.Parameter(torch.ones(8))  # a vector named as nothing
+
+
+def test_layer_norms_are_recognised_by_name(tmp_path: Path) -> None:
+    module = _Norms()
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.normal_()
+    path = tmp_path / "norms.pt"
+    torch.save(module.state_dict(), path)
+    x = torch.randn(5, 8)
+    with weightscope.load(path) as model:
+        kinds = {layer.name: str(layer.kind) for layer in model.layers}
+        assert kinds == {
+            "fc": "dense", "LayerNorm": "layer_norm", "ln_f": "layer_norm",
+            "norm1": "layer_norm", "gn": "unknown", "(root)": "unknown",
+        }  # fmt: skip
+        for name in ("LayerNorm", "ln_f", "norm1"):
+            layer = model.layer(name)
+            norm = getattr(module, name)
+            gamma = torch.tensor(layer.tensor("gamma").canonical())
+            beta = layer.tensor("beta").canonical() if norm.bias is not None else None
+            recomputed = F.layer_norm(
+                x, (8,), gamma, None if beta is None else torch.tensor(beta), norm.eps
+            )
+            torch.testing.assert_close(recomputed, norm(x).detach(), rtol=1e-5, atol=1e-6)
+        assert model.params.total == sum(p.numel() for p in module.parameters())

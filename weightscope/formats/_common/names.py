@@ -78,3 +78,25 @@ def embedding_table(names: Iterable[str], shapes: Sequence[Sequence[int]]) -> st
     if part is None:
         return None
     return f"a 2-D table without a bias named {part!r}: an embedding"
+
+
+LAYER_NORM_WORDS = frozenset({"layernorm", "ln", "lnf"})
+"""Words of a name that say it is a layer norm (``LayerNorm``, ``ln_1``, ``ln_f``); ``norm``
+alone too, where nothing says which norm (``norm1``, ``final_norm``)."""
+OTHER_NORM_WORDS = frozenset({"group", "groupnorm", "batch", "bn", "instance", "rms", "rmsnorm"})
+"""Words that name another norm, whose affine vectors look the same."""
+
+
+def layer_norm_name(names: Iterable[str]) -> str | None:
+    """The first of ``names`` whose innermost component says *layer norm* (an affine
+    ``(C,)`` scale with or without a ``(C,)`` shift is all a state dict keeps of one), or
+    None."""
+    for name in names:
+        part = innermost(name)
+        found = set(words(part))
+        if found & OTHER_NORM_WORDS:
+            continue
+        if found & LAYER_NORM_WORDS or {"layer", "norm"} <= found or "norm" in found:
+            return part
+    return None
+

@@ -12,7 +12,7 @@ from typing import Any
 
 from weightscope import layouts
 from weightscope.dtypes import is_float
-from weightscope.formats._common.names import embedding_table
+from weightscope.formats._common.names import embedding_table, layer_norm_name
 from weightscope.kinds import Kind
 from weightscope.model import Layer, Tensor, TensorSource
 
@@ -167,6 +167,14 @@ def infer_kind(shapes: dict[str, tuple[int, ...]], names: Sequence[str]) -> tupl
         table = embedding_table(names, [shapes["weight"]])
         if table is not None:
             return "embedding", 1, f"from a state dict: {table}"
+    if (
+        weight is not None
+        and len(weight) == 1
+        and attrs <= {"weight", "bias"}
+        and bias in (None, weight)
+        and (part := layer_norm_name(names)) is not None
+    ):
+        return "layer_norm", 1, f"from a state dict: a (C,) scale named {part!r}: a layer norm"
     if weight is None or not attrs <= {"weight", "bias"} or (bias is not None and len(bias) != 1):
         return "unknown", 1, "from a state dict: tensors of no known layer kind"
     rank = len(weight)
