@@ -32,7 +32,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-import weightscope
 from weightscope.formats.keras.hdf5 import FileSlice
 from weightscope.formats.keras.hdf5_walk import DONE, Outcome, die_with
 
@@ -145,7 +144,7 @@ class Helper:
 def _spawn(fd: int) -> subprocess.Popen[bytes]:
     """A new Python serving ``fd`` (inherited): weightscope's own code, found where this
     process found it."""
-    package_root = str(Path(weightscope.__file__).resolve().parent.parent)
+    package_root = str(Path(__file__).resolve().parents[3])  # above weightscope/formats/keras
     path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
     # Never the working folder on the helper's path: a model zoo's folder may hold a
     # ``numpy.py`` (``-P`` from Python 3.11; before it, the code drops it itself).
