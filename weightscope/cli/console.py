@@ -44,5 +44,11 @@ def stdout(**options: Any) -> Console:
     return console
 
 
+def whole_tables(console: Console, wide: bool) -> bool:
+    """Whether tables keep every column and name whole: when asked (``--wide``) and whenever
+    ``console`` is not a terminal, so that output to a pipe or a file is complete."""
+    return wide or not console.is_terminal
+
+
 def stderr() -> Console:
     return SafeConsole(stderr=True)

@@ -1,13 +1,14 @@
 """The one table every command prints to the terminal (``inspect``, ``inspect --layer``,
 ``init``, ``params``, ``compare``): one style, and a width that fits the terminal.
 
-A :class:`FitTable` is given all its columns, each with a priority. On a terminal narrower than
-the whole table, columns are left out from the least important up until the rest fits, then
-names (and wrapping text) are narrowed: a name is shortened in the middle
-(``features.1…0.conv``), never broken across lines, and a number is never cut. A dim note under
-the table says which columns were left out. ``wide=True`` (the command line's ``--wide``) keeps
-every column and every name whole, as does output that is not a terminal (a pipe, a file, a
-notebook): its lines are as long as the table needs, never cropped.
+A :class:`FitTable` is given all its columns, each with a priority. Where the width it is printed
+in (the terminal's) is narrower than the whole table, columns are left out from the least
+important up until the rest fits, then names (and wrapping text) are narrowed: a name is
+shortened in the middle (``features.1…0.conv``), never broken across lines, and a number is
+never cut. A dim note under the table says which columns were left out. ``wide=True`` keeps
+every column and every name whole: its lines are as long as the table needs (the command line
+asks for it with ``--wide`` and when stdout is a pipe or a file, and prints such lines
+uncropped).
 """
 
 from __future__ import annotations
@@ -54,9 +55,8 @@ class Column:
 
 
 class FitTable:
-    """A rich renderable: the rows of ``columns``, laid out to fit the console it is printed to
-    (when that console is a terminal and ``wide`` is False), with the note of what was left
-    out."""
+    """A rich renderable: the rows of ``columns``, laid out to fit the width it is printed in
+    (unless ``wide``), with the note of what was left out."""
 
     def __init__(self, columns: Sequence[Column], *, wide: bool = False) -> None:
         self.columns = list(columns)
@@ -71,7 +71,7 @@ class FitTable:
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         available = options.max_width
         layout = _Layout(self.columns, self.rows)
-        if not self.wide and console.is_terminal:
+        if not self.wide:
             layout.fit(available)
         rich_table = layout.table(self.rows)
         needed = Measurement.get(console, options.update(width=10**6), rich_table).maximum

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from weightscope.cli import console as terminal
-from weightscope.cli.options import add_source
+from weightscope.cli.options import add_source, add_wide
 from weightscope.errors import WeightscopeError
 from weightscope.model import Model
 from weightscope.output import atomic_output
@@ -53,6 +53,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         action="store_true",
         help='print one JSON object {"layers": [...]} and nothing else on stdout',
     )
+    add_wide(parser)
     return parser
 
 
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace, model: Model) -> None:
         json.dump({"layers": [r.to_dict() for r in reports]}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
-    _print_table(model, reports)
+    _print_table(args, model, reports)
 
 
 def _kernel_bytes(layer: Any) -> int:
@@ -112,62 +113,8 @@ def _write_figure(args: argparse.Namespace, model: Model, layers: list[Any]) -> 
         print(f"wrote {args.output}", file=sys.stderr)
 
 
-def _number(value: float | None, spec: str = ".3g") -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def _print_table(model: Model, reports: list[Any]) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
-    from weightscope.initializers import UNIFORM
+def _print_table(args: argparse.Namespace, model: Model, reports: list[Any]) -> None:
+    from weightscope.reporters.init_table import init_table
 
     console = terminal.stdout()
-    table = Table(title=f"{model.source}  weights against their initializers", title_justify="left")
-    for header, justify in (
-        ("Layer", "left"),
-        ("Kind", "left"),
-        ("Initializer", "left"),
-        ("fan in / out", "right"),
-        ("Bound / std", "right"),
-        ("Std ratio", "right"),
-        ("Outside", "right"),
-        ("Best fit (KS)", "left"),
-        ("Verdict", "left"),
-    ):
-        table.add_column(header, justify=justify)  # type: ignore[arg-type]
-    colours = {"at_init": "yellow", "trained": "green", "unknown": "dim"}
-    for report in reports:
-        init = report.initializer
-        if init is None:
-            name, spread = "-", "-"
-        else:
-            name = init.name if report.declared else f"{init.name} (default)"
-            spread = init.describe() if init.known else "-"
-            if init.known and init.distribution != UNIFORM and init.loc == 0:
-                spread = spread.replace(" (cut ", ", cut ").rstrip(")")
-        best = "-"
-        if report.best_fit is not None:
-            best = f"{report.best_fit.name} ({_number(report.best_fit_ks, '.2g')})"
-        table.add_row(
-            report.layer,
-            report.kind,
-            name,
-            f"{report.fan_in:,} / {report.fan_out:,}",
-            spread,
-            _number(report.std_ratio, ".2f"),
-            _number(report.fraction_outside, ".1%"),
-            best,
-            f"[{colours[report.verdict]}]{report.verdict}[/]",
-        )
-    console.print(table)
-    if not reports:
-        console.print("no layer with a floating-point kernel")
-        return
-    console.print(
-        "outside: beyond the bound (uniform), the 2-sigma cut (truncated normal) or 3 sigma "
-        "(normal); (default): not declared, the framework's default"
-    )
-    for report in reports:
-        line = Text.assemble((report.layer, "bold"), f": {report.evidence}")
-        console.print(line, highlight=False)
+    console.print(init_table(model.source, reports, wide=terminal.whole_tables(console, args.wide)))
