@@ -501,3 +501,25 @@ def test_compare_of_long_names_keeps_both_ends(
     for row, name in zip(shown.rows, names, strict=True):
         check_name(row["a"], name)
         check_name(row["b"], name)
+
+
+# -- the docs ------------------------------------------------------------------------------------
+
+
+def test_the_80_column_table_on_the_inspect_page_is_what_prints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/commands/inspect.md shows the table at 80 columns in a ``text`` block (the docs'
+    runnable blocks print to a pipe, where nothing is left out); it is checked here."""
+    page = Path(__file__).resolve().parents[1] / "docs" / "commands" / "inspect.md"
+    text = page.read_text(encoding="utf-8")
+    marker = "<!-- fits: inspect model.h5 at 80 columns"
+    assert text.count(marker) == 1
+    block = text.split(marker, 1)[1].split("```text\n", 1)[1].split("\n```", 1)[0]
+    (tmp_path / "model.h5").write_bytes(example_path().read_bytes())
+    monkeypatch.chdir(tmp_path)
+    as_terminal(monkeypatch, 80)
+    result = run_cli("inspect", "model.h5")
+    assert result.returncode == 0, result.stderr
+    printed = [line.rstrip() for line in COLOUR.sub("", result.stdout).splitlines()]
+    assert printed == block.splitlines()
