@@ -14,9 +14,16 @@ from cli_runner import run_cli, run_cli_subprocess
 from damaged import with_lying_bias
 
 import weightscope
+from weightscope.reporters.numbers import number
 
 EXAMPLE = weightscope.example_path()
 LAYERS = ["conv1", "bn1", "dwconv2", "pwconv2", "logits"]
+
+
+def row(table: str, name: str) -> str:
+    """The line of the table whose first cell is ``name``."""
+    (line,) = [line for line in table.splitlines() if line.split("│")[0].strip() == name]
+    return line.rstrip()
 
 
 def test_help_explains_commands():
@@ -42,15 +49,17 @@ def test_inspect_table_lists_layers_and_totals():
     out = result.stdout
     for name in LAYERS:
         assert name in out
-    assert "(3, 3, 1, 8) HWIO -> (8, 1, 3, 3) OIHW" in out
-    assert "(3, 3, 8, 2) HWIM -> (16, 1, 3, 3) OIHW" in out
-    assert "(256, 10) IO -> (10, 256) OI" in out
+    # canonical shape, then native shape, each in its column
+    assert "│ (8, 1, 3, 3) OIHW   │ (3, 3, 1, 8) HWIO " in row(out, "conv1")
+    assert "│ (16, 1, 3, 3) OIHW  │ (3, 3, 8, 2) HWIM " in row(out, "dwconv2")
+    assert "│ (10, 256) OI        │ (256, 10) IO " in row(out, "logits")
     with weightscope.load(EXAMPLE) as model:
         counts = model.params
         conv1 = model.layer("conv1").tensor("kernel").stats()
     assert f"Total params: {counts.total:,}" in out
     assert f"Non-trainable: {counts.non_trainable:,}" in out
-    assert f"{conv1.mean:.4g}" in out and f"{conv1.max:.4g}" in out
+    assert f" {number(conv1.mean)} │" in row(out, "conv1")
+    assert row(out, "conv1").endswith(f" {number(conv1.max)}")
     assert "layers without weights: relu1, relu2, pool, flatten" in out
 
 
@@ -178,7 +187,8 @@ def test_square_kernels_keep_their_layout_label(tmp_path):
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(6, name="square")])
     path = tmp_path / "square.keras"
     model.save(path)
-    assert "(6, 6) IO -> (6, 6) OI" in run_cli("inspect", path).stdout
+    square = row(run_cli("inspect", path).stdout, "square")
+    assert "│ (6, 6) OI  " in square and "│ (6, 6) IO  " in square
 
 
 def test_long_list_of_weightless_layers_is_cut_with_a_count(tmp_path):

@@ -1,5 +1,7 @@
-"""The one terminal every command prints to: rich on stdout, 160 columns when stdout is not a
-terminal (a pipe or a file keeps whole rows), and rich on stderr for progress bars."""
+"""The one terminal every command prints to: rich on stdout, and rich on stderr for progress
+bars. Tables fit a terminal's width (:mod:`weightscope.reporters.fit`); when stdout is not a
+terminal (a pipe or a file) they keep every column whole, text wraps at 160 columns, and no line
+is ever cropped."""
 
 from __future__ import annotations
 
@@ -29,12 +31,23 @@ class SafeConsole(Console):
             else:
                 yield Segment(printable_lines(segment.text), segment.style)
 
+    def print(self, *objects: Any, crop: bool = False, **options: Any) -> None:
+        """As rich prints, except that lines wider than the console are never cut (``crop``
+        False): a table that cannot fit (``--wide``, a pipe) is printed whole."""
+        super().print(*objects, crop=crop, **options)
+
 
 def stdout(**options: Any) -> Console:
     console = SafeConsole(**options)
     if not console.is_terminal:
         console = SafeConsole(width=PIPE_WIDTH, **options)
     return console
+
+
+def whole_tables(console: Console, wide: bool) -> bool:
+    """Whether tables keep every column and name whole: when asked (``--wide``) and whenever
+    ``console`` is not a terminal, so that output to a pipe or a file is complete."""
+    return wide or not console.is_terminal
 
 
 def stderr() -> Console:

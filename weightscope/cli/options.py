@@ -57,6 +57,16 @@ def add_source(parser: argparse.ArgumentParser) -> None:
     add_reading_options(parser)
 
 
+def add_wide(parser: argparse.ArgumentParser) -> None:
+    """``--wide``, for every command that prints a table."""
+    parser.add_argument(
+        "--wide",
+        action="store_true",
+        help="keep every column of the table, and every name whole, however narrow the "
+        "terminal (lines may then wrap); output to a pipe or a file always has them all",
+    )
+
+
 def _limit(text: str) -> tuple[str, int]:
     from weightscope.limits import parse_assignment
 

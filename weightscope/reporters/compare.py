@@ -3,23 +3,16 @@ layer), the notes of each pair below it, then the verdict."""
 
 from __future__ import annotations
 
-import math
-
 from rich.console import Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 
 from weightscope.comparison.engine import DIFFERENT, IDENTICAL, Comparison
 from weightscope.comparison.transforms import IDENTITY, NONE
 from weightscope.errors import printable
+from weightscope.reporters.fit import Column, FitTable
+from weightscope.reporters.numbers import number
 
 VERDICT_STYLES = {IDENTICAL: "bold green", DIFFERENT: "bold red"}
-
-
-def _number(value: float) -> str:
-    if math.isinf(value):
-        return "inf"
-    return "0" if value == 0 else f"{value:.3g}"
 
 
 def _transform(name: str) -> Text:
@@ -27,13 +20,21 @@ def _transform(name: str) -> Text:
     return Text(name, style=style)
 
 
-def comparison_table(comparison: Comparison) -> RenderableType:
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("a", "b", "kind", "transform"):
-        table.add_column(column)
-    table.add_column("max_abs_diff", justify="right")
-    table.add_column("max_rel_diff", justify="right")
-    table.add_column("match")
+def comparison_table(comparison: Comparison, wide: bool = False) -> RenderableType:
+    """One row per pair and per unmatched layer; on a narrow terminal the relative then the
+    absolute difference, then the transform, are left out first."""
+    table = FitTable(
+        [
+            Column("a", name=True),
+            Column("b", name=True),
+            Column("kind", 1, name=True),
+            Column("transform", 2),
+            Column("max_abs_diff", 3, justify="right"),
+            Column("max_rel_diff", 4, justify="right"),
+            Column("match"),
+        ],
+        wide=wide,
+    )
     numbered: list[str] = []
     for pair in comparison.pairs:
         marker = ""
@@ -42,23 +43,23 @@ def comparison_table(comparison: Comparison) -> RenderableType:
             numbered.append(f"{names}: {printable(pair.note or '')}")
             marker = f" [{len(numbered)}]"
         table.add_row(
-            printable(pair.a),
-            printable(pair.b),
-            pair.kind,
+            Text(printable(pair.a)),
+            Text(printable(pair.b)),
+            Text(pair.kind),
             _transform(pair.transform),
-            _number(pair.max_abs_diff),
-            _number(pair.max_rel_diff),
+            number(pair.max_abs_diff),
+            number(pair.max_rel_diff),
             Text("yes" if pair.match else "no", style="green" if pair.match else "red")
             + Text(marker, style="dim"),
         )
     for side, unmatched in (("A", comparison.unmatched_a), ("B", comparison.unmatched_b)):
         for layer in unmatched:
             shape = "(" + ", ".join(map(str, layer.shape)) + ")"
-            name = printable(layer.name)
-            cells = [name, "-"] if side == "A" else ["-", name]
+            name = Text(printable(layer.name))
+            cells = [name, Text("-")] if side == "A" else [Text("-"), name]
             table.add_row(
                 *cells,
-                f"{layer.kind} {shape}",
+                Text(f"{layer.kind} {shape}"),
                 "-",
                 "-",
                 "-",

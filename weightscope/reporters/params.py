@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 from rich.console import Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 
 from weightscope.analysis.params import FLAGGED, NO_FORMULA, OK, SHAPES_ONLY, ParamsReport
 from weightscope.errors import printable
 from weightscope.kinds import Kind
+from weightscope.reporters.fit import Column, FitTable
 from weightscope.reporters.table import counts_line
 
 STATUS_STYLES = {OK: "green", FLAGGED: "bold red", SHAPES_ONLY: "yellow", NO_FORMULA: "dim"}
@@ -19,19 +19,24 @@ def _count(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
 
-def params_table(report: ParamsReport) -> RenderableType:
-    """The per-layer table, the totals, and every flagged layer's reasons below it."""
+def params_table(report: ParamsReport, wide: bool = False) -> RenderableType:
+    """The per-layer table, the totals, and every flagged layer's reasons below it. On a narrow
+    terminal the declared count, then the formula's terms, are left out first."""
     version = f" {report.framework_version}" if report.framework_version else ""
     version = f"  {report.format} ({report.framework}{version})"
     header = Text.assemble((printable(str(report.source)), "bold"), version)
-    table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    table.add_column("Layer", overflow="fold")
-    table.add_column("Kind")
-    table.add_column("Stored", justify="right")
-    table.add_column("Formula", justify="right")
-    table.add_column("Declared", justify="right")
-    table.add_column("Status")
-    table.add_column("Formula terms", overflow="fold")
+    table = FitTable(
+        [
+            Column("Layer", name=True),
+            Column("Kind", 1, name=True),
+            Column("Stored", justify="right"),
+            Column("Formula", 2, justify="right"),
+            Column("Declared", 4, justify="right"),
+            Column("Status"),
+            Column("Formula terms", 3, wrap=True),
+        ],
+        wide=wide,
+    )
     for layer in report.layers:
         style = "red" if layer.issues else ""
         kind = layer.kind

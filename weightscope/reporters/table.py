@@ -1,14 +1,17 @@
-"""The terminal tables of ``weightscope inspect``."""
+"""The terminal tables of ``weightscope inspect``: the model's layers and one layer's tensors,
+laid out by :mod:`weightscope.reporters.fit` with the numbers of
+:mod:`weightscope.reporters.numbers`."""
 
 from __future__ import annotations
 
 from rich.console import Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 
 from weightscope.analysis.health import LARGE_RELATIVE, LayerHealth
 from weightscope.errors import printable
 from weightscope.model import Layer, Model, ParamCounts, Tensor
+from weightscope.reporters.fit import Column, FitTable
+from weightscope.reporters.numbers import number, percent
 from weightscope.stats import TensorStats
 
 LARGE_NORM_TEXT = f"{LARGE_RELATIVE:g}x median"
@@ -23,6 +26,7 @@ def _shape(shape: tuple[int, ...] | None) -> str:
 
 
 def _num(value: float) -> str:
+    """The HTML report's number format (the terminal tables use :func:`numbers.number`)."""
     return f"{value:.4g}"
 
 
@@ -33,20 +37,29 @@ def _kind(layer: Layer) -> Text:
     return text
 
 
-def _shape_cell(tensor: Tensor) -> Text:
+def _canonical_cell(tensor: Tensor) -> Text:
+    """The canonical shape and layout, in colour where it is not the native one; the native
+    shape where the tensor has no canonical form."""
+    if tensor.canonical_layout is None:
+        return Text.assemble(_shape(tensor.native_shape), (" as stored", "dim yellow"))
+    style = "cyan" if tensor.canonical_layout != tensor.native_layout else ""
+    return Text(f"{_shape(tensor.canonical_shape)} {tensor.canonical_layout}", style=style)
+
+
+def _native_cell(tensor: Tensor) -> Text:
     text = Text(_shape(tensor.native_shape))
-    if tensor.native_layout and tensor.canonical_layout != tensor.native_layout:
-        text.append(f" {tensor.native_layout} -> ", style="dim")
-        text.append(f"{_shape(tensor.canonical_shape)} {tensor.canonical_layout}", style="cyan")
-    elif tensor.native_layout is None:
-        text.append("  no canonical form", style="dim yellow")
+    if tensor.native_layout:
+        text.append(f" {tensor.native_layout}", style="dim")
     return text
 
 
 def _stats_cells(stats: TensorStats | None) -> list[str]:
     if stats is None:
         return ["", "", "", ""]
-    return [_num(stats.mean), _num(stats.std), _num(stats.min), _num(stats.max)]
+    return [number(stats.mean), number(stats.std), number(stats.min), number(stats.max)]
+
+
+STATS_COLUMNS = ("mean", "std", "min", "max")
 
 
 def model_header(model: Model) -> Text:
@@ -83,33 +96,43 @@ def shown_layers(model: Model) -> list[Layer]:
 
 
 def model_table(
-    model: Model, with_stats: bool = True, health: list[LayerHealth] | None = None
+    model: Model,
+    with_stats: bool = True,
+    health: list[LayerHealth] | None = None,
+    wide: bool = False,
 ) -> RenderableType:
     """One row per layer (the first :data:`TABLE_ROWS`); a Health column when ``health`` (one
-    entry per layer) is given."""
-    table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    table.add_column("Layer", overflow="fold")
-    table.add_column("Kind")
-    table.add_column("Shape native -> canonical", no_wrap=True)
-    table.add_column("Params", justify="right")
-    table.add_column("dtype")
-    for title in ("mean", "std", "min", "max"):
-        table.add_column(title, justify="right")
+    entry per layer) is given. On a narrow terminal the native shape, the dtype, then the
+    statistics are left out first (all kept with ``wide``)."""
+    columns = [
+        Column("Layer", name=True),
+        Column("Kind", 1, name=True),
+        Column("Canonical shape", 2),
+        Column("Native shape", 9),
+        Column("Params", 3, justify="right"),
+        Column("dtype", 8),
+    ]
+    if with_stats:
+        columns += [Column(t, 4 + i, justify="right") for i, t in enumerate(STATS_COLUMNS)]
     if health is not None:
-        table.add_column("Health")
+        columns.append(Column("Health", wrap=True))
+    table = FitTable(columns, wide=wide)
     for index, layer in enumerate(shown_layers(model)):
         main = layer.principal
-        stats = main.stats() if (with_stats and main is not None and main.has_stats) else None
-        extra = [] if health is None else [_health_cell(health[index])]
-        table.add_row(
+        cells: list[str | Text] = [
             Text(printable(layer.name)),  # names are data: never markup, never escapes
             _kind(layer),
-            _shape_cell(main) if main is not None else "-",
+            _canonical_cell(main) if main is not None else "-",
+            _native_cell(main) if main is not None else "-",
             f"{layer.params:,}",
             main.dtype if main is not None else "-",
-            *_stats_cells(stats),
-            *extra,
-        )
+        ]
+        if with_stats:
+            stats = main.stats() if (main is not None and main.has_stats) else None
+            cells += _stats_cells(stats)
+        if health is not None:
+            cells.append(_health_cell(health[index]))
+        table.add_row(*cells)
     parts: list[RenderableType] = [model_header(model), table]
     hidden = len(model.layers) - TABLE_ROWS
     if hidden > 0:
@@ -175,22 +198,35 @@ def _config_value(value: object) -> str:
     return str(value)
 
 
-def layer_detail(model: Model, layer: Layer, with_stats: bool = True) -> RenderableType:
+def layer_detail(
+    model: Model, layer: Layer, with_stats: bool = True, wide: bool = False
+) -> RenderableType:
     header = Text.assemble((printable(layer.name), "bold"), "  ", _kind(layer))
     if layer.class_name:
         header.append(f"  class {layer.class_name}", style="dim")  # append never parses markup
     header.append(f"  groups={layer.groups}  params={layer.params:,}")
-    table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    for title in ("Role", "Stored name", "Shape native -> canonical", "dtype", "Trainable"):
-        table.add_column(title)
+    columns = [
+        Column("Role", name=True),
+        Column("Stored name", name=True),
+        Column("Canonical shape", 2),
+        Column("Native shape", 12),
+        Column("dtype", 11),
+        Column("Trainable", 10),
+    ]
     if with_stats:
-        for title in ("mean", "std", "min", "max", "zeros", "NaN", "Inf"):
-            table.add_column(title, justify="right")
+        columns += [Column(t, 3 + i, justify="right") for i, t in enumerate(STATS_COLUMNS)]
+        columns += [
+            Column("zeros", 7, justify="right"),
+            Column("NaN", 8, justify="right", label="NaN"),
+            Column("Inf", 9, justify="right", label="Inf"),
+        ]
+    table = FitTable(columns, wide=wide)
     for tensor in layer.tensors:
-        row: list[RenderableType] = [
+        row: list[str | Text] = [
             Text(printable(tensor.role)),
-            Text(printable(tensor.name), overflow="fold"),
-            _shape_cell(tensor),
+            Text(printable(tensor.name)),
+            _canonical_cell(tensor),
+            _native_cell(tensor),
             tensor.dtype,
             {True: "yes", False: "no", None: "?"}[tensor.trainable]
             + ("" if tensor.counted else " (not counted)"),
@@ -199,9 +235,9 @@ def layer_detail(model: Model, layer: Layer, with_stats: bool = True) -> Rendera
             stats = tensor.stats()
             row += [
                 *_stats_cells(stats),
-                f"{stats.zeros_fraction:.1%}",
-                str(stats.nan),
-                str(stats.inf),
+                percent(stats.zeros_fraction),
+                f"{stats.nan:,}",
+                f"{stats.inf:,}",
             ]
         elif with_stats:
             row += ["n/a", "", "", "", "", "", ""]

@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from weightscope.cli import console as terminal
-from weightscope.cli.options import add_reading_options, limits_from
+from weightscope.cli.options import add_reading_options, add_wide, limits_from
 
 DEFAULT_ATOL = 1e-6
 DEFAULT_RTOL = 1e-5
@@ -82,6 +82,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="compare the bundled example's Keras file with its PyTorch port instead of A B",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_wide(parser)
     parser.add_argument(
         "--atol",
         type=_non_negative,
@@ -127,5 +128,5 @@ def main(args: argparse.Namespace) -> int:
     from weightscope.reporters.compare import comparison_table
 
     console = terminal.stdout()
-    console.print(comparison_table(comparison))
+    console.print(comparison_table(comparison, wide=terminal.whole_tables(console, args.wide)))
     return comparison.exit_code

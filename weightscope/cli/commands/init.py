@@ -1,5 +1,4 @@
-"""`weightscope init`: is each kernel (or embedding table) still as its initializer drew it, or
-trained?"""
+"""`weightscope init`: is each kernel still as its initializer drew it, or trained?"""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from weightscope.cli import console as terminal
-from weightscope.cli.options import add_source
+from weightscope.cli.options import add_source, add_wide
 from weightscope.errors import WeightscopeError
 from weightscope.model import Model
 from weightscope.output import atomic_output
@@ -19,8 +18,7 @@ DESCRIPTION = """\
 Compare each layer's kernel with the initializer that drew it: the one declared in a Keras layer
 config, else the framework's default (Keras glorot_uniform, PyTorch kaiming_uniform(a=sqrt(5)),
 also for ONNX files exported by PyTorch; other ONNX files have none). Fans follow that
-framework's own convention on the stored kernel. Embedding tables are compared with Keras'
-uniform(-0.05, 0.05) or PyTorch's normal(0, 1), leaving out one row of exact zeros (padding).
+framework's own convention on the stored kernel.
 
 columns: the initializer's bound (uniform, truncated normal's 2-sigma cut) or std (normal);
 std ratio = weights' std / initializer's std; outside = fraction of weights beyond the bound,
@@ -55,23 +53,24 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         action="store_true",
         help='print one JSON object {"layers": [...]} and nothing else on stdout',
     )
+    add_wide(parser)
     return parser
 
 
 def run(args: argparse.Namespace, model: Model) -> None:
-    from weightscope.analysis.init import analyze, judged_tensor
+    from weightscope.analysis.init import analyze, kernel_tensor
     from weightscope.reporters.progress import progress
 
     if args.layer:
         layer = model.layer(args.layer)
-        if judged_tensor(layer) is None:
+        if kernel_tensor(layer) is None:
             raise WeightscopeError(
                 f"{model.source}: layer {layer.name!r} ({layer.kind}) has no floating-point "
-                "kernel or embedding table to compare with an initializer"
+                "kernel to compare with an initializer"
             )
         layers = [layer]
     else:
-        layers = [layer for layer in model.layers if judged_tensor(layer) is not None]
+        layers = [layer for layer in model.layers if kernel_tensor(layer) is not None]
     weights = [_kernel_bytes(layer) for layer in layers]
     reports = []
     for layer in progress(layers, weights, "comparing weights with initializers", args.json):
@@ -84,13 +83,13 @@ def run(args: argparse.Namespace, model: Model) -> None:
         json.dump({"layers": [r.to_dict() for r in reports]}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
-    _print_table(model, reports)
+    _print_table(args, model, reports)
 
 
 def _kernel_bytes(layer: Any) -> int:
-    from weightscope.analysis.init import judged_tensor
+    from weightscope.analysis.init import kernel_tensor
 
-    tensor = judged_tensor(layer)
+    tensor = kernel_tensor(layer)
     return 0 if tensor is None else tensor.size * 4
 
 
@@ -98,9 +97,7 @@ def _write_figure(args: argparse.Namespace, model: Model, layers: list[Any]) -> 
     from weightscope.reporters.init import plot_init, plot_init_model
 
     if not layers:
-        raise WeightscopeError(
-            f"{model.source}: no layer with a floating-point kernel or embedding table to plot"
-        )
+        raise WeightscopeError(f"{model.source}: no layer with a floating-point kernel to plot")
     if args.layer:
         figure = plot_init(layers[0], producer=model.producer)
     else:
@@ -116,62 +113,8 @@ def _write_figure(args: argparse.Namespace, model: Model, layers: list[Any]) -> 
         print(f"wrote {args.output}", file=sys.stderr)
 
 
-def _number(value: float | None, spec: str = ".3g") -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def _print_table(model: Model, reports: list[Any]) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
-    from weightscope.initializers import UNIFORM
+def _print_table(args: argparse.Namespace, model: Model, reports: list[Any]) -> None:
+    from weightscope.reporters.init_table import init_table
 
     console = terminal.stdout()
-    table = Table(title=f"{model.source}  weights against their initializers", title_justify="left")
-    for header, justify in (
-        ("Layer", "left"),
-        ("Kind", "left"),
-        ("Initializer", "left"),
-        ("fan in / out", "right"),
-        ("Bound / std", "right"),
-        ("Std ratio", "right"),
-        ("Outside", "right"),
-        ("Best fit (KS)", "left"),
-        ("Verdict", "left"),
-    ):
-        table.add_column(header, justify=justify)  # type: ignore[arg-type]
-    colours = {"at_init": "yellow", "trained": "green", "unknown": "dim"}
-    for report in reports:
-        init = report.initializer
-        if init is None:
-            name, spread = "-", "-"
-        else:
-            name = init.name if report.declared else f"{init.name} (default)"
-            spread = init.describe() if init.known else "-"
-            if init.known and init.distribution != UNIFORM and init.loc == 0:
-                spread = spread.replace(" (cut ", ", cut ").rstrip(")")
-        best = "-"
-        if report.best_fit is not None:
-            best = f"{report.best_fit.name} ({_number(report.best_fit_ks, '.2g')})"
-        table.add_row(
-            report.layer,
-            report.kind,
-            name,
-            f"{report.fan_in:,} / {report.fan_out:,}",
-            spread,
-            _number(report.std_ratio, ".2f"),
-            _number(report.fraction_outside, ".1%"),
-            best,
-            f"[{colours[report.verdict]}]{report.verdict}[/]",
-        )
-    console.print(table)
-    if not reports:
-        console.print("no layer with a floating-point kernel or embedding table")
-        return
-    console.print(
-        "outside: beyond the bound (uniform), the 2-sigma cut (truncated normal) or 3 sigma "
-        "(normal); (default): not declared, the framework's default"
-    )
-    for report in reports:
-        line = Text.assemble((report.layer, "bold"), f": {report.evidence}")
-        console.print(line, highlight=False)
+    console.print(init_table(model.source, reports, wide=terminal.whole_tables(console, args.wide)))

@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from weightscope.cli import console as terminal
-from weightscope.cli.options import add_source
+from weightscope.cli.options import add_source, add_wide
 from weightscope.model import Layer, Model, Tensor
 from weightscope.reporters.progress import compute_stats
 
@@ -34,6 +34,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="check each layer for NaN/Inf, dead, duplicated or outsized filters and weights "
         "still at their initializer (reads every kernel whole)",
     )
+    add_wide(parser)
     return parser
 
 
@@ -77,9 +78,10 @@ def run(args: argparse.Namespace, model: Model) -> None:
     from weightscope.reporters.table import health_line, layer_detail, model_table
 
     console = terminal.stdout()
+    wide = terminal.whole_tables(console, args.wide)
     if layer is not None:
-        console.print(layer_detail(model, layer, with_stats))
+        console.print(layer_detail(model, layer, with_stats, wide=wide))
         if health is not None:
             console.print(health_line(health[0]))
     else:
-        console.print(model_table(model, with_stats, health))
+        console.print(model_table(model, with_stats, health, wide=wide))

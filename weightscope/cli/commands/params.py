@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from weightscope.cli import console as terminal
-from weightscope.cli.options import add_source
+from weightscope.cli.options import add_source, add_wide
 from weightscope.model import Model
 
 
@@ -29,6 +29,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     )
     add_source(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_wide(parser)
     return parser
 
 
@@ -43,4 +44,4 @@ def run(args: argparse.Namespace, model: Model) -> None:
         return
 
     console = terminal.stdout()
-    console.print(params_table(report))
+    console.print(params_table(report, wide=terminal.whole_tables(console, args.wide)))
