@@ -633,3 +633,16 @@ def test_commands_show_the_unwrapped_layers(tmp_path):
         compared = json.loads(result.stdout)
         assert compared["verdict"] == "identical"
         assert [(p["a"], p["b"]) for p in compared["pairs"]] == [(n, n) for n in layers]
+
+
+def test_wrappers_nested_past_max_nesting_are_refused(tmp_path):
+    layer = keras.layers.Dense(2, name="dense")
+    for name in ("time_distributed_2", "time_distributed_1", TD):
+        layer = keras.layers.TimeDistributed(layer, name=name)
+    model = keras.Sequential([keras.Input((2, 2, 2, 3)), layer])
+    path = tmp_path / "deep.h5"
+    model.save(path)
+    with pytest.raises(weightscope.LimitError, match="nests wrappers more than 2 deep"):
+        weightscope.load(path, limits=weightscope.Limits(max_nesting=2))
+    with weightscope.load(path, limits=weightscope.Limits(max_nesting=3)) as loaded:
+        assert [(layer.name, layer.kind) for layer in loaded.layers] == [(TD, "dense")]
