@@ -221,8 +221,8 @@ def _infer_recurrent(roles: Mapping[str, Sequence[int]]) -> Inference:
     units, width = recurrent
     gates = width // units
     class_name = RECURRENT_GATES.get(gates) if width == gates * units == kernel[1] else None
-    bias_fits = bias is None or tuple(bias) in ((width,), (2, width) if gates == 3 else (width,))
-    if class_name is None or not bias_fits:
+    biases = [(width,), (2, width)] if gates == 3 else [(width,)]  # GRU: reset_after's two
+    if class_name is None or (bias is not None and tuple(bias) not in biases):
         return Inference(None, "no model config: recurrent kernels of no known layer")
     return Inference(class_name, f"no model config: {gates}-gate recurrent kernels")
 
