@@ -11,7 +11,7 @@ extra pixel at the end. ``channels_first`` / ``channels_last`` convert Keras' ac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -212,3 +212,136 @@ def batch_norm(
     if beta is not None:
         out = out + per_channel(beta)
     return out.numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Recurrent layers, in Keras' own layout (weightscope has no canonical form for them yet):
+# kernel ``(in, gates * units)``, recurrent kernel ``(units, gates * units)``, gates side by side
+# in Keras' order (LSTM i, f, c, o; GRU z, r, h). Inputs ``(N, T, features)``.
+
+
+def _recurrent(
+    x: np.ndarray,
+    step: Callable[[torch.Tensor, list[torch.Tensor]], list[torch.Tensor]],
+    states: list[torch.Tensor],
+    *,
+    go_backwards: bool,
+    return_sequences: bool,
+) -> np.ndarray:
+    """Run ``step(x_t, states) -> states`` (output: the first state) over the time axis as a
+    Keras RNN does: ``go_backwards`` reads the sequence from its end, and its sequence output
+    stays in reading order."""
+    inputs = _tensor(x)
+    order = range(inputs.shape[1] - 1, -1, -1) if go_backwards else range(inputs.shape[1])
+    outputs = []
+    for t in order:
+        states = step(inputs[:, t], states)
+        outputs.append(states[0])
+    return (torch.stack(outputs, dim=1) if return_sequences else outputs[-1]).numpy()
+
+
+def simple_rnn(
+    x: np.ndarray,
+    kernel: np.ndarray,
+    recurrent_kernel: np.ndarray,
+    bias: np.ndarray | None = None,
+    *,
+    go_backwards: bool = False,
+    return_sequences: bool = False,
+) -> np.ndarray:
+    """Keras SimpleRNN (tanh): ``h = tanh(x W + h U + b)``."""
+    w, u = _tensor(kernel), _tensor(recurrent_kernel)
+    b = torch.zeros(w.shape[1], dtype=torch.float64) if bias is None else _tensor(bias)
+
+    def step(x_t: torch.Tensor, states: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [torch.tanh(x_t @ w + states[0] @ u + b)]
+
+    start = [torch.zeros(x.shape[0], u.shape[0], dtype=torch.float64)]
+    return _recurrent(x, step, start, go_backwards=go_backwards, return_sequences=return_sequences)
+
+
+def lstm(
+    x: np.ndarray,
+    kernel: np.ndarray,
+    recurrent_kernel: np.ndarray,
+    bias: np.ndarray | None = None,
+    *,
+    go_backwards: bool = False,
+    return_sequences: bool = False,
+) -> np.ndarray:
+    """Keras LSTM (tanh, sigmoid gates i, f, c, o): ``c = f c + i tanh(z_c)``, ``h = o tanh(c)``."""
+    w, u = _tensor(kernel), _tensor(recurrent_kernel)
+    b = torch.zeros(w.shape[1], dtype=torch.float64) if bias is None else _tensor(bias)
+
+    def step(x_t: torch.Tensor, states: list[torch.Tensor]) -> list[torch.Tensor]:
+        h, c = states
+        i, f, g, o = torch.chunk(x_t @ w + h @ u + b, 4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return [torch.sigmoid(o) * torch.tanh(c), c]
+
+    units = u.shape[0]
+    start = [torch.zeros(x.shape[0], units, dtype=torch.float64) for _ in range(2)]
+    return _recurrent(x, step, start, go_backwards=go_backwards, return_sequences=return_sequences)
+
+
+def gru(
+    x: np.ndarray,
+    kernel: np.ndarray,
+    recurrent_kernel: np.ndarray,
+    bias: np.ndarray | None = None,
+    *,
+    reset_after: bool = True,
+    go_backwards: bool = False,
+    return_sequences: bool = False,
+) -> np.ndarray:
+    """Keras GRU (tanh, sigmoid gates z, r, h): ``h = z h + (1 - z) tanh(...)``. With
+    ``reset_after`` (Keras' default) the bias is ``(2, 3 units)``, input then recurrent, and the
+    reset gate scales the recurrent term after its matrix product."""
+    w, u = _tensor(kernel), _tensor(recurrent_kernel)
+    units = u.shape[0]
+    zeros = torch.zeros(3 * units, dtype=torch.float64)
+    if bias is None:
+        b_in, b_rec = zeros, zeros
+    elif reset_after:
+        b_in, b_rec = _tensor(bias)[0], _tensor(bias)[1]
+    else:
+        b_in, b_rec = _tensor(bias), zeros
+
+    def step(x_t: torch.Tensor, states: list[torch.Tensor]) -> list[torch.Tensor]:
+        h = states[0]
+        x_z, x_r, x_h = torch.chunk(x_t @ w + b_in, 3, dim=-1)
+        u_h = u[:, 2 * units :]
+        r_z, r_r, r_h = torch.chunk(h @ u + b_rec, 3, dim=-1)
+        z = torch.sigmoid(x_z + r_z)
+        r = torch.sigmoid(x_r + r_r)
+        candidate = torch.tanh(x_h + (r * r_h if reset_after else (r * h) @ u_h))
+        return [z * h + (1 - z) * candidate]
+
+    start = [torch.zeros(x.shape[0], units, dtype=torch.float64)]
+    return _recurrent(x, step, start, go_backwards=go_backwards, return_sequences=return_sequences)
+
+
+def bidirectional(
+    forward: np.ndarray, backward: np.ndarray, *, merge_mode: str = "concat", sequences: bool
+) -> np.ndarray:
+    """A Keras Bidirectional's output from its forward and backward layers' outputs (the
+    backward one in its reading order, put back in time order when ``sequences``)."""
+    if sequences:
+        backward = np.flip(backward, axis=1)
+    if merge_mode == "concat":
+        return np.concatenate([forward, backward], axis=-1)
+    if merge_mode == "sum":
+        return forward + backward
+    if merge_mode == "mul":
+        return forward * backward
+    if merge_mode == "ave":
+        return (forward + backward) / 2
+    raise ValueError(f"unknown merge_mode {merge_mode!r}")
+
+
+def time_distributed(x: np.ndarray, layer: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``layer`` applied to each step of ``x``'s axis 1, as a Keras TimeDistributed does."""
+    x = np.asarray(x)
+    batch, steps = x.shape[:2]
+    out = np.asarray(layer(x.reshape(batch * steps, *x.shape[2:])))
+    return out.reshape(batch, steps, *out.shape[1:])

@@ -201,6 +201,49 @@ def infer_class(
     return _infer_from_roles(roles)
 
 
+RECURRENT_GATES = {1: "SimpleRNN", 3: "GRU", 4: "LSTM"}
+"""Keras recurrent layers by their number of gates: a kernel ``(in, gates * units)``, a
+recurrent kernel ``(units, gates * units)``."""
+
+
+RECURRENT_ROLES = ("kernel", "recurrent_kernel", "bias")
+"""The variables of a Keras LSTM, GRU or SimpleRNN (its cell's), in the order Keras creates
+them: ``bias`` absent with ``use_bias=False``."""
+
+
+def recurrent_roles(
+    class_name: str | None, config: Mapping[str, Any] | None, stored: Sequence[str]
+) -> list[str] | None:
+    """The roles of a recurrent layer's variables that a Keras 3 store keeps by position
+    (``cell/vars/0``, ``cell/vars/1``, ...); None unless ``class_name`` is a recurrent layer
+    and ``stored`` are those numbered paths, as many as the layer keeps."""
+    if class_name not in RECURRENT_GATES.values():
+        return None
+    numbered = [re.fullmatch(r"(?:.*/)?vars/(\d{1,9})", name) for name in stored]
+    if not all(numbered) or [int(m.group(1)) for m in numbered if m] != list(range(len(stored))):
+        return None
+    if config is None:
+        counts: tuple[int, ...] = (2, 3)  # without a config, a missing bias is use_bias=False
+    else:
+        counts = (3,) if config.get("use_bias", True) is not False else (2,)
+    return list(RECURRENT_ROLES[: len(stored)]) if len(stored) in counts else None
+
+
+def _infer_recurrent(roles: Mapping[str, Sequence[int]]) -> Inference:
+    """A recurrent layer from its kernels' shapes (still without a canonical form: named, so
+    that it reads ``unknown (LSTM)``)."""
+    kernel, recurrent, bias = roles["kernel"], roles["recurrent_kernel"], roles.get("bias")
+    if len(kernel) != 2 or len(recurrent) != 2 or recurrent[0] == 0:
+        return Inference(None, "no model config and variables of no known layer kind")
+    units, width = recurrent
+    gates = width // units
+    class_name = RECURRENT_GATES.get(gates) if width == gates * units == kernel[1] else None
+    biases = [(width,), (2, width)] if gates == 3 else [(width,)]  # GRU: reset_after's two
+    if class_name is None or (bias is not None and tuple(bias) not in biases):
+        return Inference(None, "no model config: recurrent kernels of no known layer")
+    return Inference(class_name, f"no model config: {gates}-gate recurrent kernels")
+
+
 def _infer_from_roles(roles: Mapping[str, Sequence[int]]) -> Inference:
     present = set(roles)
     if present == {"depthwise_kernel", "pointwise_kernel"} or present == {
@@ -223,6 +266,8 @@ def _infer_from_roles(roles: Mapping[str, Sequence[int]]) -> Inference:
         return Inference("BatchNormalization", "no model config: moving statistics")
     if present == {"embeddings"}:
         return Inference("Embedding", "no model config: embeddings table")
+    if {"kernel", "recurrent_kernel"} <= present <= {"kernel", "recurrent_kernel", "bias"}:
+        return _infer_recurrent(roles)
     kernel = roles.get("kernel")
     bias = roles.get("bias")
     if kernel is None or not present <= {"kernel", "bias"} or (bias is not None and len(bias) != 1):

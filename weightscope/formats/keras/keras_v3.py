@@ -8,11 +8,12 @@ a subclassed model's under its attribute names, and the model's own variables in
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import h5py
 
-from weightscope.formats.keras import catalog
+from weightscope.formats.keras import catalog, wrappers
 from weightscope.formats.keras.hdf5 import (
     Origin,
     address,
@@ -100,20 +101,104 @@ class _Walker:
             self.walk_attribute(child_key, child, f"{prefix}{key}/")
 
     def layer(
-        self, key: str, group: h5py.Group, layer_config: LayerConfig | None, prefix: str
+        self,
+        key: str,
+        group: h5py.Group,
+        layer_config: LayerConfig | None,
+        prefix: str,
+        name: str | None = None,
+        class_hint: str | None = None,
     ) -> None:
-        name = prefix + (layer_config.name if layer_config else _vars_name(group) or key)
+        """One layer's group (or a nested model's, or a wrapper's). ``name``: the name it takes,
+        when not its own (a wrapper's inner layer takes the wrapper's)."""
+        vars_name = _vars_name(group)
+        if name is None:
+            name = prefix + (layer_config.name if layer_config else vars_name or key)
+        wrapper = _wrapper(key, group, layer_config)
+        if wrapper is not None:
+            check_depth(group_depth(group), self.max_nesting)
+            self.wrapper(wrapper, group, layer_config, prefix, name)
+            return
         nested = hard_child(group, "layers")
         if isinstance(nested, h5py.Group):
             sub_configs = layer_config.children() if layer_config else None
             self.walk_layers(nested, sub_configs, f"{name}/")
         variables = _layer_variables(group, self.max_nesting)
         if variables:
+            hints = [key] if vars_name is None else [key, vars_name]
             self.layers.append(
-                build_layer(self.origin, name, layer_config, variables, hint_names=[key])
+                build_layer(
+                    self.origin,
+                    name,
+                    layer_config,
+                    variables,
+                    hint_names=hints,
+                    class_from_name=class_hint,
+                )
             )
         elif not isinstance(nested, h5py.Group):
             self.weightless.append(name)
+
+    def wrapper(
+        self,
+        wrapper: str,
+        group: h5py.Group,
+        layer_config: LayerConfig | None,
+        prefix: str,
+        name: str,
+    ) -> None:
+        """A TimeDistributed's or Bidirectional's group: the layers it holds, unwrapped
+        (``wrappers``); variables of the wrapper's own, which Keras never writes, beside."""
+        own_name = layer_config.name if layer_config else _vars_name(group) or name
+        first = len(self.layers)
+        if wrapper == wrappers.TIME_DISTRIBUTED:
+            inner = wrappers.inner_config(layer_config) if layer_config else None
+            self.layer("layer", hard_child(group, "layer"), inner, prefix, name=name)
+            note = wrappers.time_distributed_note(own_name, inner.class_name if inner else None)
+            wrappers.noted(self.layers[first:], note)
+        else:
+            configs = wrappers.direction_configs(layer_config) if layer_config else None
+            for index, direction in enumerate(wrappers.DIRECTIONS):
+                key = f"{direction}_layer"
+                sub = hard_child(group, key)
+                config = configs[index] if configs else None
+                stored = _vars_name(sub)  # Keras' own name for it, since Keras 3.6
+                hint = None
+                if config is not None:
+                    seen = [] if stored is None else [stored]
+                    scoped = wrappers.direction_name(direction, config.name, seen)
+                elif stored is not None:
+                    scoped = stored
+                    hint = catalog.composite_from_name(stored.removeprefix(f"{direction}_"))
+                else:
+                    scoped = direction
+                start = len(self.layers)
+                self.layer(key, sub, config, prefix, name=f"{name}/{scoped}", class_hint=hint)
+                wrappers.noted(self.layers[start:], wrappers.direction_note(direction, own_name))
+        own = _layer_variables(group, self.max_nesting, wrappers.STORE_KEYS[wrapper])
+        if own:
+            layer = build_layer(self.origin, name, layer_config, own)
+            self.layers.append(wrappers.noted([layer], "variables of the wrapper itself")[0])
+
+
+def _wrapper(key: str, group: h5py.Group, layer_config: LayerConfig | None) -> str | None:
+    """``TimeDistributed`` or ``Bidirectional`` when the group is one the reader can unwrap: its
+    config says so (without one, its name for a TimeDistributed; a Bidirectional's two groups
+    tell it), and the groups of the layers it holds are there."""
+    if layer_config is not None:
+        found = wrappers.wrapper_class(layer_config)
+    elif any(
+        catalog.composite_from_name(n) == wrappers.TIME_DISTRIBUTED
+        for n in (key, _vars_name(group))
+        if n is not None
+    ):
+        found = wrappers.TIME_DISTRIBUTED
+    else:
+        found = wrappers.BIDIRECTIONAL
+    if found is None:
+        return None
+    keys = wrappers.STORE_KEYS[found]
+    return found if all(isinstance(hard_child(group, k), h5py.Group) for k in keys) else None
 
 
 def _vars_name(group: h5py.Group) -> str | None:
@@ -184,12 +269,15 @@ def _numbered_variables(group: h5py.Group) -> list[Variable]:
     return [Variable(f"vars/{key}", None, datasets[key]) for key in keys]
 
 
-def _layer_variables(group: h5py.Group, max_nesting: int) -> list[Variable]:
+def _layer_variables(
+    group: h5py.Group, max_nesting: int, held: Sequence[str] = ("layers",)
+) -> list[Variable]:
     """A layer's numbered ``vars/i`` (role by position), then anything nested deeper that is not
-    a sub-model (e.g. an RNN's ``cell/vars``), named by its path."""
+    a sub-model or, for a wrapper, a layer it holds (``held``), e.g. an RNN's ``cell/vars``,
+    named by its path."""
     variables = _numbered_variables(group)
     for key, node in hard_children(group):
-        if key in ("vars", "layers") or not isinstance(node, h5py.Group):
+        if key in ("vars", *held) or not isinstance(node, h5py.Group):
             continue
         variables.extend(
             Variable(f"{key}/{sub}", f"{key}/{sub}", dataset)

@@ -45,18 +45,22 @@ def sublayer_configs(model_config: Any, trainable: bool = True) -> list[LayerCon
         model_config = model_config.get("layers")
     if not isinstance(model_config, list):
         return []
-    result = []
-    for entry in model_config:
-        if not isinstance(entry, dict):
-            continue
-        raw_config = entry.get("config")
-        config: dict[str, Any] = raw_config if isinstance(raw_config, dict) else {}
-        name = entry.get("name") or config.get("name")
-        if not isinstance(name, str):
-            continue
-        layer_trainable = trainable and config.get("trainable", True) is not False
-        result.append(LayerConfig(name, str(entry.get("class_name", "?")), config, layer_trainable))
-    return result
+    entries = (layer_config(entry, trainable) for entry in model_config)
+    return [entry for entry in entries if entry is not None]
+
+
+def layer_config(entry: Any, trainable: bool = True) -> LayerConfig | None:
+    """One ``{"class_name": ..., "config": {...}}`` entry (of a model's ``layers``, or the
+    ``layer`` a wrapper holds); None when it is not shaped like a layer config."""
+    if not isinstance(entry, dict):
+        return None
+    raw_config = entry.get("config")
+    config: dict[str, Any] = raw_config if isinstance(raw_config, dict) else {}
+    name = entry.get("name") or config.get("name")
+    if not isinstance(name, str):
+        return None
+    layer_trainable = trainable and config.get("trainable", True) is not False
+    return LayerConfig(name, str(entry.get("class_name", "?")), config, layer_trainable)
 
 
 def root_trainable(model_config: Any) -> bool:
@@ -117,6 +121,9 @@ def build_layer(
 
     kind = layer_type.kind if layer_type is not None else "unknown"
     roles = _unique_roles([v.role or f"var{i}" for i, v in enumerate(variables)])
+    recurrent = catalog.recurrent_roles(class_name, config if layer_config else None, roles)
+    if recurrent is not None:  # a Keras 3 store's cell/vars/0, ...: named as in other files
+        roles = recurrent
     if layer_type is not None:
         roles = [catalog.normalise_role(kind, role) for role in roles]
         if len(set(roles)) != len(roles):

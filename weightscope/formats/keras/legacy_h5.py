@@ -10,7 +10,7 @@ from typing import Any
 import h5py
 
 from weightscope.errors import CorruptFileError, file_error, short
-from weightscope.formats.keras import catalog
+from weightscope.formats.keras import catalog, wrappers
 from weightscope.formats.keras.hdf5 import (
     Origin,
     hard_path,
@@ -58,12 +58,10 @@ def load_legacy(origin: Origin, h5: h5py.File, root: h5py.Group, model_config: A
             weightless.append(name)
             continue
         layer_config = configs.get(name)
-        if layer_config is not None and layer_config.is_model:
-            layers.extend(_split_nested(origin, name, layer_config, variables))
-        elif layer_config is None:
+        if layer_config is None:
             layers.extend(_split_by_owner(origin, name, variables))
         else:
-            layers.append(build_layer(origin, name, layer_config, variables))
+            layers.extend(_build(origin, name, layer_config, variables))
     return Model(
         source=origin.path,
         format="keras-h5" if model_config else "keras-h5-weights",
@@ -87,23 +85,124 @@ def _dataset(path: Path, group: h5py.Group, name: str) -> h5py.Dataset:
     return node
 
 
+def _build(
+    origin: Origin, name: str, layer_config: LayerConfig, variables: list[Variable], depth: int = 0
+) -> list[Layer]:
+    """The layers of one configured layer's variables: a nested model split among its layers,
+    a wrapper unwrapped into the layers it holds (``wrappers``), any other layer as it is."""
+    if layer_config.is_model:
+        return _split_nested(origin, name, layer_config, variables)
+    wrapper = wrappers.wrapper_class(layer_config)
+    if wrapper is not None:
+        _check_wrapper_depth(origin, depth)
+    if wrapper == wrappers.TIME_DISTRIBUTED:
+        inner = wrappers.inner_config(layer_config)
+        if inner is not None:
+            note = wrappers.time_distributed_note(layer_config.name, inner.class_name)
+            return wrappers.noted(_build(origin, name, inner, variables, depth + 1), note)
+    elif wrapper == wrappers.BIDIRECTIONAL:
+        configs = wrappers.direction_configs(layer_config)
+        if configs is not None:
+            seen = wrappers.scopes(variables)
+            names = (
+                wrappers.direction_name(wrappers.FORWARD, configs[0].name, seen),
+                wrappers.direction_name(wrappers.BACKWARD, configs[1].name, seen),
+            )
+            halves = wrappers.split_directions(variables, names)
+            if halves is not None:
+                layers = []
+                for direction, config, direction_name, owned in zip(
+                    wrappers.DIRECTIONS, configs, names, halves, strict=True
+                ):
+                    built = _build(origin, f"{name}/{direction_name}", config, owned, depth + 1)
+                    note = wrappers.direction_note(direction, layer_config.name)
+                    layers.extend(wrappers.noted(built, note))
+                return layers
+        return wrappers.noted(
+            [build_layer(origin, name, layer_config, variables)], wrappers.unsplit_note()
+        )
+    return [build_layer(origin, name, layer_config, variables)]
+
+
+def _check_wrapper_depth(origin: Origin, depth: int) -> None:
+    limit = origin.limits.max_nesting
+    if depth >= limit:
+        raise LimitExceeded(
+            "max_nesting", limit, depth + 1, f"model config nests wrappers more than {limit} deep"
+        )
+
+
 def _split_by_owner(origin: Origin, name: str, variables: list[Variable]) -> list[Layer]:
     """Without a config, a group whose weights name several owners (``conv2d/kernel:0``,
-    ``batch_normalization/gamma:0``) is a nested model: one layer per owner, in stored order."""
+    ``batch_normalization/gamma:0``) is a nested model: one layer per owner, in stored order.
+    A group named like a wrapper (``time_distributed_1``, ``bidirectional``) is unwrapped."""
     composite = catalog.composite_from_name(name)
+    if composite == wrappers.BIDIRECTIONAL:
+        return _inferred_bidirectional(origin, name, variables)
+    if composite == wrappers.TIME_DISTRIBUTED:
+        note = wrappers.time_distributed_note(name, None)
+        return wrappers.noted(_split_owners(origin, name, variables), note)
     if composite is not None:
         return [build_layer(origin, name, None, variables, class_from_name=composite)]
+    return _split_owners(origin, name, variables)
+
+
+def _split_owners(origin: Origin, name: str, variables: list[Variable]) -> list[Layer]:
     owners: dict[str, list[Variable]] = {}
     for variable in variables:
-        parts = variable.stored_name.split("/")
-        owners.setdefault(parts[-2] if len(parts) > 1 else name, []).append(variable)
+        owners.setdefault(_owner_name(variable.stored_name, name), []).append(variable)
     if len(owners) == 1:
         owner = next(iter(owners))
         return [build_layer(origin, name, None, variables, hint_names=[owner])]
-    return [
-        build_layer(origin, f"{name}/{owner}", None, owned, hint_names=[owner])
-        for owner, owned in owners.items()
-    ]
+    leaves = {owner: owner.rsplit("/", 1)[-1] for owner in owners}
+    directions = {leaf.split("_", 1)[0] for leaf in leaves.values()}
+    layers = []
+    for owner, owned in owners.items():
+        leaf = leaves[owner]
+        layer = build_layer(origin, f"{name}/{owner}", None, owned, hint_names=[leaf])
+        direction = leaf.split("_", 1)[0]
+        if catalog.composite_from_name(leaf) == wrappers.TIME_DISTRIBUTED:
+            wrappers.noted([layer], wrappers.time_distributed_note(leaf, None))
+        elif direction in wrappers.DIRECTIONS and directions >= set(wrappers.DIRECTIONS):
+            wrapper = owner.rsplit("/", 1)[0] if "/" in owner else None
+            wrappers.noted([layer], wrappers.direction_note(direction, wrapper))
+        layers.append(layer)
+    return layers
+
+
+def _owner_name(stored_name: str, group: str) -> str:
+    """The layer a stored name belongs to: its last scope, or the one before a recurrent cell's
+    (``lstm/lstm_cell/kernel:0`` -> ``lstm``); a Bidirectional's direction with the
+    Bidirectional (``bidirectional/forward_lstm/lstm_cell/kernel:0`` ->
+    ``bidirectional/forward_lstm``) unless that is the group itself."""
+    *scope, _ = stored_name.split("/")
+    if not scope:
+        return group
+    if len(scope) > 1 and (scope[-1] == "cell" or scope[-1].endswith("_cell")):
+        scope.pop()
+    owner = scope[-1]
+    direction = owner.split("_", 1)[0]
+    if direction in wrappers.DIRECTIONS and len(scope) > 1 and scope[-2] != group:
+        return f"{scope[-2]}/{owner}"
+    return owner
+
+
+def _inferred_bidirectional(origin: Origin, name: str, variables: list[Variable]) -> list[Layer]:
+    """A Bidirectional without a config: its direction scopes (or halves) split its variables,
+    each direction's layer recognised from its variables."""
+    halves = wrappers.split_directions(variables, None)
+    if halves is None:
+        layer = build_layer(origin, name, None, variables, class_from_name=wrappers.BIDIRECTIONAL)
+        return wrappers.noted([layer], wrappers.unsplit_note())
+    layers = []
+    for direction, owned in zip(wrappers.DIRECTIONS, halves, strict=True):
+        layer = build_layer(origin, name, None, owned)
+        scoped = wrappers.direction_name(direction, None, wrappers.scopes(owned))
+        if scoped == direction and layer.class_name:
+            scoped = f"{direction}_{catalog.snake_case(layer.class_name)}"
+        layer.name = f"{name}/{scoped}"
+        layers.extend(wrappers.noted([layer], wrappers.direction_note(direction, name)))
+    return layers
 
 
 def _leaves(
@@ -142,9 +241,10 @@ def _split_nested(
         else:
             assigned.setdefault(owner, []).append(variable)
     layers = [
-        build_layer(origin, "/".join((name, *leaf_path)), leaf, assigned[leaf_path])
+        layer
         for leaf_path, leaf in leaves
         if leaf_path in assigned
+        for layer in _build(origin, "/".join((name, *leaf_path)), leaf, assigned[leaf_path])
     ]
     for orphan_name, orphan_vars in orphans.items():
         layer = build_layer(origin, orphan_name, None, orphan_vars)
@@ -163,6 +263,11 @@ def _owner(
     *scope, role = stored_name.split("/")
     scored = [(_matching_tail(scope, leaf_path), leaf_path) for leaf_path, _ in leaves]
     best = max((score for score, _ in scored), default=0)
+    if best == 0:
+        # a layer's own sub-layers add scopes after its name (a wrapper's, Keras 3:
+        # ``time_distributed/conv2d/kernel``; a recurrent cell: ``lstm/lstm_cell/kernel``)
+        scored = [(_matching_inside(scope, leaf_path), leaf_path) for leaf_path, _ in leaves]
+        best = max((score for score, _ in scored), default=0)
     if best == 0:
         return None
     candidates = [leaf_path for score, leaf_path in scored if score == best]
@@ -183,6 +288,20 @@ def _matching_tail(scope: list[str], leaf_path: tuple[str, ...]) -> int:
     ):
         count += 1
     return count
+
+
+_INNER_SCOPES = 4
+"""How many scopes a layer's own sub-layers may add after its name (a TimeDistributed of a
+Bidirectional of an LSTM: ``bidirectional/forward_lstm/lstm_cell``)."""
+
+
+def _matching_inside(scope: list[str], leaf_path: tuple[str, ...]) -> int:
+    """``_matching_tail`` of ``scope`` cut after the last component naming the leaf's layer,
+    at most ``_INNER_SCOPES`` from its end."""
+    for end in range(len(scope) - 1, max(0, len(scope) - 1 - _INNER_SCOPES), -1):
+        if _same_layer(scope[end - 1], leaf_path[-1]):
+            return _matching_tail(scope[:end], leaf_path)
+    return 0
 
 
 def _same_layer(scoped: str, layer_name: str) -> bool:
