@@ -314,6 +314,18 @@ def test_convs_recomputed_from_the_canonical_kernel(entry):
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.parametrize(
+    "entry", [pytest.param(f, id=f.id) for f in READABLE if "layers" in f.extra]
+)
+def test_wrapped_layers_are_unwrapped(entry):
+    """Layers a wrapper holds (``Bidirectional``'s two directions, a ``TimeDistributed``'s
+    layer) are read as the layers they are, under the names Keras gives them (``layers`` in
+    corpus.json: name -> kind label)."""
+    with load(entry) as model:
+        found = {layer.name: layer.kind_label for layer in model.layers}
+    assert {name: found.get(name) for name in entry.extra["layers"]} == entry.extra["layers"]
+
+
 @pytest.mark.parametrize("entry", [pytest.param(f, id=f.id) for f in UNSUPPORTED])
 def test_formats_not_read_yet_are_refused(entry):
     """TFLite and SavedModel files (a later issue reads them): refused as unsupported today."""
