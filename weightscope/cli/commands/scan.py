@@ -173,12 +173,24 @@ def _report(summary: Any, as_json: bool) -> None:
     state = "interrupted; wrote" if summary.interrupted else "wrote"
     where = summary.output if summary.written else f"{summary.output} (unchanged)"
     print(
-        f"{state} {summary.files:,} models to {where}: {summary.scanned:,} read, "
-        f"{summary.reused:,} unchanged, {summary.errors:,} with errors, {summary.flagged:,} "
-        f"with flagged layers; {summary.not_models:,} other files passed over "
-        f"({summary.seconds:.1f} s)",
+        f"{state} {counted(summary.models, 'model')} to {where}: "
+        f"{counted(summary.scanned, 'file')} read, {summary.reused:,} unchanged; "
+        f"{counted(summary.errors, 'error')}; "
+        f"{counted(summary.flagged, 'model')} with flagged layers; "
+        f"{_others(summary.not_models)} ({summary.seconds:.1f} s)",
         file=sys.stderr,
     )
+
+
+def _others(count: int) -> str:
+    if count == 0:
+        return "no other files"
+    return f"{counted(count, 'other file')} {'is not a model' if count == 1 else 'are not models'}"
+
+
+def counted(count: int, noun: str) -> str:
+    """``1 model``, ``2 models``, ``0 errors``: the count with its noun, plural unless one."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 class _ProgressBar:
