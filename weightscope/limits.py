@@ -272,3 +272,30 @@ def parse_assignment(text: str) -> tuple[str, int]:
 def from_assignments(assignments: list[tuple[str, int]] | None) -> Limits:
     """The defaults with each ``(name, value)`` applied in order (the last one wins)."""
     return DEFAULT.replace(**dict(assignments or []))
+
+
+def descriptions() -> dict[str, str]:
+    """What each limit bounds: the docstring under its field of :class:`Limits`, read from the
+    source (attribute docstrings are not kept at run time), whitespace folded. Empty when the
+    source is not installed."""
+    import ast
+    import inspect
+    import itertools
+
+    try:
+        source = inspect.getsource(Limits)
+    except (OSError, TypeError):
+        return {}
+    body = ast.parse(source).body[0]
+    assert isinstance(body, ast.ClassDef)
+    found: dict[str, str] = {}
+    for field_, following in itertools.pairwise(body.body):
+        if (
+            isinstance(field_, ast.AnnAssign)
+            and isinstance(field_.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            found[field_.target.id] = " ".join(following.value.value.split())
+    return found
