@@ -8,7 +8,14 @@ import sys
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from weightscope.cli.options import add_reading_options, limits_from
+from weightscope.cli.options import (
+    Formatter,
+    add_reading_options,
+    examples,
+    files,
+    limits_from,
+    usage,
+)
 
 DESCRIPTION = """\
 Read every model file under PATH (files, folders walked recursively, globs such as
@@ -29,13 +36,11 @@ The table is written as Parquet, CSV or JSON Lines, by OUT's extension. Run the 
 again and files whose size, modification time and SHA-256 are unchanged keep their rows
 without being read; changed and new files are scanned, vanished ones dropped."""
 
-EPILOG = """\
-examples:
-  weightscope scan checkpoints/ -o zoo.parquet           every model under a folder
-  weightscope scan 'runs/**/*.pt' hub/ -o zoo.csv         a glob and a folder, as CSV
-  weightscope scan zoo/ -o zoo.parquet --jobs 8           eight worker processes
-  weightscope scan /shared/zoo -o zoo.parquet --dask tcp://scheduler:8786
-                                                         on a running Dask cluster
+EPILOG = examples(
+    ("scan checkpoints/ -o zoo.parquet", "every model under a folder"),
+    ("scan 'runs/**/*.pt' hub/ -o zoo.csv --jobs 8", "a glob and a folder, as CSV, 8 workers"),
+    ("scan /shared/zoo -o zoo.parquet --dask tcp://scheduler:8786", "on a running Dask cluster"),
+    notes="""\
 then, in Python:
   import pandas as pd
   t = pd.read_parquet("zoo.parquet")
@@ -43,7 +48,8 @@ then, in Python:
 
 exit status: 0 when the table was written (files that could not be read are rows with an
 error), 2 when it could not be, 130 when interrupted (the files done so far are written, and a
-re-run goes on from there)."""
+re-run goes on from there).""",
+)
 
 
 def _positive_int(text: str) -> int:
@@ -79,17 +85,20 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(
         "scan",
         help="many model files into one table (Parquet/CSV/JSONL), with health flags",
+        usage=usage("PATH... -o OUT"),
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=Formatter,
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="file, folder or glob")
-    parser.add_argument(
-        "-o",
-        "--output",
-        required=True,
-        metavar="OUT",
-        help="the table: .parquet, .csv or .jsonl (an existing one is resumed)",
+    files(parser.add_argument("paths", nargs="+", metavar="PATH", help="file, folder or glob"))
+    files(
+        parser.add_argument(
+            "-o",
+            "--output",
+            required=True,
+            metavar="OUT",
+            help="the table: .parquet, .csv or .jsonl (an existing one is resumed)",
+        )
     )
     parser.add_argument(
         "--jobs",
