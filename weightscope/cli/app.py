@@ -110,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_on_model(args: argparse.Namespace, source: Path, chosen: object) -> int:
+    prepare = getattr(chosen, "prepare", None)
+    if prepare is not None:  # the command settles its arguments before the file is read
+        prepare(args)
     output = getattr(args, "output", None)
     if output:  # a folder that cannot be written to is found before the reading, not after
         check_target(Path(output), [source])

@@ -1,7 +1,9 @@
 """Options shared by the commands, and the registry of commands, one module each. A module offers
 ``add_parser(commands)`` (declares the subcommand and its options; imports nothing heavy) and
 either ``run(args, model)`` (does the work on the model the command line loaded from FILE) or,
-for commands that read no file or several, ``main(args) -> exit status``. Both raise
+for commands that read no file or several, ``main(args) -> exit status``. A model command may
+also offer ``prepare(args)``, run before the file is read (to settle or refuse arguments such as
+an output name without reading a large file first). All raise
 ``WeightscopeError`` with one line on failure. Adding a command means adding one module and its
 name here.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from weightscope.cli.options import (
@@ -16,7 +17,10 @@ from weightscope.cli.options import (
     limits_from,
     usage,
 )
+from weightscope.errors import WeightscopeError
 from weightscope.model import Model
+
+SUFFIX = ".npz"
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -47,8 +51,29 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def prepare(args: argparse.Namespace) -> None:
+    """``-o OUT`` names a NumPy archive: ``.npz`` is added to a name without a suffix, and a
+    name with another suffix (``.npy``, which ``np.load`` would take for one array) refused."""
+    args.output = str(output_path(Path(args.output)))
+
+
+def output_path(given: Path) -> Path:
+    if given.exists() and not given.is_file():
+        return given  # a folder, a FIFO, a device: refused as an output, by that name
+    suffix = given.suffix
+    if not suffix:
+        return given.with_name(given.name + SUFFIX)
+    if suffix.lower() != SUFFIX:
+        raise WeightscopeError(
+            f"{given}: export writes a NumPy .npz archive, not a {suffix} file; name it "
+            f"{given.with_suffix(SUFFIX)}"
+        )
+    return given
+
+
 def run(args: argparse.Namespace, model: Model) -> None:
     from weightscope.reporters.npz import export_npz
 
     keys = export_npz(model, args.output, limits_from(args))
-    print(f"wrote {len(keys)} tensors in canonical layout to {args.output}", file=sys.stderr)
+    count = f"{len(keys):,} tensor{'' if len(keys) == 1 else 's'}"
+    print(f"wrote {count} in canonical layout to {args.output}", file=sys.stderr)
