@@ -97,6 +97,12 @@ class Limits:
     """Largest JSON header of a ``.safetensors`` file (the format's own readers refuse over
     100 MB). It must also lie within the file."""
 
+    max_npy_header_bytes: int = _size(16 * KiB)
+    """NumPy ``.npy`` files and the members of ``.npz`` archives: the largest header (the dict
+    naming dtype, shape and order, read as a Python literal), checked before it is read. NumPy
+    writes about 128 bytes and ``np.load`` refuses over 10,000; format 2.0 can declare 4 GiB.
+    It must also lie within the file or member."""
+
     max_pickle_bytes: int = _size(1 * GiB)
     """PyTorch: the largest pickle (``data.pkl`` of a zip checkpoint, the object stream of a
     legacy one). It holds names and shapes, never tensor data: a few MB for the largest models.
