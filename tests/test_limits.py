@@ -586,9 +586,12 @@ def test_malformed_limit_option_is_an_argparse_error(arg, capsys):
 
 
 def test_limit_is_in_the_help():
+    """Each command's help points at ``weightscope limits``, which names every limit."""
     result = run_cli("inspect", "--help")
     assert result.returncode == 0
-    assert "--limit NAME=VALUE" in result.stdout and "max_json_bytes" in result.stdout
+    assert "--limit NAME=VALUE" in result.stdout and "weightscope limits" in result.stdout
+    listed = run_cli("limits")
+    assert all(f"\n{name} = " in listed.stdout for name in Limits.names())
 
 
 def test_the_real_command_line_names_the_limit(tmp_path):
