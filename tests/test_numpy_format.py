@@ -92,6 +92,20 @@ def test_inspect_of_an_export_shows_the_same_table(framework, tmp_path):
     assert "Total params: 3,114" in table.stdout
 
 
+def test_inspect_json_of_an_export_follows_the_schema(tmp_path):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(
+        (Path(__file__).parents[1] / "docs/schemas/inspect.schema.json").read_text()
+    )
+    out = export(weightscope.example_path("onnx"), tmp_path / "weights.npz")
+    np.save(tmp_path / "one.npy", np.ones(3, np.float32))
+    for path in (out, tmp_path / "one.npy"):
+        for options in ([], ["--health"]):
+            result = run_cli("inspect", path, "--json", *options)
+            assert result.returncode == 0, result.stderr
+            jsonschema.Draft202012Validator(schema).validate(json.loads(result.stdout))
+
+
 def test_onnx_exports_are_keyed_by_module_not_node(tmp_path):
     """The ONNX example's nodes are ``/conv1/Conv``...; its export keys read ``conv1/kernel``,
     as the Keras and PyTorch exports do."""
