@@ -556,7 +556,7 @@ def test_rerun_reads_only_what_changed(scanned_copy):
     assert summary["written"] is False
     assert (out.stat().st_mtime_ns, digest(out)) == before
     human = scan(root, "-o", out)
-    assert f"{out} (unchanged): 0 read, {count} unchanged" in human.stderr
+    assert f"{out} (unchanged): 0 files read, {count} unchanged" in human.stderr
 
     # a file deleted, one added: the new one read, the deleted one's rows dropped
     gone = root / "keras/k3.h5"
