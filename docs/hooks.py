@@ -26,12 +26,9 @@ built, not whatever weightscope happens to be installed.
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import importlib.util
-import inspect as pyinspect
 import io
-import itertools
 import json
 import os
 import re
@@ -276,22 +273,11 @@ def layouts_terminal() -> str:
 
 
 def limit_docstrings() -> dict[str, str]:
-    """The docstring under each field of ``Limits``, from its source."""
-    from weightscope import limits
+    """The docstring under each field of ``Limits``, from its source (what ``weightscope
+    limits`` prints too)."""
+    from weightscope.limits import descriptions
 
-    tree = ast.parse(pyinspect.getsource(limits.Limits))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
-    for field, following in itertools.pairwise(body):
-        if (
-            isinstance(field, ast.AnnAssign)
-            and isinstance(field.target, ast.Name)
-            and isinstance(following, ast.Expr)
-            and isinstance(following.value, ast.Constant)
-            and isinstance(following.value.value, str)
-        ):
-            docs[field.target.id] = " ".join(following.value.value.split())
-    return docs
+    return descriptions()
 
 
 def limits_markdown() -> str:

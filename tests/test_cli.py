@@ -7,6 +7,7 @@ import os
 import shutil
 import stat
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,13 +127,41 @@ def test_export_writes_canonical_tensors(tmp_path):
     assert exported_shape(out, "dwconv2/kernel") == (16, 1, 3, 3)
 
 
+def test_export_adds_npz_to_a_name_without_a_suffix(tmp_path):
+    result = run_cli("export", "--example", "-o", tmp_path / "weights")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.npz"]
+    assert result.stderr == f"wrote 12 tensors in canonical layout to {tmp_path / 'weights.npz'}\n"
+    assert exported_shape(tmp_path / "weights.npz", "conv1/kernel") == (8, 1, 3, 3)
+
+
+@pytest.mark.parametrize("name", ["weights.npy", "weights.zip", "weights.NPY"])
+def test_export_refuses_another_suffix_before_reading(tmp_path, name):
+    """One line naming the file, before the model is read (here: a model that is not there)."""
+    for source in (["--example"], [tmp_path / "no-such-model.h5"]):
+        result = run_cli("export", *source, "-o", tmp_path / name)
+        assert result.returncode == 2
+        assert result.stderr == (
+            f"weightscope: {tmp_path / name}: export writes a NumPy .npz archive, not a "
+            f"{Path(name).suffix} file; name it {tmp_path / 'weights.npz'}\n"
+        )
+    assert list(tmp_path.iterdir()) == []
+    assert run_cli("export", "--example", "-o", tmp_path / "w.NPZ").returncode == 0
+
+
+def test_export_refuses_a_folder(tmp_path):
+    result = run_cli("export", "--example", "-o", tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == f"weightscope: {tmp_path}: is a directory, not a regular file\n"
+
+
 def exported_shape(path, key):
     with np.load(path) as data:
         return data[key].shape
 
 
 def test_export_refuses_to_overwrite_its_input(tmp_path):
-    model_copy = tmp_path / "model.h5"
+    model_copy = tmp_path / "model.npz"  # an .h5 by content; read by what it holds
     shutil.copy(EXAMPLE, model_copy)
     before = model_copy.read_bytes()
     result = run_cli("export", model_copy, "-o", model_copy)

@@ -35,6 +35,7 @@ torch = pytest.importorskip("torch")
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 
+KiB = 1 << 10
 MiB = 1 << 20
 
 # ---------------------------------------------------------------------------------------------
@@ -106,6 +107,13 @@ def safetensors_file(folder: Path) -> Path:
     raw = json.dumps(header).encode()
     path = folder / "model.safetensors"
     path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+    return path
+
+
+def npz_archive(folder: Path) -> Path:
+    """An ``np.savez`` of two arrays, each member with its ~128-byte .npy header."""
+    path = folder / "weights.npz"
+    np.savez(path, **{"fc/kernel": np.ones((2, 3), np.float32), "fc/bias": np.zeros(2, np.float32)})
     return path
 
 
@@ -317,6 +325,7 @@ CASES = [
         ("the HDF5 library spent over 0 s in one step of reading model.weights.h5's structure",),
     ),
     Case("max_safetensors_header_bytes", safetensors_file, 32, ("the header declares",)),
+    Case("max_npy_header_bytes", npz_archive, 64, ("member 'fc/kernel.npy' declares a header",)),
     Case("max_pickle_bytes", torch_state, 64, ("data.pkl' declares",)),
     Case("max_pickle_bytes", torch_legacy, 128, ("the pickle holds",)),
     Case(
@@ -509,6 +518,7 @@ def test_defaults():
         "max_hdf5_chunk_bytes": 64 * MiB,
         "max_hdf5_seconds": 3,
         "max_safetensors_header_bytes": 100 * MiB,
+        "max_npy_header_bytes": 16 * KiB,
         "max_pickle_bytes": 1 << 30,
         "max_pickle_expansion": 64,
         "max_pickle_depth": 1000,
@@ -576,9 +586,12 @@ def test_malformed_limit_option_is_an_argparse_error(arg, capsys):
 
 
 def test_limit_is_in_the_help():
+    """Each command's help points at ``weightscope limits``, which names every limit."""
     result = run_cli("inspect", "--help")
     assert result.returncode == 0
-    assert "--limit NAME=VALUE" in result.stdout and "max_json_bytes" in result.stdout
+    assert "--limit NAME=VALUE" in result.stdout and "weightscope limits" in result.stdout
+    listed = run_cli("limits")
+    assert all(f"\n{name} = " in listed.stdout for name in Limits.names())
 
 
 def test_the_real_command_line_names_the_limit(tmp_path):
@@ -651,7 +664,8 @@ def test_unknown_format_lists_the_supported_ones(tmp_path, capsys):
     assert cli_main(["inspect", str(path)]) == 2
     assert capsys.readouterr().err == (
         f"weightscope: {path}: unknown format (not Keras .h5/.keras/.weights.h5, PyTorch "
-        ".pt/.pth/.bin/.ckpt zip or legacy pickle, TorchScript, .safetensors, or ONNX .onnx)\n"
+        ".pt/.pth/.bin/.ckpt zip or legacy pickle, TorchScript, .safetensors, ONNX .onnx, or "
+        "NumPy .npz/.npy)\n"
     )
 
 

@@ -41,8 +41,20 @@ def keras_files(tmp_path):
     return [tmp_path / "m.keras", tmp_path / "m.weights.h5"]
 
 
+def numpy_files(tmp_path):
+    """An export of the example (read back by the NumPy reader) and a compressed np.savez."""
+    import numpy as np
+
+    from weightscope.reporters.npz import export_npz
+
+    with weightscope.load(weightscope.example_path()) as model:
+        export_npz(model, tmp_path / "export.npz")
+    np.savez_compressed(tmp_path / "arrays.npz", **{"fc/kernel": np.ones((2, 3), np.float32)})
+    return [tmp_path / "export.npz", tmp_path / "arrays.npz"]
+
+
 def test_inspect_and_export_import_no_framework(tmp_path):
-    for path in [weightscope.example_path(), *keras_files(tmp_path)]:
+    for path in [weightscope.example_path(), *keras_files(tmp_path), *numpy_files(tmp_path)]:
         result = subprocess.run(
             [sys.executable, "-c", CHECK, str(path), str(tmp_path / "out.npz")],
             capture_output=True, text=True, timeout=120, check=False,

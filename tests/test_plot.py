@@ -447,10 +447,17 @@ def test_cli_refuses_an_unknown_suffix(tmp_path: Path) -> None:
     assert not out.exists()
 
 
-def test_cli_without_layer_lists_the_plottable_layers(tmp_path: Path) -> None:
-    line = _one_line_error(run_cli("plot", "--example", "-o", tmp_path / "x.png"))
-    assert "--layer" in line and "conv1, dwconv2, pwconv2, logits" in line
-    assert "bn1" not in line
+def test_cli_without_layer_is_a_usage_error_and_a_wrong_one_lists_the_layers(
+    tmp_path: Path,
+) -> None:
+    missing = run_cli("plot", "--example", "-o", tmp_path / "x.png")
+    assert missing.returncode == 2
+    assert missing.stderr.splitlines() == [
+        "usage: weightscope plot (FILE | --example) --layer NAME -o OUT.png|svg|pdf [options]",
+        "weightscope plot: error: the following arguments are required: --layer",
+    ]
+    line = _one_line_error(run_cli("plot", "--example", "--layer", "x", "-o", tmp_path / "x.png"))
+    assert "layers: conv1, bn1, dwconv2, pwconv2, logits" in line
 
 
 @pytest.mark.parametrize(

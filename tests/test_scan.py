@@ -236,6 +236,7 @@ def test_one_model_row_per_model_file_and_nothing_else(zoo, zoo_scan):
         assert list(group["record"]) == ["model"] + ["layer"] * (len(group) - 1)
     summary = zoo_scan["summary"]
     assert summary["files"] == summary["scanned"] == len(MODELS) + len(DAMAGED)
+    assert summary["models"] == len(MODELS)  # the damaged files are errors, not models
     assert summary["not_models"] == len(OTHERS)
     assert summary["errors"] == len(DAMAGED)
 
@@ -350,7 +351,8 @@ def test_injected_dead_filter_and_nan_are_flagged(zoo, zoo_scan):
 def test_json_summary(zoo, zoo_scan):
     summary = zoo_scan["summary"]
     assert set(summary) == {
-        "output", "files", "scanned", "reused", "errors", "flagged", "not_models", "missing",
+        "output", "files", "models", "scanned", "reused", "errors", "flagged", "not_models",
+        "missing",
         "previous_unreadable", "written", "interrupted", "seconds",
     }  # fmt: skip
     assert summary["output"] == str(zoo_scan["path"])
@@ -379,7 +381,11 @@ def test_csv_and_jsonl_hold_the_same_table_as_parquet(zoo, zoo_scan, tmp_path):
     reference = zoo_scan["table"]
     count = len(MODELS) + len(DAMAGED)
     csv_run = scan(zoo, "-o", tmp_path / "zoo.csv", "--jobs", "1")
-    assert csv_run.stderr.startswith(f"wrote {count} models to {tmp_path / 'zoo.csv'}: ")
+    assert csv_run.stderr.startswith(
+        f"wrote {len(MODELS)} models to {tmp_path / 'zoo.csv'}: {count} files read, 0 unchanged; "
+        f"{len(DAMAGED)} errors; {zoo_scan['summary']['flagged']} models with flagged layers; "
+        f"{len(OTHERS)} other files are not models ("
+    )
     scan(zoo, "-o", tmp_path / "zoo.jsonl", "--quiet")  # one job per CPU
     for path in (tmp_path / "zoo.csv", tmp_path / "zoo.jsonl"):
         other = read_table(path, like=reference)
@@ -464,7 +470,37 @@ def test_a_file_named_explicitly_is_always_scanned(zoo, zoo_scan, tmp_path):
     assert readme["error_type"] == "UnsupportedFormatError"
     assert readme["error"].startswith(f"{zoo / 'README.txt'}: ")
     assert models.loc[str(zoo / "torch/deep/checkpoint"), "format"] == "pytorch-zip"
-    assert summary["errors"] == 1 and summary["not_models"] == 0
+    # the README has its row, but it is not a model, nor a model that failed
+    assert summary["files"] == 2 and summary["models"] == 1
+    assert summary["errors"] == 0 and summary["not_models"] == 1
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (["state.pt"], "wrote 1 model to {out}: 1 file read, 0 unchanged; 0 errors; "
+         "N models with flagged layers; no other files ("),
+        (["junk.txt"], "wrote 0 models to {out}: 1 file read, 0 unchanged; 0 errors; "
+         "N models with flagged layers; 1 other file is not a model ("),
+        (["state.pt", "other.pt", "bad.pt", "junk.txt"], "wrote 2 models to {out}: 4 files "
+         "read, 0 unchanged; 1 error; N models with flagged layers; 1 other file is not a model ("),
+    ],
+)  # fmt: skip
+def test_summary_line_counts_models_errors_and_other_files(zoo, tmp_path, names, expected):
+    """A junk file named on the command line is not a model (nor an error); nouns agree with
+    their counts."""
+    shutil.copy(zoo / "torch/state.pt", tmp_path / "state.pt")
+    shutil.copy(zoo / "torch/old/legacy.pth", tmp_path / "other.pt")
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "junk.txt").write_text("notes\n")
+    out = tmp_path / "t.csv"
+    summary, _ = scan_json(*(tmp_path / name for name in names), "-o", out, "--jobs", "1")
+    result = scan(*(tmp_path / name for name in names), "-o", out, "--jobs", "1", "--force")
+    flagged = summary["flagged"]
+    models = f"{flagged} model{'' if flagged == 1 else 's'}"
+    expected = expected.format(out=out).replace("N models", models)
+    assert result.stderr.startswith(expected), result.stderr
+    assert result.stderr.count("\n") == 1
 
 
 def test_a_folder_without_models_gives_an_empty_table(tmp_path):
@@ -520,7 +556,7 @@ def test_rerun_reads_only_what_changed(scanned_copy):
     assert summary["written"] is False
     assert (out.stat().st_mtime_ns, digest(out)) == before
     human = scan(root, "-o", out)
-    assert f"{out} (unchanged): 0 read, {count} unchanged" in human.stderr
+    assert f"{out} (unchanged): 0 files read, {count} unchanged" in human.stderr
 
     # a file deleted, one added: the new one read, the deleted one's rows dropped
     gone = root / "keras/k3.h5"

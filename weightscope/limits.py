@@ -97,6 +97,12 @@ class Limits:
     """Largest JSON header of a ``.safetensors`` file (the format's own readers refuse over
     100 MB). It must also lie within the file."""
 
+    max_npy_header_bytes: int = _size(16 * KiB)
+    """NumPy ``.npy`` files and the members of ``.npz`` archives: the largest header (the dict
+    naming dtype, shape and order, read as a Python literal), checked before it is read. NumPy
+    writes about 128 bytes and ``np.load`` refuses over 10,000; format 2.0 can declare 4 GiB.
+    It must also lie within the file or member."""
+
     max_pickle_bytes: int = _size(1 * GiB)
     """PyTorch: the largest pickle (``data.pkl`` of a zip checkpoint, the object stream of a
     legacy one). It holds names and shapes, never tensor data: a few MB for the largest models.
@@ -272,3 +278,30 @@ def parse_assignment(text: str) -> tuple[str, int]:
 def from_assignments(assignments: list[tuple[str, int]] | None) -> Limits:
     """The defaults with each ``(name, value)`` applied in order (the last one wins)."""
     return DEFAULT.replace(**dict(assignments or []))
+
+
+def descriptions() -> dict[str, str]:
+    """What each limit bounds: the docstring under its field of :class:`Limits`, read from the
+    source (attribute docstrings are not kept at run time), whitespace folded. Empty when the
+    source is not installed."""
+    import ast
+    import inspect
+    import itertools
+
+    try:
+        source = inspect.getsource(Limits)
+    except (OSError, TypeError):
+        return {}
+    body = ast.parse(source).body[0]
+    assert isinstance(body, ast.ClassDef)
+    found: dict[str, str] = {}
+    for field_, following in itertools.pairwise(body.body):
+        if (
+            isinstance(field_, ast.AnnAssign)
+            and isinstance(field_.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            found[field_.target.id] = " ".join(following.value.value.split())
+    return found

@@ -144,6 +144,15 @@ class Layer:
     producer: str | None = None
     """The program that wrote the model file (an ONNX exporter, whose conventions then apply);
     set by the Model."""
+    module: str | None = None
+    """The module the layer was exported from, where the file records one apart from ``name``:
+    the PyTorch module path (``layer1.0.conv1``) of an ONNX node named ``/layer1/layer1.0/conv1/
+    Conv``. What ``export`` keys the layer's arrays by; None where ``name`` is that already."""
+
+    @property
+    def user_name(self) -> str:
+        """The name the model's authors know the layer by: :attr:`module`, else :attr:`name`."""
+        return self.module or self.name
 
     @property
     def kind_label(self) -> str:

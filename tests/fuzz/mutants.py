@@ -51,6 +51,13 @@ def make(seed: Seed, files: Files, fuzz_seed: int, index: int) -> tuple[Files, s
             files[main], note = raw.mutate(files[main], rng)
     elif family == "onnx":
         files, note = onnx_files(seed, files, rng)
+    elif family == "npz":
+        files[main], note = npz(files[main], rng)
+    elif family == "npy":
+        if rng.random() < 0.7:
+            files[main], note = npy_array(files[main], rng)
+        else:
+            files[main], note = raw.mutate(files[main], rng)
     else:
         raise ValueError(f"no mutators for {family}")
     return files, note
@@ -117,6 +124,63 @@ def torch_legacy(data: bytes, rng: random.Random, sweep: int | None) -> tuple[by
         value = rng.choice([*raw.INTERESTING, 10**12, 53, 55, 0])
         new = struct.pack("<Q", value % 2**64)
         return data[:at] + new + data[at + 8 :], f"legacy storage count at {at} -> {value}"
+    return raw.mutate(data, rng)
+
+
+NPY_LIES = [
+    b"'shape': (1000000, 1000000)", b"'shape': (-1,)", b"'shape': ()", b"'shape': (0,)",
+    b"'shape': (" + b"1, " * 100 + b")", b"'descr': '|O'", b"'descr': '<U4'", b"'descr': '>f8'",
+    b"'descr': [('a', '<f4')]", b"'descr': 'V16'", b"'fortran_order': True", b"'descr': '<f2'",
+    b"'shape': __import__('os').getpid()", b"'descr': '<c8'", b"'descr': '|b1'",
+]  # fmt: skip
+
+
+def npy_array(data: bytes, rng: random.Random) -> tuple[bytes, str]:
+    """A ``.npy``: a lie in its header dict, its header length, its version, or its data size."""
+    if not data.startswith(b"\x93NUMPY") or len(data) < 12:
+        return raw.mutate(data, rng)
+    prefix = 10 if data[6] == 1 else 12
+    length = int.from_bytes(data[8:prefix], "little")
+    header, body = data[prefix : prefix + length], data[prefix + length :]
+    choice = rng.random()
+    if choice < 0.5:
+        lie = rng.choice(NPY_LIES)
+        key = lie.split(b":")[0]
+        start = header.find(key)
+        end = header.find(b", '", start + 1) if start >= 0 else -1
+        if start < 0 or end < 0:
+            end = header.find(b"}", start + 1)
+        if start >= 0 and end > start:
+            header = header[:start] + lie + header[end:]
+        new = data[:8] + len(header).to_bytes(prefix - 8, "little") + header + body
+        return new, f"npy header {lie[:40]!r}"
+    if choice < 0.7:
+        value = rng.choice([*raw.INTERESTING, length + 1, length - 1, 0, 65535])
+        field = value % (1 << (8 * (prefix - 8)))
+        new = data[:8] + field.to_bytes(prefix - 8, "little") + data[prefix:]
+        return new, f"npy length {value}"
+    if choice < 0.8:
+        version = rng.choice([0, 2, 3, 4, 255])
+        return data[:6] + bytes([version]) + data[7:], f"npy version {version}"
+    size = rng.choice([0, len(body) - 1, len(body) + 1, len(body) // 2, len(body) * 2])
+    return data[: prefix + length] + (body * 3)[:size], f"npy data {len(body)} -> {size} bytes"
+
+
+def npz_entry(name: str, data: bytes, rng: random.Random) -> tuple[bytes, str]:
+    if name.endswith(".npy") and rng.random() < 0.7:
+        return npy_array(data, rng)
+    return raw.mutate(data, rng)
+
+
+def npz(data: bytes, rng: random.Random) -> tuple[bytes, str]:
+    """An ``.npz``: an export's comments (layer kinds, layouts), a member's ``.npy``, the zip."""
+    choice = rng.random()
+    if choice < 0.2:
+        return zips.mutate_comments(data, rng, documents.mutate_json)
+    if choice < 0.7:
+        return zips.mutate_entries(data, rng, npz_entry)
+    if choice < 0.85:
+        return zips.mutate_structure(data, rng)
     return raw.mutate(data, rng)
 
 

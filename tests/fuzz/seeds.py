@@ -251,6 +251,40 @@ def _onnx_external(path: Path) -> None:
     )
 
 
+def _npz_export(path: Path) -> None:
+    """weightscope's own export of the bundled example: canonical arrays, with the comments
+    that say each layer's kind and each array's layout."""
+    import weightscope
+    from weightscope.reporters.npz import export_npz
+
+    with weightscope.load(weightscope.example_path()) as model:
+        export_npz(model, path)
+
+
+def _npz_arrays() -> dict[str, object]:
+    import numpy as np
+
+    rng = np.random.default_rng(11)
+    return {
+        "conv/kernel": rng.standard_normal((4, 2, 3, 3)).astype(np.float32),
+        "conv/bias": rng.standard_normal(4).astype(">f4"),
+        "fc/kernel": np.asfortranarray(rng.standard_normal((3, 8)).astype(np.float16)),
+        "step": np.arange(3, dtype=np.int64),
+    }
+
+
+def _npz_compressed(path: Path) -> None:
+    import numpy as np
+
+    np.savez_compressed(path, **_npz_arrays())  # type: ignore[arg-type]
+
+
+def _npy(path: Path) -> None:
+    import numpy as np
+
+    np.save(path, np.random.default_rng(12).standard_normal((5, 4, 3)).astype(np.float32))
+
+
 SEEDS: dict[str, Seed] = {
     seed.name: seed
     for seed in [
@@ -271,6 +305,9 @@ SEEDS: dict[str, Seed] = {
         Seed("safetensors", "model.safetensors", "safetensors", _safetensors),
         Seed("onnx", "model.onnx", "onnx", _onnx_inline),
         Seed("onnx_external", "model.onnx", "onnx", _onnx_external, ("weights.bin",)),
+        Seed("npz_export", "weights.npz", "npz", _npz_export),
+        Seed("npz_compressed", "arrays.npz", "npz", _npz_compressed),
+        Seed("npy", "array.npy", "npy", _npy),
     ]
 }
 

@@ -246,7 +246,7 @@ def run_export(path: str, out: str, captured: Captured) -> dict[str, Any]:
                         count += 1
             except Exception as exc:
                 return failure("bad result", f"export output unreadable: {exc!r}"[:300])
-            if f"wrote {count} tensors" not in lines[0]:
+            if f"wrote {count:,} tensor{'' if count == 1 else 's'} " not in lines[0]:
                 return failure("bad result", f"{lines[0]!r} but the .npz holds {count} arrays")
             others = [n for n in leftovers(target.parent) if n != target.name]
             if others:

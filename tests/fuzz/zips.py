@@ -41,6 +41,7 @@ def write(entries: list[Entry]) -> bytes:
 
 
 InnerMutator = Callable[[str, bytes, random.Random], tuple[bytes, str]]
+Comment = Callable[[bytes, random.Random], tuple[bytes, str]]
 
 
 def mutate_entries(data: bytes, rng: random.Random, inner: InnerMutator) -> tuple[bytes, str]:
@@ -111,6 +112,29 @@ def rename(name: str, names: list[str], rng: random.Random) -> str:
             f"{folder}/data/-1",
         ]
     )
+
+
+def mutate_comments(data: bytes, rng: random.Random, inner: Comment) -> tuple[bytes, str]:
+    """One member's comment, or the archive's, changed by ``inner`` (entries and the other
+    comments kept as they are)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(buffer, "w") as target:
+        infos = source.infolist()
+        index = rng.randrange(len(infos) + 1)
+        note = "zip: no comment"
+        target.comment = source.comment
+        if index == len(infos) and source.comment:
+            comment, what = inner(source.comment, rng)
+            target.comment = comment[:65535]  # what the zip format holds
+            note = f"zip: archive comment: {what}"
+        for at, info in enumerate(infos):
+            content = source.read(info)
+            if at == index and info.comment:
+                comment, what = inner(info.comment, rng)
+                info.comment = comment[:65535]
+                note = f"zip: comment of {info.filename}: {what}"
+            target.writestr(info, content)
+    return buffer.getvalue(), note
 
 
 def mutate_structure(data: bytes, rng: random.Random) -> tuple[bytes, str]:

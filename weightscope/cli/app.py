@@ -11,6 +11,7 @@ from pathlib import Path
 from weightscope._version import __version__
 from weightscope.cli.options import (
     COMMANDS,
+    Formatter,
     ModelCommand,
     StandaloneCommand,
     command,
@@ -33,27 +34,32 @@ the framework that wrote it. Convolution kernels are shown next to their canonic
 
 Reads Keras .h5 (full model or weights only), .keras and .weights.h5 files, PyTorch
 .pt/.pth/.bin/.ckpt (zip or legacy format, state dicts, checkpoints, whole modules),
-TorchScript archives and .safetensors, and ONNX .onnx files (external data included), never
-running code from a file."""
+TorchScript archives and .safetensors, ONNX .onnx files (external data included), and NumPy
+.npz/.npy archives (weightscope export's too), never running code from a file."""
 
 EPILOG = """\
 examples:
-  weightscope inspect --example              the bundled digits CNN
-  weightscope inspect model.h5 --layer conv2d every tensor of one layer, with statistics
-  weightscope inspect model.keras --json     one JSON object, for scripts
-  weightscope inspect model.pt --health      NaN/Inf, dead, duplicated filters, still at init?
-  weightscope export model.h5 -o w.npz       canonical tensors as <layer>/<role> arrays
+  weightscope inspect --example                 the bundled digits CNN
+  weightscope inspect model.h5 --layer conv2d   every tensor of one layer, with statistics
+  weightscope inspect model.keras --json        one JSON object, for scripts
+  weightscope inspect model.pt --health         NaN/Inf, dead, duplicated filters, still at init?
+  weightscope export model.h5 -o w.npz          canonical tensors as <layer>/<role> arrays
+  weightscope inspect w.npz                     an export (or any NumPy .npz/.npy) read back
   weightscope plot model.pt --layer conv1 -o k.png
-                                             kernel slices: one row per filter, one column
-                                             per input channel
-  weightscope init model.h5                  trained, or still at the initializer? per layer
-  weightscope params model.onnx              parameter counts checked against the formulas
-  weightscope explain --example conv1 --demo what one layer computes, with its own numbers
-  weightscope report model.h5 -o report.html one self-contained page with all of the above
-  weightscope compare model.h5 model.onnx    did the port keep every kernel? (exit 1 if not)
-  weightscope layouts                        native layouts of every framework, and canonical
-  weightscope scan models/ -o zoo.parquet    every model under a folder into one table, with
-                                             health flags, in parallel (or --dask ADDRESS)
+                                                kernel slices: one row per filter, one column per
+                                                input channel
+  weightscope init model.h5                     trained, or still at the initializer? per layer
+  weightscope params model.onnx                 parameter counts checked against the formulas
+  weightscope explain --example conv1 --demo    what one layer computes, with its own numbers
+  weightscope report model.h5 -o report.html    one self-contained page with all of the above
+  weightscope compare model.h5 model.onnx       did the port keep every kernel? (exit 1 if not)
+  weightscope layouts                           native layouts of every framework, and canonical
+  weightscope scan models/ -o zoo.parquet       every model under a folder into one table, with
+                                                health flags, in parallel (or --dask ADDRESS)
+  weightscope limits                            the reader limits that --limit NAME=VALUE raises
+  weightscope completion bash                   tab completion for bash (or zsh, fish)
+
+Each command's --help shows its options and examples.
 
 exit status: 0 on success, 2 when a file cannot be read (one line on stderr says why)."""
 
@@ -63,13 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
         prog="weightscope",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=Formatter,
     )
     parser.add_argument("--version", action="version", version=f"weightscope {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     for name in COMMANDS:
         command(name).add_parser(commands)
+    return parser
+
+
+def subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of the command ``name``, whose usage its errors print."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+            chosen: argparse.ArgumentParser = action.choices[name]
+            return chosen
     return parser
 
 
@@ -90,11 +105,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(chosen, StandaloneCommand):
         standalone = chosen
         return _guarded(lambda: int(standalone.main(args)), args.command, args.debug)
-    source = _source(args, parser)
+    source = _source(args, subparser(parser, args.command))
     return _guarded(lambda: _run_on_model(args, source, chosen), str(source), args.debug)
 
 
 def _run_on_model(args: argparse.Namespace, source: Path, chosen: object) -> int:
+    prepare = getattr(chosen, "prepare", None)
+    if prepare is not None:  # the command settles its arguments before the file is read
+        prepare(args)
     output = getattr(args, "output", None)
     if output:  # a folder that cannot be written to is found before the reading, not after
         check_target(Path(output), [source])

@@ -1,9 +1,15 @@
 """Options shared by the commands, and the registry of commands, one module each. A module offers
 ``add_parser(commands)`` (declares the subcommand and its options; imports nothing heavy) and
 either ``run(args, model)`` (does the work on the model the command line loaded from FILE) or,
-for commands that read no file or several, ``main(args) -> exit status``. Both raise
+for commands that read no file or several, ``main(args) -> exit status``. A model command may
+also offer ``prepare(args)``, run before the file is read (to settle or refuse arguments such as
+an output name without reading a large file first). All raise
 ``WeightscopeError`` with one line on failure. Adding a command means adding one module and its
-name here."""
+name here.
+
+Every command's help has the same shape: a usage line ``weightscope NAME OPERANDS [options]``
+naming what the command requires (:func:`usage`), a description, the options, and an epilog of
+one to three examples (:func:`examples`) that the tests parse."""
 
 from __future__ import annotations
 
@@ -25,7 +31,16 @@ COMMANDS = (
     "layouts",
     "compare",
     "scan",
+    "limits",
+    "completion",
 )
+
+SOURCE = "(FILE | --example)"
+"""How usage lines write the model-file operand of commands that read one."""
+
+FILE_COMPLETION = "file"
+"""``action.complete`` of arguments that name files: what shell completion offers for them
+(shtab's name for file paths; set here as a plain string so parsing imports nothing)."""
 
 
 class Command(Protocol):
@@ -47,10 +62,44 @@ def command(name: str) -> Command:
     return module
 
 
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Help as written: a description or epilog paragraph laid out over several lines (a list,
+    examples) is kept as it is; a paragraph written as one line is wrapped to the terminal."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        wrap = argparse.HelpFormatter._fill_text
+        keep = argparse.RawDescriptionHelpFormatter._fill_text
+        return "\n\n".join(
+            (keep if "\n" in part.strip("\n") else wrap)(self, part, width, indent)
+            for part in text.split("\n\n")
+        )
+
+
+def usage(operands: str = "") -> str:
+    """The usage line of a command: its name, what it requires (``(FILE | --example) -o OUT``),
+    then ``[options]``; ``--help`` lists the options."""
+    return " ".join(part for part in ("%(prog)s", operands, "[options]") if part)
+
+
+def examples(*shown: tuple[str, str], notes: str = "") -> str:
+    """An epilog of examples: each command line (as typed after ``weightscope``) and what it
+    does, one under the other; ``notes`` (exit status...) after them."""
+    lines = ["examples:"]
+    for command_line, what in shown:
+        lines += [f"  weightscope {command_line}", f"      {what}"]
+    return "\n".join(lines) + (f"\n\n{notes}" if notes else "")
+
+
+def files(action: argparse.Action) -> argparse.Action:
+    """Mark ``action`` as naming files, for shell completion."""
+    setattr(action, "complete", FILE_COMPLETION)  # noqa: B010 - an attribute argparse lacks
+    return action
+
+
 def add_source(parser: argparse.ArgumentParser) -> None:
     """The model-file argument every command takes (``FILE`` or ``--example``), ``--limit`` and
     ``--debug``."""
-    parser.add_argument("file", nargs="?", type=Path, help="model file")
+    files(parser.add_argument("file", nargs="?", type=Path, metavar="FILE", help="model file"))
     parser.add_argument(
         "--example", action="store_true", help="use the bundled example model instead of FILE"
     )
@@ -78,16 +127,12 @@ def _limit(text: str) -> tuple[str, int]:
 
 def add_reading_options(parser: argparse.ArgumentParser) -> None:
     """``--limit`` (repeatable) and ``--debug``, for every command that reads a model file."""
-    from weightscope.limits import Limits
-
     parser.add_argument(
         "--limit",
         action="append",
         type=_limit,
         metavar="NAME=VALUE",
-        help="change a resource limit of the file readers, e.g. --limit max_json_bytes=128M "
-        "(sizes take K, M, G, T; repeatable). A file over a limit is refused with a line naming "
-        f"it. Names: {', '.join(Limits.names())}",
+        help="raise a reader limit (see: weightscope limits)",
     )
     parser.add_argument(
         "--debug", action="store_true", help="show the full traceback when something fails"

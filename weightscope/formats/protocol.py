@@ -50,6 +50,14 @@ class Probe:
     def is_zip(self) -> bool:
         return self.head.startswith(ZIP_SIGNATURE)
 
+    def take_archive(self) -> zipfile.ZipFile:
+        """The open zip, for a reader whose model goes on reading from it (compressed members
+        read on demand): the model closes it from then on, not the probe."""
+        if self.archive is None:
+            raise ValueError(f"{self.path} is not an open zip archive")
+        archive, self.archive = self.archive, None
+        return archive
+
     def close(self) -> None:
         if self.archive is not None:
             self.archive.close()

@@ -17,7 +17,7 @@ from weightscope.errors import (
     file_error,
     with_format,
 )
-from weightscope.formats import safetensors
+from weightscope.formats import numpy, safetensors
 from weightscope.formats._common.file_region import declared_bytes
 from weightscope.formats.keras import reader as keras
 from weightscope.formats.onnx import reader as onnx
@@ -26,14 +26,14 @@ from weightscope.formats.pytorch import reader as pytorch
 from weightscope.limits import DEFAULT, LimitExceeded, Limits, limit_error
 from weightscope.model import Model
 
-READERS: tuple[Reader, ...] = (keras, pytorch, safetensors, onnx)
+READERS: tuple[Reader, ...] = (keras, pytorch, safetensors, numpy, onnx)
 """Tried in this order; the first whose ``match`` claims a file reads it."""
 
 SNIFF_BYTES = 64
 
 SUPPORTED = (
     "Keras .h5/.keras/.weights.h5, PyTorch .pt/.pth/.bin/.ckpt zip or legacy pickle, "
-    "TorchScript, .safetensors, or ONNX .onnx"
+    "TorchScript, .safetensors, ONNX .onnx, or NumPy .npz/.npy"
 )
 """What the unknown-format line lists."""
 
@@ -149,8 +149,8 @@ def _unrecognised(probe: Probe) -> str:
         if probe.archive_error is not None:
             return f"damaged or truncated zip archive: {probe.archive_error}"
         return (
-            "zip archive, but not a .keras file (no model.weights.h5 or config.json) nor a "
-            "PyTorch checkpoint (no data.pkl)"
+            "zip archive, but not a .keras file (no model.weights.h5 or config.json), a "
+            "PyTorch checkpoint (no data.pkl) nor a NumPy .npz (members other than .npy files)"
         )
     return f"unknown format (not {SUPPORTED})"
 

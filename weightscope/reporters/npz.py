@@ -1,17 +1,28 @@
-"""``weightscope export``: every tensor in canonical layout (one array per tensor) in a ``.npz``."""
+"""``weightscope export``: every tensor in canonical layout (one array per tensor) in a ``.npz``.
+
+Each array is the member ``<layer>/<role>.npy``, the layer named as its authors know it
+(:attr:`~weightscope.model.Layer.user_name`: ``conv1`` for the ONNX node ``/conv1/Conv``). The
+zip comment of each member (which ``np.load`` ignores) says what the arrays alone cannot: the
+layer's kind and class (and whether the kind was inferred), its groups, the array's canonical
+layout, whether it is trainable and whether it counts as a parameter; the archive's comment names
+weightscope and the model it came from. weightscope's NumPy reader reads them back, so an export
+inspects as the model did."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from weightscope._version import __version__
 from weightscope.errors import WeightscopeError
 from weightscope.limits import DEFAULT, LimitExceeded, Limits, limit_error
-from weightscope.model import Model
+from weightscope.model import Layer, Model, Tensor
 from weightscope.output import atomic_output
 
 MAX_KEY_BYTES = 1024
@@ -43,15 +54,44 @@ def export_npz(model: Model, out: str | os.PathLike[str], limits: Limits = DEFAU
         atomic_output(Path(out), model) as temp,
         zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf,
     ):
+        zf.comment = _json(_model_metadata(model))
         for layer, tensor in model.tensors():
-            key = export_key(layer.name, tensor.role)
+            key = export_key(layer.user_name, tensor.role)
             if key in keys:
                 raise WeightscopeError(f"{model.source}: two tensors export as {key!r}")
             array = tensor.canonical() if tensor.native_layout else tensor.numpy()
-            with zf.open(key + ".npy", "w", force_zip64=True) as member:
+            info = zipfile.ZipInfo(key + ".npy")
+            info.external_attr = 0o644 << 16  # rw-r--r-- when unzipped
+            info.comment = _json(_tensor_metadata(layer, tensor))
+            with zf.open(info, "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
             keys.append(key)
     return keys
+
+
+def _model_metadata(model: Model) -> dict[str, Any]:
+    return {
+        "weightscope": __version__,
+        "source": model.source.name[:200] if model.source is not None else None,
+        "format": model.format,
+        "framework": model.framework,
+    }
+
+
+def _tensor_metadata(layer: Layer, tensor: Tensor) -> dict[str, Any]:
+    return {
+        "kind": layer.kind.value,
+        "inferred": layer.inferred,
+        "class": (layer.class_name or "")[:200] or None,
+        "groups": layer.groups,
+        "layout": tensor.canonical_layout,
+        "trainable": tensor.trainable,
+        "counted": tensor.counted,
+    }
+
+
+def _json(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
 def _check_export_budget(model: Model, limits: Limits) -> None:

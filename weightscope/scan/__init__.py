@@ -23,7 +23,7 @@ from weightscope.output import atomic_file, check_target
 from weightscope.scan.lock import table_lock
 from weightscope.scan.resume import rows_by_path, unchanged
 from weightscope.scan.table_io import read_table, require_writer, write_table
-from weightscope.scan.walk import walk
+from weightscope.scan.walk import named_like_model, walk
 from weightscope.scan.worker import FileResult, Task
 
 DEFAULT_TIMEOUT = 600.0
@@ -41,17 +41,23 @@ def default_jobs() -> int:
 class ScanSummary:
     output: Path
     files: int = 0
-    """Model files in the table."""
+    """Files in the table (one model row each): ``models + errors`` and the files named on the
+    command line that turned out not to be models."""
+    models: int = 0
+    """Files read as models (their rows hold layers)."""
     scanned: int = 0
     """Files read in this run."""
     reused: int = 0
     """Files unchanged since the table was last written, whose rows were kept."""
     errors: int = 0
-    """Files in the table that could not be read (their model row says why)."""
+    """Model files that could not be read (their model row says why): recognised by content or
+    named like a model, and damaged, unsafe or over a limit."""
     flagged: int = 0
     """Models with at least one layer flagged."""
     not_models: int = 0
-    """Files passed over: neither recognised by content nor named like a model."""
+    """Files that are not models: neither recognised by content nor named like a model. Those
+    found in folders or globs are passed over; one named on the command line has a row saying
+    why it could not be read, but is not counted as a model or an error."""
     missing: list[str] = field(default_factory=list)
     previous_unreadable: str | None = None
     """Why an existing output could not be resumed from (it was rebuilt)."""
@@ -149,7 +155,12 @@ def _scan_locked(
         rows.extend(group)
         inputs.extend(_read_beside(group[0]))
         summary.files += 1
-        summary.errors += group[0]["error"] is not None
+        if group[0]["error"] is None:
+            summary.models += 1
+        elif _not_a_model(path, group[0]):
+            summary.not_models += 1
+        else:
+            summary.errors += 1
         summary.flagged += bool(group[0].get("layers_flagged"))
     summary.scanned, summary.reused = len(results), len(keep)
     if (
@@ -165,6 +176,13 @@ def _scan_locked(
     if summary.interrupted:
         raise ScanInterrupted(summary)
     return summary
+
+
+def _not_a_model(path: str, row: dict[str, Any]) -> bool:
+    """A file that could not be read because it is in no format weightscope knows, and whose name
+    does not promise a model either (a README named on the command line): not a model, so not
+    counted as a model that failed."""
+    return row.get("error_type") == "UnsupportedFormatError" and not named_like_model(path)
 
 
 def _rows_of(

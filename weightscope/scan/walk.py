@@ -53,7 +53,12 @@ def walk(paths: Iterable[str], known: frozenset[str] = frozenset()) -> Walk:
 
 
 def _looks_like_model(file: Path) -> bool:
-    return recognise(file) is not None or (file.suffix.lower() in MODEL_SUFFIXES and file.is_file())
+    return recognise(file) is not None or (named_like_model(file) and file.is_file())
+
+
+def named_like_model(file: str | os.PathLike[str]) -> bool:
+    """Whether the file's name promises a model (:data:`MODEL_SUFFIXES`)."""
+    return Path(file).suffix.lower() in MODEL_SUFFIXES
 
 
 def _expand(given: str) -> Iterator[str]:

@@ -11,7 +11,15 @@ import sys
 from typing import Any
 
 from weightscope.cli import console as terminal
-from weightscope.cli.options import add_reading_options, add_wide, limits_from
+from weightscope.cli.options import (
+    Formatter,
+    add_reading_options,
+    add_wide,
+    examples,
+    files,
+    limits_from,
+    usage,
+)
 
 DEFAULT_ATOL = 1e-6
 DEFAULT_RTOL = 1e-5
@@ -42,18 +50,15 @@ Tensors agree when max|T(a) - b| <= atol + rtol * max|b|, for every tensor of th
 Batch-norm eps and momentum are reported as a note (Keras momentum = 1 - PyTorch momentum; eps
 defaults 1e-3 in Keras, 1e-5 in PyTorch), never as a difference."""
 
-EPILOG = """\
-examples:
-  weightscope compare model.h5 model.pt         a Keras model against its PyTorch port
-  weightscope compare model.pt model.onnx       a PyTorch model against its ONNX export
-  weightscope compare a.keras b.keras --json    one JSON object, for scripts
-  weightscope compare a.pt b.pt --rtol 1e-3     a float16 copy against the float32 original
-  weightscope compare --example                 the bundled digits CNN: Keras .h5 against
-                                                its PyTorch port (.pt)
-
+EPILOG = examples(
+    ("compare model.h5 model.pt", "a Keras model against its PyTorch port"),
+    ("compare a.pt b.pt --rtol 1e-3", "a float16 copy against the float32 original"),
+    ("compare --example", "the bundled digits CNN: Keras .h5 against its PyTorch port (.pt)"),
+    notes="""\
 exit status: 0 when every layer matches under identity and none is unmatched; 1 when layers
 match only under a transform, differ, or have no partner; 2 when a file cannot be read (one
-line on stderr says why)."""
+line on stderr says why).""",
+)
 
 
 def _non_negative(text: str) -> float:
@@ -70,12 +75,13 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(
         "compare",
         help="compare two models' weights layer by layer, across frameworks",
+        usage=usage("(A B | --example)"),
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=Formatter,
     )
-    parser.add_argument("a", metavar="A", nargs="?", help="first model file")
-    parser.add_argument("b", metavar="B", nargs="?", help="second model file")
+    files(parser.add_argument("a", metavar="A", nargs="?", help="first model file"))
+    files(parser.add_argument("b", metavar="B", nargs="?", help="second model file"))
     parser.add_argument(
         "--example",
         action="store_true",

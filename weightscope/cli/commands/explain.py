@@ -12,12 +12,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from weightscope.cli.options import add_reading_options
+from weightscope.cli.options import Formatter, add_reading_options, examples, files, usage
 from weightscope.errors import WeightscopeError, printable, printable_lines
 from weightscope.model import Model
 
 LISTED_LAYERS = 40
 """Layer names listed when the one asked for does not exist."""
+
+EPILOG = examples(
+    ("explain --example conv1", "what the bundled model's first conv computes"),
+    ("explain model.pt features.0 --demo", "one output value worked out, with the real weights"),
+    ("explain --example dwconv2 --demo --channel 3 --position 2,2",
+     "the demo for another filter and position"),
+)  # fmt: skip
 
 
 def _assign(namespace: argparse.Namespace) -> None:
@@ -68,8 +75,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(
         "explain",
         help="what one layer computes, in plain language, from its own numbers",
-        usage="weightscope explain [-h] (FILE | --example) LAYER [--demo] [--channel O] "
-        "[--position P] [--limit NAME=VALUE] [--debug]",
+        usage=usage("(FILE | --example) LAYER"),
+        epilog=EPILOG,
+        formatter_class=Formatter,
         description="A short account of what one layer computes, with that layer's numbers: "
         "how many kernels a filter holds and what each is applied to, what groups, depth "
         "multipliers and 1x1 kernels mean for it, how many weights it has and why. --demo "
@@ -77,12 +85,14 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "is the sum of element-wise products of the kernel volume and the input patch, and the "
         "same number as the dot product of the two flattened (checked to agree within 1e-6).",
     )
-    parser.add_argument(
-        "operands",
-        nargs="*",
-        action=_Operands,
-        metavar="FILE LAYER",
-        help="model file and layer name (with --example: the layer name only)",
+    files(
+        parser.add_argument(
+            "operands",
+            nargs="*",
+            action=_Operands,
+            metavar="FILE LAYER",
+            help="model file and layer name (with --example: the layer name only)",
+        )
     )
     parser.add_argument(
         "--example",

@@ -5,27 +5,75 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
-from weightscope.cli.options import add_source, limits_from
+from weightscope.cli.options import (
+    SOURCE,
+    Formatter,
+    add_source,
+    examples,
+    files,
+    limits_from,
+    usage,
+)
+from weightscope.errors import WeightscopeError
 from weightscope.model import Model
+
+SUFFIX = ".npz"
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(
         "export",
         help="write every tensor in canonical layout to a .npz",
+        usage=usage(f"{SOURCE} -o OUT.npz"),
         description="Write each tensor, converted to canonical layout, as one array keyed "
         "'<layer name>/<role>' in a NumPy .npz (np.load reads it). Tensors without a canonical "
         "form are written as stored.",
+        epilog=examples(
+            ("export model.h5 -o weights.npz", "canonical tensors keyed <layer>/<role>"),
+            ("export --example -o weights", "writes weights.npz (the suffix is added)"),
+            ("inspect weights.npz", "an export read back: the same layers, shapes and totals"),
+        ),
+        formatter_class=Formatter,
     )
     add_source(parser)
-    parser.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="output file")
+    files(
+        parser.add_argument(
+            "-o",
+            "--output",
+            required=True,
+            metavar="OUT.npz",
+            help="the NumPy archive to write (.npz is added to a name without a suffix)",
+        )
+    )
     return parser
+
+
+def prepare(args: argparse.Namespace) -> None:
+    """``-o OUT`` names a NumPy archive: ``.npz`` is added to a name without a suffix, and a
+    name with another suffix (``.npy``, which ``np.load`` would take for one array) refused."""
+    args.output = str(output_path(Path(args.output)))
+
+
+def output_path(given: Path) -> Path:
+    if given.exists() and not given.is_file():
+        return given  # a folder, a FIFO, a device: refused as an output, by that name
+    suffix = given.suffix
+    if not suffix:
+        return given.with_name(given.name + SUFFIX)
+    if suffix.lower() != SUFFIX:
+        raise WeightscopeError(
+            f"{given}: export writes a NumPy .npz archive, not a {suffix} file; name it "
+            f"{given.with_suffix(SUFFIX)}"
+        )
+    return given
 
 
 def run(args: argparse.Namespace, model: Model) -> None:
     from weightscope.reporters.npz import export_npz
 
     keys = export_npz(model, args.output, limits_from(args))
-    print(f"wrote {len(keys)} tensors in canonical layout to {args.output}", file=sys.stderr)
+    count = f"{len(keys):,} tensor{'' if len(keys) == 1 else 's'}"
+    print(f"wrote {count} in canonical layout to {args.output}", file=sys.stderr)

@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from weightscope.cli import console as terminal
-from weightscope.cli.options import add_source, add_wide
+from weightscope.cli.options import (
+    SOURCE,
+    Formatter,
+    add_source,
+    add_wide,
+    examples,
+    files,
+    usage,
+)
 from weightscope.errors import WeightscopeError
 from weightscope.model import Model
 from weightscope.output import atomic_output
@@ -31,22 +39,33 @@ is within its 1e-4-level tolerance and no more weights lie outside than a fresh 
 there; trained otherwise; unknown below 64 weights or when no initializer is known. The best
 fit never decides the verdict. Kernels over 1M weights are subsampled (seeded) for the KS test."""
 
+EPILOG = examples(
+    ("init --example", "per layer: trained, or still at its initializer?"),
+    ("init model.h5 --layer conv1 -o conv1.png",
+     "one layer, and its weights' histogram against the initializer's density"),
+    ("init model.pt --json", "one JSON object, for scripts"),
+)  # fmt: skip
+
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(
         "init",
         help="are the weights still at their initializer, or trained?",
+        usage=usage(SOURCE),
         description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
+        formatter_class=Formatter,
     )
     add_source(parser)
     parser.add_argument("--layer", metavar="NAME", help="only this layer")
-    parser.add_argument(
-        "-o",
-        "--output",
-        metavar="FILE.png",
-        help="write the histogram of the weights against the initializer's density and bounds: "
-        "of --layer, or one panel per layer with a kernel (at most 48) without it",
+    files(
+        parser.add_argument(
+            "-o",
+            "--output",
+            metavar="FILE.png",
+            help="write the histogram of the weights against the initializer's density and "
+            "bounds: of --layer, or one panel per layer with a kernel (at most 48) without it",
+        )
     )
     parser.add_argument(
         "--json",

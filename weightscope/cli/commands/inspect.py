@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from weightscope.cli import console as terminal
-from weightscope.cli.options import add_source, add_wide
+from weightscope.cli.options import SOURCE, Formatter, add_source, add_wide, examples, usage
 from weightscope.model import Layer, Model, Tensor
 from weightscope.reporters.progress import compute_stats
 
@@ -19,8 +19,15 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(
         "inspect",
         help="table of layers, layouts, parameter counts and weight statistics",
+        usage=usage(SOURCE),
         description="One row per weight-bearing layer: kind, native -> canonical shape of its "
         "kernel, parameters, dtype and statistics; totals as the framework counts them.",
+        epilog=examples(
+            ("inspect --example", "the bundled digits CNN: one row per weight-bearing layer"),
+            ("inspect model.h5 --layer conv1", "every tensor of one layer, with statistics"),
+            ("inspect model.pt --health --json", "health flags per layer, as one JSON object"),
+        ),
+        formatter_class=Formatter,
     )
     add_source(parser)
     parser.add_argument("--layer", metavar="NAME", help="show every tensor of one layer")

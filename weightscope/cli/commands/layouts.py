@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from weightscope.cli import console as terminal
+from weightscope.cli.options import Formatter, examples, usage
 from weightscope.layouts import FRAMEWORKS
 
 
@@ -18,6 +19,13 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(
         "layouts",
         help="native weight layout of every supported layer, next to the canonical one",
+        usage=usage(),
+        epilog=examples(
+            ("layouts", "every framework's layouts, grouped by layer kind"),
+            ("layouts --framework keras", "Keras' alone"),
+            ("layouts --json", "one JSON object, for scripts"),
+        ),
+        formatter_class=Formatter,
         description="One row per tensor of every layer class (ONNX: operator) weightscope "
         "reads, grouped by layer kind: the framework's name for the tensor, the layout it is "
         "stored in, with what each axis counts (Keras Conv2D kernel: HWIO, (kh, kw, in/groups, "

@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from weightscope.cli import console as terminal
-from weightscope.cli.options import add_source, add_wide
+from weightscope.cli.options import SOURCE, Formatter, add_source, add_wide, examples, usage
 from weightscope.model import Model
 
 
@@ -18,6 +18,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(
         "params",
         help="verify parameter counts: stored tensors against the layer configs' formulas",
+        usage=usage(SOURCE),
+        epilog=examples(
+            ("params --example", "each layer's stored count against its formula, and totals"),
+            ("params model.onnx --json", "one JSON object, for scripts"),
+        ),
+        formatter_class=Formatter,
         description="One row per weight-bearing layer: the parameters its stored tensors hold, "
         "the count its configuration implies by formula (conv: filters x kernel x in/groups "
         "+ bias; dense: in x units + units; batch norm: 4 x channels, two of them "

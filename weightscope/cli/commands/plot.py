@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from weightscope.cli.options import add_source
+from weightscope.cli.options import SOURCE, Formatter, add_source, examples, files, usage
 from weightscope.errors import WeightscopeError
-from weightscope.model import Layer, Model
+from weightscope.model import Model
 from weightscope.output import atomic_output, check_output
 
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
@@ -32,34 +32,35 @@ Large layers show a default subset (32 filters x 16 channels of slices, 512 x 51
 1x1 or dense matrix, 256 RGB filters, 1024 x 1024 norms), stated on the figure; --all shows
 everything. The format follows the suffix of -o: .png, .svg or .pdf."""
 
-EPILOG = """\
-examples:
-  weightscope plot --example --layer conv1 -o conv1.png
-  weightscope plot model.h5 --layer block1_conv1 --view rgb -o filters.png
-  weightscope plot model.pt --layer features.10 --filters 0:16 --channels 0:8 -o f.svg
-  weightscope plot model.pt --layer features.10 --all --dpi 150 -o all.png
-  weightscope plot model.onnx --layer conv3d_1 --depth 0 -o depth0.pdf
-  weightscope plot model.keras --layer conv2 --view norms -o norms.png
-
-Without --layer, the error lists the layers that have a kernel to plot."""
+EPILOG = examples(
+    ("plot --example --layer conv1 -o conv1.png", "the first conv's kernel slices"),
+    ("plot model.h5 --layer block1_conv1 --view rgb -o filters.png",
+     "a first layer's filters as colour images"),
+    ("plot model.pt --layer features.10 --filters 0:16 --channels 0:8 -o f.svg",
+     "16 filters x 8 input channels of a large layer"),
+    notes="'weightscope inspect FILE' lists the layers; those with a kernel can be drawn.",
+)  # fmt: skip
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(
         "plot",
         help="draw the kernel slices, RGB filters or slice norms of one layer to PNG/SVG/PDF",
+        usage=usage(f"{SOURCE} --layer NAME -o OUT.png|svg|pdf"),
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=Formatter,
     )
     add_source(parser)
-    parser.add_argument("--layer", metavar="NAME", help="the layer to draw (required)")
-    parser.add_argument(
-        "-o",
-        "--output",
-        required=True,
-        metavar="OUT.png|svg|pdf",
-        help="file to write; its suffix picks the format",
+    parser.add_argument("--layer", required=True, metavar="NAME", help="the layer to draw")
+    files(
+        parser.add_argument(
+            "-o",
+            "--output",
+            required=True,
+            metavar="OUT.png|svg|pdf",
+            help="file to write; its suffix picks the format",
+        )
     )
     parser.add_argument(
         "--filters",
@@ -104,13 +105,6 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def plottable(layer: Layer) -> bool:
-    """Whether the layer has a kernel with a canonical conv or dense layout."""
-    roles = {t.role: t for t in layer.tensors}
-    tensor = roles.get("kernel") or roles.get("depthwise_kernel")
-    return tensor is not None and tensor.canonical_shape is not None
-
-
 def run(args: argparse.Namespace, model: Model) -> None:
     output = Path(args.output)
     fmt = FORMATS.get(output.suffix.lower())
@@ -121,10 +115,6 @@ def run(args: argparse.Namespace, model: Model) -> None:
         )
     if args.dpi < 1:
         raise WeightscopeError(f"--dpi {args.dpi}: must be a positive number")
-    if args.layer is None:
-        names = [layer.name for layer in model.layers if plottable(layer)]
-        listed = ", ".join(names) if names else "(none: the model has no conv or dense kernel)"
-        raise WeightscopeError(f"{model.source}: give --layer NAME; layers with a kernel: {listed}")
     layer = model.layer(args.layer)  # KeyError names the layers (exit 2)
     check_output(output, model)
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from weightscope.cli.options import add_source
+from weightscope.cli.options import SOURCE, Formatter, add_source, examples, files, usage
 from weightscope.model import Model
 from weightscope.output import atomic_output, check_output
 
@@ -16,6 +16,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(
         "report",
         help="write one self-contained HTML page: table, parameters, init verdicts, kernels",
+        usage=usage(f"{SOURCE} -o OUT.html"),
+        epilog=examples(
+            ("report --example -o report.html", "the bundled model's page"),
+            ("report model.pt -o report.html --no-stats", "structure only: reads no weights"),
+        ),
+        formatter_class=Formatter,
         description="Write one HTML page about the model: the summary table, the parameter "
         "verification, the initializer verdicts and, for every convolution, its kernel slices "
         "and the histogram of its weights against their initializer. The page is self-contained "
@@ -23,7 +29,16 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "open it in any browser or send it as one file.",
     )
     add_source(parser)
-    parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.html")
+    files(
+        parser.add_argument(
+            "-o",
+            "--output",
+            required=True,
+            type=Path,
+            metavar="OUT.html",
+            help="the HTML page to write (replaced if it exists, never onto the model file)",
+        )
+    )
     parser.add_argument(
         "--no-stats",
         action="store_true",

@@ -8,7 +8,14 @@ import sys
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from weightscope.cli.options import add_reading_options, limits_from
+from weightscope.cli.options import (
+    Formatter,
+    add_reading_options,
+    examples,
+    files,
+    limits_from,
+    usage,
+)
 
 DESCRIPTION = """\
 Read every model file under PATH (files, folders walked recursively, globs such as
@@ -29,13 +36,11 @@ The table is written as Parquet, CSV or JSON Lines, by OUT's extension. Run the 
 again and files whose size, modification time and SHA-256 are unchanged keep their rows
 without being read; changed and new files are scanned, vanished ones dropped."""
 
-EPILOG = """\
-examples:
-  weightscope scan checkpoints/ -o zoo.parquet           every model under a folder
-  weightscope scan 'runs/**/*.pt' hub/ -o zoo.csv         a glob and a folder, as CSV
-  weightscope scan zoo/ -o zoo.parquet --jobs 8           eight worker processes
-  weightscope scan /shared/zoo -o zoo.parquet --dask tcp://scheduler:8786
-                                                         on a running Dask cluster
+EPILOG = examples(
+    ("scan checkpoints/ -o zoo.parquet", "every model under a folder"),
+    ("scan 'runs/**/*.pt' hub/ -o zoo.csv --jobs 8", "a glob and a folder, as CSV, 8 workers"),
+    ("scan /shared/zoo -o zoo.parquet --dask tcp://scheduler:8786", "on a running Dask cluster"),
+    notes="""\
 then, in Python:
   import pandas as pd
   t = pd.read_parquet("zoo.parquet")
@@ -43,7 +48,8 @@ then, in Python:
 
 exit status: 0 when the table was written (files that could not be read are rows with an
 error), 2 when it could not be, 130 when interrupted (the files done so far are written, and a
-re-run goes on from there)."""
+re-run goes on from there).""",
+)
 
 
 def _positive_int(text: str) -> int:
@@ -79,17 +85,20 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(
         "scan",
         help="many model files into one table (Parquet/CSV/JSONL), with health flags",
+        usage=usage("PATH... -o OUT"),
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=Formatter,
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="file, folder or glob")
-    parser.add_argument(
-        "-o",
-        "--output",
-        required=True,
-        metavar="OUT",
-        help="the table: .parquet, .csv or .jsonl (an existing one is resumed)",
+    files(parser.add_argument("paths", nargs="+", metavar="PATH", help="file, folder or glob"))
+    files(
+        parser.add_argument(
+            "-o",
+            "--output",
+            required=True,
+            metavar="OUT",
+            help="the table: .parquet, .csv or .jsonl (an existing one is resumed)",
+        )
     )
     parser.add_argument(
         "--jobs",
@@ -173,12 +182,24 @@ def _report(summary: Any, as_json: bool) -> None:
     state = "interrupted; wrote" if summary.interrupted else "wrote"
     where = summary.output if summary.written else f"{summary.output} (unchanged)"
     print(
-        f"{state} {summary.files:,} models to {where}: {summary.scanned:,} read, "
-        f"{summary.reused:,} unchanged, {summary.errors:,} with errors, {summary.flagged:,} "
-        f"with flagged layers; {summary.not_models:,} other files passed over "
-        f"({summary.seconds:.1f} s)",
+        f"{state} {counted(summary.models, 'model')} to {where}: "
+        f"{counted(summary.scanned, 'file')} read, {summary.reused:,} unchanged; "
+        f"{counted(summary.errors, 'error')}; "
+        f"{counted(summary.flagged, 'model')} with flagged layers; "
+        f"{_others(summary.not_models)} ({summary.seconds:.1f} s)",
         file=sys.stderr,
     )
+
+
+def _others(count: int) -> str:
+    if count == 0:
+        return "no other files"
+    return f"{counted(count, 'other file')} {'is not a model' if count == 1 else 'are not models'}"
+
+
+def counted(count: int, noun: str) -> str:
+    """``1 model``, ``2 models``, ``0 errors``: the count with its noun, plural unless one."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 class _ProgressBar:

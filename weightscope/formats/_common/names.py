@@ -99,4 +99,3 @@ def layer_norm_name(names: Iterable[str]) -> str | None:
         if found & LAYER_NORM_WORDS or {"layer", "norm"} <= found or "norm" in found:
             return part
     return None
-

@@ -109,6 +109,7 @@ def load_object(proto: Any, limits: Limits = DEFAULT) -> Model:
 
 def _build(proto: Any, path: Path | None, open_file: Any, region: Any, limits: Limits) -> Model:
     from weightscope.formats.onnx.graph import Scope
+    from weightscope.formats.onnx.names import name_modules
     from weightscope.formats.onnx.ops import GraphReader
     from weightscope.formats.onnx.tensors import TensorContext
 
@@ -123,6 +124,7 @@ def _build(proto: Any, path: Path | None, open_file: Any, region: Any, limits: L
     reader.unused_constants()
     opset = {(o.domain or "ai.onnx"): int(o.version) for o in proto.opset_import}
     producer = " ".join(p for p in (proto.producer_name, proto.producer_version) if p) or None
+    name_modules(reader.layers, producer)
     version = f"opset {opset['ai.onnx']}" if "ai.onnx" in opset else None
     notes = [f"ONNX IR version {proto.ir_version}"] if proto.ir_version else []
     notes.extend(ctx.notes)
