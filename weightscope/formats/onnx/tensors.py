@@ -11,7 +11,7 @@ from pathlib import Path, PureWindowsPath
 import numpy as np
 import onnx
 
-from weightscope.dtypes import BFLOAT16, bfloat16_to_float32
+from weightscope.dtypes import BFLOAT16, bfloat16_to_float32, float8_to_float32
 from weightscope.errors import (
     CorruptFileError,
     UnsafeFileError,
@@ -47,7 +47,7 @@ DTYPES: dict[int, str] = {
     T.BFLOAT16: BFLOAT16,
 }
 
-# 8-bit float formats, decoded through ml_dtypes (a dependency of onnx itself).
+# 8-bit float formats, decoded by table (``dtypes.float8_to_float32``).
 FLOAT8: dict[int, str] = {
     T.FLOAT8E4M3FN: "float8_e4m3fn",
     T.FLOAT8E4M3FNUZ: "float8_e4m3fnuz",
@@ -370,9 +370,7 @@ def _typed_field_array(
 
 
 def _float8(bits: np.ndarray, name: str) -> np.ndarray:
-    import ml_dtypes
-
-    return bits.view(getattr(ml_dtypes, name)).astype(np.float32)
+    return float8_to_float32(bits, name)
 
 
 class Float8Source:
