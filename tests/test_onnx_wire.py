@@ -408,6 +408,16 @@ def test_wire_format_corner_cases_decode_as_protobuf_parses_them(case):
     check_same(QUIRKS[case])
 
 
+def test_long_packed_varints_decode_block_by_block():
+    numbers = [0, 1, 127, 128, 300, 2**35, 2**63, 2**64 - 1, 5] * 7
+    data = b"".join(_varint(v) for v in numbers)
+    for block in (1, 2, 3, 7, 1 << 20):
+        got = wire.packed_varints(data, 0, block=block)
+        assert got.dtype == np.uint64 and got.tolist() == numbers, block
+    with pytest.raises(wire.WireError, match="malformed"):
+        wire.packed_varints(data + b"\xff" * 10 + b"\x01", 0, block=4)
+
+
 def test_a_large_bulk_field_is_left_in_the_file():
     raw = np.arange(2000, dtype=np.float32).tobytes()
     data = _model(_tensor(_field(8, LEN, b"w"), _field(9, LEN, raw), _field(1, VARINT, 2000)))

@@ -133,28 +133,32 @@ def _text(raw: Any) -> Any:
         return bytes(raw)
 
 
-def packed_varints(data: Any, at: int) -> np.ndarray:
+def packed_varints(data: Any, at: int, block: int = 1 << 20) -> np.ndarray:
     """The varints filling ``data`` (a packed repeated field whose value starts at byte ``at``
-    of the file), as uint64, decoded with numpy."""
+    of the file), as uint64, decoded with numpy ``block`` values at a time (so that what is
+    held besides the result stays about its size)."""
     raw = np.frombuffer(data, np.uint8)
     if raw.size == 0:
         return np.zeros(0, np.uint64)
-    last = raw < 0x80
-    if not last[-1]:
+    if raw[-1] & 0x80:
         raise WireError(f"truncated number in the packed field at byte {at}")
-    ends = np.flatnonzero(last)
-    starts = np.empty_like(ends)
-    starts[0] = 0
-    starts[1:] = ends[:-1] + 1
-    lengths = ends - starts + 1
-    longest = int(lengths.max())
-    if longest > 10:
-        raise WireError(f"malformed number in the packed field at byte {at}")
-    values = np.zeros(ends.size, np.uint64)
-    for k in range(longest):
-        has = lengths > k
-        septet = (raw[starts[has] + k] & 0x7F).astype(np.uint64)
-        values[has] |= septet << np.uint64(7 * k)
+    ends = np.flatnonzero(raw < 0x80)
+    values = np.empty(ends.size, np.uint64)
+    for first in range(0, ends.size, block):
+        last = ends[first : first + block]
+        starts = np.empty_like(last)
+        starts[0] = ends[first - 1] + 1 if first else 0
+        starts[1:] = last[:-1] + 1
+        lengths = last - starts + 1
+        longest = int(lengths.max())
+        if longest > 10:
+            raise WireError(f"malformed number in the packed field at byte {at}")
+        decoded = np.zeros(last.size, np.uint64)
+        for k in range(longest):
+            has = lengths > k
+            septets = (raw[starts[has] + k] & 0x7F).astype(np.uint64)
+            decoded[has] |= septets << np.uint64(7 * k)
+        values[first : first + last.size] = decoded
     return values
 
 
