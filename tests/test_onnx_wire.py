@@ -418,6 +418,16 @@ def test_long_packed_varints_decode_block_by_block():
         wire.packed_varints(data + b"\xff" * 10 + b"\x01", 0, block=4)
 
 
+@pytest.mark.parametrize("pieces", [1, 2, 3, 5])
+def test_a_live_proto_serialised_in_pieces_decodes_as_a_whole_one(pieces, rng):
+    """How a live ModelProto over protobuf's 2 GB is serialised: field by field, ``pieces``
+    levels deep (raw_data written by weightscope from 3 on), decoded as protobuf parses it."""
+    model = control_flow_model(rng)
+    data = wire.serialise(model, pieces=pieces)
+    assert isinstance(data, bytearray) and len(data) == model.ByteSize()
+    assert differences(decode(bytes(data)), model, "ModelProto") == []
+
+
 def test_a_large_bulk_field_is_left_in_the_file():
     raw = np.arange(2000, dtype=np.float32).tobytes()
     data = _model(_tensor(_field(8, LEN, b"w"), _field(9, LEN, raw), _field(1, VARINT, 2000)))

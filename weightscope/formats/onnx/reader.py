@@ -95,13 +95,16 @@ def match_object(obj: Any) -> bool:
 
 
 def load_object(proto: Any, limits: Limits = DEFAULT) -> Model:
-    """A live ``onnx.ModelProto``: serialised with its own ``SerializeToString`` and decoded
-    as a file is (tensor data read from the serialised bytes, not copied again)."""
+    """A live ``onnx.ModelProto``: serialised (with its own ``SerializeToString`` where protobuf
+    allows) and decoded as a file is (tensor data read from the serialised bytes, not copied
+    again)."""
+    from weightscope.formats.onnx.wire import serialise
+
     if not proto.HasField("graph"):
         raise WeightscopeError(f"{LIVE}: not an ONNX model: it has no graph")
     try:
-        data = proto.SerializeToString()
-    except Exception as exc:  # protobuf refuses messages over 2 GB
+        data = serialise(proto)
+    except Exception as exc:  # whatever protobuf raises, said in one line
         raise WeightscopeError(f"{LIVE}: cannot be serialised to be read: {exc}") from None
     try:
         decoded = _decode(memoryview(data), LIVE, limits, cut_bulk=False)

@@ -375,6 +375,52 @@ def _join(field: Field, runs: list[Any]) -> Any:
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
+def encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def serialise(message: Any, pieces: int = 0) -> bytes | bytearray:
+    """A live protobuf message (an ``onnx.ModelProto``) as bytes: its own ``SerializeToString``,
+    or, where protobuf refuses (a message over 2 GB: a model whose external data ``onnx.load``
+    pulled in), the same message serialised field by field, each sub-message by protobuf where
+    it can and by this function where it cannot, a ``bytes`` field (``raw_data``) written here.
+    Field order may differ from protobuf's, which decoding does not mind. ``pieces``: serialise
+    this many levels field by field even where protobuf would not refuse (for the tests)."""
+    if pieces <= 0:
+        try:
+            return message.SerializeToString()
+        except Exception:  # protobuf's error for an oversized message varies by version
+            pass
+    fields = []
+    shell = type(message)()
+    for field, value in message.ListFields():
+        repeated = getattr(field, "is_repeated", None)
+        if repeated is None:
+            repeated = field.label == field.LABEL_REPEATED
+        if field.message_type is not None or (field.type == field.TYPE_BYTES and not repeated):
+            fields.append((field, value, repeated))
+        elif repeated:
+            getattr(shell, field.name).extend(value)
+        else:
+            setattr(shell, field.name, value)
+    out = bytearray(shell.SerializeToString())
+    for field, value, repeated in fields:
+        for item in value if repeated else [value]:
+            data = item if field.message_type is None else serialise(item, pieces - 1)
+            out += encode_varint(field.number << 3 | LENGTH_DELIMITED)
+            out += encode_varint(len(data))
+            out += data
+    return out
+
+
 def looks_like_model(head: bytes) -> bool:
     """Whether ``head`` starts like a serialized ModelProto: its first fields are ModelProto
     fields of the right wire type, ``ir_version`` first (every exporter writes it first)."""
