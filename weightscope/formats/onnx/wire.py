@@ -5,9 +5,10 @@ neither onnx nor protobuf, and tensor data is never parsed.
 the file is mapped and its messages are decoded tag by tag into the small classes of ``proto``,
 which lists the fields the reader uses with their numbers from ``onnx.proto``; every other field
 is stepped over, its framing checked. A tensor's bulk field (``raw_data``, or packed
-``float_data`` / ``double_data``) of ``SMALL_BULK_BYTES`` or more is not read: its place in the
-file goes into the tensor's ``region`` and its data is read by offset when asked for. What is
-decoded (graph, nodes, attributes, names, dims, small constants) is small.
+``float_data`` / ``double_data``) of ``SMALL_BULK_BYTES`` or more, when it is the tensor's only
+one, is not read: its place in the file goes into the tensor's ``region`` and its data is read by
+offset when asked for. What is decoded (graph, nodes, attributes, names, dims, small constants)
+is small. A live ``ModelProto`` is serialised (``serialise``) and decoded from those bytes.
 
 Protobuf's rules are kept: the last value of a singular field wins and a message given twice is
 merged with the first; repeated numbers may come packed or one by one; a field of an unknown
