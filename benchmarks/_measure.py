@@ -31,8 +31,13 @@ class Runs:
     command: list[str]
     reports_json: bool = False
     """The child prints one JSON line (its last line on stdout) of in-process figures."""
+    expected_exit: int = 0
+    """The exit status of a run that went as intended (2: a file refused with one line)."""
     wall: list[float] = field(default_factory=list)
     rss_kib: list[int] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    """The child's user + system CPU seconds (``wait4``): less disturbed by other load than wall
+    time, though not immune to it."""
     extra: list[dict] = field(default_factory=list)
 
     @property
@@ -50,6 +55,7 @@ class Runs:
     def clear(self) -> None:
         self.wall.clear()
         self.rss_kib.clear()
+        self.cpu.clear()
         self.extra.clear()
 
 
@@ -64,7 +70,8 @@ def warm_page_cache(path: Path) -> float:
 
 
 def run_once(runs: Runs) -> None:
-    """Spawn, reap with wait4, record wall time and the child's peak RSS (exit 2 if it fails)."""
+    """Spawn, reap with wait4, record wall time and the child's peak RSS (exit 2 if it fails:
+    ends with another status than ``runs.expected_exit``)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         stdout = out if runs.reports_json else subprocess.DEVNULL
         start = time.perf_counter()
@@ -72,7 +79,7 @@ def run_once(runs: Runs) -> None:
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - start
         process.returncode = os.waitstatus_to_exitcode(status)
-        if process.returncode != 0:
+        if process.returncode != runs.expected_exit:
             err.seek(0)
             tail = err.read().decode(errors="replace")[-3000:]
             print(f"\n{runs.name} failed (exit {process.returncode}):\n{tail}", file=sys.stderr)
@@ -83,6 +90,7 @@ def run_once(runs: Runs) -> None:
             runs.extra.append(json.loads(lines[-1]))
     runs.wall.append(wall)
     runs.rss_kib.append(usage.ru_maxrss)
+    runs.cpu.append(usage.ru_utime + usage.ru_stime)
 
 
 def measure(path: Path, schedule: Sequence[tuple[Runs, int]]) -> float:

@@ -1,4 +1,6 @@
-"""Reading a file never imports torch, tensorflow or keras (checked in a fresh interpreter)."""
+"""Reading a file never imports torch, tensorflow or keras, nor (for ONNX) onnx, protobuf or
+ml_dtypes; refusing a file and printing help import nothing heavy either (checked in a fresh
+interpreter)."""
 
 from __future__ import annotations
 
@@ -14,22 +16,84 @@ pytestmark = pytest.mark.slow  # fresh interpreters, one per file
 
 FRAMEWORKS = ("torch", "tensorflow", "keras", "tf_keras", "jax", "onnx")
 
-# Reading an ONNX file uses onnx's own protobuf classes, so onnx may be imported then; nothing
-# that runs a model may be.
-ONNX_FILE_FORBIDDEN = ("torch", "tensorflow", "keras", "tf_keras", "jax", "onnxruntime")
+# Reading an ONNX file decodes its protobuf with weightscope's own wire reader: neither onnx, nor
+# protobuf (which onnx would bring), nor ml_dtypes (which onnx imports, ~0.8 s), nor anything that
+# runs a model is imported.
+ONNX_FILE_FORBIDDEN = (*FRAMEWORKS, "onnxruntime", "google.protobuf", "ml_dtypes")
 
-CHECK_TEMPLATE = """
+HEAVY = (
+    *ONNX_FILE_FORBIDDEN,
+    "matplotlib",
+    "h5py",
+    "pandas",
+    "pyarrow",
+    "dask",
+    "distributed",
+    "ipywidgets",
+    "scipy",
+)
+"""What neither ``--help`` nor refusing a file of no known format may import (numpy and rich
+are imported with the package)."""
+
+LOADED = """
+def loaded(names):
+    return sorted(m for m in sys.modules if any(m == n or m.startswith(n + ".") for n in names))
+"""
+
+CHECK_TEMPLATE = (
+    """
 import sys
 from weightscope.cli.app import main
 codes = [main(["inspect", sys.argv[1]]), main(["inspect", sys.argv[1], "--json"]),
          main(["export", sys.argv[1], "-o", sys.argv[2]])]
 assert codes == [0, 0, 0], codes
-loaded = sorted(m for m in sys.modules if m.split(".")[0] in {forbidden!r})
-print("FRAMEWORKS:", loaded)
 """
+    + LOADED
+    + """
+print("FRAMEWORKS:", loaded({forbidden!r}))
+"""
+)
 
-CHECK = CHECK_TEMPLATE.format(forbidden=set(FRAMEWORKS))
-ONNX_CHECK = CHECK_TEMPLATE.format(forbidden=set(ONNX_FILE_FORBIDDEN))
+CHECK = CHECK_TEMPLATE.format(forbidden=FRAMEWORKS)
+ONNX_CHECK = CHECK_TEMPLATE.format(forbidden=ONNX_FILE_FORBIDDEN)
+
+REFUSE_CHECK = (
+    """
+import sys
+from weightscope.cli.app import main
+assert main(["inspect", sys.argv[1]]) == 2
+"""
+    + LOADED
+    + f"""
+print("HEAVY:", loaded({HEAVY!r}))
+"""
+)
+
+HELP_CHECK = (
+    """
+import sys
+from weightscope.cli.app import main
+from weightscope.cli.options import COMMANDS
+for command in [[], *([name] for name in COMMANDS)]:
+    try:
+        main([*command, "--help"])
+    except SystemExit as exc:
+        assert exc.code == 0, (command, exc.code)
+    else:
+        raise AssertionError(f"{command} --help did not exit")
+"""
+    + LOADED
+    + f"""
+print("HEAVY:", loaded({HEAVY!r}))
+"""
+)
+
+
+def run_check(check: str, *args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", check, *map(str, args)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
 
 
 def keras_files(tmp_path):
@@ -55,17 +119,15 @@ def numpy_files(tmp_path):
 
 def test_inspect_and_export_import_no_framework(tmp_path):
     for path in [weightscope.example_path(), *keras_files(tmp_path), *numpy_files(tmp_path)]:
-        result = subprocess.run(
-            [sys.executable, "-c", CHECK, str(path), str(tmp_path / "out.npz")],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+        result = run_check(CHECK, path, tmp_path / "out.npz")
         assert result.returncode == 0, result.stderr
         assert "FRAMEWORKS: []" in result.stdout, result.stdout
 
 
 def onnx_files(tmp_path):
     """A small Conv model saved whole (its 4.6 KB kernel inside the .onnx, read by offset) and
-    with its tensors in an external data file."""
+    with its tensors in an external data file; and one whose weights are 8-bit floats (decoded
+    by weightscope: onnx would use ml_dtypes)."""
     onnx = pytest.importorskip("onnx")
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
@@ -90,15 +152,43 @@ def onnx_files(tmp_path):
     onnx.save_model(model, inline)
     onnx.save_model(model, external, save_as_external_data=True, location="w.bin", size_threshold=0)
     assert (external.parent / "w.bin").is_file()
-    return [inline, external]
+    float8 = tmp_path / "float8" / "m.onnx"
+    float8.parent.mkdir()
+    bits = rng.integers(0, 0x70, (16, 8, 3, 3), dtype=np.uint8)  # finite, positive
+    kernel = TensorProto(name="W", data_type=TensorProto.FLOAT8E4M3FN, dims=bits.shape)
+    kernel.raw_data = bits.tobytes()
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["X", "W"], ["Y"], name="conv")],
+        "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 8, 5, 5])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+        [kernel],
+    )
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), float8)
+    return [inline, external, float8]
 
 
 def test_onnx_files_import_no_runtime_or_framework(tmp_path):
     for path in onnx_files(tmp_path):
-        result = subprocess.run(
-            [sys.executable, "-c", ONNX_CHECK, str(path), str(tmp_path / "out.npz")],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+        result = run_check(ONNX_CHECK, path, tmp_path / "out.npz")
         assert result.returncode == 0, result.stderr
         assert '"framework": "onnx"' in result.stdout  # read by the ONNX adapter
+        assert '"float8_e4m3fn"' in result.stdout or "float8" not in str(path)
         assert "FRAMEWORKS: []" in result.stdout, result.stdout
+
+
+def test_refusing_an_unknown_file_imports_nothing_heavy(tmp_path):
+    for name, content in (("notes.txt", b"just some text\n" * 50), ("blob", bytes(range(256)))):
+        path = tmp_path / name
+        path.write_bytes(content)
+        result = run_check(REFUSE_CHECK, path)
+        assert result.returncode == 0, result.stderr
+        assert "unknown format" in result.stderr
+        assert "HEAVY: []" in result.stdout, result.stdout
+
+
+def test_help_of_every_command_imports_nothing_heavy():
+    result = run_check(HELP_CHECK)
+    assert result.returncode == 0, result.stderr
+    assert "usage: weightscope" in result.stdout
+    assert "HEAVY: []" in result.stdout, result.stdout[-2000:]

@@ -1,2 +1,2 @@
-"""ONNX models, from files (walked at the protobuf wire level) or live ``ModelProto``s.
-``reader`` is the entry point."""
+"""ONNX models, from files (their protobuf decoded by weightscope's own wire reader) or live
+``ModelProto``s. ``reader`` is the entry point."""

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from weightscope.model import TensorSource
 
 _STORAGE_IDS = itertools.count()
-"""Identities of stored tensors (``id()`` of a protobuf message is not stable: upb hands out a
-new wrapper on each access)."""
+"""Identities of stored tensors, counted here rather than taken from ``id()`` of a message: the
+messages a file leaves out (an attribute's absent ``t``) share one empty default."""
 
 
 def new_storage_id() -> int:

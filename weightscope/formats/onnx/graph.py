@@ -9,10 +9,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import numpy as np
-import onnx
 
 from weightscope.formats._common.file_region import OpenFile, declared_bytes
 from weightscope.formats.onnx.constants import Constant, new_storage_id
+from weightscope.formats.onnx.proto import (
+    AttributeProto,
+    AttributeType,
+    DataType,
+    GraphProto,
+    NodeProto,
+    SparseTensorProto,
+    TensorProto,
+)
 from weightscope.formats.onnx.sparse import sparse_constant
 from weightscope.formats.onnx.tensors import TensorContext, dtype_name, tensor_source
 from weightscope.model import ArraySource, TensorSource
@@ -73,12 +81,12 @@ class DerivedSource:
         return compute_stats(self.chunks(max_elements))
 
 
-def attributes(node: onnx.NodeProto) -> dict[str, object]:
+def attributes(node: NodeProto) -> dict[str, object]:
     """A node's attributes as plain Python values (subgraphs and tensors left as messages)."""
     values: dict[str, object] = {}
     for attr in node.attribute:
         kind = attr.type
-        A = onnx.AttributeProto
+        A = AttributeType
         if kind == A.INT:
             values[attr.name] = int(attr.i)
         elif kind == A.FLOAT:
@@ -103,7 +111,7 @@ class Scope:
 
     def __init__(
         self,
-        graph: onnx.GraphProto,
+        graph: GraphProto,
         ctx: TensorContext,
         parent: Scope | None = None,
         where: str | None = None,
@@ -116,10 +124,10 @@ class Scope:
         self.nodes = list(graph.node)
         """The graph's nodes, held so that their ``id()`` is stable while the graph is read."""
         self.constants: dict[str, Constant] = {}
-        self.producers: dict[str, onnx.NodeProto] = {}
+        self.producers: dict[str, NodeProto] = {}
         self.constant_nodes: set[int] = set()
         self._resolved: dict[str, Constant | None] = {}
-        self._readers: dict[str, list[onnx.NodeProto]] | None = None
+        self._readers: dict[str, list[NodeProto]] | None = None
         self._escaping: set[str] = set()
         for tensor in graph.initializer:
             self._add_stored(tensor.name, tensor)
@@ -135,26 +143,26 @@ class Scope:
                     self.constants[node.output[0]] = constant
                     self.constant_nodes.add(index)
 
-    def _add_stored(self, name: str, tensor: onnx.TensorProto) -> Constant:
+    def _add_stored(self, name: str, tensor: TensorProto) -> Constant:
         source = tensor_source(tensor, self.ctx)
         shape = tuple(int(d) for d in tensor.dims)
         constant = Constant(name, source, shape, dtype_name(tensor.data_type), new_storage_id())
         self.constants[name] = constant
         return constant
 
-    def _add_sparse(self, name: str, sparse: onnx.SparseTensorProto) -> None:
+    def _add_sparse(self, name: str, sparse: SparseTensorProto) -> None:
 
         self.constants[name] = sparse_constant(name, sparse, self.ctx)
 
-    def _constant_node_value(self, node: onnx.NodeProto) -> Constant | None:
+    def _constant_node_value(self, node: NodeProto) -> Constant | None:
         name = node.output[0]
         for attr in node.attribute:
-            if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
+            if attr.name == "value" and attr.type == AttributeType.TENSOR:
                 tensor = attr.t
                 source = tensor_source(tensor, self.ctx)
                 shape = tuple(int(d) for d in tensor.dims)
                 return Constant(name, source, shape, dtype_name(tensor.data_type), new_storage_id())
-            if attr.name == "sparse_value" and attr.type == onnx.AttributeProto.SPARSE_TENSOR:
+            if attr.name == "sparse_value" and attr.type == AttributeType.SPARSE_TENSOR:
                 return sparse_constant(name, attr.sparse_tensor, self.ctx)
             array = _scalar_attribute(attr)
             if array is not None:
@@ -167,7 +175,7 @@ class Scope:
         """The constant value named ``name`` as seen from this graph, or None if it is computed
         at run time. Chains of static nodes are followed in a loop (they can be thousands long
         in a valid model), then applied from the stored tensor outwards."""
-        pending: list[tuple[Scope, onnx.NodeProto, str]] = []
+        pending: list[tuple[Scope, NodeProto, str]] = []
         seen: set[tuple[int, str]] = set()
         scope: Scope = self
         current = name
@@ -205,7 +213,7 @@ class Scope:
             owner._resolved[output] = base
         return base
 
-    def producer(self, name: str) -> onnx.NodeProto | None:
+    def producer(self, name: str) -> NodeProto | None:
         scope: Scope | None = self
         while scope is not None:
             if name in scope.producers:
@@ -215,7 +223,7 @@ class Scope:
             scope = scope.parent
         return None
 
-    def sole_reader(self, name: str) -> onnx.NodeProto | None:
+    def sole_reader(self, name: str) -> NodeProto | None:
         """The one node of this graph that reads value ``name``, through one input only; None
         where no node or several read it, or where it is also seen outside this graph's nodes
         (a graph output, or a name used inside a subgraph of one of them)."""
@@ -226,11 +234,11 @@ class Scope:
             return None
         return readers[0]
 
-    def _find_readers(self) -> tuple[dict[str, list[onnx.NodeProto]], set[str]]:
+    def _find_readers(self) -> tuple[dict[str, list[NodeProto]], set[str]]:
         """Each value's readers among this graph's nodes (once per input), and the names seen
         outside them: this graph's outputs and every name a nested graph reads or outputs
         (shadowing ignored: a name counts as escaping even if a subgraph reuses it)."""
-        readers: dict[str, list[onnx.NodeProto]] = {}
+        readers: dict[str, list[NodeProto]] = {}
         for node in self.nodes:
             for name in node.input:
                 if name:
@@ -252,7 +260,7 @@ class Scope:
             return None
         return [int(v) for v in np.asarray(constant.source.read()).reshape(-1)]
 
-    def _apply(self, node: onnx.NodeProto, base: Constant) -> Constant | None:
+    def _apply(self, node: NodeProto, base: Constant) -> Constant | None:
         try:
             derived = _STATIC_OPS[node.op_type](self, node, base)
         except (ValueError, TypeError, IndexError):
@@ -266,21 +274,21 @@ class Scope:
         return replace(derived, name=base.name, steps=steps, step_count=base.step_count + 1)
 
 
-def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
-    graphs: list[onnx.GraphProto] = []
+def _subgraphs(node: NodeProto) -> list[GraphProto]:
+    graphs: list[GraphProto] = []
     for attr in node.attribute:
-        if attr.type == onnx.AttributeProto.GRAPH:
+        if attr.type == AttributeType.GRAPH:
             graphs.append(attr.g)
         graphs.extend(attr.graphs)
     return graphs
 
 
-def _is_static_op(node: onnx.NodeProto) -> bool:
+def _is_static_op(node: NodeProto) -> bool:
     return node.domain in ("", "ai.onnx") and node.op_type in _STATIC_OPS and bool(node.input)
 
 
-def _scalar_attribute(attr: onnx.AttributeProto) -> np.ndarray | None:
-    A = onnx.AttributeProto
+def _scalar_attribute(attr: AttributeProto) -> np.ndarray | None:
+    A = AttributeType
     if attr.name == "value_float" and attr.type == A.FLOAT:
         return np.asarray(attr.f, np.float32)
     if attr.name == "value_floats" and attr.type == A.FLOATS:
@@ -302,22 +310,22 @@ def _with(
     return replace(base, source=source, shape=shape, dtype=dtype or base.dtype, steps=(step,))
 
 
-def _identity(scope: Scope, node: onnx.NodeProto, base: Constant) -> Constant:
+def _identity(scope: Scope, node: NodeProto, base: Constant) -> Constant:
     return _with(base, base.source, base.shape, "")
 
 
 _CAST_TYPES: dict[int, type[np.generic]] = {
-    onnx.TensorProto.FLOAT: np.float32,
-    onnx.TensorProto.DOUBLE: np.float64,
-    onnx.TensorProto.FLOAT16: np.float16,
-    onnx.TensorProto.INT8: np.int8,
-    onnx.TensorProto.UINT8: np.uint8,
-    onnx.TensorProto.INT32: np.int32,
-    onnx.TensorProto.INT64: np.int64,
+    DataType.FLOAT: np.float32,
+    DataType.DOUBLE: np.float64,
+    DataType.FLOAT16: np.float16,
+    DataType.INT8: np.int8,
+    DataType.UINT8: np.uint8,
+    DataType.INT32: np.int32,
+    DataType.INT64: np.int64,
 }
 
 
-def _cast(scope: Scope, node: onnx.NodeProto, base: Constant) -> Constant | None:
+def _cast(scope: Scope, node: NodeProto, base: Constant) -> Constant | None:
     to = attributes(node).get("to")
     if not isinstance(to, int) or to not in _CAST_TYPES:
         return None
@@ -345,7 +353,7 @@ def _reshaped(base: Constant, shape: tuple[int, ...], step: str) -> Constant:
     return _with(base, DerivedSource(base.source, reshape), shape, step)
 
 
-def _reshape(scope: Scope, node: onnx.NodeProto, base: Constant) -> Constant | None:
+def _reshape(scope: Scope, node: NodeProto, base: Constant) -> Constant | None:
     if len(node.input) < 2:
         return None
     target = scope.small_ints(node.input[1])
@@ -366,7 +374,7 @@ def _reshape(scope: Scope, node: onnx.NodeProto, base: Constant) -> Constant | N
     return _reshaped(base, tuple(dims), f"(shape={list(dims)})")
 
 
-def _transpose(scope: Scope, node: onnx.NodeProto, base: Constant) -> Constant | None:
+def _transpose(scope: Scope, node: NodeProto, base: Constant) -> Constant | None:
     perm_value = attributes(node).get("perm")
     rank = len(base.shape)
     perm = list(perm_value) if isinstance(perm_value, list) else list(reversed(range(rank)))
@@ -380,7 +388,7 @@ def _transpose(scope: Scope, node: onnx.NodeProto, base: Constant) -> Constant |
     return _with(base, DerivedSource(base.source, transpose), shape, f"(perm={perm})")
 
 
-def _axes(scope: Scope, node: onnx.NodeProto) -> list[int] | None:
+def _axes(scope: Scope, node: NodeProto) -> list[int] | None:
     axes = attributes(node).get("axes")
     if isinstance(axes, list):
         return axes
@@ -389,7 +397,7 @@ def _axes(scope: Scope, node: onnx.NodeProto) -> list[int] | None:
     return None
 
 
-def _squeeze(scope: Scope, node: onnx.NodeProto, base: Constant) -> Constant | None:
+def _squeeze(scope: Scope, node: NodeProto, base: Constant) -> Constant | None:
     rank = len(base.shape)
     axes = _axes(scope, node)
     if axes is None:
@@ -402,7 +410,7 @@ def _squeeze(scope: Scope, node: onnx.NodeProto, base: Constant) -> Constant | N
     return _reshaped(base, shape, f"(axes={sorted(drop)})")
 
 
-def _unsqueeze(scope: Scope, node: onnx.NodeProto, base: Constant) -> Constant | None:
+def _unsqueeze(scope: Scope, node: NodeProto, base: Constant) -> Constant | None:
     axes = _axes(scope, node)
     if axes is None or len(axes) > MAX_SHAPE_ARGUMENT:
         return None
@@ -414,7 +422,7 @@ def _unsqueeze(scope: Scope, node: onnx.NodeProto, base: Constant) -> Constant |
     return _reshaped(base, tuple(dims), f"(axes={positions})")
 
 
-def _flatten(scope: Scope, node: onnx.NodeProto, base: Constant) -> Constant | None:
+def _flatten(scope: Scope, node: NodeProto, base: Constant) -> Constant | None:
     axis_value = attributes(node).get("axis", 1)
     axis = int(axis_value) if isinstance(axis_value, int) else 1
     axis %= len(base.shape) + 1
@@ -422,7 +430,7 @@ def _flatten(scope: Scope, node: onnx.NodeProto, base: Constant) -> Constant | N
     return _reshaped(base, shape, f"(axis={axis})")
 
 
-_STATIC_OPS: dict[str, Callable[[Scope, onnx.NodeProto, Constant], Constant | None]] = {
+_STATIC_OPS: dict[str, Callable[[Scope, NodeProto, Constant], Constant | None]] = {
     "Identity": _identity,
     "Cast": _cast,
     "Reshape": _reshape,

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-import onnx
 
 from weightscope import layouts
 from weightscope.dtypes import is_float
@@ -22,6 +21,7 @@ from weightscope.formats.onnx.graph import (
     Scope,
     attributes,
 )
+from weightscope.formats.onnx.proto import AttributeType, NodeProto
 from weightscope.kinds import Kind
 from weightscope.limits import LimitExceeded
 from weightscope.model import NON_TRAINABLE_ROLES, Layer, Tensor
@@ -32,7 +32,7 @@ QUANTIZATION_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuan
 
 @dataclass(frozen=True)
 class Quantization:
-    node: onnx.NodeProto
+    node: NodeProto
     scale: Constant | None
     zero_point: Constant | None
     axis: int
@@ -48,7 +48,7 @@ class Weight:
 class LayerDraft:
     """A layer being assembled from one node (and the nodes folded into it)."""
 
-    node: onnx.NodeProto
+    node: NodeProto
     scope: Scope
     kind: str
     groups: int = 1
@@ -89,7 +89,7 @@ class GraphReader:
 
     def _read_layers(self, scope: Scope, depth: int = 1) -> None:
         """The layers of ``scope``'s graph, then of the subgraphs in it (``depth`` graphs deep,
-        within ``max_graph_depth``: a file's skeleton was already checked, a live proto not)."""
+        within ``max_graph_depth``, which the wire reader already held the file to)."""
         limit = scope.ctx.limits.max_graph_depth
         if depth > limit:
             raise LimitExceeded(
@@ -104,7 +104,7 @@ class GraphReader:
                     self._finish(draft)
                     self.handled.add(id(node))
             for attr in node.attribute:
-                graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+                graphs = [attr.g] if attr.type == AttributeType.GRAPH else list(attr.graphs)
                 for graph in graphs:
                     where = f"{attr.name} of {node.op_type} '{node.name}'"
                     if scope.where:
@@ -121,7 +121,7 @@ class GraphReader:
             for name, constant in scope.constants.items():
                 if name in referenced or constant.storage in self.claimed:
                     continue
-                draft = LayerDraft(onnx.NodeProto(name=name), scope, "unknown")
+                draft = LayerDraft(NodeProto(name=name), scope, "unknown")
                 draft.tensors.append(
                     ("value", constant, None, None, _is_float_or_complex(constant))
                 )
@@ -230,7 +230,7 @@ class GraphReader:
             )
         )
 
-    def _other_node(self, scope: Scope, node: onnx.NodeProto) -> None:
+    def _other_node(self, scope: Scope, node: NodeProto) -> None:
         if node.op_type in STATIC_OPS and all(scope.resolve(o) for o in node.output if o):
             return  # a static function of constants: listed where it is used
         draft = LayerDraft(node, scope, "unknown")
@@ -252,8 +252,8 @@ class GraphReader:
 
 
 def _text(value: str | bytes) -> str:
-    """A name from the file as text: protobuf hands out a string field that is not valid UTF-8
-    as bytes."""
+    """A name from the file as text: the wire reader (as protobuf) hands out a string field that
+    is not valid UTF-8 as bytes."""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
@@ -261,11 +261,11 @@ def _is_float_or_complex(constant: Constant) -> bool:
     return (is_float(constant.dtype) or constant.dtype.startswith("complex")) and constant.size > 0
 
 
-def _label(node: onnx.NodeProto) -> str:
+def _label(node: NodeProto) -> str:
     return f"{node.op_type} '{node.name}'" if node.name else node.op_type
 
 
-def _plain_config(node: onnx.NodeProto) -> dict[str, object]:
+def _plain_config(node: NodeProto) -> dict[str, object]:
     return {k: v for k, v in attributes(node).items() if isinstance(v, (int, float, str, list))}
 
 
@@ -273,14 +273,14 @@ def _runtime(draft: LayerDraft, role: str, name: str) -> None:
     draft.notes.append(f"{role} '{name}' is computed at run time, not stored in the file")
 
 
-def _conv(reader: GraphReader, scope: Scope, node: onnx.NodeProto) -> LayerDraft | None:
+def _conv(reader: GraphReader, scope: Scope, node: NodeProto) -> LayerDraft | None:
     return _conv_like(reader, scope, node, weight_index=1, bias_index=2)
 
 
 def _conv_like(
     reader: GraphReader,
     scope: Scope,
-    node: onnx.NodeProto,
+    node: NodeProto,
     weight_index: int,
     bias_index: int,
     extra: tuple[tuple[int, str], ...] = (),
@@ -330,7 +330,7 @@ def _conv_like(
     return draft
 
 
-def _qlinear_conv(reader: GraphReader, scope: Scope, node: onnx.NodeProto) -> LayerDraft | None:
+def _qlinear_conv(reader: GraphReader, scope: Scope, node: NodeProto) -> LayerDraft | None:
     extra = (
         (1, "input_scale"),
         (2, "input_zero_point"),
@@ -346,7 +346,7 @@ def _qlinear_conv(reader: GraphReader, scope: Scope, node: onnx.NodeProto) -> La
     return draft
 
 
-def _gemm(reader: GraphReader, scope: Scope, node: onnx.NodeProto) -> LayerDraft | None:
+def _gemm(reader: GraphReader, scope: Scope, node: NodeProto) -> LayerDraft | None:
     if len(node.input) < 2:
         return None
     config = _plain_config(node)
@@ -375,7 +375,7 @@ def _gemm(reader: GraphReader, scope: Scope, node: onnx.NodeProto) -> LayerDraft
     return draft
 
 
-def _matmul(reader: GraphReader, scope: Scope, node: onnx.NodeProto) -> LayerDraft | None:
+def _matmul(reader: GraphReader, scope: Scope, node: NodeProto) -> LayerDraft | None:
     if len(node.input) != 2:
         return None
     if scope.resolve(node.input[0]) is not None and scope.resolve(node.input[1]) is not None:
@@ -397,13 +397,13 @@ def _matmul(reader: GraphReader, scope: Scope, node: onnx.NodeProto) -> LayerDra
 
 
 def _layout(
-    node: onnx.NodeProto, role: str, rank: int, kind: str, when: str | None = None
+    node: NodeProto, role: str, rank: int, kind: str, when: str | None = None
 ) -> str | None:
     """The native layout of a ``rank``-D ``role`` of ``node``, from the layout table."""
     return layouts.native_layout("onnx", role, rank, owner=node.op_type, kind=kind, when=when)
 
 
-def _vector_layout(node: onnx.NodeProto, kind: str, constant: Constant) -> str | None:
+def _vector_layout(node: NodeProto, kind: str, constant: Constant) -> str | None:
     """``C`` for a vector, ``NC`` for a vector broadcast as a ``(1, C)`` row where the table
     has one for the operator (``Gemm``, ``MatMul``); None for other shapes."""
     shape = constant.shape
@@ -413,8 +413,8 @@ def _vector_layout(node: onnx.NodeProto, kind: str, constant: Constant) -> str |
 
 
 def _bias_add(
-    reader: GraphReader, scope: Scope, node: onnx.NodeProto
-) -> tuple[onnx.NodeProto, Weight] | None:
+    reader: GraphReader, scope: Scope, node: NodeProto
+) -> tuple[NodeProto, Weight] | None:
     """The ``Add`` of a static weight that alone reads ``node``'s output (nothing else does:
     no other node, no graph output, no subgraph), and that weight."""
     if not node.output or not node.output[0]:
@@ -430,7 +430,7 @@ def _bias_add(
 
 
 def _fold_bias(
-    reader: GraphReader, scope: Scope, node: onnx.NodeProto, draft: LayerDraft, width: int
+    reader: GraphReader, scope: Scope, node: NodeProto, draft: LayerDraft, width: int
 ) -> None:
     """Take the bias of ``x @ kernel + bias`` from the single ``Add`` that reads the product."""
     found = _bias_add(reader, scope, node)
@@ -464,7 +464,7 @@ def _per_channel(shape: tuple[int, ...], channels: int, rank: int) -> bool:
 def _fold_channel_bias(
     reader: GraphReader,
     scope: Scope,
-    node: onnx.NodeProto,
+    node: NodeProto,
     draft: LayerDraft,
     channels: int,
     rank: int,
@@ -515,8 +515,8 @@ def _as_vector(constant: Constant) -> Constant:
 
 def _norm(
     roles: tuple[str, ...], kind: str
-) -> Callable[[GraphReader, Scope, onnx.NodeProto], LayerDraft | None]:
-    def handler(reader: GraphReader, scope: Scope, node: onnx.NodeProto) -> LayerDraft | None:
+) -> Callable[[GraphReader, Scope, NodeProto], LayerDraft | None]:
+    def handler(reader: GraphReader, scope: Scope, node: NodeProto) -> LayerDraft | None:
         draft = LayerDraft(node, scope, kind, config=_plain_config(node))
         for index, role in enumerate(roles, start=1):
             if len(node.input) <= index or not node.input[index]:
@@ -532,7 +532,7 @@ def _norm(
     return handler
 
 
-def _gather(reader: GraphReader, scope: Scope, node: onnx.NodeProto) -> LayerDraft | None:
+def _gather(reader: GraphReader, scope: Scope, node: NodeProto) -> LayerDraft | None:
     if len(node.input) != 2 or attributes(node).get("axis", 0) != 0:
         return None
     table = scope.resolve(node.input[0])
@@ -543,7 +543,7 @@ def _gather(reader: GraphReader, scope: Scope, node: onnx.NodeProto) -> LayerDra
     return draft
 
 
-HANDLERS: dict[str, Callable[[GraphReader, Scope, onnx.NodeProto], LayerDraft | None]] = {
+HANDLERS: dict[str, Callable[[GraphReader, Scope, NodeProto], LayerDraft | None]] = {
     "Conv": _conv,
     "ConvTranspose": _conv,
     "QLinearConv": _qlinear_conv,

@@ -1,8 +1,9 @@
 """ONNX models (``.onnx``, with or without external data) and live ``onnx.ModelProto`` objects.
 
-The file is mapped read-only and walked at the protobuf wire level (see ``_onnx_wire``): tensor
-data stays in the file and is read by offset, so a 500 MB model is never held in memory. Neither
-onnxruntime nor any framework is imported.
+The file is mapped read-only and its protobuf decoded by weightscope's own wire reader (see
+``wire``): tensor data stays in the file and is read by offset, so a 500 MB model is never held in
+memory. Neither onnx, protobuf, onnxruntime nor any framework is imported; a live ``ModelProto``
+is serialised with its own ``SerializeToString`` and read the same way.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ def match(probe: Probe) -> Match | None:
 def load(match: Match, limits: Limits) -> Model:
     path = match.probe.path
     from weightscope.formats._common.file_region import OpenFile
-    from weightscope.formats.onnx.wire import Skeleton, WireError
 
     resources = ExitStack()
     try:
@@ -48,12 +48,9 @@ def load(match: Match, limits: Limits) -> Model:
             open(path, "rb") as handle,
             mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf,
         ):
-            skeleton = Skeleton(buf, limits.max_graph_depth)
-            try:
-                data = skeleton.model()
-            except WireError as exc:
-                raise file_error(CorruptFileError, path, str(exc), ONNX_MODEL) from None
-        proto = _parse(path, data)
+            proto = _decode(buf, path, limits, cut_bulk=True)
+        if proto.graph is None:
+            raise file_error(UnsupportedFormatError, path, "not an ONNX model: it has no graph")
         files: dict[Path, OpenFile] = {}
 
         def open_file(target: Path) -> OpenFile:
@@ -64,7 +61,7 @@ def load(match: Match, limits: Limits) -> Model:
                 resources.callback(files[target].close)
             return files[target]
 
-        model = _build(proto, path, open_file, skeleton.region, limits)
+        model = _build(proto, path, open_file, limits)
         folder = path.absolute().parent.resolve()
         external = sorted(str(p.relative_to(folder)) for p in files if p != path)
         if external:
@@ -77,18 +74,18 @@ def load(match: Match, limits: Limits) -> Model:
         raise
 
 
-def _parse(path: Path, data: bytes) -> Any:
-    import onnx
-    from google.protobuf.message import DecodeError
+def _decode(buf: Any, label: Path | str, limits: Limits, *, cut_bulk: bool) -> Any:
+    """The ModelProto in ``buf``, decoded by weightscope's wire reader."""
+    from weightscope.formats.onnx.wire import Decoder, WireError
 
-    proto = onnx.ModelProto()
+    decoder = Decoder(buf, cut_bulk=cut_bulk, max_graph_depth=limits.max_graph_depth)
     try:
-        proto.ParseFromString(data)
-    except (DecodeError, RuntimeError, ValueError) as exc:
-        raise file_error(CorruptFileError, path, str(exc), ONNX_MODEL) from None
-    if not proto.HasField("graph"):
-        raise file_error(UnsupportedFormatError, path, "not an ONNX model: it has no graph")
-    return proto
+        return decoder.model()
+    except WireError as exc:
+        raise file_error(CorruptFileError, label, str(exc), ONNX_MODEL) from None
+    except RecursionError:
+        problem = "graph nested too deep to walk"
+        raise file_error(CorruptFileError, label, problem, ONNX_MODEL) from None
 
 
 def match_object(obj: Any) -> bool:
@@ -98,22 +95,31 @@ def match_object(obj: Any) -> bool:
 
 
 def load_object(proto: Any, limits: Limits = DEFAULT) -> Model:
-    """A live ``onnx.ModelProto`` (tensor data already in memory)."""
+    """A live ``onnx.ModelProto``: serialised (with its own ``SerializeToString`` where protobuf
+    allows) and decoded as a file is (tensor data read from the serialised bytes, not copied
+    again)."""
+    from weightscope.formats.onnx.wire import serialise
+
     if not proto.HasField("graph"):
         raise WeightscopeError(f"{LIVE}: not an ONNX model: it has no graph")
     try:
-        return _build(proto, None, None, lambda tensor: None, limits)
+        data = serialise(proto)
+    except Exception as exc:  # whatever protobuf raises, said in one line
+        raise WeightscopeError(f"{LIVE}: cannot be serialised to be read: {exc}") from None
+    try:
+        decoded = _decode(memoryview(data), LIVE, limits, cut_bulk=False)
+        return _build(decoded, None, None, limits)
     except LimitExceeded as exc:
         raise limit_error(LIVE, exc) from None
 
 
-def _build(proto: Any, path: Path | None, open_file: Any, region: Any, limits: Limits) -> Model:
+def _build(proto: Any, path: Path | None, open_file: Any, limits: Limits) -> Model:
     from weightscope.formats.onnx.graph import Scope
     from weightscope.formats.onnx.names import name_modules
     from weightscope.formats.onnx.ops import GraphReader
     from weightscope.formats.onnx.tensors import TensorContext
 
-    ctx = TensorContext(path, open_file, region, limits)
+    ctx = TensorContext(path, open_file, limits)
     reader = GraphReader()
     try:
         reader.read(Scope(proto.graph, ctx))

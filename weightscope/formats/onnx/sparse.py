@@ -7,11 +7,11 @@ import math
 from collections.abc import Iterator
 
 import numpy as np
-import onnx
 
 from weightscope.errors import short
 from weightscope.formats._common.file_region import MAX_RANK, OpenFile, declared_bytes
 from weightscope.formats.onnx.constants import Constant, new_storage_id
+from weightscope.formats.onnx.proto import SparseTensorProto
 from weightscope.formats.onnx.tensors import TensorContext, dtype_name, tensor_source
 from weightscope.limits import LimitExceeded, limit_error
 from weightscope.model import TensorSource
@@ -103,7 +103,7 @@ class SparseSource:
         return acc.result()
 
 
-def sparse_constant(name: str, sparse: onnx.SparseTensorProto, ctx: TensorContext) -> Constant:
+def sparse_constant(name: str, sparse: SparseTensorProto, ctx: TensorContext) -> Constant:
 
     if len(sparse.dims) > MAX_RANK:
         raise ctx.error(f"sparse tensor {short(name)} has {len(sparse.dims):,} dims")

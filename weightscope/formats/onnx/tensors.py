@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
 
 import numpy as np
-import onnx
 
-from weightscope.dtypes import BFLOAT16, bfloat16_to_float32
+from weightscope.dtypes import BFLOAT16, bfloat16_to_float32, float8_to_float32
 from weightscope.errors import (
     CorruptFileError,
     UnsafeFileError,
@@ -21,12 +20,16 @@ from weightscope.errors import (
     short,
 )
 from weightscope.formats._common.file_region import MAX_RANK, FileRegionSource, OpenFile, c_strides
-from weightscope.formats.onnx.wire import BulkRegion
+from weightscope.formats.onnx.proto import (
+    DATA_TYPE_NAMES,
+    EXTERNAL,
+    BulkRegion,
+    TensorProto,
+)
+from weightscope.formats.onnx.proto import DataType as T
 from weightscope.limits import DEFAULT, Limits
 from weightscope.model import ArraySource, TensorSource
 from weightscope.stats import TensorStats, compute_stats
-
-T = onnx.TensorProto
 
 # ONNX element type -> the dtype name weightscope reports (numpy names, plus bfloat16).
 DTYPES: dict[int, str] = {
@@ -47,7 +50,7 @@ DTYPES: dict[int, str] = {
     T.BFLOAT16: BFLOAT16,
 }
 
-# 8-bit float formats, decoded through ml_dtypes (a dependency of onnx itself).
+# 8-bit float formats, decoded by table (``dtypes.float8_to_float32``).
 FLOAT8: dict[int, str] = {
     T.FLOAT8E4M3FN: "float8_e4m3fn",
     T.FLOAT8E4M3FNUZ: "float8_e4m3fnuz",
@@ -70,10 +73,9 @@ def dtype_name(data_type: int) -> str:
         return FLOAT8[data_type]
     if data_type in INT4:
         return INT4[data_type]
-    try:
-        return str(T.DataType.Name(data_type)).lower()
-    except ValueError:
-        return f"onnx type {data_type}"
+    if data_type in DATA_TYPE_NAMES:
+        return DATA_TYPE_NAMES[data_type].lower()
+    return f"onnx type {data_type}"
 
 
 @dataclass
@@ -83,7 +85,6 @@ class TensorContext:
 
     model_path: Path | None
     open_file: Callable[[Path], OpenFile] | None
-    region: Callable[[onnx.TensorProto], BulkRegion | None]
     limits: Limits = DEFAULT
     notes: list[str] = field(default_factory=list)
     """What the reader should say in the model's notes (a limit that cut a search short)."""
@@ -107,7 +108,7 @@ class TensorContext:
             self.notes.append(text)
 
 
-def tensor_source(tensor: onnx.TensorProto, ctx: TensorContext) -> TensorSource:
+def tensor_source(tensor: TensorProto, ctx: TensorContext) -> TensorSource:
     """A source for ``tensor``'s data; checks that the data matches its dims, reads nothing."""
     if len(tensor.dims) > MAX_RANK:
         raise ctx.error(f"tensor {short(tensor.name)} has {len(tensor.dims):,} dims")
@@ -120,17 +121,17 @@ def tensor_source(tensor: onnx.TensorProto, ctx: TensorContext) -> TensorSource:
         return UndecodableSource(ctx, tensor.name, name)
     if tensor.data_type in INT4:
         return _int4_source(tensor, ctx, shape, numel, name)
-    region = ctx.region(tensor)
+    region = tensor.region
     if region is not None:
         return _region_source(tensor, ctx, region, shape, numel, name)
-    if tensor.data_location == T.EXTERNAL:
+    if tensor.data_location == EXTERNAL:
         return _external_source(tensor, ctx, shape, numel, name)
-    if tensor.HasField("raw_data"):
+    if tensor.raw_data is not None:
         return _decoded(tensor, ctx, tensor.raw_data, shape, numel, name)
     return ArraySource(_typed_field_array(tensor, ctx, shape, numel))
 
 
-def _raw_itemsize(tensor: onnx.TensorProto, ctx: TensorContext, name: str) -> int:
+def _raw_itemsize(tensor: TensorProto, ctx: TensorContext, name: str) -> int:
     if tensor.data_type in FLOAT8 or name in ("uint8", "int8", "bool"):
         return 1
     if name in DTYPES.values():
@@ -139,16 +140,14 @@ def _raw_itemsize(tensor: onnx.TensorProto, ctx: TensorContext, name: str) -> in
 
 
 def _int4_source(
-    tensor: onnx.TensorProto, ctx: TensorContext, shape: tuple[int, ...], numel: int, name: str
+    tensor: TensorProto, ctx: TensorContext, shape: tuple[int, ...], numel: int, name: str
 ) -> TensorSource:
     """The packed bytes, as a uint8 tensor of their own, unpacked when read."""
-    packed = onnx.TensorProto()
-    packed.CopyFrom(tensor)
+    packed = TensorProto(**vars(tensor))
     packed.data_type = T.UINT8
-    del packed.dims[:]
-    packed.dims.append((numel + 1) // 2)
-    if not tensor.HasField("raw_data") and tensor.int32_data:
-        packed.ClearField("int32_data")
+    packed.dims = [(numel + 1) // 2]
+    if tensor.raw_data is None and len(tensor.int32_data):
+        packed.int32_data = ()
         packed.raw_data = np.asarray(tensor.int32_data, np.int64).astype(np.uint8).tobytes()
     return Int4Source(tensor_source(packed, ctx), shape, signed=name == "int4")
 
@@ -202,7 +201,7 @@ class UndecodableSource:
 
 
 def _check_length(
-    tensor: onnx.TensorProto, ctx: TensorContext, nbytes: int, numel: int, itemsize: int
+    tensor: TensorProto, ctx: TensorContext, nbytes: int, numel: int, itemsize: int
 ) -> None:
     if nbytes != numel * itemsize:
         raise ctx.error(
@@ -212,7 +211,7 @@ def _check_length(
 
 
 def _region_source(
-    tensor: onnx.TensorProto,
+    tensor: TensorProto,
     ctx: TensorContext,
     region: BulkRegion,
     shape: tuple[int, ...],
@@ -232,7 +231,7 @@ def _file_source(
     offset: int,
     shape: tuple[int, ...],
     numel: int,
-    tensor: onnx.TensorProto,
+    tensor: TensorProto,
     name: str,
 ) -> TensorSource:
     if tensor.data_type in FLOAT8:
@@ -242,7 +241,7 @@ def _file_source(
 
 
 def _external_source(
-    tensor: onnx.TensorProto, ctx: TensorContext, shape: tuple[int, ...], numel: int, name: str
+    tensor: TensorProto, ctx: TensorContext, shape: tuple[int, ...], numel: int, name: str
 ) -> TensorSource:
     info = {entry.key: entry.value for entry in tensor.external_data}
     location = info.get("location")
@@ -314,7 +313,7 @@ def external_path(model_path: Path, location: str, tensor_name: str) -> Path:
 
 
 def _decoded(
-    tensor: onnx.TensorProto,
+    tensor: TensorProto,
     ctx: TensorContext,
     raw: bytes,
     shape: tuple[int, ...],
@@ -333,7 +332,7 @@ def _decoded(
 
 
 def _typed_field_array(
-    tensor: onnx.TensorProto, ctx: TensorContext, shape: tuple[int, ...], numel: int
+    tensor: TensorProto, ctx: TensorContext, shape: tuple[int, ...], numel: int
 ) -> np.ndarray:
     kind = tensor.data_type
     values: np.ndarray
@@ -370,9 +369,7 @@ def _typed_field_array(
 
 
 def _float8(bits: np.ndarray, name: str) -> np.ndarray:
-    import ml_dtypes
-
-    return bits.view(getattr(ml_dtypes, name)).astype(np.float32)
+    return float8_to_float32(bits, name)
 
 
 class Float8Source:
