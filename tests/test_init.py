@@ -472,3 +472,75 @@ def test_figure_shows_histogram_density_and_bound_lines():
     title = ax.get_title()
     for word in ("logits", "glorot_uniform", "trained", "std ratio 2.38", "outside 45.7%"):
         assert word in title
+
+
+# ---------------------------------------------------------------------------------------------
+# the figure, rendered and measured
+
+
+def _rendered(figure):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure).draw()
+    return figure.canvas.get_renderer()
+
+
+def _smoothed_top(heights: np.ndarray, width: int = 5) -> float:
+    """The height of the histogram's tallest region: the largest mean of ``width`` neighbouring
+    bars (one tall bar of a noisy histogram is not its height)."""
+    return float(np.convolve(heights, np.ones(width) / width, mode="valid").max())
+
+
+def test_the_fitted_curve_stands_on_the_histograms_scale_and_the_legend_beside_it():
+    """logits of the example: no initializer fits it (glorot_uniform, the closest he_normal at
+    KS 0.24), so the dotted curve is the normal of its own mean and std, whose peak meets the
+    histogram's; the legend stands beside the axes, clear of the bars."""
+    with weightscope.load(EXAMPLE) as model:
+        figure = model.layer("logits").plot_init()
+    renderer = _rendered(figure)
+    (ax,) = figure.axes
+    heights = np.array([patch.get_height() for patch in ax.patches])
+    (fit,) = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
+    assert "normal" in fit.get_label() and "closest he_normal" in fit.get_label()
+    ratio = float(np.max(fit.get_ydata())) / _smoothed_top(heights)
+    assert 0.8 <= ratio <= 1.25, ratio
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert not legend.overlaps(ax.get_window_extent(renderer))
+    for patch in ax.patches:
+        assert not legend.overlaps(patch.get_window_extent(renderer))
+    assert legend.x1 <= figure.bbox.x1 + 1 and legend.y0 >= -1  # not cut by the figure's edge
+    top = ax.get_ylim()[1]
+    assert heights.max() <= top <= 2.2 * heights.max()
+
+
+def test_a_best_fit_that_fits_is_drawn_and_a_far_taller_curve_is_cut(tmp_path):
+    """A fresh Keras-style he_normal kernel: its best fit fits and stands on the data's scale; a
+    far narrower initializer is cut at the top of the frame and its peak given in the legend."""
+    torch = _torch()
+    generator = torch.Generator().manual_seed(0)
+    wide = torch.empty(256, 512).uniform_(-1, 1, generator=generator) * 0.44  # 10x the default
+    fresh = torch.randn(64, 512, generator=generator) * math.sqrt(2 / 512)  # he normal
+    torch.save({"wide.weight": wide, "fresh.weight": fresh}, tmp_path / "m.pt")
+    with weightscope.load(tmp_path / "m.pt") as model:
+        spread = model.layer("wide").plot_init()
+        normal = model.layer("fresh").plot_init()
+        fresh_report = analyze(model.layer("fresh"))
+    _rendered(spread)
+    (ax,) = spread.axes
+    heights = np.array([patch.get_height() for patch in ax.patches])
+    top = ax.get_ylim()[1]
+    assert top <= 2.2 * heights.max()
+    (init,) = [line for line in ax.get_lines() if "density" in line.get_label()]
+    assert float(np.max(init.get_ydata())) > 4 * top  # 10x the data's height: cut ...
+    assert "(peak 11.3, cut)" in init.get_label()  # ... and said so: sqrt(512) / 2
+    assert fresh_report is not None and fresh_report.best_fit_fits
+    assert (
+        fresh_report.best_fit is not None and fresh_report.best_fit.name == "he_normal_untruncated"
+    )
+    _rendered(normal)
+    (ax,) = normal.axes
+    heights = np.array([patch.get_height() for patch in ax.patches])
+    (fit,) = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
+    assert fit.get_label().startswith("best fit: he_normal_untruncated")
+    ratio = float(np.max(fit.get_ydata())) / _smoothed_top(heights)
+    assert 0.8 <= ratio <= 1.25, ratio

@@ -127,6 +127,19 @@ class InitReport:
     evidence: str
     candidates: dict[str, float] = field(default_factory=dict)
     """KS distance to every initializer tried, by name."""
+    weights_mean: float | None = None
+    """Mean of the finite weights (with :attr:`weights_std`, the normal a figure draws when no
+    initializer fits)."""
+
+    @property
+    def best_fit_fits(self) -> bool:
+        """Whether the best fit's KS distance is within the critical value (the best fit may be
+        only the least bad of the candidates)."""
+        return (
+            self.best_fit_ks is not None
+            and self.ks_critical is not None
+            and self.best_fit_ks <= self.ks_critical
+        )
 
     @property
     def bound(self) -> float | None:
@@ -458,6 +471,7 @@ def analyze_with_sample(
         n_finite=data.finite,
         n_sample=int(data.sample.size),
         weights_std=data.std,
+        weights_mean=data.mean if data.finite else None,
         fraction_outside=(
             data.outside / data.finite if init is not None and init.known and data.finite else None
         ),
