@@ -544,3 +544,22 @@ def test_a_best_fit_that_fits_is_drawn_and_a_far_taller_curve_is_cut(tmp_path):
     assert fit.get_label().startswith("best fit: he_normal_untruncated")
     ratio = float(np.max(fit.get_ydata())) / _smoothed_top(heights)
     assert 0.8 <= ratio <= 1.25, ratio
+
+
+@pytest.mark.parametrize("spread", [1.0, 3.0])
+def test_blockwise_ks_distance_equals_the_direct_maximum(spread):
+    """ks_distance evaluates the CDF at block ends and only in blocks that can hold the
+    maximum; it must give the maximum over every weight, for fresh and for trained weights."""
+    rng = np.random.default_rng(0)
+    fan = 256
+    for values in (
+        rng.uniform(-1, 1, 200_000) * math.sqrt(6 / (2 * fan)) * spread,
+        rng.standard_normal(300_001) * math.sqrt(2 / fan) * spread,
+        rng.laplace(0.01, 0.05, 100_000) * spread,
+    ):
+        x = np.sort(values)
+        n = x.size
+        for candidate in [*inits.standard_family(fan, fan), inits.pytorch_default(fan)]:
+            gaps = np.arange(1, n + 1) / n - candidate.cdf(x)
+            direct = float(max(gaps.max(), 1.0 / n - gaps.min()))
+            assert ks_distance(x, candidate) == pytest.approx(direct, abs=1e-12), candidate.name
