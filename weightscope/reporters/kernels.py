@@ -73,8 +73,8 @@ MIN_PX = 400
 MAX_ASPECT = 3.0
 """Matrix and norms views: neither side of the drawn image over this many times the other (a
 dense ``10 x 256`` kernel gets pixels 26 high and 3 wide rather than a 30-pixel stripe)."""
-MAX_TICKS = 40
-TICK_GAP = 1.6
+MAX_TICKS = 32
+TICK_GAP = 2.0
 """Tick labels are at least this many font sizes apart, centre to centre."""
 FAST_PNG_PIXELS = 1_000_000
 FONT = 8
@@ -401,14 +401,14 @@ def _depth_slice(kernel: _Kernel, depth: int | None) -> tuple[np.ndarray, str | 
     return w[:, :, chosen], f"depth slice d={chosen} of {size} ({how})"
 
 
-def _symmetric_limit(values: np.ndarray) -> tuple[float, int]:
+def _symmetric_limit(kernel: _Kernel) -> tuple[float, int]:
     """max |w| over the finite values (1.0 when there are none or all are zero), and the number
-    of non-finite values."""
-    finite = np.isfinite(values)
-    bad = int(values.size - np.count_nonzero(finite))
-    magnitude = np.abs(values[finite] if bad else values)
-    top = float(magnitude.max()) if magnitude.size else 0.0
-    return (top if top > 0 else 1.0), bad
+    of non-finite values: from the tensor's statistics (cached once read, as by the report's
+    table), not another pass over the kernel."""
+    stats = kernel.tensor.stats()
+    ends = [abs(v) for v in (stats.min, stats.max) if math.isfinite(v)]
+    top = max(ends, default=0.0)
+    return (top if top > 0 else 1.0), stats.nan + stats.inf
 
 
 # --------------------------------------------------------------------------------------------
@@ -430,7 +430,7 @@ def _slices_figure(
     cols = _select(
         channels, kernel.in_per_group, max_cols, "input channels", "channels", sample=matrix
     )
-    vmax, bad = _symmetric_limit(kernel.weights)
+    vmax, bad = _symmetric_limit(kernel)
     chosen = weights[np.ix_(rows.indices, cols.indices)]
     wrap: _Wrap | None = None
     if matrix:
@@ -602,7 +602,7 @@ def _rgb_figure(
         top = np.where(top > 0, top, 1.0)[:, None, None, None]
         how = "each filter scaled on its own: 0.5 + w / (2 max|w_f|), so grey = 0"
     else:
-        top = np.asarray(_symmetric_limit(kernel.weights)[0])
+        top = np.asarray(_symmetric_limit(kernel)[0])
         how = f"one scale for the whole layer: 0.5 + w / (2 x {float(top):.4g}), so grey = 0"
     colours = np.clip(0.5 + chosen / (2 * top), 0.0, 1.0).transpose(0, 2, 3, 1)
     count, kh, kw = colours.shape[0], colours.shape[1], colours.shape[2]
