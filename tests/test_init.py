@@ -446,6 +446,13 @@ def test_cli_bad_layer_exits_2_with_one_line(layer):
     assert len(lines) == 1 and lines[0].startswith("weightscope: ") and layer in lines[0]
 
 
+def _bars(ax) -> tuple[np.ndarray, np.ndarray]:
+    """Heights and edges of the histogram drawn on ``ax`` (one filled StepPatch)."""
+    (patch,) = ax.patches
+    values, edges, _ = patch.get_data()
+    return np.asarray(values), np.asarray(edges)
+
+
 def test_figure_shows_histogram_density_and_bound_lines():
     from matplotlib.figure import Figure
 
@@ -455,11 +462,12 @@ def test_figure_shows_histogram_density_and_bound_lines():
         figure = layer.plot_init()  # Layer.plot_init delegates to reporters.init.plot_init
         given = Figure()
         assert plot_init(layer, ax=given.subplots(), bins=20) is given  # draws on the given axes
-        assert len(given.axes[0].patches) == 20
+        assert len(_bars(given.axes[0])[0]) == 20
     assert report is not None and report.bound is not None
     assert isinstance(figure, Figure)
     (ax,) = figure.axes
-    heights = [patch.get_height() * patch.get_width() for patch in ax.patches]
+    bars, edges = _bars(ax)
+    heights = list(bars * np.diff(edges))
     assert len(heights) > 10 and sum(heights) == pytest.approx(1.0)  # a density histogram
     vertical = {
         round(float(line.get_xdata()[0]), 9)
@@ -499,15 +507,15 @@ def test_the_fitted_curve_stands_on_the_histograms_scale_and_the_legend_beside_i
         figure = model.layer("logits").plot_init()
     renderer = _rendered(figure)
     (ax,) = figure.axes
-    heights = np.array([patch.get_height() for patch in ax.patches])
+    heights = _bars(ax)[0]
     (fit,) = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
     assert "normal" in fit.get_label() and "closest he_normal" in fit.get_label()
     ratio = float(np.max(fit.get_ydata())) / _smoothed_top(heights)
     assert 0.8 <= ratio <= 1.25, ratio
     legend = ax.get_legend().get_window_extent(renderer)
     assert not legend.overlaps(ax.get_window_extent(renderer))
-    for patch in ax.patches:
-        assert not legend.overlaps(patch.get_window_extent(renderer))
+    (bars,) = ax.patches  # the histogram, one filled outline
+    assert not legend.overlaps(bars.get_window_extent(renderer))
     assert legend.x1 <= figure.bbox.x1 + 1 and legend.y0 >= -1  # not cut by the figure's edge
     top = ax.get_ylim()[1]
     assert heights.max() <= top <= 2.2 * heights.max()
@@ -527,7 +535,7 @@ def test_a_best_fit_that_fits_is_drawn_and_a_far_taller_curve_is_cut(tmp_path):
         fresh_report = analyze(model.layer("fresh"))
     _rendered(spread)
     (ax,) = spread.axes
-    heights = np.array([patch.get_height() for patch in ax.patches])
+    heights = _bars(ax)[0]
     top = ax.get_ylim()[1]
     assert top <= 2.2 * heights.max()
     (init,) = [line for line in ax.get_lines() if "density" in line.get_label()]
@@ -539,7 +547,7 @@ def test_a_best_fit_that_fits_is_drawn_and_a_far_taller_curve_is_cut(tmp_path):
     )
     _rendered(normal)
     (ax,) = normal.axes
-    heights = np.array([patch.get_height() for patch in ax.patches])
+    heights = _bars(ax)[0]
     (fit,) = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
     assert fit.get_label().startswith("best fit: he_normal_untruncated")
     ratio = float(np.max(fit.get_ydata())) / _smoothed_top(heights)

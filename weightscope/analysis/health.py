@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from weightscope.model import Layer, Model, Tensor
+
+if TYPE_CHECKING:
+    from weightscope.analysis.init import InitReport
 
 FLAGS = ("nan_inf", "dead_filters", "duplicate_filters", "large_norm", "at_init")
 """Every flag a layer can raise, in the order they are listed."""
@@ -95,10 +98,16 @@ class _FilterChecks:
 
 
 def layer_health(
-    layer: Layer, *, producer: str | None = None, max_elements: int = MAX_ELEMENTS
+    layer: Layer,
+    *,
+    producer: str | None = None,
+    max_elements: int = MAX_ELEMENTS,
+    init: InitReport | None = None,
 ) -> LayerHealth:
     """Check one layer. ``producer`` is the model's (it decides whose initializer conventions
-    apply to ONNX files; see :func:`weightscope.analysis.init.analyze`)."""
+    apply to ONNX files; see :func:`weightscope.analysis.init.analyze`). ``init``: the layer's
+    init check when the caller already made it (its verdict is taken, the kernel is not tested
+    again)."""
     from weightscope.analysis.init import analyze, kernel_tensor
 
     kernel = kernel_tensor(layer)
@@ -117,7 +126,9 @@ def layer_health(
             note = f"{checks.filters} filters: too few to compare norms (at least {MIN_FILTERS})"
         elif checks.large is None:
             note = "no finite non-zero filter: norms not compared"
-    report = None if kernel is None else analyze(layer, producer=producer)
+    report = init
+    if report is None and kernel is not None:
+        report = analyze(layer, producer=producer)
     return LayerHealth(
         layer=layer.name,
         kind=layer.kind,

@@ -13,8 +13,10 @@ import base64
 import html
 import io
 import re
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 from weightscope._version import __version__
 from weightscope.errors import printable
@@ -24,9 +26,20 @@ from weightscope.reporters.progress import compute_stats, progress
 from weightscope.reporters.table import _config_value, _num, _shape
 from weightscope.stats import TensorStats
 
+if TYPE_CHECKING:
+    from weightscope.analysis.findings import LayerFindings
+    from weightscope.analysis.health import LayerHealth
+    from weightscope.analysis.init import InitReport
+    from weightscope.analysis.params import LayerParams
+
 _RIGHT = ' style="text-align:right"'
 _DIM = ' style="color:#777"'
-_MONO = ' style="font-family:monospace;white-space:nowrap"'
+_MONO = (
+    " style=\"font-family:ui-monospace,Menlo,Consolas,'DejaVu Sans Mono',monospace;"
+    'font-size:0.9em;white-space:nowrap;vertical-align:baseline"'
+)
+"""Shapes: a monospace font at nine tenths of the text's size (the bare generic ``monospace``
+falls back to 13 px, smaller than the text around it) on the text's baseline, not above it."""
 _CANONICAL = ' style="color:#07a"'
 _WARN = ' style="color:#b60"'
 
@@ -39,7 +52,7 @@ h3 { margin-top: 1.6em; }
 nav a { margin-right: 1em; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
 th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #e4e4e4; text-align: left;
-         vertical-align: top; }
+         vertical-align: baseline; }
 th { border-bottom: 2px solid #bbb; }
 figure { display: inline-block; margin: 0.5em 1.5em 0.5em 0; vertical-align: top; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
@@ -47,6 +60,9 @@ figcaption { font-size: 0.85em; color: #555; }
 .meta, .dim, footer { color: #666; }
 .notes { color: #666; font-size: 0.9em; white-space: pre-line; }
 .warn { color: #b60; }
+ul.findings { margin: 0.3em 0; padding-left: 1.2em; }
+section.layer { border-top: 1px solid #eee; margin-top: 1.5em; }
+.scroll { overflow-x: auto; }
 footer { margin-top: 3em; font-size: 0.85em; }
 """
 
@@ -161,14 +177,24 @@ def _notes_block(lines: Sequence[str]) -> str:
     return f'<div class="notes"{_DIM}>{body}</div>'
 
 
-def summary_table(model: Model, with_stats: bool = True, tolerant: bool = False) -> str:
-    """One row per weight-bearing layer: its principal tensor's shapes, dtype and mean / std.
+def summary_table(
+    model: Model,
+    with_stats: bool = True,
+    tolerant: bool = False,
+    *,
+    stat_columns: Sequence[str] = ("mean", "std"),
+    health: Mapping[str, LayerHealth] | None = None,
+) -> str:
+    """One row per weight-bearing layer: its principal tensor's shapes, dtype and statistics
+    (``stat_columns``), with a column of health flags when ``health`` (by layer name) is given.
     ``tolerant``: when statistics cannot be read, say so under the table instead of raising."""
     problem = None
     if with_stats:  # every tensor, as `weightscope inspect` does: a damaged one shows here
         problem = _read_stats((t for _, t in model.tensors()), tolerant)
-    stat_columns = ["mean", "std"] if with_stats else []
+    stat_columns = list(stat_columns) if with_stats else []
     titles = ["Layer", "Kind", "Shape native -> canonical", "Params", "dtype", *stat_columns]
+    if health is not None:
+        titles.append("Flags")
     rows = []
     for layer in model.layers:
         main = layer.principal
@@ -181,6 +207,8 @@ def summary_table(model: Model, with_stats: bool = True, tolerant: bool = False)
         ]
         if with_stats:
             cells.append(_stats_cells(_stats_of(main) if problem is None else None, stat_columns))
+        if health is not None:
+            cells.append(f"<td>{_flags_text(health.get(layer.name))}</td>")
         rows.append(f"<tr>{''.join(cells)}</tr>")
     table = (
         f'<table class="weightscope">{_header_row(titles, ["Params", *stat_columns])}'
@@ -208,6 +236,20 @@ def layer_html(layer: Layer) -> str:
     if layer.class_name:
         header += f" <span{_DIM}>class {_text(layer.class_name)}</span>"
     header += f" groups={layer.groups} params={layer.params:,}"
+    notes = []
+    if layer.note:
+        notes.append(f"note: {layer.note}")
+    config = {k: v for k, v in layer.config.items() if k not in ("dtype", "name") and v is not None}
+    if config:
+        notes.append("config: " + ", ".join(f"{k}={_config_value(v)}" for k, v in config.items()))
+    if problem:
+        notes.append(problem)
+    return f"<div>{header}{tensor_table(layer, problem)}{_notes_block(notes)}</div>"
+
+
+def tensor_table(layer: Layer, problem: str | None = None) -> str:
+    """One row per tensor of ``layer``: role, stored name, shapes, dtype, trainability and every
+    statistic (read already: ``problem`` says why they could not be, if so)."""
     stat_columns = ["mean", "std", "min", "max", "zeros", "NaN", "Inf"]
     titles = ["Role", "Stored name", "Shape native -> canonical", "dtype", "Trainable"]
     rows = []
@@ -228,19 +270,10 @@ def layer_html(layer: Layer) -> str:
         else:
             cells.append(_stats_cells(stats, stat_columns))
         rows.append(f"<tr>{''.join(cells)}</tr>")
-    table = (
+    return (
         f'<table class="weightscope">{_header_row([*titles, *stat_columns], stat_columns)}'
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
-    notes = []
-    if layer.note:
-        notes.append(f"note: {layer.note}")
-    config = {k: v for k, v in layer.config.items() if k not in ("dtype", "name") and v is not None}
-    if config:
-        notes.append("config: " + ", ".join(f"{k}={_config_value(v)}" for k, v in config.items()))
-    if problem:
-        notes.append(problem)
-    return f"<div>{header}{table}{_notes_block(notes)}</div>"
 
 
 # ------------------------------------------------------------------------------------------
@@ -248,12 +281,19 @@ def layer_html(layer: Layer) -> str:
 
 
 def figure_data_uri(figure: Any) -> str:
-    """A matplotlib figure as a ``data:image/png;base64,...`` URI; the figure is closed."""
+    """A matplotlib figure as a ``data:image/png;base64,...`` URI; the figure is closed. zlib
+    level 1: a report draws dozens of figures, and level 6 takes longer for a page a few
+    percent smaller."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
     try:
-        figure.savefig(buffer, format="png", metadata={"Software": None})
+        figure.savefig(
+            buffer,
+            format="png",
+            metadata={"Software": None},
+            pil_kwargs={"compress_level": 1},
+        )
     finally:
         plt.close(figure)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -381,51 +421,172 @@ def _figure(uri: str, caption: str) -> str:
     )
 
 
-def _layer_figures(layer: Layer, with_init: bool, producer: str | None) -> str:
-    from weightscope.reporters.init import plot_init
+def _flags_text(health: LayerHealth | None) -> str:
+    """The flags of a layer as HTML: ``-`` when not checked, empty when none is raised."""
+    if health is None:
+        return "-"
+    if not health.flags:
+        return f"<span{_DIM}>none</span>"
+    return ", ".join(f'<span class="warn"{_WARN}>{_text(flag)}</span>' for flag in health.flags)
+
+
+def _health_line(health: LayerHealth | None) -> str:
+    if health is None:
+        return "not checked"
+    found = []
+    if health.nonfinite:
+        found.append(f"{health.nonfinite:,} NaN/Inf values")
+    if health.dead_filters:
+        found.append(f"{health.dead_filters:,} of {health.filters:,} filters dead")
+    if health.duplicate_filters:
+        found.append(f"{health.duplicate_filters:,} filters duplicate an earlier one")
+    if health.large_filters:
+        ratio = "" if health.max_norm_ratio is None else f", up to {health.max_norm_ratio:.3g}x"
+        found.append(f"{health.large_filters:,} filters of norm over 10x the median{ratio}")
+    if health.init_verdict == "at_init":
+        found.append("kernel still as initialized")
+    text = (
+        f'<span class="warn"{_WARN}>{"; ".join(_text(f) for f in found)}</span>'
+        if found
+        else "no flag raised"
+    )
+    if health.note:
+        text += f" <span{_DIM}>({_text(health.note)})</span>"
+    return text
+
+
+def _init_line(report: InitReport | None) -> str:
+    if report is None:
+        return f"<span{_DIM}>no floating-point kernel to compare with an initializer</span>"
+    verdict = _text(report.verdict)
+    if report.verdict == "at_init":
+        verdict = f'<span class="warn"{_WARN}>{verdict}</span>'
+    name = "no known initializer" if report.initializer is None else report.initializer.name
+    if report.initializer is not None and not report.declared:
+        name += " (default)"
+    return f"<b>{verdict}</b> against {_text(name)}: {_text(report.evidence)}"
+
+
+def _params_line(entry: LayerParams) -> str:
+    text = f"{entry.stored:,} stored"
+    if entry.formula is not None:
+        text += f", {entry.formula:,} by formula"
+        if entry.expression:
+            text += f" ({_text(entry.expression)})"
+    status = _text(entry.status)
+    if entry.issues:
+        issues = "; ".join(_text(issue) for issue in entry.issues)
+        return f'<span class="warn"{_WARN}>{status}</span>: {text}; {issues}'
+    return f"{status}: {text}"
+
+
+def _layer_figures(found: LayerFindings) -> tuple[list[str], list[str]]:
+    """The figures of one layer as HTML, and notes on those that could not be drawn."""
+    from weightscope.errors import WeightscopeError
+    from weightscope.reporters.init import plot_init, plot_values
     from weightscope.reporters.kernels import plot_kernels
 
-    figures = [_figure(figure_data_uri(plot_kernels(layer)), f"{layer.name}: kernel slices")]
-    if with_init:
-        figure = plot_init(layer, producer=producer)
+    layer = found.layer
+    figures, notes = [], []
+    if layer.kind.has_kernel:
+        try:
+            kernel = plot_kernels(layer)
+        except WeightscopeError as exc:
+            notes.append(f"no kernel figure: {exc}")
+        else:
+            what = "kernel slices" if layer.kind.is_conv else "kernel matrix"
+            figures.append(_figure(figure_data_uri(kernel), f"{layer.name}: {what}"))
+    if found.init is not None and found.init_sample is not None:
+        figure = plot_init(layer, checked=(found.init, found.init_sample))
         figures.append(_figure(figure_data_uri(figure), f"{layer.name}: weights against init"))
-    return "".join(figures)
+    if found.histograms:
+        figure = plot_values(layer, found.histograms)
+        figures.append(_figure(figure_data_uri(figure), f"{layer.name}: values"))
+    return figures, notes
+
+
+def _layer_section(index: int, found: LayerFindings) -> str:
+    layer = found.layer
+    figures, notes = _layer_figures(found)
+    items = [
+        f"<li><b>Health:</b> {_health_line(found.health)}</li>",
+        f"<li><b>Init:</b> {_init_line(found.init)}</li>",
+        f"<li><b>Params:</b> {_params_line(found.params)}</li>",
+    ]
+    return (
+        f'<section id="layer-{index}" class="layer"><h3>{_text(layer.name)} '
+        f"<small{_DIM}>{_kind_cell(layer)}</small></h3>"
+        f'<ul class="findings">{"".join(items)}</ul>'
+        f'<div class="scroll">{tensor_table(layer)}</div>'
+        f"{_notes_block(notes)}{''.join(figures)}</section>"
+    )
+
+
+CHECKS_AHEAD = 2
+"""Layers whose checks may run ahead of the figures (each holds its kernel's subsample)."""
 
 
 def report_html(model: Model, *, with_stats: bool = True) -> str:
-    """One self-contained HTML page about ``model``: the summary table, the parameter
-    verification, the initializer verdicts and, for every convolution, its kernel slices and the
-    histogram of its weights against their initializer.
+    """One self-contained HTML page about ``model``: the summary table (with min, max and the
+    health flags), the parameter verification, the initializer verdicts and a section for every
+    layer that holds weights (conv, dense, embedding, recurrent, normalization, unknown): its
+    health, init verdict and params check, every tensor's statistics, and its figures (the
+    kernel slices or matrix, the histogram against the initializer, or, for tensors no init check
+    applies to, the histogram of their values). Each layer's checks run once (see
+    :mod:`weightscope.analysis.findings`), as the figures are drawn.
 
     The page needs nothing but itself: inline CSS, figures as base64 PNG ``data:`` URIs, no
     JavaScript, no link or resource outside the page. ``with_stats=False`` reads no tensor data:
     the page then holds the summary (without statistics) and the parameter verification only.
     """
+    from weightscope.analysis.findings import layer_findings, weight_layers
     from weightscope.analysis.params import verify
 
     source = "(in memory)" if model.source is None else str(model.source)
-    sections = [
-        ("summary", "Summary", summary_table(model, with_stats)),
-        ("params", "Parameter verification", params_html(verify(model).to_dict())),
-    ]
+    params = verify(model)
+    sections = []
     if with_stats:
-        from weightscope.analysis.init import analyze_model
-
-        init_records = [report.to_dict() for report in analyze_model(model)]
-        sections.append(("init", "Initialization", init_html(init_records)))
-        analysed = {record.get("layer") for record in init_records}
-        convs = [layer for layer in model.layers if is_conv(layer)]
-        weights = [sum(t.size for t in layer.tensors) * 4 for layer in convs]
+        _read_stats((t for _, t in model.tensors()), tolerant=False)
+        pairs = zip(model.layers, params.layers, strict=True)
+        entries = {id(layer): entry for layer, entry in pairs}
+        layers = weight_layers(model)
+        weights = [sum(t.size for t in layer.tensors) * 4 for layer in layers]
+        findings: list[LayerFindings] = []
         blocks = []
-        for index, layer in enumerate(progress(convs, weights, "drawing kernels")):
-            blocks.append(
-                f'<section id="conv-{index}"><h3>{_text(layer.name)} '
-                f"<small{_DIM}>{_kind_cell(layer)}</small></h3>"
-                f"{_layer_figures(layer, layer.name in analysed, model.producer)}</section>"
-            )
-        if not blocks:
-            blocks.append(f"<p{_DIM}>The model has no convolution layers.</p>")
-        sections.append(("kernels", "Convolution kernels", "".join(blocks)))
+        # The checks (numpy, which releases the GIL) run on a second thread, a layer or two
+        # ahead of the figures (matplotlib, which does not): on two cores the one hides the
+        # other. The thread only reads tensors; every figure is drawn on this thread.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="weightscope-report") as pool:
+            ahead: deque[Future[LayerFindings]] = deque()
+            queue = iter(layers)
+
+            def check_next() -> None:
+                layer = next(queue, None)
+                if layer is not None:
+                    entry = entries[id(layer)]
+                    ahead.append(pool.submit(layer_findings, layer, entry, producer=model.producer))
+
+            for _ in range(CHECKS_AHEAD):
+                check_next()
+            for index, _layer in enumerate(progress(layers, weights, "checking and drawing")):
+                found = ahead.popleft().result()
+                check_next()
+                findings.append(found)
+                blocks.append(_layer_section(index, found))
+        health = {f.layer.name: f.health for f in findings if f.health is not None}
+        summary = summary_table(model, stat_columns=("mean", "std", "min", "max"), health=health)
+        init_records = [f.init.to_dict() for f in findings if f.init is not None]
+        sections = [
+            ("summary", "Summary", summary),
+            ("params", "Parameter verification", params_html(params.to_dict())),
+            ("init", "Initialization", init_html(init_records)),
+            ("layers", "Layers", "".join(blocks) or f"<p{_DIM}>No layer holds weights.</p>"),
+        ]
+    else:
+        sections = [
+            ("summary", "Summary", summary_table(model, with_stats=False)),
+            ("params", "Parameter verification", params_html(params.to_dict())),
+        ]
     nav = "".join(f'<a href="#{key}">{_text(name)}</a>' for key, name, _ in sections)
     body = "".join(
         f'<section id="{key}"><h2>{_text(name)}</h2>{content}</section>'

@@ -15,10 +15,12 @@ from weightscope.output import atomic_output, check_output
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(
         "report",
-        help="write one self-contained HTML page: table, parameters, init verdicts, kernels",
-        description="Write one HTML page about the model: the summary table, the parameter "
-        "verification, the initializer verdicts and, for every convolution, its kernel slices "
-        "and the histogram of its weights against their initializer. The page is self-contained "
+        help="write one self-contained HTML page: table, parameters, init verdicts, every layer",
+        description="Write one HTML page about the model: the summary table (with min, max and "
+        "health flags), the parameter verification, the initializer verdicts and, for every "
+        "layer that holds weights, its checks, its tensors' statistics and its figures (kernel "
+        "slices or matrix, the histogram against the initializer, or of the values where no "
+        "initializer check applies). The page is self-contained "
         "(figures embedded as PNG, inline style, no scripts, nothing loaded from elsewhere): "
         "open it in any browser or send it as one file.",
     )
