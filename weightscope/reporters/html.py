@@ -284,8 +284,6 @@ def figure_data_uri(figure: Any) -> str:
     """A matplotlib figure as a ``data:image/png;base64,...`` URI; the figure is closed. zlib
     level 1: a report draws dozens of figures, and level 6 takes longer for a page a few
     percent smaller."""
-    import matplotlib.pyplot as plt
-
     buffer = io.BytesIO()
     try:
         figure.savefig(
@@ -295,7 +293,10 @@ def figure_data_uri(figure: Any) -> str:
             pil_kwargs={"compress_level": 1},
         )
     finally:
-        plt.close(figure)
+        if getattr(figure.canvas, "manager", None) is not None:  # pyplot's: let go of it
+            import matplotlib.pyplot as plt
+
+            plt.close(figure)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

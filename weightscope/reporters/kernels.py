@@ -244,7 +244,7 @@ def _read_kernel(layer: Layer, role: str | None) -> _Kernel:
     try:
         weights = np.asarray(tensor.canonical())
         if weights.dtype != np.float64:
-            weights = weights.astype(np.float32)
+            weights = weights.astype(np.float32, copy=False)
     except (TypeError, ValueError) as exc:
         raise _error(layer, f"its {role} cannot be read as numbers: {exc}") from exc
     groups = 1 if role == "pointwise_kernel" or weights.ndim == 2 else max(1, layer.groups)
