@@ -390,3 +390,38 @@ def test_help_describes_report():
     result = run_cli("report", "--help")
     assert result.returncode == 0
     assert "self-contained" in result.stdout and "--output" in result.stdout
+
+
+def test_report_drawn_by_two_processes_is_the_same_page(example, report, monkeypatch):
+    """processes=2 forks a child that draws about half of the layers: the page is byte for
+    byte the one process's; a child that fails leaves its share to the parent, same page."""
+    import os
+
+    import weightscope.reporters.html as page
+
+    if not page._can_fork():
+        pytest.skip("the report forks only on Linux")
+    assert report_html(example, processes=2) == report
+    parent = os.getpid()
+    section = page._layer_section
+
+    def failing_in_the_child(index, found):
+        if os.getpid() != parent:
+            raise RuntimeError("the child fails")
+        return section(index, found)
+
+    monkeypatch.setattr(page, "_layer_section", failing_in_the_child)
+    assert report_html(example, processes=2) == report
+
+
+def test_report_shares_out_the_layers_by_cost(example):
+    """The two shares cover every layer once, each in page order; the dense layer, the costliest
+    (2,560 weights and two figures), goes first to one share, the rest balance it."""
+    from weightscope.reporters.html import _share
+
+    todo = list(enumerate(example.layers))
+    mine, theirs = _share(todo)
+    assert sorted(i for i, _ in mine + theirs) == list(range(len(todo)))
+    for share in (mine, theirs):
+        assert share and [i for i, _ in share] == sorted(i for i, _ in share)
+    assert [layer.name for _, layer in mine][-1] == "logits"

@@ -10,12 +10,19 @@ base64 PNG ``data:`` URIs and the style sheet is inline.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
+import os
+import pickle
 import re
+import signal
+import sys
+import warnings
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from weightscope._version import __version__
@@ -526,8 +533,148 @@ def _layer_section(index: int, found: LayerFindings) -> str:
 CHECKS_AHEAD = 2
 """Layers whose checks may run ahead of the figures (each holds its kernel's subsample)."""
 
+FIGURE_COST = 0.1
+"""Seconds one figure takes to draw, against :data:`VALUE_COST` a checked value: how a report
+drawn by two processes shares out its layers."""
+VALUE_COST = 2.5e-8
 
-def report_html(model: Model, *, with_stats: bool = True) -> str:
+
+@dataclass(frozen=True)
+class _Drawn:
+    """One layer's part of the page: its section, and what the summary and the init table take
+    from its checks (plain data: a child process sends it back pickled)."""
+
+    index: int
+    section: str
+    health: LayerHealth | None
+    init: dict[str, Any] | None
+
+
+def _draw_layers(
+    todo: Sequence[tuple[int, Layer]],
+    entries: Mapping[int, LayerParams],
+    producer: str | None,
+    *,
+    quiet: bool = False,
+) -> list[_Drawn]:
+    """Check and draw ``todo``'s layers in order. The checks (numpy, which releases the GIL)
+    run on a second thread a layer or two ahead of the figures (matplotlib, which does not), so
+    that on two cores the one hides the other; that thread only reads tensors."""
+    from weightscope.analysis.findings import layer_findings
+
+    weights = [sum(t.size for t in layer.tensors) * 4 for _, layer in todo]
+    drawn = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="weightscope-report") as pool:
+        ahead: deque[Future[LayerFindings]] = deque()
+        queue = iter(todo)
+
+        def check_next() -> None:
+            item = next(queue, None)
+            if item is not None:
+                layer = item[1]
+                ahead.append(
+                    pool.submit(layer_findings, layer, entries[id(layer)], producer=producer)
+                )
+
+        for _ in range(CHECKS_AHEAD):
+            check_next()
+        for index, _layer in progress(todo, weights, "checking and drawing", quiet):
+            found = ahead.popleft().result()
+            check_next()
+            init = None if found.init is None else found.init.to_dict()
+            drawn.append(_Drawn(index, _layer_section(index, found), found.health, init))
+    return drawn
+
+
+def _share(todo: Sequence[tuple[int, Layer]]) -> tuple[list[tuple[int, Layer]], ...]:
+    """Two shares of about equal cost (figures to draw, values to check), each in page order."""
+    from weightscope.analysis.init import kernel_tensor
+
+    def cost(layer: Layer) -> float:
+        figures = int(layer.kind.has_kernel) + int(kernel_tensor(layer) is not None) + 1
+        return FIGURE_COST * figures + VALUE_COST * sum(t.size for t in layer.tensors)
+
+    shares: tuple[list[tuple[int, Layer]], list[tuple[int, Layer]]] = ([], [])
+    loads = [0.0, 0.0]
+    for item in sorted(todo, key=lambda item: -cost(item[1])):
+        lighter = int(loads[1] < loads[0])
+        shares[lighter].append(item)
+        loads[lighter] += cost(item[1])
+    return tuple(sorted(share, key=lambda item: item[0]) for share in shares)
+
+
+class _Helper:
+    """A child process forked to check and draw a share of the layers while this process draws
+    the rest: matplotlib holds the GIL, so on two cores a process draws twice as much as two
+    threads. The child inherits the open model (its reads are positioned: pread), sends its
+    :class:`_Drawn` pickled through a pipe and exits; it prints nothing."""
+
+    def __init__(self, todo: Sequence[tuple[int, Layer]], draw: Any) -> None:
+        self.todo = list(todo)
+        self.pid = 0
+        read_end, write_end = os.pipe()
+        try:
+            with warnings.catch_warnings():
+                # Python 3.12+ warns of forking a process with threads: none of ours runs now
+                # (statistics threads are joined, the checks' thread starts after the fork),
+                # and h5py holds its own lock over a fork.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.pid = os.fork()
+        except OSError:  # no process to spare: this process draws everything
+            os.close(read_end)
+            os.close(write_end)
+            self.read_end = -1
+            return
+        if self.pid == 0:  # pragma: no cover - the child, checked through its parent's page
+            os.close(read_end)
+            status = 1
+            try:
+                data = pickle.dumps(draw(self.todo), protocol=pickle.HIGHEST_PROTOCOL)
+                with os.fdopen(write_end, "wb") as out:
+                    out.write(data)
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(write_end)
+        self.read_end = read_end
+
+    def collect(self) -> list[_Drawn] | None:
+        """The child's sections, or None when it failed (its share is then drawn here, where
+        any error it met is raised again)."""
+        if self.read_end < 0:
+            return None
+        chunks = []
+        with os.fdopen(self.read_end, "rb") as pipe:
+            self.read_end = -1
+            while chunk := pipe.read(1 << 20):
+                chunks.append(chunk)
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = 0
+        if status != 0:
+            return None
+        try:
+            drawn = pickle.loads(b"".join(chunks))
+        except Exception:
+            return None
+        return drawn if isinstance(drawn, list) else None
+
+    def end(self) -> None:
+        """Stop the child if it still runs (an interrupted report)."""
+        if self.read_end >= 0:
+            os.close(self.read_end)
+            self.read_end = -1
+        if self.pid:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+            self.pid = 0
+
+
+def _can_fork() -> bool:
+    return sys.platform.startswith("linux") and getattr(os, "fork", None) is not None
+
+
+def report_html(model: Model, *, with_stats: bool = True, processes: int = 1) -> str:
     """One self-contained HTML page about ``model``: the summary table (with min, max and the
     health flags), the parameter verification, the initializer verdicts and a section for every
     layer that holds weights (conv, dense, embedding, recurrent, normalization, unknown): its
@@ -536,11 +683,15 @@ def report_html(model: Model, *, with_stats: bool = True) -> str:
     applies to, the histogram of their values). Each layer's checks run once (see
     :mod:`weightscope.analysis.findings`), as the figures are drawn.
 
+    ``processes=2`` (Linux only; the command line asks for it where two CPUs are free) forks
+    one child that checks and draws about half of the layers: the page is the same. Leave it at
+    1 in a notebook, whose other threads a fork would not take along.
+
     The page needs nothing but itself: inline CSS, figures as base64 PNG ``data:`` URIs, no
     JavaScript, no link or resource outside the page. ``with_stats=False`` reads no tensor data:
     the page then holds the summary (without statistics) and the parameter verification only.
     """
-    from weightscope.analysis.findings import layer_findings, weight_layers
+    from weightscope.analysis.findings import weight_layers
     from weightscope.analysis.params import verify
 
     source = "(in memory)" if model.source is None else str(model.source)
@@ -550,38 +701,37 @@ def report_html(model: Model, *, with_stats: bool = True) -> str:
         _read_stats((t for _, t in model.tensors()), tolerant=False)
         pairs = zip(model.layers, params.layers, strict=True)
         entries = {id(layer): entry for layer, entry in pairs}
-        layers = weight_layers(model)
-        weights = [sum(t.size for t in layer.tensors) * 4 for layer in layers]
-        findings: list[LayerFindings] = []
-        blocks = []
-        # The checks (numpy, which releases the GIL) run on a second thread, a layer or two
-        # ahead of the figures (matplotlib, which does not): on two cores the one hides the
-        # other. The thread only reads tensors; every figure is drawn on this thread.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="weightscope-report") as pool:
-            ahead: deque[Future[LayerFindings]] = deque()
-            queue = iter(layers)
+        todo = list(enumerate(weight_layers(model)))
 
-            def check_next() -> None:
-                layer = next(queue, None)
-                if layer is not None:
-                    entry = entries[id(layer)]
-                    ahead.append(pool.submit(layer_findings, layer, entry, producer=model.producer))
+        def draw(share: Sequence[tuple[int, Layer]], quiet: bool = True) -> list[_Drawn]:
+            return _draw_layers(share, entries, model.producer, quiet=quiet)
 
-            for _ in range(CHECKS_AHEAD):
-                check_next()
-            for index, _layer in enumerate(progress(layers, weights, "checking and drawing")):
-                found = ahead.popleft().result()
-                check_next()
-                findings.append(found)
-                blocks.append(_layer_section(index, found))
-        health = {f.layer.name: f.health for f in findings if f.health is not None}
+        helper = None
+        mine = todo
+        if processes > 1 and len(todo) > 1 and _can_fork():
+            mine, theirs = _share(todo)
+            helper = _Helper(theirs, draw)
+        try:
+            drawn = draw(mine, quiet=False)
+            if helper is not None:
+                drawn += helper.collect() or draw(helper.todo, quiet=False)
+        finally:
+            if helper is not None:
+                helper.end()
+        drawn.sort(key=lambda part: part.index)
+        health = {
+            layer.name: part.health
+            for (_, layer), part in zip(todo, drawn, strict=True)
+            if part.health is not None
+        }
         summary = summary_table(model, stat_columns=("mean", "std", "min", "max"), health=health)
-        init_records = [f.init.to_dict() for f in findings if f.init is not None]
+        init_records = [part.init for part in drawn if part.init is not None]
+        blocks = "".join(part.section for part in drawn)
         sections = [
             ("summary", "Summary", summary),
             ("params", "Parameter verification", params_html(params.to_dict())),
             ("init", "Initialization", init_html(init_records)),
-            ("layers", "Layers", "".join(blocks) or f"<p{_DIM}>No layer holds weights.</p>"),
+            ("layers", "Layers", blocks or f"<p{_DIM}>No layer holds weights.</p>"),
         ]
     else:
         sections = [

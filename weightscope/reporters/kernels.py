@@ -73,7 +73,7 @@ MIN_PX = 400
 MAX_ASPECT = 3.0
 """Matrix and norms views: neither side of the drawn image over this many times the other (a
 dense ``10 x 256`` kernel gets pixels 26 high and 3 wide rather than a 30-pixel stripe)."""
-MAX_TICKS = 32
+MAX_TICKS = 16
 TICK_GAP = 2.0
 """Tick labels are at least this many font sizes apart, centre to centre."""
 FAST_PNG_PIXELS = 1_000_000

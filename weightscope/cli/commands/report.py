@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace, model: Model) -> None:
 
     target: Path = args.output
     check_output(target, model)
-    page = report_html(model, with_stats=not args.no_stats)
+    page = report_html(model, with_stats=not args.no_stats, processes=min(2, _cpus()))
     with atomic_output(target, model) as temp:
         temp.write_bytes(page.encode("utf-8"))
     figures = page.count("<img ")
@@ -51,3 +52,11 @@ def run(args: argparse.Namespace, model: Model) -> None:
         f"wrote report of {len(model.layers)} layers with {figures} figures to {target}",
         file=sys.stderr,
     )
+
+
+def _cpus() -> int:
+    """CPUs this process may run on (the report draws with a second process where two are)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
