@@ -51,6 +51,7 @@ def torch_layers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         wide=nn.Linear(256, 10),
         tall=nn.Linear(3, 200),
         huge=nn.Linear(700, 1200),
+        many_dw=nn.Conv2d(48, 48, 3, groups=48),
     )
     with torch.no_grad():
         modules["big"].weight[47, 39, 1, 1] = BIG_MAX  # outside the default 32 x 16 subset
@@ -251,6 +252,19 @@ def test_keras_depthwise_cells_follow_the_multiplier() -> None:
     for o in range(16):
         cell = _cell(image, o // 4, o % 4, 3, 3)
         np.testing.assert_array_equal(cell, native[:, :, o // 2, o % 2])
+
+
+def test_a_depthwise_kernel_shows_as_many_cells_as_a_grid(torch_layers: dict[str, Any]) -> None:
+    """Its one column wraps, so the default grid's 32 x 16 cells go to filters: all 48 of a
+    48-filter depthwise conv (not the first 32), 7 a row."""
+    layer, weight = _layer(torch_layers, "many_dw")  # (48, 1, 3, 3)
+    fig = layer.plot_kernels()
+    image = _image(fig)
+    assert image.shape == (7 * 4 - 1, 7 * 4 - 1)
+    np.testing.assert_array_equal(_cell(image, 47 // 7, 47 % 7, 3, 3), weight[47, 0])
+    assert "showing all 48 filters x the one input channel per group" in _text(fig)
+    assert "use --all" not in _text(fig)
+    assert "filters 0-31" in _text(layer.plot_kernels(max_filters=2, max_channels=16))
 
 
 def test_a_short_last_row_is_left_blank() -> None:

@@ -426,6 +426,8 @@ def _slices_figure(
     matrix = weights.ndim == 2 or weights.shape[2:] == (1, 1)
     mode = "matrix" if matrix else "slices"
     max_rows, max_cols = limits.get(mode)
+    if not matrix and kernel.in_per_group == 1 and max_rows and max_cols:
+        max_rows *= max_cols  # one column wraps: the cells of a grid go to filters (depthwise)
     rows = _select(filters, kernel.out, max_rows, "filters", "filters", sample=matrix)
     cols = _select(
         channels, kernel.in_per_group, max_cols, "input channels", "channels", sample=matrix
