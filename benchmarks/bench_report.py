@@ -16,11 +16,14 @@ from ``os.wait4``, page cache warm, one untimed run each, then timed runs interl
 * the same command at the base commit ``82f2436`` (before this work: figures for convolutions
   only, the init check run twice per layer), exported with ``git archive`` into
   ``benchmarks/.cache/base-82f2436/`` and imported from there: the named baseline;
+* ``report_html(model, processes=1)`` as of this checkout, the page drawn by one process (what
+  a notebook gets; the command line forks a child to draw half of the layers where two CPUs
+  are free), for information;
 * ``weightscope inspect`` of the same file (reads every tensor's statistics), for scale.
 
 Then, untimed, a child checks the page this checkout wrote: one section per weight-bearing
 layer (25), every figure a PNG, nothing loaded from outside the page, and each kernel read by
-the init check exactly once.
+the init check exactly once; and the two-process page must equal the one-process page.
 
     python benchmarks/bench_report.py [--reps 3] [--base-reps 2]
 
@@ -86,6 +89,21 @@ import runpy, sys
 sys.path.insert(0, sys.argv[1])
 sys.argv = ["weightscope", *sys.argv[2:]]
 runpy.run_module("weightscope", run_name="__main__", alter_sys=True)
+"""
+
+# The same page drawn by this process alone (what a notebook's report_html(model) does).
+ONE_PROCESS = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import matplotlib
+matplotlib.use("Agg")
+import weightscope
+from weightscope.reporters.html import report_html
+
+with weightscope.load(sys.argv[2]) as model:
+    page = report_html(model, processes=1)
+with open(sys.argv[3], "w", encoding="utf-8") as out:
+    out.write(page)
 """
 
 # Check the page this checkout writes; count the init check's reads of each kernel.
@@ -200,13 +218,17 @@ def main() -> int:
         [sys.executable, "-c", RUN_FROM, str(BASE_TREE), "report", str(MODEL_FILE), "-o",
          str(out / "base.html")],
     )  # fmt: skip
+    alone = Timed(
+        "`report_html(model, processes=1)`, this checkout in one process (information)",
+        [sys.executable, "-c", ONE_PROCESS, str(REPO), str(MODEL_FILE), str(out / "one.html")],
+    )
     inspect = Timed(
         "`weightscope inspect report25.pt` (this checkout; for scale)",
         [sys.executable, "-c", RUN_FROM, str(REPO), "inspect", str(MODEL_FILE)],
     )
     load_before = os.getloadavg()[0]
     warm_s = warm_page_cache(MODEL_FILE)
-    for runs in (current, base, inspect):  # untimed: .pyc files, shared libraries, font cache
+    for runs in (current, base, alone, inspect):  # untimed: .pyc, shared libraries, fonts
         run_once(runs)
         runs.wall.clear()
         runs.cpu.clear()
@@ -214,6 +236,7 @@ def main() -> int:
     for rep in range(max(args.reps, args.base_reps)):
         if rep < args.reps:
             run_once(current)
+            run_once(alone)
             run_once(inspect)
         if rep < args.base_reps:
             run_once(base)
@@ -232,6 +255,7 @@ def main() -> int:
         return 2
     page = json.loads(checked.stdout.strip().splitlines()[-1])
     base_page = (out / "base.html").read_text(encoding="utf-8")
+    same_page = (out / "now.html").read_bytes() == (out / "one.html").read_bytes()
     base_figures = base_page.count("<img ")
 
     size_mb = MODEL_FILE.stat().st_size / 1e6
@@ -243,7 +267,7 @@ def main() -> int:
         "float32)"
     )
     print(
-        f"- {args.reps} timed runs of this checkout and of inspect, {args.base_reps} of the base "
+        f"- {args.reps} timed runs of this checkout's contenders, {args.base_reps} of the base "
         "commit, interleaved; CPU = user + sys of the process (what it needed, whatever the load)"
     )
     print(f"- 1-minute load average {load_before:.2f} before, {load_after:.2f} after\n")
@@ -252,7 +276,7 @@ def main() -> int:
         "| peak RSS (MB) |"
     )
     print("|---|---:|---:|---:|---:|---:|")
-    for runs in (current, base, inspect):
+    for runs in (current, base, alone, inspect):
         print(
             f"| {runs.name} | {len(runs.wall)} | {statistics.median(runs.wall):.2f} | "
             f"{min(runs.wall):.2f}..{max(runs.wall):.2f} | {statistics.median(runs.cpu):.2f} | "
@@ -283,6 +307,11 @@ def main() -> int:
                 every_layer and page["pngs"] and not page["external"],
             ),
             (
+                "(check) the page drawn by two processes is the one process's, byte for byte",
+                "same" if same_page else "different",
+                same_page,
+            ),
+            (
                 "(check) the init check reads each kernel once",
                 f"{page['reads']} reads of {page['distinct_reads']} kernels "
                 f"({page['kernels']} layers with one)",
@@ -290,7 +319,8 @@ def main() -> int:
             ),
         ]
     )
-    return 0 if wall <= GOAL_WALL_S and every_layer and page["reads"] == page["kernels"] else 1
+    checks = every_layer and same_page and page["reads"] == page["kernels"]
+    return 0 if wall <= GOAL_WALL_S and checks else 1
 
 
 if __name__ == "__main__":
