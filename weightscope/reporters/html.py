@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import html
 import io
+import json
 import os
-import pickle
 import re
 import signal
 import sys
@@ -542,12 +543,23 @@ VALUE_COST = 2.5e-8
 @dataclass(frozen=True)
 class _Drawn:
     """One layer's part of the page: its section, and what the summary and the init table take
-    from its checks (plain data: a child process sends it back pickled)."""
+    from its checks (plain data: a child process sends it back as JSON, never a pickle)."""
 
     index: int
     section: str
     health: LayerHealth | None
     init: dict[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        health = None if self.health is None else dataclasses.asdict(self.health)
+        return {"index": self.index, "section": self.section, "health": health, "init": self.init}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> _Drawn:
+        from weightscope.analysis.health import LayerHealth
+
+        health = None if data["health"] is None else LayerHealth(**data["health"])
+        return cls(int(data["index"]), str(data["section"]), health, data["init"])
 
 
 def _draw_layers(
@@ -606,12 +618,17 @@ def _share(todo: Sequence[tuple[int, Layer]]) -> tuple[list[tuple[int, Layer]], 
 class _Helper:
     """A child process forked to check and draw a share of the layers while this process draws
     the rest: matplotlib holds the GIL, so on two cores a process draws twice as much as two
-    threads. The child inherits the open model (its reads are positioned: pread), sends its
-    :class:`_Drawn` pickled through a pipe and exits; it prints nothing."""
+    threads. The child inherits the open model (its reads are positioned: pread), runs only
+    weightscope's own code on it, sends its :class:`_Drawn` as JSON through a pipe and exits;
+    it prints nothing."""
 
     def __init__(self, todo: Sequence[tuple[int, Layer]], draw: Any) -> None:
         self.todo = list(todo)
         self.pid = 0
+        self.read_end = -1
+        self._fork_child(draw)
+
+    def _fork_child(self, draw: Any) -> None:
         read_end, write_end = os.pipe()
         try:
             with warnings.catch_warnings():
@@ -623,15 +640,14 @@ class _Helper:
         except OSError:  # no process to spare: this process draws everything
             os.close(read_end)
             os.close(write_end)
-            self.read_end = -1
             return
         if self.pid == 0:  # pragma: no cover - the child, checked through its parent's page
             os.close(read_end)
             status = 1
             try:
-                data = pickle.dumps(draw(self.todo), protocol=pickle.HIGHEST_PROTOCOL)
+                data = json.dumps([part.to_json() for part in draw(self.todo)])
                 with os.fdopen(write_end, "wb") as out:
-                    out.write(data)
+                    out.write(data.encode("utf-8"))
                 status = 0
             finally:
                 os._exit(status)
@@ -653,10 +669,9 @@ class _Helper:
         if status != 0:
             return None
         try:
-            drawn = pickle.loads(b"".join(chunks))
-        except Exception:
+            return [_Drawn.from_json(part) for part in json.loads(b"".join(chunks))]
+        except (ValueError, TypeError, KeyError):
             return None
-        return drawn if isinstance(drawn, list) else None
 
     def end(self) -> None:
         """Stop the child if it still runs (an interrupted report)."""
