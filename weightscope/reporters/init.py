@@ -190,7 +190,7 @@ def _place_beside_legend(figure: Figure, ax: Axes, *, fontsize: float) -> None:
     legend = ax.get_legend()
     labels = [] if legend is None else [text.get_text() for text in legend.get_texts()]
     longest = max((len(line) for label in labels for line in label.splitlines()), default=0)
-    legend_in = longest * 0.48 * fontsize / 72 + 0.5
+    legend_in = longest * 0.5 * fontsize / 72 + 0.6
     width, height = figure.get_size_inches()
     left, bottom, top = 0.75, 0.55, 0.6
     right = min(legend_in + 0.15, width / 2)
