@@ -75,8 +75,28 @@ def open_page(browser, path: Path) -> dict:
     seen["first_cells"] = page.eval_on_selector_all(
         "#summary tbody tr td:first-child", "nodes => nodes.map(n => n.textContent)"
     )
+    seen["layer_sections"] = page.eval_on_selector_all(
+        "section.layer h3", "nodes => nodes.map(n => n.firstChild.textContent.trim())"
+    )
+    seen["baselines"] = page.evaluate(BASELINES)
+    seen["overflow"] = page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
     page.close()
     return seen
+
+
+BASELINES = """() => Array.from(document.querySelectorAll("table tbody tr")).map(row =>
+    Array.from(row.cells).map(cell => {
+        // an empty inline-block's bottom edge is the baseline of the line it sits on
+        const marker = document.createElement("span");
+        marker.style.display = "inline-block";
+        cell.prepend(marker);
+        const y = marker.getBoundingClientRect().bottom;
+        marker.remove();
+        return y;
+    }))"""
+"""For every body row of every table, where the first line of text of each cell sits."""
 
 
 def assert_clean(seen: dict) -> None:
@@ -100,12 +120,29 @@ def test_report_renders_in_chromium(browser, tmp_path):
         "Summary",
         "Parameter verification",
         "Initialization",
-        "Convolution kernels",
+        "Layers",
     ]
-    assert seen["first_cells"] == ["conv1", "bn1", "dwconv2", "pwconv2", "logits"]
+    layers = ["conv1", "bn1", "dwconv2", "pwconv2", "logits"]
+    assert seen["first_cells"] == layers
+    assert seen["layer_sections"] == layers
     alts = [image["alt"] for image in seen["images"]]
     for name in ("conv1", "dwconv2", "pwconv2"):
         assert f"{name}: kernel slices" in alts
+    assert "logits: kernel matrix" in alts and "logits: weights against init" in alts
+
+
+def test_every_cell_of_a_row_stands_on_one_baseline(browser, tmp_path):
+    """The shape column (monospace) sat above the line of the other cells: top-aligned in a
+    smaller font. Every cell of every row of the report's tables now shares one baseline, and
+    the page is no wider than the window (wide tables scroll in their own box)."""
+    out = tmp_path / "report.html"
+    with weightscope.load(weightscope.example_path()) as model:
+        out.write_text(report_html(model), encoding="utf-8")
+    seen = open_page(browser, out)
+    assert len(seen["baselines"]) > 10
+    for row in seen["baselines"]:
+        assert max(row) - min(row) <= 1.0, row
+    assert seen["overflow"] <= 0
 
 
 def test_hostile_names_stay_text_in_chromium(browser, tmp_path):
@@ -120,5 +157,5 @@ def test_hostile_names_stay_text_in_chromium(browser, tmp_path):
     seen = open_page(browser, out)
     assert_clean(seen)  # no alert, no script, the bogus <img src=x> never became an image
     assert seen["first_cells"] == names
-    assert all(image["alt"].endswith("kernel slices") or "init" in image["alt"] for image in
-               seen["images"])  # fmt: skip
+    assert all(image["alt"].endswith(("kernel slices", "kernel matrix")) or "init" in image["alt"]
+               for image in seen["images"])  # fmt: skip

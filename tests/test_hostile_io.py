@@ -295,7 +295,10 @@ def test_escape_sequences_from_files_never_reach_the_terminal(tmp_path):
     [
         (["inspect", "--example", "--health"], "weightscope.analysis.health.layer_health"),
         (["init", "--example"], "weightscope.analysis.init.analyze_with_sample"),
-        (["report", "--example", "-o", "{tmp}/r.html"], "weightscope.analysis.init.analyze_model"),
+        (
+            ["report", "--example", "-o", "{tmp}/r.html"],
+            "weightscope.analysis.findings.layer_findings",  # a layer's checks, on a thread
+        ),
         (["inspect", "--example"], "weightscope.formats.registry.load"),
     ],
 )

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
 import re
 import shutil
@@ -181,9 +182,13 @@ def test_report_sections(example, report):
     from weightscope.analysis.init import analyze_model
     from weightscope.analysis.params import verify
 
-    for title in ("Summary", "Parameter verification", "Initialization", "Convolution kernels"):
-        assert f"<h2>{title}</h2>" in report
-    assert summary_table(example) in report and summary_table(example) in model_html(example)
+    assert re.findall(r"<h2>(.*?)</h2>", report) == [
+        "Summary",
+        "Parameter verification",
+        "Initialization",
+        "Layers",
+    ]
+    assert summary_table(example) in model_html(example)
     verified = verify(example).to_dict()
     for layer in verified["layers"]:
         assert f"<td>{layer['name']}</td>" in report
@@ -196,6 +201,111 @@ def test_report_sections(example, report):
     analysed = {record["layer"] for record in init}
     for name in CONVS:
         assert (f"{name}: weights against init" in alts) == (name in analysed)
+
+
+def _section(report: str, name: str) -> str:
+    """The HTML of the report's section about the layer ``name``."""
+    sections = re.findall(r'<section id="layer-\d+" class="layer">.*?</section>', report, re.S)
+    (found,) = [s for s in sections if re.search(rf"<h3>{re.escape(name)} <small", s)]
+    return found
+
+
+def test_report_summary_has_min_max_and_flags(example, report):
+    summary = re.search(r'<section id="summary">(.*?)</section>', report, re.S).group(1)
+    header = re.findall(r"<th[^>]*>(.*?)</th>", summary)
+    assert header[-5:] == ["mean", "std", "min", "max", "Flags"]
+    rows = {row[0]: row for row in cells(summary) if row}
+    assert list(rows) == LAYERS
+    for name in LAYERS:
+        stats = example.layer(name).principal.stats()
+        assert rows[name][5:9] == [
+            f"{v:.4g}" for v in (stats.mean, stats.std, stats.min, stats.max)
+        ]
+        assert rows[name][9] == "none"  # the example's layers raise no flag
+
+
+def test_report_has_a_section_for_every_weight_bearing_layer(example, report):
+    """The dense layer (82% of the example's parameters) included: its kernel matrix, its
+    histogram against the initializer, its health, init verdict and parameter check."""
+    from weightscope.analysis.init import analyze
+
+    sections = re.findall(r'<section id="layer-\d+" class="layer"><h3>(.*?) <small', report)
+    assert sections == LAYERS
+    alts = [img["alt"] for img in Page(report).all("img")]
+    assert "logits: kernel matrix" in alts and "logits: weights against init" in alts
+    logits = _section(report, "logits")
+    verdict = analyze(example.layer("logits"))
+    assert "<b>Health:</b> no flag raised" in logits
+    evidence = html.escape(verdict.evidence)
+    assert f"<b>Init:</b> <b>trained</b> against glorot_uniform: {evidence}" in logits
+    assert "<b>Params:</b> ok: 2,570 stored, 2,570 by formula (256 x 10 + 10)" in logits
+    rows = {row[0]: row for row in cells(logits) if row}
+    stats = example.layer("logits").tensor("kernel").stats()
+    assert rows["kernel"][5:9] == [
+        f"{v:.4g}" for v in (stats.mean, stats.std, stats.min, stats.max)
+    ]
+    bn1 = _section(report, "bn1")  # no figure, but its tensors, checks and notes
+    assert "<img" not in bn1 and "moving_variance" in bn1 and "filter checks do not apply" in bn1
+
+
+def test_report_runs_each_init_check_once(example, monkeypatch):
+    """The init check reads and tests a kernel once for the page: its verdict, the health
+    flags and the histogram all come from that one run (it ran twice per layer)."""
+    import weightscope.analysis.init as init
+
+    read = init._read
+    counted: list[str] = []
+
+    def counting(tensor, limits):
+        counted.append(tensor.name)
+        return read(tensor, limits)
+
+    monkeypatch.setattr(init, "_read", counting)
+    report_html(example)
+    kernels = [example.layer(name).tensor("kernel").name for name in [*CONVS, "logits"]]
+    assert sorted(counted) == sorted(kernels)
+
+
+@pytest.fixture(scope="module")
+def mixed_file(tmp_path_factory):
+    """A whole pickled torch module with an embedding, an LSTM, a conv with a dead filter and a
+    NaN, and a dense layer with a duplicated row."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    torch.manual_seed(0)
+    modules = nn.Sequential()
+    modules.add_module("embed", nn.Embedding(300, 16))
+    modules.add_module("lstm", nn.LSTM(16, 8))
+    modules.add_module("conv", nn.Conv2d(3, 8, 3))
+    modules.add_module("fc", nn.Linear(32, 6))
+    with torch.no_grad():
+        modules.conv.weight[2] = 0.0  # a dead filter
+        modules.conv.weight[5, 0, 0, 0] = float("nan")
+        modules.fc.weight[4] = modules.fc.weight[1]  # a duplicated row
+    path = tmp_path_factory.mktemp("mixed") / "mixed.pt"
+    torch.save(modules, path)
+    return path
+
+
+def test_report_shows_embedding_recurrent_and_health_flags(mixed_file):
+    with weightscope.load(mixed_file) as model:
+        kinds = {layer.name: layer.kind for layer in model.layers}
+        text = report_html(model)
+    assert kinds["embed"] == "embedding" and kinds["lstm"] == "unknown"
+    sections = re.findall(r'<section id="layer-\d+" class="layer"><h3>(.*?) <small', text)
+    assert sections == ["embed", "lstm", "conv", "fc"]
+    alts = [img["alt"] for img in Page(text).all("img")]
+    assert "embed: values" in alts and "lstm: values" in alts  # no init check applies
+    assert "conv: kernel slices" in alts and "fc: kernel matrix" in alts
+    summary = re.search(r'<section id="summary">(.*?)</section>', text, re.S).group(1)
+    rows = {row[0]: row for row in cells(summary) if row}
+    assert rows["conv"][-1] == "nan_inf, dead_filters"
+    assert rows["fc"][-1] == "duplicate_filters, at_init"  # a fresh torch model
+    conv = _section(text, "conv")
+    assert "1 NaN/Inf values; 1 of 8 filters dead" in conv
+    assert "1 filters duplicate an earlier one" in _section(text, "fc")
+    lstm = _section(text, "lstm")
+    assert "weight_ih_l0" in lstm and "weight_hh_l0" in lstm  # every tensor, with its statistics
 
 
 def test_report_without_stats_reads_no_tensor(example, monkeypatch):
@@ -280,3 +390,38 @@ def test_help_describes_report():
     result = run_cli("report", "--help")
     assert result.returncode == 0
     assert "self-contained" in result.stdout and "--output" in result.stdout
+
+
+def test_report_drawn_by_two_processes_is_the_same_page(example, report, monkeypatch):
+    """processes=2 forks a child that draws about half of the layers: the page is byte for
+    byte the one process's; a child that fails leaves its share to the parent, same page."""
+    import os
+
+    import weightscope.reporters.html as page
+
+    if not page._can_fork():
+        pytest.skip("the report forks only on Linux")
+    assert report_html(example, processes=2) == report
+    parent = os.getpid()
+    section = page._layer_section
+
+    def failing_in_the_child(index, found):
+        if os.getpid() != parent:
+            raise RuntimeError("the child fails")
+        return section(index, found)
+
+    monkeypatch.setattr(page, "_layer_section", failing_in_the_child)
+    assert report_html(example, processes=2) == report
+
+
+def test_report_shares_out_the_layers_by_cost(example):
+    """The two shares cover every layer once, each in page order; the dense layer, the costliest
+    (2,560 weights and two figures), goes first to one share, the rest balance it."""
+    from weightscope.reporters.html import _share
+
+    todo = list(enumerate(example.layers))
+    mine, theirs = _share(todo)
+    assert sorted(i for i, _ in mine + theirs) == list(range(len(todo)))
+    for share in (mine, theirs):
+        assert share and [i for i, _ in share] == sorted(i for i, _ in share)
+    assert [layer.name for _, layer in mine][-1] == "logits"

@@ -448,6 +448,13 @@ def test_cli_bad_layer_exits_2_with_one_line(layer):
     assert len(lines) == 1 and lines[0].startswith("weightscope: ") and layer in lines[0]
 
 
+def _bars(ax) -> tuple[np.ndarray, np.ndarray]:
+    """Heights and edges of the histogram drawn on ``ax`` (one filled StepPatch)."""
+    (patch,) = ax.patches
+    values, edges, _ = patch.get_data()
+    return np.asarray(values), np.asarray(edges)
+
+
 def test_figure_shows_histogram_density_and_bound_lines():
     from matplotlib.figure import Figure
 
@@ -457,11 +464,12 @@ def test_figure_shows_histogram_density_and_bound_lines():
         figure = layer.plot_init()  # Layer.plot_init delegates to reporters.init.plot_init
         given = Figure()
         assert plot_init(layer, ax=given.subplots(), bins=20) is given  # draws on the given axes
-        assert len(given.axes[0].patches) == 20
+        assert len(_bars(given.axes[0])[0]) == 20
     assert report is not None and report.bound is not None
     assert isinstance(figure, Figure)
     (ax,) = figure.axes
-    heights = [patch.get_height() * patch.get_width() for patch in ax.patches]
+    bars, edges = _bars(ax)
+    heights = list(bars * np.diff(edges))
     assert len(heights) > 10 and sum(heights) == pytest.approx(1.0)  # a density histogram
     vertical = {
         round(float(line.get_xdata()[0]), 9)
@@ -474,3 +482,94 @@ def test_figure_shows_histogram_density_and_bound_lines():
     title = ax.get_title()
     for word in ("logits", "glorot_uniform", "trained", "std ratio 2.38", "outside 45.7%"):
         assert word in title
+
+
+# ---------------------------------------------------------------------------------------------
+# the figure, rendered and measured
+
+
+def _rendered(figure):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure).draw()
+    return figure.canvas.get_renderer()
+
+
+def _smoothed_top(heights: np.ndarray, width: int = 5) -> float:
+    """The height of the histogram's tallest region: the largest mean of ``width`` neighbouring
+    bars (one tall bar of a noisy histogram is not its height)."""
+    return float(np.convolve(heights, np.ones(width) / width, mode="valid").max())
+
+
+def test_the_fitted_curve_stands_on_the_histograms_scale_and_the_legend_beside_it():
+    """logits of the example: no initializer fits it (glorot_uniform, the closest he_normal at
+    KS 0.24), so the dotted curve is the normal of its own mean and std, whose peak meets the
+    histogram's; the legend stands beside the axes, clear of the bars."""
+    with weightscope.load(EXAMPLE) as model:
+        figure = model.layer("logits").plot_init()
+    renderer = _rendered(figure)
+    (ax,) = figure.axes
+    heights = _bars(ax)[0]
+    (fit,) = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
+    assert "normal" in fit.get_label() and "closest he_normal" in fit.get_label()
+    ratio = float(np.max(fit.get_ydata())) / _smoothed_top(heights)
+    assert 0.8 <= ratio <= 1.25, ratio
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert not legend.overlaps(ax.get_window_extent(renderer))
+    (bars,) = ax.patches  # the histogram, one filled outline
+    assert not legend.overlaps(bars.get_window_extent(renderer))
+    assert legend.x1 <= figure.bbox.x1 + 1 and legend.y0 >= -1  # not cut by the figure's edge
+    top = ax.get_ylim()[1]
+    assert heights.max() <= top <= 2.2 * heights.max()
+
+
+def test_a_best_fit_that_fits_is_drawn_and_a_far_taller_curve_is_cut(tmp_path):
+    """A fresh Keras-style he_normal kernel: its best fit fits and stands on the data's scale; a
+    far narrower initializer is cut at the top of the frame and its peak given in the legend."""
+    torch = _torch()
+    generator = torch.Generator().manual_seed(0)
+    wide = torch.empty(256, 512).uniform_(-1, 1, generator=generator) * 0.44  # 10x the default
+    fresh = torch.randn(64, 512, generator=generator) * math.sqrt(2 / 512)  # he normal
+    torch.save({"wide.weight": wide, "fresh.weight": fresh}, tmp_path / "m.pt")
+    with weightscope.load(tmp_path / "m.pt") as model:
+        spread = model.layer("wide").plot_init()
+        normal = model.layer("fresh").plot_init()
+        fresh_report = analyze(model.layer("fresh"))
+    _rendered(spread)
+    (ax,) = spread.axes
+    heights = _bars(ax)[0]
+    top = ax.get_ylim()[1]
+    assert top <= 2.2 * heights.max()
+    (init,) = [line for line in ax.get_lines() if "density" in line.get_label()]
+    assert float(np.max(init.get_ydata())) > 4 * top  # 10x the data's height: cut ...
+    assert "(peak 11.3, cut)" in init.get_label()  # ... and said so: sqrt(512) / 2
+    assert fresh_report is not None and fresh_report.best_fit_fits
+    assert (
+        fresh_report.best_fit is not None and fresh_report.best_fit.name == "he_normal_untruncated"
+    )
+    _rendered(normal)
+    (ax,) = normal.axes
+    heights = _bars(ax)[0]
+    (fit,) = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
+    assert fit.get_label().startswith("best fit: he_normal_untruncated")
+    ratio = float(np.max(fit.get_ydata())) / _smoothed_top(heights)
+    assert 0.8 <= ratio <= 1.25, ratio
+
+
+@pytest.mark.parametrize("spread", [1.0, 3.0])
+def test_blockwise_ks_distance_equals_the_direct_maximum(spread):
+    """ks_distance evaluates the CDF at block ends and only in blocks that can hold the
+    maximum; it must give the maximum over every weight, for fresh and for trained weights."""
+    rng = np.random.default_rng(0)
+    fan = 256
+    for values in (
+        rng.uniform(-1, 1, 200_000) * math.sqrt(6 / (2 * fan)) * spread,
+        rng.standard_normal(300_001) * math.sqrt(2 / fan) * spread,
+        rng.laplace(0.01, 0.05, 100_000) * spread,
+    ):
+        x = np.sort(values)
+        n = x.size
+        for candidate in [*inits.standard_family(fan, fan), inits.pytorch_default(fan)]:
+            gaps = np.arange(1, n + 1) / n - candidate.cdf(x)
+            direct = float(max(gaps.max(), 1.0 / n - gaps.min()))
+            assert ks_distance(x, candidate) == pytest.approx(direct, abs=1e-12), candidate.name

@@ -48,6 +48,10 @@ def torch_layers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         linear=nn.Linear(10, 4),
         norm=nn.BatchNorm2d(3),
         big=nn.Conv2d(40, 48, 3),
+        wide=nn.Linear(256, 10),
+        tall=nn.Linear(3, 200),
+        huge=nn.Linear(700, 1200),
+        many_dw=nn.Conv2d(48, 48, 3, groups=48),
     )
     with torch.no_grad():
         modules["big"].weight[47, 39, 1, 1] = BIG_MAX  # outside the default 32 x 16 subset
@@ -147,8 +151,8 @@ def test_colour_scale_is_the_whole_layers_and_the_default_subset_is_stated(
         "showing filters 0-31 of 48, input channels 0-15 of 40; use --all or --filters/--channels"
         in _text(fig)
     )
-    rows, cols = _ticks(fig)
-    assert rows == [f"f{i}" for i in range(32)] and cols == [f"in{i}" for i in range(16)]
+    rows, cols = _ticks(fig)  # at most 16 labels an axis: every second filter
+    assert rows == [f"f{i}" for i in range(0, 32, 2)] and cols == [f"in{i}" for i in range(16)]
 
     smaller = layer.plot_kernels(max_filters=4, max_channels=2)
     assert _image(smaller).shape == (4 * 4 - 1, 2 * 4 - 1)
@@ -219,19 +223,23 @@ def test_bad_options_raise_one_line(
 def test_many_filters_thin_the_tick_labels(torch_layers: dict[str, Any]) -> None:
     layer, _ = _layer(torch_layers, "big")
     rows, _ = _ticks(layer.plot_kernels(all=True, max_filters=None))
-    assert rows == [f"f{i}" for i in range(0, 48, 2)]  # 48 rows: every second labelled
+    assert rows == [f"f{i}" for i in range(0, 48, 4)]  # 48 rows: every fourth labelled
 
 
-def test_torch_depthwise_is_one_column(torch_layers: dict[str, Any]) -> None:
+def test_torch_depthwise_column_wraps_in_reading_order(torch_layers: dict[str, Any]) -> None:
+    """One input channel per filter: the 12 filters' one column wraps into 4 rows of 3, filter
+    f at row f // 3, column f % 3, each row labelled with its first filter."""
     layer, weight = _layer(torch_layers, "depthwise")  # (12, 1, 3, 3), groups=6, multiplier 2
     assert layer.kind == "depthwise_conv2d"
     fig = layer.plot_kernels()
     image = _image(fig)
-    assert image.shape == (12 * 4 - 1, 3)
+    assert image.shape == (4 * 4 - 1, 3 * 4 - 1)
     for f in range(12):
-        np.testing.assert_array_equal(_cell(image, f, 0, 3, 3), weight[f, 0])
-    assert _ticks(fig)[1] == ["in0"]
+        np.testing.assert_array_equal(_cell(image, f // 3, f % 3, 3, 3), weight[f, 0])
+    assert _ticks(fig) == (["f0", "f3", "f6", "f9"], ["+0", "+1", "+2"])
     assert "filter o reads input channel o // 2" in _text(fig)
+    assert "one input channel per filter: the filters in reading order, 3 per row" in _text(fig)
+    assert fig.axes[0].get_ylabel() == "first filter of the row"
 
 
 def test_keras_depthwise_cells_follow_the_multiplier() -> None:
@@ -240,9 +248,51 @@ def test_keras_depthwise_cells_follow_the_multiplier() -> None:
         layer = model.layer("dwconv2")
         native = layer.tensor("kernel").numpy()  # (3, 3, 8, 2) as Keras wrote it
         image = _image(layer.plot_kernels())
-    assert image.shape == (16 * 4 - 1, 3)
+    assert image.shape == (4 * 4 - 1, 4 * 4 - 1)  # 16 filters, 4 a row
     for o in range(16):
-        np.testing.assert_array_equal(_cell(image, o, 0, 3, 3), native[:, :, o // 2, o % 2])
+        cell = _cell(image, o // 4, o % 4, 3, 3)
+        np.testing.assert_array_equal(cell, native[:, :, o // 2, o % 2])
+
+
+def test_a_depthwise_kernel_shows_as_many_cells_as_a_grid(torch_layers: dict[str, Any]) -> None:
+    """Its one column wraps, so the default grid's 32 x 16 cells go to filters: all 48 of a
+    48-filter depthwise conv (not the first 32), 7 a row."""
+    layer, weight = _layer(torch_layers, "many_dw")  # (48, 1, 3, 3)
+    fig = layer.plot_kernels()
+    image = _image(fig)
+    assert image.shape == (7 * 4 - 1, 7 * 4 - 1)
+    np.testing.assert_array_equal(_cell(image, 47 // 7, 47 % 7, 3, 3), weight[47, 0])
+    assert "showing all 48 filters x the one input channel per group" in _text(fig)
+    assert "use --all" not in _text(fig)
+    assert "filters 0-31" in _text(layer.plot_kernels(max_filters=2, max_channels=16))
+
+
+def test_a_short_last_row_is_left_blank() -> None:
+    """conv1 of the example (8 filters, one input channel): 3 a row, the ninth place empty and
+    drawn as background, not as the grey of the separators (or of a NaN weight)."""
+    with weightscope.load(example_path()) as model:
+        layer = model.layer("conv1")
+        native = layer.tensor("kernel").numpy()  # (3, 3, 1, 8)
+        fig = layer.plot_kernels()
+    image = _image(fig)
+    assert image.shape == (3 * 4 - 1, 3 * 4 - 1)
+    for o in range(8):
+        np.testing.assert_array_equal(_cell(image, o // 3, o % 3, 3, 3), native[:, :, 0, o])
+    drawn = fig.axes[0].images[0].get_array()
+    assert (drawn[8:, 7:, 3] == 0).all()  # the empty place and the separators beside it
+    assert (drawn[8:, :7, 3] == 1).all() and (drawn[:7, :, 3] == 1).all()
+    assert _ticks(fig) == (["f0", "f3", "f6"], ["+0", "+1", "+2"])
+
+
+def test_one_filter_row_wraps_its_channels(torch_layers: dict[str, Any]) -> None:
+    layer, weight = _layer(torch_layers, "big")  # (48, 40, 3, 3)
+    fig = layer.plot_kernels(filters="7")  # one filter, its first 16 channels (the default)
+    image = _image(fig)
+    assert image.shape == (4 * 4 - 1, 4 * 4 - 1)
+    for c in range(16):
+        np.testing.assert_array_equal(_cell(image, c // 4, c % 4, 3, 3), weight[7, c])
+    assert _ticks(fig) == (["in0", "in4", "in8", "in12"], ["+0", "+1", "+2", "+3"])
+    assert "one filter (f7): its input channels in reading order, 4 per row" in _text(fig)
 
 
 def test_conv1d_cells_are_strips(torch_layers: dict[str, Any]) -> None:
@@ -295,6 +345,134 @@ def test_transposed_conv_is_drawn_from_its_canonical_kernel(torch_layers: dict[s
         for i in range(2):
             expected = weight[g * 2 + i, o - g * 3]
             np.testing.assert_array_equal(_cell(image, o, i, 3, 3), expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# Frames that are filled: the rendered figure, measured
+
+
+def _boxes(fig: Any) -> dict[str, Any]:
+    """Draw the figure and return the window extents (pixels) of what a reader looks at."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+
+    def shown(texts: Any) -> list[Any]:
+        return [t.get_window_extent(renderer) for t in texts if t.get_visible() and t.get_text()]
+
+    boxes = {
+        "figure": fig.bbox,
+        "image": ax.get_window_extent(renderer),
+        "image_all": ax.get_tightbbox(renderer),
+        "yticks": shown(ax.get_yticklabels()),
+        "xticks": shown(ax.get_xticklabels()),
+        "labels": shown([ax.xaxis.label, ax.yaxis.label]),
+        "header": shown(fig.texts),
+        "colorbar": [a.get_tightbbox(renderer) for a in fig.axes[1:]],
+    }
+    return boxes
+
+
+def _overlapping(boxes: list[Any]) -> list[tuple[int, int]]:
+    return [
+        (i, j)
+        for i in range(len(boxes))
+        for j in range(i + 1, len(boxes))
+        if boxes[i].overlaps(boxes[j])
+    ]
+
+
+def assert_fills_its_frame(fig: Any, min_fraction: float = 0.2) -> None:
+    """The image is neither a strip nor a stamp, and no two labels are drawn over each other."""
+    boxes = _boxes(fig)
+    image, figure = boxes["image"], boxes["figure"]
+    assert 1 / 3.05 <= image.width / image.height <= 3.05, (image.width, image.height)
+    fraction = image.width * image.height / (figure.width * figure.height)
+    assert fraction >= min_fraction, f"the image fills {fraction:.0%} of the figure"
+    for axis in ("yticks", "xticks"):
+        assert boxes[axis], f"no {axis} labels"
+        assert _overlapping(boxes[axis]) == [], f"{axis} labels overlap"
+        for label in boxes[axis]:
+            assert not any(label.overlaps(other) for other in boxes["labels"])
+    assert _overlapping(boxes["labels"]) == []
+    (header,) = boxes["header"]
+    for other in [boxes["image_all"], *boxes["colorbar"]]:
+        assert not header.overlaps(other), "the caption runs into the figure"
+        assert not boxes["image"].overlaps(other) or other is boxes["image_all"]
+    everything = [header, boxes["image_all"], *boxes["colorbar"]]
+    for box in everything:  # nothing cut at the figure's edge
+        assert box.x0 >= -1 and box.y0 >= -1, box
+        assert box.x1 <= figure.x1 + 1 and box.y1 <= figure.y1 + 1, box
+
+
+@pytest.mark.parametrize(
+    ("layer", "options"),
+    [
+        ("conv1", {}),  # 8 filters x 1 input channel
+        ("dwconv2", {}),  # depthwise: 16 filters x 1
+        ("pwconv2", {}),  # 1x1: a 16 x 16 matrix
+        ("logits", {}),  # dense 10 x 256
+        ("logits", {"view": "norms"}),
+        ("dwconv2", {"view": "norms"}),
+    ],
+)
+def test_example_figures_fill_their_frame(layer: str, options: dict[str, Any]) -> None:
+    with weightscope.load(example_path()) as model:
+        fig = model.layer(layer).plot_kernels(**options)
+    assert_fills_its_frame(fig)
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("depthwise", {}),
+        ("big", {"all": True}),  # 48 x 40 slices: every second row labelled
+        ("big", {"filters": "3"}),
+        ("wide", {}),  # 10 x 256
+        ("tall", {}),  # 200 x 3
+        ("huge", {}),  # 1200 x 700, sampled
+        ("huge", {"all": True}),
+        ("conv1d", {}),
+        ("grouped", {"view": "norms"}),
+    ],
+)
+def test_figures_fill_their_frame(
+    torch_layers: dict[str, Any], name: str, options: dict[str, Any]
+) -> None:
+    layer, _ = _layer(torch_layers, name)
+    assert_fills_its_frame(layer.plot_kernels(**options))
+
+
+def test_a_dense_matrix_is_stretched_to_a_readable_aspect(torch_layers: dict[str, Any]) -> None:
+    """A 10 x 256 dense kernel: 3 pixels a column, a whole number of pixels a row, and the
+    drawn image no more than 3 times wider than tall (it was a 30-pixel stripe)."""
+    layer, weight = _layer(torch_layers, "wide")
+    fig = layer.plot_kernels()
+    np.testing.assert_array_equal(_image(fig), weight)  # every weight, nothing resampled
+    width, height = fig.axes[0].bbox.size
+    assert width == pytest.approx(256 * 3) and height == pytest.approx(10 * 26)
+    assert _ticks(fig)[0] == [f"f{i}" for i in range(10)]  # 26 pixels apart: all labelled
+    assert _ticks(fig)[1] == [f"in{i}" for i in range(0, 256, 16)]  # at most 16 an axis
+    tall, _ = _layer(torch_layers, "tall")
+    width, height = tall.plot_kernels().axes[0].bbox.size
+    assert height / width == pytest.approx(3, rel=0.05)
+
+
+def test_a_large_matrix_is_sampled_evenly_and_says_so(torch_layers: dict[str, Any]) -> None:
+    layer, weight = _layer(torch_layers, "huge")  # (1200, 700)
+    fig = layer.plot_kernels()
+    np.testing.assert_array_equal(_image(fig), weight[::3, ::2])  # at most 512 each way
+    text = _text(fig)
+    assert "filters 0-1197 step 3 of 1200, input channels 0-698 step 2 of 700" in text
+    assert "(sampled evenly: too many to see each); use --all or --filters/--channels" in text
+    rows, cols = _ticks(fig)
+    assert rows[:2] == ["f0", "f96"] and cols[:2] == ["in0", "in64"]  # every 32nd of those shown
+    norms = layer.plot_kernels(view="norms", max_filters=100)
+    np.testing.assert_allclose(_image(norms), np.abs(weight[::12, :]), rtol=1e-6)
+    everything = layer.plot_kernels(all=True)
+    assert _image(everything).shape == (1200, 700) and "sampled" not in _text(everything)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -121,14 +121,18 @@ def _under_import() -> bool:
 
 
 _KERAS = (Path(weightscope.__file__).parent / "formats" / "keras").resolve()
+_REPORTERS = (Path(weightscope.__file__).parent / "reporters").resolve()
 _GUARDS = {
     ("os.fork", str(_KERAS / "hdf5_guard.py"), "_forked"),
     ("subprocess.Popen", str(_KERAS / "hdf5_guard_server.py"), "_spawn"),
+    ("os.fork", str(_REPORTERS / "html.py"), "_fork_child"),
 }
 """weightscope's own processes: a child forked to walk an HDF5 file's structure with h5py under
-a deadline (libhdf5 can loop for ever on damaged metadata), or the helper, running weightscope's
-own code, that a process holding a framework forks those children from. They run nothing from
-the file; any other process started is counted."""
+a deadline (libhdf5 can loop for ever on damaged metadata), the helper, running weightscope's
+own code, that a process holding a framework forks those children from, or the child that
+draws half of a report's layers (the same checks and figures on the model already read; it
+sends them back as JSON, not a pickle). They run nothing from the file; any other process
+started is counted."""
 
 
 def _guard_process(event: str) -> bool:

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from weightscope.kinds import Kind
 from weightscope.model import Layer, Model, Tensor
+
+if TYPE_CHECKING:
+    from weightscope.analysis.init import InitReport
 
 FLAGS = ("nan_inf", "dead_filters", "duplicate_filters", "large_norm", "at_init")
 """Every flag a layer can raise, in the order they are listed."""
@@ -100,10 +103,16 @@ class _FilterChecks:
 
 
 def layer_health(
-    layer: Layer, *, producer: str | None = None, max_elements: int = MAX_ELEMENTS
+    layer: Layer,
+    *,
+    producer: str | None = None,
+    max_elements: int = MAX_ELEMENTS,
+    init: InitReport | None = None,
 ) -> LayerHealth:
     """Check one layer. ``producer`` is the model's (it decides whose initializer conventions
-    apply to ONNX files; see :func:`weightscope.analysis.init.analyze`)."""
+    apply to ONNX files; see :func:`weightscope.analysis.init.analyze`). ``init``: the layer's
+    init check when the caller already made it (its verdict is taken, the kernel is not tested
+    again)."""
     from weightscope.analysis.init import analyze, kernel_tensor
 
     kernel = kernel_tensor(layer)
@@ -124,7 +133,7 @@ def layer_health(
             note = f"{checks.filters} filters: too few to compare norms (at least {MIN_FILTERS})"
         elif checks.large is None:
             note = "no finite non-zero filter: norms not compared"
-    report = analyze(layer, producer=producer)
+    report = init if init is not None else analyze(layer, producer=producer)
     return LayerHealth(
         layer=layer.name,
         kind=layer.kind,
@@ -179,13 +188,23 @@ def _filter_checks(kernel: Tensor) -> _FilterChecks:
 
 def _norms(filters: np.ndarray, finite: np.ndarray) -> np.ndarray:
     """L2 norm of each finite filter (0 for the others). Each filter is divided by its largest
-    magnitude before squaring: float64 weights over 1e154 would overflow, under 1e-162 vanish."""
-    wide = filters.astype(np.float64)  # a copy, scaled in place
-    wide[~finite] = 0.0
-    peak = np.maximum(wide.max(axis=1), -wide.min(axis=1))
-    wide /= np.where(peak > 0, peak, 1.0)[:, None]
-    np.square(wide, out=wide)
-    return peak * np.sqrt(wide.sum(axis=1))
+    magnitude before squaring: float64 weights over 1e154 would overflow, under 1e-162 vanish.
+    A block of filters at a time (about 1 M values): the float64 copy of a 25 M-weight dense
+    kernel whole was 200 MB."""
+    norms = np.zeros(filters.shape[0], dtype=np.float64)
+    step = max(1, NORM_BLOCK_ELEMENTS // max(1, filters.shape[1]))
+    for start in range(0, filters.shape[0], step):
+        block = slice(start, start + step)
+        wide = filters[block].astype(np.float64)  # a copy, scaled in place
+        wide[~finite[block]] = 0.0
+        peak = np.maximum(wide.max(axis=1), -wide.min(axis=1))
+        wide /= np.where(peak > 0, peak, 1.0)[:, None]
+        np.square(wide, out=wide)
+        norms[block] = peak * np.sqrt(wide.sum(axis=1))
+    return norms
+
+
+NORM_BLOCK_ELEMENTS = 1 << 20
 
 
 def _duplicates(filters: np.ndarray, candidates: np.ndarray) -> int:

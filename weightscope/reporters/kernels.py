@@ -10,10 +10,18 @@ Views:
 - ``slices``: one row per output filter, one column per input channel (within the filter's group),
   each cell the ``kh x kw`` slice ``w[o, i]``; one diverging colour scale centred on zero,
   ``+-max|w|`` of the whole layer. 1-D kernels give ``1 x k`` strips, 3-D kernels one depth slice,
-  1x1 and dense kernels one ``out x in`` matrix.
+  1x1 and dense kernels one ``out x in`` matrix. A grid of one column (a depthwise kernel, a
+  first layer with one input channel) or one row is wrapped into a near-square arrangement, its
+  cells in reading order, each row labelled with the index of its first cell.
 - ``rgb``: kernels with exactly 3 input channels, each filter as a colour image.
 - ``norms``: the L2 norm of every slice as an ``out x in_total`` heatmap, each filter's channels
   at their absolute input position (blank outside its group), so groups show as blocks.
+
+Every figure is laid out to fill its frame: small grids get up to :data:`MAX_SCALE` pixels per
+weight; a matrix (1x1, dense, norms) far wider than tall, or taller than wide, is drawn with
+non-square pixels so that neither side is over :data:`MAX_ASPECT` times the other, and one too
+large to see whole is sampled evenly along each axis (the figure says which rows and columns);
+tick labels are thinned to at least :data:`TICK_GAP` font sizes apart, so they never overlap.
 """
 
 from __future__ import annotations
@@ -42,7 +50,10 @@ SEPARATOR = "#9a9a9a"
 """Colour of the 1-pixel separators (NaN) between slices: a grey neither end of RdBu_r uses."""
 
 DEFAULT_LIMITS = {"slices": (32, 16), "matrix": (512, 512), "rgb": (256, 3), "norms": (1024, 1024)}
-"""Default (filters, channels) shown when neither ``all`` nor a selection is given."""
+"""Default (filters, channels) shown when neither ``all`` nor a selection is given: the first
+ones of a grid of slices, evenly sampled rows and columns of a matrix (matrix and norms views)."""
+
+SAMPLED_MODES = ("matrix", "norms")
 
 KERNEL_ROLES = ("kernel", "depthwise_kernel")
 """Tensors plotted when no ``role`` is given, in order of preference (a separable conv has no
@@ -51,10 +62,20 @@ KERNEL_ROLES = ("kernel", "depthwise_kernel")
 DPI = 100
 TARGET_PX = 800
 """The longer side of the image aims at this many pixels; each weight gets a whole number of
-pixels (at least one) up to ``MAX_PX``, beyond which the image is downsampled."""
+pixels (at least one, at most ``MAX_SCALE``) up to ``MAX_PX``, beyond which the image is
+downsampled."""
 MAX_PX = 4096
-MAX_SCALE = 16
-MAX_TICKS = 40
+MAX_SCALE = 40
+"""Most figure pixels per weight (16 3x3 slices are drawn 600 pixels wide), except that the
+longer side of the image gets at least ``MIN_PX``: never a stamp in a frame sized for its
+caption."""
+MIN_PX = 400
+MAX_ASPECT = 3.0
+"""Matrix and norms views: neither side of the drawn image over this many times the other (a
+dense ``10 x 256`` kernel gets pixels 26 high and 3 wide rather than a 30-pixel stripe)."""
+MAX_TICKS = 16
+TICK_GAP = 2.0
+"""Tick labels are at least this many font sizes apart, centre to centre."""
 FAST_PNG_PIXELS = 1_000_000
 FONT = 8
 
@@ -223,7 +244,7 @@ def _read_kernel(layer: Layer, role: str | None) -> _Kernel:
     try:
         weights = np.asarray(tensor.canonical())
         if weights.dtype != np.float64:
-            weights = weights.astype(np.float32)
+            weights = weights.astype(np.float32, copy=False)
     except (TypeError, ValueError) as exc:
         raise _error(layer, f"its {role} cannot be read as numbers: {exc}") from exc
     groups = 1 if role == "pointwise_kernel" or weights.ndim == 2 else max(1, layer.groups)
@@ -255,11 +276,12 @@ class _Axis:
     indices: np.ndarray
     total: int
     how: str
-    """``all``, ``default`` (cut to the default limit) or ``selected``."""
+    """``all``, ``default`` (cut to the default limit: the first ones), ``sampled`` (cut to the
+    default limit: evenly spaced ones) or ``selected``."""
 
     @property
     def cut(self) -> bool:
-        return self.how == "default"
+        return self.how in ("default", "sampled")
 
     def describe(self, noun: str) -> str:
         if self.how == "all":
@@ -269,10 +291,16 @@ class _Axis:
         return f"{noun} {_ranges(self.indices)} of {self.total}"
 
 
-def _select(spec: Selection, total: int, limit: int | None, what: str, option: str) -> _Axis:
+def _select(
+    spec: Selection, total: int, limit: int | None, what: str, option: str, *, sample: bool = False
+) -> _Axis:
+    """The indices ``spec`` selects; without one, all up to ``limit``, else the first ``limit``
+    or, with ``sample``, every k-th (at most ``limit``, spread over the whole axis)."""
     if spec is None:
         if limit is None or total <= limit:
             return _Axis(np.arange(total), total, "all")
+        if sample:
+            return _Axis(np.arange(0, total, math.ceil(total / limit)), total, "sampled")
         return _Axis(np.arange(limit), total, "default")
     indices = parse_selection(spec, total, what, option)
     if len(indices) == total and np.array_equal(indices, np.arange(total)):
@@ -349,6 +377,8 @@ def _subset_note(rows: _Axis, cols: _Axis | None, row_noun: str, col_noun: str) 
     if rows.how == "all" and (cols is None or cols.how == "all"):
         return "showing " + " x ".join(parts)
     text = "showing " + ", ".join(parts)
+    if rows.how == "sampled" or (cols is not None and cols.how == "sampled"):
+        text += " (sampled evenly: too many to see each)"
     if rows.cut or (cols is not None and cols.cut):
         text += "; use --all or --filters/--channels"
     return text
@@ -371,14 +401,14 @@ def _depth_slice(kernel: _Kernel, depth: int | None) -> tuple[np.ndarray, str | 
     return w[:, :, chosen], f"depth slice d={chosen} of {size} ({how})"
 
 
-def _symmetric_limit(values: np.ndarray) -> tuple[float, int]:
+def _symmetric_limit(kernel: _Kernel) -> tuple[float, int]:
     """max |w| over the finite values (1.0 when there are none or all are zero), and the number
-    of non-finite values."""
-    finite = np.isfinite(values)
-    bad = int(values.size - np.count_nonzero(finite))
-    magnitude = np.abs(values[finite] if bad else values)
-    top = float(magnitude.max()) if magnitude.size else 0.0
-    return (top if top > 0 else 1.0), bad
+    of non-finite values: from the tensor's statistics (cached once read, as by the report's
+    table), not another pass over the kernel."""
+    stats = kernel.tensor.stats()
+    ends = [abs(v) for v in (stats.min, stats.max) if math.isfinite(v)]
+    top = max(ends, default=0.0)
+    return (top if top > 0 else 1.0), stats.nan + stats.inf
 
 
 # --------------------------------------------------------------------------------------------
@@ -396,10 +426,15 @@ def _slices_figure(
     matrix = weights.ndim == 2 or weights.shape[2:] == (1, 1)
     mode = "matrix" if matrix else "slices"
     max_rows, max_cols = limits.get(mode)
-    rows = _select(filters, kernel.out, max_rows, "filters", "filters")
-    cols = _select(channels, kernel.in_per_group, max_cols, "input channels", "channels")
-    vmax, bad = _symmetric_limit(kernel.weights)
+    if not matrix and kernel.in_per_group == 1 and max_rows and max_cols:
+        max_rows *= max_cols  # one column wraps: the cells of a grid go to filters (depthwise)
+    rows = _select(filters, kernel.out, max_rows, "filters", "filters", sample=matrix)
+    cols = _select(
+        channels, kernel.in_per_group, max_cols, "input channels", "channels", sample=matrix
+    )
+    vmax, bad = _symmetric_limit(kernel)
     chosen = weights[np.ix_(rows.indices, cols.indices)]
+    wrap: _Wrap | None = None
     if matrix:
         image = chosen.reshape(chosen.shape[0], chosen.shape[1])
         cell = (1, 1)
@@ -408,8 +443,9 @@ def _slices_figure(
             what += " (1x1 kernels)"
     else:
         kh, kw = int(weights.shape[2]), int(weights.shape[3])
-        image = _grid(chosen)
         cell = (kh, kw)
+        wrap = _wrap(chosen.shape[0], chosen.shape[1], kh, kw)
+        image = _grid(chosen) if wrap is None else _wrapped_grid(chosen, wrap)
         if kernel.weights.ndim == 3:
             what = f"each cell the 1 x {kw} kernel w[o, i, :]"
         else:
@@ -420,17 +456,90 @@ def _slices_figure(
     shown = _subset_note(rows, cols, "filters", noun)
     lines.append(shown)
     lines += _group_notes(kernel)
+    if wrap is not None:
+        lines.append(wrap.note(kernel, rows, cols))
     if depth_note:
         lines.append(depth_note)
     if bad:
         lines.append(f"{bad} NaN/Inf weights: NaN drawn in the separator grey, ±Inf as the ends")
-    fig, ax = _figure(image.shape, lines, shown=shown, colorbar=True)
+    frame = _figure(image.shape, lines, shown=shown, colorbar=True, stretch=matrix)
     cmap = matplotlib.colormaps[DIVERGING].with_extremes(bad=SEPARATOR)
-    _draw(fig, ax, image, cmap, Normalize(-vmax, vmax), "weight (0 = white)")
-    _label_axes(ax, rows.indices, cols.indices, cell, "f", "in", separators=not matrix)
-    ax.set_ylabel("output filter o", fontsize=FONT)
-    ax.set_xlabel(_column_label(kernel), fontsize=FONT)
-    return fig
+    blank = None if wrap is None else wrap.blank(image.shape, cell)
+    _draw(frame, image, cmap, Normalize(-vmax, vmax), "weight (0 = white)", blank=blank)
+    ax = frame.ax
+    if wrap is None:
+        _label_axes(frame, rows.indices, cols.indices, cell, "f", "in", separators=not matrix)
+        ax.set_ylabel("output filter o", fontsize=FONT)
+        ax.set_xlabel(_column_label(kernel), fontsize=FONT)
+    else:
+        along = rows.indices if wrap.filters else cols.indices
+        first = np.asarray(along[:: wrap.per_row])
+        prefix = "f" if wrap.filters else "in"
+        _label_axes(frame, first, np.arange(wrap.per_row), cell, prefix, "+", separators=True)
+        noun = "filter" if wrap.filters else "input channel"
+        ax.set_ylabel(f"first {noun} of the row", fontsize=FONT)
+        ax.set_xlabel("position in the row", fontsize=FONT)
+    return frame.fig
+
+
+@dataclass(frozen=True)
+class _Wrap:
+    """A grid of one column (one input channel) or one row (one filter), laid out in reading
+    order, ``per_row`` cells a row."""
+
+    count: int
+    per_row: int
+    filters: bool
+    """The cells are filters (a one-column grid), else input channels (a one-row grid)."""
+
+    @property
+    def rows(self) -> int:
+        return math.ceil(self.count / self.per_row)
+
+    def note(self, kernel: _Kernel, rows: _Axis, cols: _Axis) -> str:
+        if self.filters:
+            one = "one input channel per filter" if kernel.groups > 1 else "one input channel"
+            return f"{one}: the filters in reading order, {self.per_row} per row"
+        return (
+            f"one filter (f{int(rows.indices[0])}): its input channels in reading order, "
+            f"{self.per_row} per row"
+        )
+
+    def blank(self, shape: tuple[int, ...], cell: tuple[int, int]) -> np.ndarray | None:
+        """The pixels of the empty cells after the last one (drawn as background, not as
+        separators or weights), or None when the last row is full."""
+        filled = self.count - (self.rows - 1) * self.per_row
+        if filled == self.per_row:
+            return None
+        kh, kw = cell
+        mask = np.zeros(shape[:2], dtype=bool)
+        mask[max(0, (self.rows - 1) * (kh + 1) - 1) :, filled * (kw + 1) - 1 :] = True
+        return mask
+
+
+def _wrap(filters: int, channels: int, kh: int, kw: int) -> _Wrap | None:
+    """How a grid of one row or one column wraps into a near-square arrangement; None when it
+    is not one row or one column, or when wrapping would not make it any squarer."""
+    if filters != 1 and channels != 1:
+        return None
+    count = filters * channels
+    per_row = min(count, max(1, round(math.sqrt(count * (kh + 1) / (kw + 1)))))
+
+    def elongation(rows: int, cols: int) -> float:
+        height, width = rows * (kh + 1) - 1, cols * (kw + 1) - 1
+        return max(height / width, width / height)
+
+    if elongation(math.ceil(count / per_row), per_row) >= elongation(filters, channels):
+        return None
+    return _Wrap(count, per_row, filters=channels == 1)
+
+
+def _wrapped_grid(slices: np.ndarray, wrap: _Wrap) -> np.ndarray:
+    """``(F, C, kh, kw)`` with F or C one -> the cells in reading order, ``per_row`` a row."""
+    kh, kw = slices.shape[2], slices.shape[3]
+    cells = np.full((wrap.rows * wrap.per_row, kh, kw), np.nan, dtype=slices.dtype)
+    cells[: wrap.count] = slices.reshape(wrap.count, kh, kw)
+    return _grid(cells.reshape(wrap.rows, wrap.per_row, kh, kw))
 
 
 def _group_notes(kernel: _Kernel) -> list[str]:
@@ -495,7 +604,7 @@ def _rgb_figure(
         top = np.where(top > 0, top, 1.0)[:, None, None, None]
         how = "each filter scaled on its own: 0.5 + w / (2 max|w_f|), so grey = 0"
     else:
-        top = np.asarray(_symmetric_limit(kernel.weights)[0])
+        top = np.asarray(_symmetric_limit(kernel)[0])
         how = f"one scale for the whole layer: 0.5 + w / (2 x {float(top):.4g}), so grey = 0"
     colours = np.clip(0.5 + chosen / (2 * top), 0.0, 1.0).transpose(0, 2, 3, 1)
     count, kh, kw = colours.shape[0], colours.shape[1], colours.shape[2]
@@ -514,18 +623,19 @@ def _rgb_figure(
     lines.append(f"filters in reading order, {ncols} per row")
     if depth_note:
         lines.append(depth_note)
-    fig, ax = _figure(image.shape[:2], lines, shown=shown, colorbar=False)
-    fig.values = image
+    frame = _figure(image.shape[:2], lines, shown=shown, colorbar=False)
+    frame.fig.values = image
+    ax = frame.ax
     ax.imshow(
         (image * 255 + 0.5).astype(np.uint8),
-        interpolation=_interpolation(image.shape[:2]),
+        interpolation=frame.interpolation,
         aspect="equal",
     )
     first = np.asarray(rows.indices[::ncols])
-    _label_axes(ax, first, np.arange(ncols), (kh, kw), "f", "+", separators=True)
+    _label_axes(frame, first, np.arange(ncols), (kh, kw), "f", "+", separators=True)
     ax.set_ylabel("first filter of the row", fontsize=FONT)
     ax.set_xlabel("position in the row", fontsize=FONT)
-    return fig
+    return frame.fig
 
 
 def _groups_text(kernel: _Kernel) -> str:
@@ -548,8 +658,8 @@ def _norms_figure(
         block = slice(g * per_out, (g + 1) * per_out)
         full[block, g * per_in : (g + 1) * per_in] = norms[block]
     max_rows, max_cols = limits.get("norms")
-    rows = _select(filters, kernel.out, max_rows, "filters", "filters")
-    cols = _select(channels, kernel.in_total, max_cols, "input channels", "channels")
+    rows = _select(filters, kernel.out, max_rows, "filters", "filters", sample=True)
+    cols = _select(channels, kernel.in_total, max_cols, "input channels", "channels", sample=True)
     image = full[np.ix_(rows.indices, cols.indices)]
     finite = norms[np.isfinite(norms)]
     top = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
@@ -561,32 +671,79 @@ def _norms_figure(
             f"groups={kernel.groups}: each filter's channels at their absolute position; "
             "blank = not connected (outside the filter's group)"
         )
-    fig, ax = _figure(image.shape, lines, shown=shown, colorbar=True)
+    frame = _figure(image.shape, lines, shown=shown, colorbar=True, stretch=True)
     cmap = matplotlib.colormaps[SEQUENTIAL].with_extremes(bad="white")
-    _draw(fig, ax, image, cmap, Normalize(0.0, top), "L2 norm" if w.ndim > 2 else "|w|")
-    _label_axes(ax, rows.indices, cols.indices, (1, 1), "f", "in", separators=False)
-    ax.set_ylabel("output filter o", fontsize=FONT)
-    ax.set_xlabel("input channel (absolute)", fontsize=FONT)
-    return fig
+    _draw(frame, image, cmap, Normalize(0.0, top), "L2 norm" if w.ndim > 2 else "|w|")
+    _label_axes(frame, rows.indices, cols.indices, (1, 1), "f", "in", separators=False)
+    frame.ax.set_ylabel("output filter o", fontsize=FONT)
+    frame.ax.set_xlabel("input channel (absolute)", fontsize=FONT)
+    return frame.fig
 
 
 # --------------------------------------------------------------------------------------------
 # Layout: one Axes placed by hand so that each weight gets a whole number of pixels
 
 
+@dataclass
+class _Frame:
+    """The figure, the Axes of the image, and how many figure pixels (at ``DPI``) one image
+    pixel gets along each axis (below 1 when the image is downsampled)."""
+
+    fig: KernelFigure
+    ax: Any
+    scale_y: float
+    scale_x: float
+
+    @property
+    def interpolation(self) -> str:
+        """Whole pixels per weight: nearest (crisp); downsampled: antialiased."""
+        return "nearest" if min(self.scale_y, self.scale_x) >= 1 else "antialiased"
+
+    @property
+    def stretched(self) -> bool:
+        return self.scale_y != self.scale_x
+
+
 def _scale(shape: tuple[int, ...]) -> float:
-    """Figure pixels per image pixel (at ``DPI``)."""
+    """Figure pixels (at ``DPI``) per image pixel, alike on both axes."""
     longest = max(shape[0], shape[1])
     if longest > MAX_PX:
         return MAX_PX / longest
-    return float(max(1, min(MAX_SCALE, TARGET_PX // longest)))
+    return float(max(1, min(MAX_SCALE, TARGET_PX // longest), MIN_PX // longest))
+
+
+def _scales(shape: tuple[int, ...], stretch: bool) -> tuple[float, float]:
+    """``(y, x)`` figure pixels per image pixel. With ``stretch`` (a matrix, whose cells need
+    not be square), the shorter side is stretched to at least ``1 / MAX_ASPECT`` of the longer,
+    in whole pixels per weight unless the image is downsampled."""
+    scale = _scale(shape)
+    if not stretch:
+        return scale, scale
+    height, width = shape[0] * scale, shape[1] * scale
+
+    def stretched(wanted: float) -> float:
+        return float(math.ceil(wanted)) if scale >= 1 else wanted
+
+    if width > MAX_ASPECT * height:
+        return stretched(width / MAX_ASPECT / shape[0]), scale
+    if height > MAX_ASPECT * width:
+        return scale, stretched(height / MAX_ASPECT / shape[1])
+    return scale, scale
 
 
 def _figure(
-    shape: tuple[int, ...], lines: list[str], *, shown: str, colorbar: bool
-) -> tuple[KernelFigure, Any]:
-    scale = _scale(shape)
-    image_w, image_h = shape[1] * scale / DPI, shape[0] * scale / DPI
+    shape: tuple[int, ...],
+    lines: list[str],
+    *,
+    shown: str,
+    colorbar: bool,
+    stretch: bool = False,
+) -> _Frame:
+    scale_y, scale_x = _scales(shape, stretch)
+    if min(scale_y, scale_x) < 1:
+        per_pixel = shape[0] * shape[1] / (shape[0] * scale_y * shape[1] * scale_x)
+        lines = [*lines, f"downsampled to fit: about {per_pixel:.3g} weights per pixel"]
+    image_w, image_h = shape[1] * scale_x / DPI, shape[0] * scale_y / DPI
     left, bottom = 0.95, 0.75
     right = 1.25 if colorbar else 0.3
     line_height = 1.45 * FONT / 72
@@ -619,36 +776,42 @@ def _figure(
         linespacing=1.3,
         parse_math=False,  # names from a file may hold "$": never mathtext
     )
-    return fig, ax
+    return _Frame(fig, ax, scale_y, scale_x)
 
 
 def _draw(
-    fig: KernelFigure, ax: Any, values: np.ndarray, cmap: Colormap, norm: Normalize, label: str
+    frame: _Frame,
+    values: np.ndarray,
+    cmap: Colormap,
+    norm: Normalize,
+    label: str,
+    *,
+    blank: np.ndarray | None = None,
 ) -> None:
-    """Draw ``values`` coloured by ``cmap``/``norm`` (NaN in its "bad" colour) with a colorbar.
+    """Draw ``values`` coloured by ``cmap``/``norm`` (NaN in its "bad" colour, ``blank`` pixels
+    transparent) with a colorbar.
 
     The colours are computed here, once, and drawn as an RGBA uint8 image: matplotlib then only
     copies pixels, several times faster than resampling float data (with its NaN mask) itself.
     """
+    fig = frame.fig
     fig.values = values
     fig.mappable = ScalarMappable(norm=norm, cmap=cmap)
     low, high = float(norm.vmin), float(norm.vmax)  # type: ignore[arg-type]
     scaled = (values.astype(np.float32) - np.float32(low)) / np.float32(high - low)
     rgba = cmap(scaled, bytes=True).astype(np.float32)  # NaN -> the "bad" colour
     rgba *= np.float32(1 / 255)
-    ax.imshow(rgba, interpolation=_interpolation(values.shape), aspect="equal")
+    if blank is not None:
+        rgba[blank, 3] = 0.0
+    aspect = "auto" if frame.stretched else "equal"
+    frame.ax.imshow(rgba, interpolation=frame.interpolation, aspect=aspect)
     colorbar = fig.colorbar(fig.mappable, cax=fig.axes[1])
     colorbar.set_label(label, fontsize=FONT)
     colorbar.ax.tick_params(labelsize=FONT)
 
 
-def _interpolation(shape: tuple[int, ...]) -> str:
-    """Whole pixels per weight: nearest (crisp); downsampled: antialiased."""
-    return "nearest" if _scale(shape) >= 1 else "antialiased"
-
-
 def _label_axes(
-    ax: Any,
+    frame: _Frame,
     rows: np.ndarray,
     cols: np.ndarray,
     cell: tuple[int, int],
@@ -657,13 +820,15 @@ def _label_axes(
     *,
     separators: bool,
 ) -> None:
-    """Tick labels at the centres of the cells, thinned to at most ``MAX_TICKS`` per axis."""
-    for indices, size, axis, prefix in (
-        (rows, cell[0], ax.yaxis, row_prefix),
-        (cols, cell[1], ax.xaxis, col_prefix),
+    """Tick labels at the centres of the cells, thinned (every 2nd, 4th, ...) so that they stand
+    at least ``TICK_GAP`` font sizes apart and number at most ``MAX_TICKS`` per axis."""
+    ax = frame.ax
+    for indices, size, scale, axis, prefix in (
+        (rows, cell[0], frame.scale_y, ax.yaxis, row_prefix),
+        (cols, cell[1], frame.scale_x, ax.xaxis, col_prefix),
     ):
-        step = _tick_step(len(indices))
         spacing = size + int(separators)
+        step = _tick_step(len(indices), spacing * scale / DPI * 72)
         positions = [k * spacing + (size - 1) / 2 for k in range(0, len(indices), step)]
         labels = [f"{prefix}{int(indices[k])}" for k in range(0, len(indices), step)]
         axis.set_ticks(positions, labels)
@@ -675,8 +840,9 @@ def _label_axes(
         spine.set_edgecolor(SEPARATOR)
 
 
-def _tick_step(count: int) -> int:
+def _tick_step(count: int, pitch_pt: float) -> int:
+    """Label every ``step``-th of ``count`` cells ``pitch_pt`` points apart."""
     step = 1
-    while count / step > MAX_TICKS:
+    while count / step > MAX_TICKS or step * pitch_pt < TICK_GAP * FONT:
         step *= 2
     return step
