@@ -35,13 +35,13 @@ What bounds it, beyond the pickle's size (``max_pickle_bytes``):
 from __future__ import annotations
 
 import codecs
-import gc
 import pickletools
 import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import IO, Any, Protocol
 
+from weightscope.formats._common.gc_pause import paused_gc
 from weightscope.formats.pytorch.records import (
     Allowed,
     CallResult,
@@ -189,13 +189,8 @@ class Machine:
         """The object the pickle builds. Python's cyclic garbage collector is paused meanwhile:
         it would walk the growing heap of containers every few hundred allocations (four
         million empty lists took 4 s instead of 1)."""
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
+        with paused_gc():
             return self._run()
-        finally:
-            if collecting:
-                gc.enable()
 
     def _run(self) -> Any:
         dispatch = self.dispatch
