@@ -5,8 +5,10 @@ in memory (a strided view is read whole, at most the size of its storage)."""
 from __future__ import annotations
 
 import math
+import operator
 import os
 from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +62,7 @@ class OpenFile:
             self.fd = -1
 
 
+@lru_cache(maxsize=64)
 def numpy_dtype(name: str, byteorder: str = "little") -> np.dtype:
     """The dtype to read raw elements as (``bfloat16`` as its 16-bit patterns)."""
     dtype = np.dtype(np.uint16 if name == BFLOAT16 else name)
@@ -72,6 +75,11 @@ class FileRegionSource:
     """A strided tensor over a storage that starts at ``base`` in the file and holds
     ``storage_numel`` elements."""
 
+    __slots__ = (
+        "base", "contiguous", "dtype_name", "file", "nbytes", "offset", "raw_dtype", "shape",
+        "stride",
+    )  # fmt: skip
+
     def __init__(
         self,
         file: OpenFile,
@@ -83,15 +91,16 @@ class FileRegionSource:
         stride: tuple[int, ...],
         byteorder: str = "little",
     ) -> None:
+        # Every check in builtins over whole tuples: a file may hold 200,000 tensors.
         self.file = file
         self.dtype_name = dtype
-        self.raw_dtype = numpy_dtype(dtype, byteorder)
+        self.raw_dtype = raw_dtype = numpy_dtype(dtype, byteorder)
         self.shape = shape
         self.stride = stride
         self.offset = offset
         self.base = base
         numel = math.prod(shape)
-        if len(stride) != len(shape) or offset < 0 or any(s < 0 for s in (*shape, *stride)):
+        if len(stride) != len(shape) or offset < 0 or min((*shape, *stride), default=0) < 0:
             raise file.error(f"tensor of shape {shape} is malformed")
         if numel > storage_numel:
             # only overlapping views (zero strides, from expand) can be larger than their storage;
@@ -99,17 +108,17 @@ class FileRegionSource:
             raise file.error(
                 f"tensor of shape {shape} has more elements than its storage ({storage_numel:,})"
             )
-        last = offset + sum((n - 1) * s for n, s in zip(shape, stride, strict=True)) if numel else 0
+        # the last element's index: sum((n - 1) * s) over the axes
+        last = offset + sum(map(operator.mul, shape, stride)) - sum(stride) if numel else 0
         if numel and last >= storage_numel:
             raise file.error(
                 f"tensor of shape {shape} reaches element {last} of a storage of {storage_numel}"
             )
-        end = base + storage_numel * self.raw_dtype.itemsize
-        if end > file.size:
+        itemsize = raw_dtype.itemsize
+        if base + storage_numel * itemsize > file.size:
             raise file.error(f"storage of {storage_numel:,} elements runs past the end of the file")
         self.contiguous = stride == c_strides(shape)
-        span = last - offset + 1 if numel else 0
-        self.nbytes = span * self.raw_dtype.itemsize
+        self.nbytes = (last - offset + 1) * itemsize if numel else 0
         """Bytes of the file this tensor reads."""
 
     def file_regions(self) -> list[tuple[OpenFile, int]]:
@@ -177,7 +186,10 @@ class FileRegionSource:
         return reduce_slabs(slabs, read)
 
 
+@lru_cache(maxsize=4096)
 def c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The strides, in elements, of a C-contiguous tensor of ``shape`` (cached: most tensors
+    of a model share a few shapes)."""
     strides = []
     step = 1
     for size in reversed(shape):
