@@ -132,7 +132,14 @@ def _dims(values: Any) -> tuple[int, ...]:
         raise PickleFormatError(
             f"a tensor's shape or stride is not a tuple of at most {MAX_DIMS} integers"
         )
+    if set(map(type, values)) <= _INT and (
+        not values or 0 <= min(values) <= max(values) < MAX_INDEX
+    ):
+        return tuple(values)  # the common case, checked in builtins (a tensor has two of these)
     return tuple(_index(v, "a tensor's shape or stride") for v in values)
+
+
+_INT = {int}
 
 
 def _flag(value: Any) -> bool:
