@@ -69,7 +69,7 @@ class ArraySource:
         return compute_stats(self.chunks(max_elements))
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Tensor:
     """One stored weight tensor. Data is read from the file only on demand."""
 
@@ -149,7 +149,7 @@ def small_tensor_stats(tensors: Iterable[Tensor]) -> None:
             tensor._stats = stats
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Layer:
     """A weight-bearing layer, its tensors, and what its framework said about it."""
 
