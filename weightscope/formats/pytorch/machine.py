@@ -96,6 +96,15 @@ _UINT16 = struct.Struct("<H").unpack_from
 _UINT32 = struct.Struct("<I").unpack_from
 _INT32 = struct.Struct("<i").unpack_from
 _BINPUT, _LONG_BINPUT, _BINGET, _LONG_BINGET, _BININT1 = b"qrhjK"
+_MARK, _BININT2, _BININT, _TUPLE, _EMPTY_TUPLE, _REDUCE, _BINPERSID = b"(MJt)RQ"
+_TUPLE1, _TUPLE2, _TUPLE3, _NEWTRUE, _NEWFALSE = b"\x85\x86\x87\x88\x89"
+_BINUNICODE = ord("X")
+_SMALL_TUPLES = {_TUPLE1: 1, _TUPLE2: 2, _TUPLE3: 3}
+REBUILD_TENSOR = "torch._utils._rebuild_tensor_v2"
+ORDERED_DICT = "collections.OrderedDict"
+_RECORD_BYTES = 320
+"""Most bytes :meth:`Machine._tensor_record` reads: a key of up to 64 bytes and dims of up to
+8 axes (longer ones go through the opcodes one by one)."""
 _UNSET = object()
 _ESCAPES: Callable[[bytes], tuple[bytes, int]] = codecs.escape_decode
 
@@ -244,6 +253,15 @@ class Machine:
                             self.charge(0)
                         memo[index] = self.stack[-1]
                         continue
+                    if (
+                        code == _MARK
+                        and data[pos + 1] == _MARK
+                        and self.stack
+                        and type(self.stack[-1]) is Allowed
+                        and self.stack[-1].name == REBUILD_TENSOR
+                        and self._tensor_record(pos)
+                    ):
+                        continue
                 elif pos >= self.end:
                     self._fill(1)
                     pos = self.pos
@@ -265,6 +283,121 @@ class Machine:
         if self.file is not None:
             self.file.seek(self.base + self.pos)
         return self.result
+
+    def _tensor_record(self, start: int) -> bool:
+        """Run the opcodes of one tensor as ``torch.save`` writes each but the first (protocol 2)
+        at once, when they are exactly those: two marks; the storage's persistent id built from
+        memoized strings, its key and size; the storage offset, size and stride tuples; the
+        requires_grad flag and an empty ``OrderedDict`` of hooks; the arguments tuple; the call
+        of ``_rebuild_tensor_v2`` (on the stack already); each object memoized as torch does.
+        The result is what the opcodes one by one give: the same objects, memo entries, sizes
+        and charges, built by the same helpers; a state dict of 200,000 tensors spent 22 us in
+        each tensor's 32 opcodes. Anything else (or a record that could reach a limit) returns
+        False before anything is changed, and the opcodes run one by one."""
+        data = self.data
+        if start + _RECORD_BYTES > self.end:
+            return False
+        memo = self.memo
+        pos = start + 2  # the two marks
+        try:
+            # the persistent id: ("storage", storage type, key, location, size)
+            pid_parts: list[Any] = []
+            for _ in range(2):
+                index, pos = _memo_index(data, pos, _BINGET, _LONG_BINGET)
+                pid_parts.append(memo[index])
+            if data[pos] != _BINUNICODE:
+                return False
+            length = _UINT32(data, pos + 1)[0]
+            if length > 64:
+                return False
+            raw = data[pos + 5 : pos + 5 + length]
+            pos += 5 + length
+            key = raw.decode("utf-8", "surrogatepass")
+            key_slot, pos = _memo_index(data, pos, _BINPUT, _LONG_BINPUT)
+            index, pos = _memo_index(data, pos, _BINGET, _LONG_BINGET)
+            location = memo[index]
+            numel, pos = _small_int(data, pos)
+            if data[pos] != _TUPLE:
+                return False
+            pid_slot, pos = _memo_index(data, pos + 1, _BINPUT, _LONG_BINPUT)
+            if data[pos] != _BINPERSID:
+                return False
+            offset, pos = _small_int(data, pos + 1)
+            shape, shape_marks, pos = _int_tuple(data, pos)
+            shape_slot, pos = _memo_index(data, pos, _BINPUT, _LONG_BINPUT)
+            stride, stride_marks, pos = _int_tuple(data, pos)
+            stride_slot, pos = _memo_index(data, pos, _BINPUT, _LONG_BINPUT)
+            flag = data[pos]
+            if flag != _NEWFALSE and flag != _NEWTRUE:
+                return False
+            index, pos = _memo_index(data, pos + 1, _BINGET, _LONG_BINGET)
+            ordered = memo[index]
+            if data[pos] != _EMPTY_TUPLE or data[pos + 1] != _REDUCE:
+                return False
+            hooks_slot, pos = _memo_index(data, pos + 2, _BINPUT, _LONG_BINPUT)
+            if data[pos] != _TUPLE:
+                return False
+            args_slot, pos = _memo_index(data, pos + 1, _BINPUT, _LONG_BINPUT)
+            if data[pos] != _REDUCE:
+                return False
+            tensor_slot, pos = _memo_index(data, pos + 1, _BINPUT, _LONG_BINPUT)
+        except (_NoRecord, KeyError, UnicodeDecodeError):
+            return False
+        storage_word, storage_type = pid_parts
+        if not (
+            type(storage_word) is str
+            and type(storage_type) is StorageType
+            and type(location) is str
+            and type(ordered) is Allowed
+            and ordered.name == ORDERED_DICT
+        ):
+            return False
+        slots = (key_slot, pid_slot, shape_slot, stride_slot, hooks_slot, args_slot, tensor_slot)
+        own = (
+            2 * MARK
+            + STRING
+            + len(raw)
+            + sum(MEMO_ENTRY if slot > 256 else SMALL_MEMO_ENTRY for slot in slots)
+            + sum(NUMBER + (v.bit_length() >> 3) for v in (numel, offset) if v not in _SMALL_INTS)
+            + sum(NUMBER + (v.bit_length() >> 3) for v in shape + stride if v not in _SMALL_INTS)
+            + MARK * (shape_marks + stride_marks)
+            + 3 * TUPLE
+            + TUPLE_ITEM * (5 + len(shape) + len(stride))
+            + TUPLE
+            + 6 * TUPLE_ITEM
+        )
+        # what the helpers below charge at most: a new storage, the hooks, the sizes entry of
+        # the arguments, the tensor
+        helpers = RECORD + STRING + len(key) + ODICT + SIZE_ENTRY + RECORD
+        if self.spent + own + helpers > self.allowed:
+            return False  # one by one, so that a limit is reached where it is
+        # the objects, in the order the opcodes build them (all but the arguments are leaves)
+        self.spent += own
+        self.pos = pos
+        memo[key_slot] = key
+        pid = (storage_word, storage_type, key, location, numel)
+        memo[pid_slot] = pid
+        storage = self.resolver.persistent_load(self, pid)
+        memo[shape_slot] = shape
+        memo[stride_slot] = stride
+        hooks = ordered.function(self)
+        memo[hooks_slot] = hooks
+        args = (storage, offset, shape, stride, flag == _NEWTRUE, hooks)
+        tree = 7 + len(shape) + len(stride)
+        if type(storage) is StorageRef and tree <= self.max_tree and self.max_depth >= 2:
+            # grow(args, args, fresh=True), its parts known: leaves but the dims (fresh tuples,
+            # depth 1 and 1 + len each) and the hooks (a fresh empty dict, depth 1 and 1)
+            self.keep.append(args)
+            self.sizes[id(args)] = (2, tree)
+            self.spent += SIZE_ENTRY
+        else:
+            self.grow(args, args, fresh=True)
+        memo[args_slot] = args
+        stack = self.stack
+        tensor = stack[-1].function(self, *args)
+        stack[-1] = tensor
+        memo[tensor_slot] = tensor
+        return True
 
     def _offset(self) -> int:
         """Bytes of this pickle read so far."""
@@ -992,6 +1125,55 @@ class Machine:
             )
         else:
             raise PickleFormatError(f"the pickle sets the state of a {_kind(target)} (BUILD)")
+
+
+class _NoRecord(Exception):
+    """The bytes are not a tensor record of :meth:`Machine._tensor_record`."""
+
+
+def _memo_index(data: bytes, pos: int, short: int, long: int) -> tuple[int, int]:
+    """The memo index of a BINPUT/LONG_BINPUT (or BINGET/LONG_BINGET) at ``pos``, and the
+    position after it."""
+    code = data[pos]
+    if code == short:
+        return data[pos + 1], pos + 2
+    if code == long:
+        return _UINT32(data, pos + 1)[0], pos + 5
+    raise _NoRecord
+
+
+def _small_int(data: bytes, pos: int) -> tuple[int, int]:
+    """A BININT1, BININT2 or non-negative BININT at ``pos``, and the position after it."""
+    code = data[pos]
+    if code == _BININT1:
+        return data[pos + 1], pos + 2
+    if code == _BININT2:
+        return _UINT16(data, pos + 1)[0], pos + 3
+    if code == _BININT:
+        value = _INT32(data, pos + 1)[0]
+        if value >= 0:
+            return value, pos + 5
+    raise _NoRecord
+
+
+def _int_tuple(data: bytes, pos: int) -> tuple[tuple[int, ...], int, int]:
+    """A tuple of up to 8 small ints as pickle writes it (TUPLE1-3 after them, or a MARK
+    before and TUPLE after): the tuple, the marks it set, and the position after it."""
+    marks = 0
+    if data[pos] == _MARK:
+        marks, pos = 1, pos + 1
+    values: list[int] = []
+    while len(values) <= 8:
+        code = data[pos]
+        if marks and code == _TUPLE:
+            return tuple(values), marks, pos + 1
+        if not marks and code in _SMALL_TUPLES:
+            if _SMALL_TUPLES[code] != len(values):
+                raise _NoRecord
+            return tuple(values), marks, pos + 1
+        value, pos = _small_int(data, pos)
+        values.append(value)
+    raise _NoRecord
 
 
 def _kind(value: Any) -> str:
