@@ -22,4 +22,9 @@ def paused_gc() -> Iterator[None]:
         yield
     finally:
         if collecting:
+            # Everything built meanwhile is moved to the oldest generation unscanned (freeze,
+            # then unfreeze, merges lists): otherwise the first allocation after this walks
+            # all of it as young objects, a second for a state dict of 200,000 tensors.
+            gc.freeze()
+            gc.unfreeze()
             gc.enable()
