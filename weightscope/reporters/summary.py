@@ -128,6 +128,7 @@ def write_json(
     text ``json.dump(model_to_dict(model, with_stats), out, indent=2)`` writes."""
     chosen = model.layers if layers is None else list(layers)
     head = _model_dict(model, None)
+    writer = _Writer(with_stats)
     pad = _PADS[1]
     for index, (key, value) in enumerate(head.items()):
         out.write(("{" if index == 0 else ",") + pad + encode_basestring_ascii(key) + ": ")
@@ -138,7 +139,7 @@ def write_json(
         for number, layer in enumerate(chosen):
             extra = None if extras is None else extras[number]
             batch.append(("" if number == 0 else ",") + _PADS[2])
-            batch.append(_layer_text(layer, with_stats, extra))
+            batch.append(writer.layer(layer, extra))
             if len(batch) >= _LAYERS_PER_WRITE:
                 out.write("".join(batch))
                 batch.clear()
@@ -147,53 +148,106 @@ def write_json(
     out.write(_PADS[0] + "}\n")
 
 
-def _layer_text(layer: Layer, with_stats: bool, extra: dict[str, Any] | None) -> str:
-    """``layer_to_dict(layer)`` (and ``extra``) as a list item of the model (level 2)."""
-    p = _PADS[3]
-    tensors = layer.tensors
-    if tensors:
-        parts = [_PADS[4] + _tensor_text(t, with_stats) for t in tensors]
-        tensors_text = "[" + ",".join(parts) + p + "]"
-    else:
-        tensors_text = "[]"
-    text = (
-        f'{{{p}"name": {_scalar(layer.name)},{p}"kind": {_scalar(layer.kind)},'
-        f'{p}"class_name": {_scalar(layer.class_name)},{p}"groups": {_scalar(layer.groups)},'
-        f'{p}"inferred": {_scalar(layer.inferred)},{p}"note": {_scalar(layer.note)},'
-        f'{p}"params": {_scalar(layer.params)},'
-        f'{p}"config": {_encode(_jsonable(layer.config), 3)},{p}"tensors": {tensors_text}'
-    )
-    if extra:
-        text += "".join(f",{p}{_key(key)}: {_encode(value, 3)}" for key, value in extra.items())
-    return text + _PADS[2] + "}"
+class _Writer:
+    """The text of layers and tensors. What most entries share (a tensor's entry but its name
+    and statistics, a layer's but its name and tensors) is written once per distinct value and
+    kept: a file of 200,000 tiny tensors holds a handful of them."""
 
+    CACHED = 10_000
+    """Most distinct parts kept, of each kind."""
 
-def _tensor_text(tensor: Tensor, with_stats: bool) -> str:
-    """``tensor_to_dict(tensor)`` as an item of its layer's tensors (level 4)."""
-    p = _PADS[5]
-    canonical = tensor.canonical_shape
-    text = (
-        f'{{{p}"name": {_scalar(tensor.name)},{p}"role": {_scalar(tensor.role)},'
-        f'{p}"native_shape": {_ints(tensor.native_shape)},'
-        f'{p}"native_layout": {_scalar(tensor.native_layout)},'
-        f'{p}"canonical_shape": {"null" if canonical is None else _ints(canonical)},'
-        f'{p}"canonical_layout": {_scalar(tensor.canonical_layout)},'
-        f'{p}"groups": {_scalar(tensor.groups)},{p}"dtype": {_scalar(tensor.dtype)},'
-        f'{p}"size": {_scalar(tensor.size)},{p}"trainable": {_scalar(tensor.trainable)},'
-        f'{p}"counted": {_scalar(tensor.counted)},{p}"shared_with": {_scalar(tensor.shared_with)}'
-    )
-    if with_stats and tensor.has_stats:
-        stats = tensor.stats()
-        q = _PADS[6]
-        text += (
-            f',{p}"stats": {{{q}"mean": {_number(stats.mean)},{q}"std": {_number(stats.std)},'
-            f'{q}"min": {_number(stats.min)},{q}"max": {_number(stats.max)},'
-            f'{q}"zeros_fraction": {_number(stats.zeros_fraction)},'
-            f'{q}"nan": {_number(stats.nan)},{q}"inf": {_number(stats.inf)}{p}}}'
+    def __init__(self, with_stats: bool) -> None:
+        self.with_stats = with_stats
+        self.tensor_parts: dict[tuple[Any, ...], str] = {}
+        self.layer_parts: dict[tuple[Any, ...], str] = {}
+
+    def layer(self, layer: Layer, extra: dict[str, Any] | None) -> str:
+        """``layer_to_dict(layer)`` (and ``extra``) as a list item of the model (level 2)."""
+        p = _PADS[3]
+        tensors = layer.tensors
+        if tensors:
+            parts = [_PADS[4] + self.tensor(t) for t in tensors]
+            tensors_text = "[" + ",".join(parts) + p + "]"
+        else:
+            tensors_text = "[]"
+        text = f'{{{p}"name": {_scalar(layer.name)},' + self._layer_part(layer)
+        text += f'{p}"tensors": {tensors_text}'
+        if extra:
+            text += "".join(f",{p}{_key(key)}: {_encode(value, 3)}" for key, value in extra.items())
+        return text + _PADS[2] + "}"
+
+    def _layer_part(self, layer: Layer) -> str:
+        """The entries from ``kind`` to ``config``, with the comma after."""
+        groups, params, inferred = layer.groups, layer.params, layer.inferred
+        key = None
+        if not layer.config:
+            key = (layer.kind, layer.class_name, groups, type(groups), inferred, type(inferred),
+                   layer.note, params, type(params))  # fmt: skip
+            found = self.layer_parts.get(key)
+            if found is not None:
+                return found
+        p = _PADS[3]
+        text = (
+            f'{p}"kind": {_scalar(layer.kind)},{p}"class_name": {_scalar(layer.class_name)},'
+            f'{p}"groups": {_scalar(groups)},{p}"inferred": {_scalar(inferred)},'
+            f'{p}"note": {_scalar(layer.note)},{p}"params": {_scalar(params)},'
+            f'{p}"config": {_encode(_jsonable(layer.config), 3)},'
         )
-    elif with_stats:
-        text += f',{p}"stats": null'
-    return text + _PADS[4] + "}"
+        if key is not None and len(self.layer_parts) < self.CACHED:
+            self.layer_parts[key] = text
+        return text
+
+    def tensor(self, tensor: Tensor) -> str:
+        """``tensor_to_dict(tensor)`` as an item of its layer's tensors (level 4)."""
+        p = _PADS[5]
+        text = f'{{{p}"name": {_scalar(tensor.name)},' + self._tensor_part(tensor)
+        if self.with_stats and tensor.has_stats:
+            stats = tensor.stats()
+            q = _PADS[6]
+            text += (
+                f',{p}"stats": {{{q}"mean": {_stat(stats.mean)},{q}"std": {_stat(stats.std)},'
+                f'{q}"min": {_stat(stats.min)},{q}"max": {_stat(stats.max)},'
+                f'{q}"zeros_fraction": {_stat(stats.zeros_fraction)},'
+                f'{q}"nan": {_stat(stats.nan)},{q}"inf": {_stat(stats.inf)}{p}}}'
+            )
+        elif self.with_stats:
+            text += f',{p}"stats": null'
+        return text + _PADS[4] + "}"
+
+    def _tensor_part(self, tensor: Tensor) -> str:
+        """The entries from ``role`` to ``shared_with``."""
+        groups, trainable, counted = tensor.groups, tensor.trainable, tensor.counted
+        key: tuple[Any, ...] | None = (
+            tensor.role, tensor.native_shape, tensor.native_layout, groups, type(groups),
+            tensor.dtype, trainable, type(trainable), counted, type(counted), tensor.shared_with,
+        )  # fmt: skip
+        try:
+            found = self.tensor_parts.get(key)  # type: ignore[arg-type]
+        except TypeError:  # an unhashable value: written each time
+            key, found = None, None
+        if found is not None:
+            return found
+        p = _PADS[5]
+        canonical = tensor.canonical_shape
+        text = (
+            f'{p}"role": {_scalar(tensor.role)},{p}"native_shape": {_ints(tensor.native_shape)},'
+            f'{p}"native_layout": {_scalar(tensor.native_layout)},'
+            f'{p}"canonical_shape": {"null" if canonical is None else _ints(canonical)},'
+            f'{p}"canonical_layout": {_scalar(tensor.canonical_layout)},'
+            f'{p}"groups": {_scalar(groups)},{p}"dtype": {_scalar(tensor.dtype)},'
+            f'{p}"size": {_scalar(tensor.size)},{p}"trainable": {_scalar(trainable)},'
+            f'{p}"counted": {_scalar(counted)},{p}"shared_with": {_scalar(tensor.shared_with)}'
+        )
+        if key is not None and len(self.tensor_parts) < self.CACHED:
+            self.tensor_parts[key] = text
+        return text
+
+
+def _stat(value: float | int) -> str:
+    """A statistic as :func:`tensor_to_dict` gives it (no NaN or infinity: null)."""
+    if type(value) is float:
+        return float.__repr__(value) if value - value == 0.0 else "null"
+    return _scalar(_finite_or_none(value))
 
 
 def _ints(values: tuple[int, ...]) -> str:
@@ -207,11 +261,6 @@ def _ints(values: tuple[int, ...]) -> str:
 
 
 _INT = {int}
-
-
-def _number(value: float | int) -> str:
-    """A statistic, as :func:`tensor_to_dict` gives it (no NaN or infinity: null)."""
-    return _scalar(_finite_or_none(value))
 
 
 def _float(value: float) -> str:
