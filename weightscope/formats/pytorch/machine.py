@@ -21,8 +21,9 @@ What bounds it, beyond the pickle's size (``max_pickle_bytes``):
   counted per hash value and container: a pickle whose keys collide (``hash(n * (2**61 - 1))``
   is 0 for every ``n``) is refused instead of making each insertion compare with all the others
   (strings and bytes hash with a per-process random key). Hashing a key is charged by its size;
-- the memo is a dict keyed by whatever index the pickle gives (Python 2's pickler starts at
-  1), each entry charged: no index can make it allocate ahead;
+- the memo is a list while indices come in order (as picklers write them), with a dict for
+  any other index the pickle gives (Python 2's pickler starts at 1), each entry charged: no
+  index can make it allocate ahead;
 - the depth and tree size (shared parts counted at each use) of what is built are followed as
   it is built (``max_pickle_depth``, ``max_pickle_tree``). A container filled after it was put
   in another is counted as it was then, so these two are early refusals, not guarantees: the
@@ -105,7 +106,6 @@ ORDERED_DICT = "collections.OrderedDict"
 _RECORD_BYTES = 320
 """Most bytes :meth:`Machine._tensor_record` reads: a key of up to 64 bytes and dims of up to
 8 axes (longer ones go through the opcodes one by one)."""
-_UNSET = object()
 _ESCAPES: Callable[[bytes], tuple[bytes, int]] = codecs.escape_decode
 
 
@@ -183,7 +183,11 @@ class Machine:
         self.end = len(self.data)
         self.stack: list[Any] = []
         self.metastack: list[list[Any]] = []
-        self.memo: dict[int, Any] = {}
+        self.memo: list[Any] = []
+        """Memo entries 0 to len - 1 (a list: a torch pickle stores 8 per tensor, and a dict of
+        1.6 million took 130 MB)."""
+        self.sparse_memo: dict[int, Any] = {}
+        """Entries at any other index."""
         self.sizes: dict[int, tuple[int, int]] = {}
         """id -> (depth, tree size) of built objects that hold more than leaves."""
         self.collisions: dict[int, tuple[Any, dict[int, int]]] = {}
@@ -209,6 +213,7 @@ class Machine:
     def _run(self) -> Any:
         dispatch = self.dispatch
         memo = self.memo
+        sparse = self.sparse_memo
         try:
             while True:
                 pos = self.pos
@@ -223,7 +228,11 @@ class Machine:
                         self.spent += SMALL_MEMO_ENTRY
                         if self.spent > self.allowed:
                             self.charge(0)
-                        memo[data[pos + 1]] = self.stack[-1]
+                        index = data[pos + 1]
+                        if index == len(memo) and not sparse:
+                            memo.append(self.stack[-1])
+                        else:
+                            self._store(index, self.stack[-1])
                         continue
                     if code == _BININT1:
                         self.pos = pos + 2
@@ -232,18 +241,12 @@ class Machine:
                     if code == _BINGET:
                         self.pos = pos + 2
                         index = data[pos + 1]
-                        value = memo.get(index, _UNSET)
-                        if value is _UNSET:
-                            self._get(index)  # raises
-                        self.stack.append(value)
+                        self.stack.append(memo[index] if index < len(memo) else self._load(index))
                         continue
                     if code == _LONG_BINGET:
                         self.pos = pos + 5
                         index = _UINT32(data, pos + 1)[0]
-                        value = memo.get(index, _UNSET)
-                        if value is _UNSET:
-                            self._get(index)  # raises
-                        self.stack.append(value)
+                        self.stack.append(memo[index] if index < len(memo) else self._load(index))
                         continue
                     if code == _LONG_BINPUT:
                         self.pos = pos + 5
@@ -251,7 +254,10 @@ class Machine:
                         self.spent += MEMO_ENTRY if index > 256 else SMALL_MEMO_ENTRY
                         if self.spent > self.allowed:
                             self.charge(0)
-                        memo[index] = self.stack[-1]
+                        if index == len(memo) and not sparse:
+                            memo.append(self.stack[-1])
+                        else:
+                            self._store(index, self.stack[-1])
                         continue
                     if (
                         code == _MARK
@@ -304,7 +310,7 @@ class Machine:
             pid_parts: list[Any] = []
             for _ in range(2):
                 index, pos = _memo_index(data, pos, _BINGET, _LONG_BINGET)
-                pid_parts.append(memo[index])
+                pid_parts.append(memo[index] if index < len(memo) else self.sparse_memo[index])
             if data[pos] != _BINUNICODE:
                 return False
             length = _UINT32(data, pos + 1)[0]
@@ -315,7 +321,7 @@ class Machine:
             key = raw.decode("utf-8", "surrogatepass")
             key_slot, pos = _memo_index(data, pos, _BINPUT, _LONG_BINPUT)
             index, pos = _memo_index(data, pos, _BINGET, _LONG_BINGET)
-            location = memo[index]
+            location = memo[index] if index < len(memo) else self.sparse_memo[index]
             numel, pos = _small_int(data, pos)
             if data[pos] != _TUPLE:
                 return False
@@ -331,7 +337,7 @@ class Machine:
             if flag != _NEWFALSE and flag != _NEWTRUE:
                 return False
             index, pos = _memo_index(data, pos + 1, _BINGET, _LONG_BINGET)
-            ordered = memo[index]
+            ordered = memo[index] if index < len(memo) else self.sparse_memo[index]
             if data[pos] != _EMPTY_TUPLE or data[pos + 1] != _REDUCE:
                 return False
             hooks_slot, pos = _memo_index(data, pos + 2, _BINPUT, _LONG_BINPUT)
@@ -374,14 +380,14 @@ class Machine:
         # the objects, in the order the opcodes build them (all but the arguments are leaves)
         self.spent += own
         self.pos = pos
-        memo[key_slot] = key
+        self._store(key_slot, key)
         pid = (storage_word, storage_type, key, location, numel)
-        memo[pid_slot] = pid
+        self._store(pid_slot, pid)
         storage = self.resolver.persistent_load(self, pid)
-        memo[shape_slot] = shape
-        memo[stride_slot] = stride
+        self._store(shape_slot, shape)
+        self._store(stride_slot, stride)
         hooks = ordered.function(self)
-        memo[hooks_slot] = hooks
+        self._store(hooks_slot, hooks)
         args = (storage, offset, shape, stride, flag == _NEWTRUE, hooks)
         tree = 7 + len(shape) + len(stride)
         if type(storage) is StorageRef and tree <= self.max_tree and self.max_depth >= 2:
@@ -392,11 +398,11 @@ class Machine:
             self.spent += SIZE_ENTRY
         else:
             self.grow(args, args, fresh=True)
-        memo[args_slot] = args
+        self._store(args_slot, args)
         stack = self.stack
         tensor = stack[-1].function(self, *args)
         stack[-1] = tensor
-        memo[tensor_slot] = tensor
+        self._store(tensor_slot, tensor)
         return True
 
     def _offset(self) -> int:
@@ -977,15 +983,33 @@ class Machine:
         if index < 0:
             raise PickleFormatError("a negative memo index in the pickle")
         self.charge(MEMO_ENTRY if index > 256 else SMALL_MEMO_ENTRY)
-        self.memo[index] = self.stack[-1]
+        self._store(index, self.stack[-1])
 
-    def _get(self, index: int) -> None:
+    def _store(self, index: int, value: Any) -> None:
+        """``memo[index] = value``: in the list when the index is in it or just after it (the
+        dict's entry of that index, if any, is then superseded), in the dict otherwise."""
+        memo = self.memo
+        if index < len(memo):
+            memo[index] = value
+        elif index == len(memo):
+            memo.append(value)
+            self.sparse_memo.pop(index, None)
+        else:
+            self.sparse_memo[index] = value
+
+    def _load(self, index: int) -> Any:
+        """``memo[index]``."""
+        if 0 <= index < len(self.memo):
+            return self.memo[index]
         try:
-            self.stack.append(self.memo[index])
+            return self.sparse_memo[index]
         except KeyError:
             raise PickleFormatError(
                 f"memo index {index} read in the pickle but never stored"
             ) from None
+
+    def _get(self, index: int) -> None:
+        self.stack.append(self._load(index))
 
     def op_PUT(self) -> None:
         self._put(self._decimal(self._line(), "memo index"))
@@ -998,34 +1022,26 @@ class Machine:
         self.spent += SMALL_MEMO_ENTRY
         if self.spent > self.allowed:
             self.charge(0)
-        self.memo[index] = self.stack[-1]
+        self._store(index, self.stack[-1])
 
     def op_LONG_BINPUT(self) -> None:
         index = _UINT32(self.data, self._reserve(4))[0]
         self.spent += MEMO_ENTRY if index > 256 else SMALL_MEMO_ENTRY
         if self.spent > self.allowed:
             self.charge(0)
-        self.memo[index] = self.stack[-1]
+        self._store(index, self.stack[-1])
 
     def op_MEMOIZE(self) -> None:
-        self._put(len(self.memo))
+        self._put(len(self.memo) + len(self.sparse_memo))
 
     def op_GET(self) -> None:
         self._get(self._decimal(self._line(), "memo index"))
 
     def op_BINGET(self) -> None:
-        index = self.data[self._reserve(1)]
-        try:
-            self.stack.append(self.memo[index])
-        except KeyError:
-            self._get(index)
+        self._get(self.data[self._reserve(1)])
 
     def op_LONG_BINGET(self) -> None:
-        index = _UINT32(self.data, self._reserve(4))[0]
-        try:
-            self.stack.append(self.memo[index])
-        except KeyError:
-            self._get(index)
+        self._get(_UINT32(self.data, self._reserve(4))[0])
 
     def op_EXT1(self) -> None:
         raise PickleFormatError("the pickle uses the copyreg extension registry")
