@@ -14,12 +14,18 @@ import h5py
 import numpy as np
 import pytest
 
-from weightscope.chunking import iter_slabs, slab_shape
+from weightscope.chunking import DEFAULT_CHUNK_ELEMENTS, iter_slabs, slab_shape
 from weightscope.dtypes import BFLOAT16
 from weightscope.formats._common.file_region import FileRegionSource, OpenFile, c_strides
 from weightscope.formats.keras.hdf5 import H5DatasetSource
-from weightscope.model import ArraySource, Tensor
-from weightscope.stats import TensorStats, compute_stats, reduce_slabs
+from weightscope.model import ArraySource, Tensor, small_tensor_stats
+from weightscope.stats import (
+    SMALL_TENSOR_ELEMENTS,
+    TensorStats,
+    compute_stats,
+    reduce_slabs,
+    segment_stats,
+)
 
 # Relative tolerance of mean (against mean and spread together) and std, per input type.
 RTOL = {np.float16: 1e-6, np.float32: 1e-6, np.float64: 1e-12}
@@ -251,6 +257,142 @@ def test_reduce_slabs_raises_what_read_raises() -> None:
     for workers in (1, 2, 4):
         with pytest.raises(ValueError, match="bad slab"):
             reduce_slabs(slabs, read, workers)
+
+
+# ---------------------------------------------------------------------------------------------
+# segment_stats: many small tensors at once, each as if alone
+
+
+def segments(gen: np.random.Generator) -> list[np.ndarray]:
+    """Small tensors of every kind: empty, one value, constant, NaN/Inf only, sprinkled, with a
+    mean far above the spread, tiny and huge float32 magnitudes."""
+    parts = [
+        np.zeros(0, np.float32),
+        np.array([2.5], np.float32),
+        np.full(17, 0.1, np.float32),
+        np.array([np.nan, np.inf, -np.inf], np.float32),
+        np.full(5, np.nan, np.float32),
+        sprinkle(gen.normal(0, 1, size=300).astype(np.float32), gen, 0.02),
+        (1000 + gen.normal(0, 0.5, size=2000)).astype(np.float32),
+        (gen.uniform(-1, 1, size=64) * 3e38).astype(np.float32),
+        (gen.uniform(-1, 1, size=64) * 1e-42).astype(np.float32),
+        np.zeros(0, np.float32),
+        gen.normal(0, 0.02, size=(3, 3, 4, 8)).astype(np.float32).reshape(-1),
+    ]
+    return parts + [gen.normal(0.01, 0.05, size=n).astype(np.float32) for n in (1, 2, 7, 129)]
+
+
+def test_segment_stats_match_numpy(gen: np.random.Generator) -> None:
+    parts = segments(gen)
+    values = np.concatenate(parts).astype(np.float64)
+    got = segment_stats(values, np.array([p.size for p in parts]))
+    assert len(got) == len(parts)
+    for stats, part in zip(got, parts, strict=True):
+        # float32 values summed in float64: as exact as the float64 reference
+        assert_stats_close(stats, reference(part), 1e-12)
+
+
+def test_segment_stats_do_not_depend_on_neighbours(gen: np.random.Generator) -> None:
+    parts = segments(gen)
+    together = segment_stats(np.concatenate(parts).astype(np.float64), [p.size for p in parts])
+    alone = [segment_stats(p.astype(np.float64), [p.size])[0] for p in parts]
+    for one, other in zip(together, alone, strict=True):
+        assert repr(one) == repr(other)  # NaN == NaN in repr: bit for bit
+
+
+def test_float64_segments_beyond_the_safe_range_are_reduced_as_before(
+    gen: np.random.Generator,
+) -> None:
+    parts = [gen.uniform(-1, 1, size=50) * scale for scale in (1e300, 1e-300, 1.0, 1e200)]
+    got = segment_stats(np.concatenate(parts), [p.size for p in parts])
+    assert got[0].std == math.inf and got[1].std == 0.0  # as test_float64_beyond_squares_range
+    for index in (0, 1, 3):
+        assert got[index] == compute_stats([parts[index]])
+    assert_stats_close(got[2], reference(parts[2]), 1e-12)
+
+
+def region_file(tmp_path: Path, gen: np.random.Generator) -> tuple[Path, list[tuple]]:
+    """Small tensors of every element type in one file, some end to end, some apart, one
+    region named twice (tied weights), one tensor larger than SMALL_TENSOR_ELEMENTS, one strided
+    view: (dtype, byteorder, offset, shape, stride, expected values) for each."""
+    floats = gen.normal(0, 1, size=40).astype(np.float32)
+    arrays = [
+        ("float32", "little", sprinkle(gen.normal(0, 1, size=(4, 5)).astype("<f4"), gen, 0.1)),
+        ("float32", "little", gen.normal(3, 0.1, size=(7,)).astype("<f4")),
+        ("float16", "little", gen.normal(0, 0.5, size=(3, 3)).astype("<f2")),
+        (BFLOAT16, "little", (floats.view(np.uint32) >> 16).astype("<u2")),
+        ("float64", "big", gen.normal(1, 2, size=(11,)).astype(">f8")),
+        ("int64", "little", gen.integers(-9, 9, size=(6,)).astype("<i8")),
+        ("uint8", "little", gen.integers(0, 255, size=(13,)).astype("u1")),
+        ("bool", "little", gen.random(9) < 0.5),
+        ("float32", "little", gen.normal(0, 1, size=SMALL_TENSOR_ELEMENTS + 5).astype("<f4")),
+        ("float32", "little", gen.normal(0, 1, size=(2, 3)).astype("<f4")),
+        ("float32", "little", np.zeros(0, "<f4")),
+    ]
+    path = tmp_path / "regions.bin"
+    regions = []
+    with open(path, "wb") as out:
+        out.write(b"hdr")  # odd offsets
+        for index, (name, byteorder, array) in enumerate(arrays):
+            if index % 3 == 2:
+                out.write(b"\0" * (1 + index * 37))  # a gap, as between torch storages
+            offset = out.tell()
+            out.write(array.tobytes())
+            expected = array
+            if name == BFLOAT16:
+                expected = (array.astype(np.uint32) << 16).view(np.float32)
+            regions.append((name, byteorder, offset, array.shape, expected))
+    return path, regions
+
+
+def region_sources(file: OpenFile, regions: list[tuple]) -> list[FileRegionSource]:
+    return [
+        FileRegionSource(file, offset, math.prod(shape), name, 0, shape, c_strides(shape), order)
+        for name, order, offset, shape, _ in regions
+    ]
+
+
+def test_stats_many_is_stats_one_by_one(tmp_path: Path, gen: np.random.Generator) -> None:
+    path, regions = region_file(tmp_path, gen)
+    file = OpenFile(path)
+    try:
+        sources = region_sources(file, regions)
+        expected = [values for *_, values in regions]
+        # the first tensor again (tied), and transposed (a strided view, read whole)
+        name, order, offset, shape, values = regions[0]
+        sources.append(FileRegionSource(file, offset, 20, name, 0, shape, c_strides(shape), order))
+        sources.append(FileRegionSource(file, offset, 20, name, 0, (5, 4), (1, 5), order))
+        expected += [values, values.T]
+        assert [s.small for s in sources].count(False) == 2  # the large one and the view
+        together = FileRegionSource.stats_many(sources[::-1])[::-1]
+        alone = [s.stats(DEFAULT_CHUNK_ELEMENTS) for s in sources]
+        for one, other, values in zip(together, alone, expected, strict=True):
+            assert repr(one) == repr(other)  # bit for bit, NaN included
+            assert_stats_close(one, reference(values), 1e-6 if values.itemsize < 8 else 1e-12)
+    finally:
+        file.close()
+
+
+def test_small_tensor_stats_caches_each_tensor(tmp_path: Path, gen: np.random.Generator) -> None:
+    path, regions = region_file(tmp_path, gen)
+    file = OpenFile(path)
+    try:
+        tensors = [
+            Tensor(f"t{i}", "weight", source.shape, None, source.dtype_name, None, source)
+            for i, source in enumerate(region_sources(file, regions))
+        ]
+        in_memory = ArraySource(np.ones(3, np.float32))  # no stats_many: left to Tensor.stats
+        tensors.append(Tensor("a", "weight", (3,), None, "float32", None, in_memory))
+        small_tensor_stats(tensors)
+        cached = [t._stats for t in tensors]
+        large = [t.size > SMALL_TENSOR_ELEMENTS for t in tensors[:-1]]
+        assert [stats is None for stats in cached] == [*large, True]
+        for tensor, stats in zip(tensors, cached, strict=True):
+            if stats is not None:
+                assert tensor.stats() is stats
+                assert repr(stats) == repr(tensor.source.stats(DEFAULT_CHUNK_ELEMENTS))
+    finally:
+        file.close()
 
 
 # ---------------------------------------------------------------------------------------------

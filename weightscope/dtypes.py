@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 BFLOAT16 = "bfloat16"
 
 
+@lru_cache(maxsize=64)
 def itemsize(name: str) -> int:
-    """Bytes per element of a numpy dtype name or ``bfloat16``."""
+    """Bytes per element of a numpy dtype name or ``bfloat16`` (cached: asked once per tensor)."""
     return 2 if name == BFLOAT16 else np.dtype(name).itemsize
 
 

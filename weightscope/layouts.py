@@ -332,6 +332,7 @@ def canonical_words(axes: str) -> tuple[str, ...]:
     return axis_words(canonical_layout(axes))
 
 
+@lru_cache(maxsize=256)
 def canonical_layout(axes: str) -> str:
     """The canonical layout string for a native one (``HWIO`` -> ``OIHW``)."""
     if "O" in axes or "M" in axes:
@@ -355,6 +356,13 @@ def _check_rank(layout: str, shape: Sequence[int]) -> None:
 
 def canonical_shape(shape: Sequence[int], layout: str, groups: int = 1) -> tuple[int, ...]:
     """The canonical shape of a tensor of native ``shape`` and ``layout``, without its data."""
+    return _canonical_shape(tuple(shape), layout, groups)
+
+
+@lru_cache(maxsize=4096)
+def _canonical_shape(shape: tuple[int, ...], layout: str, groups: int) -> tuple[int, ...]:
+    """:func:`canonical_shape`, cached: most tensors of a model share a few shapes (and a file
+    may hold 200,000 tensors)."""
     spec = _lookup(layout)
     _check_rank(layout, shape)
     dims = dict(zip(spec.axes, (int(s) for s in shape), strict=True))

@@ -20,7 +20,7 @@ from weightscope.conventions import Convention
 from weightscope.dtypes import has_real_values
 from weightscope.initializers import Declared
 from weightscope.kinds import Kind
-from weightscope.stats import TensorStats, compute_stats
+from weightscope.stats import SMALL_TENSOR_ELEMENTS, TensorStats, compute_stats
 
 NON_TRAINABLE_ROLES = frozenset({"moving_mean", "moving_variance"})
 
@@ -32,7 +32,11 @@ VECTOR_LAYOUTS = frozenset({"C"})
 
 
 class TensorSource(Protocol):
-    """Where a tensor's data lives; read only when asked for."""
+    """Where a tensor's data lives; read only when asked for.
+
+    A source class may also offer ``stats_many(sources) -> list[TensorStats]`` (a static
+    method): the statistics of many of its sources at once, the same as ``stats`` gives each
+    (see :func:`small_tensor_stats`)."""
 
     def read(self) -> np.ndarray:
         """The whole tensor in its native layout."""
@@ -65,7 +69,7 @@ class ArraySource:
         return compute_stats(self.chunks(max_elements))
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Tensor:
     """One stored weight tensor. Data is read from the file only on demand."""
 
@@ -125,7 +129,27 @@ class Tensor:
         return self._stats
 
 
-@dataclass(eq=False)
+def small_tensor_stats(tensors: Iterable[Tensor]) -> None:
+    """Compute the statistics of the small tensors among ``tensors`` (at most
+    :data:`~weightscope.stats.SMALL_TENSOR_ELEMENTS` elements) whose sources reduce many at once
+    (``stats_many``), a source class at a time, and cache them on each tensor; the others are
+    left to :meth:`Tensor.stats`. A file of 200,000 tiny tensors spent seconds in the calls of
+    reducing them one by one."""
+    batches: dict[Any, list[Tensor]] = {}
+    for tensor in tensors:
+        if tensor._stats is not None or not tensor.has_stats:
+            continue
+        if tensor.size > SMALL_TENSOR_ELEMENTS:
+            continue
+        many = getattr(type(tensor.source), "stats_many", None)
+        if many is not None:
+            batches.setdefault(many, []).append(tensor)
+    for many, batch in batches.items():
+        for tensor, stats in zip(batch, many([t.source for t in batch]), strict=True):
+            tensor._stats = stats
+
+
+@dataclass(eq=False, slots=True)
 class Layer:
     """A weight-bearing layer, its tensors, and what its framework said about it."""
 

@@ -15,6 +15,12 @@ two (exact) so that their squares neither overflow nor underflow.
 :func:`reduce_slabs` reads and reduces the slabs of one tensor on a few threads: numpy releases
 the GIL inside these passes, so reading one slab overlaps reducing another. Results are merged in
 slab order, so they do not depend on the number of threads.
+
+:func:`segment_stats` reduces many small tensors at once (a file can hold 200,000 of a few
+elements each, where a reduction per tensor costs more in calls than in arithmetic): their values,
+widened to float64 and laid end to end, are reduced per segment by ``reduceat``, with an exact
+two-pass variance. A segment's result depends on its own values only, so a small tensor's
+statistics are the same whether it was reduced alone or with others.
 """
 
 from __future__ import annotations
@@ -33,6 +39,10 @@ Slab = TypeVar("Slab")
 
 MAX_WORKERS = 4
 """Threads :func:`reduce_slabs` uses at most (never more than the CPUs this process may use)."""
+
+SMALL_TENSOR_ELEMENTS = 1 << 14
+"""Tensors of at most this many elements (that fit in one chunk) are reduced by
+:func:`segment_stats`, alone or together, when their source can read them so."""
 
 _CENTRE_ABOVE = 0.25
 """Centre a chunk before squaring when mean**2 exceeds this fraction of its mean square."""
@@ -297,3 +307,98 @@ def reduce_slabs(
         assert moments is not None
         total.merge(moments)
     return total.result()
+
+
+_SEGMENT_SAFE = (2.0**-300, 2.0**300)
+"""Finite magnitudes whose squares, and sums of up to 2**31 of them, a float64 holds without
+underflow or overflow; a float64 segment with values outside is reduced by :func:`compute_stats`
+(which scales them)."""
+
+
+def segment_stats(values: np.ndarray, sizes: np.ndarray) -> list[TensorStats]:
+    """Statistics of consecutive segments of ``values``: the first ``sizes[0]`` elements, the
+    next ``sizes[1]``, and so on (``sizes`` may hold zeros; they sum to ``values.size``).
+
+    ``values`` is float64: where it was widened from another type (float32, float16, bfloat16,
+    integers of up to 64 bits) no square or sum can overflow or underflow; a segment of float64
+    data with magnitudes outside :data:`_SEGMENT_SAFE` is reduced by :func:`compute_stats`
+    (which scales them), as it would have been alone."""
+    values = values.reshape(-1)
+    sizes = np.asarray(sizes, dtype=np.int64)
+    count = len(sizes)
+    results: list[TensorStats | None] = [None] * count
+    filled = sizes > 0
+    if not filled.all():
+        empty = Moments().result()
+        for index in np.flatnonzero(~filled).tolist():
+            results[index] = empty
+        if not filled.any():
+            return results  # type: ignore[return-value]
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        # float64 data beyond _SEGMENT_SAFE overflows here; those segments are reduced again
+        return _segments(values, sizes, filled, results)
+
+
+def _segments(
+    values: np.ndarray, sizes: np.ndarray, filled: np.ndarray, results: list[TensorStats | None]
+) -> list[TensorStats]:
+    present = sizes[filled]
+    starts = np.zeros(present.size, dtype=np.int64)
+    np.cumsum(present[:-1], out=starts[1:])
+    finite_mask = np.isfinite(values)
+    all_finite = bool(finite_mask.all())
+    zeros = np.add.reduceat(values == 0, starts, dtype=np.int64)
+    if all_finite:
+        finite = present
+        nan = inf = np.zeros(present.size, dtype=np.int64)
+        summed, low_in, high_in = values, values, values
+    else:
+        finite = np.add.reduceat(finite_mask, starts, dtype=np.int64)
+        nan = np.add.reduceat(np.isnan(values), starts, dtype=np.int64)
+        inf = present - finite - nan
+        summed = np.where(finite_mask, values, 0.0)
+        low_in = np.where(finite_mask, values, np.inf)
+        high_in = np.where(finite_mask, values, -np.inf)
+    low = np.minimum.reduceat(low_in, starts)
+    high = np.maximum.reduceat(high_in, starts)
+    has_finite = finite > 0
+    divisor = np.maximum(finite, 1)
+    mean = np.add.reduceat(summed, starts) / divisor
+    centred = np.subtract(summed, np.repeat(mean, present))
+    if not all_finite:
+        centred[~finite_mask] = 0.0
+    np.square(centred, out=centred)
+    std = np.sqrt(np.add.reduceat(centred, starts) / divisor)
+    # widened data never leaves the safe range; float64 data may
+    largest = np.maximum(
+        np.abs(np.where(has_finite, low, 0.0)), np.abs(np.where(has_finite, high, 0.0))
+    )
+    smallest = np.minimum.reduceat(np.where(summed != 0, np.abs(summed), np.inf), starts)
+    unsafe = (largest > _SEGMENT_SAFE[1]) | (smallest < _SEGMENT_SAFE[0])
+    rows = zip(
+        present.tolist(),
+        mean.tolist(),
+        std.tolist(),
+        low.tolist(),
+        high.tolist(),
+        zeros.tolist(),
+        nan.tolist(),
+        inf.tolist(),
+        has_finite.tolist(),
+        unsafe.tolist(),
+        starts.tolist(),
+        strict=True,
+    )
+    slots = np.flatnonzero(filled).tolist()
+    for slot, (n, mu, sigma, lo, hi, zero, nans, infs, some, extreme, start) in zip(
+        slots, rows, strict=True
+    ):
+        if extreme:
+            results[slot] = compute_stats([values[start : start + n]])
+        elif some:
+            results[slot] = TensorStats(n, mu, sigma, lo, hi, zero / n, nans, infs)
+        else:
+            results[slot] = TensorStats(
+                n, math.nan, math.nan, math.nan, math.nan, zero / n, nans, infs
+            )
+    return results  # type: ignore[return-value]

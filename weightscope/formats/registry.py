@@ -19,6 +19,7 @@ from weightscope.errors import (
 )
 from weightscope.formats import numpy, safetensors
 from weightscope.formats._common.file_region import declared_bytes
+from weightscope.formats._common.gc_pause import paused_gc
 from weightscope.formats.keras import reader as keras
 from weightscope.formats.onnx import reader as onnx
 from weightscope.formats.protocol import Match, Probe, Reader
@@ -184,12 +185,13 @@ def _load_with(reader: Reader, match: Match, limits: Limits) -> Model:
     looked_like = match.looks_like
     file = match.probe.path
     try:
-        model = reader.load(match, limits)
-        try:
-            check_read_budget(model, limits)
-        except BaseException:
-            model.close()
-            raise
+        with paused_gc():
+            model = reader.load(match, limits)
+            try:
+                check_read_budget(model, limits)
+            except BaseException:
+                model.close()
+                raise
         return model
     except WeightscopeError as exc:
         raise with_format(exc, looked_like) from exc.__cause__

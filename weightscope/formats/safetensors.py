@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from weightscope.dtypes import itemsize
 from weightscope.errors import CorruptFileError, file_error, short
@@ -27,10 +26,10 @@ DTYPES = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
     "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
 }  # fmt: skip
+_ITEMSIZE = {dtype: itemsize(dtype) for dtype in DTYPES.values()}
 
 
-@dataclass(frozen=True)
-class SafetensorsEntry:
+class SafetensorsEntry(NamedTuple):
     name: str
     dtype: str
     shape: tuple[int, ...]
@@ -76,27 +75,26 @@ def read_header(path: Path, limits: Limits) -> tuple[list[SafetensorsEntry], dic
         metadata = {}
     entries = []
     for name, spec in header.items():
-        label = f"tensor {short(name)}"
-        if not isinstance(spec, dict):
-            raise file_error(CorruptFileError, path, f"{label}: bad header entry")
+        # plain loops and type checks, the error lines built only when needed: a header may
+        # hold 200,000 entries
         try:
             dtype = DTYPES[spec["dtype"]]
             dims, offsets = spec["shape"], spec["data_offsets"]
-            if not isinstance(dims, list) or len(dims) > MAX_RANK or not _integers(dims):
+            if type(dims) is not list or len(dims) > MAX_RANK or not _integers(dims):
                 raise TypeError("shape is not a short list of integers")
-            if not isinstance(offsets, list) or not _integers(offsets):
+            if type(offsets) is not list or not _integers(offsets):
                 raise TypeError("data_offsets is not a list of integers")
             shape = tuple(dims)
             begin, end = offsets
         except (KeyError, TypeError, ValueError) as exc:
-            raise file_error(CorruptFileError, path, f"{label}: bad header entry") from exc
-        if any(s < 0 for s in shape) or not 0 <= begin <= end or data_start + end > size:
-            raise file_error(CorruptFileError, path, f"{label} lies outside the file")
-        if end - begin != math.prod(shape) * itemsize(dtype):
+            raise file_error(CorruptFileError, path, f"{_label(name)}: bad header entry") from exc
+        if (dims and min(dims) < 0) or not 0 <= begin <= end or data_start + end > size:
+            raise file_error(CorruptFileError, path, f"{_label(name)} lies outside the file")
+        if end - begin != math.prod(shape) * _ITEMSIZE[dtype]:
             raise file_error(
                 CorruptFileError,
                 path,
-                f"{label}: shape {shape} does not fit its bytes",
+                f"{_label(name)}: shape {shape} does not fit its bytes",
             )
         entries.append(SafetensorsEntry(name, dtype, shape, data_start + begin, data_start + end))
     entries.sort(key=lambda e: (e.begin, e.end))
@@ -111,8 +109,16 @@ def read_header(path: Path, limits: Limits) -> tuple[list[SafetensorsEntry], dic
 
 
 def _integers(values: list[object]) -> bool:
-    """Whether every value is a JSON integer (not a float, infinity or a boolean)."""
-    return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+    """Whether every value is a JSON integer (not a float, infinity or a boolean: ``json``
+    makes only exact ``int``, ``float`` and ``bool`` numbers)."""
+    return set(map(type, values)) <= _INT
+
+
+_INT = {int}
+
+
+def _label(name: str) -> str:
+    return f"tensor {short(name)}"
 
 
 def match(probe: Probe) -> Match | None:

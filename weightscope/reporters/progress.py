@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 
-from weightscope.model import Tensor
+from weightscope.model import Tensor, small_tensor_stats
 
 PROGRESS_MIN_BYTES = 64 * 1024 * 1024
 
@@ -36,7 +36,9 @@ def progress(
 
 
 def compute_stats(tensors: Iterable[Tensor], quiet: bool = False) -> None:
-    """Reduce every tensor that has statistics once (they are cached on the tensor)."""
+    """Reduce every tensor that has statistics once (they are cached on the tensor): the small
+    ones together first, where their sources can (:func:`small_tensor_stats`)."""
     todo = [t for t in tensors if t.has_stats]
+    small_tensor_stats(todo)
     for tensor in progress(todo, [t.size * 4 for t in todo], "reading weights", quiet):
         tensor.stats()

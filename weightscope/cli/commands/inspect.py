@@ -5,7 +5,6 @@ parameters, dtype, statistics), one layer's every tensor with ``--layer``, healt
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -70,16 +69,10 @@ def run(args: argparse.Namespace, model: Model) -> None:
         layers = [layer] if layer else model.layers
         health = [layer_health(x, producer=model.producer) for x in layers]
     if args.json:
-        from weightscope.reporters.summary import layer_to_dict, model_to_dict
+        from weightscope.reporters.summary import write_json
 
-        data = model_to_dict(model, with_stats)
-        if layer is not None:
-            data = {**data, "layers": [layer_to_dict(layer, with_stats)]}
-        if health is not None:
-            for entry, checked in zip(data["layers"], health, strict=True):
-                entry["health"] = checked.to_dict()
-        json.dump(data, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        extras = None if health is None else [{"health": checked.to_dict()} for checked in health]
+        write_json(sys.stdout, model, with_stats, None if layer is None else [layer], extras)
         return
 
     from weightscope.reporters.table import health_line, layer_detail, model_table

@@ -20,7 +20,11 @@ from weightscope.errors import (
     file_error,
     short,
 )
-from weightscope.formats._common.archive import check_ratio, stored_member_offset
+from weightscope.formats._common.archive import (
+    StoredMembers,
+    check_ratio,
+    stored_member_offset,
+)
 from weightscope.formats.pytorch.machine import Budget
 from weightscope.formats.pytorch.records import PickleFormatError, StorageRef
 from weightscope.formats.pytorch.unpickler import restricted_load
@@ -201,20 +205,9 @@ def read_zip(path: Path, archive: zipfile.ZipFile, limits: Limits) -> TorchFile:
     for other in members.others(info):
         _check_other_pickle(path, archive, other, limits)
     offsets = {}
-    for key, storage in storages.items():
-        member = f"{prefix}data/{key}"
-        member_info = members.find(member)
-        if member_info is None:
-            raise file_error(CorruptFileError, path, f"zip entry {short(member)} missing")
-        needed = storage.numel * storage.storage_type.itemsize
-        if member_info.file_size < needed:
-            raise file_error(
-                CorruptFileError,
-                path,
-                f"{short(member)} holds {member_info.file_size:,} bytes, its storage needs "
-                f"{needed:,}",
-            )
-        offsets[key] = stored_member_offset(path, member_info)
+    with StoredMembers(path) as stored:
+        for key, storage in storages.items():
+            offsets[key] = _storage_offset(path, members, stored, prefix, key, storage)
     is_script = any(n.startswith(prefix + "code/") for n in names)
     classes = _script_classes(path, archive, members, prefix, limits) if is_script else {}
     return TorchFile(
@@ -227,6 +220,25 @@ def read_zip(path: Path, archive: zipfile.ZipFile, limits: Limits) -> TorchFile:
         budget,
         members.notes(),
     )
+
+
+def _storage_offset(
+    path: Path, members: Members, stored: StoredMembers, prefix: str, key: str, storage: StorageRef
+) -> int:
+    """Where the bytes of ``storage`` start in the file: its member's data, once that member is
+    found to hold all of them."""
+    member = f"{prefix}data/{key}"
+    member_info = members.find(member)
+    if member_info is None:
+        raise file_error(CorruptFileError, path, f"zip entry {short(member)} missing")
+    needed = storage.numel * storage.storage_type.itemsize
+    if member_info.file_size < needed:
+        raise file_error(
+            CorruptFileError,
+            path,
+            f"{short(member)} holds {member_info.file_size:,} bytes, its storage needs {needed:,}",
+        )
+    return stored.offset(member_info)
 
 
 def _pickle_member(

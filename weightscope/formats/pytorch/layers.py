@@ -110,7 +110,7 @@ def _build(node: ModuleNode, seen: dict[Hashable, str]) -> Layer:
     tensors = []
     for entry in node.entries:
         role = roles.get(entry.attr, entry.attr)
-        layout = _layout(kind, role, entry.shape)
+        layout = _layout(kind, role, len(entry.shape))
         # parameters always count; of buffers only float ones (not num_batches_tracked)
         counted = entry.origin == PARAMETER or is_float(entry.dtype)
         shared_with = seen.get(entry.identity)
@@ -125,15 +125,16 @@ def _build(node: ModuleNode, seen: dict[Hashable, str]) -> Layer:
                 dtype=entry.dtype,
                 trainable=_trainable(entry, role),
                 source=entry.source,
-                groups=groups if layout and layouts.LAYOUTS[layout].grouped_axis == "O" else 1,
+                groups=groups if layout in _GROUPED_O else 1,
                 counted=counted and shared_with is None,
                 shared_with=shared_with,
             )
         )
-    config = {k: _plain(node.attrs[k]) for k in CONFIG_KEYS if k in node.attrs}
+    attrs = node.attrs
+    config = {k: _plain(attrs[k]) for k in CONFIG_KEYS if k in attrs} if attrs else {}
     return Layer(
         name=node.name,
-        kind=Kind(kind),
+        kind=_KINDS[kind],
         tensors=tensors,
         config=config,
         groups=groups,
@@ -143,9 +144,14 @@ def _build(node: ModuleNode, seen: dict[Hashable, str]) -> Layer:
     )
 
 
-def _layout(kind: str, role: str, shape: tuple[int, ...]) -> str | None:
+def _layout(kind: str, role: str, rank: int) -> str | None:
     """From the layout table, by kind: a state dict does not name the class."""
-    return layouts.native_layout("pytorch", role, len(shape), kind=kind)
+    return layouts.native_layout("pytorch", role, rank, kind=kind)
+
+
+_GROUPED_O = frozenset(name for name, spec in layouts.LAYOUTS.items() if spec.grouped_axis == "O")
+"""Layouts whose ``O`` axis is per group: their tensors take the layer's groups."""
+_KINDS = {kind.value: kind for kind in Kind}
 
 
 def _trainable(entry: Entry, role: str) -> bool | None:

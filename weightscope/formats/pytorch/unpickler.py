@@ -91,7 +91,8 @@ def _rebuild_tensor_v2(
     if len(shape) != len(strides):
         raise PickleFormatError("a tensor's shape and strides differ in length")
     machine.charge(RECORD)
-    return TensorRef(storage, offset, shape, strides, _flag(requires_grad))
+    flag = requires_grad if type(requires_grad) is bool else _flag(requires_grad)
+    return TensorRef(storage, offset, shape, strides, flag)
 
 
 def _rebuild_tensor(
@@ -122,7 +123,9 @@ def _rebuild_from_type_v2(
 
 
 def _index(value: Any, what: str) -> int:
-    if type(value) not in (int, bool) or not 0 <= value < MAX_INDEX:
+    if type(value) is int and 0 <= value < MAX_INDEX:
+        return value
+    if type(value) is not bool or not 0 <= value < MAX_INDEX:
         raise PickleFormatError(f"{what} is not an integer in range")
     return int(value)
 
@@ -132,7 +135,14 @@ def _dims(values: Any) -> tuple[int, ...]:
         raise PickleFormatError(
             f"a tensor's shape or stride is not a tuple of at most {MAX_DIMS} integers"
         )
+    if set(map(type, values)) <= _INT and (
+        not values or 0 <= min(values) <= max(values) < MAX_INDEX
+    ):
+        return tuple(values)  # the common case, checked in builtins (a tensor has two of these)
     return tuple(_index(v, "a tensor's shape or stride") for v in values)
+
+
+_INT = {int}
 
 
 def _flag(value: Any) -> bool:
