@@ -20,7 +20,7 @@ from weightscope.conventions import Convention
 from weightscope.dtypes import has_real_values
 from weightscope.initializers import Declared
 from weightscope.kinds import Kind
-from weightscope.stats import SMALL_TENSOR_ELEMENTS, TensorStats, compute_stats
+from weightscope.stats import SMALL_TENSOR_ELEMENTS, TensorStats, compute_stats, segment_stats
 
 NON_TRAINABLE_ROLES = frozenset({"moving_mean", "moving_variance"})
 
@@ -66,6 +66,12 @@ class ArraySource:
             yield flat[start : start + max_elements]
 
     def stats(self, max_elements: int) -> TensorStats:
+        array = self._array
+        if array.size <= min(SMALL_TENSOR_ELEMENTS, max_elements) and array.dtype.kind in "fiub":
+            # the numbers a small tensor in a file gets (float64 segments), whatever its source
+            with np.errstate(invalid="ignore"):  # a signalling NaN warns on the cast
+                widened = array.astype(np.float64).reshape(-1)
+            return segment_stats(widened, np.array([widened.size]))[0]
         return compute_stats(self.chunks(max_elements))
 
 

@@ -13,6 +13,13 @@ ZIP_SIGNATURE = b"PK\x03\x04"
 LOCAL_HEADER_BYTES = 30
 
 
+def _pread(fd: int, count: int, offset: int) -> bytes:
+    if hasattr(os, "pread"):
+        return os.pread(fd, count, offset)
+    os.lseek(fd, offset, os.SEEK_SET)  # Windows: this descriptor is read by one thread only
+    return os.read(fd, count)
+
+
 def stored_member_offset(path: Path, info: zipfile.ZipInfo) -> int:
     """File offset of the first byte of an uncompressed member's data."""
     with StoredMembers(path) as members:
@@ -30,7 +37,7 @@ class StoredMembers:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.fd = os.open(path, os.O_RDONLY)
+        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         self.size = os.fstat(self.fd).st_size
         self.window = b""
         self.window_start = 0
@@ -39,7 +46,7 @@ class StoredMembers:
         """The 30 bytes at ``offset`` (fewer at the end of the file)."""
         start = offset - self.window_start
         if not (start >= 0 and start + LOCAL_HEADER_BYTES <= len(self.window)):
-            self.window = os.pread(self.fd, self.WINDOW, offset)
+            self.window = _pread(self.fd, self.WINDOW, offset)
             self.window_start, start = offset, 0
         return self.window[start : start + LOCAL_HEADER_BYTES]
 
