@@ -71,7 +71,8 @@ class ArraySource:
             # the numbers a small tensor in a file gets (float64 segments), whatever its source
             with np.errstate(invalid="ignore"):  # a signalling NaN warns on the cast
                 widened = array.astype(np.float64).reshape(-1)
-            return segment_stats(widened, np.array([widened.size]))[0]
+            narrower = array.dtype.itemsize < 8 or array.dtype.kind != "f"
+            return segment_stats(widened, np.array([widened.size]), narrower)[0]
         return compute_stats(self.chunks(max_elements))
 
 

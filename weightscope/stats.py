@@ -315,14 +315,17 @@ underflow or overflow; a float64 segment with values outside is reduced by :func
 (which scales them)."""
 
 
-def segment_stats(values: np.ndarray, sizes: np.ndarray) -> list[TensorStats]:
+def segment_stats(
+    values: np.ndarray, sizes: np.ndarray, widened: bool = False
+) -> list[TensorStats]:
     """Statistics of consecutive segments of ``values``: the first ``sizes[0]`` elements, the
     next ``sizes[1]``, and so on (``sizes`` may hold zeros; they sum to ``values.size``).
 
     ``values`` is float64: where it was widened from another type (float32, float16, bfloat16,
     integers of up to 64 bits) no square or sum can overflow or underflow; a segment of float64
     data with magnitudes outside :data:`_SEGMENT_SAFE` is reduced by :func:`compute_stats`
-    (which scales them), as it would have been alone."""
+    (which scales them), as it would have been alone. ``widened`` says the values were widened
+    from a narrower type, so that no segment needs that check."""
     values = values.reshape(-1)
     sizes = np.asarray(sizes, dtype=np.int64)
     count = len(sizes)
@@ -336,11 +339,15 @@ def segment_stats(values: np.ndarray, sizes: np.ndarray) -> list[TensorStats]:
             return results  # type: ignore[return-value]
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         # float64 data beyond _SEGMENT_SAFE overflows here; those segments are reduced again
-        return _segments(values, sizes, filled, results)
+        return _segments(values, sizes, filled, results, widened)
 
 
 def _segments(
-    values: np.ndarray, sizes: np.ndarray, filled: np.ndarray, results: list[TensorStats | None]
+    values: np.ndarray,
+    sizes: np.ndarray,
+    filled: np.ndarray,
+    results: list[TensorStats | None],
+    widened: bool,
 ) -> list[TensorStats]:
     present = sizes[filled]
     starts = np.zeros(present.size, dtype=np.int64)
@@ -369,12 +376,14 @@ def _segments(
         centred[~finite_mask] = 0.0
     np.square(centred, out=centred)
     std = np.sqrt(np.add.reduceat(centred, starts) / divisor)
-    # widened data never leaves the safe range; float64 data may
-    largest = np.maximum(
-        np.abs(np.where(has_finite, low, 0.0)), np.abs(np.where(has_finite, high, 0.0))
-    )
-    smallest = np.minimum.reduceat(np.where(summed != 0, np.abs(summed), np.inf), starts)
-    unsafe = (largest > _SEGMENT_SAFE[1]) | (smallest < _SEGMENT_SAFE[0])
+    if widened:  # widened data never leaves the safe range; float64 data may
+        unsafe = np.zeros(present.size, dtype=bool)
+    else:
+        largest = np.maximum(
+            np.abs(np.where(has_finite, low, 0.0)), np.abs(np.where(has_finite, high, 0.0))
+        )
+        smallest = np.minimum.reduceat(np.where(summed != 0, np.abs(summed), np.inf), starts)
+        unsafe = (largest > _SEGMENT_SAFE[1]) | (smallest < _SEGMENT_SAFE[0])
     rows = zip(
         present.tolist(),
         mean.tolist(),

@@ -19,11 +19,11 @@ from weightscope.errors import (
 )
 from weightscope.formats import numpy, safetensors
 from weightscope.formats._common.file_region import declared_bytes
-from weightscope.formats._common.gc_pause import paused_gc
 from weightscope.formats.keras import reader as keras
 from weightscope.formats.onnx import reader as onnx
 from weightscope.formats.protocol import Match, Probe, Reader
 from weightscope.formats.pytorch import reader as pytorch
+from weightscope.gc_pause import paused_gc
 from weightscope.limits import DEFAULT, LimitExceeded, Limits, limit_error
 from weightscope.model import Model
 
@@ -85,7 +85,7 @@ def load(source: str | os.PathLike[str] | Any, *, limits: Limits | None = None) 
         ) from exc
     if not head:
         raise file_error(UnsupportedFormatError, file, "empty file")
-    with Probe.open(file, head) as probe:
+    with paused_gc(), Probe.open(file, head) as probe:  # a zip's directory: objects per member
         found = _match(probe)
         if found is None:
             raise file_error(UnsupportedFormatError, file, _unrecognised(probe))

@@ -10,6 +10,7 @@ from typing import Any
 
 from weightscope.cli import console as terminal
 from weightscope.cli.options import SOURCE, Formatter, add_source, add_wide, examples, usage
+from weightscope.gc_pause import paused_gc
 from weightscope.model import Layer, Model, Tensor
 from weightscope.reporters.progress import compute_stats
 
@@ -58,6 +59,11 @@ def _shown_tensors(model: Model, layer: Layer | None, as_json: bool) -> list[Ten
 
 
 def run(args: argparse.Namespace, model: Model) -> None:
+    with paused_gc():  # a tensor's statistics and text are a few objects each, none cyclic
+        _report(args, model)
+
+
+def _report(args: argparse.Namespace, model: Model) -> None:
     with_stats = not args.no_stats
     layer = model.layer(args.layer) if args.layer else None
     if with_stats or args.health:

@@ -307,7 +307,8 @@ def _reduce_run(
         else:
             values = data.astype(np.float64)
     sizes = np.fromiter((s.numel for s in run), np.int64, len(run))
-    for slot, stats in zip(slots, segment_stats(values, sizes), strict=True):
+    widened = data.dtype.itemsize < 8 or data.dtype.kind != "f"
+    for slot, stats in zip(slots, segment_stats(values, sizes, widened), strict=True):
         results[slot] = stats
 
 

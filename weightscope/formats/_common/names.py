@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
 EMBEDDING_WORDS = frozenset({"embedding", "embeddings", "embed", "embeds", "emb", "embs"})
 """Words of a name that say it is an embedding table."""
@@ -61,12 +62,19 @@ def embedding_name(names: Iterable[str]) -> str | None:
     whose innermost component says *embedding table*, or None."""
     for name in names:
         part = innermost(name)
-        found = set(words(part))
-        if part.lower() in EMBEDDING_NAMES or (
-            found & EMBEDDING_WORDS and not found & COMPUTING_WORDS
-        ):
+        if _says_embedding(part):
             return part
     return None
+
+
+@lru_cache(maxsize=4096)
+def _says_embedding(part: str) -> bool:
+    """Whether one name component says *embedding table* (cached: a state dict repeats the
+    same few components, ``layers`` in ``layers.0`` ... ``layers.199999``)."""
+    found = set(words(part))
+    return part.lower() in EMBEDDING_NAMES or bool(
+        found & EMBEDDING_WORDS and not found & COMPUTING_WORDS
+    )
 
 
 def embedding_table(names: Iterable[str], shapes: Sequence[Sequence[int]]) -> str | None:

@@ -42,7 +42,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import IO, Any, Protocol
 
-from weightscope.formats._common.gc_pause import paused_gc
 from weightscope.formats.pytorch.records import (
     Allowed,
     CallResult,
@@ -52,6 +51,7 @@ from weightscope.formats.pytorch.records import (
     StorageType,
     TensorRef,
 )
+from weightscope.gc_pause import paused_gc
 from weightscope.limits import DEFAULT, LimitExceeded, Limits
 
 SLACK = 1 << 20

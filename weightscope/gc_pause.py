@@ -1,10 +1,11 @@
-"""Python's cyclic garbage collector paused while a reader builds a model.
+"""Python's cyclic garbage collector paused while a reader builds a model, and while
+``inspect`` reduces and writes it.
 
 A reader allocates a few objects per tensor and frees almost none of them: every collection of
 the oldest generation walks the whole heap built so far, so a file of 200,000 tensors spent
-nearly half of its loading time in the collector. Nothing a reader builds is cyclic garbage
-that would need collecting meanwhile (the pickle machine, which builds what a file says, pauses
-it for the same reason and is bounded by its own budget)."""
+nearly half of its loading time in the collector, and its statistics and JSON another second.
+Nothing built meanwhile is cyclic garbage that would need collecting (the pickle machine, which
+builds what a file says, pauses it for the same reason and is bounded by its own budget)."""
 
 from __future__ import annotations
 
