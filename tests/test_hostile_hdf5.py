@@ -546,6 +546,31 @@ def test_a_crash_refuses_the_file(
         _rehearse_with(crashes, tmp_path, monkeypatch, route)
 
 
+def test_an_unchanged_file_is_walked_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process that reads a file again (``export`` after ``inspect``, ``compare`` of a file
+    with itself) walks it once; a write to it, or another depth limit, walks it again."""
+    origin, path = _origin(tmp_path)
+    walks: list[Path] = []
+    forked = hdf5_guard._forked
+
+    def counted(source: Path, *args: object) -> object:
+        walks.append(source)
+        return forked(source, *args)
+
+    monkeypatch.setattr(hdf5_guard, "SERVE_ABOVE_BYTES", 2**62)
+    monkeypatch.setattr(hdf5_guard, "_forked", counted)
+    hdf5_guard.rehearse(origin, path)
+    hdf5_guard.rehearse(origin, path)
+    assert len(walks) == 1
+    with h5py.File(path, "a") as h5:
+        h5.attrs["touched"] = 1
+    hdf5_guard.rehearse(origin, path)
+    assert len(walks) == 2
+    deeper = Origin(path, origin.looked_like, Limits(max_nesting=origin.limits.max_nesting + 1))
+    hdf5_guard.rehearse(deeper, path)
+    assert len(walks) == 3
+
+
 def test_the_child_runs_nothing_of_this_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -28,6 +28,7 @@ import os
 import select
 import signal
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 from typing import IO
 
@@ -53,9 +54,17 @@ def rehearse(origin: Origin, source: Source, what: str = "the file") -> None:
     file``, ``model.weights.h5``)."""
     if getattr(os, "fork", None) is None:
         return
+    walked = _walked_key(source, origin)
+    if walked is not None and walked in _WALKED:
+        _WALKED.move_to_end(walked)
+        return
     seconds = origin.limits.max_hdf5_seconds
     outcome = _served(source, origin, seconds) if _resident_bytes() > SERVE_ABOVE_BYTES else None
     finished, status = outcome if outcome is not None else _forked(source, origin, seconds)
+    if finished is True and walked is not None:
+        _WALKED[walked] = None
+        if len(_WALKED) > WALKED_KEPT:
+            _WALKED.popitem(last=False)
     if finished is False:
         raise LimitExceeded(
             "max_hdf5_seconds",
@@ -71,6 +80,27 @@ def rehearse(origin: Origin, source: Source, what: str = "the file") -> None:
             f"the HDF5 library crashed reading {what}'s structure ({death(status)})",
             origin.looked_like,
         )
+
+
+WALKED_KEPT = 256
+"""Files whose walk finished that a process remembers (the oldest forgotten first)."""
+_WALKED: OrderedDict[tuple[int, ...], None] = OrderedDict()
+
+
+def _walked_key(source: Source, origin: Origin) -> tuple[int, ...] | None:
+    """What identifies a file on disk and the walk's depth: a file read again unchanged (by
+    ``export`` after ``inspect`` in one process, or ``compare`` of a file with itself) is not
+    walked again. Any write changes the file's ctime, which no user can set; one that lands
+    between a walk and a read is no more possible this way than between a walk and its read.
+    None for a zip member (its archive is what is read)."""
+    if not isinstance(source, Path):
+        return None
+    try:
+        st = os.stat(source)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+            origin.limits.max_nesting)  # fmt: skip
 
 
 def _served(source: Source, origin: Origin, seconds: int) -> Outcome | None:
