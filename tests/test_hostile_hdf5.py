@@ -832,6 +832,28 @@ def test_the_helper_refuses_the_libhdf5_loop_and_is_replaced(
     assert hdf5_guard_server._helper not in (None, first)
 
 
+def test_each_kind_of_source_read_again_is_walked_as_it_must_be(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file and a stored ``.keras`` member read in place are walked once however often they
+    are read unchanged; a deflated member, inflated anew each time, is walked each time."""
+    walks: list[object] = []
+    forked = hdf5_guard._forked
+
+    def counted(source: object, *args: object) -> object:
+        walks.append(source)
+        return forked(source, *args)
+
+    monkeypatch.setattr(hdf5_guard, "SERVE_ABOVE_BYTES", 2**62)
+    monkeypatch.setattr(hdf5_guard, "_forked", counted)
+    weights, stored, deflated = _every_kind_of_source(tmp_path / "x", store(tmp_path / "w.h5"))
+    for path, expected in ((weights, 1), (stored, 1), (deflated, 2)):
+        walks.clear()
+        for _ in range(2):
+            weightscope.load(path).close()
+        assert len(walks) == expected, path.name
+
+
 def _descendants(pid: int) -> set[int]:
     """The living processes below ``pid``."""
     parents: dict[int, int] = {}

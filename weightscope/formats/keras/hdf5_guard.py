@@ -18,7 +18,8 @@ loaded: the kernel copies the page tables of all its memory). A process over
 :data:`SERVE_ABOVE_BYTES` therefore forks its children from a small helper process of its own
 instead (:mod:`~weightscope.formats.keras.hdf5_guard_server`), started on its first rehearsal.
 The walk's progress, not its total time, is bounded, so a large file on a slow disk is never
-refused for its size. Without ``os.fork`` (Windows) the file is read unguarded.
+refused for its size. A file (or stored zip member) read again unchanged by the same process
+is not walked again. Without ``os.fork`` (Windows) the file is read unguarded.
 """
 
 from __future__ import annotations
@@ -92,14 +93,18 @@ def _walked_key(source: Source, origin: Origin) -> tuple[int, ...] | None:
     ``export`` after ``inspect`` in one process, or ``compare`` of a file with itself) is not
     walked again. Any write changes the file's ctime, which no user can set; one that lands
     between a walk and a read is no more possible this way than between a walk and its read.
-    None for a zip member (its archive is what is read)."""
-    if not isinstance(source, Path):
+    A stored zip member is its archive's window; None for a member inflated into memory."""
+    if isinstance(source, Path):
+        path, window = source, (0, -1)
+    elif isinstance(source, FileSlice):
+        path, window = source.path, (source.start, source.length)
+    else:
         return None
     try:
-        st = os.stat(source)
+        st = os.stat(path)
     except OSError:
         return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, *window,
             origin.limits.max_nesting)  # fmt: skip
 
 
