@@ -32,7 +32,6 @@ import json
 import os
 import random
 import re
-import resource
 import shutil
 import signal
 import struct
@@ -48,6 +47,7 @@ import h5py
 import numpy as np
 import pytest
 from fuzz.hdf5 import deflate_stream
+from measured_cli import run_measured
 
 import weightscope
 from weightscope import LimitError, Limits, WeightscopeError
@@ -63,10 +63,6 @@ CLI_TIMEOUT_S = 10.0
 
 # ---------------------------------------------------------------------------------------------
 # running the command line on a hostile file
-
-
-def _cap_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (GiB, GiB))
 
 
 def folder_state(folder: Path) -> dict[str, str]:
@@ -89,59 +85,16 @@ class Run:
     stderr: str
     seconds: float
     peak_rss: int
-    """The most memory the command held at once, in bytes (its ``VmHWM``: since ``exec``, so not
-    the pytest process it was forked from)."""
-
-
-MEASURED = """
-import os, runpy, sys
-report = int(sys.argv[1])
-sys.argv = ["weightscope", *sys.argv[2:]]
-try:
-    runpy.run_module("weightscope", run_name="__main__", alter_sys=True)
-finally:
-    with open("/proc/self/status") as status:
-        peak = [line.split()[1] for line in status if line.startswith("VmHWM:")]
-    os.write(report, (peak[0] if peak else "0").encode())
-"""
-"""``python -m weightscope ARGS`` that writes its peak memory in KiB to the fd given first."""
+    """The most memory the command held at once, in bytes."""
 
 
 def inspect(path: Path, *args: str) -> Run:
     """``weightscope inspect PATH ARGS`` in a subprocess under 1 GiB of address space and 10 s
     (killed then: a failure), the file's folder unchanged afterwards."""
     before = folder_state(path.parent)
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-        "OPENBLAS_NUM_THREADS": "1",
-        "OMP_NUM_THREADS": "1",
-    }
-    peak_read, peak_write = os.pipe()
-    try:
-        start = time.monotonic()
-        process = subprocess.run(
-            [sys.executable, "-c", MEASURED, str(peak_write), "inspect", str(path), *args],
-            capture_output=True,
-            text=True,
-            timeout=CLI_TIMEOUT_S,
-            preexec_fn=_cap_memory,
-            pass_fds=(peak_write,),
-            env=env,
-            check=False,
-        )
-        seconds = time.monotonic() - start
-        os.close(peak_write)
-        peak_write = -1
-        with os.fdopen(peak_read, "rb") as report:
-            peak_read = -1
-            peak = int(report.read() or b"0") * 1024
-    finally:
-        for fd in (peak_read, peak_write):
-            if fd >= 0:
-                os.close(fd)
+    run = run_measured(["inspect", str(path), *args], CLI_TIMEOUT_S)
     assert folder_state(path.parent) == before, "the input's folder changed"
-    return Run(process.returncode, process.stdout, process.stderr, seconds, peak)
+    return Run(run.returncode, run.stdout.decode(), run.stderr.decode(), run.seconds, run.peak_rss)
 
 
 def assert_refused(path: Path, *words: str, args: tuple[str, ...] = ()) -> Run:
@@ -546,19 +499,25 @@ def test_a_crash_refuses_the_file(
         _rehearse_with(crashes, tmp_path, monkeypatch, route)
 
 
-def test_an_unchanged_file_is_walked_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A process that reads a file again (``export`` after ``inspect``, ``compare`` of a file
-    with itself) walks it once; a write to it, or another depth limit, walks it again."""
-    origin, path = _origin(tmp_path)
-    walks: list[Path] = []
+def _counted_walks(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The sources this process's rehearsals walk from now on (each walk forked here)."""
+    walks: list[object] = []
     forked = hdf5_guard._forked
 
-    def counted(source: Path, *args: object) -> object:
+    def counted(source: object, *args: object) -> object:
         walks.append(source)
         return forked(source, *args)
 
     monkeypatch.setattr(hdf5_guard, "SERVE_ABOVE_BYTES", 2**62)
     monkeypatch.setattr(hdf5_guard, "_forked", counted)
+    return walks
+
+
+def test_an_unchanged_file_is_walked_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process that reads a file again (``export`` after ``inspect``, ``compare`` of a file
+    with itself) walks it once; a write to it, or another depth limit, walks it again."""
+    origin, path = _origin(tmp_path)
+    walks = _counted_walks(monkeypatch)
     hdf5_guard.rehearse(origin, path)
     hdf5_guard.rehearse(origin, path)
     assert len(walks) == 1
@@ -837,15 +796,7 @@ def test_each_kind_of_source_read_again_is_walked_as_it_must_be(
 ) -> None:
     """A file and a stored ``.keras`` member read in place are walked once however often they
     are read unchanged; a deflated member, inflated anew each time, is walked each time."""
-    walks: list[object] = []
-    forked = hdf5_guard._forked
-
-    def counted(source: object, *args: object) -> object:
-        walks.append(source)
-        return forked(source, *args)
-
-    monkeypatch.setattr(hdf5_guard, "SERVE_ABOVE_BYTES", 2**62)
-    monkeypatch.setattr(hdf5_guard, "_forked", counted)
+    walks = _counted_walks(monkeypatch)
     weights, stored, deflated = _every_kind_of_source(tmp_path / "x", store(tmp_path / "w.h5"))
     for path, expected in ((weights, 1), (stored, 1), (deflated, 2)):
         walks.clear()

@@ -17,13 +17,8 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import pickle
-import resource
 import struct
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +33,7 @@ from many_tensor_files import (
     write_safetensors,
     write_torch_zip,
 )
+from measured_cli import GiB, Measured, run_measured
 
 import weightscope
 from weightscope.formats.pytorch.machine import Budget, Machine
@@ -48,8 +44,6 @@ from weightscope.reporters.numbers import number
 from weightscope.reporters.progress import compute_stats
 from weightscope.reporters.summary import layer_to_dict, model_to_dict, write_json
 
-REPO = Path(__file__).resolve().parent.parent
-GiB = 1 << 30
 CLI_TIMEOUT_S = 60.0
 """A hang guard, not the goal: before, these commands took 40 s to 5 minutes."""
 
@@ -67,67 +61,13 @@ def many_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 # the command line on them, within 1 GiB
 
 
-@dataclass
-class Run:
-    returncode: int
-    stdout: bytes
-    stderr: str
-    peak_rss: int
-    """``VmHWM`` of the command, in bytes."""
-
-
-MEASURED = """
-import os, runpy, sys
-report = int(sys.argv[1])
-sys.argv = ["weightscope", *sys.argv[2:]]
-try:
-    runpy.run_module("weightscope", run_name="__main__", alter_sys=True)
-finally:
-    with open("/proc/self/status") as status:
-        peak = [line.split()[1] for line in status if line.startswith("VmHWM:")]
-    os.write(report, (peak[0] if peak else "0").encode())
-"""
-"""``python -m weightscope ARGS`` that writes its peak memory in KiB to the fd given first (as
-in tests/test_hostile_hdf5.py)."""
-
-
-def _cap_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (GiB, GiB))
-
-
-def inspect(path: Path, output: Path, *args: str) -> Run:
+def inspect(path: Path, output: Path, *args: str) -> Measured:
     """``weightscope inspect PATH ARGS`` in a subprocess under 1 GiB of address space and
     ``CLI_TIMEOUT_S`` (killed then: a failure), its stdout written to ``output``."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-        "OPENBLAS_NUM_THREADS": "1",
-        "OMP_NUM_THREADS": "1",
-    }
-    peak_read, peak_write = os.pipe()
-    try:
-        with open(output, "wb") as out:
-            process = subprocess.run(
-                [sys.executable, "-c", MEASURED, str(peak_write), "inspect", str(path), *args],
-                stdout=out,
-                stderr=subprocess.PIPE,
-                text=False,
-                timeout=CLI_TIMEOUT_S,
-                preexec_fn=_cap_memory,
-                pass_fds=(peak_write,),
-                env=env,
-                check=False,
-            )
-        os.close(peak_write)
-        peak_write = -1
-        with os.fdopen(peak_read, "rb") as report:
-            peak_read = -1
-            peak = int(report.read() or b"0") * 1024
-    finally:
-        for fd in (peak_read, peak_write):
-            if fd >= 0:
-                os.close(fd)
-    return Run(process.returncode, output.read_bytes(), process.stderr.decode(), peak)
+    with open(output, "wb") as out:
+        run = run_measured(["inspect", str(path), *args], CLI_TIMEOUT_S, stdout=out)
+    run.stdout = output.read_bytes()
+    return run
 
 
 def layer_entry(text: bytes, index: int) -> dict[str, object]:
@@ -170,7 +110,7 @@ def test_200000_tiny_tensors_are_read_within_1_gib(
     path = many_files[kind]
     run = inspect(path, tmp_path / "out", *args)
     assert run.returncode == 0, run.stderr[-2000:]
-    assert run.stderr == ""
+    assert run.stderr == b""
     assert run.peak_rss < GiB
     total = TENSORS * NUMEL
     if "--json" not in args:
