@@ -21,11 +21,16 @@ def paused_gc() -> Iterator[None]:
     gc.disable()
     try:
         yield
-    finally:
+    except BaseException:
+        # What a failed read built is garbage, some of it cyclic (an exception's frames): left
+        # young, the next collections free it, as a process reading many files needs.
         if collecting:
-            # Everything built meanwhile is moved to the oldest generation unscanned (freeze,
-            # then unfreeze, merges lists): otherwise the first allocation after this walks
-            # all of it as young objects, a second for a state dict of 200,000 tensors.
-            gc.freeze()
-            gc.unfreeze()
             gc.enable()
+        raise
+    if collecting:
+        # Everything built meanwhile is moved to the oldest generation unscanned (freeze,
+        # then unfreeze, merges lists): otherwise the first allocation after this walks all
+        # of it as young objects, a second for a state dict of 200,000 tensors.
+        gc.freeze()
+        gc.unfreeze()
+        gc.enable()
