@@ -207,8 +207,14 @@ class Machine:
         """The object the pickle builds. Python's cyclic garbage collector is paused meanwhile:
         it would walk the growing heap of containers every few hundred allocations (four
         million empty lists took 4 s instead of 1)."""
-        with paused_gc():
-            return self._run()
+        try:
+            with paused_gc():
+                return self._run()
+        finally:
+            # The dispatch table's bound methods make the machine a cycle that only a full
+            # collection frees, with everything its memo and stack hold: gone with it, what the
+            # pickle built is freed as soon as it is dropped.
+            self.dispatch = []
 
     def _run(self) -> Any:
         dispatch = self.dispatch
