@@ -1,6 +1,6 @@
-"""The cyclic collector paused while a model is built: what a successful read built goes to the
-oldest generation unscanned, and what a failed read built stays young, so that a process
-reading many bad files (a fuzz worker, a scan worker, a notebook) frees it soon."""
+"""The cyclic collector paused while a model is built: what a large successful read built goes
+to the oldest generation unscanned; what a small or failed read built stays young, so that a
+process reading many files (a fuzz worker, a scan worker, a notebook) frees its garbage soon."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import weakref
 
 import pytest
 
+from weightscope import gc_pause
 from weightscope.gc_pause import paused_gc
 
 
@@ -30,16 +31,25 @@ def test_a_failed_read_leaves_its_garbage_to_the_young_generation() -> None:
     assert alive() is None
 
 
-def test_what_a_read_built_is_moved_to_the_oldest_generation() -> None:
+@pytest.mark.parametrize("large", [False, True])
+def test_what_a_large_read_built_is_moved_to_the_oldest_generation(
+    large: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over ``MOVE_ABOVE`` objects built, they are moved to the oldest generation unscanned
+    (walking 200,000 tensors' objects as young took a second); fewer stay young, so that any
+    cyclic garbage among them is freed by the next young collections."""
+    monkeypatch.setattr(gc_pause, "MOVE_ABOVE", 1000 if large else 10**9)
     with paused_gc():
         node = Node()
         alive = weakref.ref(node)
         del node
+        built = [[] for _ in range(2000)]
+    del built
     assert gc.isenabled()
     gc.disable()  # no automatic collection of all generations in between
     try:
         gc.collect(0)
-        assert alive() is not None  # not walked as young: 200,000 tensors took a second so
+        assert (alive() is not None) is large
         gc.collect()
         assert alive() is None
     finally:

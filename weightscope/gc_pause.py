@@ -28,9 +28,17 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
         raise
     if collecting:
-        # Everything built meanwhile is moved to the oldest generation unscanned (freeze,
-        # then unfreeze, merges lists): otherwise the first allocation after this walks all
-        # of it as young objects, a second for a state dict of 200,000 tensors.
-        gc.freeze()
-        gc.unfreeze()
+        if gc.get_count()[0] > MOVE_ABOVE:
+            # Everything built meanwhile is moved to the oldest generation unscanned (freeze,
+            # then unfreeze, merges lists): otherwise the first allocation after this walks
+            # all of it as young objects, a second for a state dict of 200,000 tensors.
+            gc.freeze()
+            gc.unfreeze()
         gc.enable()
+
+
+MOVE_ABOVE = 200_000
+"""Objects built while paused above which they are moved to the oldest generation at once.
+Below, they are left young: moved objects do not count towards the next full collection, so
+any cyclic garbage among them would wait for one (a process reading thousands of small files,
+a fuzz or scan worker, grew to its memory cap so); walking this many as young costs little."""

@@ -240,7 +240,9 @@ def _mutate_copy(path: str, data: bytes, rng: random.Random, filename: str) -> t
         try:
             with h5py.File(path, "r+") as h5:
                 note = _change(h5, rng, filename)
-        except (OSError, ValueError, TypeError, RuntimeError):  # RuntimeError: writing a chunk
+        except (OSError, ValueError, TypeError, RuntimeError, KeyError):
+            # RuntimeError: writing a chunk; KeyError: h5py opening an object an earlier
+            # mutation damaged ("chunk size can't be encoded")
             continue
         with open(path, "rb") as handle:
             return handle.read(), "hdf5: " + note
