@@ -4,8 +4,9 @@
 A reader allocates a few objects per tensor and frees almost none of them: every collection of
 the oldest generation walks the whole heap built so far, so a file of 200,000 tensors spent
 nearly half of its loading time in the collector, and its statistics and JSON another second.
-Nothing built meanwhile is cyclic garbage that would need collecting (the pickle machine, which
-builds what a file says, pauses it for the same reason and is bounded by its own budget)."""
+Little built meanwhile is cyclic garbage that would need collecting (the pickle machine, which
+builds what a file says, pauses it for the same reason and is bounded by its own budget); what
+there is (a failed read's exception frames) is left young, to be collected soon after."""
 
 from __future__ import annotations
 

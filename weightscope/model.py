@@ -69,10 +69,7 @@ class ArraySource:
         array = self._array
         if array.size <= min(SMALL_TENSOR_ELEMENTS, max_elements) and array.dtype.kind in "fiub":
             # the numbers a small tensor in a file gets (float64 segments), whatever its source
-            with np.errstate(invalid="ignore"):  # a signalling NaN warns on the cast
-                widened = array.astype(np.float64).reshape(-1)
-            narrower = array.dtype.itemsize < 8 or array.dtype.kind != "f"
-            return segment_stats(widened, np.array([widened.size]), narrower)[0]
+            return segment_stats(array, np.array([array.size]))[0]
         return compute_stats(self.chunks(max_elements))
 
 

@@ -315,17 +315,18 @@ underflow or overflow; a float64 segment with values outside is reduced by :func
 (which scales them)."""
 
 
-def segment_stats(
-    values: np.ndarray, sizes: np.ndarray, widened: bool = False
-) -> list[TensorStats]:
+def segment_stats(values: np.ndarray, sizes: np.ndarray) -> list[TensorStats]:
     """Statistics of consecutive segments of ``values``: the first ``sizes[0]`` elements, the
     next ``sizes[1]``, and so on (``sizes`` may hold zeros; they sum to ``values.size``).
 
-    ``values`` is float64: where it was widened from another type (float32, float16, bfloat16,
-    integers of up to 64 bits) no square or sum can overflow or underflow; a segment of float64
-    data with magnitudes outside :data:`_SEGMENT_SAFE` is reduced by :func:`compute_stats`
-    (which scales them), as it would have been alone. ``widened`` says the values were widened
-    from a narrower type, so that no segment needs that check."""
+    ``values`` of any real type are widened to float64: from a narrower one (float32, float16,
+    integers of up to 64 bits, bools) no square or sum can overflow or underflow; a segment of
+    float64 data with magnitudes outside :data:`_SEGMENT_SAFE` is reduced by
+    :func:`compute_stats` (which scales them), as it would have been alone."""
+    widened = values.dtype.itemsize < 8 or values.dtype.kind != "f"
+    if values.dtype != np.float64:
+        with np.errstate(invalid="ignore"):  # a signalling NaN warns on the cast
+            values = values.astype(np.float64)
     values = values.reshape(-1)
     sizes = np.asarray(sizes, dtype=np.int64)
     count = len(sizes)

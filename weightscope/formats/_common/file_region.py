@@ -301,14 +301,9 @@ def _reduce_run(
         offsets = np.repeat(starts - (ends - lengths), lengths)
         offsets += np.arange(int(ends[-1]), dtype=np.int64)
         data = np.frombuffer(raw, dtype=np.uint8)[offsets].view(first.raw_dtype)
-    with np.errstate(invalid="ignore"):  # a signalling NaN warns on the cast
-        if first.dtype_name == BFLOAT16:
-            values = bfloat16_to_float32(data).astype(np.float64)
-        else:
-            values = data.astype(np.float64)
+    values = bfloat16_to_float32(data) if first.dtype_name == BFLOAT16 else data
     sizes = np.fromiter((s.numel for s in run), np.int64, len(run))
-    widened = data.dtype.itemsize < 8 or data.dtype.kind != "f"
-    for slot, stats in zip(slots, segment_stats(values, sizes, widened), strict=True):
+    for slot, stats in zip(slots, segment_stats(values, sizes), strict=True):
         results[slot] = stats
 
 
