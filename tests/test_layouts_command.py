@@ -103,7 +103,7 @@ def test_json_structure() -> None:
     data = json.loads(result.stdout)
     assert data == layouts_to_dict("onnx")
     assert data["framework"] == "onnx" and data["schema_version"] == 1
-    assert set(data["letters"]) == set("OIMDHWCNVE")
+    assert set(data["letters"]) == set("OIMDHWCNVEGU")
     entries = data["entries"]
     assert len(entries) == len(layouts.uses("onnx"))
     assert {e["framework"] for e in entries} == {"onnx"}
@@ -165,7 +165,12 @@ def test_entries_are_unique_and_their_lookup_is_unambiguous() -> None:
         assert use.framework in layouts.FRAMEWORKS
         assert use.kind in LAYER_KINDS and use.kind != "unknown"
         found = layouts.native_layout(
-            use.framework, use.role, len(use.layout), owner=use.owner, kind=use.kind, when=use.when
+            use.framework,
+            use.role,
+            layouts.rank(use.layout),
+            owner=use.owner,
+            kind=use.kind,
+            when=use.when,
         )
         assert found == use.layout, use
 
@@ -188,9 +193,15 @@ def test_axis_words_name_each_letter(axes: str) -> None:
         "V": ("vocabulary",), "E": ("width",),
     }  # fmt: skip
     words = layouts.axis_words(axes)
-    assert len(words) == len(axes)
-    for letter, word in zip(axes, words, strict=True):
-        assert word in meaning[letter], (axes, letter, word)
+    assert len(words) == layouts.rank(axes)
+    for letter, word in zip(layouts.axes_of(axes), words, strict=True):
+        if letter.startswith("{"):  # a recurrent layer's gates: "4*units (i,f,c,o)"
+            gates = letter[1:-1]
+            assert word == (
+                "units" if len(gates) == 1 else f"{len(gates)}*units ({','.join(gates)})"
+            )
+        else:
+            assert word in meaning[letter], (axes, letter, word)
     canonical = layouts.canonical_words(axes)
     assert len(canonical) == len(layouts.canonical_layout(axes))
     # per group: the axis to_canonical regroups (transposed, input-first) or none

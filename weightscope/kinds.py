@@ -24,6 +24,9 @@ class Kind(str, Enum):
     BATCH_NORM = "batch_norm"
     LAYER_NORM = "layer_norm"
     EMBEDDING = "embedding"
+    LSTM = "lstm"
+    GRU = "gru"
+    SIMPLE_RNN = "simple_rnn"
     UNKNOWN = "unknown"
 
     def __str__(self) -> str:
@@ -63,6 +66,12 @@ class Kind(str, Enum):
     def has_kernel(self) -> bool:
         """Whose principal tensor is a convolution or dense kernel."""
         return self.is_conv or self is Kind.DENSE
+
+    @property
+    def is_recurrent(self) -> bool:
+        """An LSTM, GRU or simple RNN: one direction of one layer of a stack (its kernels in the
+        canonical ``(gates, units, in)`` form)."""
+        return self in (Kind.LSTM, Kind.GRU, Kind.SIMPLE_RNN)
 
     @property
     def is_unknown(self) -> bool:

@@ -10,13 +10,20 @@ A layout is a string with one letter per stored axis:
 - ``D``, ``H``, ``W`` spatial axes (1-D kernels use ``W``, 3-D ``DHW``),
 - ``C`` the single axis of a per-channel vector (bias, batch-norm statistics), ``N`` a leading
   axis of size 1 that broadcasts such a vector over a batch (a bias stored as a ``(1, C)`` row),
-- ``V``/``E`` vocabulary and embedding width of an embedding table.
+- ``V``/``E`` vocabulary and embedding width of an embedding table,
+- a recurrent layer's gates as one stored axis, written as the gates in braces in the order the
+  framework stores them (``{ifco}``: a Keras LSTM's ``4 * units`` columns, gate ``i`` first);
+  ``G`` and ``U`` the gate and unit axes such an axis splits into.
 
 Canonical layouts are ``O I *spatial`` for every convolution (``OIHW`` in 2-D), ``OI`` for dense
-kernels, and the vector and embedding layouts unchanged. In canonical form the ``I`` axis always
-counts input channels *per group*, and entry ``[o, i, ...]`` is the weight connecting input
-channel ``g * in_per_group + i`` to output channel ``o`` (``g = o // out_per_group``), from the
-layer's own point of view, also for transposed convolutions.
+kernels, ``GUI`` (gates, units, inputs) for recurrent kernels and ``GU`` for recurrent biases,
+the gates in the order of :data:`CANONICAL_GATES`, and the vector and embedding layouts
+unchanged. In canonical form the ``I`` axis of a convolution always counts input channels *per
+group*, and entry ``[o, i, ...]`` is the weight connecting input channel ``g * in_per_group + i``
+to output channel ``o`` (``g = o // out_per_group``), from the layer's own point of view, also
+for transposed convolutions. Entry ``[g, u, i]`` of a recurrent kernel is the weight from input
+``i`` (the recurrent kernel: unit ``i`` of the previous step's state) to unit ``u`` of gate
+``g``.
 """
 
 from __future__ import annotations
@@ -42,7 +49,29 @@ AXIS_LETTERS = {
     "N": "a leading axis of size 1 (a vector stored as a row)",
     "V": "vocabulary size",
     "E": "embedding width",
+    "G": "gates of a recurrent layer, in canonical order",
+    "U": "units of a recurrent layer (its state's width)",
 }
+
+CANONICAL_GATES = {"lstm": "ifgo", "gru": "zrn", "simple_rnn": "h"}
+"""The canonical gate order of each recurrent kind: LSTM input, forget, cell candidate, output
+(Keras and PyTorch store them so); GRU update, reset, new state (Keras and ONNX store them so)."""
+
+GATE_NAMES = {
+    "i": "input gate",
+    "f": "forget gate",
+    "g": "cell candidate",
+    "o": "output gate",
+    "z": "update gate",
+    "r": "reset gate",
+    "n": "candidate state",
+    "h": "new state",
+}
+"""The gates by their canonical letter."""
+
+_GATE_SYNONYMS = {"lstm": {"c": "g"}, "gru": {"h": "n"}, "simple_rnn": {}}
+"""Frameworks' own letters for a canonical gate: Keras and ONNX call the LSTM's cell candidate
+``c``, Keras and ONNX the GRU's candidate state ``h``."""
 
 # conditions of entries that the adapters pass to ``native_layout`` (the rest of ``when`` is
 # information: the layer kind, or the rank of the tensor, already tells those entries apart)
@@ -101,6 +130,57 @@ def _onnx(
         Use("onnx", owner, name, role, kind, layout, when)
         for (name, role), layout in layouts.items()
     )
+
+
+def _recurrent(
+    framework: str,
+    owners: Iterable[str],
+    kind: str,
+    layouts: dict[tuple[str, str], str],
+    when: str = "",
+) -> tuple[Use, ...]:
+    """``layouts``: (the framework's tensor name, role) -> layout."""
+    return tuple(
+        Use(framework, owner, name, role, kind, layout, when)
+        for owner in owners
+        for (name, role), layout in layouts.items()
+    )
+
+
+def _keras_rnn(gates: str) -> dict[tuple[str, str], str]:
+    return {
+        ("kernel", "kernel"): f"I{{{gates}}}",
+        ("recurrent_kernel", "recurrent_kernel"): f"I{{{gates}}}",
+    }
+
+
+def _keras_bias(gates: str, *names: str) -> dict[tuple[str, str], str]:
+    roles = ("bias", "recurrent_bias")
+    return {(name, role): f"{{{gates}}}" for name, role in zip(names, roles, strict=False)}
+
+
+def _torch_rnn(gates: str) -> dict[tuple[str, str], str]:
+    return {
+        ("weight_ih_l{k}", "kernel"): f"{{{gates}}}I",
+        ("weight_hh_l{k}", "recurrent_kernel"): f"{{{gates}}}I",
+        ("bias_ih_l{k}", "bias"): f"{{{gates}}}",
+        ("bias_hh_l{k}", "recurrent_bias"): f"{{{gates}}}",
+    }
+
+
+def _onnx_rnn(gates: str) -> dict[tuple[str, str], str]:
+    return {
+        ("W[d]", "kernel"): f"{{{gates}}}I",
+        ("R[d]", "recurrent_kernel"): f"{{{gates}}}I",
+        ("B[d, :gates*units]", "bias"): f"{{{gates}}}",
+        ("B[d, gates*units:]", "recurrent_bias"): f"{{{gates}}}",
+    }
+
+
+RESET_AFTER = "reset_after=True: a (2, 3*units) bias"
+RESET_BEFORE = "reset_after=False"
+TORCH_DIRECTIONS = "l{k}: layer k of the stack; _reverse: its backward direction"
+ONNX_DIRECTIONS = "d: the direction (0 forward, 1 backward of a bidirectional one)"
 
 
 def _weight_bias(kernel: str) -> dict[tuple[str, str], str]:
@@ -163,6 +243,22 @@ USES: tuple[Use, ...] = (
     ),
     *_keras("LayerNormalization", "layer_norm", gamma="C", beta="C"),
     *_keras("Embedding", "embedding", embeddings="VE"),
+    # Keras recurrent: (in, gates*units) kernels, (units, gates*units) recurrent kernels
+    *_recurrent("keras", ["LSTM"], "lstm", {**_keras_rnn("ifco"), **_keras_bias("ifco", "bias")}),
+    *_recurrent(
+        "keras", ["CuDNNLSTM"], "lstm",
+        {**_keras_rnn("ifco"), **_keras_bias("ifco", "bias[:4*units]", "bias[4*units:]")},
+    ),
+    *_recurrent("keras", ["GRU"], "gru", _keras_rnn("zrh")),
+    *_recurrent("keras", ["GRU"], "gru", _keras_bias("zrh", "bias"), RESET_BEFORE),
+    *_recurrent("keras", ["GRU"], "gru", _keras_bias("zrh", "bias[0]", "bias[1]"), RESET_AFTER),
+    *_recurrent(
+        "keras", ["CuDNNGRU"], "gru",
+        {**_keras_rnn("zrh"), **_keras_bias("zrh", "bias[:3*units]", "bias[3*units:]")},
+    ),
+    *_recurrent(
+        "keras", ["SimpleRNN"], "simple_rnn", {**_keras_rnn("h"), **_keras_bias("h", "bias")}
+    ),
     # PyTorch: (out, in/groups, *k) kernels, (in, out/groups, *k) transposed, (out, in) linear
     *_torch(["Conv1d"], "conv1d", _weight_bias("OIW")),
     *_torch(["Conv2d"], "conv2d", _weight_bias("OIHW")),
@@ -180,6 +276,13 @@ USES: tuple[Use, ...] = (
     ),
     *_torch(["LayerNorm"], "layer_norm", _TORCH_NORM),
     *_torch(["Embedding"], "embedding", {("weight", "embeddings"): "VE"}),
+    # PyTorch recurrent: (gates*hidden, in) weights, two biases, a tensor per layer and direction
+    *_recurrent("pytorch", ["LSTM"], "lstm", _torch_rnn("ifgo"), TORCH_DIRECTIONS),
+    *_recurrent(
+        "pytorch", ["LSTM"], "lstm", {("weight_hr_l{k}", "projection"): "OI"}, "proj_size > 0"
+    ),
+    *_recurrent("pytorch", ["GRU"], "gru", _torch_rnn("rzn"), TORCH_DIRECTIONS),
+    *_recurrent("pytorch", ["RNN"], "simple_rnn", _torch_rnn("h"), TORCH_DIRECTIONS),
     # ONNX: convolutions as PyTorch stores them (inputs named as in the operator specification)
     *_onnx_convs("Conv", "W", "B"),
     *_onnx("ConvTranspose", "conv_transpose1d", {("W", "kernel"): "IOW", ("B", "bias"): "C"}),
@@ -202,6 +305,10 @@ USES: tuple[Use, ...] = (
     ),
     *_onnx("LayerNormalization", "layer_norm", {("Scale", "gamma"): "C", ("B", "beta"): "C"}),
     *_onnx("Gather", "embedding", {("data", "embeddings"): "VE"}, "constant table, axis 0"),
+    # ONNX recurrent: (directions, gates*hidden, in) weights, both biases in one B
+    *_recurrent("onnx", ["LSTM"], "lstm", _onnx_rnn("iofc"), ONNX_DIRECTIONS),
+    *_recurrent("onnx", ["GRU"], "gru", _onnx_rnn("zrh"), ONNX_DIRECTIONS),
+    *_recurrent("onnx", ["RNN"], "simple_rnn", _onnx_rnn("h"), ONNX_DIRECTIONS),
 )  # fmt: skip
 """Every (framework, layer class or operator, tensor) weightscope reads, with its native layout:
 the adapters look their layouts up here (``native_layout``), so this is what they produce."""
@@ -259,6 +366,8 @@ LAYOUTS: dict[str, Layout] = dict(
         _layout("C"),
         _layout("NC"),
         _layout("VE"),
+        # recurrent kernels and biases: gates * units on one axis, in each framework's order
+        *(_layout(gated) for gated in dict.fromkeys(u.layout for u in USES if "{" in u.layout)),
     ]
 )
 
@@ -274,6 +383,68 @@ def uses(
         and (owner is None or u.owner == owner)
         and (kind is None or u.kind == kind)
     )
+
+
+@lru_cache(maxsize=256)
+def axes_of(layout: str) -> tuple[str, ...]:
+    """The stored axes of a layout: its letters, a gate axis (``{ifco}``) as one."""
+    axes: list[str] = []
+    rest = layout
+    while rest:
+        if rest[0] == "{":
+            end = rest.find("}")
+            if end < 2:
+                raise ValueError(f"layout {layout!r}: unclosed or empty gate axis")
+            axes.append(rest[: end + 1])
+            rest = rest[end + 1 :]
+        else:
+            axes.append(rest[0])
+            rest = rest[1:]
+    return tuple(axes)
+
+
+def rank(layout: str) -> int:
+    """How many axes a tensor in ``layout`` has."""
+    return len(axes_of(layout))
+
+
+_rank = rank  # ``native_layout``'s argument ``rank`` hides the function
+
+
+def gate_axis(layout: str) -> tuple[int, str] | None:
+    """Where a recurrent layout keeps its gates and their stored order (``I{ifco}`` ->
+    ``(1, "ifco")``); None for other layouts."""
+    for index, axis in enumerate(axes_of(layout)):
+        if axis.startswith("{"):
+            return index, axis[1:-1]
+    return None
+
+
+def gate_family(gates: str) -> str:
+    """The recurrent kind a stored gate order belongs to: ``lstm``, ``gru`` or ``simple_rnn``."""
+    if gates == "h":
+        return "simple_rnn"
+    if set(gates) <= set("ifgoc"):
+        return "lstm"
+    if set(gates) <= set("zrhn"):
+        return "gru"
+    raise ValueError(f"unknown gates {gates!r}")
+
+
+def canonical_gates(gates: str) -> str:
+    """A stored gate order's gates in canonical order and letters (``iofc`` -> ``ifgo``)."""
+    family = gate_family(gates)
+    named = {_GATE_SYNONYMS[family].get(g, g) for g in gates}
+    return "".join(g for g in CANONICAL_GATES[family] if g in named)
+
+
+def gate_permutation(gates: str) -> tuple[int, ...]:
+    """For each canonical gate, its index in the stored order ``gates``."""
+    family = gate_family(gates)
+    named = [_GATE_SYNONYMS[family].get(g, g) for g in gates]
+    if len(set(named)) != len(named):
+        raise ValueError(f"gates {gates!r} name a gate twice")
+    return tuple(named.index(g) for g in canonical_gates(gates))
 
 
 @lru_cache(maxsize=1024)
@@ -293,7 +464,7 @@ def native_layout(
     found = {
         u.layout
         for u in uses(framework, owner, kind)
-        if u.role == role and len(u.layout) == rank and (when is None or u.when == when)
+        if u.role == role and _rank(u.layout) == rank and (when is None or u.when == when)
     }
     if len(found) > 1:
         raise ValueError(
@@ -312,6 +483,12 @@ def axis_words(axes: str) -> tuple[str, ...]:
     spec = _lookup(axes)
     conv = any(a in SPATIAL for a in axes) and "M" not in axes
     keras_transposed = conv and axes.endswith("OI")
+    gated = gate_axis(axes)
+    if gated is not None:
+        index, gates = gated
+        width = "units" if len(gates) == 1 else f"{len(gates)}*units ({','.join(gates)})"
+        others = ["in"] * (rank(axes) - 1)
+        return (*others[:index], width, *others[index:])
     words = {
         "O": "out/groups" if spec.grouped_axis == "O" else "out",
         "I": "in/groups" if conv and spec.grouped_axis == "I" and not keras_transposed else "in",
@@ -329,12 +506,19 @@ def canonical_words(axes: str) -> tuple[str, ...]:
     form is ``(in*multiplier, 1, *k)``."""
     if "M" in axes:
         return ("in*multiplier", "1", *(f"k{a.lower()}" for a in axes if a in SPATIAL))
+    gated = gate_axis(axes)
+    if gated is not None:
+        gates = ",".join(canonical_gates(gated[1]))
+        return (f"gates ({gates})", "units", *(["in"] * (rank(axes) - 1)))
     return axis_words(canonical_layout(axes))
 
 
 @lru_cache(maxsize=256)
 def canonical_layout(axes: str) -> str:
-    """The canonical layout string for a native one (``HWIO`` -> ``OIHW``)."""
+    """The canonical layout string for a native one (``HWIO`` -> ``OIHW``, ``I{ifco}`` ->
+    ``GUI``)."""
+    if "{" in axes:
+        return "GU" + "".join(a for a in axes_of(axes) if not a.startswith("{"))
     if "O" in axes or "M" in axes:
         return "OI" + "".join(a for a in SPATIAL if a in axes)
     return axes.replace("N", "")
@@ -348,10 +532,19 @@ def _lookup(layout: str) -> Layout:
 
 
 def _check_rank(layout: str, shape: Sequence[int]) -> None:
-    if len(shape) != len(layout):
+    if len(shape) != rank(layout):
         raise ValueError(
-            f"layout {layout} needs a {len(layout)}-D tensor, got shape {tuple(shape)}"
+            f"layout {layout} needs a {rank(layout)}-D tensor, got shape {tuple(shape)}"
         )
+
+
+def _split_gates(layout: str, shape: Sequence[int]) -> tuple[int, int, int]:
+    """(gate axis, gates, units) of a recurrent layout's tensor of ``shape``."""
+    index, gates = gate_axis(layout)  # type: ignore[misc]
+    width = int(shape[index])
+    if width % len(gates):
+        raise ValueError(f"{layout}: {width} does not split into {len(gates)} gates")
+    return index, len(gates), width // len(gates)
 
 
 def canonical_shape(shape: Sequence[int], layout: str, groups: int = 1) -> tuple[int, ...]:
@@ -365,6 +558,9 @@ def _canonical_shape(shape: tuple[int, ...], layout: str, groups: int) -> tuple[
     may hold 200,000 tensors)."""
     spec = _lookup(layout)
     _check_rank(layout, shape)
+    if "{" in layout:
+        index, gates, units = _split_gates(layout, shape)
+        return (gates, units, *(int(s) for i, s in enumerate(shape) if i != index))
     dims = dict(zip(spec.axes, (int(s) for s in shape), strict=True))
     _check_broadcast_axis(dims.get("N", 1), layout)
     target = spec.canonical
@@ -385,6 +581,16 @@ def to_canonical(array: np.ndarray, layout: str, groups: int = 1) -> np.ndarray:
     spec = _lookup(layout)
     _check_rank(layout, array.shape)
     target = spec.canonical
+    if "{" in layout:
+        # (..., gates*units, ...) -> (..., gates, units, ...) in canonical gate order -> (G, U, ...)
+        index, gates, units = _split_gates(layout, array.shape)
+        shape = array.shape
+        split = array.reshape(*shape[:index], gates, units, *shape[index + 1 :])
+        permutation = gate_permutation(gate_axis(layout)[1])  # type: ignore[index]
+        if permutation != tuple(range(gates)):
+            split = np.take(split, permutation, axis=index)
+        rest = [i for i in range(split.ndim) if i not in (index, index + 1)]
+        return split.transpose([index, index + 1, *rest])
     if "N" in spec.axes:
         axis = spec.axes.index("N")
         _check_broadcast_axis(array.shape[axis], layout)

@@ -73,6 +73,111 @@ class ArraySource:
         return compute_stats(self.chunks(max_elements))
 
 
+class PartSource:
+    """One part of a stored tensor that holds several weights (an ONNX LSTM's ``W`` holds both
+    directions' kernels, its ``B`` both biases of each): ``index``, a tuple of ints and slices,
+    taken from the stored tensor when read."""
+
+    def __init__(self, base: TensorSource, index: tuple[int | slice, ...]) -> None:
+        self.base = base
+        self.index = index
+
+    def read(self) -> np.ndarray:
+        return np.asarray(self.base.read()[self.index])
+
+    def chunks(self, max_elements: int) -> Iterator[np.ndarray]:
+        return ArraySource(self.read()).chunks(max_elements)
+
+    def stats(self, max_elements: int) -> TensorStats:
+        return ArraySource(self.read()).stats(max_elements)
+
+
+def part_text(index: tuple[int | slice, ...]) -> str:
+    """A part's index as numpy writes it: ``[1, :2048]``."""
+
+    def one(item: int | slice) -> str:
+        if isinstance(item, int):
+            return str(item)
+        start = "" if item.start is None else str(item.start)
+        stop = "" if item.stop is None else str(item.stop)
+        return f"{start}:{stop}"
+
+    return "[" + ", ".join(one(item) for item in index) + "]"
+
+
+@dataclass(frozen=True, slots=True)
+class Quantization:
+    """How a tensor's stored integers stand for real values: ``real = (stored - zero_point) *
+    scale``, with one scale for the whole tensor, one per channel along ``axis`` (of the stored
+    tensor), or one per block of ``block_size`` elements along ``axis``."""
+
+    stored: TensorSource
+    """The integers as the file stores them (native layout, unpacked)."""
+    scale: TensorSource
+    zero_point: TensorSource | None = None
+    axis: int | None = None
+    """The stored axis the scales run along; None for one scale."""
+    block_size: int | None = None
+    scale_name: str | None = None
+    """The stored tensor the scales come from, where they are one (ONNX); None where they are
+    part of the quantized tensor itself (PyTorch)."""
+    zero_point_name: str | None = None
+
+    @property
+    def granularity(self) -> str:
+        """``per tensor``, ``per channel`` or ``per block of N``."""
+        if self.axis is None:
+            return "per tensor"
+        return "per channel" if self.block_size is None else f"per block of {self.block_size}"
+
+    def scales(self) -> np.ndarray:
+        return np.asarray(self.scale.read())
+
+    def zero_points(self) -> np.ndarray | None:
+        return None if self.zero_point is None else np.asarray(self.zero_point.read())
+
+    def dequantize(self, stored: np.ndarray) -> np.ndarray:
+        """The real values of ``stored`` (the whole tensor), as float32."""
+        values = stored.astype(np.float64)
+        scale = self.scales().astype(np.float64)
+        zero = self.zero_points()
+        offset = np.zeros(1) if zero is None else zero.astype(np.float64)
+        if self.axis is not None:
+            scale, offset = (self._along_axis(v, stored.shape) for v in (scale, offset))
+        else:
+            scale, offset = scale.reshape(()), offset.reshape(-1)[0]
+        return ((values - offset) * scale).astype(np.float32)
+
+    def _along_axis(self, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """``values`` (per channel or per block) spread over the stored tensor's ``shape``."""
+        axis = self.axis % len(shape)  # type: ignore[operator]
+        values = values.reshape(-1) if values.size > 1 else np.full(1, values.reshape(-1)[0])
+        if self.block_size is not None:
+            values = np.repeat(values, self.block_size)[: shape[axis]]
+        elif values.size == 1:
+            values = np.repeat(values, shape[axis])
+        view = [1] * len(shape)
+        view[axis] = shape[axis]
+        return values.reshape(view)
+
+
+class DequantizedSource:
+    """The real values a quantized tensor stands for, computed from its stored integers when
+    read (the whole tensor at once: a quantized weight is a quarter of its float size)."""
+
+    def __init__(self, quantization: Quantization) -> None:
+        self.quantization = quantization
+
+    def read(self) -> np.ndarray:
+        return self.quantization.dequantize(np.asarray(self.quantization.stored.read()))
+
+    def chunks(self, max_elements: int) -> Iterator[np.ndarray]:
+        return ArraySource(self.read()).chunks(max_elements)
+
+    def stats(self, max_elements: int) -> TensorStats:
+        return ArraySource(self.read()).stats(max_elements)
+
+
 @dataclass(eq=False, slots=True)
 class Tensor:
     """One stored weight tensor. Data is read from the file only on demand."""
@@ -94,7 +199,14 @@ class Tensor:
     declared_init: Declared | None = None
     """The initializer the file declares for this kernel, where it declares one (Keras
     configs); analysis falls back on the framework's default."""
+    part: str | None = None
+    """Which part of the stored tensor ``name`` this is (``[1, :2048]``), where the file keeps
+    several weights in one tensor; None for a whole stored tensor."""
+    quantization: Quantization | None = None
+    """How the stored integers (``dtype``) stand for real values, for a quantized weight: then
+    ``source`` gives the real (dequantized) values and :meth:`stored` the integers."""
     _stats: TensorStats | None = field(default=None, init=False, repr=False)
+    _stored_stats: TensorStats | None = field(default=None, init=False, repr=False)
 
     @property
     def size(self) -> int:
@@ -111,8 +223,46 @@ class Tensor:
         return layouts.canonical_shape(self.native_shape, self.native_layout, self.groups)
 
     def numpy(self) -> np.ndarray:
-        """The tensor in its native layout, as stored."""
+        """The tensor in its native layout: as stored, or, quantized, the real values it stands
+        for (see :meth:`stored`)."""
         return self.source.read()
+
+    def stored(self) -> np.ndarray:
+        """The values as the file stores them, native layout: the integers of a quantized
+        tensor (the same as :meth:`numpy` for others)."""
+        if self.quantization is None:
+            return self.numpy()
+        return np.asarray(self.quantization.stored.read())
+
+    def stored_canonical(self) -> np.ndarray:
+        """:meth:`stored` in canonical layout."""
+        if self.native_layout is None:
+            raise ValueError(f"tensor {self.name!r} ({self.role}) has no canonical layout")
+        return layouts.to_canonical(self.stored(), self.native_layout, self.groups)
+
+    def stored_stats(self, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> TensorStats:
+        """Statistics of the stored values: the integer range of a quantized tensor."""
+        if self.quantization is None:
+            return self.stats(chunk_elements)
+        if self._stored_stats is None:
+            self._stored_stats = ArraySource(self.stored()).stats(chunk_elements)
+        return self._stored_stats
+
+    @property
+    def quantization_axis(self) -> int | None:
+        """The canonical axis a per-channel or per-block scale runs along; None for one scale
+        (or a tensor without a canonical layout)."""
+        quantization = self.quantization
+        if quantization is None or quantization.axis is None or self.native_layout is None:
+            return None
+        axes = layouts.axes_of(self.native_layout)
+        letter = axes[quantization.axis % len(axes)]
+        canonical = self.canonical_layout or ""
+        if letter.startswith("{"):
+            return 0
+        if letter == "M":  # depthwise (*k, I, M): output channel c*M + m, canonical axis 0
+            return 0
+        return canonical.index(letter) if letter in canonical else None
 
     def canonical(self) -> np.ndarray:
         """The tensor in canonical layout: convs ``(out, in/groups, *k)``, dense ``(out, in)``."""
@@ -122,8 +272,9 @@ class Tensor:
 
     @property
     def has_stats(self) -> bool:
-        """False for elements statistics do not apply to (complex numbers, strings, int4...)."""
-        return has_real_values(self.dtype)
+        """False for elements statistics do not apply to (complex numbers, strings, int4...);
+        True for every quantized tensor (its real values)."""
+        return self.quantization is not None or has_real_values(self.dtype)
 
     def stats(self, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> TensorStats:
         """Mean, std, min, max, zeros fraction, NaN and Inf counts, computed once, in chunks
