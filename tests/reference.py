@@ -345,3 +345,88 @@ def time_distributed(x: np.ndarray, layer: Callable[[np.ndarray], np.ndarray]) -
     batch, steps = x.shape[:2]
     out = np.asarray(layer(x.reshape(batch * steps, *x.shape[2:])))
     return out.reshape(batch, steps, *out.shape[1:])
+
+
+# ---------------------------------------------------------------------------------------------
+# Recurrent layers from weightscope's canonical form (``weightscope.layouts``): kernels
+# ``(gates, units, in)``, recurrent kernels ``(gates, units, units)``, biases ``(gates, units)``,
+# gates in canonical order (LSTM i, f, g, o; GRU z, r, n; simple RNN h). Inputs ``(N, T, in)``.
+
+
+def canonical_recurrent(
+    kind: str,
+    x: np.ndarray,
+    kernel: np.ndarray,
+    recurrent_kernel: np.ndarray,
+    bias: np.ndarray | None = None,
+    recurrent_bias: np.ndarray | None = None,
+    *,
+    reset_after: bool = True,
+    projection: np.ndarray | None = None,
+    go_backwards: bool = False,
+    return_sequences: bool = True,
+) -> np.ndarray:
+    """One direction of one layer of an ``lstm``, ``gru`` or ``simple_rnn`` (tanh, sigmoid
+    gates), from canonical tensors, as every framework computes it:
+
+    - LSTM: ``c = f c + i g``, ``h = o tanh(c)`` (then ``h = projection @ h`` if given);
+    - GRU: ``h = z h + (1 - z) n`` with ``n = tanh(W_n x + b_n + r (R_n h + rb_n))`` when
+      ``reset_after`` (PyTorch; Keras ``reset_after=True``; ONNX ``linear_before_reset=1``),
+      else ``n = tanh(W_n x + b_n + R_n (r h) + rb_n)``;
+    - simple RNN: ``h = tanh(W x + b + R h + rb)``.
+
+    Output ``(N, T, units)`` in reading order (``go_backwards``: from the sequence's end), or
+    the last step's ``(N, units)``."""
+    w, r = _tensor(kernel), _tensor(recurrent_kernel)
+    gates, units = w.shape[:2]
+    zeros = torch.zeros(gates, units, dtype=torch.float64)
+    b = zeros if bias is None else _tensor(bias)
+    rb = zeros if recurrent_bias is None else _tensor(recurrent_bias)
+    p = None if projection is None else _tensor(projection)
+    width = r.shape[2]
+
+    def gate_inputs(x_t: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(N, gates, units)`` input and recurrent terms, biases included."""
+        return torch.einsum("gui,ni->ngu", w, x_t) + b, torch.einsum("gui,ni->ngu", r, h) + rb
+
+    def step(x_t: torch.Tensor, states: list[torch.Tensor]) -> list[torch.Tensor]:
+        h = states[0]
+        xs, hs = gate_inputs(x_t, h)
+        if kind == "simple_rnn":
+            return [torch.tanh(xs[:, 0] + hs[:, 0])]
+        if kind == "lstm":
+            i, f, g, o = (xs[:, k] + hs[:, k] for k in range(4))
+            c = torch.sigmoid(f) * states[1] + torch.sigmoid(i) * torch.tanh(g)
+            out = torch.sigmoid(o) * torch.tanh(c)
+            return [out if p is None else out @ p.T, c]
+        if kind == "gru":
+            z = torch.sigmoid(xs[:, 0] + hs[:, 0])
+            reset = torch.sigmoid(xs[:, 1] + hs[:, 1])
+            if reset_after:
+                n = torch.tanh(xs[:, 2] + reset * hs[:, 2])
+            else:
+                n = torch.tanh(xs[:, 2] + (reset * h) @ r[2].T + rb[2])
+            return [z * h + (1 - z) * n]
+        raise ValueError(f"unknown recurrent kind {kind!r}")
+
+    start = [torch.zeros(x.shape[0], width, dtype=torch.float64)]
+    if kind == "lstm":
+        start.append(torch.zeros(x.shape[0], units, dtype=torch.float64))
+    return _recurrent(x, step, start, go_backwards=go_backwards, return_sequences=return_sequences)
+
+
+def canonical_recurrent_layer(
+    kind: str, x: np.ndarray, layer: object, **options: object
+) -> np.ndarray:
+    """:func:`canonical_recurrent` with the canonical tensors of a weightscope ``Layer``."""
+    tensors = {t.role: t.canonical() for t in layer.tensors if t.native_layout}  # type: ignore[attr-defined]
+    return canonical_recurrent(
+        kind,
+        x,
+        tensors["kernel"],
+        tensors["recurrent_kernel"],
+        tensors.get("bias"),
+        tensors.get("recurrent_bias"),
+        projection=tensors.get("projection"),
+        **options,  # type: ignore[arg-type]
+    )
