@@ -54,7 +54,13 @@ def is_float(dtype: str) -> bool:
 
 
 def float_tensors(layer: Layer) -> list[Tensor]:
-    return [t for t in layer.tensors if is_float(t.dtype)]
+    """The layer's tensors of real values: floating point, or quantized integers (their real
+    values); a quantized layer's scales and zero points are not weights to compare."""
+    return [
+        t
+        for t in layer.tensors
+        if (is_float(t.dtype) or t.quantization is not None) and not t.is_quantization_parameter
+    ]
 
 
 @dataclass(eq=False)
