@@ -179,8 +179,8 @@ def _onnx_rnn(gates: str) -> dict[tuple[str, str], str]:
 
 RESET_AFTER = "reset_after=True: a (2, 3*units) bias"
 RESET_BEFORE = "reset_after=False"
-TORCH_DIRECTIONS = "l{k}: layer k of the stack; _reverse: its backward direction"
-ONNX_DIRECTIONS = "d: the direction (0 forward, 1 backward of a bidirectional one)"
+TORCH_DIRECTIONS = "l{k}: layer k; _reverse: backward"
+ONNX_DIRECTIONS = "d: direction, 1 backward"
 
 
 def _weight_bias(kernel: str) -> dict[tuple[str, str], str]:
