@@ -439,3 +439,120 @@ def test_canonical_tensors_reproduce_the_frameworks_output(built, framework, cas
     for index, (got, want) in enumerate(zip(expected, item.outputs, strict=True)):
         assert got.shape == want.shape, index
         np.testing.assert_allclose(got, want, atol=ATOL, rtol=RTOL, err_msg=f"output {index}")
+
+
+# ---------------------------------------------------------------------------------------------
+# what the tensors alone do not say
+
+
+def test_activations_the_canonical_computation_does_not_assume_are_noted(tmp_path) -> None:
+    L = tf_keras.layers
+    model = tf_keras.Sequential(
+        [
+            tf_keras.Input((5, 4)),
+            L.LSTM(3, recurrent_activation="hard_sigmoid", return_sequences=True, name="lstm"),
+            L.GRU(3, activation="relu", return_sequences=True, name="gru"),
+            L.SimpleRNN(2, name="simple_rnn"),
+        ]
+    )
+    model.save(tmp_path / "model.h5", save_format="h5")
+    model.save_weights(tmp_path / "weights.h5", save_format="h5")
+    with weightscope.load(tmp_path / "model.h5") as loaded:
+        notes = {layer.name: layer.note or "" for layer in loaded.layers}
+        assert "recurrent_activation hard_sigmoid" in notes["lstm"]
+        assert "assumes sigmoid" in notes["lstm"]
+        assert "activation relu" in notes["gru"] and "assumes tanh" in notes["gru"]
+        assert notes["simple_rnn"] == ""
+        lstm = loaded.layer("lstm")
+        assert lstm.config["recurrent_activation"] == "hard_sigmoid"
+        assert lstm.config["units"] == 3
+    with weightscope.load(tmp_path / "weights.h5") as loaded:  # no config: nothing to say
+        assert [layer.kind for layer in loaded.layers] == ["lstm", "gru", "simple_rnn"]
+        assert all("activation" not in (layer.note or "") for layer in loaded.layers)
+
+
+@pytest.mark.parametrize("K", [keras, tf_keras], ids=["keras3", "tf_keras"])
+def test_gru_without_bias_keeps_its_reset_mode_only_where_a_config_says_it(K, tmp_path) -> None:
+    model = K.Sequential(
+        [K.Input((5, 4)), K.layers.GRU(3, use_bias=False, reset_after=False, name="gru")]
+    )
+    files = {"config": tmp_path / "model.keras", "weights": tmp_path / "model.weights.h5"}
+    model.save(files["config"])
+    model.save_weights(files["weights"])
+    with weightscope.load(files["config"]) as loaded:
+        gru = loaded.layer("gru")
+        assert (gru.kind, gru.config["reset_after"]) == ("gru", False)
+        assert [t.role for t in gru.tensors] == ["kernel", "recurrent_kernel"]
+    with weightscope.load(files["weights"]) as loaded:
+        (gru,) = loaded.layers
+        assert gru.kind == "gru" and "reset_after" not in gru.config
+        assert gru.note and "reset_after) cannot be told" in gru.note
+        assert loaded.params.total == model.count_params()
+
+
+def test_weights_only_layers_are_known_by_their_shapes_not_their_names(tmp_path) -> None:
+    """Keras 2 files name layers as their users did: a GRU named ``lstm`` is a GRU."""
+    L = tf_keras.layers
+    model = tf_keras.Sequential(
+        [
+            tf_keras.Input((5, 4)),
+            L.GRU(3, return_sequences=True, name="lstm"),
+            L.LSTM(2, return_sequences=True, name="gru"),
+            L.SimpleRNN(2, name="simple_rnn_1"),
+        ]
+    )
+    path = tmp_path / "weights.h5"
+    model.save_weights(path, save_format="h5")
+    with weightscope.load(path) as loaded:
+        assert [(layer.name, layer.kind, layer.class_name) for layer in loaded.layers] == [
+            ("lstm", "gru", "GRU"),
+            ("gru", "lstm", "LSTM"),
+            ("simple_rnn_1", "simple_rnn", "SimpleRNN"),
+        ]
+        assert "its name 'lstm' says LSTM" in (loaded.layer("lstm").note or "")
+
+
+def test_shapes_that_fit_no_recurrent_layer_leave_it_unknown_and_counted(tmp_path) -> None:
+    model = tf_keras.Sequential([tf_keras.Input((5, 4)), tf_keras.layers.LSTM(3, name="lstm")])
+    path = tmp_path / "model.h5"
+    model.save(path, save_format="h5")
+    import h5py
+
+    with h5py.File(path, "r+") as h5:
+        group = h5["model_weights/lstm/lstm/lstm_cell"]
+        del group["recurrent_kernel:0"]
+        group["recurrent_kernel:0"] = np.zeros((3, 10), np.float32)  # not (units, 4 * units)
+    with weightscope.load(path) as loaded:
+        (lstm,) = loaded.layers
+        assert lstm.kind_label == "unknown (LSTM)"
+        assert lstm.note and "no canonical form" in lstm.note
+        assert all(t.native_layout is None for t in lstm.tensors)
+        assert loaded.params.total == model.count_params() - 36 + 30
+
+
+@pytest.mark.parametrize("K", [keras, tf_keras], ids=["keras3", "tf_keras"])
+def test_declared_initializers_of_a_fresh_layer_fit_its_values(K, tmp_path) -> None:
+    """glorot_uniform draws the kernel with Keras' fans of ``(in, 4 units)``; orthogonal makes
+    the recurrent kernel's rows orthonormal: its mean square is exactly 1 / (4 units), the
+    square of the scale declared."""
+    units, inputs = 6, 5
+    model = K.Sequential([K.Input((7, inputs)), K.layers.LSTM(units, name="lstm")])
+    path = tmp_path / "model.keras"
+    model.save(path)
+    with weightscope.load(path) as loaded:
+        lstm = loaded.layer("lstm")
+        kernel, recurrent = lstm.tensor("kernel"), lstm.tensor("recurrent_kernel")
+        assert kernel.declared_init is not None and recurrent.declared_init is not None
+        glorot = kernel.declared_init
+        assert (glorot.initializer.name, glorot.fan_in, glorot.fan_out) == (
+            "glorot_uniform", inputs, 4 * units,
+        )  # fmt: skip
+        bound = np.sqrt(6 / (inputs + 4 * units))
+        assert glorot.initializer.scale == pytest.approx(bound)
+        assert np.abs(kernel.numpy()).max() <= bound
+        orthogonal = recurrent.declared_init.initializer
+        assert orthogonal.name == "orthogonal(gain=1)"
+        values = recurrent.numpy().astype(np.float64)
+        np.testing.assert_allclose(values @ values.T, np.eye(units), atol=1e-5)
+        assert np.mean(values**2) == pytest.approx(orthogonal.scale**2, rel=1e-5)
+        assert lstm.tensor("bias").declared_init is None
