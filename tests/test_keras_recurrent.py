@@ -556,3 +556,97 @@ def test_declared_initializers_of_a_fresh_layer_fit_its_values(K, tmp_path) -> N
         np.testing.assert_allclose(values @ values.T, np.eye(units), atol=1e-5)
         assert np.mean(values**2) == pytest.approx(orthogonal.scale**2, rel=1e-5)
         assert lstm.tensor("bias").declared_init is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Keras 2's CuDNN layers
+
+
+def _cudnn_classes() -> tuple[type, type]:
+    """tf-keras' CuDNNLSTM and CuDNNGRU (no longer exported under ``tf_keras.layers``)."""
+    cudnn_lstm = pytest.importorskip("tf_keras.src.layers.rnn.cudnn_lstm")
+    cudnn_gru = pytest.importorskip("tf_keras.src.layers.rnn.cudnn_gru")
+    return cudnn_lstm.CuDNNLSTM, cudnn_gru.CuDNNGRU
+
+
+def _cudnn_canonical(kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray, gates: int):
+    """The canonical tensors of a CuDNN layer's variables, by cuDNN's packing: each gate's
+    ``(in, units)`` block of the kernel holds the gate's ``(units, in)`` matrix row-major, each
+    ``(units, units)`` block of the recurrent kernel the gate's matrix as it is, and the bias the
+    input biases then the recurrent ones (gates in Keras' order, canonical for LSTM and GRU)."""
+    units = recurrent.shape[0]
+    blocks = np.split(kernel, gates, axis=1)
+    w = np.stack([block.reshape(units, kernel.shape[0]) for block in blocks])
+    r = np.stack(np.split(recurrent, gates, axis=1))
+    b, rb = (half.reshape(gates, units) for half in np.split(bias, 2))
+    return w, r, b, rb
+
+
+def test_cudnn_weights_are_packed_as_tf_keras_converts_them(tmp_path) -> None:
+    """The fact behind the CuDNN layouts: tf-keras loads a CuDNNLSTM / CuDNNGRU file into an
+    LSTM / GRU(reset_after=True) (converting the weights), and that model's output is what the
+    canonical computation gives from the CuDNN variables read as cuDNN packs them."""
+    cudnn_lstm, cudnn_gru = _cudnn_classes()
+    L = tf_keras.layers
+    x_in = tf_keras.Input((5, 4))
+    h = cudnn_lstm(3, return_sequences=True, name="lstm")(x_in)
+    cudnn = tf_keras.Model(x_in, cudnn_gru(2, return_sequences=True, name="gru")(h))
+    rng = np.random.default_rng(17)
+    values = _random_weights(cudnn, rng)
+    path = tmp_path / "cudnn.h5"
+    cudnn.save(path, save_format="h5")
+
+    x_in = tf_keras.Input((5, 4))
+    h = L.LSTM(3, return_sequences=True, name="lstm")(x_in)
+    plain = tf_keras.Model(x_in, [h, L.GRU(2, return_sequences=True, name="gru")(h)])
+    plain.load_weights(path)  # tf-keras' own conversion of CuDNN weights
+    x = rng.standard_normal((BATCH, 5, 4)).astype(np.float32)
+    lstm_out, gru_out = (np.asarray(y) for y in plain(x))
+
+    lstm = _cudnn_canonical(*values[:3], gates=4)
+    gru = _cudnn_canonical(*values[3:], gates=3)
+    np.testing.assert_allclose(
+        ref.canonical_recurrent("lstm", x.astype(np.float64), *lstm), lstm_out, atol=ATOL
+    )
+    np.testing.assert_allclose(
+        ref.canonical_recurrent("gru", lstm_out.astype(np.float64), *gru, reset_after=True),
+        gru_out,
+        atol=ATOL,
+    )
+    # the packing is not the plain layout of an LSTM: read as I{ifco}, the output differs
+    plain_kernel = np.stack(np.split(values[0], 4, axis=1)).transpose(0, 2, 1)
+    wrong = ref.canonical_recurrent("lstm", x.astype(np.float64), plain_kernel, *lstm[1:])
+    assert np.abs(wrong - lstm_out).max() > 1e-2
+
+
+@pytest.mark.parametrize("fmt", ["h5", "weights.h5", "keras"])
+def test_cudnn_layers_are_listed_unknown_and_counted(fmt, tmp_path) -> None:
+    """Until the table expresses cuDNN's packing, a CuDNN layer is ``unknown (CuDNNLSTM)``,
+    recognised (also from its bias of two halves without a config), counted, and says why."""
+    cudnn_lstm, cudnn_gru = _cudnn_classes()
+    model = tf_keras.Sequential(
+        [
+            tf_keras.Input((5, 4)),
+            cudnn_lstm(3, return_sequences=True, name="lstm"),
+            cudnn_gru(2, name="gru"),
+        ]
+    )
+    values = _random_weights(model, np.random.default_rng(3))
+    path = tmp_path / f"cudnn.{fmt}"
+    if fmt == "keras":
+        model.save(path)
+    elif fmt == "h5":
+        model.save(path, save_format="h5")
+    else:
+        model.save_weights(path, save_format="h5")
+    with weightscope.load(path) as loaded:
+        assert [layer.kind_label for layer in loaded.layers] == [
+            "unknown (CuDNNLSTM)",
+            "unknown (CuDNNGRU)",
+        ]
+        for layer in loaded.layers:
+            assert layer.note and "cuDNN keeps each gate's (units, in) matrix" in layer.note
+        stored = [t.numpy() for layer in loaded.layers for t in layer.tensors]
+        for got, value in zip(stored, values, strict=True):
+            np.testing.assert_array_equal(got, value)
+        assert loaded.params.total == model.count_params()

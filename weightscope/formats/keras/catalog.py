@@ -226,11 +226,32 @@ def recurrent_roles(
     and ``stored`` are those numbered paths, as many as the layer keeps."""
     if not recurrent.is_recurrent(class_name) or not _numbered(stored):
         return None
+    return recurrent_roles_by_count(config, len(stored))
+
+
+_SNAKE_TO_RECURRENT = {snake_case(name): name for name in recurrent.GATES}
+
+
+def positional_recurrent_roles(
+    names: Sequence[str], config: Mapping[str, Any] | None, count: int
+) -> list[str] | None:
+    """The roles of ``count`` variables a Keras 3 store keeps by position (``vars/0``, ...) for
+    a recurrent layer that keeps them itself (Keras 2's CuDNN layers: no cell), named by its
+    class (``cu_dnnlstm``) or its config; None when neither says it is one or the count does
+    not fit."""
+    if config is None and not any(class_from_name(n, _SNAKE_TO_RECURRENT) for n in names):
+        return None
+    return recurrent_roles_by_count(config, count)
+
+
+def recurrent_roles_by_count(config: Mapping[str, Any] | None, count: int) -> list[str] | None:
+    """A recurrent layer's roles, in Keras' order, for ``count`` variables; None when the count
+    does not fit (a config's ``use_bias`` says whether there is a bias)."""
     if config is None:
-        counts: tuple[int, ...] = (2, 3)  # without a config, a missing bias is use_bias=False
+        counts: tuple[int, ...] = (2, 3)
     else:
         counts = (3,) if config.get("use_bias", True) is not False else (2,)
-    return list(RECURRENT_ROLES[: len(stored)]) if len(stored) in counts else None
+    return list(RECURRENT_ROLES[:count]) if count in counts else None
 
 
 def cell_roles(stored: Sequence[str]) -> list[str] | None:

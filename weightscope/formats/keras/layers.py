@@ -97,6 +97,8 @@ def build_layer(
         notes.append(f"no model config: a {class_name}, from its name {name!r}")
     else:
         cell = catalog.cell_roles([v.role or "" for v in variables])
+        if all(v.role is None for v in variables):  # a store's vars/0, ...: by position
+            cell = catalog.positional_recurrent_roles([*hint_names, name], None, len(variables))
         if cell is not None:  # a Keras 3 store's cell/vars/0, ...: a recurrent layer's, by position
             variables = [
                 Variable(v.stored_name, role, v.dataset)
@@ -119,6 +121,16 @@ def build_layer(
         if class_name in recurrent.CUDNN:
             notes.append(recurrent.CUDNN_PACKING)
 
+    if recurrent.is_recurrent(class_name) and all(v.role is None for v in variables):
+        # a CuDNN layer's own vars/0, ... (other recurrent layers keep their cell's)
+        by_count = catalog.recurrent_roles_by_count(
+            layer_config.config if layer_config else None, len(variables)
+        )
+        if by_count is not None:
+            variables = [
+                Variable(v.stored_name, role, v.dataset)
+                for v, role in zip(variables, by_count, strict=True)
+            ]
     if layer_type is not None and any(v.role is None for v in variables):
         named, note = _assign_positional_roles(class_name or "", layer_config, variables)
         if named is None:
