@@ -245,17 +245,11 @@ USES: tuple[Use, ...] = (
     *_keras("Embedding", "embedding", embeddings="VE"),
     # Keras recurrent: (in, gates*units) kernels, (units, gates*units) recurrent kernels
     *_recurrent("keras", ["LSTM"], "lstm", {**_keras_rnn("ifco"), **_keras_bias("ifco", "bias")}),
-    *_recurrent(
-        "keras", ["CuDNNLSTM"], "lstm",
-        {**_keras_rnn("ifco"), **_keras_bias("ifco", "bias[:4*units]", "bias[4*units:]")},
-    ),
     *_recurrent("keras", ["GRU"], "gru", _keras_rnn("zrh")),
     *_recurrent("keras", ["GRU"], "gru", _keras_bias("zrh", "bias"), RESET_BEFORE),
     *_recurrent("keras", ["GRU"], "gru", _keras_bias("zrh", "bias[0]", "bias[1]"), RESET_AFTER),
-    *_recurrent(
-        "keras", ["CuDNNGRU"], "gru",
-        {**_keras_rnn("zrh"), **_keras_bias("zrh", "bias[:3*units]", "bias[3*units:]")},
-    ),
+    # Keras 2's CuDNNLSTM / CuDNNGRU are not here: each gate's (in, units) block of their
+    # kernels holds cuDNN's (units, in) matrix row-major, which no layout here expresses
     *_recurrent(
         "keras", ["SimpleRNN"], "simple_rnn", {**_keras_rnn("h"), **_keras_bias("h", "bias")}
     ),
