@@ -619,34 +619,74 @@ def test_cudnn_weights_are_packed_as_tf_keras_converts_them(tmp_path) -> None:
     assert np.abs(wrong - lstm_out).max() > 1e-2
 
 
-@pytest.mark.parametrize("fmt", ["h5", "weights.h5", "keras"])
-def test_cudnn_layers_are_listed_unknown_and_counted(fmt, tmp_path) -> None:
-    """Until the table expresses cuDNN's packing, a CuDNN layer is ``unknown (CuDNNLSTM)``,
-    recognised (also from its bias of two halves without a config), counted, and says why."""
+CUDNN_FORMATS = {
+    "h5": "keras-h5", "weights_only.h5": "keras-h5-weights", "keras": "keras-v3",
+    "weights.h5": "keras-weights-h5",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", list(CUDNN_FORMATS))
+def test_cudnn_layers_reproduce_the_lstm_and_gru_tf_keras_converts_them_to(fmt, tmp_path) -> None:
+    """A CuDNNLSTM / CuDNNGRU file, in each file kind tf-keras writes, reads as an lstm / gru
+    (bias halves as input and recurrent parts) whose canonical tensors give the output of the
+    LSTM / GRU(reset_after=True) that tf-keras loads the file into (CuDNN layers run on GPUs
+    only), with the table's layouts (those of the CuDNN entries, all of them)."""
     cudnn_lstm, cudnn_gru = _cudnn_classes()
-    model = tf_keras.Sequential(
-        [
-            tf_keras.Input((5, 4)),
-            cudnn_lstm(3, return_sequences=True, name="lstm"),
-            cudnn_gru(2, name="gru"),
-        ]
-    )
-    values = _random_weights(model, np.random.default_rng(3))
+    L = tf_keras.layers
+    x_in = tf_keras.Input((5, 4))
+    h = cudnn_lstm(3, return_sequences=True, name="lstm")(x_in)
+    cudnn = tf_keras.Model(x_in, cudnn_gru(2, return_sequences=True, name="gru")(h))
+    rng = np.random.default_rng(23)
+    values = _random_weights(cudnn, rng)
     path = tmp_path / f"cudnn.{fmt}"
-    if fmt == "keras":
-        model.save(path)
-    elif fmt == "h5":
-        model.save(path, save_format="h5")
+    if fmt == "h5":
+        cudnn.save(path, save_format="h5")
+    elif fmt == "weights_only.h5":
+        cudnn.save_weights(path, save_format="h5")
+    elif fmt == "keras":
+        cudnn.save(path)
     else:
-        model.save_weights(path, save_format="h5")
+        cudnn.save_weights(path)
+    converted = tmp_path / "for_conversion.h5"
+    cudnn.save_weights(converted, save_format="h5")
+    x_in = tf_keras.Input((5, 4))
+    h = L.LSTM(3, return_sequences=True, name="lstm")(x_in)
+    plain = tf_keras.Model(x_in, [h, L.GRU(2, return_sequences=True, name="gru")(h)])
+    plain.load_weights(converted)  # tf-keras' own conversion of CuDNN weights
+    x = rng.standard_normal((BATCH, 5, 4)).astype(np.float32)
+    lstm_out, gru_out = (np.asarray(y) for y in plain(x))
+
     with weightscope.load(path) as loaded:
-        assert [layer.kind_label for layer in loaded.layers] == [
-            "unknown (CuDNNLSTM)",
-            "unknown (CuDNNGRU)",
-        ]
-        for layer in loaded.layers:
-            assert layer.note and "cuDNN keeps each gate's (units, in) matrix" in layer.note
-        stored = [t.numpy() for layer in loaded.layers for t in layer.tensors]
-        for got, value in zip(stored, values, strict=True):
-            np.testing.assert_array_equal(got, value)
-        assert loaded.params.total == model.count_params()
+        assert loaded.format == CUDNN_FORMATS[fmt]
+        lstm, gru = loaded.layers
+        assert [(layer.kind, layer.class_name) for layer in loaded.layers] == [
+            ("lstm", "CuDNNLSTM"), ("gru", "CuDNNGRU"),
+        ]  # fmt: skip
+        for layer, units in ((lstm, 3 * 4), (gru, 2 * 3)):
+            assert [(t.role, t.part) for t in layer.tensors] == [
+                ("kernel", None), ("recurrent_kernel", None),
+                ("bias", f"[:{units}]"), ("recurrent_bias", f"[{units}:]"),
+            ]  # fmt: skip
+        np.testing.assert_array_equal(_stored(lstm)[2], values[2])
+        np.testing.assert_allclose(
+            ref.canonical_recurrent_layer("lstm", x.astype(np.float64), lstm), lstm_out, atol=ATOL
+        )
+        np.testing.assert_allclose(
+            ref.canonical_recurrent_layer(
+                "gru", lstm_out.astype(np.float64), gru, reset_after=True
+            ),
+            gru_out,
+            atol=ATOL,
+        )
+        assert loaded.params.total == cudnn.count_params()
+        produced = {
+            (layer.class_name, t.role, layer.kind, t.native_layout)
+            for layer in loaded.layers
+            for t in layer.tensors
+        }
+    table = {
+        (u.owner, u.role, u.kind, u.layout)
+        for u in layouts.uses("keras")
+        if u.owner in ("CuDNNLSTM", "CuDNNGRU")
+    }
+    assert produced == table

@@ -13,7 +13,9 @@ A layout is a string with one letter per stored axis:
 - ``V``/``E`` vocabulary and embedding width of an embedding table,
 - a recurrent layer's gates as one stored axis, written as the gates in braces in the order the
   framework stores them (``{ifco}``: a Keras LSTM's ``4 * units`` columns, gate ``i`` first);
-  ``G`` and ``U`` the gate and unit axes such an axis splits into.
+  ``G`` and ``U`` the gate and unit axes such an axis splits into. A trailing ``[UI]`` says
+  that each gate's ``(in, units)`` block holds that gate's ``(units, in)`` matrix row-major
+  (cuDNN's packing, kept by Keras 2's CuDNN layers): its memory, not its axes, is the matrix.
 
 Canonical layouts are ``O I *spatial`` for every convolution (``OIHW`` in 2-D), ``OI`` for dense
 kernels, ``GUI`` (gates, units, inputs) for recurrent kernels and ``GU`` for recurrent biases,
@@ -154,6 +156,13 @@ def _keras_rnn(gates: str) -> dict[tuple[str, str], str]:
     }
 
 
+def _cudnn_rnn(gates: str) -> dict[tuple[str, str], str]:
+    return {
+        ("kernel", "kernel"): f"I{{{gates}}}{CUDNN_PACKED}",
+        ("recurrent_kernel", "recurrent_kernel"): f"I{{{gates}}}{CUDNN_PACKED}",
+    }
+
+
 def _keras_bias(gates: str, *names: str) -> dict[tuple[str, str], str]:
     roles = ("bias", "recurrent_bias")
     return {(name, role): f"{{{gates}}}" for name, role in zip(names, roles, strict=False)}
@@ -177,6 +186,8 @@ def _onnx_rnn(gates: str) -> dict[tuple[str, str], str]:
     }
 
 
+CUDNN_PACKED = "[UI]"
+"""Suffix of a gate layout whose gate blocks hold ``(units, in)`` matrices row-major."""
 RESET_AFTER = "reset_after=True: a (2, 3*units) bias"
 RESET_BEFORE = "reset_after=False"
 TORCH_DIRECTIONS = "l{k}: layer k; _reverse: backward"
@@ -248,8 +259,15 @@ USES: tuple[Use, ...] = (
     *_recurrent("keras", ["GRU"], "gru", _keras_rnn("zrh")),
     *_recurrent("keras", ["GRU"], "gru", _keras_bias("zrh", "bias"), RESET_BEFORE),
     *_recurrent("keras", ["GRU"], "gru", _keras_bias("zrh", "bias[0]", "bias[1]"), RESET_AFTER),
-    # Keras 2's CuDNNLSTM / CuDNNGRU are not here: each gate's (in, units) block of their
-    # kernels holds cuDNN's (units, in) matrix row-major, which no layout here expresses
+    # Keras 2's CuDNN layers: each gate's (in, units) block holds cuDNN's (units, in) matrix
+    *_recurrent(
+        "keras", ["CuDNNLSTM"], "lstm",
+        {**_cudnn_rnn("ifco"), **_keras_bias("ifco", "bias[:4*units]", "bias[4*units:]")},
+    ),
+    *_recurrent(
+        "keras", ["CuDNNGRU"], "gru",
+        {**_cudnn_rnn("zrh"), **_keras_bias("zrh", "bias[:3*units]", "bias[3*units:]")},
+    ),
     *_recurrent(
         "keras", ["SimpleRNN"], "simple_rnn", {**_keras_rnn("h"), **_keras_bias("h", "bias")}
     ),
@@ -381,9 +399,10 @@ def uses(
 
 @lru_cache(maxsize=256)
 def axes_of(layout: str) -> tuple[str, ...]:
-    """The stored axes of a layout: its letters, a gate axis (``{ifco}``) as one."""
+    """The stored axes of a layout: its letters, a gate axis (``{ifco}``) as one (a packing
+    suffix, ``[UI]``, is none)."""
     axes: list[str] = []
-    rest = layout
+    rest = layout.removesuffix(CUDNN_PACKED)
     while rest:
         if rest[0] == "{":
             end = rest.find("}")
@@ -481,6 +500,8 @@ def axis_words(axes: str) -> tuple[str, ...]:
     if gated is not None:
         index, gates = gated
         width = "units" if len(gates) == 1 else f"{len(gates)}*units ({','.join(gates)})"
+        if axes.endswith(CUDNN_PACKED):
+            width += " cuDNN-packed"
         others = ["in"] * (rank(axes) - 1)
         return (*others[:index], width, *others[index:])
     words = {
@@ -578,9 +599,13 @@ def to_canonical(array: np.ndarray, layout: str, groups: int = 1) -> np.ndarray:
     if "{" in layout:
         # (..., gates*units, ...) -> (..., gates, units, ...) in canonical gate order -> (G, U, ...)
         index, gates, units = _split_gates(layout, array.shape)
+        permutation = gate_permutation(gate_axis(layout)[1])  # type: ignore[index]
+        if layout.endswith(CUDNN_PACKED):  # (in, G*U): each gate's block is (U, in) in memory
+            inputs = array.shape[0]
+            blocks = array.reshape(inputs, gates, units).transpose(1, 0, 2)
+            return blocks.reshape(gates, units, inputs)[list(permutation)]
         shape = array.shape
         split = array.reshape(*shape[:index], gates, units, *shape[index + 1 :])
-        permutation = gate_permutation(gate_axis(layout)[1])  # type: ignore[index]
         if permutation != tuple(range(gates)):
             split = np.take(split, permutation, axis=index)
         rest = [i for i in range(split.ndim) if i not in (index, index + 1)]
