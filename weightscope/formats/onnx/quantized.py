@@ -136,7 +136,8 @@ def _integer_bias(
     if len(entry.constant.shape) != 1:
         return
     size = max(w_scale.size, 1)
-    scale = Constant("", Product(x_scale.source, w_scale.source), (size,), "float32", 0)
+    product = Product(x_scale.source, w_scale.source)
+    scale = Constant("", product, (size,), "float32", new_storage_id())
     found = quantization_of(
         entry.constant, scale if size > 1 else replace(scale, shape=()), None, 0
     )
