@@ -182,8 +182,7 @@ def _quantize(
         draft.notes.append(f"{role} not dequantized: {found}")
     else:
         entry.quantization = found
-        if d == 0:
-            draft.notes.append(f"{role} dequantized {granularity(found)} of each direction")
+        draft.notes.append(f"{role} dequantized {granularity(found)} (of its direction)")
     add_parameters(draft, role, scale, zero_point, (d,))
 
 
