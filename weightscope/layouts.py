@@ -206,12 +206,19 @@ _ROW = "a (1, C) row"
 ONNX_CONV_ADD_BIAS = "Add after a conv without B"
 
 
+INTEGER_BIAS = "Add after the integer op's scaling"
+NBITS = "unpacked from (N, blocks, blob) bytes to (N, K)"
+
+
 def _onnx_convs(owner: str, kernel: str, bias: str) -> tuple[Use, ...]:
+    """An integer convolution's (``ConvInteger``) bias is the constant added after it."""
     uses: list[Use] = []
+    added = owner == "ConvInteger"
     for dims, layout in ((1, "OIW"), (2, "OIHW"), (3, "OIDHW")):
-        vectors = {(kernel, "kernel"): layout, (bias, "bias"): "C"}
-        uses += _onnx(owner, f"conv{dims}d", vectors)
-        uses += _onnx(owner, f"depthwise_conv{dims}d", vectors, _ONNX_DEPTHWISE)
+        for kind, when in ((f"conv{dims}d", ""), (f"depthwise_conv{dims}d", _ONNX_DEPTHWISE)):
+            uses += _onnx(owner, kind, {(kernel, "kernel"): layout}, when)
+            bias_when = ", ".join(w for w in (when, INTEGER_BIAS if added else "") if w)
+            uses += _onnx(owner, kind, {(bias, "bias"): "C"}, bias_when)
     return tuple(uses)
 
 
@@ -321,6 +328,22 @@ USES: tuple[Use, ...] = (
     *_recurrent("onnx", ["LSTM"], "lstm", _onnx_rnn("iofc"), ONNX_DIRECTIONS),
     *_recurrent("onnx", ["GRU"], "gru", _onnx_rnn("zrh"), ONNX_DIRECTIONS),
     *_recurrent("onnx", ["RNN"], "simple_rnn", _onnx_rnn("h"), ONNX_DIRECTIONS),
+    # ONNX integer ops (weights stored as integers; their scales and zero points beside them)
+    *_onnx_convs("ConvInteger", "w", "Add's constant"),
+    *_onnx("MatMulInteger", "dense", {("B", "kernel"): "IO"}, MATMUL_CONSTANT_B),
+    *_onnx("MatMulInteger", "dense", {("Add's constant", "bias"): "C"}, INTEGER_BIAS),
+    *_onnx("QLinearMatMul", "dense", {("b", "kernel"): "IO"}, MATMUL_CONSTANT_B),
+    # onnxruntime's contrib operators (domain com.microsoft)
+    *_onnx("QGemm", "dense", {("B", "kernel"): "OI"}, GEMM_TRANS_B),
+    *_onnx("QGemm", "dense", {("B", "kernel"): "IO"}, GEMM_NO_TRANS_B),
+    *_onnx("QGemm", "dense", {("C", "bias"): "C"}),
+    *_onnx("MatMulNBits", "dense", {("B", "kernel"): "OI"}, NBITS),
+    *_recurrent(
+        "onnx", ["DynamicQuantizeLSTM"], "lstm",
+        {("W[d]", "kernel"): "I{iofc}", ("R[d]", "recurrent_kernel"): "I{iofc}",
+         **{k: v for k, v in _onnx_rnn("iofc").items() if k[1].endswith("bias")}},
+        ONNX_DIRECTIONS,
+    ),
 )  # fmt: skip
 """Every (framework, layer class or operator, tensor) weightscope reads, with its native layout:
 the adapters look their layouts up here (``native_layout``), so this is what they produce."""
