@@ -155,6 +155,14 @@ class Quantization:
     def _along_axis(self, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         """``values`` (per channel or per block) spread over the stored tensor's ``shape``."""
         axis = self.axis % len(shape)  # type: ignore[operator]
+        if self.block_size is not None:
+            # one value per block along ``axis`` and per index of every other axis: a table
+            # ((rows, blocks) for MatMulNBits), however it is stored
+            blocks = -(-shape[axis] // self.block_size)
+            table = [blocks if i == axis else d for i, d in enumerate(shape)]
+            if values.size == math.prod(table):
+                spread = np.repeat(values.reshape(table), self.block_size, axis=axis)
+                return np.take(spread, np.arange(shape[axis]), axis=axis)
         values = values.reshape(-1) if values.size > 1 else np.full(1, values.reshape(-1)[0])
         if self.block_size is not None:
             values = np.repeat(values, self.block_size)[: shape[axis]]

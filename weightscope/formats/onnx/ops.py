@@ -23,7 +23,6 @@ from weightscope.formats.onnx.graph import (
 )
 from weightscope.formats.onnx.proto import AttributeType, NodeProto
 from weightscope.formats.onnx.quantization import (
-    QuantizedValues,
     granularity,
     part_shape,
     quantization_of,
@@ -32,6 +31,7 @@ from weightscope.kinds import Kind
 from weightscope.limits import LimitExceeded
 from weightscope.model import (
     NON_TRAINABLE_ROLES,
+    DequantizedSource,
     Layer,
     PartSource,
     Tensor,
@@ -299,7 +299,7 @@ class GraphReader:
                 source = PartSource(constant.source, entry.part)
                 shape = part_shape(constant.shape, entry.part)
             if entry.quantization is not None:
-                source = QuantizedValues(entry.quantization)
+                source = DequantizedSource(entry.quantization)
             if entry.source is not None:
                 source = entry.source
             shape = entry.shape or shape

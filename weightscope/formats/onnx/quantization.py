@@ -93,39 +93,6 @@ def _part(source: TensorSource, index: Index | None) -> TensorSource:
     return source if index is None else PartSource(source, index)
 
 
-class QuantizedValues:
-    """The real values of a quantized tensor, ``(stored - zero_point) * scale``: per tensor and
-    per channel as :meth:`Quantization.dequantize` computes them, per block also for scales
-    with one axis per stored axis (a ``(rows, blocks)`` table of block scales)."""
-
-    def __init__(self, quantization: Quantization) -> None:
-        self.quantization = quantization
-
-    def read(self) -> np.ndarray:
-        q = self.quantization
-        stored = np.asarray(q.stored.read())
-        if q.block_size is None or q.axis is None or stored.ndim <= 1:
-            return q.dequantize(stored)
-        scale = np.asarray(q.scale.read(), np.float64)
-        zero = q.zero_points()
-        axis, block = q.axis % stored.ndim, q.block_size
-        blocks = -(-stored.shape[axis] // block)
-        table = [blocks if i == axis else d for i, d in enumerate(stored.shape)]
-
-        def spread(values: np.ndarray) -> np.ndarray:
-            expanded = np.repeat(values.reshape(table), block, axis=axis)
-            return np.take(expanded, np.arange(stored.shape[axis]), axis=axis)
-
-        offset = 0.0 if zero is None else spread(np.asarray(zero, np.float64))
-        return ((stored.astype(np.float64) - offset) * spread(scale)).astype(np.float32)
-
-    def chunks(self, max_elements: int) -> Iterator[np.ndarray]:
-        return ArraySource(self.read()).chunks(max_elements)
-
-    def stats(self, max_elements: int) -> TensorStats:
-        return ArraySource(self.read()).stats(max_elements)
-
-
 class UnpackedBits:
     """Integers of ``bits`` bits packed into the bytes of a ``(rows, blocks, blob)`` tensor
     (``MatMulNBits``' ``B``), the lowest bits first, unpacked to ``(rows, columns)``: the
