@@ -186,3 +186,25 @@ def test_the_table_marks_quantized_tensors(files: tuple[Path, Path]) -> None:
     status, out, _ = run_weightscope(["inspect", str(quantized_path), "--layer", conv.name])
     assert status == 0
     assert "kernel: int8 (q), per tensor" in out and "stored -" in out
+
+
+def test_plots_show_the_real_values_of_a_quantized_kernel(
+    files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A quantized conv and a quantized LSTM plot (an LSTM's kernel as each gate's (units, in)
+    matrix, the gates' rows stacked in canonical order)."""
+    _, quantized_path = files
+    with weightscope.load(quantized_path) as model:
+        conv = next(layer for layer in model.layers if layer.kind == "conv1d")
+        lstm = next(layer for layer in model.layers if layer.kind == "lstm")
+        figure = lstm.plot_kernels()
+        kernel = lstm.tensor("kernel")
+        assert figure.values is not None and figure.values.shape == (4 * 5, 6)
+        np.testing.assert_array_equal(figure.values, kernel.canonical().reshape(20, 6))
+        title = " ".join(t.get_text() for t in figure.texts)
+        assert "gates i,f,g,o, 5 units each" in title and "int8 dequantized" in title
+    for layer in (conv.name, lstm.name):
+        out = tmp_path / "plot.png"
+        done = run_cli("plot", quantized_path, "--layer", layer, "-o", out)
+        assert done.returncode == 0, done.stderr
+        assert out.stat().st_size > 0

@@ -38,6 +38,7 @@ import numpy as np
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Colormap, Normalize
 
+from weightscope import layouts
 from weightscope.errors import WeightscopeError, printable
 from weightscope.model import Layer, Tensor
 from weightscope.reporters.figures import NotebookFigure
@@ -147,6 +148,15 @@ class _Kernel:
         shape = tuple(self.weights.shape)
         text = f"{printable(layer.name)}  |  {layer.kind}  |  canonical kernel {shape} "
         text += str(self.tensor.canonical_layout)
+        gated = layouts.gate_axis(self.tensor.native_layout or "")
+        if gated is not None:
+            gates = ",".join(layouts.canonical_gates(gated[1]))
+            units = self.out // len(gated[1])
+            text = (
+                f"{printable(layer.name)}  |  {layer.kind}  |  {self.tensor.role} "
+                f"{tuple(self.tensor.canonical_shape or ())} GUI as rows: gates {gates}, "
+                f"{units} units each"
+            )
         if self.groups > 1:
             text += f"  |  groups={self.groups}"
         if self.tensor.role != "kernel":
@@ -249,6 +259,10 @@ def _read_kernel(layer: Layer, role: str | None) -> _Kernel:
             weights = weights.astype(np.float32, copy=False)
     except (TypeError, ValueError) as exc:
         raise _error(layer, f"its {role} cannot be read as numbers: {exc}") from exc
+    if layouts.gate_axis(tensor.native_layout) is not None:
+        # a recurrent kernel (gates, units, in): each gate's (units, in) matrix, stacked as
+        # the rows of one (gates * units, in) matrix, as a dense kernel is drawn
+        weights = weights.reshape(-1, weights.shape[-1])
     groups = 1 if role == "pointwise_kernel" or weights.ndim == 2 else max(1, layer.groups)
     if weights.shape[0] % groups:
         groups = 1  # an inconsistent record: show the kernel ungrouped rather than fail
