@@ -66,3 +66,87 @@ def test_gates_that_are_not_a_reordering_differ(tmp_path: Path) -> None:
     result = weightscope.compare(tmp_path / "a.keras", tmp_path / "b.keras")
     (pair,) = result.pairs
     assert not pair.match and pair.transform == "none"
+
+
+# ---------------------------------------------------------------------------------------------
+# a Keras LSTM ported to ONNX by hand: right, and with the gates copied in Keras' order
+
+
+def _onnx_lstm(
+    path: Path,
+    kernel: np.ndarray,
+    recurrent: np.ndarray,
+    bias: np.ndarray,
+    recurrent_bias: np.ndarray | None = None,
+) -> None:
+    """An ONNX LSTM node whose ``W``, ``R``, ``B`` hold ``kernel.T``, ``recurrent.T``, ``bias``
+    and ``recurrent_bias`` (zeros by default), gate blocks in the order given."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [
+        numpy_helper.from_array(kernel.T[None].astype(np.float32), "W"),
+        numpy_helper.from_array(recurrent.T[None].astype(np.float32), "R"),
+        numpy_helper.from_array(
+            np.concatenate(
+                [bias, np.zeros_like(bias) if recurrent_bias is None else recurrent_bias]
+            )[None].astype(np.float32),
+            "B",
+        ),
+    ]
+    node = helper.make_node("LSTM", ["x", "W", "R", "B"], ["y"], "lstm", hidden_size=UNITS)
+    graph = helper.make_graph(
+        [node], "port", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 1, FEATURES])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits,
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def _keras_to_onnx_order(w: np.ndarray) -> np.ndarray:
+    """Keras' gate blocks i, f, c, o (last axis) in ONNX's order i, o, f, c."""
+    i, f, c, o = np.split(w, 4, axis=-1)
+    return np.concatenate([i, o, f, c], axis=-1)
+
+
+def test_a_port_with_keras_gates_copied_into_onnx_is_named(tmp_path: Path) -> None:
+    kernel, recurrent, bias = _lstm_file(tmp_path / "a.keras")
+    _onnx_lstm(tmp_path / "copied.onnx", kernel, recurrent, bias)  # gates not reordered
+    result = weightscope.compare(tmp_path / "a.keras", tmp_path / "copied.onnx")
+    (pair,) = result.pairs
+    assert pair.transform == "gate_order(i,f,c,o->i,o,f,c)" and pair.match, pair.note
+    by_role = {t.role: t for t in pair.tensors}
+    assert by_role["kernel"].match and by_role["recurrent_kernel"].match and by_role["bias"].match
+    assert any("bias compared as bias + recurrent_bias of B" in note for note in pair.notes)
+
+
+def test_a_right_port_to_onnx_is_identical_and_computes_the_same(tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    kernel, recurrent, bias = _lstm_file(tmp_path / "a.keras")
+    path = tmp_path / "right.onnx"
+    _onnx_lstm(path, *(_keras_to_onnx_order(w) for w in (kernel, recurrent, bias)))
+    result = weightscope.compare(tmp_path / "a.keras", path)
+    (pair,) = result.pairs
+    assert pair.transform == "identity" and pair.match, pair.note
+    # and it is a right port: ONNX computes what Keras computes
+    x = np.random.default_rng(0).standard_normal((1, 4, FEATURES)).astype(np.float32)
+    expected = keras.models.load_model(tmp_path / "a.keras")(x).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, {"x": x.transpose(1, 0, 2)})  # (steps, dirs, batch, units)
+    np.testing.assert_allclose(y[:, 0].transpose(1, 0, 2), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_a_keras_bias_split_between_onnx_biases_is_the_same_bias(tmp_path: Path) -> None:
+    """An LSTM's two biases act only as their sum: a port that puts half of Keras' one bias in
+    each is right, and compare says identity; a bias moved between gates is not."""
+    kernel, recurrent, bias = _lstm_file(tmp_path / "a.keras")
+    ordered = [_keras_to_onnx_order(w) for w in (kernel, recurrent, bias)]
+    _onnx_lstm(tmp_path / "halves.onnx", *ordered, recurrent_bias=ordered[2] / 2)
+    halves = ordered[:2] + [ordered[2] / 2]
+    _onnx_lstm(tmp_path / "split.onnx", *halves, recurrent_bias=ordered[2] / 2)
+    result = weightscope.compare(tmp_path / "a.keras", tmp_path / "split.onnx")
+    (pair,) = result.pairs
+    assert pair.transform == "identity" and pair.match, pair.note
+    result = weightscope.compare(tmp_path / "a.keras", tmp_path / "halves.onnx")
+    (pair,) = result.pairs
+    assert not pair.match  # 1.5 times the bias
+    assert [t.role for t in pair.tensors if not t.match] == ["bias"]

@@ -338,7 +338,7 @@ def _align(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-NEUTRAL = {"bias": 0.0, "beta": 0.0, "gamma": 1.0}
+NEUTRAL = {"bias": 0.0, "recurrent_bias": 0.0, "beta": 0.0, "gamma": 1.0}
 """Values of a tensor stored on one side only that leave the layer's output unchanged (a zero
 bias where the other side has none)."""
 
@@ -373,9 +373,20 @@ def _compare_pair(
         shared.remove(principal)
         context = _Context(side_a, side_b, read_a, read_b, tolerance)
         chosen = _search_principal(pair, principal, context, results, notes)
+    summed = _summed_biases(layer_a, layer_b, tensors_a, tensors_b)
+    if summed is not None:
+        notes.append(
+            f"bias compared as bias + recurrent_bias of {summed} (the other keeps one bias; "
+            "only their sum acts)"
+        )
     for role in shared:
         array_a = read_a(layer_a, tensors_a[role])
         array_b = read_b(layer_b, tensors_b[role])
+        if role == "bias" and summed is not None:
+            if summed == "A":
+                array_a = array_a + read_a(layer_a, tensors_a.pop("recurrent_bias"))
+            else:
+                array_b = array_b + read_b(layer_b, tensors_b.pop("recurrent_bias"))
         quantized = _Quantized(tensors_a[role], tensors_b[role], tolerance)
         results.append(_compare_tensor(role, chosen, array_a, array_b, quantized, notes))
     for side, mine, other, read, layer in (
@@ -520,6 +531,26 @@ def _compare_tensor(
         None if agree else found.where,
         quantized.sqnr(array_a, array_b),
     )
+
+
+SUMMED_BIAS_KINDS = (Kind.LSTM, Kind.SIMPLE_RNN)
+"""Recurrent kinds in which the input and the recurrent bias only ever act as their sum (a GRU's
+candidate reads the recurrent bias inside its reset gate)."""
+
+
+def _summed_biases(
+    layer_a: Layer, layer_b: Layer, tensors_a: dict[str, Tensor], tensors_b: dict[str, Tensor]
+) -> str | None:
+    """``A`` or ``B``: the side whose two biases are compared, summed, with the other's one (a
+    Keras LSTM's bias against a PyTorch or ONNX LSTM's two); None when nothing is summed."""
+    if layer_a.kind != layer_b.kind or layer_a.kind not in SUMMED_BIAS_KINDS:
+        return None
+    if "bias" not in tensors_a or "bias" not in tensors_b:
+        return None
+    in_a, in_b = "recurrent_bias" in tensors_a, "recurrent_bias" in tensors_b
+    if in_a == in_b:
+        return None
+    return "A" if in_a else "B"
 
 
 class _Quantized:
