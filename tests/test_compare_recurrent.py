@@ -141,7 +141,7 @@ def test_a_keras_bias_split_between_onnx_biases_is_the_same_bias(tmp_path: Path)
     kernel, recurrent, bias = _lstm_file(tmp_path / "a.keras")
     ordered = [_keras_to_onnx_order(w) for w in (kernel, recurrent, bias)]
     _onnx_lstm(tmp_path / "halves.onnx", *ordered, recurrent_bias=ordered[2] / 2)
-    halves = ordered[:2] + [ordered[2] / 2]
+    halves = [*ordered[:2], ordered[2] / 2]
     _onnx_lstm(tmp_path / "split.onnx", *halves, recurrent_bias=ordered[2] / 2)
     result = weightscope.compare(tmp_path / "a.keras", tmp_path / "split.onnx")
     (pair,) = result.pairs
