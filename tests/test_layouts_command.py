@@ -243,7 +243,7 @@ def test_torch_catalog_is_the_table() -> None:
             assert _torch_layers.ROLES[use.kind][use.tensor] == use.role
     # every kind a state dict can be inferred as has its layouts in the table
     inferred = {"batch_norm", "dense", *(f"conv{d}d" for d in (1, 2, 3)),
-                *(f"conv_transpose{d}d" for d in (1, 2, 3))}  # fmt: skip
+                *(f"conv_transpose{d}d" for d in (1, 2, 3)), "lstm", "gru", "simple_rnn"}  # fmt: skip
     assert inferred <= {u.kind for u in layouts.uses("pytorch")}
 
 
@@ -300,11 +300,18 @@ def test_torch_reader_produces_exactly_the_table() -> None:
         "ndq": nn.modules.linear.NonDynamicallyQuantizableLinear(4, 3),
         "b1": nn.BatchNorm1d(4), "b2": nn.BatchNorm2d(4), "b3": nn.BatchNorm3d(4),
         "sync": nn.SyncBatchNorm(4), "ln": nn.LayerNorm(4), "emb": nn.Embedding(10, 3),
+        "lstm": nn.LSTM(4, 3, proj_size=2), "gru": nn.GRU(4, 3), "rnn": nn.RNN(4, 3),
     }  # fmt: skip
     for name, module in modules.items():
         net.add_module(name, module)
     with weightscope.load(net) as model:
         when = {("dw", "kernel"): "groups = in_channels", ("dw", "bias"): "groups = in_channels"}
+        for layer in model.layers:
+            for tensor in layer.tensors if layer.kind.is_recurrent else ():
+                projection = tensor.role == "projection"
+                when[layer.name, tensor.role] = (
+                    "proj_size > 0" if projection else layouts.TORCH_DIRECTIONS
+                )
         assert _produced("pytorch", model, when) == _table("pytorch")
 
 

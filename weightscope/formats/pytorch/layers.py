@@ -13,6 +13,7 @@ from typing import Any
 from weightscope import layouts
 from weightscope.dtypes import is_float
 from weightscope.formats._common.names import embedding_table, layer_norm_name
+from weightscope.formats.pytorch import recurrent
 from weightscope.kinds import Kind
 from weightscope.model import Layer, Tensor, TensorSource
 
@@ -55,6 +56,7 @@ CLASS_KINDS = {
     "Linear": "dense", "LazyLinear": "dense", "NonDynamicallyQuantizableLinear": "dense",
     "BatchNorm1d": "batch_norm", "BatchNorm2d": "batch_norm", "BatchNorm3d": "batch_norm",
     "SyncBatchNorm": "batch_norm", "LayerNorm": "layer_norm", "Embedding": "embedding",
+    "LSTM": "lstm", "GRU": "gru", "RNN": "simple_rnn",
 }  # fmt: skip
 ROLES = {
     kind: {use.tensor: use.role for use in layouts.uses("pytorch", kind=kind)}
@@ -65,7 +67,8 @@ CONFIG_KEYS = (
     "in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
     "output_padding", "padding_mode", "in_features", "out_features", "num_features", "eps",
     "momentum", "affine", "track_running_stats", "normalized_shape", "num_embeddings",
-    "embedding_dim", "padding_idx",
+    "embedding_dim", "padding_idx", "input_size", "hidden_size", "num_layers", "bidirectional",
+    "proj_size", "nonlinearity", "batch_first", "dropout",
 )  # fmt: skip
 
 
@@ -76,14 +79,14 @@ def short_class(qualname: str | None) -> str | None:
 
 def build_layers(nodes: list[ModuleNode]) -> list[Layer]:
     seen: dict[Hashable, str] = {}
-    layers = []
+    layers: list[Layer] = []
     for node in nodes:
         if node.entries:
-            layers.append(_build(node, seen))
+            layers.extend(_build(node, seen))
     return layers
 
 
-def _build(node: ModuleNode, seen: dict[Hashable, str]) -> Layer:
+def _build(node: ModuleNode, seen: dict[Hashable, str]) -> list[Layer]:
     class_name = short_class(node.class_name)
     shapes = {e.attr: e.shape for e in node.entries}
     notes: list[str] = []
@@ -106,42 +109,96 @@ def _build(node: ModuleNode, seen: dict[Hashable, str]) -> Layer:
         notes.append(note)
         if class_name is not None:
             notes.append(f"class {class_name} has no canonical form in weightscope")
+    attrs = node.attrs
+    config = {k: _plain(attrs[k]) for k in CONFIG_KEYS if k in attrs} if attrs else {}
+    if _KINDS[kind].is_recurrent and recurrent.is_recurrent(list(shapes)):
+        return _build_recurrent(node, kind, inferred, class_name, config, notes, seen)
     roles = ROLES.get(kind, {})
     tensors = []
     for entry in node.entries:
         role = roles.get(entry.attr, entry.attr)
-        layout = _layout(kind, role, len(entry.shape))
-        # parameters always count; of buffers only float ones (not num_batches_tracked)
-        counted = entry.origin == PARAMETER or is_float(entry.dtype)
-        shared_with = seen.get(entry.identity)
-        if shared_with is None:
-            seen[entry.identity] = entry.full_name
-        tensors.append(
-            Tensor(
-                name=entry.full_name,
-                role=role,
-                native_shape=entry.shape,
-                native_layout=layout,
-                dtype=entry.dtype,
-                trainable=_trainable(entry, role),
-                source=entry.source,
-                groups=groups if layout in _GROUPED_O else 1,
-                counted=counted and shared_with is None,
-                shared_with=shared_with,
+        tensors.append(_tensor(entry, role, _layout(kind, role, len(entry.shape)), groups, seen))
+    return [
+        Layer(
+            name=node.name,
+            kind=_KINDS[kind],
+            tensors=tensors,
+            config=config,
+            groups=groups,
+            inferred=inferred,
+            class_name=class_name,
+            note="; ".join(n for n in notes if n) or None,
+        )
+    ]
+
+
+def _tensor(
+    entry: Entry, role: str, layout: str | None, groups: int, seen: dict[Hashable, str]
+) -> Tensor:
+    # parameters always count; of buffers only float ones (not num_batches_tracked)
+    counted = entry.origin == PARAMETER or is_float(entry.dtype)
+    shared_with = seen.get(entry.identity)
+    if shared_with is None:
+        seen[entry.identity] = entry.full_name
+    return Tensor(
+        name=entry.full_name,
+        role=role,
+        native_shape=entry.shape,
+        native_layout=layout,
+        dtype=entry.dtype,
+        trainable=_trainable(entry, role),
+        source=entry.source,
+        groups=groups if layout in _GROUPED_O else 1,
+        counted=counted and shared_with is None,
+        shared_with=shared_with,
+    )
+
+
+def _build_recurrent(
+    node: ModuleNode,
+    kind: str,
+    inferred: bool,
+    class_name: str | None,
+    config: dict[str, Any],
+    notes: list[str],
+    seen: dict[Hashable, str],
+) -> list[Layer]:
+    """One layer per (stack layer, direction) of an LSTM, GRU or RNN module, its tensors under
+    their own names (``rnn.weight_ih_l0_reverse``)."""
+    roles = ROLES[kind]
+    stacks: dict[tuple[int, bool], list[Tensor]] = {}
+    misfits = []
+    for entry in node.entries:
+        where = recurrent.part(entry.attr)
+        assert where is not None  # is_recurrent checked every name
+        role = roles.get(where.table_name, entry.attr)
+        layout = None
+        if recurrent.fits(kind, where.base, entry.shape):
+            layout = _layout(kind, role, len(entry.shape))
+        else:
+            misfits.append(entry.attr)
+        stacks.setdefault((where.layer, where.reverse), []).append(
+            _tensor(entry, role, layout, 1, seen)
+        )
+    if misfits:
+        notes.append(f"shapes that fit no {kind} gates: {', '.join(misfits[:4])}")
+    if kind == "simple_rnn" and config.get("nonlinearity") == "relu":
+        notes.append("nonlinearity relu: h = relu(W x + b + R h + rb), not tanh")
+    single = set(stacks) == {(0, False)}
+    layers = []
+    for (index, reverse), tensors in sorted(stacks.items()):
+        layers.append(
+            Layer(
+                name=recurrent.layer_name(node.name, index, reverse, single),
+                kind=_KINDS[kind],
+                tensors=tensors,
+                config={**config, "stack_layer": index, "go_backwards": reverse},
+                inferred=inferred,
+                class_name=class_name,
+                note="; ".join(n for n in notes if n) or None,
             )
         )
-    attrs = node.attrs
-    config = {k: _plain(attrs[k]) for k in CONFIG_KEYS if k in attrs} if attrs else {}
-    return Layer(
-        name=node.name,
-        kind=_KINDS[kind],
-        tensors=tensors,
-        config=config,
-        groups=groups,
-        inferred=inferred,
-        class_name=class_name,
-        note="; ".join(n for n in notes if n) or None,
-    )
+    return layers
 
 
 def _layout(kind: str, role: str, rank: int) -> str | None:
@@ -166,6 +223,9 @@ def infer_kind(shapes: dict[str, tuple[int, ...]], names: Sequence[str]) -> tupl
     """Kind, groups and a note for a module known only by its tensors (a state dict) and
     ``names`` (its path, and its class where the file names one)."""
     attrs = set(shapes)
+    if recurrent.is_recurrent(list(shapes)):
+        kind, note = recurrent.infer(shapes)
+        return kind, 1, note
     if {"running_mean", "running_var"} <= attrs:
         return "batch_norm", 1, "from a state dict: running statistics make a batch norm"
     weight, bias = shapes.get("weight"), shapes.get("bias")
