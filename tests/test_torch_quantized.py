@@ -228,7 +228,7 @@ def _dynamic(kind: type[nn.Module], bidirectional: bool, layers: int) -> nn.Modu
     return torch.ao.quantization.quantize_dynamic(model, {nn.Linear, kind}, dtype=torch.qint8)
 
 
-@pytest.mark.parametrize("form", ["state_dict", "full", "live"])
+@pytest.mark.parametrize("form", ["state_dict", "full", "script", "live"])
 @pytest.mark.parametrize(("bidirectional", "layers"), [(False, 1), (True, 2)])
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_dynamic_quantized_linear_and_recurrent(

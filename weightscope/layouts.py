@@ -180,10 +180,10 @@ def _onnx_rnn(gates: str) -> dict[tuple[str, str], str]:
 def _torch_cells(gates: str) -> dict[tuple[str, str], str]:
     """A dynamic quantized LSTM's or GRU's packed cells, one per layer and direction."""
     return {
-        ("_all_weight_values.{n}.param: w_ih", "kernel"): f"{{{gates}}}I",
-        ("_all_weight_values.{n}.param: w_hh", "recurrent_kernel"): f"{{{gates}}}I",
-        ("_all_weight_values.{n}.param: b_ih", "bias"): f"{{{gates}}}",
-        ("_all_weight_values.{n}.param: b_hh", "recurrent_bias"): f"{{{gates}}}",
+        ("_all_weight_values.{n}.param.weight_ih", "kernel"): f"{{{gates}}}I",
+        ("_all_weight_values.{n}.param.weight_hh", "recurrent_kernel"): f"{{{gates}}}I",
+        ("_all_weight_values.{n}.param.bias_ih", "bias"): f"{{{gates}}}",
+        ("_all_weight_values.{n}.param.bias_hh", "recurrent_bias"): f"{{{gates}}}",
     }
 
 
@@ -306,8 +306,8 @@ USES: tuple[Use, ...] = (
     *_torch(["quantized.Conv3d"], "conv3d", _weight_bias("OIDHW"), TORCH_QUANTIZED),
     *_torch(
         ["quantized.Linear", "quantized.dynamic.Linear"], "dense",
-        {("_packed_params._packed_params[0]", "kernel"): "OI",
-         ("_packed_params._packed_params[1]", "bias"): "C"},
+        {("_packed_params._packed_params.0", "kernel"): "OI",
+         ("_packed_params._packed_params.1", "bias"): "C"},
         TORCH_QUANTIZED,
     ),
     *_recurrent(

@@ -68,7 +68,10 @@ def is_state_dict_extra(key: Any, value: Any) -> bool:
 
 
 def _script_state(obj: Any, class_name: str) -> tuple[Any, ...] | None:
-    """The state of a ScriptObject of ``class_name``: ``(state, class_name)`` as pickled."""
+    """The state of a ScriptObject of ``class_name``: ``(state, class_name)`` as ``torch.save``
+    pickles it; a TorchScript archive pickles the object of that class with its state."""
+    if isinstance(obj, Opaque) and obj.qualname == class_name:
+        return obj.state if type(obj.state) is tuple else None
     if not isinstance(obj, Opaque) or obj.qualname != SCRIPT_OBJECT:
         return None
     state = obj.state
@@ -81,10 +84,7 @@ def _script_state(obj: Any, class_name: str) -> tuple[Any, ...] | None:
 def packed_linear(obj: Any) -> tuple[TensorRef, TensorRef | None] | None:
     """(weight, bias) of a ``LinearPackedParamsBase`` ScriptObject, or of the tuple a state
     dict keeps; None if it is not that."""
-    state: Any = obj
-    if isinstance(obj, Opaque):
-        # a TorchScript archive pickles the packed object itself, with (weight, bias) as state
-        state = obj.state if obj.qualname == LINEAR_PACKED else _script_state(obj, LINEAR_PACKED)
+    state = _script_state(obj, LINEAR_PACKED) if isinstance(obj, Opaque) else obj
     if type(state) is not tuple or len(state) < 2:
         return None
     weight, bias = state[0], state[1]

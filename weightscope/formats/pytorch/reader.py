@@ -540,9 +540,11 @@ def _packed_children(node: ModuleNode, state: dict[Any, Any], make: _EntryMaker)
     if not isinstance(values, Opaque) or not isinstance(values.state, dict):
         return set()
     cells = []
-    for key, holder in _str_items(values.state.get("_modules")):
-        param = holder.state.get("param") if isinstance(holder, Opaque) else None
-        cell = quantized.cell_tensors(param) if isinstance(holder.state, dict) else None
+    for key, holder in _str_items(quantized.submodules(values.state)):
+        if not isinstance(holder, Opaque):
+            continue  # a TorchScript module's own attributes, beside its submodules
+        param = holder.state.get("param") if isinstance(holder.state, dict) else None
+        cell = quantized.cell_tensors(param)
         if cell is None:
             return set()
         cells.append((_join(name, f"_all_weight_values.{key}.param"), cell))
