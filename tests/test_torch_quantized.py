@@ -335,3 +335,32 @@ def test_hostile_quantized_tensor_is_refused_in_one_line(
         q = torch.quantize_per_tensor(w, 0.1, 0, torch.qint8)
     path = _pickle_edit(tmp_path, q, old, new)
     assert_one_error_line(run_cli("inspect", path), path, *words)
+
+
+@pytest.mark.parametrize("form", ["state_dict", "full", "live"])
+def test_dynamic_float16_lstm(form: str, tmp_path: Path) -> None:
+    """``quantize_dynamic(dtype=torch.float16)``: float weights, each packed with its bias."""
+    torch.manual_seed(3)
+    float_model = Dynamic(nn.LSTM, True, 1).eval()
+    module = torch.ao.quantization.quantize_dynamic(
+        float_model, {nn.Linear, nn.LSTM}, dtype=torch.float16
+    )
+    x = torch.randn(2, 5, 6)
+    with torch.no_grad():
+        hidden, out = module.fc(x).numpy(), module(x).numpy()
+    with weightscope.load(_saved(module, form, tmp_path)) as model:
+        assert [layer.name for layer in model.layers] == ["fc", "rnn.l0", "rnn.l0_reverse"]
+        for layer in model.layers[1:]:
+            assert layer.kind == "lstm"
+            assert {t.role for t in layer.tensors} == {
+                "kernel", "recurrent_kernel", "bias", "recurrent_bias",
+            }  # fmt: skip
+        expected = sum(p.numel() for p in float_model.parameters())
+        assert model.params.total == expected
+        outputs = []
+        for d, name in enumerate(("rnn.l0", "rnn.l0_reverse")):
+            seq = ref.canonical_recurrent_layer(
+                "lstm", hidden.astype(np.float64), model.layer(name), go_backwards=bool(d)
+            )
+            outputs.append(np.flip(seq, axis=1) if d else seq)
+        np.testing.assert_allclose(np.concatenate(outputs, axis=-1), out, atol=2e-3)

@@ -181,7 +181,8 @@ def _tensor(
 def _activation_entries(node: ModuleNode) -> list[Entry]:
     """A quantized module's ``scale`` and ``zero_point`` (one number each): how its output is
     quantized. Taken so only where the module is quantized (a class of ``torch.ao.nn.
-    quantized``, a quantized weight beside them, or a state dict's module of just these two)."""
+    quantized``, a quantized or packed weight beside them, or a state dict's module of just
+    these two)."""
     found = [
         e for e in node.entries
         if e.attr in quantized.ACTIVATION and len(e.shape) <= 1 and math.prod(e.shape) == 1
@@ -192,6 +193,7 @@ def _activation_entries(node: ModuleNode) -> list[Entry]:
     if (
         quantized.is_quantized_class(node.class_name)
         or any(e.quantization is not None for e in node.entries)
+        or any(quantized.state_dict_attr(e.full_name) for e in node.entries)
         or (node.class_name is None and attrs == set(quantized.ACTIVATION))
     ):
         return found

@@ -12,7 +12,11 @@ packed object's state is a tuple of tensors and numbers, read as such.
   module's state is the tuple of ``_ConvNd.__getstate__``.
 - dynamic ``LSTM``/``GRU``: ``_all_weight_values.{n}.param``, one ScriptObject per (layer,
   direction), ``(("quantized_dynamic", [b_ih, b_hh], [], [reduce_range], [packed w_ih, packed
-  w_hh]), "__torch__.torch.classes.rnn.CellParamsBase")``.
+  w_hh]), "__torch__.torch.classes.rnn.CellParamsBase")`` (``quantized_fp16``: float weights,
+  each packed with its bias).
+
+A quantized weight's ``dtype`` is the integer type its storage holds, numpy's name for it:
+torch's ``qint8`` is ``int8``, ``quint8`` ``uint8``, ``qint32`` ``int32``.
 """
 
 from __future__ import annotations
@@ -39,7 +43,9 @@ CONV_STATE = (
 training."""
 _PACKED_NAME = re.compile(r"(?:(.*)\.)?_packed_params\._packed_params\.([01])")
 _CELL_NAME = re.compile(r"(?:(.*)\.)?_all_weight_values\.(\d{1,6})\.param")
-_CELL_TENSORS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+CELL_KINDS = ("quantized_dynamic", "quantized_fp16")
+"""Dynamic recurrent cells read: int8 weights with their biases apart, or float weights (run
+in float16) packed with their biases."""
 
 
 def is_quantized_class(qualname: str | None) -> bool:
@@ -114,15 +120,17 @@ def cell_tensors(obj: Any) -> dict[str, TensorRef] | None:
     """``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh`` of a dynamic recurrent cell's
     ``CellParamsBase`` ScriptObject (``quantized_dynamic``: int8 weights); None for another."""
     state = _script_state(obj, CELL_PARAMS)
-    if state is None or len(state) != 5 or state[0] != "quantized_dynamic":
+    if state is None or len(state) != 5 or state[0] not in CELL_KINDS:
         return None
     biases, packed = state[1], state[4]
     if type(biases) is not list or type(packed) is not list or len(packed) != 2:
         return None
     weights = [packed_linear(p) for p in packed]
-    if any(w is None for w in weights):
+    if weights[0] is None or weights[1] is None:
         return None
-    found = {"weight_ih": weights[0][0], "weight_hh": weights[1][0]}  # type: ignore[index]
+    found = {"weight_ih": weights[0][0], "weight_hh": weights[1][0]}
+    if state[0] == "quantized_fp16":  # float weights, each packed with its bias
+        biases = [weights[0][1], weights[1][1]]
     for name, bias in zip(("bias_ih", "bias_hh"), biases, strict=False):
         if isinstance(bias, TensorRef):
             found[name] = bias

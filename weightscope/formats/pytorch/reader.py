@@ -111,7 +111,8 @@ def _model_from_pickle(
     except BaseException:
         file.close()
         raise
-    model = Model(path, torch_file.format, FRAMEWORK, None, layers, notes=torch_file.notes + notes)
+    notes = torch_file.notes + notes + entry_maker.notes
+    model = Model(path, torch_file.format, FRAMEWORK, None, layers, notes=notes)
     model._resources.callback(file.close)
     return model
 
@@ -123,6 +124,8 @@ class _EntryMaker:
         self.limits = limits
         self.classes = torch_file.classes
         self.budget: Budget = torch_file.budget
+        self.notes: list[str] = []
+        """What reading modules left unread, for the model's notes."""
 
     def source(self, ref: TensorRef) -> FileRegionSource:
         storage = ref.storage
@@ -546,7 +549,8 @@ def _packed_children(node: ModuleNode, state: dict[Any, Any], make: _EntryMaker)
         param = holder.state.get("param") if isinstance(holder.state, dict) else None
         cell = quantized.cell_tensors(param)
         if cell is None:
-            return set()
+            make.notes.append(f"{node.name}: packed recurrent cells of no known form, not read")
+            return {"_all_weight_values"}
         cells.append((_join(name, f"_all_weight_values.{key}.param"), cell))
     bidirectional = node.attrs.get("bidirectional")
     _add_cells(node, cells, bidirectional if type(bidirectional) is bool else None, make)
