@@ -132,15 +132,20 @@ def test_functional_inside_sequential_is_walked(K, fmt, tmp_path):
 
 @pytest.mark.parametrize("fmt", ["keras", "h5"])
 def test_layer_without_canonical_form_is_listed_not_dropped(fmt, tmp_path):
+    layers = keras.layers
     model = keras.Sequential(
-        [keras.Input((5, 2)), keras.layers.LSTM(3, name="lstm"), keras.layers.Dense(2, name="d")]
+        [
+            keras.Input((4, 6, 2)),
+            layers.ConvLSTM1D(3, 3, name="conv_lstm"),
+            layers.Dense(2, name="d"),
+        ]
     )
     path = tmp_path / f"rnn.{fmt}"
     model.save(path)
     with weightscope.load(path) as loaded:
-        lstm = loaded.layer("lstm")
-        assert lstm.kind == "unknown" and lstm.class_name == "LSTM"
-        assert lstm.params == model.get_layer("lstm").count_params()
+        lstm = loaded.layer("conv_lstm")
+        assert lstm.kind == "unknown" and lstm.class_name == "ConvLSTM1D"
+        assert lstm.params == model.get_layer("conv_lstm").count_params()
         assert all(t.canonical_shape is None for t in lstm.tensors)
         assert loaded.params.total == model.count_params()
 
@@ -280,17 +285,19 @@ def test_unknown_classes_count_like_keras(K, fmt, tmp_path):
 @pytest.mark.parametrize(
     ("K", "fmt"), [(keras, "weights.h5"), (tf_keras, "w.h5")], ids=["keras3", "tf_keras"]
 )
-def test_recurrent_and_attention_layers_without_config_are_unknown(K, fmt, tmp_path):
-    """Their 2-D and 3-D kernels must not pass for dense or conv kernels."""
+def test_recurrent_and_attention_layers_without_config_are_not_dense(K, fmt, tmp_path):
+    """Their 2-D and 3-D kernels must not pass for dense or conv kernels: attention stays
+    unknown, an LSTM is known by its kernels' shapes (tests/test_keras_recurrent.py)."""
     inputs = K.Input((5, 4))
     x = K.layers.MultiHeadAttention(num_heads=2, key_dim=3)(inputs, inputs)
-    x = K.layers.LSTM(3)(x)
+    x = K.layers.LSTM(3, name="lstm")(x)
     model = K.Model(inputs, K.layers.Dense(2, name="out")(x))
     path = tmp_path / f"attention.{fmt}"
     model.save_weights(path)
     with weightscope.load(path) as loaded:
         kinds = {layer.name: layer.kind for layer in loaded.layers}
         assert kinds.pop("out") == "dense"
+        assert kinds.pop("lstm") == "lstm"
         assert kinds and set(kinds.values()) == {"unknown"}, kinds
         assert loaded.params.total == model.count_params()
 

@@ -488,11 +488,13 @@ def test_canonical_tensors_reproduce_framework_output(
 def test_every_layer_kind_is_covered() -> None:
     """The cases above exercise every conv, dense and batch-norm kind weightscope knows."""
     covered = {case.kind for case in CASES}
-    # Keras has no 3-D depthwise convolution; ONNX's is proven in test_onnx_layouts.py
+    # Keras has no 3-D depthwise convolution; ONNX's is proven in test_onnx_layouts.py;
+    # recurrent kinds are proven in test_keras_recurrent.py
     weight_kinds = set(weightscope.LAYER_KINDS) - {
         "layer_norm",
         "embedding",
         "unknown",
         "depthwise_conv3d",
+        *(kind.value for kind in weightscope.Kind if kind.is_recurrent),
     }
     assert weight_kinds <= covered, weight_kinds - covered

@@ -8,8 +8,8 @@ computes its output on a random input, and is saved in each file kind the framew
 both rewritten with the names Keras 2.0 gave, which no Keras here writes). weightscope must
 report the unwrapped layers with their names, kinds, roles and the framework's own values, count
 the parameters as ``count_params()`` does, and its tensors must reproduce the output through
-``reference``: canonical tensors for convolutions, dense and batch norm, the stored ones for
-recurrent layers (which have no canonical form yet).
+``reference``: canonical tensors for every layer (recurrent ones through
+``reference.canonical_recurrent``, which knows nothing of Keras' layouts).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from cli_runner import run_cli  # noqa: E402
 from framework_cache import build_cached  # noqa: E402
 
 import weightscope  # noqa: E402
+from weightscope.model import PartSource  # noqa: E402
 
 ATOL = RTOL = 1e-5
 STATISTICS = ("moving_mean", "moving_variance")
@@ -86,19 +87,24 @@ def _dense(x: np.ndarray, layers: list[Tensors]) -> np.ndarray:
     return ref.dense(x, t["kernel"], t.get("bias"))
 
 
-def _rnn(cell: Callable[..., np.ndarray], t: Tensors, x: np.ndarray, **options: Any) -> np.ndarray:
-    return cell(x, t["kernel"], t["recurrent_kernel"], t.get("bias"), **options)
+def _rnn(kind: str, t: Tensors, x: np.ndarray, **options: Any) -> np.ndarray:
+    """One recurrent layer (a GRU resets after its recurrent product: Keras' default) from its
+    canonical tensors."""
+    return ref.canonical_recurrent(
+        kind, x, t["kernel"], t["recurrent_kernel"], t.get("bias"), t.get("recurrent_bias"),
+        **options,
+    )  # fmt: skip
 
 
 def _bidirectional(
-    forward: Callable[..., np.ndarray],
-    backward: Callable[..., np.ndarray] | None = None,
+    forward: str,
+    backward: str | None = None,
     *,
     sequences: bool = False,
     merge_mode: str = "concat",
 ) -> Reference:
-    """A Bidirectional of the recurrent ``forward`` cell (and ``backward``, where the model was
-    given another backward layer)."""
+    """A Bidirectional of a recurrent layer of kind ``forward`` (and ``backward``, where the
+    model was given another backward layer)."""
 
     def run(x: np.ndarray, layers: list[Tensors]) -> np.ndarray:
         f, b = layers
@@ -202,15 +208,15 @@ CASES = [
             K.layers.LSTM(3, return_sequences=True, name="lstm"), name=BI
         ),
         (5, 4),
-        ((f"{BI}/forward_lstm", "unknown (LSTM)"), (f"{BI}/backward_lstm", "unknown (LSTM)")),
-        _bidirectional(ref.lstm, sequences=True),
+        ((f"{BI}/forward_lstm", "lstm"), (f"{BI}/backward_lstm", "lstm")),
+        _bidirectional("lstm", sequences=True),
     ),
     Case(
         "bi_gru_ave",
         lambda K: K.layers.Bidirectional(K.layers.GRU(2, name="gru"), merge_mode="ave", name=BI),
         (4, 3),
-        ((f"{BI}/forward_gru", "unknown (GRU)"), (f"{BI}/backward_gru", "unknown (GRU)")),
-        _bidirectional(ref.gru, merge_mode="ave"),
+        ((f"{BI}/forward_gru", "gru"), (f"{BI}/backward_gru", "gru")),
+        _bidirectional("gru", merge_mode="ave"),
     ),
     Case(
         "bi_simple_rnn_no_bias_sum",
@@ -220,11 +226,8 @@ CASES = [
             name=BI,
         ),
         (4, 2),
-        (
-            (f"{BI}/forward_simple_rnn", "unknown (SimpleRNN)"),
-            (f"{BI}/backward_simple_rnn", "unknown (SimpleRNN)"),
-        ),
-        _bidirectional(ref.simple_rnn, sequences=True, merge_mode="sum"),
+        ((f"{BI}/forward_simple_rnn", "simple_rnn"), (f"{BI}/backward_simple_rnn", "simple_rnn")),
+        _bidirectional("simple_rnn", sequences=True, merge_mode="sum"),
     ),
     Case(
         "td_bi_lstm",
@@ -232,8 +235,8 @@ CASES = [
             K.layers.Bidirectional(K.layers.LSTM(2, name="lstm"), name=BI), name=TD
         ),
         (3, 4, 5),
-        ((f"{TD}/forward_lstm", "unknown (LSTM)"), (f"{TD}/backward_lstm", "unknown (LSTM)")),
-        lambda x, layers: ref.time_distributed(x, lambda s: _bidirectional(ref.lstm)(s, layers)),
+        ((f"{TD}/forward_lstm", "lstm"), (f"{TD}/backward_lstm", "lstm")),
+        lambda x, layers: ref.time_distributed(x, lambda s: _bidirectional("lstm")(s, layers)),
         keras20=False,
     ),
     Case(
@@ -244,10 +247,10 @@ CASES = [
             name=BI,
         ),
         (4, 3),
-        ((f"{BI}/forward_lstm", "unknown (LSTM)"), (f"{BI}/backward_gru", "unknown (GRU)")),
-        _bidirectional(ref.lstm, ref.gru, sequences=True),
+        ((f"{BI}/forward_lstm", "lstm"), (f"{BI}/backward_gru", "gru")),
+        _bidirectional("lstm", "gru", sequences=True),
         keras20=False,  # backward_layer came with Keras 2.3
-        keras3_layers=((f"{BI}/forward_lstm", "unknown (LSTM)"), (f"{BI}/gru", "unknown (GRU)")),
+        keras3_layers=((f"{BI}/forward_lstm", "lstm"), (f"{BI}/gru", "gru")),
     ),
 ]
 CASES_BY_ID = {case.id: case for case in CASES}
@@ -422,19 +425,33 @@ PARAMS = [
 ]
 
 
-def _canonical_or_stored(layer: weightscope.Layer) -> Tensors:
-    """A layer's tensors by role: canonical where they have a canonical form (asserted for
-    every layer of a known kind), else as stored."""
+def _canonical(layer: weightscope.Layer) -> Tensors:
+    """A layer's canonical tensors by role (every layer here has a known kind)."""
+    assert not layer.kind.is_unknown, layer.name
     tensors = {}
     for tensor in layer.tensors:
-        if layer.kind.is_unknown:
-            tensors[tensor.role] = tensor.numpy().astype(np.float64)
-            continue
         assert tensor.native_layout is not None, tensor.role
         array = tensor.canonical()
         assert array.shape == tensor.canonical_shape, tensor.role
         tensors[tensor.role] = array.astype(np.float64)
     return tensors
+
+
+def _stored_tensors(model: weightscope.Model) -> list[tuple[weightscope.Tensor, np.ndarray]]:
+    """Each stored tensor of the model (the first of its parts, where one holds several, as a
+    GRU's input and recurrent biases) and its values, put back together from its parts."""
+    stored: dict[tuple[str, str], tuple[weightscope.Tensor, np.ndarray]] = {}
+    for layer in model.layers:
+        for tensor in layer.tensors:
+            key = (layer.name, tensor.name)
+            if tensor.part is None:
+                stored[key] = (tensor, tensor.numpy())
+                continue
+            assert isinstance(tensor.source, PartSource)
+            whole = tensor.source.base.read()
+            _, values = stored.setdefault(key, (tensor, np.full_like(whole, np.nan)))
+            values[tensor.source.index] = tensor.numpy()
+    return list(stored.values())
 
 
 def _role(name: str) -> str:
@@ -456,11 +473,10 @@ def test_wrapper_is_unwrapped(built: Callable[[str, str], Built], framework, cas
         found = tuple((layer.name, layer.kind_label) for layer in model.layers)
         assert found == case.expected(framework)
         assert [layer.class_name for layer in model.layers] == item.classes
-        tensors = [t for layer in model.layers for t in layer.tensors]
-        assert [t.role for t in tensors] == [_role(name) for name, _, _ in item.weights]
-        for tensor, (name, value, trainable) in zip(tensors, item.weights, strict=True):
-            assert tensor.native_shape == value.shape, name
-            np.testing.assert_array_equal(tensor.numpy(), value, err_msg=name)
+        tensors = _stored_tensors(model)
+        assert [t.role for t, _ in tensors] == [_role(name) for name, _, _ in item.weights]
+        for (tensor, stored), (name, value, trainable) in zip(tensors, item.weights, strict=True):
+            np.testing.assert_array_equal(stored, value, err_msg=name)
             if fmt.weights_only:  # the file cannot say, but for moving statistics
                 assert tensor.trainable is (False if name in STATISTICS else None), name
             else:
@@ -486,7 +502,7 @@ def test_unwrapped_tensors_reproduce_framework_output(
     with weightscope.load(item.files[fmt.id]) as model:
         kinds = [kind for _, kind in item.case.expected(framework)]
         assert [layer.kind_label for layer in model.layers] == kinds
-        layers = [_canonical_or_stored(layer) for layer in model.layers]
+        layers = [_canonical(layer) for layer in model.layers]
     expected = item.case.reference(item.x.astype(np.float64), layers)
     assert expected.shape == item.y.shape
     np.testing.assert_allclose(expected, item.y, atol=ATOL, rtol=RTOL)
@@ -525,8 +541,8 @@ def test_wrappers_inside_a_nested_model(K, tmp_path):
         with weightscope.load(path) as loaded:
             assert [(layer.name, layer.kind_label) for layer in loaded.layers] == [
                 (f"features/{TD}", "conv2d"),
-                (f"features/{BI}/forward_lstm", "unknown (LSTM)"),
-                (f"features/{BI}/backward_lstm", "unknown (LSTM)"),
+                (f"features/{BI}/forward_lstm", "lstm"),
+                (f"features/{BI}/backward_lstm", "lstm"),
                 ("out", "dense"),
             ], kind
             kernel = loaded.layer(f"features/{TD}").tensor("kernel")
@@ -618,14 +634,15 @@ def test_commands_show_the_unwrapped_layers(tmp_path):
     assert (kernel["native_shape"], kernel["canonical_shape"]) == ([4, 3], [3, 4])
     assert dense["config"]["units"] == 3  # the inner layer's config
     backward = layers[f"{BI}/backward_gru"]
-    assert (backward["kind"], backward["class_name"]) == ("unknown", "GRU")
+    assert (backward["kind"], backward["class_name"]) == ("gru", "GRU")
     assert backward["config"]["go_backwards"] is True
-    assert [t["role"] for t in backward["tensors"]] == ["kernel", "recurrent_kernel", "bias"]
+    roles = ["kernel", "recurrent_kernel", "bias", "recurrent_bias"]
+    assert [t["role"] for t in backward["tensors"]] == roles
     assert data["params"]["total"] == model.count_params()
 
     result = run_cli("inspect", paths["h5"])
     assert result.returncode == 0, result.stderr
-    assert "unknown (GRU)" in result.stdout and f"{BI}/forward_gru" in result.stdout
+    assert "unknown" not in result.stdout and f"{BI}/forward_gru" in result.stdout
 
     for other in ("h5", "weights.h5"):
         result = run_cli("compare", paths[other], paths["keras"], "--json")

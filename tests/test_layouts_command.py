@@ -19,7 +19,7 @@ from onnx import TensorProto, helper
 import weightscope
 from weightscope import layouts
 from weightscope.formats.keras import catalog as _keras_catalog
-from weightscope.formats.onnx import ops as _onnx_ops
+from weightscope.formats.onnx import handlers as _onnx_handlers
 from weightscope.formats.pytorch import layers as _torch_layers
 from weightscope.kinds import LAYER_KINDS
 from weightscope.reporters.layouts import layouts_to_dict
@@ -112,8 +112,8 @@ def test_json_structure() -> None:
             "kind", "framework", "class", "tensor", "role", "when", "native_layout",
             "native_axes", "canonical_layout", "canonical_axes", "grouped_axis",
         }  # fmt: skip
-        assert len(entry["native_axes"]) == len(entry["native_layout"])
-        assert len(entry["canonical_axes"]) == len(entry["canonical_layout"])
+        assert len(entry["native_axes"]) == layouts.rank(entry["native_layout"])
+        assert len(entry["canonical_axes"]) == layouts.rank(entry["canonical_layout"])
         assert entry["canonical_layout"] == layouts.canonical_layout(entry["native_layout"])
     gemm = {e["when"]: e for e in entries if e["class"] == "Gemm" and e["role"] == "kernel"}
     assert gemm["transB=0"]["native_layout"] == "IO"
@@ -197,9 +197,10 @@ def test_axis_words_name_each_letter(axes: str) -> None:
     for letter, word in zip(layouts.axes_of(axes), words, strict=True):
         if letter.startswith("{"):  # a recurrent layer's gates: "4*units (i,f,c,o)"
             gates = letter[1:-1]
-            assert word == (
-                "units" if len(gates) == 1 else f"{len(gates)}*units ({','.join(gates)})"
-            )
+            expected = "units" if len(gates) == 1 else f"{len(gates)}*units ({','.join(gates)})"
+            if axes.endswith(layouts.CUDNN_PACKED):
+                expected += " cuDNN-packed"
+            assert word == expected
         else:
             assert word in meaning[letter], (axes, letter, word)
     canonical = layouts.canonical_words(axes)
@@ -251,7 +252,7 @@ def test_torch_catalog_is_the_table() -> None:
 
 def test_onnx_handlers_are_the_table() -> None:
     owners = {u.owner for u in layouts.uses("onnx")}
-    assert owners == set(_onnx_ops.HANDLERS)
+    assert owners == set(_onnx_handlers.HANDLERS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,11 +279,24 @@ def test_keras_reader_produces_exactly_the_table(tmp_path: Path) -> None:
         layers.Conv3D(3, 2)(vol),
         layers.Conv3DTranspose(3, 2)(vol),
         layers.Embedding(10, 3)(ids),
+        layers.LSTM(3, name="lstm")(seq),
+        layers.GRU(3, reset_after=True, name="gru_after")(seq),
+        layers.GRU(3, reset_after=False, name="gru_before")(seq),
+        layers.SimpleRNN(3, name="simple_rnn")(seq),
     ]
+    when = {
+        ("gru_after", "bias"): layouts.RESET_AFTER,
+        ("gru_after", "recurrent_bias"): layouts.RESET_AFTER,
+        ("gru_before", "bias"): layouts.RESET_BEFORE,
+    }
     path = tmp_path / "every_class.keras"
     keras.Model([seq, img, vol, ids], outputs).save(path)
+    # Keras 3 has no CuDNN layers: tests/test_keras_recurrent.py reads their entries from
+    # tf-keras files (test_cudnn_layers_reproduce_the_lstm_and_gru_tf_keras_converts_them_to)
+    cudnn = {entry for entry in _table("keras") if entry[1] in ("CuDNNLSTM", "CuDNNGRU")}
+    assert cudnn
     with weightscope.load(path) as model:
-        assert _produced("keras", model) == _table("keras")
+        assert _produced("keras", model, when) == _table("keras") - cudnn
 
 
 def test_torch_reader_produces_exactly_the_table(tmp_path: Path) -> None:
@@ -372,6 +386,21 @@ def _onnx_every_op() -> onnx.ModelProto:
         inputs.append(ob.value_info(f"x_{name}", elem, None))
         nodes.append(helper.make_node(op, [f"x_{name}", *args], [f"y_{name}"], name, **attrs))
 
+    def contrib(op: str, name: str, args: list[str], elem: int = FLOAT, **attrs: Any) -> None:
+        node(op, name, args, elem, domain="com.microsoft", **attrs)
+
+    def _scaled(name: str, bias: tuple[int, ...]) -> None:
+        """Cast, Mul by x_scale * w_scale, Add of a bias: after an integer op's output."""
+        inputs.append(ob.value_info(f"xs_{name}", FLOAT, []))
+        nodes.extend([
+            helper.make_node("Cast", [f"y_{name}"], [f"c_{name}"], f"cast_{name}", to=FLOAT),
+            helper.make_node("Mul", [f"xs_{name}", scalar(f"ws_{name}", 0.1, "float32")],
+                             [f"s_{name}"], f"scales_{name}"),
+            helper.make_node("Mul", [f"c_{name}", f"s_{name}"], [f"m_{name}"], f"mul_{name}"),
+            helper.make_node("Add", [f"m_{name}", const(f"b_{name}", bias)], [f"z_{name}"],
+                             f"add_{name}"),
+        ])  # fmt: skip
+
     for dims in (1, 2, 3):
         k = (2,) * dims
         node("Conv", f"conv{dims}", [const(f"W{dims}", (6, 4, *k)), const(f"B{dims}", (6,))])
@@ -397,6 +426,43 @@ def _onnx_every_op() -> onnx.ModelProto:
                     scalar(f"wz_{name}", 0, "int8"), scalar(f"ys_{name}", 0.1, "float32"),
                     scalar(f"yz_{name}", 0, "uint8"), f"b_{name}"]  # fmt: skip
             node("QLinearConv", name, args, TensorProto.UINT8, group=group)
+        # ConvInteger: kernel and zero point inputs, the scale and bias in the Mul and Add after
+        for name, shape, group in ((f"ci{dims}", (6, 4, *k), 1), (f"cid{dims}", (8, 1, *k), 4)):
+            inits.append(ob.tensor(f"w_{name}", rng.integers(0, 255, shape).astype(np.uint8)))
+            node("ConvInteger", name, [f"w_{name}", "", scalar(f"wz_{name}", 128, "uint8")],
+                 TensorProto.UINT8, group=group)  # fmt: skip
+            _scaled(name, (1, shape[0], *ones))
+    node("MatMulInteger", "mmi", ["w_mmi", "", scalar("wz_mmi", 128, "uint8")], TensorProto.UINT8)
+    inits.append(ob.tensor("w_mmi", rng.integers(0, 255, (4, 3)).astype(np.uint8)))
+    _scaled("mmi", (3,))
+    args = [scalar("xs_qmm", 0.1, "float32"), scalar("xz_qmm", 0, "int8"), "w_qmm",
+            scalar("ws_qmm", 0.1, "float32"), scalar("wz_qmm", 0, "int8"),
+            scalar("ys_qmm", 0.1, "float32"), scalar("yz_qmm", 0, "int8")]  # fmt: skip
+    inits.append(ob.tensor("w_qmm", rng.integers(-8, 8, (4, 3)).astype(np.int8)))
+    node("QLinearMatMul", "qmm", args, TensorProto.INT8)
+    for name, trans_b, shape in (("qgemm_t", 1, (3, 4)), ("qgemm_n", 0, (4, 3))):
+        inits.append(ob.tensor(f"w_{name}", rng.integers(-8, 8, shape).astype(np.int8)))
+        inits.append(ob.tensor(f"b_{name}", rng.integers(-8, 8, (3,)).astype(np.int32)))
+        args = [scalar(f"xs_{name}", 0.1, "float32"), scalar(f"xz_{name}", 0, "int8"),
+                f"w_{name}", scalar(f"ws_{name}", 0.1, "float32"),
+                scalar(f"wz_{name}", 0, "int8"), f"b_{name}"]  # fmt: skip
+        contrib("QGemm", name, args, TensorProto.INT8, transB=trans_b)
+    inits.append(ob.tensor("w_nbits", rng.integers(0, 255, (3, 2, 8)).astype(np.uint8)))
+    contrib("MatMulNBits", "nbits", ["w_nbits", const("s_nbits", (6,))], K=32, N=3, bits=4,
+            block_size=16)  # fmt: skip
+    for op, gates in (("LSTM", 4), ("GRU", 3), ("RNN", 1)):
+        name = op.lower()
+        weights = [const(f"{n}_{name}", (2, gates * 2, w)) for n, w in (("W", 3), ("R", 2))]
+        node(op, name, [*weights, const(f"B_{name}", (2, gates * 4))], hidden_size=2,
+             direction="bidirectional")  # fmt: skip
+    inits.append(ob.tensor("W_dql", rng.integers(-8, 8, (2, 3, 8)).astype(np.int8)))
+    inits.append(ob.tensor("R_dql", rng.integers(-8, 8, (2, 2, 8)).astype(np.int8)))
+    for n in ("W", "R"):
+        inits.append(ob.tensor(f"{n}s_dql", np.full(2, 0.1, np.float32)))
+        inits.append(ob.tensor(f"{n}z_dql", np.zeros(2, np.int8)))
+    contrib("DynamicQuantizeLSTM", "dql",
+            ["W_dql", "R_dql", const("B_dql", (2, 16)), "", "", "", "", "Ws_dql", "Wz_dql",
+             "Rs_dql", "Rz_dql"], hidden_size=2, direction="bidirectional")  # fmt: skip
     node("Gemm", "gemm_t", [const("Wg", (3, 4)), const("bg", (3,))], transB=1)
     node("Gemm", "gemm_n", [const("Wn", (4, 3)), const("bn", (1, 3))], transB=0)
     for name, bias in (("mm", (3,)), ("mm_row", (1, 3))):
@@ -413,7 +479,8 @@ def _onnx_every_op() -> onnx.ModelProto:
     outputs = [ob.value_info(o, TensorProto.UNDEFINED, None) for n in nodes for o in n.output
                if not any(o in m.input for m in nodes)]  # fmt: skip
     graph = helper.make_graph(nodes, "every_op", inputs, outputs, initializer=inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", ob.OPSET)])
+    opsets = [helper.make_opsetid("", ob.OPSET), helper.make_opsetid("com.microsoft", 1)]
+    return helper.make_model(graph, opset_imports=opsets)
 
 
 def test_onnx_reader_produces_exactly_the_table() -> None:
@@ -435,6 +502,18 @@ def test_onnx_reader_produces_exactly_the_table() -> None:
         ("mm_row", "bias"): f"Add after x @ B, {row}",
         ("mm_left", "kernel"): layouts.MATMUL_CONSTANT_A,
         ("emb", "embeddings"): "constant table, axis 0",
+        **{(f"cid{d}", "kernel"): depthwise for d in (1, 2, 3)},
+        **{(f"ci{d}", "bias"): layouts.INTEGER_BIAS for d in (1, 2, 3)},
+        **{(f"cid{d}", "bias"): f"{depthwise}, {layouts.INTEGER_BIAS}" for d in (1, 2, 3)},
+        ("mmi", "kernel"): layouts.MATMUL_CONSTANT_B,
+        ("mmi", "bias"): layouts.INTEGER_BIAS,
+        ("qmm", "kernel"): layouts.MATMUL_CONSTANT_B,
+        ("qgemm_t", "kernel"): layouts.GEMM_TRANS_B,
+        ("qgemm_n", "kernel"): layouts.GEMM_NO_TRANS_B,
+        ("nbits", "kernel"): layouts.NBITS,
+        **{(f"{name}{suffix}", role): layouts.ONNX_DIRECTIONS
+           for name in ("lstm", "gru", "rnn", "dql") for suffix in ("", "/reverse")
+           for role in ("kernel", "recurrent_kernel", "bias", "recurrent_bias")},
     }  # fmt: skip
     with weightscope.load(_onnx_every_op()) as model:
         assert _produced("onnx", model, when) == _table("onnx")

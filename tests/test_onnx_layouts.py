@@ -209,7 +209,8 @@ class Want:
         return True
 
     def counted(self, role: str) -> bool:
-        return role not in self.shared and not role.endswith(("_scale", "_zero_point"))
+        """Integer zero points are not parameters; float scales are (stored float tensors)."""
+        return role not in self.shared and not role.endswith("_zero_point")
 
 
 @dataclass
@@ -942,8 +943,9 @@ def _dequantize_conv(directory: Path, rng: np.random.Generator) -> Built:
 
     def reference(layers: list[Canonical], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         t = layers[0]
-        kernel = dequantize(t["kernel"], t["kernel_scale"], t["kernel_zero_point"], axis=0)
-        return [conv_onnx(feed["x"], kernel, t["bias"], pads=[1] * 4)]
+        kernel = dequantize(t["kernel:stored"], t["kernel_scale"], t["kernel_zero_point"], axis=0)
+        np.testing.assert_allclose(t["kernel"], kernel, rtol=1e-6)  # weightscope's real values
+        return [conv_onnx(feed["x"], t["kernel"], t["bias"], pads=[1] * 4)]
 
     roles = {"kernel": "W_q", "kernel_scale": "W_scale", "kernel_zero_point": "W_zp", "bias": "B"}
     want = Want(
@@ -951,7 +953,7 @@ def _dequantize_conv(directory: Path, rng: np.random.Generator) -> Built:
         note=("kernel stored as int8", "per channel along stored axis 0 by DequantizeLinear 'dq'"),
     )  # fmt: skip
     feeds = [{"x": _random(rng, x_shape, 1.0)}]
-    return Built(path, [want], feeds, reference, (w_q.size + b.size, b.size, 0))
+    return Built(path, [want], feeds, reference, (w_q.size + scale.size + b.size, b.size, 0))
 
 
 def _dequantize_matmul_per_tensor(directory: Path, rng: np.random.Generator) -> Built:
@@ -973,8 +975,9 @@ def _dequantize_matmul_per_tensor(directory: Path, rng: np.random.Generator) -> 
 
     def reference(layers: list[Canonical], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         t = layers[0]
-        kernel = dequantize(t["kernel"], t["kernel_scale"], t["kernel_zero_point"])
-        return [ref.dense(feed["x"], kernel, t["bias"])]
+        kernel = dequantize(t["kernel:stored"], t["kernel_scale"], t["kernel_zero_point"])
+        np.testing.assert_allclose(t["kernel"], kernel, rtol=1e-6)  # weightscope's real values
+        return [ref.dense(feed["x"], t["kernel"], t["bias"])]
 
     roles = {"kernel": "W_q", "kernel_scale": "W_scale", "kernel_zero_point": "W_zp", "bias": "b"}
     want = Want(
@@ -982,7 +985,7 @@ def _dequantize_matmul_per_tensor(directory: Path, rng: np.random.Generator) -> 
         note=("kernel stored as uint8", "DequantizeLinear 'dq'", "bias from Add 'add'"),
     )  # fmt: skip
     feeds = [{"x": _random(rng, (3, 6), 1.0)}]
-    return Built(path, [want], feeds, reference, (w_q.size + b.size, b.size, 0))
+    return Built(path, [want], feeds, reference, (w_q.size + scale.size + b.size, b.size, 0))
 
 
 def _qlinear_conv(directory: Path, rng: np.random.Generator) -> Built:
@@ -1017,9 +1020,11 @@ def _qlinear_conv(directory: Path, rng: np.random.Generator) -> Built:
     def reference(layers: list[Canonical], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         t = layers[0]
         x = feed["x"].astype(np.float64) - t["input_zero_point"]
-        kernel = t["kernel"] - t["kernel_zero_point"].reshape(-1, 1, 1, 1)
+        kernel = t["kernel:stored"] - t["kernel_zero_point"].reshape(-1, 1, 1, 1)
         # integer accumulation (exact in float64), then requantized
-        acc = conv_onnx(x, kernel, t["bias"], pads=[1, 1, 0, 0], strides=[1, 2], group=groups)
+        acc = conv_onnx(
+            x, kernel, t["bias:stored"], pads=[1, 1, 0, 0], strides=[1, 2], group=groups
+        )
         multiplier = t["input_scale"] * t["kernel_scale"] / t["output_scale"]
         y = np.rint(acc * multiplier.reshape(1, -1, 1, 1)) + t["output_zero_point"]
         return [np.clip(y, 0, 255)]
@@ -1054,7 +1059,8 @@ def _qlinear_conv(directory: Path, rng: np.random.Generator) -> Built:
         for feed in feeds
     ]  # fmt: skip
     return Built(
-        path, [want], feeds, reference, (w_q.size + bias.size, 0, 0), quantized_output=True,
+        path, [want], feeds, reference, (w_q.size + bias.size + w_scale.size + 2, 0, 0),
+        quantized_output=True,
         exact_outputs=exact, runtime_comparable=[False, True],
     )  # fmt: skip
 
@@ -1707,10 +1713,17 @@ def _classified(model: weightscope.Model) -> list[weightscope.Layer]:
 
 
 def _canonical(layer: weightscope.Layer) -> Canonical:
-    return {
+    """Each tensor canonical where it has a layout (a quantized one: its real values), and a
+    quantized one's stored integers as ``<role>:stored``."""
+    tensors = {
         t.role: np.asarray(t.canonical() if t.native_layout else t.numpy(), np.float64)
         for t in layer.tensors
     }
+    for t in layer.tensors:
+        if t.quantization is not None:
+            stored = t.stored_canonical() if t.native_layout else t.stored()
+            tensors[f"{t.role}:stored"] = np.asarray(stored, np.float64)
+    return tensors
 
 
 CASE_PARAMS = [pytest.param(case.id, id=case.id) for case in CASES]
@@ -1780,7 +1793,8 @@ def test_native_tensors_equal_the_stored_ones(
                 expected = stored[tensor.name]
                 if tensor.role in want.derived:
                     expected = want.derived[tensor.role](expected)
-                native = tensor.numpy()
+                # a quantized tensor's stored integers (its values are the real ones)
+                native = tensor.stored()
                 assert tensor.native_shape == expected.shape, what
                 assert tensor.dtype == str(expected.dtype), what
                 np.testing.assert_array_equal(native, expected, err_msg=what, strict=True)
@@ -2005,7 +2019,8 @@ def test_shared_initializer_is_listed_twice_and_counted_once(
 
 
 def test_quantized_kernels_keep_their_integers(built: Callable[[str], Built]) -> None:
-    """The canonical tensor of an integer kernel is the stored integers, not dequantized."""
+    """An integer kernel keeps its stored integers (``stored``, ``stored_canonical``, its
+    ``dtype``) beside its real values (``numpy``, ``canonical``)."""
     for case_id, dtype in (
         ("dequantize_linear_conv_per_channel", "int8"),
         ("dequantize_linear_matmul_per_tensor", "uint8"),
@@ -2016,8 +2031,9 @@ def test_quantized_kernels_keep_their_integers(built: Callable[[str], Built]) ->
         with weightscope.load(item.path) as model:
             kernel = _classified(model)[0].tensor("kernel")
             assert kernel.dtype == dtype
-            assert kernel.canonical().dtype == np.dtype(dtype)
-            np.testing.assert_array_equal(kernel.numpy(), stored["W_q"], strict=True)
+            assert kernel.stored_canonical().dtype == np.dtype(dtype)
+            np.testing.assert_array_equal(kernel.stored(), stored["W_q"], strict=True)
+            assert kernel.canonical().dtype == np.float32
 
 
 @pytest.mark.parametrize("op", ["MatMul+Add", "Gemm"])
@@ -2130,15 +2146,13 @@ def test_dequantize_in_the_outer_graph_folds_into_a_branch_conv(tmp_path: Path) 
         conv = layers["then_conv"]
         kernel = conv.tensor("kernel")
         assert (kernel.name, kernel.dtype) == ("W_q", "int8")
-        mine = conv_onnx(
-            x,
-            dequantize(kernel.canonical(), conv.tensor("kernel_scale").numpy(), zp),
-            pads=[1] * 4,
-        )
+        real = dequantize(kernel.stored_canonical(), conv.tensor("kernel_scale").numpy(), zp)
+        np.testing.assert_allclose(kernel.canonical(), real, rtol=1e-6)
+        mine = conv_onnx(x, kernel.canonical(), pads=[1] * 4)
         np.testing.assert_allclose(mine, expected, atol=ATOL, rtol=RTOL)
         assert (kernel.counted, kernel.shared_with) == (True, None)
         assert "dq" not in layers, layers["dq"].note
-        assert model.params.total == w_q.size
+        assert model.params.total == w_q.size + scale.size
 
 
 NOT_FOLDED = [
@@ -2239,8 +2253,8 @@ def test_dequantized_add_constant_that_does_not_fit_stays_listed(tmp_path: Path,
         assert [t.role for t in layers["layer"].tensors] == ["kernel"]
         dq = layers["dq"]
         assert dq.kind_label == "unknown (DequantizeLinear)"
-        assert [(t.name, t.counted) for t in dq.tensors] == [("c_q", True), ("c_scale", False)]
-        assert model.params.total == w.size + q.size
+        assert [(t.name, t.counted) for t in dq.tensors] == [("c_q", True), ("c_scale", True)]
+        assert model.params.total == w.size + q.size + 1
 
 
 def test_matmul_product_that_is_also_an_output_keeps_its_add(tmp_path: Path) -> None:

@@ -42,10 +42,14 @@ def test_every_gate_layout_maps_each_element_by_its_gate(layout) -> None:
     synonyms = {"c": "g"} if layouts.gate_family(gates) == "lstm" else {}
     if layouts.gate_family(gates) == "gru":
         synonyms = {"h": "n"}
+    packed = layout.endswith(layouts.CUDNN_PACKED)
     for position in itertools.product(*(range(n) for n in shape)):
         gate, unit = divmod(position[index], UNITS)
         letter = synonyms.get(gates[gate], gates[gate])
         rest = tuple(p for i, p in enumerate(position) if i != index)
+        if packed:  # the gate's (in, units) block holds its (units, in) matrix row-major
+            unit, column = divmod(position[0] * UNITS + unit, shape[0])
+            rest = (column,)
         assert canonical[(order.index(letter), unit, *rest)] == native[position], position
 
 

@@ -13,7 +13,9 @@ A layout is a string with one letter per stored axis:
 - ``V``/``E`` vocabulary and embedding width of an embedding table,
 - a recurrent layer's gates as one stored axis, written as the gates in braces in the order the
   framework stores them (``{ifco}``: a Keras LSTM's ``4 * units`` columns, gate ``i`` first);
-  ``G`` and ``U`` the gate and unit axes such an axis splits into.
+  ``G`` and ``U`` the gate and unit axes such an axis splits into. A trailing ``[UI]`` says
+  that each gate's ``(in, units)`` block holds that gate's ``(units, in)`` matrix row-major
+  (cuDNN's packing, kept by Keras 2's CuDNN layers): its memory, not its axes, is the matrix.
 
 Canonical layouts are ``O I *spatial`` for every convolution (``OIHW`` in 2-D), ``OI`` for dense
 kernels, ``GUI`` (gates, units, inputs) for recurrent kernels and ``GU`` for recurrent biases,
@@ -154,6 +156,13 @@ def _keras_rnn(gates: str) -> dict[tuple[str, str], str]:
     }
 
 
+def _cudnn_rnn(gates: str) -> dict[tuple[str, str], str]:
+    return {
+        ("kernel", "kernel"): f"I{{{gates}}}{CUDNN_PACKED}",
+        ("recurrent_kernel", "recurrent_kernel"): f"I{{{gates}}}{CUDNN_PACKED}",
+    }
+
+
 def _keras_bias(gates: str, *names: str) -> dict[tuple[str, str], str]:
     roles = ("bias", "recurrent_bias")
     return {(name, role): f"{{{gates}}}" for name, role in zip(names, roles, strict=False)}
@@ -177,6 +186,10 @@ def _onnx_rnn(gates: str) -> dict[tuple[str, str], str]:
     }
 
 
+CUDNN_PACKED = "[UI]"
+"""Suffix of a gate layout whose gate blocks hold ``(units, in)`` matrices row-major."""
+
+
 def _torch_cells(gates: str) -> dict[tuple[str, str], str]:
     """A dynamic quantized LSTM's or GRU's packed cells, one per layer and direction."""
     return {
@@ -191,8 +204,8 @@ TORCH_QUANTIZED = "qint8 weight: scale per tensor or per output channel"
 TORCH_CELLS = "n = layer * directions + direction; qint8 weights, scale per tensor"
 RESET_AFTER = "reset_after=True: a (2, 3*units) bias"
 RESET_BEFORE = "reset_after=False"
-TORCH_DIRECTIONS = "l{k}: layer k of the stack; _reverse: its backward direction"
-ONNX_DIRECTIONS = "d: the direction (0 forward, 1 backward of a bidirectional one)"
+TORCH_DIRECTIONS = "l{k}: layer k; _reverse: backward"
+ONNX_DIRECTIONS = "d: direction, 1 backward"
 
 
 def _weight_bias(kernel: str) -> dict[tuple[str, str], str]:
@@ -207,12 +220,19 @@ _ROW = "a (1, C) row"
 ONNX_CONV_ADD_BIAS = "Add after a conv without B"
 
 
+INTEGER_BIAS = "Add after the integer op's scaling"
+NBITS = "unpacked from (N, blocks, blob) bytes to (N, K)"
+
+
 def _onnx_convs(owner: str, kernel: str, bias: str) -> tuple[Use, ...]:
+    """An integer convolution's (``ConvInteger``) bias is the constant added after it."""
     uses: list[Use] = []
+    added = owner == "ConvInteger"
     for dims, layout in ((1, "OIW"), (2, "OIHW"), (3, "OIDHW")):
-        vectors = {(kernel, "kernel"): layout, (bias, "bias"): "C"}
-        uses += _onnx(owner, f"conv{dims}d", vectors)
-        uses += _onnx(owner, f"depthwise_conv{dims}d", vectors, _ONNX_DEPTHWISE)
+        for kind, when in ((f"conv{dims}d", ""), (f"depthwise_conv{dims}d", _ONNX_DEPTHWISE)):
+            uses += _onnx(owner, kind, {(kernel, "kernel"): layout}, when)
+            bias_when = ", ".join(w for w in (when, INTEGER_BIAS if added else "") if w)
+            uses += _onnx(owner, kind, {(bias, "bias"): "C"}, bias_when)
     return tuple(uses)
 
 
@@ -257,16 +277,17 @@ USES: tuple[Use, ...] = (
     *_keras("Embedding", "embedding", embeddings="VE"),
     # Keras recurrent: (in, gates*units) kernels, (units, gates*units) recurrent kernels
     *_recurrent("keras", ["LSTM"], "lstm", {**_keras_rnn("ifco"), **_keras_bias("ifco", "bias")}),
-    *_recurrent(
-        "keras", ["CuDNNLSTM"], "lstm",
-        {**_keras_rnn("ifco"), **_keras_bias("ifco", "bias[:4*units]", "bias[4*units:]")},
-    ),
     *_recurrent("keras", ["GRU"], "gru", _keras_rnn("zrh")),
     *_recurrent("keras", ["GRU"], "gru", _keras_bias("zrh", "bias"), RESET_BEFORE),
     *_recurrent("keras", ["GRU"], "gru", _keras_bias("zrh", "bias[0]", "bias[1]"), RESET_AFTER),
+    # Keras 2's CuDNN layers: each gate's (in, units) block holds cuDNN's (units, in) matrix
+    *_recurrent(
+        "keras", ["CuDNNLSTM"], "lstm",
+        {**_cudnn_rnn("ifco"), **_keras_bias("ifco", "bias[:4*units]", "bias[4*units:]")},
+    ),
     *_recurrent(
         "keras", ["CuDNNGRU"], "gru",
-        {**_keras_rnn("zrh"), **_keras_bias("zrh", "bias[:3*units]", "bias[3*units:]")},
+        {**_cudnn_rnn("zrh"), **_keras_bias("zrh", "bias[:3*units]", "bias[3*units:]")},
     ),
     *_recurrent(
         "keras", ["SimpleRNN"], "simple_rnn", {**_keras_rnn("h"), **_keras_bias("h", "bias")}
@@ -340,6 +361,22 @@ USES: tuple[Use, ...] = (
     *_recurrent("onnx", ["LSTM"], "lstm", _onnx_rnn("iofc"), ONNX_DIRECTIONS),
     *_recurrent("onnx", ["GRU"], "gru", _onnx_rnn("zrh"), ONNX_DIRECTIONS),
     *_recurrent("onnx", ["RNN"], "simple_rnn", _onnx_rnn("h"), ONNX_DIRECTIONS),
+    # ONNX integer ops (weights stored as integers; their scales and zero points beside them)
+    *_onnx_convs("ConvInteger", "w", "Add's constant"),
+    *_onnx("MatMulInteger", "dense", {("B", "kernel"): "IO"}, MATMUL_CONSTANT_B),
+    *_onnx("MatMulInteger", "dense", {("Add's constant", "bias"): "C"}, INTEGER_BIAS),
+    *_onnx("QLinearMatMul", "dense", {("b", "kernel"): "IO"}, MATMUL_CONSTANT_B),
+    # onnxruntime's contrib operators (domain com.microsoft)
+    *_onnx("QGemm", "dense", {("B", "kernel"): "OI"}, GEMM_TRANS_B),
+    *_onnx("QGemm", "dense", {("B", "kernel"): "IO"}, GEMM_NO_TRANS_B),
+    *_onnx("QGemm", "dense", {("C", "bias"): "C"}),
+    *_onnx("MatMulNBits", "dense", {("B", "kernel"): "OI"}, NBITS),
+    *_recurrent(
+        "onnx", ["DynamicQuantizeLSTM"], "lstm",
+        {("W[d]", "kernel"): "I{iofc}", ("R[d]", "recurrent_kernel"): "I{iofc}",
+         **{k: v for k, v in _onnx_rnn("iofc").items() if k[1].endswith("bias")}},
+        ONNX_DIRECTIONS,
+    ),
 )  # fmt: skip
 """Every (framework, layer class or operator, tensor) weightscope reads, with its native layout:
 the adapters look their layouts up here (``native_layout``), so this is what they produce."""
@@ -418,9 +455,10 @@ def uses(
 
 @lru_cache(maxsize=256)
 def axes_of(layout: str) -> tuple[str, ...]:
-    """The stored axes of a layout: its letters, a gate axis (``{ifco}``) as one."""
+    """The stored axes of a layout: its letters, a gate axis (``{ifco}``) as one (a packing
+    suffix, ``[UI]``, is none)."""
     axes: list[str] = []
-    rest = layout
+    rest = layout.removesuffix(CUDNN_PACKED)
     while rest:
         if rest[0] == "{":
             end = rest.find("}")
@@ -518,6 +556,8 @@ def axis_words(axes: str) -> tuple[str, ...]:
     if gated is not None:
         index, gates = gated
         width = "units" if len(gates) == 1 else f"{len(gates)}*units ({','.join(gates)})"
+        if axes.endswith(CUDNN_PACKED):
+            width += " cuDNN-packed"
         others = ["in"] * (rank(axes) - 1)
         return (*others[:index], width, *others[index:])
     words = {
@@ -615,9 +655,13 @@ def to_canonical(array: np.ndarray, layout: str, groups: int = 1) -> np.ndarray:
     if "{" in layout:
         # (..., gates*units, ...) -> (..., gates, units, ...) in canonical gate order -> (G, U, ...)
         index, gates, units = _split_gates(layout, array.shape)
+        permutation = gate_permutation(gate_axis(layout)[1])  # type: ignore[index]
+        if layout.endswith(CUDNN_PACKED):  # (in, G*U): each gate's block is (U, in) in memory
+            inputs = array.shape[0]
+            blocks = array.reshape(inputs, gates, units).transpose(1, 0, 2)
+            return blocks.reshape(gates, units, inputs)[list(permutation)]
         shape = array.shape
         split = array.reshape(*shape[:index], gates, units, *shape[index + 1 :])
-        permutation = gate_permutation(gate_axis(layout)[1])  # type: ignore[index]
         if permutation != tuple(range(gates)):
             split = np.take(split, permutation, axis=index)
         rest = [i for i in range(split.ndim) if i not in (index, index + 1)]

@@ -27,6 +27,10 @@ NON_TRAINABLE_ROLES = frozenset({"moving_mean", "moving_variance"})
 KERNEL_ROLES = ("kernel", "depthwise_kernel", "pointwise_kernel")
 """Roles of convolution and dense kernels, in the order :attr:`Layer.kernels` lists them."""
 
+QUANTIZATION_ROLE_SUFFIXES = ("_scale", "_zero_point")
+"""Roles of tensors that are a quantized layer's scales and zero points (``kernel_scale``,
+``input_zero_point``), not weights of its own."""
+
 VECTOR_LAYOUTS = frozenset({"C"})
 """Native layouts of per-channel vectors (biases, batch-norm statistics)."""
 
@@ -151,6 +155,14 @@ class Quantization:
     def _along_axis(self, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         """``values`` (per channel or per block) spread over the stored tensor's ``shape``."""
         axis = self.axis % len(shape)  # type: ignore[operator]
+        if self.block_size is not None:
+            # one value per block along ``axis`` and per index of every other axis: a table
+            # ((rows, blocks) for MatMulNBits), however it is stored
+            blocks = -(-shape[axis] // self.block_size)
+            table = [blocks if i == axis else d for i, d in enumerate(shape)]
+            if values.size == math.prod(table):
+                spread = np.repeat(values.reshape(table), self.block_size, axis=axis)
+                return np.take(spread, np.arange(shape[axis]), axis=axis)
         values = values.reshape(-1) if values.size > 1 else np.full(1, values.reshape(-1)[0])
         if self.block_size is not None:
             values = np.repeat(values, self.block_size)[: shape[axis]]
@@ -247,6 +259,19 @@ class Tensor:
         if self._stored_stats is None:
             self._stored_stats = ArraySource(self.stored()).stats(chunk_elements)
         return self._stored_stats
+
+    @property
+    def is_quantization_parameter(self) -> bool:
+        """A scale or zero point of a quantized layer (stored as a tensor of its own)."""
+        return self.role.endswith(QUANTIZATION_ROLE_SUFFIXES)
+
+    def quantization_step(self) -> float | None:
+        """The largest step between two neighbouring real values of a quantized tensor (its
+        largest scale); None for others."""
+        if self.quantization is None:
+            return None
+        scales = np.abs(self.quantization.scales().astype(np.float64))
+        return float(scales.max()) if scales.size else None
 
     @property
     def quantization_axis(self) -> int | None:

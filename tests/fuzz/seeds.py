@@ -234,16 +234,50 @@ def _onnx_model():  # type: ignore[no-untyped-def]
         init("fc.weight", 2, 48),
         init("fc.bias", 2),
     ]
+    # quantized and recurrent weights: ConvInteger scaled by the Mul after it, a bidirectional
+    # LSTM (parts of W, R, B), MatMulNBits (4-bit blocks whose sizes attributes declare)
+    nodes += [
+        helper.make_node("DynamicQuantizeLinear", ["X"], ["xq", "xs", "xz"], name="dq"),
+        helper.make_node("ConvInteger", ["xq", "qconv.w", "xz", "qconv.wz"], ["qi"], name="qconv"),
+        helper.make_node("Cast", ["qi"], ["qf"], name="cast", to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["xs", "qconv.ws"], ["qs"], name="scales"),
+        helper.make_node("Mul", ["qf", "qs"], ["Q"], name="scale"),
+        helper.make_node("Reshape", ["X", "seq.shape"], ["seq"], name="seq"),
+        helper.make_node(
+            "LSTM", ["seq", "lstm.W", "lstm.R", "lstm.B"], ["L"], name="lstm", hidden_size=2,
+            direction="bidirectional",
+        ),
+        helper.make_node(
+            "MatMulNBits", ["seq", "nbits.B", "nbits.scales"], ["N"], name="nbits",
+            domain="com.microsoft", K=12, N=2, bits=4, block_size=16,
+        ),
+    ]  # fmt: skip
+    inits += [
+        numpy_helper.from_array(rng.integers(0, 255, (3, 2, 3, 3)).astype(np.uint8), "qconv.w"),
+        numpy_helper.from_array(np.array(128, np.uint8), "qconv.wz"),
+        numpy_helper.from_array(np.array(0.02, np.float32), "qconv.ws"),
+        numpy_helper.from_array(np.array([6, 1, 12], np.int64), "seq.shape"),
+        init("lstm.W", 2, 8, 12),
+        init("lstm.R", 2, 8, 2),
+        init("lstm.B", 2, 16),
+        numpy_helper.from_array(rng.integers(0, 255, (2, 1, 8)).astype(np.uint8), "nbits.B"),
+        init("nbits.scales", 2),
+    ]
     graph = helper.make_graph(
         nodes,
         "tiny",
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 2, 6, 6])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 2])],
+        [
+            helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 2]),
+            helper.make_tensor_value_info("Q", TensorProto.FLOAT, [1, 3, 4, 4]),
+            helper.make_tensor_value_info("L", TensorProto.FLOAT, [6, 2, 1, 2]),
+            helper.make_tensor_value_info("N", TensorProto.FLOAT, [6, 1, 2]),
+        ],
         inits,
     )
     model = helper.make_model(
         graph,
-        opset_imports=[helper.make_opsetid("", 17)],
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
         producer_name="weightscope-fuzz",
         producer_version="1",
     )

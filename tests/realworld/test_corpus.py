@@ -111,10 +111,20 @@ def _node_of(layer: weightscope.Layer, facts: Truth) -> str | None:
 
 
 def _layer_problems(
-    layer: weightscope.Layer, tensor: weightscope.Tensor, expected: TruthTensor
+    layer: weightscope.Layer,
+    tensor: weightscope.Tensor,
+    expected: TruthTensor,
+    constants: dict[str, TruthTensor],
 ) -> list[str]:
     where = f"{layer.name} ({layer.kind_label}) {tensor.role} {tensor.name!r}"
-    native = tensor.numpy()
+    # a quantized tensor's stored integers are what the framework holds (its values are the
+    # real ones they stand for, checked against the file's scales and zero points below)
+    native = tensor.stored() if tensor.quantization is not None else tensor.numpy()
+    problems = []
+    if tensor.part is not None:  # one part of a stored tensor (an LSTM's direction)
+        expected = TruthTensor(expected.name, expected.value[_index(tensor.part)])
+    if tensor.quantization is not None:
+        problems += _quantization_problems(where, tensor, expected.value, constants)
     if tensor.role == "bias" and expected.canonical is not None:
         # a bias folded from the Add after a conv is the constant the file stores, which a
         # static Reshape may have given the Add as (1, C, 1, 1): its values, in order
@@ -123,13 +133,14 @@ def _layer_problems(
         value = expected.value
     if native.shape != value.shape or not np.array_equal(native, value, equal_nan=True):
         return [
-            f"{where}: values {native.shape} differ from the framework's {expected.value.shape}"
+            *problems,
+            f"{where}: values {native.shape} differ from the framework's {expected.value.shape}",
         ]
-    problems = []
     if expected.kind is not None and str(layer.kind) != expected.kind:
         problems.append(f"{where}: kind {layer.kind_label}, the architecture says {expected.kind}")
     if expected.canonical is not None and tensor.native_layout is not None:
-        canonical = tensor.canonical()
+        quantized = tensor.quantization is not None
+        canonical = tensor.stored_canonical() if quantized else tensor.canonical()
         if canonical.shape != expected.canonical.shape or not np.array_equal(
             canonical, expected.canonical, equal_nan=True
         ):
@@ -143,6 +154,63 @@ def _layer_problems(
             f"{where}: no canonical layout, but the framework's layer documents one "
             f"(canonical shape {expected.canonical.shape})"  # type: ignore[union-attr]
         )
+    return problems
+
+
+def _index(part: str) -> tuple[int | slice, ...]:
+    """A part's text (``[1, 0:2048]``) as the index it names."""
+    index: list[int | slice] = []
+    for item in part.strip("[]").split(", "):
+        if ":" in item:
+            start, stop = item.split(":")
+            index.append(slice(int(start) if start else None, int(stop) if stop else None))
+        else:
+            index.append(int(item))
+    return tuple(index)
+
+
+def _stored_constant(
+    constants: dict[str, TruthTensor], name: str | None, part: str | None
+) -> np.ndarray | None:
+    """A scale or zero point as the file stores it (onnx's own reading), or its part."""
+    found = None if name is None else constants.get(name)
+    if found is None:
+        return None
+    value = found.value
+    return value[_index(part)] if part is not None and value.ndim else value
+
+
+def _quantization_problems(
+    where: str,
+    tensor: weightscope.Tensor,
+    stored_ints: np.ndarray,
+    constants: dict[str, TruthTensor],
+) -> list[str]:
+    """A quantized tensor's scale and zero point are the file's, and its values are the
+    stored integers dequantized by them, ``(stored - zero_point) * scale``, computed here."""
+    q = tensor.quantization
+    assert q is not None
+    problems = []
+    scale = q.scales()
+    stored_scale = _stored_constant(constants, q.scale_name, tensor.part)
+    if q.scale_name is not None and (
+        stored_scale is None or not np.array_equal(scale.reshape(-1), stored_scale.reshape(-1))
+    ):
+        problems.append(f"{where}: its scale is not the file's '{q.scale_name}'")
+    zero = q.zero_points()
+    stored_zero = _stored_constant(constants, q.zero_point_name, tensor.part)
+    if q.zero_point_name is not None and (
+        stored_zero is None or not np.array_equal(zero.reshape(-1), stored_zero.reshape(-1))
+    ):
+        problems.append(f"{where}: its zero point is not the file's '{q.zero_point_name}'")
+    stored = stored_ints.astype(np.float64)
+    view = [1] * stored.ndim
+    if q.axis is not None:
+        view[q.axis] = -1
+    offset = 0.0 if zero is None else zero.astype(np.float64).reshape(view)
+    real = (stored - offset) * scale.astype(np.float64).reshape(view)
+    if not np.allclose(tensor.numpy(), real, rtol=1e-6, atol=0):
+        problems.append(f"{where}: its values are not (stored - zero point) * scale")
     return problems
 
 
@@ -167,7 +235,7 @@ def test_every_tensor_is_the_frameworks(entry):
             if expected is None:
                 problems.append(f"{layer.name}: {tensor.name!r} is not a tensor the framework has")
                 continue
-            problems += _layer_problems(layer, tensor, expected)
+            problems += _layer_problems(layer, tensor, expected, facts.tensors)
     if facts.prefix and any(t.name.startswith(facts.prefix + ".") for _, t in model.tensors()):
         problems.append(
             f"the weights sit under the checkpoint key {facts.prefix!r}, which weightscope kept "
@@ -211,11 +279,34 @@ def _find_conv(model: weightscope.Model, case: ConvCase, facts: Truth) -> weight
     raise AssertionError(f"{case.label} {case.layer}: weightscope lists no layer for it")
 
 
-def _recompute(layer: weightscope.Layer, case: ConvCase, x: np.ndarray) -> np.ndarray:
+def _integer_kernel(tensor: weightscope.Tensor) -> np.ndarray:
+    """A quantized kernel's stored integers (canonical) less their zero points."""
+    stored = tensor.stored_canonical().astype(np.float64)
+    q = tensor.quantization
+    zero = None if q is None else q.zero_points()
+    if zero is None:
+        return stored
+    axis = tensor.quantization_axis
+    view = [1] * stored.ndim
+    if axis is not None and zero.size > 1:
+        view[axis] = -1
+    return stored - zero.astype(np.float64).reshape(view if zero.size > 1 else ())
+
+
+def _recompute(
+    layer: weightscope.Layer, case: ConvCase, x: np.ndarray, integer: bool = False
+) -> np.ndarray:
+    """The conv's output from weightscope's canonical kernel; ``integer``: the integer
+    accumulation of an integer conv from its stored integers less their zero points (the
+    input's zero point taken off ``x`` by the caller, so that padding is its zero point)."""
     g = case.geometry
     inputs = ref.channels_first(x) if case.channels_last else np.asarray(x, np.float64)
-    kernels = {t.role: t.canonical() for t in layer.kernels}
-    bias = next((t.numpy() for t in layer.tensors if t.role == "bias"), None)
+    if integer:
+        kernels = {t.role: _integer_kernel(t) for t in layer.kernels}
+        bias = next((t.stored() for t in layer.tensors if t.role == "bias"), None)
+    else:
+        kernels = {t.role: t.canonical() for t in layer.kernels}
+        bias = next((t.numpy() for t in layer.tensors if t.role == "bias"), None)
     if not g.get("has_bias", True):
         bias = None
     if bias is not None:
@@ -300,7 +391,7 @@ def test_convs_recomputed_from_the_canonical_kernel(entry):
                 f"{where}: groups {layer.groups}, the framework {case.geometry['groups']}"
             )
         if np.dtype(case.input_dtype).kind in "ui":
-            problems.append(f"{where}: integer convolution, not recomputed by this test")
+            problems += _integer_conv_problems(where, layer, case, rng)
             continue
         x = rng.uniform(-1, 1, case.input_shape)
         expected = case.run(x)
@@ -312,6 +403,38 @@ def test_convs_recomputed_from_the_canonical_kernel(entry):
         except AssertionError as exc:
             problems.append(f"{where}: {str(exc).strip().splitlines()[2:5]}")
     assert not problems, "\n".join(problems)
+
+
+def _integer_conv_problems(
+    where: str, layer: weightscope.Layer, case: ConvCase, rng: np.random.Generator
+) -> list[str]:
+    """An integer conv recomputed from weightscope's stored canonical integers and zero points
+    on random integers of the input's whole range: ``ConvInteger``'s int32 output exactly,
+    ``QLinearConv``'s requantized one within one step of its rounding."""
+    kernel = layer.tensor("kernel")
+    if kernel.quantization is None:
+        return [f"{where}: its kernel is not quantized"]
+    info = np.iinfo(case.input_dtype)
+    x = rng.integers(info.min, info.max + 1, case.input_shape).astype(case.input_dtype)
+    expected = case.run(x)
+    shifted = x.astype(np.float64) - case.geometry.get("x_zero_point", 0)
+    accumulated = _recompute(layer, case, shifted, integer=True)
+    if "QLinearConv" not in case.label:
+        if not np.array_equal(accumulated, expected):
+            worst = np.abs(accumulated - expected).max()
+            return [f"{where}: integer output differs from onnxruntime's by up to {worst}"]
+        return []
+    scales = {
+        t.role: t.numpy().astype(np.float64) for t in layer.tensors if t.role.endswith("scale")
+    }
+    zero = layer.tensor("output_zero_point").numpy().astype(np.float64)
+    multiplier = (scales["input_scale"] * scales["kernel_scale"] / scales["output_scale"]).reshape(
+        1, -1, *[1] * (accumulated.ndim - 2)
+    )
+    out_info = np.iinfo(layer.tensor("output_zero_point").dtype)
+    mine = np.clip(np.rint(accumulated * multiplier) + zero, out_info.min, out_info.max)
+    worst = np.abs(mine - expected).max()
+    return [] if worst <= 1 else [f"{where}: requantized output off by {worst} steps"]
 
 
 @pytest.mark.parametrize(

@@ -750,15 +750,31 @@ def _onnx_convs(file: OnnxFile, helper: Any) -> list[ConvCase]:
                         steps.append(step)
         elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(x_dtype))
         x_info = helper.make_tensor_value_info(node.input[0], elem, list(shape))
+        infos, fixed = [x_info], {}
+        x_zero_point = 0
+        if node.op_type in ("ConvInteger", "QLinearConv") and len(node.input) > 2 and node.input[2]:
+            # the input's zero point, computed at run time (DynamicQuantizeLinear): fed as an
+            # input of the node alone, a value inside the input type's range
+            if file.chain(node.input[2]) is None:
+                x_zero_point = (
+                    int(np.iinfo(x_dtype).max // 2 + 1) if np.dtype(x_dtype).kind == "u" else 0
+                )
+                infos.append(helper.make_tensor_value_info(node.input[2], elem, []))
+                fixed[node.input[2]] = np.array(x_zero_point, x_dtype)
+            else:
+                x_zero_point = int(np.asarray(file.evaluate(node.input[2])).reshape(-1)[0])
 
         def run(
             x: np.ndarray,
             n: Any = node,
             s: list[Any] = steps,
-            info: Any = x_info,
+            info: list[Any] = infos,
             dt: Any = x_dtype,
+            feeds: dict[str, np.ndarray] = fixed,
         ) -> np.ndarray:
-            (out,) = run_model(file, [*s, n], [info], [n.output[0]], {n.input[0]: x.astype(dt)})
+            (out,) = run_model(
+                file, [*s, n], info, [n.output[0]], {n.input[0]: x.astype(dt), **feeds}
+            )
             return out.astype(np.float64)
 
         geometry = {
@@ -768,8 +784,11 @@ def _onnx_convs(file: OnnxFile, helper: Any) -> list[ConvCase]:
             "pads": pads,
             "auto_pad": auto_pad,
             "output_padding": tuple(attrs.get("output_padding", [0] * dims)),
-            "has_bias": len(node.input) > (8 if node.op_type == "QLinearConv" else 2)
+            # ConvInteger's inputs 2 and 3 are zero points: it has no bias
+            "has_bias": node.op_type != "ConvInteger"
+            and len(node.input) > (8 if node.op_type == "QLinearConv" else 2)
             and bool(node.input[8 if node.op_type == "QLinearConv" else 2]),
+            "x_zero_point": x_zero_point,
         }
         convs.append(
             ConvCase(

@@ -24,7 +24,7 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
-from weightscope import conventions
+from weightscope import conventions, layouts
 from weightscope.dtypes import is_float
 from weightscope.kinds import Kind
 from weightscope.model import Layer, Tensor
@@ -358,6 +358,62 @@ def embedding_geometry(layer: Layer) -> EmbeddingGeometry:
 
 
 @dataclass(frozen=True)
+class RecurrentGeometry:
+    """One direction of one layer of an LSTM, GRU or simple RNN, in canonical form."""
+
+    gates: str
+    """Canonical gate letters, in canonical order (``ifgo``)."""
+    stored_gates: str | None
+    """The gate letters in the order the file stores them (``iofc``), where a layout says."""
+    units: int
+    inputs: int
+    recurrent_inputs: int
+    """Width of the state the recurrent kernel reads (``units``, or an LSTM's projection)."""
+    biases: tuple[str, ...]
+    """Bias roles present: ``bias`` and/or ``recurrent_bias``."""
+    reset_after: bool | None
+    """GRU: the reset gate applies after the recurrent product (None for other kinds)."""
+    projection: tuple[int, int] | None
+    """An LSTM projection's ``(out, units)``."""
+
+    @property
+    def per_gate(self) -> int:
+        """Weights of one gate: its input and recurrent kernels and biases."""
+        per_bias = self.units * len(self.biases)
+        return self.units * (self.inputs + self.recurrent_inputs) + per_bias
+
+    @property
+    def weights(self) -> int:
+        extra = self.projection[0] * self.projection[1] if self.projection else 0
+        return len(self.gates) * self.per_gate + extra
+
+
+def recurrent_geometry(layer: Layer) -> RecurrentGeometry:
+    kernel = layer.tensor("kernel")
+    recurrent = layer.tensor("recurrent_kernel")
+    if kernel.canonical_shape is None or recurrent.canonical_shape is None:
+        raise ExplainError(f"layer {layer.name!r}: its kernels have no canonical layout")
+    _, units, inputs = kernel.canonical_shape
+    gated = layouts.gate_axis(kernel.native_layout or "")
+    stored = gated[1] if gated else None
+    gates = layouts.canonical_gates(stored) if stored else layouts.CANONICAL_GATES[layer.kind.value]
+    projection = _optional_tensor(layer, "projection")
+    reset_after = layer.config.get("reset_after")
+    return RecurrentGeometry(
+        gates=gates,
+        stored_gates=stored,
+        units=units,
+        inputs=inputs,
+        recurrent_inputs=recurrent.canonical_shape[2],
+        biases=tuple(r for r in ("bias", "recurrent_bias") if _optional_tensor(layer, r)),
+        reset_after=bool(reset_after)
+        if layer.kind == Kind.GRU and reset_after is not None
+        else None,
+        projection=None if projection is None else tuple(projection.native_shape[:2]),  # type: ignore[arg-type]
+    )
+
+
+@dataclass(frozen=True)
 class UnknownGeometry:
     """A layer weightscope has no account of: only what it stores."""
 
@@ -380,6 +436,7 @@ LayerGeometry: TypeAlias = (
     | BatchNormGeometry
     | LayerNormGeometry
     | EmbeddingGeometry
+    | RecurrentGeometry
     | UnknownGeometry
 )
 
@@ -788,6 +845,8 @@ def explain_layer(
         geometry = layer_norm_geometry(layer)
     elif kind == Kind.EMBEDDING:
         geometry = embedding_geometry(layer)
+    elif kind.is_recurrent:
+        geometry = recurrent_geometry(layer)
     else:
         geometry = unknown_geometry(layer)
     return LayerExplanation(

@@ -227,7 +227,8 @@ def _finite(value: float | None) -> float | None:
 
 
 def kernel_tensor(layer: Layer) -> Tensor | None:
-    """The floating-point convolution or dense kernel of a layer, or None."""
+    """The floating-point (or quantized: its real values) convolution or dense kernel of a
+    layer, or None."""
     if not layer.kind.has_kernel:
         return None
     return _first_float(layer, KERNEL_ROLES)
@@ -247,7 +248,7 @@ def _first_float(layer: Layer, roles: Iterable[str]) -> Tensor | None:
             if (
                 tensor.role == role
                 and tensor.has_stats
-                and is_float(tensor.dtype)
+                and (is_float(tensor.dtype) or tensor.quantization is not None)
                 and len(tensor.native_shape) >= 2
                 and tensor.size > 0
             ):

@@ -290,6 +290,12 @@ class _Check:
 
     def finish(self) -> None:
         result = self.result
+        scales = [t for t in self.layer.tensors if t.counted and t.is_quantization_parameter]
+        if result.formula is not None:
+            for tensor in scales:  # stored apart (ONNX): floating point, so parameters
+                result.formula += tensor.size
+                result.expression = f"{result.expression} + {tensor.size:,} ({tensor.role})"
+        self.covered.update(t.role for t in scales)
         for tensor in self.layer.tensors:
             if tensor.counted and tensor.role not in self.covered:
                 self.issue(
@@ -515,6 +521,45 @@ def _dense(check: _Check) -> None:
     )
 
 
+def _recurrent(check: _Check) -> None:
+    """One direction of one layer of an LSTM, GRU or simple RNN: per gate, a kernel row block
+    ``(units, in)``, a recurrent one ``(units, state)`` and the stored biases; an LSTM's
+    projection on top."""
+    _, shape = check.canonical("kernel")
+    _, recurrent = check.canonical("recurrent_kernel")
+    if shape is None or recurrent is None:
+        return
+    gates, units_stored, inputs = shape
+    config = check.layer.config
+    key = next((k for k in ("units", "hidden_size") if k in config), None)
+    units = _int(config.get(key)) if key else None
+    if units is None:
+        units = units_stored
+        check.derive(f"units={units_stored} from the stored kernel")
+    else:
+        check.result.config_values.append(f"{key}={units}")
+        if units != units_stored:
+            check.issue(f"config says {key}={units} but the kernel holds {units_stored} units")
+    if recurrent[:2] != (gates, units):
+        check.issue(f"the recurrent kernel {recurrent} does not match the kernel {shape}")
+    state = recurrent[2]
+    biases = [role for role in ("bias", "recurrent_bias") if check.tensor(role) is not None]
+    for role in biases:
+        bias = check.tensor(role)
+        if bias is not None and bias.size != gates * units:
+            check.issue(f"the {role} holds {bias.size} values for {gates} x {units}")
+    per_gate = units * (inputs + state) + units * len(biases)
+    expression = f"{gates} x ({units} x ({inputs} + {state})"
+    expression += f" + {len(biases)} x {units})" if biases else ")"
+    total = gates * per_gate
+    for role in ("projection", "peephole"):
+        extra = check.tensor(role)
+        if extra is not None:
+            total += extra.size
+            expression += f" + {_dims(extra.native_shape)} ({role})"
+    check.set_formula(total, expression)
+
+
 def _vectors(check: _Check, roles: Sequence[str]) -> tuple[dict[str, Tensor], int | None]:
     """The stored vectors among ``roles`` and their common size (issues where they differ)."""
     present = {role: t for role in roles if (t := check.tensor(role)) is not None}
@@ -651,4 +696,7 @@ FORMULAS = {
     "batch_norm": _batch_norm,
     "layer_norm": _layer_norm,
     "embedding": _embedding,
+    "lstm": _recurrent,
+    "gru": _recurrent,
+    "simple_rnn": _recurrent,
 }

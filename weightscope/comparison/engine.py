@@ -8,22 +8,28 @@ other kernel-like tensors (vectors such as biases are compared as they are) and 
 two layers share is compared. Values are read one pair at a time, so two large models are never
 held in memory at once.
 
+A quantized tensor is compared by its real values: it agrees with the other side's when they
+differ by at most one quantization step (its largest scale) beyond the tolerance, and the pair's
+relation is then ``quantized`` (``swap_hw+quantized`` after a transform), with the signal to
+quantization noise ratio in dB (SQNR, the float side's energy over the difference's).
+
 Verdict: ``identical`` when every pair matches under ``identity`` and no layer is unmatched
-(exit status 0 on the command line), ``transformed`` when every pair matches but some only under
-a transform, ``different`` when a pair differs or a layer is unmatched (exit status 1 for
-both).
+(exit status 0 on the command line), ``quantized`` when every pair matches, some only as
+quantized and none under another transform, ``transformed`` when every pair matches but some only
+under a transform, ``different`` when a pair differs or a layer is unmatched (exit status 1 for
+all three).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from weightscope import display
+from weightscope import display, layouts
 from weightscope.comparison.matching import (
     MATCHED_BY_ORDER,
     Entry,
@@ -41,12 +47,15 @@ from weightscope.comparison.transforms import (
     FLATTEN_HWC_TO_CHW,
     IDENTITY,
     NONE,
+    QUANTIZED,
     FeatureMap,
     Tolerance,
     Transform,
     candidates,
     difference,
     feature_maps,
+    gate_name,
+    gate_transforms,
     search,
     transformed_shape,
 )
@@ -58,6 +67,7 @@ from weightscope.limits import Limits
 from weightscope.model import Layer, Model, Tensor
 
 IDENTICAL = "identical"
+QUANTIZED_VERDICT = QUANTIZED
 TRANSFORMED = "transformed"
 DIFFERENT = "different"
 
@@ -72,15 +82,20 @@ class TensorResult:
     max_rel_diff: float
     match: bool
     where: tuple[int, ...] | None = None
+    sqnr_db: float | None = None
+    """Signal to quantization noise ratio, where one side is quantized (inf: no error)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "role": self.role,
             "transform": self.transform,
             "max_abs_diff": _json_number(self.max_abs_diff),
             "max_rel_diff": _json_number(self.max_rel_diff),
             "match": self.match,
         }
+        if self.sqnr_db is not None:
+            data["sqnr_db"] = _json_number(self.sqnr_db)
+        return data
 
 
 @dataclass
@@ -110,6 +125,12 @@ class PairResult:
     def note(self) -> str | None:
         return "; ".join(self.notes) if self.notes else None
 
+    @property
+    def sqnr_db(self) -> float | None:
+        """The lowest SQNR of the pair's quantized tensors; None when neither side is."""
+        found = [t.sqnr_db for t in self.tensors if t.sqnr_db is not None]
+        return min(found) if found else None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "a": self.a,
@@ -121,6 +142,7 @@ class PairResult:
             "match": self.match,
             "note": self.note,
             "matched_by": self.matched_by,
+            "sqnr_db": None if self.sqnr_db is None else _json_number(self.sqnr_db),
             "tensors": [t.to_dict() for t in self.tensors],
         }
 
@@ -154,11 +176,14 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
-        """``identical``, ``transformed`` or ``different`` (see the module docstring)."""
+        """``identical``, ``quantized``, ``transformed`` or ``different`` (see the module
+        docstring)."""
         if self.unmatched_a or self.unmatched_b or not all(p.match for p in self.pairs):
             return DIFFERENT
         if all(p.transform == IDENTITY for p in self.pairs):
             return IDENTICAL
+        if all(p.transform in (IDENTITY, QUANTIZED) for p in self.pairs):
+            return QUANTIZED_VERDICT
         return TRANSFORMED
 
     @property
@@ -351,7 +376,8 @@ def _compare_pair(
     for role in shared:
         array_a = read_a(layer_a, tensors_a[role])
         array_b = read_b(layer_b, tensors_b[role])
-        results.append(_compare_tensor(role, chosen, array_a, array_b, tolerance, notes))
+        quantized = _Quantized(tensors_a[role], tensors_b[role], tolerance)
+        results.append(_compare_tensor(role, chosen, array_a, array_b, quantized, notes))
     for side, mine, other, read, layer in (
         ("A", tensors_a, tensors_b, read_a, layer_a),
         ("B", tensors_b, tensors_a, read_b, layer_b),
@@ -375,6 +401,8 @@ def _compare_pair(
         transform = chosen.name if chosen is not None else NONE
     else:
         transform = IDENTITY if match else NONE
+    if match and any(r.sqnr_db is not None for r in results):
+        transform = QUANTIZED if transform == IDENTITY else f"{transform}+{QUANTIZED}"
     return PairResult(
         a=layer_a.name,
         b=layer_b.name,
@@ -413,12 +441,17 @@ def _search_principal(
     transform that holds (None when none does)."""
     layer_a, layer_b = pair.a.layer, pair.b.layer
     maps, origin = _maps(pair, context.side_a, context.side_b)
-    array_a, array_b = _align(
-        context.read_a(layer_a, layer_a.tensor(role)),
-        context.read_b(layer_b, layer_b.tensor(role)),
-    )
-    transforms = candidates(array_a.shape, array_b.shape, maps=maps)
-    found = search(array_a, array_b, transforms, context.tolerance)
+    tensor_a, tensor_b = layer_a.tensor(role), layer_b.tensor(role)
+    array_a, array_b = _align(context.read_a(layer_a, tensor_a), context.read_b(layer_b, tensor_b))
+    gates = _shared_gates(tensor_a, tensor_b)
+    if gates is not None and array_a.shape == array_b.shape:
+        transforms = gate_transforms(gates)
+    else:
+        transforms = candidates(array_a.shape, array_b.shape, maps=maps)
+    quantized = _Quantized(tensor_a, tensor_b, context.tolerance)
+    found = search(array_a, array_b, transforms, quantized.tolerance)
+    if found.transform is not None and found.transform.gate_order is not None:
+        found = replace(found, transform=_named_gate_order(found.transform, tensor_a, tensor_b))
     shown = found.transform or found.closest
     if found.difference is None or shown is None:
         results.append(TensorResult(role, NONE, math.inf, math.inf, False))
@@ -434,8 +467,14 @@ def _search_principal(
             diff.max_rel_diff,
             holds,
             None if holds else diff.where,
+            quantized.sqnr(shown.apply(array_a), array_b),
         )
     )
+    if quantized.step is not None and not holds:
+        notes.append(
+            f"{role}: quantized, but differs by more than a quantization step "
+            f"({quantized.step:.3g})"
+        )
     if not holds and shown.name != IDENTITY:
         notes.append(f"no transform holds; closest: {shown.name}")
     if shown.feature_map is not None:
@@ -452,7 +491,7 @@ def _compare_tensor(
     transform: Transform | None,
     array_a: np.ndarray,
     array_b: np.ndarray,
-    tolerance: Tolerance,
+    quantized: _Quantized,
     notes: list[str],
 ) -> TensorResult:
     """One of the pair's other tensors, after the principal's transform where it applies to
@@ -471,7 +510,7 @@ def _compare_tensor(
         notes.append(f"{role}: shapes {array_a.shape} and {array_b.shape} differ")
         return TensorResult(role, NONE, math.inf, math.inf, False)
     found = difference(array_a, array_b)
-    agree = tolerance.allows(found.max_abs_diff, found.max_abs_b)
+    agree = quantized.tolerance.allows(found.max_abs_diff, found.max_abs_b)
     return TensorResult(
         role,
         name if agree else NONE,
@@ -479,7 +518,66 @@ def _compare_tensor(
         found.max_rel_diff,
         agree,
         None if agree else found.where,
+        quantized.sqnr(array_a, array_b),
     )
+
+
+class _Quantized:
+    """The tolerance for one tensor pair: ``tolerance``, widened by a quantization step where
+    either side is quantized, and the SQNR of such a pair."""
+
+    def __init__(self, a: Tensor, b: Tensor, tolerance: Tolerance) -> None:
+        steps = [s for s in (a.quantization_step(), b.quantization_step()) if s is not None]
+        self.step = max(steps) if steps else None
+        self.float_side = "a" if b.quantization is not None and a.quantization is None else "b"
+        self.tolerance = (
+            tolerance if self.step is None else replace(tolerance, atol=tolerance.atol + self.step)
+        )
+
+    def sqnr(self, a: np.ndarray, b: np.ndarray) -> float | None:
+        """``10 log10(sum(signal^2) / sum((a - b)^2))`` with the float side as the signal;
+        None when neither side is quantized."""
+        if self.step is None or a.shape != b.shape:
+            return None
+        signal = np.asarray(a if self.float_side == "a" else b, dtype=np.float64)
+        noise = float(np.sum((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+        power = float(np.sum(signal**2))
+        if noise == 0:
+            return math.inf
+        if power == 0:
+            return -math.inf
+        return 10 * math.log10(power / noise)
+
+
+def _shared_gates(a: Tensor, b: Tensor) -> str | None:
+    """The canonical gates of two recurrent tensors of the same family; None otherwise."""
+    found = []
+    for tensor in (a, b):
+        gated = layouts.gate_axis(tensor.native_layout) if tensor.native_layout else None
+        if gated is None:
+            return None
+        found.append(layouts.canonical_gates(gated[1]))
+    return found[0] if found[0] == found[1] else None
+
+
+def _named_gate_order(transform: Transform, a: Tensor, b: Tensor) -> Transform:
+    """A gate reordering named by the two files' own gate orders where it is what copying A's
+    stored gates into B's slots unchanged gives (``gate_order(i,f,c,o->i,o,f,c)``: a Keras
+    LSTM's gates written into an ONNX LSTM as they were)."""
+    native_a = layouts.gate_axis(a.native_layout or "")
+    native_b = layouts.gate_axis(b.native_layout or "")
+    if native_a is None or native_b is None or transform.gate_order is None:
+        return transform
+    gates_a, gates_b = native_a[1], native_b[1]
+    canonical = layouts.canonical_gates(gates_a)
+    slot_of_a = layouts.gate_permutation(gates_a)  # canonical gate -> A's stored position
+    stored_in_a = {position: gate for gate, position in enumerate(slot_of_a)}
+    copied = tuple(stored_in_a[p] for p in layouts.gate_permutation(gates_b))
+    if copied == transform.gate_order:
+        name = f"gate_order({','.join(gates_a)}->{','.join(gates_b)})"
+    else:
+        name = gate_name(transform.gate_order, canonical)
+    return replace(transform, name=name)
 
 
 def _maps(pair: Pair, side_a: list[Entry], side_b: list[Entry]) -> tuple[list[FeatureMap], str]:

@@ -31,7 +31,7 @@ values agree are "matched by value", the others in such a group "matched by orde
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -54,7 +54,13 @@ def is_float(dtype: str) -> bool:
 
 
 def float_tensors(layer: Layer) -> list[Tensor]:
-    return [t for t in layer.tensors if is_float(t.dtype)]
+    """The layer's tensors of real values: floating point, or quantized integers (their real
+    values); a quantized layer's scales and zero points are not weights to compare."""
+    return [
+        t
+        for t in layer.tensors
+        if (is_float(t.dtype) or t.quantization is not None) and not t.is_quantization_parameter
+    ]
 
 
 @dataclass(eq=False)
@@ -180,20 +186,26 @@ class Sketch:
 
     values: dict[str, np.ndarray]
     sizes: dict[str, int]
+    steps: dict[str, float] = field(default_factory=dict)
+    """A quantized tensor's largest quantization step, by role: values within it agree."""
 
 
 def sketch(layer: Layer, read: Callable[[Layer, Tensor], np.ndarray]) -> Sketch:
     """The layer's sketch, reading each of its tensors once."""
     values: dict[str, np.ndarray] = {}
     sizes: dict[str, int] = {}
+    steps: dict[str, float] = {}
     for tensor in float_tensors(layer):
+        step = tensor.quantization_step()
+        if step is not None:
+            steps[tensor.role] = step
         flat = np.sort(np.asarray(read(layer, tensor)).reshape(-1))
         sizes[tensor.role] = flat.size
         if flat.size > SKETCH_SIZE:
             picks = np.linspace(0, flat.size - 1, SKETCH_SIZE).round().astype(np.intp)
             flat = flat[picks]
         values[tensor.role] = flat.astype(np.float64)
-    return Sketch(values, sizes)
+    return Sketch(values, sizes, steps)
 
 
 def sketch_distance(a: Sketch, b: Sketch, tolerance: Tolerance) -> tuple[bool, float]:
@@ -206,7 +218,9 @@ def sketch_distance(a: Sketch, b: Sketch, tolerance: Tolerance) -> tuple[bool, f
         return False, 1.0
     for role in common:
         found = difference(a.values[role], b.values[role])
-        agree = agree and tolerance.allows(found.max_abs_diff, found.max_abs_b)
+        step = max(a.steps.get(role, 0.0), b.steps.get(role, 0.0))
+        allowed = replace(tolerance, atol=tolerance.atol + step) if step else tolerance
+        agree = agree and allowed.allows(found.max_abs_diff, found.max_abs_b)
         distance = max(distance, min(found.max_rel_diff, 1.0))
     return agree, distance
 

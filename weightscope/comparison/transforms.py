@@ -24,6 +24,10 @@ flattened ``h x w x c`` feature map:
 
 Vectors (bias, batch-norm statistics) and embedding tables only have ``identity``.
 
+On a recurrent layer's canonical tensors ``(gates, units, ...)``: ``identity`` and every other
+order of the gates, ``gate_order(i,f,g,o->f,i,g,o)`` (B's gates, in canonical order, hold A's
+forget, input, candidate and output gates): gates copied in another framework's order.
+
 A transform *holds* when ``max|T(a) - b| <= atol + rtol * max|b|`` (see :class:`Tolerance`).
 """
 
@@ -32,7 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from itertools import combinations
+from itertools import combinations, permutations
 
 import numpy as np
 
@@ -43,6 +47,10 @@ FLIP_HW = "flip_hw"
 SWAP_IO = "swap_io"
 FLATTEN_HWC_TO_CHW = "flatten_hwc_to_chw"
 FLATTEN_CHW_TO_HWC = "flatten_chw_to_hwc"
+GATE_ORDER = "gate_order"
+QUANTIZED = "quantized"
+"""Not a permutation: the relation of a pair where one side holds quantized integers whose real
+values are the other side's within a quantization step."""
 
 DEFAULT_ATOL = 1e-6
 DEFAULT_RTOL = 1e-5
@@ -91,6 +99,8 @@ class Transform:
     name: str
     apply: Callable[[np.ndarray], np.ndarray]
     feature_map: FeatureMap | None = None
+    gate_order: tuple[int, ...] | None = None
+    """For a gate reordering: the gate of A (canonical index) each of B's gates holds."""
 
     @property
     def steps(self) -> tuple[str, ...]:
@@ -177,6 +187,31 @@ def _ordered_names(names: Iterable[str]) -> list[str]:
     return sorted(names, key=order.index)
 
 
+def gate_name(order: Sequence[int], gates: str) -> str:
+    """``gate_order(i,f,g,o->f,i,g,o)``: B's gates (canonical letters ``gates``) hold A's
+    gates ``order``."""
+    held = ",".join(gates[i] for i in order)
+    return f"{GATE_ORDER}({','.join(gates)}->{held})"
+
+
+def gate_transforms(gates: str) -> list[Transform]:
+    """``identity``, then every other order of a recurrent tensor's gates (its axis 0), for a
+    layer whose canonical gates are ``gates`` (``ifgo``)."""
+    found = [Transform(IDENTITY, lambda x: x)]
+    for order in permutations(range(len(gates))):
+        if order == tuple(range(len(gates))):
+            continue
+        found.append(Transform(gate_name(order, gates), _reorder(order), gate_order=order))
+    return found
+
+
+def _reorder(order: tuple[int, ...]) -> Callable[[np.ndarray], np.ndarray]:
+    def apply(x: np.ndarray) -> np.ndarray:
+        return np.asarray(x)[list(order)]
+
+    return apply
+
+
 def feature_maps(in_features: int, channels: Iterable[int]) -> list[FeatureMap]:
     """Every ``h x w x c`` with ``h * w * c == in_features`` for the given channel counts and
     ``h * w > 1``: square maps first, then the others by how far from square (``1 x n`` and
@@ -221,6 +256,8 @@ def candidates(
 def transformed_shape(transform: Transform, shape: tuple[int, ...]) -> tuple[int, ...]:
     """The shape ``transform`` turns ``shape`` into (without any data)."""
     result = list(shape)
+    if transform.gate_order is not None:
+        return tuple(result)
     for step in transform.steps:
         if step == SWAP_IO:
             result[0], result[1] = result[1], result[0]

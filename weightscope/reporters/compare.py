@@ -3,11 +3,13 @@ layer), the notes of each pair below it, then the verdict."""
 
 from __future__ import annotations
 
+import math
+
 from rich.console import Group, RenderableType
 from rich.text import Text
 
 from weightscope.comparison.engine import DIFFERENT, IDENTICAL, Comparison
-from weightscope.comparison.transforms import IDENTITY, NONE
+from weightscope.comparison.transforms import IDENTITY, NONE, QUANTIZED
 from weightscope.errors import printable
 from weightscope.reporters.fit import Column, FitTable
 from weightscope.reporters.numbers import number
@@ -15,9 +17,13 @@ from weightscope.reporters.numbers import number
 VERDICT_STYLES = {IDENTICAL: "bold green", DIFFERENT: "bold red"}
 
 
-def _transform(name: str) -> Text:
+def _transform(name: str, sqnr_db: float | None = None) -> Text:
     style = "green" if name == IDENTITY else "red" if name == NONE else "yellow"
-    return Text(name, style=style)
+    text = Text(name, style=style)
+    if sqnr_db is not None:
+        shown = f"{sqnr_db:.1f}" if math.isfinite(sqnr_db) else number(sqnr_db)
+        text.append(f" {shown} dB", style="dim")
+    return text
 
 
 def comparison_table(comparison: Comparison, wide: bool = False) -> RenderableType:
@@ -46,7 +52,7 @@ def comparison_table(comparison: Comparison, wide: bool = False) -> RenderableTy
             Text(printable(pair.a)),
             Text(printable(pair.b)),
             Text(pair.kind),
-            _transform(pair.transform),
+            _transform(pair.transform, pair.sqnr_db),
             number(pair.max_abs_diff),
             number(pair.max_rel_diff),
             Text("yes" if pair.match else "no", style="green" if pair.match else "red")
@@ -91,9 +97,12 @@ def comparison_table(comparison: Comparison, wide: bool = False) -> RenderableTy
 def _summary(comparison: Comparison) -> str:
     pairs = comparison.pairs
     identity = sum(p.match and p.transform == IDENTITY for p in pairs)
-    transformed = sum(p.match and p.transform != IDENTITY for p in pairs)
+    quantized = sum(p.match and p.transform == QUANTIZED for p in pairs)
+    transformed = sum(p.match and p.transform not in (IDENTITY, QUANTIZED) for p in pairs)
     differ = sum(not p.match for p in pairs)
     parts = [f"{len(pairs)} pairs: {identity} identical"]
+    if quantized:
+        parts.append(f"{quantized} quantized (within a quantization step; SQNR in dB)")
     if transformed:
         parts.append(f"{transformed} only under a transform")
     if differ:

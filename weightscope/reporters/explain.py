@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from weightscope import layouts
 from weightscope.analysis.explain import (
     CHECK_TOLERANCE,
     DEMO_SEED,
@@ -27,6 +28,7 @@ from weightscope.analysis.explain import (
     EmbeddingGeometry,
     LayerExplanation,
     LayerNormGeometry,
+    RecurrentGeometry,
     SeparableDemo,
     SeparableGeometry,
     UnknownGeometry,
@@ -458,6 +460,60 @@ def _embedding_account(e: EmbeddingGeometry) -> list[str]:
     ]
 
 
+_GATE_ROLES = {
+    "i": "how much of the candidate enters the cell",
+    "f": "how much of the cell state is kept",
+    "g": "the candidate values (tanh)",
+    "o": "how much of the cell state becomes the output",
+    "z": "how much of the old state is kept",
+    "r": "how much of the old state the candidate sees",
+    "n": "the candidate state (tanh)",
+    "h": "the new state (tanh)",
+}
+
+
+def _recurrent_account(r: RecurrentGeometry, kind: str) -> list[str]:
+    names = {"lstm": "An LSTM", "gru": "A GRU", "simple_rnn": "A simple RNN"}
+    count = len(r.gates)
+    lines = [
+        f"{names.get(kind, kind)} (one direction of one layer): at every step it reads "
+        f"{_plural(r.inputs, 'input feature')} and its own previous state of "
+        f"{_plural(r.recurrent_inputs, 'number')}, and computes "
+        + (
+            f"{count} gates of {r.units:,} units each:"
+            if count > 1
+            else f"a new state of {r.units:,} units:"
+        )
+    ]
+    for gate in r.gates:
+        name = layouts.GATE_NAMES[gate]
+        lines.append(f"  {gate} ({name}): {_GATE_ROLES[gate]}")
+    if kind == "lstm":
+        lines.append("  cell c = f * c + i * g; output h = o * tanh(c)")
+    elif kind == "gru":
+        where = (
+            "r * (R_n h + recurrent bias), the reset after the product"
+            if r.reset_after is not False
+            else "R_n (r * h), the reset before the product"
+        )
+        lines.append(f"  h = z * h + (1 - z) * n, where n reads {where}")
+    biases = " and ".join(r.biases) if r.biases else "no bias"
+    lines.append(
+        f"Each gate holds {r.units:,} x {r.inputs:,} input weights + {r.units:,} x "
+        f"{r.recurrent_inputs:,} recurrent weights + {biases} ({r.units:,} each) = "
+        f"{r.per_gate:,} weights; {count} x {r.per_gate:,} = {count * r.per_gate:,}."
+    )
+    if r.projection is not None:
+        out, units = r.projection
+        lines.append(f"A projection maps the {units:,} units to {out:,}: {out * units:,} weights.")
+    if r.stored_gates is not None and count > 1:
+        stored = ",".join(r.stored_gates)
+        canonical = ",".join(r.gates)
+        order = "the canonical order" if stored == canonical else f"canonical order {canonical}"
+        lines.append(f"The file stores the gates in the order {stored} ({order} here).")
+    return lines
+
+
 def _unknown_account(u: UnknownGeometry, class_name: str | None) -> list[str]:
     tensors = ", ".join(f"{role} {shape}" for role, shape in u.tensors)
     return [
@@ -504,6 +560,8 @@ def explanation_text(explanation: LayerExplanation, demo: bool = False) -> str:
             lines += _layer_norm_account(g)
         elif isinstance(g, EmbeddingGeometry):
             lines += _embedding_account(g)
+        elif isinstance(g, RecurrentGeometry):
+            lines += _recurrent_account(g, str(e.kind))
         else:
             lines += _unknown_account(g, e.class_name)
         if demo:

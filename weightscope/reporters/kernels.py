@@ -151,7 +151,9 @@ class _Kernel:
             text += f"  |  groups={self.groups}"
         if self.tensor.role != "kernel":
             text += f"  |  tensor {self.tensor.role}"
-        if self.tensor.dtype.startswith(("int", "uint")):
+        if self.tensor.quantization is not None:
+            text += f"  |  {self.tensor.dtype} dequantized ({self.tensor.quantization.granularity})"
+        elif self.tensor.dtype.startswith(("int", "uint")):
             text += f"  |  stored {self.tensor.dtype} values (not dequantized)"
         if layer.inferred and layer.note:
             text += f"\ninferred {printable(layer.note)}"

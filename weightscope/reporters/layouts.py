@@ -18,8 +18,10 @@ SCHEMA_VERSION = 1
 CANONICAL_RULE = (
     "every convolution kernel (out, in/groups, *kernel), input channels per group, transposed "
     "ones too; a depthwise kernel (*kernel, in, multiplier) becomes (in*multiplier, 1, *kernel), "
-    "output channel c*multiplier + m from input channel c; dense kernels (out, in); vectors and "
-    "embedding tables as stored"
+    "output channel c*multiplier + m from input channel c; dense kernels (out, in); recurrent "
+    "kernels (gates, units, in) and biases (gates, units), one direction of one layer each, the "
+    "gates in one order per kind (LSTM i,f,g,o; GRU z,r,n; g and n being the c and h of some "
+    "frameworks), input and recurrent biases kept apart; vectors and embedding tables as stored"
 )
 
 

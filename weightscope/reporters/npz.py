@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,9 @@ def export_key(layer_name: str, role: str) -> str:
 
 
 def export_npz(model: Model, out: str | os.PathLike[str], limits: Limits = DEFAULT) -> list[str]:
-    """Write ``<layer name>/<role>`` -> canonical array (tensors with no canonical form as stored).
+    """Write ``<layer name>/<role>`` -> canonical array (tensors with no canonical form as stored;
+    quantized ones as the real values they stand for, and apart, ``<layer>/<role>/stored``: the
+    stored integers in the same layout, ``<layer>/<role>/scale`` and ``/zero_point`` as stored).
 
     Arrays are written one at a time, so memory holds at most one tensor. The file appears only
     when complete. Returns the keys written, in model order.
@@ -59,14 +62,40 @@ def export_npz(model: Model, out: str | os.PathLike[str], limits: Limits = DEFAU
             key = export_key(layer.user_name, tensor.role)
             if key in keys:
                 raise WeightscopeError(f"{model.source}: two tensors export as {key!r}")
-            array = tensor.canonical() if tensor.native_layout else tensor.numpy()
-            info = zipfile.ZipInfo(key + ".npy")
-            info.external_attr = 0o644 << 16  # rw-r--r-- when unzipped
-            info.comment = _json(_tensor_metadata(layer, tensor))
-            with zf.open(info, "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
-            keys.append(key)
+            for name, array, metadata in _arrays(layer, tensor, key):
+                if name in keys:
+                    raise WeightscopeError(f"{model.source}: two tensors export as {name!r}")
+                _write(zf, name, array, metadata)
+                keys.append(name)
     return keys
+
+
+def _arrays(
+    layer: Layer, tensor: Tensor, key: str
+) -> Iterator[tuple[str, np.ndarray, dict[str, Any]]]:
+    """The arrays one tensor exports as: its values, and a quantized one's stored integers,
+    scales and zero points."""
+    canonical = tensor.native_layout is not None
+    metadata = _tensor_metadata(layer, tensor)
+    yield key, tensor.canonical() if canonical else tensor.numpy(), metadata
+    q = tensor.quantization
+    if q is None:
+        return
+    stored = {**metadata, "stored_dtype": tensor.dtype, "granularity": q.granularity,
+              "axis": tensor.quantization_axis, "block_size": q.block_size}  # fmt: skip
+    yield f"{key}/stored", tensor.stored_canonical() if canonical else tensor.stored(), stored
+    yield f"{key}/scale", q.scales(), {"of": key, "layout": None}
+    zeros = q.zero_points()
+    if zeros is not None:
+        yield f"{key}/zero_point", zeros, {"of": key, "layout": None}
+
+
+def _write(zf: zipfile.ZipFile, key: str, array: np.ndarray, metadata: dict[str, Any]) -> None:
+    info = zipfile.ZipInfo(key + ".npy")
+    info.external_attr = 0o644 << 16  # rw-r--r-- when unzipped
+    info.comment = _json(metadata)
+    with zf.open(info, "w", force_zip64=True) as member:
+        np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
 
 
 def _model_metadata(model: Model) -> dict[str, Any]:
@@ -100,7 +129,7 @@ def _check_export_budget(model: Model, limits: Limits) -> None:
     read = sum(path.stat().st_size for path in model.inputs if path.is_file())
     if not model.inputs:
         return
-    writes = sum(tensor.size * max(_itemsize(tensor.dtype), 1) for _, tensor in model.tensors())
+    writes = sum(_export_bytes(tensor) for _, tensor in model.tensors())
     allowed = limits.max_export_ratio * max(read, 1)
     if writes > allowed:
         raise limit_error(
@@ -112,6 +141,12 @@ def _check_export_budget(model: Model, limits: Limits) -> None:
                 f"exporting would write {writes:,} bytes from {read:,} read",
             ),
         )
+
+
+def _export_bytes(tensor: Tensor) -> int:
+    """Bytes ``tensor`` exports as: a quantized one also as float32 real values."""
+    stored = tensor.size * max(_itemsize(tensor.dtype), 1)
+    return stored + (4 * tensor.size if tensor.quantization is not None else 0)
 
 
 def _itemsize(dtype: str) -> int:

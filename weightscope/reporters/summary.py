@@ -73,6 +73,46 @@ def tensor_to_dict(tensor: Tensor, with_stats: bool = True) -> dict[str, Any]:
         data["stats"] = {k: _finite_or_none(v) for k, v in tensor.stats().to_dict().items()}
     elif with_stats:
         data["stats"] = None  # complex numbers, strings: no mean or std
+    data.update(_extras(tensor, with_stats))
+    return data
+
+
+def _extras(tensor: Tensor, with_stats: bool) -> dict[str, Any]:
+    """Entries only some tensors have: ``part`` (of a stored tensor holding several weights)
+    and ``quantization`` (stats above are then of the real values; the stored integers' range
+    is here)."""
+    extras: dict[str, Any] = {}
+    if tensor.part is not None:
+        extras["part"] = tensor.part
+    if tensor.quantization is not None:
+        extras["quantization"] = quantization_to_dict(tensor, with_stats)
+    return extras
+
+
+def quantization_to_dict(tensor: Tensor, with_values: bool = True) -> dict[str, Any]:
+    """How a quantized tensor's integers stand for real values; with ``with_values`` the
+    scales', zero points' and stored integers' ranges (read from the file)."""
+    q = tensor.quantization
+    assert q is not None
+    data: dict[str, Any] = {
+        "stored_dtype": tensor.dtype,
+        "granularity": q.granularity,
+        "axis": tensor.quantization_axis,
+        "block_size": q.block_size,
+        "scale": q.scale_name,
+        "zero_point": q.zero_point_name,
+    }
+    if with_values:
+        scales = q.scales().astype(float).reshape(-1)
+        zeros = q.zero_points()
+        stored = tensor.stored_stats()
+        data["scales"] = int(scales.size)
+        data["scale_range"] = [
+            _finite_or_none(float(scales.min())),
+            _finite_or_none(float(scales.max())),
+        ]
+        data["zero_point_range"] = None if zeros is None else [int(zeros.min()), int(zeros.max())]
+        data["stored_range"] = [_finite_or_none(stored.min), _finite_or_none(stored.max)]
     return data
 
 
@@ -212,6 +252,9 @@ class _Writer:
             )
         elif self.with_stats:
             text += f',{p}"stats": null'
+        if tensor.part is not None or tensor.quantization is not None:
+            for key, value in _extras(tensor, self.with_stats).items():
+                text += f",{p}{_scalar(key)}: {_encode(value, 5)}"
         return text + _PADS[4] + "}"
 
     def _tensor_part(self, tensor: Tensor) -> str:

@@ -53,6 +53,34 @@ def _native_cell(tensor: Tensor) -> Text:
     return text
 
 
+def _dtype_cell(tensor: Tensor) -> str:
+    """The stored dtype; ``int8 (q)`` for quantized integers (the statistics beside it are of
+    the real values they stand for)."""
+    return f"{tensor.dtype} (q)" if tensor.quantization is not None else tensor.dtype
+
+
+def quantization_line(tensor: Tensor, with_values: bool = True) -> str:
+    """``kernel: int8 (q), per channel along canonical axis 0, scales 1.2e-3..4.1e-3, zero
+    point 0, stored -127..127; statistics above are of the real values``."""
+    q = tensor.quantization
+    assert q is not None
+    text = f"{printable(tensor.role)}: {tensor.dtype} (q), {q.granularity}"
+    if tensor.quantization_axis is not None:
+        text += f" along canonical axis {tensor.quantization_axis}"
+    if with_values:
+        scales = q.scales().astype(float)
+        low, high = float(scales.min()), float(scales.max())
+        text += f", scale {number(low)}" + ("" if low == high else f"..{number(high)}")
+        zeros = q.zero_points()
+        if zeros is not None:
+            z_low, z_high = int(zeros.min()), int(zeros.max())
+            text += f", zero point {z_low}" + ("" if z_low == z_high else f"..{z_high}")
+        stored = tensor.stored_stats()
+        text += f", stored {number(stored.min)}..{number(stored.max)}"
+        text += "; statistics above are of the real values (stored - zero point) * scale"
+    return text
+
+
 def _stats_cells(stats: TensorStats | None) -> list[str]:
     if stats is None:
         return ["", "", "", ""]
@@ -125,7 +153,7 @@ def model_table(
             _canonical_cell(main) if main is not None else "-",
             _native_cell(main) if main is not None else "-",
             f"{layer.params:,}",
-            main.dtype if main is not None else "-",
+            _dtype_cell(main) if main is not None else "-",
         ]
         if with_stats:
             stats = main.stats() if (main is not None and main.has_stats) else None
@@ -227,7 +255,7 @@ def layer_detail(
             Text(printable(tensor.name)),
             _canonical_cell(tensor),
             _native_cell(tensor),
-            tensor.dtype,
+            _dtype_cell(tensor),
             {True: "yes", False: "no", None: "?"}[tensor.trainable]
             + ("" if tensor.counted else " (not counted)"),
         ]
@@ -243,6 +271,9 @@ def layer_detail(
             row += ["n/a", "", "", "", "", "", ""]
         table.add_row(*row)
     parts: list[RenderableType] = [model_header(model), header, table]
+    for tensor in layer.tensors:
+        if tensor.quantization is not None:
+            parts.append(Text(quantization_line(tensor, with_stats), style="dim"))
     if layer.note:
         parts.append(Text(f"note: {layer.note}", style="dim"))
     config = {k: v for k, v in layer.config.items() if k not in ("dtype", "name") and v is not None}

@@ -74,6 +74,12 @@ def output_path(given: Path) -> Path:
 def run(args: argparse.Namespace, model: Model) -> None:
     from weightscope.reporters.npz import export_npz
 
-    keys = export_npz(model, args.output, limits_from(args))
-    count = f"{len(keys):,} tensor{'' if len(keys) == 1 else 's'}"
-    print(f"wrote {count} in canonical layout to {args.output}", file=sys.stderr)
+    export_npz(model, args.output, limits_from(args))
+    quantized = sum(t.quantization is not None for _, t in model.tensors())
+    tensors = sum(1 for _ in model.tensors())
+    count = f"{tensors:,} tensor{'' if tensors == 1 else 's'}"
+    extra = f" ({quantized:,} quantized: also their stored integers, scales, zero points)"
+    print(
+        f"wrote {count} in canonical layout to {args.output}" + (extra if quantized else ""),
+        file=sys.stderr,
+    )

@@ -10,6 +10,7 @@ from typing import Any
 
 from weightscope import layouts
 from weightscope.formats._common.names import embedding_table
+from weightscope.formats.keras import recurrent
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,9 @@ COMPOSITE_LAYERS = frozenset(
         "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "EinsumDense",
     }
 )  # fmt: skip
-"""Layers without a canonical form whose variables Keras 2 names like those of sub-layers
-(``multi_head_attention/query/kernel:0``): without a config they must not be split up."""
+"""Layers whose variables Keras 2 names like those of sub-layers
+(``multi_head_attention/query/kernel:0``, ``lstm/lstm_cell/kernel:0``): without a config they
+must not be split up."""
 
 _SNAKE_TO_COMPOSITE = {snake_case(name): name for name in COMPOSITE_LAYERS}
 
@@ -185,11 +187,15 @@ def infer_class(
     roles: Mapping[str, Sequence[int]],
     shapes: Sequence[Sequence[int]] = (),
 ) -> Inference:
-    """Recognise a layer without a config: first from Keras' auto-generated ``names`` (when its
-    named variables fit that class), then as an embedding table by the name rule PyTorch state
-    dicts follow too (one 2-D variable that no other class would name so), then from its
-    variables' roles and shapes. ``roles`` maps short role -> shape (empty when the store keeps
-    variables by position only); ``shapes`` are those of all its variables, named or not."""
+    """Recognise a layer without a config: a recurrent layer from its kernels' shapes (which
+    tell LSTM, GRU and SimpleRNN apart, whatever a user named it), others first from Keras'
+    auto-generated ``names`` (when its named variables fit that class), then as an embedding
+    table by the name rule PyTorch state dicts follow too (one 2-D variable that no other class
+    would name so), then from its variables' roles and shapes. ``roles`` maps short role ->
+    shape (empty when the store keeps variables by position only); ``shapes`` are those of all
+    its variables, named or not."""
+    if "recurrent_kernel" in roles:
+        return _infer_recurrent(roles, names)
     for name in names:
         found = class_from_name(name)
         if found is not None and roles_fit(found, roles):
@@ -201,14 +207,15 @@ def infer_class(
     return _infer_from_roles(roles)
 
 
-RECURRENT_GATES = {1: "SimpleRNN", 3: "GRU", 4: "LSTM"}
-"""Keras recurrent layers by their number of gates: a kernel ``(in, gates * units)``, a
-recurrent kernel ``(units, gates * units)``."""
-
-
 RECURRENT_ROLES = ("kernel", "recurrent_kernel", "bias")
 """The variables of a Keras LSTM, GRU or SimpleRNN (its cell's), in the order Keras creates
 them: ``bias`` absent with ``use_bias=False``."""
+
+
+def _numbered(stored: Sequence[str]) -> bool:
+    """Whether ``stored`` are a store's numbered paths ``vars/0``, ``vars/1``, ... in order."""
+    numbered = [re.fullmatch(r"(?:.*/)?vars/(\d{1,9})", name) for name in stored]
+    return all(numbered) and [int(m.group(1)) for m in numbered if m] == list(range(len(stored)))
 
 
 def recurrent_roles(
@@ -217,31 +224,75 @@ def recurrent_roles(
     """The roles of a recurrent layer's variables that a Keras 3 store keeps by position
     (``cell/vars/0``, ``cell/vars/1``, ...); None unless ``class_name`` is a recurrent layer
     and ``stored`` are those numbered paths, as many as the layer keeps."""
-    if class_name not in RECURRENT_GATES.values():
+    if not recurrent.is_recurrent(class_name) or not _numbered(stored):
         return None
-    numbered = [re.fullmatch(r"(?:.*/)?vars/(\d{1,9})", name) for name in stored]
-    if not all(numbered) or [int(m.group(1)) for m in numbered if m] != list(range(len(stored))):
+    return recurrent_roles_by_count(config, len(stored))
+
+
+_SNAKE_TO_RECURRENT = {snake_case(name): name for name in recurrent.GATES}
+
+
+def positional_recurrent_roles(
+    names: Sequence[str], config: Mapping[str, Any] | None, count: int
+) -> list[str] | None:
+    """The roles of ``count`` variables a Keras 3 store keeps by position (``vars/0``, ...) for
+    a recurrent layer that keeps them itself (Keras 2's CuDNN layers: no cell), named by its
+    class (``cu_dnnlstm``) or its config; None when neither says it is one or the count does
+    not fit."""
+    if config is None and not any(class_from_name(n, _SNAKE_TO_RECURRENT) for n in names):
         return None
+    return recurrent_roles_by_count(config, count)
+
+
+def recurrent_roles_by_count(config: Mapping[str, Any] | None, count: int) -> list[str] | None:
+    """A recurrent layer's roles, in Keras' order, for ``count`` variables; None when the count
+    does not fit (a config's ``use_bias`` says whether there is a bias)."""
     if config is None:
-        counts: tuple[int, ...] = (2, 3)  # without a config, a missing bias is use_bias=False
+        counts: tuple[int, ...] = (2, 3)
     else:
         counts = (3,) if config.get("use_bias", True) is not False else (2,)
-    return list(RECURRENT_ROLES[: len(stored)]) if len(stored) in counts else None
+    return list(RECURRENT_ROLES[:count]) if count in counts else None
 
 
-def _infer_recurrent(roles: Mapping[str, Sequence[int]]) -> Inference:
-    """A recurrent layer from its kernels' shapes (still without a canonical form: named, so
-    that it reads ``unknown (LSTM)``)."""
-    kernel, recurrent, bias = roles["kernel"], roles["recurrent_kernel"], roles.get("bias")
-    if len(kernel) != 2 or len(recurrent) != 2 or recurrent[0] == 0:
-        return Inference(None, "no model config and variables of no known layer kind")
-    units, width = recurrent
-    gates = width // units
-    class_name = RECURRENT_GATES.get(gates) if width == gates * units == kernel[1] else None
-    biases = [(width,), (2, width)] if gates == 3 else [(width,)]  # GRU: reset_after's two
-    if class_name is None or (bias is not None and tuple(bias) not in biases):
+def cell_roles(stored: Sequence[str]) -> list[str] | None:
+    """The roles of a layer's variables that a Keras 3 store keeps as a recurrent cell's
+    (``cell/vars/0``, ``cell/vars/1`` and maybe ``cell/vars/2``), for a layer without a config;
+    None for any other variables."""
+    if len(stored) not in (2, 3) or not all(name.startswith("cell/vars/") for name in stored):
+        return None
+    return list(RECURRENT_ROLES[: len(stored)]) if _numbered(stored) else None
+
+
+def _recurrent_class(roles: Mapping[str, Sequence[int]]) -> str | None:
+    """The recurrent class whose variables have these shapes: the gates are the recurrent
+    kernel's width over its units; a CuDNN layer's bias holds two biases."""
+    recurrent_kernel = roles["recurrent_kernel"]
+    if len(recurrent_kernel) != 2 or recurrent_kernel[0] == 0:
+        return None
+    units, width = recurrent_kernel
+    candidates = [name for name, gates in recurrent.GATES.items() if gates * units == width]
+    for name in candidates:
+        if recurrent.shape_problem(name, roles) is None:
+            return name
+    return None
+
+
+def _infer_recurrent(roles: Mapping[str, Sequence[int]], names: Sequence[str] = ()) -> Inference:
+    """A recurrent layer from its kernels' shapes, which tell the classes apart where a name
+    (a user's, in Keras 2 files) may not."""
+    class_name = _recurrent_class(roles)
+    if class_name is None:
         return Inference(None, "no model config: recurrent kernels of no known layer")
-    return Inference(class_name, f"no model config: {gates}-gate recurrent kernels")
+    gates = recurrent.GATES[class_name]
+    note = f"no model config: a {class_name}, from its {gates}-gate recurrent kernels"
+    if class_name in recurrent.CUDNN:
+        note += " and its bias of input and recurrent halves"
+    for name in names:
+        named = class_from_name(name)
+        if recurrent.is_recurrent(named) and named != class_name:
+            note += f" (its name {name!r} says {named})"
+            break
+    return Inference(class_name, note)
 
 
 def _infer_from_roles(roles: Mapping[str, Sequence[int]]) -> Inference:
@@ -266,8 +317,6 @@ def _infer_from_roles(roles: Mapping[str, Sequence[int]]) -> Inference:
         return Inference("BatchNormalization", "no model config: moving statistics")
     if present == {"embeddings"}:
         return Inference("Embedding", "no model config: embeddings table")
-    if {"kernel", "recurrent_kernel"} <= present <= {"kernel", "recurrent_kernel", "bias"}:
-        return _infer_recurrent(roles)
     kernel = roles.get("kernel")
     bias = roles.get("bias")
     if kernel is None or not present <= {"kernel", "bias"} or (bias is not None and len(bias) != 1):

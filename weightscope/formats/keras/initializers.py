@@ -1,7 +1,7 @@
 """The initializer a Keras layer config declares for a kernel (``kernel_initializer``,
-``depthwise_initializer``, ``pointwise_initializer``) or an embedding table
-(``embeddings_initializer``), read into a framework-free
-:class:`~weightscope.initializers.Declared` with the fans Keras draws it by."""
+``depthwise_initializer``, ``pointwise_initializer``), a recurrent layer's recurrent kernel
+(``recurrent_initializer``) or an embedding table (``embeddings_initializer``), read into a
+framework-free :class:`~weightscope.initializers.Declared` with the fans Keras draws it by."""
 
 from __future__ import annotations
 
@@ -25,14 +25,17 @@ from weightscope.initializers import (
 )
 from weightscope.model import KERNEL_ROLES
 
+RECURRENT_KERNEL = "recurrent_kernel"
+
 
 def declared(
     config: Mapping[str, Any], kind: str, role: str, shape: Sequence[int]
 ) -> Declared | None:
     """What ``config`` declares for the ``role`` tensor (of Keras-native ``shape``) of a layer
-    of ``kind``: a kernel, or an embedding table; None when it declares nothing (Keras' default,
-    ``glorot_uniform`` for kernels, ``uniform(-0.05, 0.05)`` for tables, applies)."""
-    if role not in KERNEL_ROLES and role != "embeddings":
+    of ``kind``: a kernel, a recurrent kernel, or an embedding table; None when it declares
+    nothing (Keras' default, ``glorot_uniform`` for kernels, ``orthogonal`` for recurrent
+    kernels, ``uniform(-0.05, 0.05)`` for tables, applies)."""
+    if role not in KERNEL_ROLES and role not in ("embeddings", RECURRENT_KERNEL):
         return None
     spec = _declared_spec(config, kind, role)
     if spec is None:
@@ -47,6 +50,8 @@ def declared(
 def _config_keys(kind: str, role: str) -> tuple[str, ...]:
     if role == "embeddings":
         return ("embeddings_initializer", "init")
+    if role == RECURRENT_KERNEL:
+        return ("recurrent_initializer", "inner_init")
     if role == "pointwise_kernel":
         return ("pointwise_initializer",)
     if role == "depthwise_kernel" or kind.startswith("depthwise"):

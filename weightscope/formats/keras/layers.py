@@ -8,11 +8,12 @@ from typing import Any
 
 import h5py
 
-from weightscope.formats.keras import catalog
+from weightscope import layouts
+from weightscope.formats.keras import catalog, recurrent
 from weightscope.formats.keras.hdf5 import H5DatasetSource, Origin
 from weightscope.formats.keras.initializers import declared
 from weightscope.kinds import Kind
-from weightscope.model import NON_TRAINABLE_ROLES, Layer, Tensor
+from weightscope.model import NON_TRAINABLE_ROLES, Layer, PartSource, Tensor, part_text
 
 
 @dataclass(frozen=True)
@@ -91,16 +92,24 @@ def build_layer(
     notes: list[str] = []
     if layer_config is not None:
         class_name: str | None = catalog.canonical_class(layer_config.class_name)
-    elif class_from_name is not None:
+    elif class_from_name is not None and not _recurrent_variables(variables):
         class_name = class_from_name
         notes.append(f"no model config: a {class_name}, from its name {name!r}")
     else:
+        cell = catalog.cell_roles([v.role or "" for v in variables])
+        if all(v.role is None for v in variables):  # a store's vars/0, ...: by position
+            cell = catalog.positional_recurrent_roles([*hint_names, name], None, len(variables))
+        if cell is not None:  # a Keras 3 store's cell/vars/0, ...: a recurrent layer's, by position
+            variables = [
+                Variable(v.stored_name, role, v.dataset)
+                for v, role in zip(variables, cell, strict=True)
+            ]
         shapes = {
             catalog.short_role(v.role): v.dataset.shape for v in variables if v.role is not None
         }
         all_shapes = [tuple(v.dataset.shape) for v in variables]
         guess = catalog.infer_class([*hint_names, name], shapes, all_shapes)
-        class_name = guess.class_name
+        class_name = guess.class_name or class_from_name
         notes.append(guess.note)
         if class_name == "Embedding" and len(variables) == 1 and variables[0].role is not None:
             # a table found by its name keeps its own variable name (``weight``): its role
@@ -109,7 +118,19 @@ def build_layer(
     config = dict(layer_config.config) if layer_config else {}
     if layer_type is None and class_name is not None:
         notes.append(f"Keras class {class_name} has no canonical form in weightscope")
+        if class_name in recurrent.CUDNN:
+            notes.append(recurrent.CUDNN_PACKING)
 
+    if recurrent.is_recurrent(class_name) and all(v.role is None for v in variables):
+        # a CuDNN layer's own vars/0, ... (other recurrent layers keep their cell's)
+        by_count = catalog.recurrent_roles_by_count(
+            layer_config.config if layer_config else None, len(variables)
+        )
+        if by_count is not None:
+            variables = [
+                Variable(v.stored_name, role, v.dataset)
+                for v, role in zip(variables, by_count, strict=True)
+            ]
     if layer_type is not None and any(v.role is None for v in variables):
         named, note = _assign_positional_roles(class_name or "", layer_config, variables)
         if named is None:
@@ -121,14 +142,21 @@ def build_layer(
 
     kind = layer_type.kind if layer_type is not None else "unknown"
     roles = _unique_roles([v.role or f"var{i}" for i, v in enumerate(variables)])
-    recurrent = catalog.recurrent_roles(class_name, config if layer_config else None, roles)
-    if recurrent is not None:  # a Keras 3 store's cell/vars/0, ...: named as in other files
-        roles = recurrent
+    by_position = catalog.recurrent_roles(class_name, config if layer_config else None, roles)
+    if by_position is not None:  # a Keras 3 store's cell/vars/0, ...: named as in other files
+        roles = by_position
     if layer_type is not None:
         roles = [catalog.normalise_role(kind, role) for role in roles]
         if len(set(roles)) != len(roles):
             notes.append("two variables share a role: no canonical form")
             layer_type, kind = None, "unknown"
+
+    if recurrent.is_recurrent(class_name):
+        layer_type, found = _recurrent_checks(
+            class_name or "", layer_type, layer_config, roles, variables, config
+        )
+        kind = layer_type.kind if layer_type is not None else "unknown"
+        notes += found
 
     groups = int(config.get("groups", 1) or 1)
     if layer_config is None and kind.startswith(("conv", "separable")):
@@ -137,25 +165,31 @@ def build_layer(
         notes.append("trainability taken from the layer's config")
     tensors = []
     for role, variable in zip(roles, variables, strict=True):
-        shape = tuple(int(s) for s in variable.dataset.shape)
-        layout = _layout_for(layer_type, role, shape)
-        tensor_groups = 1
-        if layout is not None and layout.endswith("IM"):
-            tensor_groups = groups = shape[-2]  # depthwise: one group per input channel
-        source = H5DatasetSource(variable.dataset, origin)
-        tensors.append(
-            Tensor(
-                name=variable.stored_name,
-                role=role,
-                native_shape=shape,
-                native_layout=layout,
-                dtype=source.dtype_name,
-                trainable=_trainable(role, layer_config, layer_type),
-                source=source,
-                groups=tensor_groups,
-                declared_init=declared(config, kind, role, shape) if layer_config else None,
+        stored_shape = tuple(int(s) for s in variable.dataset.shape)
+        base = H5DatasetSource(variable.dataset, origin)
+        parts = _parts(class_name, layer_type, role, stored_shape)
+        for part_role, index in parts:
+            shape = stored_shape if index is None else _part_shape(stored_shape, index)
+            layout = _layout_for(layer_type, part_role, shape)
+            tensor_groups = 1
+            if layout is not None and layout.endswith("IM"):
+                tensor_groups = groups = shape[-2]  # depthwise: one group per input channel
+            tensors.append(
+                Tensor(
+                    name=variable.stored_name,
+                    role=part_role,
+                    native_shape=shape,
+                    native_layout=layout,
+                    dtype=base.dtype_name,
+                    trainable=_trainable(role, layer_config, layer_type),
+                    source=base if index is None else PartSource(base, index),
+                    groups=tensor_groups,
+                    declared_init=(
+                        declared(config, kind, part_role, shape) if layer_config else None
+                    ),
+                    part=None if index is None else part_text(index),
+                )
             )
-        )
     return Layer(
         name=name,
         kind=Kind(kind),
@@ -205,7 +239,60 @@ def _layout_for(
     if layer_type is None:
         return None
     layout = layer_type.layouts.get(role)
-    return layout if layout is not None and len(layout) == len(shape) else None
+    return layout if layout is not None and layouts.rank(layout) == len(shape) else None
+
+
+def _recurrent_variables(variables: list[Variable]) -> bool:
+    """Whether the variables are a recurrent cell's (their shapes then tell the class)."""
+    roles = [v.role or "" for v in variables]
+    named = {catalog.short_role(role) for role in roles}
+    return "recurrent_kernel" in named or catalog.cell_roles(roles) is not None
+
+
+def _recurrent_checks(
+    class_name: str,
+    layer_type: catalog.KerasLayerType | None,
+    layer_config: LayerConfig | None,
+    roles: list[str],
+    variables: list[Variable],
+    config: dict[str, Any],
+) -> tuple[catalog.KerasLayerType | None, list[str]]:
+    """A recurrent layer's shapes checked against its class (a layer they do not fit has no
+    canonical form), and what its config says beyond its tensors; a layer without a config
+    gets the units (and a GRU's reset mode) its shapes tell recorded in ``config``."""
+    shapes = {role: tuple(v.dataset.shape) for role, v in zip(roles, variables, strict=True)}
+    if layer_type is None:
+        return None, []
+    problem = recurrent.shape_problem(class_name, shapes)
+    if problem is not None:
+        return None, [f"{problem}: no canonical form"]
+    if layer_config is None:
+        config.update(recurrent.inferred_config(class_name, shapes))
+    return layer_type, recurrent.notes(class_name, config if layer_config else None, shapes)
+
+
+def _parts(
+    class_name: str | None,
+    layer_type: catalog.KerasLayerType | None,
+    role: str,
+    shape: tuple[int, ...],
+) -> list[tuple[str, recurrent.Index | None]]:
+    """The canonical roles one stored variable holds, with the index of each in it: one for
+    most; a recurrent layer's bias of input and recurrent biases two."""
+    if layer_type is None or role != "bias" or not recurrent.is_recurrent(class_name):
+        return [(role, None)]
+    return recurrent.bias_parts(class_name or "", shape)
+
+
+def _part_shape(shape: tuple[int, ...], index: recurrent.Index) -> tuple[int, ...]:
+    """The shape of ``array[index]`` for an array of ``shape`` (ints drop an axis, slices keep
+    it)."""
+    kept = [
+        len(range(*item.indices(size)))
+        for item, size in zip(index, shape, strict=False)
+        if isinstance(item, slice)
+    ]
+    return (*kept, *shape[len(index) :])
 
 
 def _trainable(

@@ -22,9 +22,23 @@ from weightscope.formats.onnx.graph import (
     attributes,
 )
 from weightscope.formats.onnx.proto import AttributeType, NodeProto
+from weightscope.formats.onnx.quantization import (
+    granularity,
+    part_shape,
+    quantization_of,
+)
 from weightscope.kinds import Kind
 from weightscope.limits import LimitExceeded
-from weightscope.model import NON_TRAINABLE_ROLES, Layer, Tensor
+from weightscope.model import (
+    NON_TRAINABLE_ROLES,
+    DequantizedSource,
+    Layer,
+    PartSource,
+    Tensor,
+    TensorSource,
+    part_text,
+)
+from weightscope.model import Quantization as ModelQuantization
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 QUANTIZATION_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
@@ -32,16 +46,45 @@ QUANTIZATION_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuan
 
 @dataclass(frozen=True)
 class Quantization:
+    """A ``DequantizeLinear`` that turns a stored integer constant into a weight."""
+
     node: NodeProto
     scale: Constant | None
     zero_point: Constant | None
     axis: int
+    block_size: int | None = None
 
 
 @dataclass(frozen=True)
 class Weight:
     constant: Constant
     quantization: Quantization | None = None
+
+
+Index = tuple[int | slice, ...]
+Handler = Callable[["GraphReader", Scope, NodeProto], "LayerDraft | list[LayerDraft] | None"]
+
+
+@dataclass
+class Entry:
+    """One tensor of a layer being assembled: a stored constant, or a part of one, perhaps
+    quantized (then its values are the real ones the stored integers stand for)."""
+
+    role: str
+    constant: Constant
+    layout: str | None
+    trainable: bool | None
+    counted: bool
+    part: Index | None = None
+    """The part of the stored constant this tensor is (an ONNX LSTM's ``W[1]``)."""
+    quantization: ModelQuantization | None = None
+    shape: tuple[int, ...] | None = None
+    """The tensor's shape where it is not the stored one's (or its part's): unpacked 4-bit
+    integers."""
+    dtype: str | None = None
+    """The element type where it is not the stored one's (``uint4`` unpacked from bytes)."""
+    source: TensorSource | None = None
+    """The values where they are not the stored ones' (or their dequantization)."""
 
 
 @dataclass
@@ -53,15 +96,18 @@ class LayerDraft:
     kind: str
     groups: int = 1
     config: dict[str, object] = field(default_factory=dict)
-    tensors: list[tuple[str, Constant, str | None, bool | None, bool]] = field(default_factory=list)
-    """(role, constant, native layout, trainable, counted)."""
+    tensors: list[Entry] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    name: str | None = None
+    """The layer's name where it is not the node's (``lstm/reverse``)."""
 
 
 class GraphReader:
     """Walks a model's graphs (subgraphs included) and collects its layers."""
 
-    def __init__(self) -> None:
+    def __init__(self, handler_of: Callable[[NodeProto], Handler | None]) -> None:
+        self.handler_of = handler_of
+        """The handler of a node's operator (:func:`.handlers.handler_of`), None for others."""
         self.layers: list[Layer] = []
         self.weightless: list[str] = []
         self.claimed: dict[int, str] = {}
@@ -74,6 +120,10 @@ class GraphReader:
         """Notes for the ``unknown`` layer a node may become (an ``Add`` left unfolded)."""
         self.scopes: list[Scope] = []
         self._names: set[str] = set()
+        self._whole: set[int] = set()
+        """Stored data first listed whole (its parts are then shared, not counted)."""
+        self._parts: dict[tuple[int, str], str] = {}
+        """(storage, part) -> ``layer/role`` of the part's first listing."""
 
     def read(self, root: Scope) -> None:
         """Read the layers of every graph (the main one and those nested in it), then list what
@@ -97,11 +147,12 @@ class GraphReader:
             )
         self.scopes.append(scope)
         for node in scope.nodes:
-            handler = HANDLERS.get(node.op_type) if node.domain in DEFAULT_DOMAINS else None
+            handler = self.handler_of(node)
             if handler is not None and id(node) not in self.folded:
-                draft = handler(self, scope, node)
-                if draft is not None:
-                    self._finish(draft)
+                drafts = handler(self, scope, node)
+                if drafts is not None:
+                    for draft in drafts if isinstance(drafts, list) else [drafts]:
+                        self._finish(draft)
                     self.handled.add(id(node))
             for attr in node.attribute:
                 graphs = [attr.g] if attr.type == AttributeType.GRAPH else list(attr.graphs)
@@ -123,7 +174,7 @@ class GraphReader:
                     continue
                 draft = LayerDraft(NodeProto(name=name), scope, "unknown")
                 draft.tensors.append(
-                    ("value", constant, None, None, _is_float_or_complex(constant))
+                    Entry("value", constant, None, None, _is_float_or_complex(constant))
                 )
                 draft.notes.append("stored tensor that no node reads")
                 self._finish(draft, class_name="initializer")
@@ -142,9 +193,19 @@ class GraphReader:
         if quantized is None:
             return None
         scale = scope.resolve(node.input[1]) if len(node.input) > 1 else None
-        zero_point = scope.resolve(node.input[2]) if len(node.input) > 2 else None
-        axis = attributes(node).get("axis", 1)
-        return Weight(quantized, Quantization(node, scale, zero_point, int(axis)))  # type: ignore[call-overload]
+        zero_point = scope.resolve(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        attrs = attributes(node)
+        axis, block_size = attrs.get("axis", 1), attrs.get("block_size", 0)
+        return Weight(
+            quantized,
+            Quantization(
+                node,
+                scale,
+                zero_point,
+                axis if isinstance(axis, int) else 1,
+                block_size if isinstance(block_size, int) and block_size > 0 else None,
+            ),
+        )
 
     def add(
         self,
@@ -154,28 +215,31 @@ class GraphReader:
         layout: str | None,
         trainable: bool | None = True,
     ) -> None:
-        quantization = weight.quantization
-        if quantization is None:
-            draft.tensors.append((role, weight.constant, layout, trainable, True))
+        dequantizer = weight.quantization
+        if dequantizer is None:
+            draft.tensors.append(Entry(role, weight.constant, layout, trainable, True))
         else:
-            self.folded.add(id(quantization.node))
-            draft.tensors.append((role, weight.constant, layout, None, True))
-            for suffix, part in (
-                ("scale", quantization.scale),
-                ("zero_point", quantization.zero_point),
-            ):
-                if part is not None:
-                    draft.tensors.append((f"{role}_{suffix}", part, None, None, False))
-            scale = quantization.scale
-            per = (
-                f"per channel along stored axis {quantization.axis}"
-                if scale is not None and scale.size > 1
-                else "per tensor"
+            self.folded.add(id(dequantizer.node))
+            found = quantization_of(
+                weight.constant,
+                dequantizer.scale,
+                dequantizer.zero_point,
+                dequantizer.axis,
+                dequantizer.block_size,
             )
-            draft.notes.append(
-                f"{role} stored as {weight.constant.dtype}, dequantized {per} by "
-                f"{_label(quantization.node)}"
-            )
+            entry = Entry(role, weight.constant, layout, None, True)
+            if isinstance(found, str):
+                draft.notes.append(
+                    f"{role} stored as {weight.constant.dtype}, not dequantized: {found}"
+                )
+            else:
+                entry.quantization = found
+                draft.notes.append(
+                    f"{role} stored as {weight.constant.dtype}, dequantized "
+                    f"{granularity(found)} by {_label(dequantizer.node)}"
+                )
+            draft.tensors.append(entry)
+            add_parameters(draft, role, dequantizer.scale, dequantizer.zero_point)
         constant = weight.constant
         if constant.steps:
             steps = " then ".join(constant.steps)
@@ -183,10 +247,32 @@ class GraphReader:
                 steps += f" then {constant.step_count - len(constant.steps)} more"
             draft.notes.append(f"{role} is {steps} of '{constant.name}' (applied here, statically)")
 
+    def _claim(self, entry: Entry, label: str) -> str | None:
+        """Record the first listing of ``entry``'s stored data (or part of it); the label of an
+        earlier listing it shares its data with, where there is one."""
+        storage = entry.constant.storage
+        if entry.part is None:
+            shared_with = self.claimed.get(storage)
+            if shared_with is None:
+                self.claimed[storage] = label
+                self._whole.add(storage)
+            return shared_with
+        if storage in self._whole:
+            return self.claimed[storage]
+        key = (storage, part_text(entry.part))
+        shared_with = self._parts.get(key)
+        if shared_with is None:
+            self._parts[key] = label
+            self.claimed.setdefault(storage, label)
+        return shared_with
+
     def _finish(self, draft: LayerDraft, class_name: str | None = None) -> None:
         node = draft.node
         base = _text(
-            node.name or (draft.tensors[0][1].name if draft.tensors else "") or node.op_type
+            draft.name
+            or node.name
+            or (draft.tensors[0].constant.name if draft.tensors else "")
+            or node.op_type
         )
         name = base
         suffix = 2
@@ -195,24 +281,43 @@ class GraphReader:
             suffix += 1
         self._names.add(name)
         tensors = []
-        for role, constant, layout, trainable, counted in draft.tensors:
-            shared_with = self.claimed.get(constant.storage)
-            if shared_with is None and counted:
-                self.claimed[constant.storage] = f"{name}/{role}"
-            if shared_with is None and not counted:
+        for entry in draft.tensors:
+            constant, role = entry.constant, entry.role
+            if entry.counted:
+                shared_with = self._claim(entry, f"{name}/{role}")
+            elif entry.part is not None:
+                key = (constant.storage, part_text(entry.part))
+                shared_with = self._parts.setdefault(key, f"{name}/{role}")
+                shared_with = None if shared_with == f"{name}/{role}" else shared_with
                 self.claimed.setdefault(constant.storage, f"{name}/{role}")
+            else:
+                shared_with = self.claimed.get(constant.storage)
+                self.claimed.setdefault(constant.storage, f"{name}/{role}")
+            source: TensorSource = constant.source
+            shape = constant.shape
+            if entry.part is not None:
+                source = PartSource(constant.source, entry.part)
+                shape = part_shape(constant.shape, entry.part)
+            if entry.quantization is not None:
+                source = DequantizedSource(entry.quantization)
+            if entry.source is not None:
+                source = entry.source
+            shape = entry.shape or shape
+            layout = entry.layout
             tensors.append(
                 Tensor(
                     name=_text(constant.name),
                     role=role,
-                    native_shape=constant.shape,
-                    native_layout=layout if layout and len(layout) == len(constant.shape) else None,
-                    dtype=constant.dtype,
-                    trainable=False if role in NON_TRAINABLE_ROLES else trainable,
-                    source=constant.source,
+                    native_shape=shape,
+                    native_layout=layout if layout and layouts.rank(layout) == len(shape) else None,
+                    dtype=entry.dtype or constant.dtype,
+                    trainable=False if role in NON_TRAINABLE_ROLES else entry.trainable,
+                    source=source,
                     groups=draft.groups,
-                    counted=counted and shared_with is None,
+                    counted=entry.counted and shared_with is None,
                     shared_with=shared_with,
+                    part=None if entry.part is None else part_text(entry.part),
+                    quantization=entry.quantization,
                 )
             )
         notes = list(draft.notes)
@@ -236,17 +341,18 @@ class GraphReader:
         draft = LayerDraft(node, scope, "unknown")
         quantizer = node.op_type in QUANTIZATION_OPS
         for index, name in enumerate(node.input):
-            constant = scope.resolve(name)
+            constant = scope.resolve(name) if name else None
             if constant is not None:
-                # of a (de)quantizer only the quantized data (a weight) is a parameter
-                counted = index == 0 if quantizer else _is_float_or_complex(constant)
-                draft.tensors.append((f"input{index}", constant, None, None, counted))
+                # floating-point constants (scales too), and of a (de)quantizer the quantized
+                # data (a weight), are parameters
+                counted = _is_float_or_complex(constant) or (quantizer and index == 0)
+                draft.tensors.append(Entry(f"input{index}", constant, None, None, counted))
         if not draft.tensors:
             self.weightless.append(_text(node.name or node.op_type))
             return
         draft.notes.append(f"{node.op_type} reads constants weightscope does not classify")
         draft.notes.extend(self.node_notes.get(id(node), []))
-        if any(not _is_float_or_complex(c) for _, c, *_ in draft.tensors):
+        if any(not _is_float_or_complex(e.constant) for e in draft.tensors):
             draft.notes.append("integer constants (shapes, axes, indices) are not counted")
         self._finish(draft)
 
@@ -271,6 +377,25 @@ def _plain_config(node: NodeProto) -> dict[str, object]:
 
 def _runtime(draft: LayerDraft, role: str, name: str) -> None:
     draft.notes.append(f"{role} '{name}' is computed at run time, not stored in the file")
+
+
+def add_parameters(
+    draft: LayerDraft,
+    role: str,
+    scale: Constant | None,
+    zero_point: Constant | None,
+    index: Index | None = None,
+) -> None:
+    """List a quantized ``role``'s scale (``<role>_scale``, a floating-point stored tensor:
+    counted) and zero point (``<role>_zero_point``: an integer, not counted), or their part
+    ``index``."""
+    for suffix, constant in (("scale", scale), ("zero_point", zero_point)):
+        if constant is not None:
+            counted = suffix == "scale" and _is_float_or_complex(constant)
+            entry = Entry(f"{role}_{suffix}", constant, None, None, counted)
+            if index is not None:
+                entry.part = index
+            draft.tensors.append(entry)
 
 
 def _conv(reader: GraphReader, scope: Scope, node: NodeProto) -> LayerDraft | None:
@@ -299,7 +424,7 @@ def _conv_like(
         rank = len(kernel_shape) if isinstance(kernel_shape, list) else 0
     if transposed:
         kind = f"conv_transpose{rank}d"
-    elif weight is not None and groups > 1 and weight.constant.shape[1] == 1:
+    elif weight is not None and groups > 1 and weight.constant.shape[1:2] == (1,):
         kind = f"depthwise_conv{rank}d"  # one input channel per group: group == in channels
     else:
         kind = f"conv{rank}d"
@@ -315,7 +440,9 @@ def _conv_like(
         if len(node.input) > index and node.input[index]:
             constant = scope.resolve(node.input[index])
             if constant is not None:
-                draft.tensors.append((role, constant, None, None, False))
+                draft.tensors.append(
+                    Entry(role, constant, None, None, _is_float_or_complex(constant))
+                )
     has_bias = len(node.input) > bias_index and bool(node.input[bias_index])
     if has_bias:
         bias = reader.weight(scope, node.input[bias_index])
@@ -327,22 +454,6 @@ def _conv_like(
         shape = weight.constant.shape
         channels = shape[1] * groups if transposed else shape[0]
         _fold_channel_bias(reader, scope, node, draft, channels, rank, has_bias)
-    return draft
-
-
-def _qlinear_conv(reader: GraphReader, scope: Scope, node: NodeProto) -> LayerDraft | None:
-    extra = (
-        (1, "input_scale"),
-        (2, "input_zero_point"),
-        (4, "kernel_scale"),
-        (5, "kernel_zero_point"),
-        (6, "output_scale"),
-        (7, "output_zero_point"),
-    )
-    draft = _conv_like(reader, scope, node, weight_index=3, bias_index=8, extra=extra)
-    if draft is not None:
-        draft.tensors = [(r, c, lay, None, counted) for r, c, lay, _, counted in draft.tensors]
-        draft.notes.append("quantized convolution: kernel and bias are integers")
     return draft
 
 
@@ -543,10 +654,9 @@ def _gather(reader: GraphReader, scope: Scope, node: NodeProto) -> LayerDraft | 
     return draft
 
 
-HANDLERS: dict[str, Callable[[GraphReader, Scope, NodeProto], LayerDraft | None]] = {
+HANDLERS: dict[str, Handler] = {  # the float operators; all: ``handlers.HANDLERS``
     "Conv": _conv,
     "ConvTranspose": _conv,
-    "QLinearConv": _qlinear_conv,
     "Gemm": _gemm,
     "MatMul": _matmul,
     "BatchNormalization": _norm(("gamma", "beta", "moving_mean", "moving_variance"), "batch_norm"),

@@ -115,12 +115,13 @@ def load_object(proto: Any, limits: Limits = DEFAULT) -> Model:
 
 def _build(proto: Any, path: Path | None, open_file: Any, limits: Limits) -> Model:
     from weightscope.formats.onnx.graph import Scope
+    from weightscope.formats.onnx.handlers import handler_of
     from weightscope.formats.onnx.names import name_modules
     from weightscope.formats.onnx.ops import GraphReader
     from weightscope.formats.onnx.tensors import TensorContext
 
     ctx = TensorContext(path, open_file, limits)
-    reader = GraphReader()
+    reader = GraphReader(handler_of)
     try:
         reader.read(Scope(proto.graph, ctx))
     except RecursionError:

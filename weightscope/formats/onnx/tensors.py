@@ -369,7 +369,8 @@ def _typed_field_array(
 
 
 def _float8(bits: np.ndarray, name: str) -> np.ndarray:
-    return float8_to_float32(bits, name)
+    """Decoded as an array also where ``bits`` has no axes (a scalar zero point)."""
+    return np.asarray(float8_to_float32(bits, name))
 
 
 class Float8Source:
