@@ -239,12 +239,14 @@ def test_torch_catalog_is_the_table() -> None:
     for name, kind in _torch_layers.CLASS_KINDS.items():
         kinds = {u.kind for u in layouts.uses("pytorch", owner=name)}
         # a Conv2d with one input channel per group is read as a depthwise conv
-        assert kinds == ({kind, "depthwise_conv2d"} if name == "Conv2d" else {kind})
+        conv2d = name in ("Conv2d", "quantized.Conv2d")
+        assert kinds == ({kind, "depthwise_conv2d"} if conv2d else {kind})
         for use in layouts.uses("pytorch", owner=name):
             assert _torch_layers.ROLES[use.kind][use.tensor] == use.role
     # every kind a state dict can be inferred as has its layouts in the table
     inferred = {"batch_norm", "dense", *(f"conv{d}d" for d in (1, 2, 3)),
-                *(f"conv_transpose{d}d" for d in (1, 2, 3))}  # fmt: skip
+                *(f"conv_transpose{d}d" for d in (1, 2, 3)),
+                "lstm", "gru", "simple_rnn"}  # fmt: skip
     assert inferred <= {u.kind for u in layouts.uses("pytorch")}
 
 
@@ -297,7 +299,7 @@ def test_keras_reader_produces_exactly_the_table(tmp_path: Path) -> None:
         assert _produced("keras", model, when) == _table("keras") - cudnn
 
 
-def test_torch_reader_produces_exactly_the_table() -> None:
+def test_torch_reader_produces_exactly_the_table(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     nn = torch.nn
 
@@ -314,12 +316,55 @@ def test_torch_reader_produces_exactly_the_table() -> None:
         "ndq": nn.modules.linear.NonDynamicallyQuantizableLinear(4, 3),
         "b1": nn.BatchNorm1d(4), "b2": nn.BatchNorm2d(4), "b3": nn.BatchNorm3d(4),
         "sync": nn.SyncBatchNorm(4), "ln": nn.LayerNorm(4), "emb": nn.Embedding(10, 3),
+        "lstm": nn.LSTM(4, 3, proj_size=2), "gru": nn.GRU(4, 3), "rnn": nn.RNN(4, 3),
     }  # fmt: skip
     for name, module in modules.items():
         net.add_module(name, module)
     with weightscope.load(net) as model:
         when = {("dw", "kernel"): "groups = in_channels", ("dw", "bias"): "groups = in_channels"}
-        assert _produced("pytorch", model, when) == _table("pytorch")
+        for layer in model.layers:
+            for tensor in layer.tensors if layer.kind.is_recurrent else ():
+                projection = tensor.role == "projection"
+                when[layer.name, tensor.role] = (
+                    "proj_size > 0" if projection else layouts.TORCH_DIRECTIONS
+                )
+        produced = _produced("pytorch", model, when)
+    quantized = _torch_quantized_modules(torch)
+    with weightscope.load(quantized) as model:
+        live = _produced("pytorch", model, _torch_quantized_when(model))
+    path = tmp_path / "quantized.pt"
+    torch.save(quantized, path)
+    with weightscope.load(path) as model:
+        assert _produced("pytorch", model, _torch_quantized_when(model)) == live
+    assert produced | live == _table("pytorch")
+
+
+def _torch_quantized_modules(torch: Any) -> Any:
+    """A module of each quantized class in the table (their default weights)."""
+    nnq = torch.ao.nn.quantized
+    net = torch.nn.Module()
+    modules = {
+        "c1": nnq.Conv1d(4, 6, 3), "c2": nnq.Conv2d(4, 6, 3), "c3": nnq.Conv3d(4, 6, 3),
+        "dw": nnq.Conv2d(4, 8, 3, groups=4), "fc": nnq.Linear(4, 3),
+        "dfc": nnq.dynamic.Linear(4, 3), "lstm": nnq.dynamic.LSTM(4, 3),
+        "gru": nnq.dynamic.GRU(4, 3),
+    }  # fmt: skip
+    for name, module in modules.items():
+        net.add_module(name, module)
+    return net
+
+
+def _torch_quantized_when(model: weightscope.Model) -> dict[tuple[str, str], str]:
+    when = {}
+    for layer in model.layers:
+        for tensor in layer.tensors:
+            condition = layouts.TORCH_QUANTIZED
+            if layer.kind.is_recurrent:
+                condition = layouts.TORCH_CELLS
+            elif layer.kind == "depthwise_conv2d":
+                condition = f"groups = in_channels, {condition}"
+            when[layer.name, tensor.role] = condition
+    return when
 
 
 def _onnx_every_op() -> onnx.ModelProto:

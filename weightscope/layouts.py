@@ -188,6 +188,20 @@ def _onnx_rnn(gates: str) -> dict[tuple[str, str], str]:
 
 CUDNN_PACKED = "[UI]"
 """Suffix of a gate layout whose gate blocks hold ``(units, in)`` matrices row-major."""
+
+
+def _torch_cells(gates: str) -> dict[tuple[str, str], str]:
+    """A dynamic quantized LSTM's or GRU's packed cells, one per layer and direction."""
+    return {
+        ("_all_weight_values.{n}.param.weight_ih", "kernel"): f"{{{gates}}}I",
+        ("_all_weight_values.{n}.param.weight_hh", "recurrent_kernel"): f"{{{gates}}}I",
+        ("_all_weight_values.{n}.param.bias_ih", "bias"): f"{{{gates}}}",
+        ("_all_weight_values.{n}.param.bias_hh", "recurrent_bias"): f"{{{gates}}}",
+    }
+
+
+TORCH_QUANTIZED = "qint8 weight: scale per tensor or per output channel"
+TORCH_CELLS = "n = layer * directions + direction; qint8 weights, scale per tensor"
 RESET_AFTER = "reset_after=True: a (2, 3*units) bias"
 RESET_BEFORE = "reset_after=False"
 TORCH_DIRECTIONS = "l{k}: layer k; _reverse: backward"
@@ -302,6 +316,25 @@ USES: tuple[Use, ...] = (
     ),
     *_recurrent("pytorch", ["GRU"], "gru", _torch_rnn("rzn"), TORCH_DIRECTIONS),
     *_recurrent("pytorch", ["RNN"], "simple_rnn", _torch_rnn("h"), TORCH_DIRECTIONS),
+    # PyTorch quantized (torch.ao.nn.quantized): int8 weights in the float layouts, scales per
+    # tensor or per output channel; a Linear keeps (weight, bias) packed
+    *_torch(["quantized.Conv1d"], "conv1d", _weight_bias("OIW"), TORCH_QUANTIZED),
+    *_torch(["quantized.Conv2d"], "conv2d", _weight_bias("OIHW"), TORCH_QUANTIZED),
+    *_torch(
+        ["quantized.Conv2d"], "depthwise_conv2d", _weight_bias("OIHW"),
+        f"{_DEPTHWISE}, {TORCH_QUANTIZED}",
+    ),
+    *_torch(["quantized.Conv3d"], "conv3d", _weight_bias("OIDHW"), TORCH_QUANTIZED),
+    *_torch(
+        ["quantized.Linear", "quantized.dynamic.Linear"], "dense",
+        {("_packed_params._packed_params.0", "kernel"): "OI",
+         ("_packed_params._packed_params.1", "bias"): "C"},
+        TORCH_QUANTIZED,
+    ),
+    *_recurrent(
+        "pytorch", ["quantized.dynamic.LSTM"], "lstm", _torch_cells("ifgo"), TORCH_CELLS
+    ),
+    *_recurrent("pytorch", ["quantized.dynamic.GRU"], "gru", _torch_cells("rzn"), TORCH_CELLS),
     # ONNX: convolutions as PyTorch stores them (inputs named as in the operator specification)
     *_onnx_convs("Conv", "W", "B"),
     *_onnx("ConvTranspose", "conv_transpose1d", {("W", "kernel"): "IOW", ("B", "bias"): "C"}),

@@ -111,6 +111,27 @@ def _torch_zip(path: Path) -> None:
     torch.save(_torch_module().state_dict(), path)
 
 
+def _torch_quantized(path: Path) -> None:
+    """A state dict of quantized modules: a conv with per-channel int8 weights, a dynamic
+    Linear (packed params) and a dynamic LSTM (packed recurrent cells)."""
+    import torch
+
+    torch.manual_seed(7)
+    nn, nnq = torch.nn, torch.ao.nn.quantized
+    conv = nnq.Conv2d(2, 3, 3)
+    scales = torch.tensor([0.01, 0.02, 0.03], dtype=torch.float64)
+    weight = torch.quantize_per_channel(
+        torch.randn(3, 2, 3, 3) / 10, scales, torch.zeros(3, dtype=torch.long), 0, torch.qint8
+    )
+    conv.set_weight_bias(weight, torch.randn(3))
+    net = nn.Module()
+    net.add_module("conv", conv)
+    net.add_module("fc", nn.Linear(4, 2))
+    net.add_module("rnn", nn.LSTM(2, 3))
+    net = torch.ao.quantization.quantize_dynamic(net, {nn.Linear, nn.LSTM}, dtype=torch.qint8)
+    torch.save(net.state_dict(), path)
+
+
 def _torch_legacy(path: Path) -> None:
     import torch
 
@@ -336,6 +357,7 @@ SEEDS: dict[str, Seed] = {
         Seed("torch_legacy", "model.pt", "torch_legacy", _torch_legacy),
         Seed("torchscript", "model.pt", "torch_zip", _torchscript),
         Seed("torch_module", "model.pt", "torch_zip", _torch_whole_module),
+        Seed("torch_quantized", "model.pt", "torch_zip", _torch_quantized),
         Seed("safetensors", "model.safetensors", "safetensors", _safetensors),
         Seed("onnx", "model.onnx", "onnx", _onnx_inline),
         Seed("onnx_external", "model.onnx", "onnx", _onnx_external, ("weights.bin",)),

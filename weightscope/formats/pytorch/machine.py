@@ -47,6 +47,7 @@ from weightscope.formats.pytorch.records import (
     CallResult,
     Opaque,
     PickleFormatError,
+    QScheme,
     StorageRef,
     StorageType,
     TensorRef,
@@ -83,12 +84,12 @@ STRING = 56
 
 LEAVES = frozenset(
     {type(None), bool, int, float, complex, str, bytes, bytearray, slice, TensorRef,
-     StorageRef, StorageType, Allowed, type}
+     StorageRef, StorageType, Allowed, type, QScheme}
 )  # fmt: skip
 """Types whose objects hold nothing a pickle built (records hold checked numbers and strings;
 ``type`` is an opaque stand-in class): they are leaves of what is built."""
 
-_ID_HASHED = (Opaque, Allowed, type, TensorRef, StorageRef, StorageType)
+_ID_HASHED = (Opaque, Allowed, type, TensorRef, StorageRef, StorageType, QScheme)
 """Keys hashed by identity, or by fields whose strings hash with a random key."""
 
 _SMALL_INTS = range(-5, 257)
@@ -1141,7 +1142,7 @@ class Machine:
             pass  # attributes of a state dict (its `_metadata`): nothing weightscope reads
         elif type(target) is Allowed:
             raise PickleFormatError("the pickle tries to alter a tensor rebuilding function")
-        elif type(target) in (TensorRef, StorageRef, StorageType):
+        elif type(target) in (TensorRef, StorageRef, StorageType, QScheme):
             raise PickleFormatError(
                 f"the pickle tries to alter a {_kind(target)} after it was rebuilt (BUILD)"
             )

@@ -17,6 +17,7 @@ from weightscope.errors import CorruptFileError, UnsafeFileError, file_error
 from weightscope.formats._common.file_region import FileRegionSource, OpenFile
 from weightscope.formats._common.names import words
 from weightscope.formats.protocol import Match, Probe
+from weightscope.formats.pytorch import quantized, recurrent
 from weightscope.formats.pytorch.files import (
     ClassInfo,
     TorchFile,
@@ -33,7 +34,7 @@ from weightscope.formats.pytorch.layers import (
     Entry,
     ModuleNode,
     build_layers,
-    group_state_dict,
+    group_pickled_state_dict,
 )
 from weightscope.formats.pytorch.machine import Budget
 from weightscope.formats.pytorch.records import (
@@ -44,7 +45,13 @@ from weightscope.formats.pytorch.records import (
 )
 from weightscope.formats.pytorch.unpickler import to_plain
 from weightscope.limits import LimitExceeded, Limits
-from weightscope.model import ArraySource, Model
+from weightscope.model import (
+    ArraySource,
+    DequantizedSource,
+    Model,
+    Quantization,
+    TensorSource,
+)
 
 FRAMEWORK = "pytorch"
 CHECKPOINT = "PyTorch checkpoint"
@@ -104,7 +111,8 @@ def _model_from_pickle(
     except BaseException:
         file.close()
         raise
-    model = Model(path, torch_file.format, FRAMEWORK, None, layers, notes=torch_file.notes + notes)
+    notes = torch_file.notes + notes + entry_maker.notes
+    model = Model(path, torch_file.format, FRAMEWORK, None, layers, notes=notes)
     model._resources.callback(file.close)
     return model
 
@@ -116,12 +124,14 @@ class _EntryMaker:
         self.limits = limits
         self.classes = torch_file.classes
         self.budget: Budget = torch_file.budget
+        self.notes: list[str] = []
+        """What reading modules left unread, for the model's notes."""
 
-    def __call__(self, attr: str, full_name: str, ref: TensorRef, origin: str) -> Entry:
+    def source(self, ref: TensorRef) -> FileRegionSource:
         storage = ref.storage
         base = self.torch_file.storage_offsets[storage.key]
         itemsize = storage.storage_type.itemsize
-        source = FileRegionSource(
+        return FileRegionSource(
             self.file,
             base + storage.view_offset * itemsize,
             storage.numel,
@@ -131,12 +141,45 @@ class _EntryMaker:
             ref.stride,
             self.torch_file.byteorder,
         )
+
+    def quantization(self, ref: TensorRef, stored: TensorSource) -> Quantization | None:
+        """How a quantized tensor's integers stand for real values; None for another."""
+        params = ref.quantized
+        if params is None:
+            return None
+        scale: TensorSource
+        zero: TensorSource
+        if isinstance(params.scale, TensorRef):
+            scale = self.source(params.scale)
+        else:
+            scale = ArraySource(np.array(params.scale, dtype=np.float64))
+        if isinstance(params.zero_point, TensorRef):
+            zero = self.source(params.zero_point)
+        else:
+            zero = ArraySource(np.array(params.zero_point))
+        return Quantization(stored, scale, zero, axis=params.axis)
+
+    def __call__(self, attr: str, full_name: str, ref: TensorRef, origin: str) -> Entry:
+        storage = ref.storage
+        source: TensorSource = self.source(ref)
+        quantization = self.quantization(ref, source)
+        if quantization is not None:
+            source = _Dequantized(quantization)
         identity = (storage.key, storage.view_offset + ref.offset, ref.shape, ref.stride)
         requires_grad = ref.requires_grad if origin == PARAMETER else None
         return Entry(
             attr, full_name, ref.shape, storage.storage_type.dtype, source, identity,
-            origin, requires_grad,
+            origin, requires_grad, quantization,
         )  # fmt: skip
+
+
+class _Dequantized(DequantizedSource):
+    """Real values of a quantized tensor of a file, whose scales may be anything: a scale
+    beyond float32 gives inf, silently, as torch would."""
+
+    def read(self) -> np.ndarray:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return super().read()
 
 
 def _nodes(torch_file: TorchFile, make: _EntryMaker) -> tuple[list[ModuleNode], list[str]]:
@@ -155,12 +198,12 @@ def _nodes(torch_file: TorchFile, make: _EntryMaker) -> tuple[list[ModuleNode], 
     if tensors and all(n.startswith("module.") for n in tensors):
         tensors = {n[len("module.") :]: t for n, t in tensors.items()}
         notes.append("'module.' prefix (DataParallel) removed from the names")
-    for prefix, members in group_state_dict(list(tensors)).items():
+    for prefix, members in group_pickled_state_dict(list(tensors)).items():
         node = ModuleNode(prefix or "(root)", None)
-        for name in members:
-            attr = name.rsplit(".", 1)[-1]
+        for name, attr in members:
             node.entries.append(make(attr, name, tensors[name], UNKNOWN))
         nodes.append(node)
+    nodes += _cell_nodes(walk.objects, make, notes)
     limits = make.limits
     if walk.exhausted:
         notes.append(_exhausted_note(limits, "the search for tensors"))
@@ -288,7 +331,7 @@ def _find_weights(root: Any, limits: Limits) -> tuple[Any, list[str]]:
     holding the most tensor data is the model; when that is a wrapper of containers
     (``{"model": {"state_dict": ..., "ema": ...}}``), the largest inside it. The others, and
     optimizer state, are listed in the notes and never counted."""
-    if not isinstance(root, Mapping) or all(isinstance(v, TensorRef) for v in root.values()):
+    if not isinstance(root, Mapping) or _is_state_dict(root):
         return root, []
     tally = _Tally(limits)
     holders = tally.holders((), root)
@@ -336,6 +379,13 @@ def _find_weights(root: Any, limits: Limits) -> tuple[Any, list[str]]:
     return chosen.value, notes
 
 
+def _is_state_dict(table: Mapping[Any, Any]) -> bool:
+    """Tensors only, and what a quantized model's state dict keeps beside them."""
+    return all(
+        isinstance(v, TensorRef) or quantized.is_state_dict_extra(k, v) for k, v in table.items()
+    )
+
+
 def _everything(root: Mapping[Any, Any]) -> tuple[Any, list[str]]:
     """No entry holds tensors: every module and tensor of the checkpoint is listed."""
     names = {k: _key_name(k) for k in root}
@@ -380,6 +430,8 @@ class _Walk:
         """Whether a module's parameters and buffers are collected as tensors (to measure it)."""
         self.tensors: dict[str, TensorRef] = {}
         self.modules: list[tuple[str, Opaque]] = []
+        self.objects: list[tuple[str, Opaque]] = []
+        """Packed-parameter objects (``torch.ScriptObject``) of quantized modules."""
         self.seen: set[int] = set()
         self.steps = 0
         self.exhausted = False
@@ -399,6 +451,9 @@ class _Walk:
         elif _is_module(obj):
             self.seen.add(id(obj))
             self.modules.append((prefix, obj))
+        elif isinstance(obj, Opaque) and obj.qualname == quantized.SCRIPT_OBJECT:
+            self.seen.add(id(obj))
+            self.objects.append((prefix, obj))
         elif isinstance(obj, (Mapping, list, tuple)):
             if depth >= self.max_depth:
                 self.too_deep = True
@@ -430,7 +485,14 @@ def _module_nodes(
     state = module.state if isinstance(module.state, dict) else {}
     node = ModuleNode(name or "(root)", module.qualname.removeprefix("__torch__."))
     children: list[tuple[str, Opaque]] = []
-    if "_parameters" in state:
+    conv = quantized.conv_state(module.state)
+    if conv is not None and quantized.is_quantized_class(module.qualname):
+        config, weight, bias = conv
+        node.entries.append(make("weight", _join(name, "weight"), weight, PARAMETER))
+        if bias is not None:
+            node.entries.append(make("bias", _join(name, "bias"), bias, PARAMETER))
+        node.attrs = {k: to_plain(v, make.budget) for k, v in config.items()}
+    elif "_parameters" in state:
         tables = ((PARAMETER, state.get("_parameters")), (BUFFER, state.get("_buffers")))
         for origin, table in tables:
             for attr, value in _str_items(table):
@@ -452,9 +514,93 @@ def _module_nodes(
             elif isinstance(value, Opaque) and value.qualname.startswith("__torch__."):
                 children.append((attr, value))
         node.attrs = dict(info.constants)
+        if quantized.is_quantized_class(module.qualname):  # its scale, zero point: attributes
+            plain = ((k, v) for k, v in _str_items(state) if type(v) in (int, float, bool))
+            node.attrs.update({k: v for k, v in plain if k in CONFIG_KEYS})
+    if quantized.is_quantized_class(module.qualname):
+        packed = _packed_children(node, state, make)
+        children = [(k, v) for k, v in children if k not in packed]
     nodes = [node]
     for child_name, child in children:
         nodes.extend(_module_nodes(child, _join(name, child_name), make, visited, depth + 1))
+    return nodes
+
+
+def _packed_children(node: ModuleNode, state: dict[Any, Any], make: _EntryMaker) -> set[str]:
+    """A pickled quantized module's weights kept in packed objects, as the node's entries
+    under their state-dict names: a Linear's ``_packed_params`` (``fc._packed_params.
+    _packed_params.0``), a dynamic LSTM's or GRU's ``_all_weight_values``; the submodules
+    read so."""
+    name = "" if node.name == "(root)" else node.name
+    linear = quantized.module_packed_linear(state)
+    if linear is not None:
+        prefix = _join(name, quantized.PACKED_PREFIX)
+        for index, (attr, ref) in enumerate(zip(("weight", "bias"), linear, strict=True)):
+            if ref is not None:
+                node.entries.append(make(attr, f"{prefix}.{index}", ref, PARAMETER))
+        return {"_packed_params"}
+    values = quantized.submodules(state).get("_all_weight_values")
+    if not isinstance(values, Opaque) or not isinstance(values.state, dict):
+        return set()
+    cells = []
+    for key, holder in _str_items(quantized.submodules(values.state)):
+        if not isinstance(holder, Opaque):
+            continue  # a TorchScript module's own attributes, beside its submodules
+        param = holder.state.get("param") if isinstance(holder.state, dict) else None
+        cell = quantized.cell_tensors(param)
+        if cell is None:
+            make.notes.append(f"{node.name}: packed recurrent cells of no known form, not read")
+            return {"_all_weight_values"}
+        cells.append((_join(name, f"_all_weight_values.{key}.param"), cell))
+    bidirectional = node.attrs.get("bidirectional")
+    _add_cells(node, cells, bidirectional if type(bidirectional) is bool else None, make)
+    return {"_all_weight_values"}
+
+
+def _add_cells(
+    node: ModuleNode,
+    cells: list[tuple[str, dict[str, TensorRef]]],
+    bidirectional: bool | None,
+    make: _EntryMaker,
+) -> None:
+    """A dynamic quantized recurrent module's cells as entries named as the float module's
+    (``weight_ih_l0_reverse``), each under its cell's path (``rnn._all_weight_values.1.param.
+    weight_ih``)."""
+    positions, note = quantized.cell_positions([c for _, c in cells], bidirectional)
+    origin = UNKNOWN if bidirectional is None else PARAMETER
+    for (path, cell), (layer, reverse) in zip(cells, positions, strict=True):
+        for base, ref in cell.items():
+            attr = quantized.cell_attr(base, layer, reverse)
+            node.entries.append(make(attr, f"{path}.{base}", ref, origin))
+    if note:
+        node.notes.append(note)
+
+
+def _cell_nodes(
+    objects: list[tuple[str, Opaque]], make: _EntryMaker, notes: list[str]
+) -> list[ModuleNode]:
+    """The dynamic quantized LSTMs and GRUs of a state dict, from their cells' packed objects
+    (``rnn._all_weight_values.0.param``); other packed objects are named in ``notes``."""
+    modules: dict[str, list[tuple[int, str, dict[str, TensorRef]]]] = {}
+    unread = []
+    for path, obj in objects:
+        where = quantized.cell_name(path)
+        cell = quantized.cell_tensors(obj)
+        if where is None or cell is None:
+            unread.append(path)
+        else:
+            modules.setdefault(where[0], []).append((where[1], path, cell))
+    nodes = []
+    for prefix, found in modules.items():
+        node = ModuleNode(prefix or "(root)", None)
+        _add_cells(node, [(path, cell) for _, path, cell in sorted(found)], None, make)
+        nodes.append(node)
+    if unread:
+        notes.append(
+            "packed objects (torch.ScriptObject) of no known form, not read: "
+            + ", ".join(unread[:8])
+            + (", ..." if len(unread) > 8 else "")
+        )
     return nodes
 
 
@@ -492,6 +638,72 @@ class TorchTensorSource:
         return ArraySource(self.read()).stats(max_elements)
 
 
+def _live_quantized(module: Any, name: str) -> list[Entry]:
+    """The weights of a live quantized module (kept in packed objects, not parameters): a
+    Linear's or conv's ``_weight_bias()``, a dynamic LSTM's or GRU's per cell; named as in
+    its state dict."""
+    weight_bias = getattr(module, "_weight_bias", None)
+    if weight_bias is None or type(module).__name__ == "LinearPackedParams":
+        return []
+    found = weight_bias()
+    if isinstance(found, dict):  # dynamic LSTM/GRU: {"weight": {...}, "bias": {...}}
+        directions = 2 if module.bidirectional else 1
+        entries = []
+        for table in found.values():
+            for attr, tensor in table.items():
+                where = recurrent.part(attr)
+                if where is None or tensor is None:
+                    continue
+                cell = where.layer * directions + where.reverse
+                base = where.base
+                full = _join(name, f"_all_weight_values.{cell}.param.{base}")
+                entries.append(_live_entry(attr, full, tensor))
+        return entries
+    weight, bias = found
+    packed = type(module).__name__ == "Linear"
+    names = (
+        [_join(name, f"{quantized.PACKED_PREFIX}.{i}") for i in (0, 1)]
+        if packed
+        else [_join(name, "weight"), _join(name, "bias")]
+    )
+    entries = [_live_entry("weight", names[0], weight)]
+    if bias is not None:
+        entries.append(_live_entry("bias", names[1], bias))
+    return entries
+
+
+def _live_entry(attr: str, full_name: str, tensor: Any) -> Entry:
+    """A live tensor, quantized ones as their integers, scale(s) and zero point(s)."""
+    quantization = None
+    source: TensorSource = TorchTensorSource(tensor)
+    dtype = str(tensor.dtype).removeprefix("torch.")
+    if tensor.is_quantized:
+        per_channel = tensor.qscheme() in (_torch().per_channel_affine,)
+        if per_channel:
+            scale = ArraySource(tensor.q_per_channel_scales().numpy())
+            zero = ArraySource(tensor.q_per_channel_zero_points().numpy())
+            axis = int(tensor.q_per_channel_axis())
+        else:
+            scale = ArraySource(np.array(tensor.q_scale(), dtype=np.float64))
+            zero = ArraySource(np.array(tensor.q_zero_point()))
+            axis = None
+        stored = ArraySource(tensor.int_repr().numpy())
+        quantization = Quantization(stored, scale, zero, axis=axis)
+        source = DequantizedSource(quantization)
+        dtype = str(stored.read().dtype)
+    # the tensor itself as identity (hashed by id): kept alive, its id is not reused
+    return Entry(
+        attr, full_name, tuple(tensor.shape), dtype, source, tensor, PARAMETER,
+        bool(tensor.requires_grad), quantization,
+    )  # fmt: skip
+
+
+def _torch() -> Any:
+    import torch  # only for a live module: the caller imported torch already
+
+    return torch
+
+
 def match_object(obj: Any) -> bool:
     """A live ``torch.nn.Module`` (checked without importing torch)."""
     return any(
@@ -523,6 +735,8 @@ def load_object(module: Any, limits: Limits) -> Model:
                     )
                 )
         node.attrs = {k: v for k, v in vars(sub).items() if not k.startswith("_")}
+        if quantized.is_quantized_class(node.class_name):
+            node.entries += _live_quantized(sub, name)
         nodes.append(node)
     import torch  # the caller handed us a torch object: torch is already imported
 

@@ -47,6 +47,26 @@ class StorageRef:
 
 
 @dataclass(frozen=True, slots=True)
+class QScheme:
+    """``torch.per_tensor_affine`` and the other quantization schemes a pickle names: data,
+    never called."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class QParams:
+    """How a quantized tensor's integers stand for real values (``_rebuild_qtensor``'s
+    ``quantizer_params``): ``real = (stored - zero_point) * scale``, one scale for the tensor,
+    or one per index of ``axis`` (``scale`` and ``zero_point`` then 1-D tensors)."""
+
+    scheme: str
+    scale: float | TensorRef
+    zero_point: int | float | TensorRef
+    axis: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TensorRef:
     """A tensor as the pickle describes it: a window onto a storage."""
 
@@ -55,6 +75,8 @@ class TensorRef:
     shape: tuple[int, ...]
     stride: tuple[int, ...]
     requires_grad: bool = False
+    quantized: QParams | None = None
+    """For a quantized tensor (its storage holds integers), how they stand for real values."""
 
 
 class Allowed:

@@ -24,6 +24,8 @@ from weightscope.formats.pytorch.records import (
     CallResult,
     Opaque,
     PickleFormatError,
+    QParams,
+    QScheme,
     StorageRef,
     StorageType,
     TensorRef,
@@ -62,6 +64,9 @@ STORAGE_TYPES = {
     "BoolStorage": "bool",
     "ComplexFloatStorage": "complex64",
     "ComplexDoubleStorage": "complex128",
+    "QInt8Storage": "int8",
+    "QUInt8Storage": "uint8",
+    "QInt32Storage": "int32",
 }
 STORAGE_MODULES = ("torch", "torch.cuda")
 """``torch.cuda.FloatStorage`` names a storage saved on a GPU (legacy files); its bytes are read
@@ -110,7 +115,62 @@ def _rebuild_parameter(
     return dataclasses.replace(data, requires_grad=_flag(requires_grad))
 
 
-TENSOR_REBUILDERS = (_rebuild_tensor_v2, _rebuild_tensor, _rebuild_parameter)
+QSCHEMES = {
+    f"torch.{name}": QScheme(name)
+    for name in (
+        "per_tensor_affine", "per_channel_affine", "per_channel_affine_float_qparams",
+        "per_tensor_symmetric", "per_channel_symmetric",
+    )
+}  # fmt: skip
+"""The quantization schemes a quantized tensor's pickle names (``torch.per_tensor_affine``):
+resolved to data."""
+QUANTIZED_DTYPES = frozenset({"int8", "uint8", "int32"})
+"""Element types of the storages of quantized tensors (``QInt8Storage``, ``QUInt8Storage``,
+``QInt32Storage``); torch's packed 4- and 2-bit storages are not read."""
+
+
+def _rebuild_qtensor(
+    machine: Machine,
+    storage: Any,
+    storage_offset: Any,
+    size: Any,
+    stride: Any,
+    quantizer_params: Any,
+    requires_grad: Any = False,
+    backward_hooks: Any = None,
+) -> TensorRef:
+    """A quantized tensor: integers on a storage, and its scheme, scale(s) and zero point(s)
+    (per tensor: ``(scheme, scale, zero_point)``; per channel: ``(scheme, scales tensor,
+    zero_points tensor, axis)``)."""
+    tensor = _rebuild_tensor_v2(machine, storage, storage_offset, size, stride, requires_grad)
+    dtype = tensor.storage.storage_type.dtype
+    if dtype not in QUANTIZED_DTYPES:
+        raise PickleFormatError(f"a quantized tensor on a storage of {dtype}")
+    params = quantizer_params
+    if type(params) is not tuple or not params or type(params[0]) is not QScheme:
+        raise PickleFormatError("a quantized tensor without a quantization scheme")
+    scheme = params[0].name
+    if scheme.startswith("per_tensor"):
+        if len(params) != 3 or type(params[1]) not in (int, float) or type(params[2]) is not int:
+            raise PickleFormatError(f"{scheme} parameters are not (scheme, scale, zero point)")
+        quantized = QParams(scheme, float(params[1]), params[2])
+    else:
+        if len(params) != 4 or not all(type(p) is TensorRef for p in params[1:3]):
+            raise PickleFormatError(f"{scheme} parameters are not (scheme, scales, zeros, axis)")
+        axis = params[3]
+        if type(axis) is not int or not 0 <= axis < len(tensor.shape):
+            raise PickleFormatError(f"{scheme} axis {str(axis)[:20]} is not an axis of the tensor")
+        channels = (tensor.shape[axis],)
+        if params[1].shape != channels or params[2].shape != channels:
+            raise PickleFormatError(
+                f"{scheme}: scales and zero points are not one per channel of axis {axis}"
+            )
+        quantized = QParams(scheme, params[1], params[2], axis)
+    machine.charge(RECORD)
+    return dataclasses.replace(tensor, quantized=quantized)
+
+
+TENSOR_REBUILDERS = (_rebuild_tensor_v2, _rebuild_tensor, _rebuild_parameter, _rebuild_qtensor)
 
 
 def _rebuild_from_type_v2(
@@ -254,6 +314,7 @@ ALLOWED: dict[str, Allowed] = _allowed(
         "torch._utils._rebuild_tensor_v2": _rebuild_tensor_v2,
         "torch._utils._rebuild_tensor": _rebuild_tensor,
         "torch._utils._rebuild_parameter": _rebuild_parameter,
+        "torch._utils._rebuild_qtensor": _rebuild_qtensor,
         "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
         "torch._tensor._rebuild_from_type_v2": _rebuild_from_type_v2,
         "torch.Size": _torch_size,
@@ -342,6 +403,8 @@ class TorchResolver:
         allowed = ALLOWED.get(qualname)
         if allowed is not None:
             return allowed
+        if qualname in QSCHEMES:
+            return QSCHEMES[qualname]
         storage = _STORAGE_NAME.fullmatch(qualname)
         if storage is not None and storage.group(1) in STORAGE_TYPES:
             kind = storage.group(1)
