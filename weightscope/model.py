@@ -150,7 +150,8 @@ class Quantization:
             scale, offset = (self._along_axis(v, stored.shape) for v in (scale, offset))
         else:
             scale, offset = scale.reshape(()), offset.reshape(-1)[0]
-        return ((values - offset) * scale).astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # a damaged scale: inf, NaN
+            return ((values - offset) * scale).astype(np.float32)
 
     def _along_axis(self, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         """``values`` (per channel or per block) spread over the stored tensor's ``shape``."""

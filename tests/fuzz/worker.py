@@ -240,13 +240,19 @@ def run_export(path: str, out: str, captured: Captured) -> dict[str, Any]:
                 return failure("bad result", "export exit 0 but no output file")
             try:
                 with np.load(target, allow_pickle=False) as npz:
-                    count = 0
                     for key in npz.files:
                         npz[key]
-                        count += 1
+                    # a quantized tensor's integers, scales, zero points: beside its values
+                    keys = set(npz.files)
+                    stored = [k for k in keys if k + "/stored" in keys]
+                    extras = {f"{k}/{p}" for k in stored for p in ("stored", "scale", "zero_point")}
+                    count, quantized = len(keys - extras), len(stored)
             except Exception as exc:
                 return failure("bad result", f"export output unreadable: {exc!r}"[:300])
-            if f"wrote {count:,} tensor{'' if count == 1 else 's'} " not in lines[0]:
+            said = [f"wrote {count:,} tensor{'' if count == 1 else 's'} "]
+            if quantized:
+                said.append(f"({quantized:,} quantized")
+            if not all(text in lines[0] for text in said):
                 return failure("bad result", f"{lines[0]!r} but the .npz holds {count} arrays")
             others = [n for n in leftovers(target.parent) if n != target.name]
             if others:

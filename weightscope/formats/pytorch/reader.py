@@ -164,22 +164,13 @@ class _EntryMaker:
         source: TensorSource = self.source(ref)
         quantization = self.quantization(ref, source)
         if quantization is not None:
-            source = _Dequantized(quantization)
+            source = DequantizedSource(quantization)
         identity = (storage.key, storage.view_offset + ref.offset, ref.shape, ref.stride)
         requires_grad = ref.requires_grad if origin == PARAMETER else None
         return Entry(
             attr, full_name, ref.shape, storage.storage_type.dtype, source, identity,
             origin, requires_grad, quantization,
         )  # fmt: skip
-
-
-class _Dequantized(DequantizedSource):
-    """Real values of a quantized tensor of a file, whose scales may be anything: a scale
-    beyond float32 gives inf, silently, as torch would."""
-
-    def read(self) -> np.ndarray:
-        with np.errstate(over="ignore", invalid="ignore"):
-            return super().read()
 
 
 def _nodes(torch_file: TorchFile, make: _EntryMaker) -> tuple[list[ModuleNode], list[str]]:
