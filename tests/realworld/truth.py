@@ -121,6 +121,21 @@ def regroup_transposed(weight: np.ndarray, groups: int) -> np.ndarray:
 # PyTorch
 
 
+TORCH_GATES = {"lstm": (0, 1, 2, 3), "gru": (1, 0, 2), "simple_rnn": (0,)}
+"""PyTorch's documented gate blocks (LSTM ``W_ii|W_if|W_ig|W_io``, GRU ``W_ir|W_iz|W_in``),
+as indices of the canonical order (LSTM i, f, g, o; GRU z, r, n)."""
+
+
+def torch_recurrent_canonical(kind: str, key: str, value: np.ndarray) -> np.ndarray | None:
+    """An ``nn.LSTM``/``GRU``/``RNN`` tensor (``weight_ih_l0``, ``bias_hh_l1_reverse``...)
+    split into its gates, ``(gates, hidden, *rest)``, in canonical gate order; a projection
+    ``weight_hr_l{k}`` as stored."""
+    if ".weight_hr_l" in key:
+        return value
+    order = TORCH_GATES[kind]
+    return value.reshape(len(order), -1, *value.shape[1:])[list(order)]
+
+
 def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
     if isinstance(value, dict):
         for key, item in value.items():
@@ -172,6 +187,8 @@ def _torch_truth(entry: CorpusFile, path: Path) -> Truth:
         canonical = value
         if kind is not None and kind.startswith("conv_transpose"):
             canonical = regroup_transposed(value, 1)
+        elif kind in TORCH_GATES:
+            canonical = torch_recurrent_canonical(kind, key, value)
         tensors[key] = TruthTensor(key, value, canonical, kind, kind is not None)
         stored += value.size
         identity = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), value.shape)
