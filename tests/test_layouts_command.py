@@ -447,6 +447,11 @@ def _onnx_every_op() -> onnx.ModelProto:
                 f"w_{name}", scalar(f"ws_{name}", 0.1, "float32"),
                 scalar(f"wz_{name}", 0, "int8"), f"b_{name}"]  # fmt: skip
         contrib("QGemm", name, args, TensorProto.INT8, transB=trans_b)
+    inits.append(ob.tensor("w_qattn", rng.integers(-8, 8, (4, 6)).astype(np.int8)))
+    contrib("QAttention", "qattn",
+            ["w_qattn", const("b_qattn", (6,)), scalar("xs_qattn", 0.1, "float32"),
+             scalar("ws_qattn", 0.1, "float32"), "", scalar("xz_qattn", 0, "uint8"),
+             scalar("wz_qattn", 0, "int8")], TensorProto.UINT8, num_heads=1)  # fmt: skip
     inits.append(ob.tensor("w_nbits", rng.integers(0, 255, (3, 2, 8)).astype(np.uint8)))
     contrib("MatMulNBits", "nbits", ["w_nbits", const("s_nbits", (6,))], K=32, N=3, bits=4,
             block_size=16)  # fmt: skip

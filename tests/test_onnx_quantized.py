@@ -14,6 +14,7 @@ node's float output recomputed from the dequantized canonical kernel against onn
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ quantization = pytest.importorskip("onnxruntime.quantization")
 import onnx_builders as ob  # noqa: E402
 import reference as ref  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
+from onnx.reference import ReferenceEvaluator  # noqa: E402
 
 import weightscope  # noqa: E402
 
@@ -42,6 +44,7 @@ INTEGER_WEIGHTS = {
     "QGemm": (3, 6),
     "DequantizeLinear": (0,),
     "DynamicQuantizeLSTM": (1, 2),
+    "QAttention": (1,),
 }
 """Integer inputs that are weights (the parameters an integer op's file holds beside its float
 tensors), by operator: the count the totals must equal."""
@@ -326,15 +329,19 @@ def test_static_qdq_per_channel(tmp_path: Path) -> None:
             np.testing.assert_allclose(mine, out, atol=ATOL * scale, rtol=RTOL)
 
 
-def _qlinear_reference(layer: weightscope.Layer, x: np.ndarray) -> np.ndarray:
+def _qlinear_reference(
+    layer: weightscope.Layer, x: np.ndarray, *, kernel_zero_point: bool = True
+) -> np.ndarray:
     """A QLinear op from weightscope's stored canonical integers, zero points and scales:
-    integer accumulation, then requantized by ``x_scale * w_scale / y_scale``."""
+    integer accumulation (and the int32 bias, where there is one), then requantized by
+    ``x_scale * w_scale / y_scale``; ``kernel_zero_point=False``: a control that leaves the
+    kernel's zero points out."""
     t = {tensor.role: tensor for tensor in layer.tensors}
     kernel = t["kernel"].stored_canonical().astype(np.float64)
-    zero = t["kernel_zero_point"].numpy().astype(np.float64)
+    zero = t["kernel_zero_point"].numpy().astype(np.float64) * kernel_zero_point
     kernel = kernel - zero.reshape([-1] + [1] * (kernel.ndim - 1))
     shifted = x.astype(np.float64) - t["input_zero_point"].numpy()
-    bias = t["bias"].stored().astype(np.float64)
+    bias = t["bias"].stored().astype(np.float64) if "bias" in t else None
     if layer.kind == "dense":
         acc = ref.dense(shifted, kernel, bias)
         view = (1, -1)
@@ -521,3 +528,208 @@ def test_dequantized_values_feed_the_statistics() -> None:
         kernel = model.layer("mm").tensor("kernel")
         assert kernel.stats().max == pytest.approx((7 - 2) * 0.5)
         assert kernel.stored_stats().max == 7
+
+
+# ---------------------------------------------------------------------------------------------
+# QLinearMatMul: the integer arithmetic recomputed
+
+
+@pytest.mark.parametrize("per_column", [False, True])
+def test_qlinear_matmul(per_column: bool) -> None:
+    """``QLinearMatMul(a, b)`` with a dynamic uint8 ``a`` and a constant int8 ``b`` quantized per
+    tensor or per column: the node's requantized output is weightscope's stored canonical
+    integers less their zero points, times the scales, within one rounding step; the real values
+    are onnx's own ``DequantizeLinear`` of ``b``."""
+    rng = np.random.default_rng(8)
+    k, n = 16, 6
+    b = rng.integers(-128, 128, (k, n)).astype(np.int8)
+    if per_column:
+        b_scale = rng.uniform(0.01, 0.04, n).astype(np.float32)
+        b_zero = rng.integers(-20, 21, n).astype(np.int8)
+    else:
+        b_scale, b_zero = np.array(0.02, np.float32), np.array(10, np.int8)
+    inits = {
+        "a_scale": np.array(0.05, np.float32), "a_zero": np.array(120, np.uint8),
+        "b": b, "b_scale": b_scale, "b_zero": b_zero,
+        "y_scale": np.array(0.5, np.float32), "y_zero": np.array(128, np.uint8),
+    }  # fmt: skip
+    node = helper.make_node("QLinearMatMul", ["a", *inits], ["y"], "qmm")
+    graph = helper.make_graph(
+        [node], "g", [ob.value_info("a", TensorProto.UINT8, [4, k])],
+        [ob.value_info("y", TensorProto.UINT8, [4, n])],
+        [ob.tensor(name, value) for name, value in inits.items()],
+    )  # fmt: skip
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    stored = ob.stored_tensors(proto)
+    a = rng.integers(0, 256, (4, k)).astype(np.uint8)
+    out = _node_alone(proto, node, {"a": a}).astype(np.float64)
+    dequantize = helper.make_node("DequantizeLinear", ["b", "b_scale", "b_zero"], ["real"], axis=1)
+    (real,) = ReferenceEvaluator(dequantize).run(
+        None, {"b": b, "b_scale": b_scale, "b_zero": b_zero}
+    )
+    with weightscope.load(proto) as model:
+        assert model.params.total == _file_parameters(proto)
+        (layer,) = model.layers
+        kernel = layer.tensor("kernel")
+        assert (layer.kind, kernel.dtype, kernel.native_layout) == ("dense", "int8", "IO")
+        assert (kernel.canonical_shape, kernel.counted) == ((n, k), True)
+        assert kernel.quantization_axis == (0 if per_column else None)
+        _check_quantization(kernel, stored)
+        np.testing.assert_allclose(kernel.canonical(), real.T, rtol=1e-6, atol=0)
+        mine = _qlinear_reference(layer, a)
+        assert ((out == 0) | (out == 255)).mean() < 0.1  # few outputs saturated
+        assert np.abs(mine - out).max() <= 1  # one step of the requantization's rounding
+        # control: the same arithmetic with the kernel's zero points left out is steps away
+        unshifted = _qlinear_reference(layer, a, kernel_zero_point=False)
+        assert np.abs(unshifted - out).max() > 3
+
+
+# ---------------------------------------------------------------------------------------------
+# com.microsoft.QAttention: quantize_dynamic's Attention
+
+HEADS, HIDDEN, WIDTH = 2, 8, 24
+"""An attention of 2 heads of 4 on a width of 24: its (in, 3*hidden) weight is square, so that
+reading it transposed is a mistake the recomputation must catch."""
+
+
+def _attention(
+    x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, order: tuple[int, ...] = (0, 1, 2)
+) -> np.ndarray:
+    """``com.microsoft.Attention`` (no mask, no past, default scale) written here from its
+    specification: the projection ``x @ kernel.T + bias`` with a canonical ``(3*hidden, in)``
+    kernel, its thirds in ``order`` taken as Q, K, V, HEADS heads of scaled dot products."""
+    qkv = ref.dense(x.astype(np.float64), kernel, bias)
+    hidden = qkv.shape[-1] // 3
+    q, k, v = (
+        qkv[..., i * hidden : (i + 1) * hidden]
+        .reshape(*x.shape[:2], HEADS, -1)
+        .transpose(0, 2, 1, 3)
+        for i in order
+    )
+    scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(q.shape[-1])
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    return (weights @ v).transpose(0, 2, 1, 3).reshape(*x.shape[:2], hidden)
+
+
+def _dynamic_quantization(x: np.ndarray) -> tuple[np.ndarray, np.float32, np.uint8]:
+    """``DynamicQuantizeLinear`` as its specification says: uint8 over [min(0, x), max(0, x)]."""
+    low, high = min(0.0, float(x.min())), max(0.0, float(x.max()))
+    scale = np.float32((high - low) / 255)
+    zero = np.uint8(np.clip(np.rint(-low / scale), 0, 255))
+    return np.clip(np.rint(x / scale) + zero, 0, 255).astype(np.uint8), scale, zero
+
+
+def _attention_bound(
+    x_step: float, x: np.ndarray, kernel: np.ndarray, bias: np.ndarray
+) -> np.ndarray:
+    """How far each output of the attention can move, to first order, when each input is
+    rounded to a step of ``x_step`` (moved by at most half of it): ``x_step / 2 * sum |dy/dx|``
+    over the inputs, the derivatives by central differences."""
+    flat = x.astype(np.float64).reshape(-1)
+    h = 1e-6
+    rows = []
+    for i in range(flat.size):
+        up, down = flat.copy(), flat.copy()
+        up[i] += h
+        down[i] -= h
+        change = _attention(up.reshape(x.shape), kernel, bias)
+        change -= _attention(down.reshape(x.shape), kernel, bias)
+        rows.append(np.abs(change) / (2 * h))
+    return x_step / 2 * np.sum(rows, axis=0)
+
+
+@pytest.mark.parametrize(("weight_type", "per_channel"), [("QInt8", False), ("QUInt8", True)])
+def test_qattention(tmp_path: Path, weight_type: str, per_channel: bool) -> None:
+    """``quantize_dynamic`` turns a float ``com.microsoft.Attention`` into ``QAttention``: read
+    as a dense layer whose (in, 3*hidden) integer kernel is the file's, its scales and zero
+    points the file's (per tensor, or per column), its real values ``(stored - zero point) *
+    scale``; the node alone on a quantized input is the attention of weightscope's dequantized
+    canonical kernel and bias on the dequantized input (Q, K, V in that order), and the whole
+    model on a float input within the bound the input's quantization step allows, which a wrong
+    Q/K/V split or a transposed kernel exceed by far."""
+    rng = np.random.default_rng(9)
+    weight = (rng.standard_normal((WIDTH, 3 * HIDDEN)) / np.sqrt(WIDTH)).astype(np.float32)
+    bias = (rng.standard_normal(3 * HIDDEN) * 0.1).astype(np.float32)
+    node = helper.make_node(
+        "Attention", ["x", "W", "B"], ["y"], "attention", domain="com.microsoft", num_heads=HEADS
+    )
+    graph = helper.make_graph(
+        [node], "g", [ob.value_info("x", TensorProto.FLOAT, [2, 5, WIDTH])],
+        [ob.value_info("y", TensorProto.FLOAT, [2, 5, HIDDEN])],
+        [ob.tensor("W", weight), ob.tensor("B", bias)],
+    )  # fmt: skip
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    source, path = tmp_path / "attention.onnx", tmp_path / "attention_q.onnx"
+    float_model = helper.make_model(graph, opset_imports=opsets)
+    float_model.ir_version = 8
+    onnx.save(float_model, source)
+    x = rng.standard_normal((2, 5, WIDTH)).astype(np.float32)
+    (float_out,) = _session(float_model).run(None, {"x": x})
+    np.testing.assert_allclose(_attention(x, weight.T, bias), float_out, atol=1e-5, rtol=1e-5)
+    quantization.quantize_dynamic(
+        source, path, weight_type=getattr(quantization.QuantType, weight_type),
+        per_channel=per_channel,
+    )  # fmt: skip
+    proto = onnx.load(path)
+    assert [n.op_type for n in proto.graph.node] == ["DynamicQuantizeLinear", "QAttention"]
+    qnode = proto.graph.node[1]
+    stored = ob.stored_tensors(proto)
+    ints = stored[qnode.input[1]]
+    dtype = "int8" if weight_type == "QInt8" else "uint8"
+    assert (str(ints.dtype), ints.shape) == (dtype, (WIDTH, 3 * HIDDEN))
+    assert stored[qnode.input[4]].size == (3 * HIDDEN if per_channel else 1)
+    with weightscope.load(path) as model:
+        assert model.params.total == _file_parameters(proto)
+        (layer,) = [layer for layer in model.layers if not layer.kind.is_unknown]
+        assert (layer.kind, layer.class_name, layer.config["num_heads"]) == (
+            "dense",
+            "QAttention",
+            HEADS,
+        )
+        assert "Q, K and V in that order" in layer.note
+        t = {tensor.role: tensor for tensor in layer.tensors}
+        assert list(t) == ["kernel", "kernel_scale", "kernel_zero_point", "bias"]
+        kernel = t["kernel"]
+        assert (kernel.dtype, kernel.native_layout, kernel.canonical_shape) == (
+            dtype,
+            "IO",
+            (3 * HIDDEN, WIDTH),
+        )
+        assert kernel.counted and t["kernel_scale"].counted and t["bias"].counted
+        assert not t["kernel_zero_point"].counted
+        assert kernel.quantization_axis == (0 if per_channel else None)
+        _check_quantization(kernel, stored)
+        scale = stored[qnode.input[4]].astype(np.float64)
+        zero = stored[qnode.input[7]].astype(np.float64)
+        np.testing.assert_allclose(kernel.canonical(), ((ints - zero) * scale).T, rtol=1e-6)
+        np.testing.assert_array_equal(t["bias"].numpy(), bias)
+        w, b = kernel.canonical().astype(np.float64), t["bias"].numpy().astype(np.float64)
+
+        # the node alone on the input quantized here: the attention of the dequantized input
+        xq, x_scale, x_zero = _dynamic_quantization(x)
+        feeds = {
+            qnode.input[0]: xq,
+            qnode.input[3]: np.array(x_scale),
+            qnode.input[6]: np.array(x_zero),
+        }
+        out = _node_alone(proto, qnode, feeds)
+        x_real = (xq.astype(np.float64) - float(x_zero)) * float(x_scale)
+        mine = _attention(x_real, w, b)
+        tight = 1e-5 * np.abs(out).max()
+        np.testing.assert_allclose(mine, out, atol=tight, rtol=1e-5)
+
+        # the whole model on the float input (quantized at run time by onnxruntime): the
+        # attention of the float input within the bound of the input's quantization step
+        (expected,) = _session(proto).run(None, {"x": x})
+        bound = _attention_bound(float(x_scale), x, w, b)
+        error = np.abs(_attention(x, w, b) - expected)
+        assert (error <= bound).all(), (error - bound).max()
+        controls = {
+            **{f"Q, K, V as {order}": _attention(x, w, b, order)
+               for order in itertools.permutations(range(3)) if order != (0, 1, 2)},
+            "transposed kernel": _attention(x, w.T, b),
+        }  # fmt: skip
+        for what, wrong in controls.items():
+            assert (np.abs(wrong - expected) / bound).max() > 10, what

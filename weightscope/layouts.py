@@ -371,6 +371,8 @@ USES: tuple[Use, ...] = (
     *_onnx("QGemm", "dense", {("B", "kernel"): "IO"}, GEMM_NO_TRANS_B),
     *_onnx("QGemm", "dense", {("C", "bias"): "C"}),
     *_onnx("MatMulNBits", "dense", {("B", "kernel"): "OI"}, NBITS),
+    # the input projection of an attention: (in, 3*hidden), columns Q, K, V
+    *_onnx("QAttention", "dense", {("weight", "kernel"): "IO", ("bias", "bias"): "C"}),
     *_recurrent(
         "onnx", ["DynamicQuantizeLSTM"], "lstm",
         {("W[d]", "kernel"): "I{iofc}", ("R[d]", "recurrent_kernel"): "I{iofc}",

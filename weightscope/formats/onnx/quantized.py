@@ -10,6 +10,9 @@
 - ``QLinearConv``, ``QLinearMatMul`` and ``com.microsoft.QGemm``: the weight's scale and zero
   point are inputs (per channel along the output-channel axis); their int32 bias stands for
   ``bias * x_scale * w_scale``.
+- ``com.microsoft.QAttention`` (``quantize_dynamic``'s ``Attention``): a dense layer whose
+  ``(in, 3 * hidden)`` integer kernel projects the input to Q, K and V at once (columns in that
+  order), with a float bias; its scale and zero point are inputs, per tensor or per column.
 - ``com.microsoft.DynamicQuantizeLSTM`` (see :mod:`.recurrent`) and ``MatMulNBits`` (2-, 4- or
   8-bit integers packed in blocks along K, one scale per block).
 """
@@ -237,6 +240,40 @@ def _qgemm(reader: GraphReader, scope: Scope, node: NodeProto) -> LayerDraft | N
     _other_parameters(draft, scope, node, ((1, "input"), (7, "output")))
     if config.get("alpha", 1.0) != 1.0:
         draft.notes.append(f"scaled: output = {config['alpha']} (alpha) * x . kernel + bias")
+    return draft
+
+
+QATTENTION_INPUTS = {"weight": 1, "bias": 2, "weight_scale": 4, "weight_zero_point": 7}
+"""``QAttention``'s stored inputs (``input``, ``input_scale``, ``mask_index``,
+``input_zero_point`` and ``past`` are inputs 0, 3, 5, 6 and 8)."""
+
+
+def _qattention(reader: GraphReader, scope: Scope, node: NodeProto) -> LayerDraft | None:
+    weight = _input(scope, node, QATTENTION_INPUTS["weight"])
+    if weight is None or _input(scope, node, 0) is not None:
+        return None  # only a constant projection of the input is a layer
+    kind = "dense" if len(weight.shape) == 2 else "unknown"
+    config = _plain_config(node)
+    draft = LayerDraft(node, scope, kind, config=config)
+    entry = Entry("kernel", weight, _layout(node, "kernel", len(weight.shape), kind), None, True)
+    draft.tensors.append(entry)
+    scale = _input(scope, node, QATTENTION_INPUTS["weight_scale"])
+    zero_point = _input(scope, node, QATTENTION_INPUTS["weight_zero_point"])
+    _quantize_entry(draft, entry, scale, zero_point, -1)
+    bias = _input(scope, node, QATTENTION_INPUTS["bias"])
+    if bias is None:
+        _runtime(draft, "bias", node.input[2] if len(node.input) > 2 else "")
+    else:
+        layout = _layout(node, "bias", len(bias.shape), kind)
+        draft.tensors.append(Entry("bias", bias, layout, None, True))
+    add_parameters(draft, "input", _input(scope, node, 3), _input(scope, node, 6))
+    heads = config.get("num_heads")
+    columns = weight.shape[-1] if weight.shape else 0
+    draft.notes.append(
+        f"attention's input projection: the kernel's {columns} output columns are Q, K and V "
+        f"in that order ({columns // 3} each, {heads} heads); the attention itself has no "
+        f"weights"
+    )
     return draft
 
 
@@ -517,4 +554,5 @@ CONTRIB_HANDLERS: dict[str, Handler] = {
     "QGemm": _qgemm,
     "DynamicQuantizeLSTM": recurrent,
     "MatMulNBits": _matmul_nbits,
+    "QAttention": _qattention,
 }
