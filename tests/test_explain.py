@@ -25,9 +25,9 @@ from weightscope.analysis.explain import (  # noqa: E402
     DenseGeometry,
     EmbeddingGeometry,
     LayerNormGeometry,
+    RecurrentGeometry,
     SeparableDemo,
     SeparableGeometry,
-    UnknownGeometry,
     batch_norm_demo,
     conv_demo,
     dense_demo,
@@ -478,9 +478,10 @@ def test_torch_geometry_of_layers_without_a_demo(torch_other_file):
     assert emb.geometry.weights == layers["emb"].weight.numel()
 
     lstm = explain_layer(loaded.layer("lstm"), demo=True)
-    assert isinstance(lstm.geometry, UnknownGeometry) and lstm.demo is None
-    assert lstm.geometry.params == sum(p.numel() for p in layers["lstm"].parameters())
-    assert dict(lstm.geometry.tensors)["weight_ih_l0"] == (16, 3)
+    assert isinstance(lstm.geometry, RecurrentGeometry) and lstm.demo is None
+    assert lstm.geometry.weights == sum(p.numel() for p in layers["lstm"].parameters())
+    assert (lstm.geometry.gates, lstm.geometry.units, lstm.geometry.inputs) == ("ifgo", 4, 3)
+    assert lstm.geometry.biases == ("bias", "recurrent_bias")
 
 
 def test_analysis_module_formats_nothing():

@@ -291,7 +291,7 @@ def test_report_shows_embedding_recurrent_and_health_flags(mixed_file):
     with weightscope.load(mixed_file) as model:
         kinds = {layer.name: layer.kind for layer in model.layers}
         text = report_html(model)
-    assert kinds["embed"] == "embedding" and kinds["lstm"] == "unknown"
+    assert kinds["embed"] == "embedding" and kinds["lstm"] == "lstm"
     sections = re.findall(r'<section id="layer-\d+" class="layer"><h3>(.*?) <small', text)
     assert sections == ["embed", "lstm", "conv", "fc"]
     alts = [img["alt"] for img in Page(text).all("img")]

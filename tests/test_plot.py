@@ -64,8 +64,9 @@ def torch_layers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
 
 @pytest.fixture(scope="module")
 def keras_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A Keras model with a Conv2D on an RGB input, another conv and an LSTM, saved as .keras
-    and as legacy .h5; returns the paths and the native kernels."""
+    """A Keras model with a Conv2D on an RGB input, another conv, an LSTM and a ConvLSTM1D (a
+    layer with no canonical form), saved as .keras and as legacy .h5; returns the paths and the
+    native kernels."""
     keras = pytest.importorskip("keras")
     keras.utils.set_random_seed(0)
     image = keras.Input((9, 9, 3))
@@ -73,7 +74,9 @@ def keras_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     first = keras.layers.Conv2D(8, 5, name="rgb_conv")(image)
     second = keras.layers.Conv2D(4, 3, name="conv4")(first)
     lstm = keras.layers.LSTM(3, name="lstm")(sequence)
-    model = keras.Model([image, sequence], [second, lstm])
+    frames = keras.Input((3, 6, 2))
+    conv_lstm = keras.layers.ConvLSTM1D(2, 3, name="conv_lstm")(frames)
+    model = keras.Model([image, sequence, frames], [second, lstm, conv_lstm])
     folder = tmp_path_factory.mktemp("keras")
     model.save(folder / "model.keras")
     model.save(folder / "model.h5")
@@ -550,11 +553,14 @@ def test_layer_without_a_kernel(torch_layers: dict[str, Any]) -> None:
 
 def test_kernel_without_a_canonical_form(keras_files: dict[str, Any]) -> None:
     with weightscope.load(keras_files["h5"]) as model:
-        layer = model.layer("lstm")  # kind unknown: its kernel has no canonical layout
+        layer = model.layer("conv_lstm")  # kind unknown: its kernel has no canonical layout
         with pytest.raises(WeightscopeError) as info:
             layer.plot_kernels()
+        figure = model.layer("lstm").plot_kernels()  # each gate's (units, in) rows
+        kernel = model.layer("lstm").tensor("kernel")
+        np.testing.assert_array_equal(figure.values, kernel.canonical().reshape(4 * 3, 4))
     message = str(info.value)
-    assert "'lstm'" in message and "no canonical layout" in message and "\n" not in message
+    assert "'conv_lstm'" in message and "no canonical layout" in message and "\n" not in message
 
 
 def test_figure_works_without_pyplot_and_renders_in_jupyter() -> None:
