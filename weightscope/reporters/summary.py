@@ -288,8 +288,11 @@ class _Writer:
 
 def _stat(value: float | int) -> str:
     """A statistic as :func:`tensor_to_dict` gives it (no NaN or infinity: null)."""
-    if type(value) is float:
+    kind = type(value)
+    if kind is float:
         return float.__repr__(value) if value - value == 0.0 else "null"
+    if kind is int:  # the NaN and Inf counts
+        return int.__repr__(value)
     return _scalar(_finite_or_none(value))
 
 

@@ -103,7 +103,7 @@ def build_layers(nodes: list[ModuleNode]) -> list[Layer]:
 
 def _build(node: ModuleNode, seen: dict[Hashable, str]) -> list[Layer]:
     class_name = short_class(node.class_name)
-    activation = _activation_entries(node)
+    activation = _activation_entries(node) if _may_hold_activation(node) else []
     if activation:
         node = replace(node, entries=[e for e in node.entries if e not in activation])
         if not node.entries:
@@ -131,7 +131,7 @@ def _build(node: ModuleNode, seen: dict[Hashable, str]) -> list[Layer]:
             notes.append(f"class {class_name} has no canonical form in weightscope")
     attrs = node.attrs
     config = {k: _plain(attrs[k]) for k in CONFIG_KEYS if k in attrs} if attrs else {}
-    if _KINDS[kind].is_recurrent and recurrent.is_recurrent(list(shapes)):
+    if kind in RECURRENT_KINDS and recurrent.is_recurrent(shapes):
         return _build_recurrent(node, kind, inferred, class_name, config, notes, seen)
     roles = ROLES.get(kind, {})
     tensors = []
@@ -176,6 +176,15 @@ def _tensor(
         shared_with=shared_with,
         quantization=entry.quantization,
     )
+
+
+RECURRENT_KINDS = frozenset({"lstm", "gru", "simple_rnn"})
+
+
+def _may_hold_activation(node: ModuleNode) -> bool:
+    """Whether a module has a tensor named as a quantized output's scale or zero point (most
+    have not: the check the 200,000 modules of a large state dict pass through)."""
+    return any(e.attr in quantized.ACTIVATION for e in node.entries)
 
 
 def _activation_entries(node: ModuleNode) -> list[Entry]:
@@ -294,7 +303,7 @@ def infer_kind(shapes: dict[str, tuple[int, ...]], names: Sequence[str]) -> tupl
     """Kind, groups and a note for a module known only by its tensors (a state dict) and
     ``names`` (its path, and its class where the file names one)."""
     attrs = set(shapes)
-    if recurrent.is_recurrent(list(shapes)):
+    if recurrent.is_recurrent(shapes):
         kind, note = recurrent.infer(shapes)
         return kind, 1, note
     if {"running_mean", "running_var"} <= attrs:

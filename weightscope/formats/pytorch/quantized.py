@@ -55,6 +55,8 @@ def is_quantized_class(qualname: str | None) -> bool:
 def state_dict_attr(name: str) -> tuple[str, str] | None:
     """A packed Linear's tensor in a state dict (``fc._packed_params._packed_params.0``): its
     module and attribute (``fc``, ``weight``); None for other names."""
+    if "_packed_params" not in name:  # the common case, without a regular expression
+        return None
     found = _PACKED_NAME.fullmatch(name)
     if found is None:
         return None
@@ -70,6 +72,8 @@ def is_state_dict_extra(key: Any, value: Any) -> bool:
         return True
     if key.endswith("_packed_params.dtype"):
         return True
+    if "_all_weight_values" not in key:
+        return False
     return _CELL_NAME.fullmatch(key) is not None and _script_state(value, CELL_PARAMS) is not None
 
 

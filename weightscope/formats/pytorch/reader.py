@@ -162,7 +162,7 @@ class _EntryMaker:
     def __call__(self, attr: str, full_name: str, ref: TensorRef, origin: str) -> Entry:
         storage = ref.storage
         source: TensorSource = self.source(ref)
-        quantization = self.quantization(ref, source)
+        quantization = None if ref.quantized is None else self.quantization(ref, source)
         if quantization is not None:
             source = DequantizedSource(quantization)
         identity = (storage.key, storage.view_offset + ref.offset, ref.shape, ref.stride)

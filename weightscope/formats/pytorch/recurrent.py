@@ -7,7 +7,7 @@ direction). A state dict names no class: the kind comes from the gates' count, t
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 
 TENSOR = re.compile(r"(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(\d{1,4})(_reverse)?")
@@ -38,9 +38,9 @@ def part(attr: str) -> Part | None:
     return Part(found.group(1), int(found.group(2)), found.group(3) is not None)
 
 
-def is_recurrent(attrs: Sequence[str]) -> bool:
+def is_recurrent(attrs: Collection[str]) -> bool:
     """Whether a module's tensors are those of a recurrent module (and only those)."""
-    return bool(attrs) and all(part(a) is not None for a in attrs) and "weight_hh_l0" in attrs
+    return "weight_hh_l0" in attrs and all(part(a) is not None for a in attrs)
 
 
 def infer(shapes: dict[str, tuple[int, ...]]) -> tuple[str, str]:
