@@ -4,6 +4,8 @@ laid out by :mod:`weightscope.reporters.fit` with the numbers of
 
 from __future__ import annotations
 
+import math
+
 from rich.console import Group, RenderableType
 from rich.text import Text
 
@@ -76,9 +78,14 @@ def quantization_line(tensor: Tensor, with_values: bool = True) -> str:
             z_low, z_high = int(zeros.min()), int(zeros.max())
             text += f", zero point {z_low}" + ("" if z_low == z_high else f"..{z_high}")
         stored = tensor.stored_stats()
-        text += f", stored {number(stored.min)}..{number(stored.max)}"
+        text += f", stored {_integer(stored.min)}..{_integer(stored.max)}"
         text += "; statistics above are of the real values (stored - zero point) * scale"
     return text
+
+
+def _integer(value: float) -> str:
+    """A stored integer's extreme as the integer it is (a float from the statistics)."""
+    return f"{int(value)}" if math.isfinite(value) and value == int(value) else number(value)
 
 
 def _stats_cells(stats: TensorStats | None) -> list[str]:
@@ -252,7 +259,7 @@ def layer_detail(
     for tensor in layer.tensors:
         row: list[str | Text] = [
             Text(printable(tensor.role)),
-            Text(printable(tensor.name)),
+            Text(printable(tensor.name + (tensor.part or ""))),
             _canonical_cell(tensor),
             _native_cell(tensor),
             _dtype_cell(tensor),
