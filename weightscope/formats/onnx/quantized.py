@@ -195,17 +195,29 @@ def _qlinear_conv(reader: GraphReader, scope: Scope, node: NodeProto) -> LayerDr
 def _qlinear_matmul(reader: GraphReader, scope: Scope, node: NodeProto) -> LayerDraft | None:
     if len(node.input) < 8:
         return None
-    weight = _input(scope, node, 3)
-    if weight is None or _input(scope, node, 0) is not None:
-        return None  # only x @ constant is a dense layer
-    kind = "dense" if len(weight.shape) == 2 else "unknown"
-    draft = LayerDraft(node, scope, kind, config=_plain_config(node))
-    layout = _layout(node, "kernel", len(weight.shape), kind, layouts.MATMUL_CONSTANT_B)
-    entry = Entry("kernel", weight, layout, None, True)
-    draft.tensors.append(entry)
+    found = _constant_right_operand(scope, node, 3, _plain_config(node))
+    if found is None:
+        return None
+    draft, entry = found
     _quantize_entry(draft, entry, _input(scope, node, 4), _input(scope, node, 5), -1)
     _other_parameters(draft, scope, node, ((1, "input"), (6, "output")))
     return draft
+
+
+def _constant_right_operand(
+    scope: Scope, node: NodeProto, index: int, config: dict[str, object]
+) -> tuple[LayerDraft, Entry] | None:
+    """A quantized ``x @ W`` whose ``W`` (input ``index``) is a constant: its layer, a dense one
+    where ``W`` is 2-D, and the kernel entry in it; None for another product."""
+    weight = _input(scope, node, index)
+    if weight is None or _input(scope, node, 0) is not None:
+        return None  # only x @ constant is a dense layer
+    kind = "dense" if len(weight.shape) == 2 else "unknown"
+    draft = LayerDraft(node, scope, kind, config=config)
+    layout = _layout(node, "kernel", len(weight.shape), kind, layouts.MATMUL_CONSTANT_B)
+    entry = Entry("kernel", weight, layout, None, True)
+    draft.tensors.append(entry)
+    return draft, entry
 
 
 def _other_parameters(
@@ -366,14 +378,11 @@ def _conv_integer(reader: GraphReader, scope: Scope, node: NodeProto) -> LayerDr
 def _matmul_integer(reader: GraphReader, scope: Scope, node: NodeProto) -> LayerDraft | None:
     if len(node.input) < 2:
         return None
-    weight = _input(scope, node, 1)
-    if weight is None or _input(scope, node, 0) is not None:
-        return None  # only x @ constant is a dense layer
-    kind = "dense" if len(weight.shape) == 2 else "unknown"
-    draft = LayerDraft(node, scope, kind)
-    layout = _layout(node, "kernel", len(weight.shape), kind, layouts.MATMUL_CONSTANT_B)
-    entry = Entry("kernel", weight, layout, None, True)
-    draft.tensors.append(entry)
+    found = _constant_right_operand(scope, node, 1, {})
+    if found is None:
+        return None
+    draft, entry = found
+    weight = entry.constant
     channels = weight.shape[-1] if weight.shape else 0
     _scale_and_bias(reader, scope, node, draft, entry, axis=-1, channels=channels)
     return draft
