@@ -208,3 +208,16 @@ def test_plots_show_the_real_values_of_a_quantized_kernel(
         done = run_cli("plot", quantized_path, "--layer", layer, "-o", out)
         assert done.returncode == 0, done.stderr
         assert out.stat().st_size > 0
+
+
+def test_health_checks_a_quantized_kernel_by_its_real_values(files: tuple[Path, Path]) -> None:
+    from weightscope.analysis.health import model_health
+
+    _, quantized_path = files
+    with weightscope.load(quantized_path) as model:
+        health = {h.layer: h for h in model_health(model)}
+        for layer in model.layers:
+            if layer.kind in ("conv1d", "dense"):
+                kernel = layer.tensor("kernel")
+                assert health[layer.name].filters == kernel.canonical_shape[0], health[layer.name]
+                assert health[layer.name].init_verdict is not None
