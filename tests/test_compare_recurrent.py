@@ -150,3 +150,33 @@ def test_a_keras_bias_split_between_onnx_biases_is_the_same_bias(tmp_path: Path)
     (pair,) = result.pairs
     assert not pair.match  # 1.5 times the bias
     assert [t.role for t in pair.tensors if not t.match] == ["bias"]
+
+
+def test_a_torch_gru_copied_into_keras_unreordered_is_named(tmp_path: Path) -> None:
+    """PyTorch stores a GRU's gates r, z, n, Keras z, r, h: weights copied without reordering
+    swap the update and reset gates."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(3)
+    gru = torch.nn.GRU(FEATURES, UNITS, batch_first=True)
+    torch.save(gru.state_dict(), tmp_path / "gru.pt")
+    w = {name: p.detach().numpy() for name, p in gru.named_parameters()}
+    inputs = keras.Input((4, FEATURES))
+    layer = keras.layers.GRU(UNITS, return_sequences=True, name="gru")
+    model = keras.Model(inputs, layer(inputs))
+    copied = [
+        w["weight_ih_l0"].T,
+        w["weight_hh_l0"].T,
+        np.stack([w["bias_ih_l0"], w["bias_hh_l0"]]),
+    ]
+    layer.set_weights(copied)
+    model.save(tmp_path / "gru.keras")
+    result = weightscope.compare(tmp_path / "gru.pt", tmp_path / "gru.keras")
+    (pair,) = result.pairs
+    assert pair.kind == "gru" and pair.match, pair.note
+    assert pair.transform == "gate_order(r,z,n->z,r,h)"
+    assert {t.role for t in pair.tensors} == {
+        "kernel",
+        "recurrent_kernel",
+        "bias",
+        "recurrent_bias",
+    }
