@@ -221,3 +221,18 @@ def test_health_checks_a_quantized_kernel_by_its_real_values(files: tuple[Path, 
                 kernel = layer.tensor("kernel")
                 assert health[layer.name].filters == kernel.canonical_shape[0], health[layer.name]
                 assert health[layer.name].init_verdict is not None
+
+
+def test_explain_works_a_quantized_conv_out_with_its_real_values(files: tuple[Path, Path]) -> None:
+    from weightscope.analysis.explain import explain_layer
+
+    _, quantized_path = files
+    with weightscope.load(quantized_path) as model:
+        conv = next(layer for layer in model.layers if layer.kind == "conv1d")
+        found = explain_layer(conv, demo=True, output_channel=2)
+        real = conv.tensor("kernel").canonical().astype(np.float64)
+        assert found.demo is not None
+        np.testing.assert_array_equal(found.demo.kernel, real[2])  # type: ignore[attr-defined]
+        assert found.quantized == ("kernel (int8, per tensor)",)
+        text = conv.explain(demo=True)
+    assert "Quantized: kernel (int8, per tensor); the numbers above are the real values" in text

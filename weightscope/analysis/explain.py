@@ -507,9 +507,10 @@ def _demo_input(shape: Sequence[int], seed: int) -> np.ndarray:
 
 
 def _weights(tensor: Tensor) -> np.ndarray:
-    if not is_float(tensor.dtype):
+    """The canonical tensor as float64: a quantized one's real values."""
+    if not is_float(tensor.dtype) and tensor.quantization is None:
         raise ExplainError(
-            f"{tensor.role} is stored as {tensor.dtype} (quantized): no demo with raw integers"
+            f"{tensor.role} is stored as {tensor.dtype} with no scale: no demo with raw integers"
         )
     return np.asarray(tensor.canonical(), dtype=np.float64)
 
@@ -809,6 +810,9 @@ class LayerExplanation:
     embedding, unknown)."""
     inferred: str | None
     """How the layer's kind was inferred (the layer's note), when it was."""
+    quantized: tuple[str, ...] = ()
+    """``role (dtype, granularity)`` of each quantized tensor: its numbers here are the real
+    values its stored integers stand for."""
 
 
 def explain_layer(
@@ -857,4 +861,9 @@ def explain_layer(
         geometry=geometry,
         demo=worked,
         inferred=layer.note if layer.inferred else None,
+        quantized=tuple(
+            f"{t.role} ({t.dtype}, {t.quantization.granularity})"
+            for t in layer.tensors
+            if t.quantization is not None
+        ),
     )

@@ -566,6 +566,11 @@ def explanation_text(explanation: LayerExplanation, demo: bool = False) -> str:
             lines += _unknown_account(g, e.class_name)
         if demo:
             lines += ["", f"No demo for a {e.kind} layer: it has no kernel volume to show."]
+    if e.quantized:
+        lines.append(
+            f"Quantized: {', '.join(e.quantized)}; the numbers above are the real values the "
+            "stored integers stand for, (stored - zero point) * scale."
+        )
     if e.inferred:
         lines.append(f"(Kind inferred: {e.inferred}.)")
     return "\n".join(lines)
