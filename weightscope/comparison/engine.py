@@ -30,9 +30,11 @@ from typing import Any
 import numpy as np
 
 from weightscope import display, layouts
+from weightscope.comparison.folding import BN_FOLDED, fold
 from weightscope.comparison.matching import (
     MATCHED_BY_ORDER,
     Entry,
+    Matching,
     Pair,
     Sketch,
     entries,
@@ -297,7 +299,7 @@ def _compare_models(
         _compare_pair(pair, side_a, side_b, readers["a"], readers["b"], tolerance)
         for pair in matching.pairs
     ]
-    notes = []
+    notes = _absorb_folded_batch_norms(matching, results, side_a, side_b, readers, tolerance)
     for label, left in (("A", left_a), ("B", left_b)):
         if left:
             notes.append(f"{label}: left out, holding no weights to compare: {', '.join(left)}")
@@ -314,6 +316,123 @@ def _compare_models(
         tolerance=tolerance,
         notes=notes,
     )
+
+
+def _absorb_folded_batch_norms(
+    matching: Matching,
+    results: list[PairResult],
+    side_a: list[Entry],
+    side_b: list[Entry],
+    readers: dict[str, _Reader],
+    tolerance: Tolerance,
+) -> list[str]:
+    """Pairs whose weights differ because one side's batch norm was folded into the layer
+    before it (a converter's doing): each such pair becomes ``bn_folded``, the batch norm is
+    no longer unmatched, and a note says so. Returns those notes."""
+    notes: list[str] = []
+    for label, unmatched, side in (
+        ("A", matching.unmatched_a, side_a),
+        ("B", matching.unmatched_b, side_b),
+    ):
+        for entry in list(unmatched):
+            if entry.kind != Kind.BATCH_NORM or entry.index == 0:
+                continue
+            before = side[entry.index - 1]
+            index = next(
+                (
+                    i
+                    for i, pair in enumerate(matching.pairs)
+                    if (pair.a if label == "A" else pair.b) is before
+                ),
+                None,
+            )
+            if index is None or results[index].match:
+                continue
+            pair = matching.pairs[index]
+            folded = _folded_pair(pair, label, entry.layer, readers, tolerance)
+            if folded is None:
+                continue
+            results[index] = folded
+            unmatched.remove(entry)
+            notes.append(
+                f"{label}: batch norm {entry.name!r} is folded into {before.name!r} on the other "
+                "side (see its pair)"
+            )
+    return notes
+
+
+def _folded_pair(
+    pair: Pair, label: str, batch_norm: Layer, readers: dict[str, _Reader], tolerance: Tolerance
+) -> PairResult | None:
+    """``pair`` compared with ``batch_norm`` (on side ``label``) folded into its layer there;
+    None when the folded weights do not agree with the other side's."""
+    mine, other = (pair.a, pair.b) if label == "A" else (pair.b, pair.a)
+    read_mine = readers["a" if label == "A" else "b"]
+    read_other = readers["b" if label == "A" else "a"]
+    settings = _batch_norm_settings(batch_norm)
+    defaults = batch_norm.convention.batch_norm
+    stated = defaults is not None and defaults.eps_key in batch_norm.config
+    known = settings[0].value if settings is not None else None
+    other_kernel = other.layer.kernel
+    if other_kernel is None or other_kernel.native_layout is None:
+        return None
+    target_kernel = np.asarray(read_other(other.layer, other_kernel), np.float64)
+    other_bias = next((t for t in other.layer.tensors if t.role == "bias"), None)
+    # a file that does not state eps (a state dict) may have used another than the default
+    tried = [known] if stated else list(dict.fromkeys([known, *COMMON_EPSILONS]))
+    for eps in [e for e in tried if e is not None]:
+        folded = fold(mine.layer, batch_norm, eps, read_mine)
+        if folded is None:
+            return None
+        kernel_a, kernel_b = _align(folded.kernel, target_kernel)
+        if kernel_a.shape != kernel_b.shape:
+            return None
+        target_bias = (
+            np.zeros_like(folded.bias)
+            if other_bias is None
+            else np.asarray(read_other(other.layer, other_bias), np.float64).reshape(-1)
+        )
+        if target_bias.shape != folded.bias.shape:
+            return None
+        found = [difference(kernel_a, kernel_b), difference(folded.bias, target_bias)]
+        if all(tolerance.allows(d.max_abs_diff, d.max_abs_b) for d in found):
+            break
+    else:
+        return None
+    tensors = [
+        TensorResult(role, BN_FOLDED, d.max_abs_diff, d.max_rel_diff, True)
+        for role, d in zip(("kernel", "bias"), found, strict=True)
+    ]
+    if stated:
+        how = "from the file"
+    elif folded.eps == known:
+        how = "the framework's default"
+    else:
+        how = "not stated in the file; the value that fits"
+    note = (
+        f"{label}'s batch norm {batch_norm.name!r} folded into {mine.name!r} matches the other "
+        f"side: kernel x gamma / sqrt(var + eps) per output channel, bias (bias - mean) x that "
+        f"+ beta (eps {folded.eps:g}, {how}); residual max abs diff "
+        f"{max(d.max_abs_diff for d in found):.3g}"
+    )
+    kinds = (pair.a.layer.kind, pair.b.layer.kind)
+    return PairResult(
+        a=pair.a.layer.name,
+        b=pair.b.layer.name,
+        kind=str(kinds[0]) if kinds[0] == kinds[1] else f"{kinds[0]}/{kinds[1]}",
+        transform=BN_FOLDED,
+        max_abs_diff=max(d.max_abs_diff for d in found),
+        max_rel_diff=max(d.max_rel_diff for d in found),
+        match=True,
+        matched_by=pair.matched_by,
+        tensors=tensors,
+        notes=[note],
+    )
+
+
+COMMON_EPSILONS = (1e-3, 1e-5)
+"""Batch-norm epsilons tried, Keras' then PyTorch's and ONNX's default, where a file does not
+state its own and its framework's default is not known."""
 
 
 def _unmatched(entry: Entry) -> Unmatched:
