@@ -24,6 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from weightscope.formats._common.protowire import (
+    FIXED32,
+    FIXED64,
+    LENGTH_DELIMITED,
+    VARINT,
+    WireError,
+    read_varint,
+)
 from weightscope.formats.onnx.proto import (
     BYTES,
     CLASSES,
@@ -45,14 +53,11 @@ from weightscope.formats.onnx.proto import (
 )
 from weightscope.limits import DEFAULT, LimitExceeded
 
-VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
-
 SMALL_BULK_BYTES = 4096
 """Bulk fields shorter than this are read with the rest (shape constants, scalars)."""
 
 BULK_FIELDS = ("raw_data", "float_data", "double_data")
 
-_MASK64 = (1 << 64) - 1
 
 MODEL = {field.name: field.number for field in SCHEMA["ModelProto"]}
 
@@ -95,26 +100,6 @@ _ACTIONS: dict[type[Message], dict[int, tuple[int, Field]]] = {
 }
 _NUMPY = {INT32: np.int32, INT64: np.int64, UINT64: np.uint64, FLOAT: np.float32,
           DOUBLE: np.float64}  # fmt: skip
-
-
-class WireError(ValueError):
-    """The bytes are not a well-formed protobuf message (the reader names the file)."""
-
-
-def read_varint(buf: Any, pos: int, end: int) -> tuple[int, int]:
-    result = shift = 0
-    start = pos
-    while True:
-        if pos >= end:
-            raise WireError(f"truncated number at byte {start}")
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result & _MASK64, pos
-        shift += 7
-        if shift >= 70:
-            raise WireError(f"malformed number at byte {start}")
 
 
 def _int64(value: int) -> int:
