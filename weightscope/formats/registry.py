@@ -23,18 +23,19 @@ from weightscope.formats.keras import reader as keras
 from weightscope.formats.onnx import reader as onnx
 from weightscope.formats.protocol import Match, Probe, Reader
 from weightscope.formats.pytorch import reader as pytorch
+from weightscope.formats.tensorflow import reader as tensorflow
 from weightscope.gc_pause import paused_gc
 from weightscope.limits import DEFAULT, LimitExceeded, Limits, limit_error
 from weightscope.model import Model
 
-READERS: tuple[Reader, ...] = (keras, pytorch, safetensors, numpy, onnx)
+READERS: tuple[Reader, ...] = (keras, pytorch, safetensors, numpy, onnx, tensorflow)
 """Tried in this order; the first whose ``match`` claims a file reads it."""
 
 SNIFF_BYTES = 64
 
 SUPPORTED = (
     "Keras .h5/.keras/.weights.h5, PyTorch .pt/.pth/.bin/.ckpt zip or legacy pickle, "
-    "TorchScript, .safetensors, ONNX .onnx, or NumPy .npz/.npy"
+    "TorchScript, .safetensors, ONNX .onnx, NumPy .npz/.npy, or a TensorFlow checkpoint .index"
 )
 """What the unknown-format line lists."""
 
@@ -69,6 +70,8 @@ def load(source: str | os.PathLike[str] | Any, *, limits: Limits | None = None) 
     if not isinstance(source, (str, os.PathLike)):
         return _load_live(source, limits)
     file = Path(source)
+    if not file.exists() and Path(f"{file}.index").is_file():
+        file = Path(f"{file}.index")  # a TensorFlow checkpoint named by its prefix
     if not file.exists():
         raise file_error(UnsupportedFormatError, file, "no such file")
     if file.is_dir():

@@ -1,0 +1,2 @@
+"""TensorFlow's own files, read without TensorFlow: checkpoint bundles (``prefix.index`` +
+``prefix.data-SSSSS-of-NNNNN``). ``reader`` is the entry point."""

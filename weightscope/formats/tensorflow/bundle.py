@@ -1,0 +1,156 @@
+"""A checkpoint bundle's index, decoded: the ``BundleHeaderProto`` under the empty key and one
+``BundleEntryProto`` per tensor (``tensorflow/core/protobuf/tensor_bundle.proto``), with their
+field numbers. Every number is checked here: shapes, shard ids, and each tensor's byte size
+against its dtype and shape; the shard sizes are checked by the reader, which opens them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from weightscope.formats._common.file_region import MAX_RANK
+from weightscope.formats._common.protowire import (
+    LENGTH_DELIMITED,
+    VARINT,
+    WireError,
+    fields,
+    signed64,
+)
+from weightscope.formats.tensorflow.table import TableError, entries
+
+MAX_SHARDS = 100_000
+"""More shards than this is a lying header (each is a file)."""
+
+DTYPES = {
+    1: "float32", 2: "float64", 3: "int32", 4: "uint8", 5: "int16", 6: "int8", 9: "int64",
+    10: "bool", 11: "int8", 12: "uint8", 13: "int32", 14: "bfloat16", 15: "int16", 16: "uint16",
+    17: "uint16", 19: "float16", 22: "uint32", 23: "uint64", 8: "complex64", 18: "complex128",
+}  # fmt: skip
+"""TensorFlow's ``DataType`` numbers with fixed-size elements (the quantized ``qint`` types
+as their integers)."""
+
+UNSIZED = {7: "string", 20: "resource", 21: "variant"}
+"""Types whose bytes are not a fixed number per element: listed, never counted or read."""
+
+ITEMSIZE = {
+    "float32": 4, "float64": 8, "int32": 4, "uint8": 1, "int16": 2, "int8": 1, "int64": 8,
+    "bool": 1, "bfloat16": 2, "uint16": 2, "float16": 2, "uint32": 4, "uint64": 8,
+    "complex64": 8, "complex128": 16,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Header:
+    num_shards: int
+    byteorder: str
+
+
+@dataclass(frozen=True)
+class BundleEntry:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    shard: int
+    offset: int
+    size: int
+    sliced: bool
+    """A partitioned variable: its data lies in slice entries, not here."""
+
+    @property
+    def sized(self) -> bool:
+        return self.dtype in ITEMSIZE
+
+
+class BundleError(ValueError):
+    """The index holds something no TensorFlow checkpoint holds (the reader names the file)."""
+
+
+def read_index(data: bytes) -> tuple[Header, list[BundleEntry]]:
+    """The header and the tensor entries of the ``.index`` file's bytes, in key order."""
+    header: Header | None = None
+    found: list[BundleEntry] = []
+    try:
+        for key, value in entries(data):
+            if not key:
+                header = _header(value)
+                continue
+            found.append(_entry(key, value))
+    except (TableError, WireError) as exc:
+        raise BundleError(str(exc)) from exc
+    if header is None:
+        raise BundleError("no bundle header (the entry with the empty key)")
+    for entry in found:
+        if entry.shard >= header.num_shards:
+            raise BundleError(
+                f"tensor {entry.name!r} is in shard {entry.shard} of {header.num_shards}"
+            )
+    names = [e.name for e in found]
+    if len(set(names)) != len(names):
+        raise BundleError("a tensor name appears twice")
+    return header, found
+
+
+def _header(value: memoryview) -> Header:
+    num_shards, endianness = 0, 0
+    for number, wire, field in fields(value, 0, len(value)):
+        if number == 1 and wire == VARINT:
+            num_shards = signed64(field)
+        elif number == 2 and wire == VARINT:
+            endianness = field
+    if not 0 <= num_shards <= MAX_SHARDS:
+        raise BundleError(f"the header declares {num_shards:,} shards")
+    if endianness not in (0, 1):
+        raise BundleError(f"the header declares byte order {endianness}")
+    return Header(num_shards, "big" if endianness == 1 else "little")
+
+
+def _entry(key: bytes, value: memoryview) -> BundleEntry:
+    name = key.decode("utf-8", "replace")
+    dtype_number = shard = offset = size = 0
+    shape: tuple[int, ...] = ()
+    sliced = False
+    for number, wire, field in fields(value, 0, len(value)):
+        if wire == VARINT and number in (1, 3, 4, 5):
+            if number == 1:
+                dtype_number = field
+            elif number == 3:
+                shard = signed64(field)
+            elif number == 4:
+                offset = signed64(field)
+            else:
+                size = signed64(field)
+        elif wire == LENGTH_DELIMITED and number == 2:
+            shape = _shape(name, field)
+        elif wire == LENGTH_DELIMITED and number == 7:
+            sliced = True
+    dtype = DTYPES.get(dtype_number) or UNSIZED.get(dtype_number)
+    if dtype is None:
+        raise BundleError(f"tensor {name!r} has unknown dtype number {dtype_number}")
+    if shard < 0 or offset < 0 or size < 0:
+        raise BundleError(f"tensor {name!r} has a negative shard, offset or size")
+    if dtype in ITEMSIZE and not sliced:
+        expected = math.prod(shape) * ITEMSIZE[dtype]
+        if size != expected:
+            raise BundleError(
+                f"tensor {name!r}: {size:,} bytes declared, its {dtype} shape {shape} "
+                f"needs {expected:,}"
+            )
+    return BundleEntry(name, dtype, shape, shard, offset, size, sliced)
+
+
+def _shape(name: str, message: memoryview) -> tuple[int, ...]:
+    dims: list[int] = []
+    for number, wire, field in fields(message, 0, len(message)):
+        if number == 2 and wire == LENGTH_DELIMITED:
+            dim = 0
+            for inner, inner_wire, inner_field in fields(field, 0, len(field)):
+                if inner == 1 and inner_wire == VARINT:
+                    dim = signed64(inner_field)
+            if dim < 0:
+                raise BundleError(f"tensor {name!r} has a dimension of size {dim}")
+            dims.append(dim)
+            if len(dims) > MAX_RANK:
+                raise BundleError(f"tensor {name!r} has more than {MAX_RANK} dimensions")
+        elif number == 3 and wire == VARINT and field:
+            raise BundleError(f"tensor {name!r} has a shape of unknown rank")
+    return tuple(dims)
