@@ -1,0 +1,310 @@
+"""TensorFlow checkpoint bundles (``prefix.index`` + ``prefix.data-00000-of-00001``), read by
+weightscope without TensorFlow and checked against TensorFlow's own reader and the Keras model
+that wrote them: every variable with TensorFlow's shape, dtype and values; totals equal to the
+model's weights (optimizer state listed, never counted); kinds and canonical tensors that
+recompute the model's own conv and dense outputs. Hostile indexes are built by a small table
+writer here (independent of the reader) and each must give one line and exit status 2."""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+tf = pytest.importorskip("tensorflow")
+tf_keras = pytest.importorskip("tf_keras")
+
+from cli_runner import run_cli  # noqa: E402
+
+import weightscope  # noqa: E402
+from weightscope.formats.tensorflow import table  # noqa: E402
+
+ATOL = RTOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A conv / batch norm / dense model beside an embedding, both fitted one step with Adam
+    (so optimizer slots exist), saved by ``tf.train.Checkpoint.write`` and by tf-keras
+    ``save_weights`` in TF format."""
+    tf_keras.utils.set_random_seed(3)
+    image = tf_keras.Input((8, 8, 3))
+    conv = tf_keras.layers.Conv2D(4, 3, name="conv")(image)
+    norm = tf_keras.layers.BatchNormalization(name="norm")(conv)
+    flat = tf_keras.layers.Flatten()(norm)
+    out = tf_keras.layers.Dense(5, name="fc")(flat)
+    model = tf_keras.Model(image, out)
+    model.compile(optimizer=tf_keras.optimizers.Adam(), loss="mse")
+    rng = np.random.default_rng(0)
+    model.fit(rng.random((4, 8, 8, 3)), rng.random((4, 5)), verbose=0)
+    ids = tf_keras.Input((3,), dtype="int32")
+    embedded = tf_keras.layers.Embedding(10, 6, name="emb")(ids)
+    words = tf_keras.Model(ids, tf_keras.layers.Flatten()(embedded))
+    folder = tmp_path_factory.mktemp("tf_checkpoint")
+    checkpoint = tf.train.Checkpoint(model=model, words=words, optimizer=model.optimizer)
+    written = checkpoint.save(str(folder / "ckpt"))  # save, not write: keeps save_counter
+    model.save_weights(str(folder / "weights" / "x.ckpt"))
+    return {"model": model, "words": words, "prefix": written, "folder": folder}
+
+
+def _index(trained: dict[str, Any]) -> Path:
+    return Path(trained["prefix"] + ".index")
+
+
+def test_every_variable_is_what_tensorflow_reads(trained: dict[str, Any]) -> None:
+    reader = tf.train.load_checkpoint(trained["prefix"])
+    dtypes = reader.get_variable_to_dtype_map()
+    with weightscope.load(_index(trained)) as model:
+        seen = {}
+        for _, tensor in model.tensors():
+            seen[tensor.name] = tensor
+            expected = reader.get_tensor(tensor.name)
+            assert tensor.native_shape == expected.shape, tensor.name
+            assert tensor.dtype == dtypes[tensor.name].name, tensor.name
+            np.testing.assert_array_equal(tensor.numpy(), expected, err_msg=tensor.name)
+        numeric = {name for name, dtype in dtypes.items() if dtype != tf.string}
+        assert set(seen) == numeric
+        assert any("_CHECKPOINTABLE_OBJECT_GRAPH" in note for note in model.notes)
+        assert model.format == "tf-checkpoint" and model.framework == "tensorflow"
+
+
+def test_totals_are_the_models_weights_not_optimizer_state(trained: dict[str, Any]) -> None:
+    keras_model, words = trained["model"], trained["words"]
+    with weightscope.load(_index(trained)) as model:
+        params = model.params
+        assert params.total == keras_model.count_params() + words.count_params()
+        non_trainable = sum(int(np.prod(w.shape)) for w in keras_model.non_trainable_weights)
+        assert params.non_trainable == non_trainable == 8  # moving mean and variance
+        optimizer = model.layer("optimizer")
+        roles = {t.role for t in optimizer.tensors}
+        assert "_learning_rate" in roles and "_iterations" in roles
+        # the optimizer's variables (iterations, two moments per weight) and its learning rate
+        assert len(optimizer.tensors) == len(trained["model"].optimizer.variables()) + 1
+        assert not any(t.counted for t in optimizer.tensors)
+        assert optimizer.param_counts.total == 0
+        assert model.layer("save_counter").param_counts.total == 0
+
+
+def test_kinds_and_layouts_are_keras(trained: dict[str, Any]) -> None:
+    with weightscope.load(_index(trained)) as model:
+        kinds = {layer.name: layer.kind.value for layer in model.layers}
+        assert kinds == {
+            "model/layer_with_weights-0": "conv2d",
+            "model/layer_with_weights-1": "batch_norm",
+            "model/layer_with_weights-2": "dense",
+            "words/layer_with_weights-0": "embedding",
+            "optimizer": "unknown",
+            "save_counter": "unknown",
+        }
+        conv = model.layer("model/layer_with_weights-0")
+        assert conv.framework == "keras" and conv.inferred
+        layouts = {t.role: (t.native_layout, t.canonical_shape) for t in conv.tensors}
+        assert layouts == {"kernel": ("HWIO", (4, 3, 3, 3)), "bias": ("C", (4,))}
+        norm = model.layer("model/layer_with_weights-1")
+        assert {t.role: t.trainable for t in norm.tensors} == {
+            "gamma": None, "beta": None, "moving_mean": False, "moving_variance": False,
+        }  # fmt: skip
+        dense = model.layer("model/layer_with_weights-2")
+        assert dense.tensors[1].native_layout == "IO"
+        assert dense.tensors[1].canonical_shape == (5, 144)
+
+
+def _canonical(layer: Any) -> dict[str, np.ndarray]:
+    return {t.role: t.canonical() for t in layer.tensors}
+
+
+def test_conv_and_dense_outputs_recomputed_from_canonical_tensors(
+    trained: dict[str, Any],
+) -> None:
+    keras_model = trained["model"]
+    x = np.random.default_rng(1).standard_normal((2, 8, 8, 3)).astype(np.float32)
+    conv_out = tf_keras.Model(keras_model.input, keras_model.get_layer("conv").output)(x).numpy()
+    flat = tf_keras.Model(keras_model.input, keras_model.layers[-2].output)(x).numpy()
+    dense_out = keras_model(x).numpy()
+    with weightscope.load(_index(trained)) as model:
+        conv = _canonical(model.layer("model/layer_with_weights-0"))
+        dense = _canonical(model.layer("model/layer_with_weights-2"))
+    kernel = conv["kernel"]  # OIHW
+    channels_first = x.transpose(0, 3, 1, 2)
+    patches = np.lib.stride_tricks.sliding_window_view(channels_first, (3, 3), axis=(2, 3))
+    mine = np.einsum("nihwkl,oikl->nohw", patches, kernel) + conv["bias"][None, :, None, None]
+    np.testing.assert_allclose(mine, conv_out.transpose(0, 3, 1, 2), rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(
+        flat @ dense["kernel"].T + dense["bias"], dense_out, rtol=RTOL, atol=ATOL
+    )
+
+
+def test_save_weights_checkpoint_named_by_its_prefix(trained: dict[str, Any]) -> None:
+    prefix = trained["folder"] / "weights" / "x.ckpt"
+    assert not prefix.exists()
+    result = run_cli("inspect", prefix)
+    assert result.returncode == 0, result.stderr
+    assert "x.ckpt.index" in result.stdout and "conv2d" in result.stdout
+    with weightscope.load(prefix) as model:
+        assert model.params.total == trained["model"].count_params()
+
+
+# ---------------------------------------------------------------------------------------------
+# hostile indexes, written by a table writer of this test's own
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, value: int | bytes) -> bytes:
+    if isinstance(value, bytes):
+        return _varint(number << 3 | 2) + _varint(len(value)) + value
+    return _varint(number << 3) + _varint(value)
+
+
+def _crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def _trailer(block: bytes) -> bytes:
+    """Compression type 0 and the masked CRC32C of the block and that type, as LevelDB writes
+    (TensorFlow checks it; weightscope does not)."""
+    return b"\0" + struct.pack("<I", _mask(_crc32c(block + b"\0")))
+
+
+def _mask(crc: int) -> int:
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _block(items: list[tuple[bytes, bytes]]) -> bytes:
+    body = b"".join(
+        _varint(0) + _varint(len(k)) + _varint(len(v)) + k + v for k, v in items
+    )  # no shared prefixes: one restart point per entry is valid too
+    return body + struct.pack("<I", 0) + struct.pack("<I", 1)
+
+
+def write_index(path: Path, entries: list[tuple[bytes, bytes]]) -> None:
+    """A one-data-block LevelDB table: data block, empty metaindex, index block, footer."""
+    data = _block(entries)
+    out = bytearray(data + _trailer(data))
+    meta_at = len(out)
+    meta = _block([])
+    out += meta + _trailer(meta)
+    index_at = len(out)
+    handle = _varint(0) + _varint(len(data))
+    index = _block([(entries[-1][0] + b"\xff", handle)])
+    out += index + _trailer(index)
+    footer = _varint(meta_at) + _varint(len(meta)) + _varint(index_at) + _varint(len(index))
+    out += footer.ljust(40, b"\0") + struct.pack("<Q", table.MAGIC)
+    path.write_bytes(bytes(out))
+
+
+def _entry(shape: tuple[int, ...], offset: int, size: int, data: bytes = b"") -> bytes:
+    """A float32 ``BundleEntryProto``, with the masked CRC32C of its ``data`` when given."""
+    dims = b"".join(_field(2, _field(1, d)) for d in shape)
+    crc = _varint(6 << 3 | 5) + struct.pack("<I", _mask(_crc32c(data))) if data else b""
+    return _field(1, 1) + _field(2, dims) + _field(4, offset) + _field(5, size) + crc
+
+
+HEADER = (b"", _field(1, 1))
+
+
+def _bundle(tmp_path: Path, entries: list[tuple[bytes, bytes]], data: bytes) -> Path:
+    index = tmp_path / "h.index"
+    write_index(index, [HEADER, *entries])
+    (tmp_path / "h.data-00000-of-00001").write_bytes(data)
+    return index
+
+
+def test_the_test_table_writer_writes_what_the_reader_reads(tmp_path: Path) -> None:
+    values = np.arange(6, dtype=np.float32)
+    data = values.tobytes()
+    index = _bundle(tmp_path, [(b"fc/kernel", _entry((2, 3), 0, 24, data))], data)
+    with weightscope.load(index) as model:
+        np.testing.assert_array_equal(model.layer("fc").tensors[0].numpy(), values.reshape(2, 3))
+    # and TensorFlow reads it too: the writer is a valid bundle
+    np.testing.assert_array_equal(
+        tf.train.load_checkpoint(str(tmp_path / "h")).get_tensor("fc/kernel"),
+        values.reshape(2, 3),
+    )
+
+
+def _refused(path: Path, words: str) -> None:
+    result = run_cli("inspect", path)
+    assert result.returncode == 2, result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"weightscope: {path}:"), lines[0]
+    assert words in lines[0], lines[0]
+
+
+def test_truncated_index_is_one_line(trained: dict[str, Any], tmp_path: Path) -> None:
+    data = _index(trained).read_bytes()
+    cut = tmp_path / "cut.index"
+    cut.write_bytes(data[: len(data) - 20])
+    _refused(cut, "magic")
+    tiny = tmp_path / "tiny.index"
+    tiny.write_bytes(data[:30])
+    _refused(tiny, "footer")
+
+
+def test_bad_footer_magic_is_one_line(trained: dict[str, Any], tmp_path: Path) -> None:
+    data = bytearray(_index(trained).read_bytes())
+    data[-1] ^= 0xFF
+    bad = tmp_path / "bad.index"
+    bad.write_bytes(bytes(data))
+    _refused(bad, "magic number")
+
+
+def test_offset_beyond_the_shard_is_one_line(tmp_path: Path) -> None:
+    index = _bundle(tmp_path, [(b"fc/kernel", _entry((2, 3), 8, 24))], bytes(24))
+    _refused(index, "lie past the end of h.data-00000-of-00001")
+
+
+def test_size_that_does_not_fit_the_shape_is_one_line(tmp_path: Path) -> None:
+    index = _bundle(tmp_path, [(b"fc/kernel", _entry((2, 3), 0, 20))], bytes(24))
+    _refused(index, "20 bytes declared")
+
+
+def test_block_running_past_the_table_is_one_line(tmp_path: Path) -> None:
+    index = _bundle(tmp_path, [(b"fc/kernel", _entry((2, 3), 0, 24))], bytes(24))
+    data = bytearray(index.read_bytes())
+    footer = len(data) - 48
+    data[footer : footer + 2] = b"\x7f\x7f"  # metaindex offset 127, size 127
+    data[footer + 2 : footer + 4] = _varint(10_000)[:2]  # index offset past the end
+    index.write_bytes(bytes(data))
+    result = run_cli("inspect", index)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_missing_shard_is_one_line(tmp_path: Path) -> None:
+    index = _bundle(tmp_path, [(b"fc/kernel", _entry((2, 3), 0, 24))], bytes(24))
+    (tmp_path / "h.data-00000-of-00001").unlink()
+    _refused(index, "missing")
+
+
+def test_snappy_block_is_refused_in_one_line(tmp_path: Path) -> None:
+    index = _bundle(tmp_path, [(b"fc/kernel", _entry((2, 3), 0, 24))], bytes(24))
+    data = bytearray(index.read_bytes())
+    data[len(_block([HEADER, (b"fc/kernel", _entry((2, 3), 0, 24))]))] = 1  # data block type
+    index.write_bytes(bytes(data))
+    _refused(index, "Snappy")
+
+
+def test_tensorflow_writes_its_index_blocks_uncompressed(trained: dict[str, Any]) -> None:
+    """What the reader relies on to need no Snappy: every block TF wrote has type 0."""
+    data = _index(trained).read_bytes()
+    assert list(table.entries(data))  # the walk checks each block's compression byte
+    assert len(data) > 1000
