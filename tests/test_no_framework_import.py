@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -119,6 +120,26 @@ def numpy_files(tmp_path):
 
 def test_inspect_and_export_import_no_framework(tmp_path):
     for path in [weightscope.example_path(), *keras_files(tmp_path), *numpy_files(tmp_path)]:
+        result = run_check(CHECK, path, tmp_path / "out.npz")
+        assert result.returncode == 0, result.stderr
+        assert "FRAMEWORKS: []" in result.stdout, result.stdout
+
+
+def tf_checkpoint_files(tmp_path):
+    """A tf-keras model's checkpoint bundle, written by tf.train.Checkpoint with its optimizer's
+    slots, named by its .index file and by its prefix."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    tf = pytest.importorskip("tensorflow")
+    tf_keras = pytest.importorskip("tf_keras")
+    model = tf_keras.Sequential([tf_keras.Input((6, 6, 2)), tf_keras.layers.Conv2D(3, 3)])
+    optimizer = tf_keras.optimizers.Adam()
+    optimizer.build(model.trainable_variables)
+    prefix = tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(tmp_path / "ckpt"))
+    return [Path(prefix + ".index"), Path(prefix)]
+
+
+def test_tf_checkpoints_import_no_framework(tmp_path):
+    for path in tf_checkpoint_files(tmp_path):
         result = run_check(CHECK, path, tmp_path / "out.npz")
         assert result.returncode == 0, result.stderr
         assert "FRAMEWORKS: []" in result.stdout, result.stdout
