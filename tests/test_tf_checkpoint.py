@@ -308,3 +308,44 @@ def test_tensorflow_writes_its_index_blocks_uncompressed(trained: dict[str, Any]
     data = _index(trained).read_bytes()
     assert list(table.entries(data))  # the walk checks each block's compression byte
     assert len(data) > 1000
+
+
+def test_tf1_saver_checkpoint_slots_and_global_step_not_counted(tmp_path: Path) -> None:
+    """A TF1 ``Saver`` names variables by scope (``dense/kernel``) and Adam's slots under them
+    (``dense/kernel/Adam``, ``Adam_1``), beside ``beta1_power``, ``beta2_power`` and
+    ``global_step``: only the model's variables are parameters."""
+    tf1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf1.placeholder(tf.float32, (None, 4))
+        kernel = tf1.get_variable("dense/kernel", (4, 3))
+        bias = tf1.get_variable("dense/bias", (3,), initializer=tf1.ones_initializer())
+        conv = tf1.get_variable("conv/kernel", (3, 3, 2, 5))
+        y = tf.matmul(x, kernel) + bias
+        loss = tf.reduce_sum(y) + tf.reduce_sum(conv)
+        step = tf1.train.get_or_create_global_step()
+        train = tf1.train.AdamOptimizer().minimize(loss, global_step=step)
+        with tf1.Session() as session:
+            session.run(tf1.global_variables_initializer())
+            session.run(train, {x: np.ones((2, 4))})
+            prefix = tf1.train.Saver().save(session, str(tmp_path / "model.ckpt"))
+            inputs = np.random.default_rng(2).standard_normal((3, 4)).astype(np.float32)
+            expected = session.run(y, {x: inputs})
+    reader = tf.train.load_checkpoint(prefix)
+    with weightscope.load(prefix) as model:
+        kinds = {layer.name: layer.kind.value for layer in model.layers}
+        assert kinds == {
+            "conv": "conv2d", "dense": "dense", "optimizer": "unknown", "global_step": "unknown",
+        }  # fmt: skip
+        assert model.params.total == 4 * 3 + 3 + 3 * 3 * 2 * 5
+        slots = {t.role for t in model.layer("optimizer").tensors}
+        assert slots == {
+            "beta1_power", "beta2_power", "conv/kernel/Adam", "conv/kernel/Adam_1",
+            "dense/bias/Adam", "dense/bias/Adam_1", "dense/kernel/Adam", "dense/kernel/Adam_1",
+        }  # fmt: skip
+        for _, tensor in model.tensors():
+            np.testing.assert_array_equal(tensor.numpy(), reader.get_tensor(tensor.name))
+        dense = _canonical(model.layer("dense"))
+    np.testing.assert_allclose(
+        inputs @ dense["kernel"].T + dense["bias"], expected, rtol=RTOL, atol=ATOL
+    )

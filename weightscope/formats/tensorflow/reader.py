@@ -10,7 +10,8 @@ for a Keras weights-only file (:func:`weightscope.formats.keras.catalog.infer_cl
 layouts are the Keras entries of the layout table: the variables of a checkpointed Keras model
 are Keras' own, stored in Keras' layouts, so such layers carry Keras' conventions (their
 ``framework`` is ``keras``; the model's is ``tensorflow``). Optimizer state (``optimizer/...``,
-``.OPTIMIZER_SLOT/...``) and ``save_counter`` are listed, never counted; strings, resources and
+``.OPTIMIZER_SLOT/...``, TF1 slots ``var/Adam``) and the counters ``save_counter`` and
+``global_step`` are listed, never counted; strings, resources and
 variants (``_CHECKPOINTABLE_OBJECT_GRAPH``) are named in the notes, never read."""
 
 from __future__ import annotations
@@ -38,13 +39,17 @@ LOOKS_LIKE = "TensorFlow checkpoint"
 VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 SLOT_MARK = "/.OPTIMIZER_SLOT/"
 OPTIMIZER = "optimizer"
-SAVE_COUNTER = "save_counter"
 
 OPTIMIZER_NOTE = (
     "optimizer state (slots such as Adam's moments, iterations, learning rate): listed, "
     "not parameters"
 )
-SAVE_COUNTER_NOTE = "how many times tf.train.Checkpoint saved: not a parameter"
+COUNTERS = {
+    "save_counter": "how many times tf.train.Checkpoint saved: not a parameter",
+    "global_step": "the training step counter: not a parameter",
+}
+TF1_OPTIMIZER_SCALARS = frozenset({"beta1_power", "beta2_power"})
+"""TF1 ``AdamOptimizer``'s decay accumulators, stored at the root."""
 UNSIZED_NOTES = {
     "_CHECKPOINTABLE_OBJECT_GRAPH": "the serialized object graph",
 }
@@ -127,8 +132,15 @@ def variable_path(name: str) -> str:
     return name[: -len(VALUE_SUFFIX)] if name.endswith(VALUE_SUFFIX) else name
 
 
-def is_optimizer_state(path: str) -> bool:
-    return path.startswith(OPTIMIZER + "/") or SLOT_MARK in f"/{path}/"
+def is_optimizer_state(path: str, paths: frozenset[str]) -> bool:
+    """Optimizer state: under ``optimizer/``, an object-graph ``.OPTIMIZER_SLOT``, TF1 Adam's
+    ``beta1_power``, or a TF1 slot (``dense/kernel/Adam``: named under another variable)."""
+    return (
+        path.startswith(OPTIMIZER + "/")
+        or SLOT_MARK in f"/{path}/"
+        or path in TF1_OPTIMIZER_SCALARS
+        or path.rpartition("/")[0] in paths
+    )
 
 
 def _layers(
@@ -137,7 +149,8 @@ def _layers(
     notes: list[str] = []
     groups: dict[str, list[tuple[str, BundleEntry]]] = {}
     state: list[Tensor] = []
-    counters: list[Tensor] = []
+    counters: dict[str, Tensor] = {}
+    paths = frozenset(variable_path(entry.name) for entry in entries)
     for entry in entries:
         if not entry.sized:
             what = UNSIZED_NOTES.get(entry.name, "not a number array")
@@ -148,10 +161,12 @@ def _layers(
             continue
         path = variable_path(entry.name)
         source = _source(index, entry, shards[entry.shard], byteorder)
-        if is_optimizer_state(path) or path == SAVE_COUNTER:
+        if path in COUNTERS:
+            counters[path] = _tensor(entry, path, None, False, source, counted=False)
+            continue
+        if is_optimizer_state(path, paths):
             role = path.removeprefix(OPTIMIZER + "/")
-            tensor = _tensor(entry, role, None, False, source, counted=False)
-            (counters if path == SAVE_COUNTER else state).append(tensor)
+            state.append(_tensor(entry, role, None, False, source, counted=False))
             continue
         parent, _, role = path.rpartition("/")
         groups.setdefault(parent or "(root)", []).append((role, entry))
@@ -159,8 +174,8 @@ def _layers(
               sorted(groups.items(), key=lambda item: _natural_key(item[0]))]  # fmt: skip
     if state:
         layers.append(Layer(OPTIMIZER, Kind.UNKNOWN, state, note=OPTIMIZER_NOTE))
-    if counters:
-        layers.append(Layer(SAVE_COUNTER, Kind.UNKNOWN, counters, note=SAVE_COUNTER_NOTE))
+    for name, tensor in counters.items():
+        layers.append(Layer(name, Kind.UNKNOWN, [tensor], note=COUNTERS[name]))
     return layers, notes
 
 
