@@ -349,3 +349,34 @@ def test_tf1_saver_checkpoint_slots_and_global_step_not_counted(tmp_path: Path) 
     np.testing.assert_allclose(
         inputs @ dense["kernel"].T + dense["bias"], expected, rtol=RTOL, atol=ATOL
     )
+
+
+def _header(num_shards: int) -> tuple[bytes, bytes]:
+    return (b"", _field(1, num_shards))
+
+
+def test_tensors_are_read_from_their_own_shard(tmp_path: Path) -> None:
+    first, second = np.arange(4, dtype=np.float32), np.arange(10, 16, dtype=np.float32)
+    index = tmp_path / "s.index"
+    write_index(
+        index,
+        [
+            _header(2),
+            (b"fc/bias", _entry((4,), 0, 16, first.tobytes())),
+            (b"fc/kernel", _field(3, 1) + _entry((2, 3), 4, 24, second.tobytes())),
+        ],
+    )  # the shard id comes first: protobuf fields may come in any order
+    (tmp_path / "s.data-00000-of-00002").write_bytes(first.tobytes())
+    (tmp_path / "s.data-00001-of-00002").write_bytes(bytes(4) + second.tobytes())
+    with weightscope.load(index) as model:
+        fc = {t.role: t.numpy() for t in model.layer("fc").tensors}
+        np.testing.assert_array_equal(fc["bias"], first)
+        np.testing.assert_array_equal(fc["kernel"], second.reshape(2, 3))
+        assert len(model.inputs) == 3  # the index and both shards: never written onto
+    reader = tf.train.load_checkpoint(str(tmp_path / "s"))  # a bundle TensorFlow reads too
+    np.testing.assert_array_equal(reader.get_tensor("fc/kernel"), second.reshape(2, 3))
+
+
+def test_shard_id_out_of_range_is_one_line(tmp_path: Path) -> None:
+    index = _bundle(tmp_path, [(b"fc/kernel", _field(3, 1) + _entry((2, 3), 0, 24))], bytes(24))
+    _refused(index, "shard 1 of 1")
