@@ -380,3 +380,41 @@ def test_tensors_are_read_from_their_own_shard(tmp_path: Path) -> None:
 def test_shard_id_out_of_range_is_one_line(tmp_path: Path) -> None:
     index = _bundle(tmp_path, [(b"fc/kernel", _field(3, 1) + _entry((2, 3), 0, 24))], bytes(24))
     _refused(index, "shard 1 of 1")
+
+
+def _state(folder: Path) -> dict[str, tuple[bytes, int, int]]:
+    return {
+        p.name: (p.read_bytes(), p.stat().st_mtime_ns, p.stat().st_ino)
+        for p in sorted(folder.iterdir())
+        if p.is_file()
+    }
+
+
+def test_no_command_changes_the_bundle_nor_writes_onto_a_shard(
+    trained: dict[str, Any], tmp_path: Path
+) -> None:
+    index = _index(trained)
+    folder = index.parent
+    before = _state(folder)
+    conv = "model/layer_with_weights-0"
+    out = tmp_path / "out"
+    out.mkdir()
+    for arguments in (
+        ["inspect", index, "--json"],
+        ["export", index, "-o", out / "w.npz"],
+        ["plot", index, "--layer", conv, "-o", out / "k.png"],
+        ["init", index],
+        ["params", index],
+        ["explain", index, conv],
+        ["report", index, "-o", out / "r.html"],
+        ["compare", index, index],
+    ):
+        result = run_cli(*arguments)
+        assert result.returncode == 0, (arguments, result.stderr)
+    shard = Path(trained["prefix"] + ".data-00000-of-00001")
+    link = tmp_path / "link.npz"  # the shard under an export's name
+    os.link(shard, link)
+    result = run_cli("export", index, "-o", link)
+    assert result.returncode == 2, result.stdout
+    assert "which is read as input" in result.stderr
+    assert _state(folder) == before
