@@ -418,3 +418,38 @@ def test_no_command_changes_the_bundle_nor_writes_onto_a_shard(
     assert result.returncode == 2, result.stdout
     assert "which is read as input" in result.stderr
     assert _state(folder) == before
+
+
+def test_recurrent_layers_recompute_their_full_sequences(tmp_path: Path) -> None:
+    """A Keras LSTM, a GRU (reset_after: its (2, 3u) bias split into input and recurrent rows)
+    and a reversed SimpleRNN keep their variables in ``.../cell/``: the layer is named without
+    it, and its canonical tensors recompute each layer's whole output sequence."""
+    pytest.importorskip("torch")
+    import reference as ref
+
+    tf_keras.utils.set_random_seed(4)
+    inputs = tf_keras.Input((5, 3))
+    lstm = tf_keras.layers.LSTM(4, return_sequences=True, name="lstm")(inputs)
+    gru = tf_keras.layers.GRU(2, return_sequences=True, name="gru")(lstm)
+    rnn = tf_keras.layers.SimpleRNN(3, return_sequences=True, go_backwards=True, name="rnn")(gru)
+    keras_model = tf_keras.Model(inputs, rnn)
+    for weight in keras_model.weights:  # biases away from zero, so that their parts matter
+        weight.assign(np.random.default_rng(5).standard_normal(weight.shape) * 0.5)
+    prefix = tf.train.Checkpoint(model=keras_model).write(str(tmp_path / "rnn"))
+    x = np.random.default_rng(6).standard_normal((2, 5, 3)).astype(np.float32)
+    outputs = tf_keras.Model(inputs, [lstm, gru, rnn])(x)
+    with weightscope.load(prefix) as model:
+        layers = [model.layer(f"model/layer_with_weights-{i}") for i in range(3)]
+        assert [layer.kind.value for layer in layers] == ["lstm", "gru", "simple_rnn"]
+        gru_bias = {t.role: t.part for t in layers[1].tensors if t.part}
+        assert gru_bias == {"bias": "[0]", "recurrent_bias": "[1]"}
+        assert model.params.total == keras_model.count_params()
+        computed = [
+            ref.canonical_recurrent_layer("lstm", x, layers[0]),
+            ref.canonical_recurrent_layer("gru", outputs[0].numpy(), layers[1], reset_after=True),
+            ref.canonical_recurrent_layer(
+                "simple_rnn", outputs[1].numpy(), layers[2], go_backwards=True
+            ),
+        ]
+    for mine, theirs in zip(computed, outputs, strict=True):
+        np.testing.assert_allclose(mine, theirs.numpy(), rtol=RTOL, atol=ATOL)

@@ -169,7 +169,7 @@ def build_layer(
         base = H5DatasetSource(variable.dataset, origin)
         parts = _parts(class_name, layer_type, role, stored_shape)
         for part_role, index in parts:
-            shape = stored_shape if index is None else _part_shape(stored_shape, index)
+            shape = stored_shape if index is None else recurrent.part_shape(stored_shape, index)
             layout = _layout_for(layer_type, part_role, shape)
             tensor_groups = 1
             if layout is not None and layout.endswith("IM"):
@@ -282,17 +282,6 @@ def _parts(
     if layer_type is None or role != "bias" or not recurrent.is_recurrent(class_name):
         return [(role, None)]
     return recurrent.bias_parts(class_name or "", shape)
-
-
-def _part_shape(shape: tuple[int, ...], index: recurrent.Index) -> tuple[int, ...]:
-    """The shape of ``array[index]`` for an array of ``shape`` (ints drop an axis, slices keep
-    it)."""
-    kept = [
-        len(range(*item.indices(size)))
-        for item, size in zip(index, shape, strict=False)
-        if isinstance(item, slice)
-    ]
-    return (*kept, *shape[len(index) :])
 
 
 def _trainable(

@@ -80,6 +80,17 @@ def bias_parts(class_name: str, shape: Sequence[int]) -> list[tuple[str, Index |
     return [("bias", None)]
 
 
+def part_shape(shape: tuple[int, ...], index: Index) -> tuple[int, ...]:
+    """The shape of ``array[index]`` for an array of ``shape`` (ints drop an axis, slices keep
+    it)."""
+    kept = [
+        len(range(*item.indices(size)))
+        for item, size in zip(index, shape, strict=False)
+        if isinstance(item, slice)
+    ]
+    return (*kept, *shape[len(index) :])
+
+
 def reset_after(
     class_name: str, config: Mapping[str, Any] | None, bias: Sequence[int] | None
 ) -> bool | None:

@@ -23,14 +23,14 @@ from typing import Any
 
 from weightscope.errors import CorruptFileError, file_error
 from weightscope.formats._common.file_region import FileRegionSource, OpenFile, c_strides
-from weightscope.formats.keras import catalog
+from weightscope.formats.keras import catalog, recurrent
 from weightscope.formats.protocol import Match, Probe
 from weightscope.formats.tensorflow.bundle import BundleEntry, BundleError, read_index
 from weightscope.formats.tensorflow.table import FOOTER_BYTES, has_magic
 from weightscope.kinds import Kind
 from weightscope.layouts import rank
 from weightscope.limits import Limits
-from weightscope.model import NON_TRAINABLE_ROLES, Layer, Model, Tensor
+from weightscope.model import NON_TRAINABLE_ROLES, Layer, Model, PartSource, Tensor, part_text
 
 FRAMEWORK = "tensorflow"
 FORMAT = "tf-checkpoint"
@@ -38,6 +38,8 @@ LOOKS_LIKE = "TensorFlow checkpoint"
 
 VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 SLOT_MARK = "/.OPTIMIZER_SLOT/"
+CELL = "/cell"
+"""A Keras recurrent layer keeps its variables in its cell: the layer is named without it."""
 OPTIMIZER = "optimizer"
 
 OPTIMIZER_NOTE = (
@@ -187,30 +189,56 @@ def _layer(
     byteorder: str,
 ) -> Layer:
     roles = {role: entry.shape for role, entry in members}
-    guess = catalog.infer_class(
-        [name.rsplit("/", 1)[-1]], roles, [entry.shape for _, entry in members]
-    )
-    layer_type = catalog.layer_type(guess.class_name)
+    hint = name.removesuffix(CELL).rsplit("/", 1)[-1]
+    guess = catalog.infer_class([hint], roles, [entry.shape for _, entry in members])
+    class_name = guess.class_name
+    layer_type = catalog.layer_type(class_name)
+    notes = [guess.note]
+    config: dict[str, Any] = {}
+    if layer_type is not None and recurrent.is_recurrent(class_name):
+        problem = recurrent.shape_problem(class_name or "", roles)
+        if problem is not None:
+            layer_type = None
+            notes.append(f"{problem}: no canonical form")
+        else:
+            config = recurrent.inferred_config(class_name or "", roles)
+            notes += recurrent.notes(class_name or "", None, roles)
     kind = layer_type.kind if layer_type is not None else "unknown"
     tensors = []
     for role, entry in members:
         if layer_type is not None:
             role = catalog.normalise_role(kind, role)
-        layout = layer_type.layouts.get(role) if layer_type is not None else None
-        if layout is not None and rank(layout) != len(entry.shape):
-            layout = None
         trainable = False if role in NON_TRAINABLE_ROLES else None
-        source = _source(index, entry, shards[entry.shard], byteorder)
-        tensors.append(_tensor(entry, role, layout, trainable, source))
-    notes = [guess.note]
+        base = _source(index, entry, shards[entry.shard], byteorder)
+        parts: list[tuple[str, recurrent.Index | None]] = [(role, None)]
+        if layer_type is not None and role == "bias" and recurrent.is_recurrent(class_name):
+            parts = recurrent.bias_parts(class_name or "", entry.shape)
+        for part_role, part in parts:
+            shape = entry.shape if part is None else recurrent.part_shape(entry.shape, part)
+            layout = layer_type.layouts.get(part_role) if layer_type is not None else None
+            if layout is not None and rank(layout) != len(shape):
+                layout = None
+            tensors.append(
+                Tensor(
+                    name=entry.name,
+                    role=part_role,
+                    native_shape=shape,
+                    native_layout=layout,
+                    dtype=entry.dtype,
+                    trainable=trainable,
+                    source=base if part is None else PartSource(base, part),
+                    part=None if part is None else part_text(part),
+                )
+            )
     if kind.startswith(("conv", "separable")):
         notes.append("groups are not recorded in a checkpoint: 1 assumed")
     return Layer(
-        name,
+        name.removesuffix(CELL),
         Kind(kind),
         tensors,
+        config=config,
         inferred=True,
-        class_name=guess.class_name,
+        class_name=class_name,
         note="; ".join(notes),
         framework="keras" if layer_type is not None else None,
     )
