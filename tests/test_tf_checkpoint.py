@@ -399,7 +399,7 @@ def test_no_command_changes_the_bundle_nor_writes_onto_a_shard(
     conv = "model/layer_with_weights-0"
     out = tmp_path / "out"
     out.mkdir()
-    for arguments in (
+    commands: list[list[str | Path]] = [
         ["inspect", index, "--json"],
         ["export", index, "-o", out / "w.npz"],
         ["plot", index, "--layer", conv, "-o", out / "k.png"],
@@ -408,7 +408,8 @@ def test_no_command_changes_the_bundle_nor_writes_onto_a_shard(
         ["explain", index, conv],
         ["report", index, "-o", out / "r.html"],
         ["compare", index, index],
-    ):
+    ]
+    for arguments in commands:
         result = run_cli(*arguments)
         assert result.returncode == 0, (arguments, result.stderr)
     shard = Path(trained["prefix"] + ".data-00000-of-00001")
