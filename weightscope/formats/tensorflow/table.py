@@ -4,9 +4,10 @@ A 48-byte footer ends in the magic number and points (as varint offset/size pair
 metaindex block and an index block; the index block's entries point at the data blocks. A block
 holds prefix-compressed entries (shared key bytes, new key bytes, value length, as varints),
 then its restart offsets (4 bytes each) and their count; after each block come one compression
-byte and a 4-byte masked CRC32C. TensorFlow writes its bundles' blocks uncompressed (the
-``BundleWriter`` turns table compression off); a Snappy-compressed block (type 1) is refused
-with a line saying so. The block CRCs are not checked (framing and every length are)."""
+byte and a 4-byte masked CRC32C. TensorFlow writes its bundles' blocks uncompressed (its
+``TableBuilderOptions`` has turned compression off since TF 1.2, for merged shards too); a
+Snappy-compressed block (type 1, only a TF 1.1 file could hold one) is refused with a line
+saying so. The block CRCs are not checked (framing and every length are)."""
 
 from __future__ import annotations
 
