@@ -490,3 +490,23 @@ def test_mutated_indexes_fail_only_with_one_line_errors(
             assert "\n" not in str(exc)
             refused += 1
     assert 0 < refused < 400
+
+
+def test_partitioned_variable_is_counted_once_through_its_slices(tmp_path: Path) -> None:
+    """A TF1 partitioned variable is stored as slices under binary keys (a zero byte, the
+    variable's name in OrderedCode, the extents) beside an entry that holds only its full
+    shape: the slices are read and counted, the full entry is named in the notes."""
+    tf1 = tf.compat.v1
+    graph = tf.Graph()
+    with graph.as_default():
+        tf1.get_variable("emb/embeddings", (10, 4), partitioner=tf1.fixed_size_partitioner(2))
+        with tf1.Session() as session:
+            session.run(tf1.global_variables_initializer())
+            prefix = tf1.train.Saver().save(session, str(tmp_path / "model.ckpt"))
+    whole = tf.train.load_checkpoint(prefix).get_tensor("emb/embeddings")
+    with weightscope.load(prefix) as model:
+        assert model.params.total == whole.size == 40
+        layer = model.layer("emb/embeddings (slices)")
+        stacked = np.concatenate([t.numpy() for t in layer.tensors])
+        np.testing.assert_array_equal(stacked, whole)
+        assert any("partitioned variable of shape (10, 4)" in note for note in model.notes)

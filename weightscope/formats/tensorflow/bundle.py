@@ -55,6 +55,9 @@ class BundleEntry:
     size: int
     sliced: bool
     """A partitioned variable: its data lies in slice entries, not here."""
+    slice_of: str | None = None
+    """For one slice of a partitioned variable (a key of ``\\0``, the variable's name in
+    OrderedCode, then the slice's extents), that variable's name."""
 
     @property
     def sized(self) -> bool:
@@ -69,8 +72,12 @@ def read_index(data: bytes) -> tuple[Header, list[BundleEntry]]:
     """The header and the tensor entries of the ``.index`` file's bytes, in key order."""
     header: Header | None = None
     found: list[BundleEntry] = []
+    keys: set[bytes] = set()
     try:
         for key, value in entries(data):
+            if key in keys:
+                raise BundleError(f"the key {key[:80]!r} appears twice")
+            keys.add(key)
             if not key:
                 header = _header(value)
                 continue
@@ -84,9 +91,6 @@ def read_index(data: bytes) -> tuple[Header, list[BundleEntry]]:
             raise BundleError(
                 f"tensor {entry.name!r} is in shard {entry.shard} of {header.num_shards}"
             )
-    names = [e.name for e in found]
-    if len(set(names)) != len(names):
-        raise BundleError("a tensor name appears twice")
     return header, found
 
 
@@ -104,8 +108,33 @@ def _header(value: memoryview) -> Header:
     return Header(num_shards, "big" if endianness == 1 else "little")
 
 
+def slice_owner(key: bytes) -> str | None:
+    """The variable a slice key belongs to: its name, OrderedCode-escaped (``\\0\\xff`` for
+    a zero byte, ``\\xff\\0`` for 0xff) up to ``\\0\\1``, after a leading zero byte; None
+    for an ordinary key or one that does not decode."""
+    if not key.startswith(b"\0"):
+        return None
+    name = bytearray()
+    pos = 1
+    while pos + 1 < len(key):
+        byte, after = key[pos], key[pos + 1]
+        if byte == 0 and after == 1:
+            return name.decode("utf-8", "replace")
+        if byte == 0 and after == 0xFF:
+            name.append(0)
+            pos += 2
+        elif byte == 0xFF and after == 0:
+            name.append(0xFF)
+            pos += 2
+        else:
+            name.append(byte)
+            pos += 1
+    return None
+
+
 def _entry(key: bytes, value: memoryview) -> BundleEntry:
-    name = key.decode("utf-8", "replace")
+    owner = slice_owner(key)
+    name = key.decode("utf-8", "replace") if owner is None else owner
     dtype_number = shard = offset = size = 0
     shape: tuple[int, ...] = ()
     sliced = False
@@ -135,7 +164,7 @@ def _entry(key: bytes, value: memoryview) -> BundleEntry:
                 f"tensor {name!r}: {size:,} bytes declared, its {dtype} shape {shape} "
                 f"needs {expected:,}"
             )
-    return BundleEntry(name, dtype, shape, shard, offset, size, sliced)
+    return BundleEntry(name, dtype, shape, shard, offset, size, sliced, owner)
 
 
 def _shape(name: str, message: memoryview) -> tuple[int, ...]:

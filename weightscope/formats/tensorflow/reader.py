@@ -38,6 +38,8 @@ LOOKS_LIKE = "TensorFlow checkpoint"
 
 VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 SLOT_MARK = "/.OPTIMIZER_SLOT/"
+SLICES = " (slices)"
+SLICES_NOTE = "the slices of a partitioned variable, as stored (together, the whole variable)"
 CELL = "/cell"
 """A Keras recurrent layer keeps its variables in its cell: the layer is named without it."""
 OPTIMIZER = "optimizer"
@@ -153,16 +155,23 @@ def _layers(
     state: list[Tensor] = []
     counters: dict[str, Tensor] = {}
     paths = frozenset(variable_path(entry.name) for entry in entries)
+    slices: dict[str, list[BundleEntry]] = {}
     for entry in entries:
         if not entry.sized:
             what = UNSIZED_NOTES.get(entry.name, "not a number array")
             notes.append(f"not counted: {entry.name} ({entry.dtype}: {what})")
             continue
         if entry.sliced:
-            notes.append(f"not read: {entry.name} is a partitioned variable (slices)")
+            notes.append(
+                f"{entry.name}: a partitioned variable of shape {entry.shape}, stored as "
+                f"slices (layer {entry.name + SLICES!r})"
+            )
+            continue
+        source = _source(index, entry, shards[entry.shard], byteorder)
+        if entry.slice_of is not None:
+            slices.setdefault(entry.slice_of, []).append(entry)
             continue
         path = variable_path(entry.name)
-        source = _source(index, entry, shards[entry.shard], byteorder)
         if path in COUNTERS:
             counters[path] = _tensor(entry, path, None, False, source, counted=False)
             continue
@@ -174,6 +183,14 @@ def _layers(
         groups.setdefault(parent or "(root)", []).append((role, entry))
     layers = [_layer(index, name, members, shards, byteorder) for name, members in
               sorted(groups.items(), key=lambda item: _natural_key(item[0]))]  # fmt: skip
+    for name, parts in slices.items():
+        tensors = []
+        for i, part in enumerate(parts):
+            source = _source(index, part, shards[part.shard], byteorder)
+            tensor = _tensor(part, f"slice{i}", None, None, source)
+            tensor.name = f"{name} (slice {i})"  # the stored key is binary
+            tensors.append(tensor)
+        layers.append(Layer(name + SLICES, Kind.UNKNOWN, tensors, note=SLICES_NOTE))
     if state:
         layers.append(Layer(OPTIMIZER, Kind.UNKNOWN, state, note=OPTIMIZER_NOTE))
     for name, tensor in counters.items():
