@@ -23,18 +23,19 @@ from weightscope.formats.keras import reader as keras
 from weightscope.formats.onnx import reader as onnx
 from weightscope.formats.protocol import Match, Probe, Reader
 from weightscope.formats.pytorch import reader as pytorch
+from weightscope.formats.tflite import reader as tflite
 from weightscope.gc_pause import paused_gc
 from weightscope.limits import DEFAULT, LimitExceeded, Limits, limit_error
 from weightscope.model import Model
 
-READERS: tuple[Reader, ...] = (keras, pytorch, safetensors, numpy, onnx)
+READERS: tuple[Reader, ...] = (keras, pytorch, safetensors, numpy, onnx, tflite)
 """Tried in this order; the first whose ``match`` claims a file reads it."""
 
 SNIFF_BYTES = 64
 
 SUPPORTED = (
     "Keras .h5/.keras/.weights.h5, PyTorch .pt/.pth/.bin/.ckpt zip or legacy pickle, "
-    "TorchScript, .safetensors, ONNX .onnx, or NumPy .npz/.npy"
+    "TorchScript, .safetensors, ONNX .onnx, TFLite .tflite, or NumPy .npz/.npy"
 )
 """What the unknown-format line lists."""
 
