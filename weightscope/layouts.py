@@ -134,6 +134,9 @@ def _onnx(
     )
 
 
+TFLITE_ADD_BIAS = "ADD after a conv without bias"
+
+
 def _tflite(owner: str, kind: str, kernel: str, layout: str) -> tuple[Use, ...]:
     """A TFLite operator's constant weight input (``filter``/``weights``) and its ``bias``."""
     return (
@@ -394,6 +397,7 @@ USES: tuple[Use, ...] = (
     *_tflite("DEPTHWISE_CONV_2D", "depthwise_conv2d", "filter", "IHWO"),
     *_tflite("TRANSPOSE_CONV", "conv_transpose2d", "weights", "OHWI"),
     *_tflite("CONV_3D", "conv3d", "filter", "DHWIO"),
+    Use("tflite", "CONV_3D", "ADD's constant", "bias", "conv3d", "C", TFLITE_ADD_BIAS),
     *_tflite("FULLY_CONNECTED", "dense", "weights", "OI"),
 )  # fmt: skip
 """Every (framework, layer class or operator, tensor) weightscope reads, with its native layout:

@@ -3,11 +3,13 @@ layers not understood are listed under."""
 
 from __future__ import annotations
 
+ADD = 0
 CONV_2D = 3
 DEPTHWISE_CONV_2D = 4
 DEQUANTIZE = 6
 FULLY_CONNECTED = 9
 TRANSPOSE_CONV = 67
+QUANTIZE = 114
 DENSIFY = 124
 CONV_3D = 132
 

@@ -200,8 +200,16 @@ class _Builder:
         if kernel[1]:
             notes.append(FLOAT16)
         bias = self._weight(graph, op, bias_at, producer)
+        when = ""
+        if bias is None and kind is Kind.CONV3D:
+            bias = self._added_bias(graph, op, kernel[0], layout, producer)
+            when = layouts.TFLITE_ADD_BIAS
+            if bias is not None:
+                notes.append("bias: the constant the ADD after the conv adds")
         if bias is not None and len(bias[0].shape) == 1 and not bias[0].sparse:
-            bias_layout = layouts.native_layout(FRAMEWORK, "bias", 1, owner=owner, kind=kind)
+            bias_layout = layouts.native_layout(
+                FRAMEWORK, "bias", 1, owner=owner, kind=kind, when=when
+            )
             tensors.append(self._tensor(number, bias[0], "bias", bias_layout, 1))
             used |= {bias[0].index, *bias[1]}
             if bias[0].dtype == "int32" and tensors[-1].quantization is not None:
@@ -238,6 +246,42 @@ class _Builder:
             if stored >= 0 and self._constant(graph.tensors[stored]):
                 return graph.tensors[stored], (tensor.index,)
         return None
+
+    def _added_bias(
+        self,
+        graph: SubGraphInfo,
+        op: OperatorInfo,
+        kernel: TensorInfo,
+        layout: str,
+        producer: dict[int, OperatorInfo],
+    ) -> tuple[TensorInfo, tuple[int, ...]] | None:
+        """The constant an ``ADD`` adds to the output of a conv without bias (the converter
+        writes a Keras Conv3D's bias so): a vector of one value per output channel, where the
+        ``ADD`` is the only operator that reads the conv's output."""
+        add, output = self._only_reader(graph, op)
+        if add is not None and add.code == ops.QUANTIZE:  # full-integer: a float Conv3D
+            add, output = self._only_reader(graph, add)
+        if add is None or add.code != ops.ADD or output is None:
+            return None
+        others = [at for at, i in enumerate(add.inputs) if i != output and i >= 0]
+        if len(others) != 1:
+            return None
+        added = self._weight(graph, add, others[0], producer)
+        channels = kernel.shape[layouts.axes_of(layout).index("O")]
+        return added if added is not None and added[0].shape == (channels,) else None
+
+    @staticmethod
+    def _only_reader(
+        graph: SubGraphInfo, op: OperatorInfo
+    ) -> tuple[OperatorInfo | None, int | None]:
+        """The one builtin operator that reads ``op``'s one output, and that output."""
+        outputs = [o for o in op.outputs if o >= 0]
+        if len(outputs) != 1:
+            return None, None
+        readers = [other for other in graph.operators if outputs[0] in other.inputs]
+        if len(readers) != 1 or readers[0].custom is not None:
+            return None, None
+        return readers[0], outputs[0]
 
     @staticmethod
     def _depthwise_groups(graph: SubGraphInfo, op: OperatorInfo, kernel: TensorInfo) -> int:
@@ -355,5 +399,5 @@ class _Builder:
 def _layer_name(kernel: str) -> str:
     """The layer a converter's weight name comes from: ``model/conv/Conv2D`` -> ``model/conv``
     (the first of the names a fused constant lists); empty where it names no scope."""
-    first = kernel.split(";")[0]
+    first = kernel.split(";")[0].removesuffix("/ReadVariableOp")
     return first.rsplit("/", 1)[0] if "/" in first else ""
