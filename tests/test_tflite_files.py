@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import reference
+import tflite_builders
 from cli_runner import run_cli
 from framework_cache import build_cached
 
@@ -433,72 +434,39 @@ def test_vector_length_beyond_the_file_is_refused(files: Path, tmp_path: Path) -
     assert "more than the file can hold" in _refused(path)
 
 
-def test_buffer_offset_beyond_the_file_is_refused(files: Path, tmp_path: Path) -> None:
-    """A buffer in the offset/size form (files over 2 GB) pointing past the end: the data
-    vector's length set to 0 and an offset field written in its place is out of reach of the
-    vtable, so the file is rebuilt with the flatbuffers builder instead."""
+def test_buffer_offset_beyond_the_file_is_refused(tmp_path: Path) -> None:
+    """A buffer in the offset/size form (files over 2 GB) pointing past the end."""
     path = tmp_path / "offset.tflite"
-    path.write_bytes(_offset_buffer_model(offset=10**9, size=16))
+    weights = np.ones((3, 4), np.float32)
+    bias = np.zeros(3, np.float32)
+    path.write_bytes(
+        tflite_builders.dense(weights, bias, offset_form=True, offsets={"w": (10**9, 48)})
+    )
     assert "outside the file" in _refused(path)
 
 
 def test_offset_buffers_are_read(tmp_path: Path) -> None:
     """The offset/size form of files over 2 GB: a dense layer's weights after the flatbuffer,
-    located by absolute offset, read as the interpreter reads them."""
-    path = tmp_path / "offset.tflite"
+    located by absolute offset, read as the interpreter reads them; so are inline ones."""
     weights = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
-    path.write_bytes(_offset_buffer_model(weights=weights))
-    with weightscope.load(path) as model:
-        (layer,) = model.layers
-        assert layer.kind is Kind.DENSE
-        np.testing.assert_array_equal(_role(layer, "kernel").numpy(), weights)
-    interpreter = _interpreter(path)
-    index = _details(interpreter)["w"]["index"]
-    np.testing.assert_array_equal(interpreter.get_tensor(index), weights)
-
-
-def _offset_buffer_model(
-    weights: np.ndarray | None = None, offset: int | None = None, size: int | None = None
-) -> bytes:
-    """A one-FULLY_CONNECTED model whose weight buffer uses ``offset``/``size`` (appended
-    after the flatbuffer when ``weights`` are given), built with TensorFlow's schema objects."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    weights = np.zeros((3, 4), np.float32) if weights is None else weights
-
-    def tensor(name: str, shape: list[int], buffer: int) -> Any:
-        t = schema.TensorT()
-        t.name, t.shape, t.type, t.buffer = name, shape, schema.TensorType.FLOAT32, buffer
-        return t
-
-    op = schema.OperatorT()
-    op.opcodeIndex, op.inputs, op.outputs = 0, [0, 1, -1], [2]
-    op.builtinOptionsType = schema.BuiltinOptions.FullyConnectedOptions
-    op.builtinOptions = schema.FullyConnectedOptionsT()
-    graph = schema.SubGraphT()
-    graph.tensors = [tensor("x", [1, 4], 0), tensor("w", [3, 4], 1), tensor("y", [1, 3], 0)]
-    graph.inputs, graph.outputs, graph.operators = [0], [2], [op]
-    code = schema.OperatorCodeT()
-    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.FULLY_CONNECTED
-    model = schema.ModelT()
-    model.version, model.operatorCodes, model.subgraphs = 3, [code], [graph]
-    empty, data = schema.BufferT(), schema.BufferT()
-    data.offset, data.size = 1 << 40, weights.nbytes  # placeholders, rewritten below
-    model.buffers = [empty, data]
-    import flatbuffers
-
-    def serialize() -> bytes:
-        builder = flatbuffers.Builder(1024)
-        builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-        return bytes(builder.Output())
-
-    head = serialize()
-    start = (len(head) + 15) // 16 * 16
-    data.offset = start if offset is None else offset
-    data.size = weights.nbytes if size is None else size
-    head = serialize()
-    assert len(head) <= start
-    return head.ljust(start, b"\0") + weights.astype("<f4").tobytes()
+    bias = np.array([0.5, -1.0, 2.0], np.float32)
+    for offset_form in (True, False):
+        path = tmp_path / f"offset{offset_form}.tflite"
+        path.write_bytes(tflite_builders.dense(weights, bias, offset_form=offset_form))
+        with weightscope.load(path) as model:
+            (layer,) = model.layers
+            assert layer.kind is Kind.DENSE
+            np.testing.assert_array_equal(_role(layer, "kernel").numpy(), weights)
+            np.testing.assert_array_equal(_role(layer, "bias").numpy(), bias)
+        interpreter = _interpreter(path)
+        np.testing.assert_array_equal(
+            interpreter.get_tensor(_details(interpreter)["w"]["index"]), weights
+        )
+        x = np.array([[1.0, 2.0, 3.0, 4.0]], np.float32)
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+        interpreter.invoke()
+        y = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+        np.testing.assert_allclose(reference.dense(x, weights, bias), y, rtol=1e-6)
 
 
 def test_tflite_reader_imports_no_tensorflow_module() -> None:
