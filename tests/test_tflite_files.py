@@ -359,6 +359,33 @@ class _Array:
         return self.array
 
 
+def test_sparse_weights_are_listed_as_stored(tmp_path: Path) -> None:
+    """A dense layer converted with EXPERIMENTAL_SPARSITY keeps its kernel compressed behind a
+    DENSIFY operator: listed as an unknown layer whose tensor is the stored values (here the
+    kernel's nonzeros, (out, in) row by row) beside the bias, all counted, with a note."""
+    rng = np.random.default_rng(4)
+    inp = keras.Input((64,), batch_size=1)
+    model = keras.Model(inp, keras.layers.Dense(32, name="fc")(inp))
+    kernel = rng.normal(size=(64, 32)).astype(np.float32)
+    kernel[rng.random(kernel.shape) < 0.9] = 0
+    bias = rng.normal(size=32).astype(np.float32)
+    model.get_layer("fc").set_weights([kernel, bias])
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+    path = tmp_path / "sparse.tflite"
+    path.write_bytes(converter.convert())
+    with weightscope.load(path) as read:
+        (layer,) = read.layers
+        assert layer.kind is Kind.UNKNOWN
+        assert layer.class_name == "FULLY_CONNECTED (sparse weights)"
+        assert "sparse" in (layer.note or "")
+        values, stored_bias = (t.numpy() for t in layer.tensors)
+        np.testing.assert_array_equal(values, kernel.T[kernel.T != 0])
+        np.testing.assert_array_equal(stored_bias, bias)
+        assert read.params.total == np.count_nonzero(kernel) + 32
+        assert not read.weightless_layers
+
+
 # ---------------------------------------------------------------------------------------------
 # damaged files
 

@@ -185,7 +185,7 @@ class _Builder:
         kind, owner, filter_at, bias_at = spec
         kernel = self._weight(graph, op, filter_at, producer)
         if kernel is None:
-            return None
+            return self._sparse(number, graph, op, owner, filter_at, bias_at, producer, name)
         used = {kernel[0].index, *kernel[1]}
         layout = layouts.native_layout(
             FRAMEWORK, "kernel", len(kernel[0].shape), owner=owner, kind=kind
@@ -246,6 +246,37 @@ class _Builder:
             if stored >= 0 and self._constant(graph.tensors[stored]):
                 return graph.tensors[stored], (tensor.index,)
         return None
+
+    def _sparse(
+        self,
+        number: int,
+        graph: SubGraphInfo,
+        op: OperatorInfo,
+        owner: str,
+        filter_at: int,
+        bias_at: int,
+        producer: dict[int, OperatorInfo],
+        name: str,
+    ) -> tuple[Layer, set[int]] | None:
+        """A layer whose weights a ``DENSIFY`` operator expands from a sparse constant at run
+        time: listed as ``unknown``, the compressed values as stored beside the bias (weightscope
+        does not densify them)."""
+        if filter_at >= len(op.inputs) or op.inputs[filter_at] < 0:
+            return None
+        source = producer.get(op.inputs[filter_at])
+        if source is None or source.code != ops.DENSIFY or not source.inputs:
+            return None
+        stored = source.inputs[0]
+        if stored < 0 or not self._constant(graph.tensors[stored]):
+            return None
+        used = [stored]
+        bias = self._weight(graph, op, bias_at, producer)
+        if bias is not None:
+            used += [bias[0].index, *bias[1]]
+        constants = [i for i in dict.fromkeys(used) if self._constant(graph.tensors[i])]
+        layer = self._unknown(number, graph, constants, name, "")
+        layer.class_name = f"{owner} (sparse weights)"
+        return layer, set(used)
 
     def _added_bias(
         self,
