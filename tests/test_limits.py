@@ -664,8 +664,8 @@ def test_unknown_format_lists_the_supported_ones(tmp_path, capsys):
     assert cli_main(["inspect", str(path)]) == 2
     assert capsys.readouterr().err == (
         f"weightscope: {path}: unknown format (not Keras .h5/.keras/.weights.h5, PyTorch "
-        ".pt/.pth/.bin/.ckpt zip or legacy pickle, TorchScript, .safetensors, ONNX .onnx, or "
-        "NumPy .npz/.npy)\n"
+        ".pt/.pth/.bin/.ckpt zip or legacy pickle, TorchScript, .safetensors, ONNX .onnx, "
+        "TFLite .tflite, or NumPy .npz/.npy)\n"
     )
 
 

@@ -387,6 +387,47 @@ def test_sparse_weights_are_listed_as_stored(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# the commands
+
+
+SCHEMA = Path(__file__).resolve().parent.parent / "docs" / "schemas" / "inspect.schema.json"
+
+
+@pytest.mark.parametrize("mode", ["float32", "int8"])
+def test_commands_read_tflite_files(files: Path, mode: str, tmp_path: Path) -> None:
+    """inspect --json follows its schema; the other commands run on a float and a quantized
+    conversion (what they say of TFLite layers is not checked here beyond their exit status)."""
+    jsonschema = pytest.importorskip("jsonschema")
+    import json
+
+    path = files / f"m2d_{mode}.tflite"
+    result = run_cli("inspect", path, "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    jsonschema.validate(data, json.loads(SCHEMA.read_text(encoding="utf-8")))
+    assert (data["format"], data["framework"]) == ("tflite", "tflite")
+    with weightscope.load(path) as model:
+        layer = _layer(model, "dw").name
+    for command in (
+        ["inspect", path, "--health"],
+        ["inspect", path, "--layer", layer],
+        ["export", path, "-o", tmp_path / "out.npz"],
+        ["params", path],
+        ["init", path],
+        ["plot", path, "--layer", layer, "-o", tmp_path / "kernel.png"],
+        ["explain", path, layer],
+    ):
+        result = run_cli(*command)
+        assert result.returncode == 0, (command, result.stderr)
+    # the float conversion against this one: every layer paired, the int8 one's within a step
+    result = run_cli("compare", files / "m2d_float32.tflite", path)
+    assert result.returncode == (0 if mode == "float32" else 1), result.stderr
+    assert ("5 identical" if mode == "float32" else "5 quantized") in result.stdout
+    exported = np.load(tmp_path / "out.npz")
+    assert exported[f"{layer}/kernel"].shape == (12, 1, 3, 3)
+
+
+# ---------------------------------------------------------------------------------------------
 # damaged files
 
 
