@@ -537,6 +537,21 @@ def test_offset_buffers_are_read(tmp_path: Path) -> None:
         np.testing.assert_allclose(reference.dense(x, weights, bias), y, rtol=1e-6)
 
 
+def test_a_kernel_of_a_type_numpy_cannot_read_is_listed_as_stored(tmp_path: Path) -> None:
+    """A FULLY_CONNECTED whose weights are typed STRING (found by fuzzing: the reader gave the
+    bytes an (out, in) layout): no dense layer, the constant listed as its bytes."""
+    path = tmp_path / "typed.tflite"
+    weights = np.ones((3, 4), np.float32)
+    path.write_bytes(tflite_builders.dense(weights, np.zeros(3, np.float32), types={"w": 5}))
+    with weightscope.load(path) as model:
+        (layer,) = model.layers
+        assert layer.kind is Kind.UNKNOWN and layer.class_name == "FULLY_CONNECTED"
+        stored = {t.name: t for t in layer.tensors}
+        assert stored["w"].native_shape == (48,) and stored["w"].native_layout is None
+        assert stored["b"].native_shape == (3,)
+    assert run_cli("inspect", path).returncode == 0
+
+
 def test_tflite_reader_imports_no_tensorflow_module() -> None:
     """The reader's own modules name no framework (checked in a fresh interpreter by
     tests/test_no_framework_import.py)."""

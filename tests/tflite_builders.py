@@ -18,11 +18,12 @@ def build(
     *,
     offset_form: bool = False,
     offsets: dict[str, tuple[int, int]] | None = None,
+    types: dict[str, int] | None = None,
 ) -> bytes:
     """A one-subgraph model: ``tensors`` are (name, shape, constant data or None for float32
     activations), ``operators`` (builtin code, input indices, output indices). With
     ``offset_form`` the constants lie after the flatbuffer, located by ``offset``/``size``;
-    ``offsets`` forces a constant's (offset, size) (a damaged file)."""
+    ``offsets`` forces a constant's (offset, size), ``types`` a tensor's ``TensorType`` code."""
     import flatbuffers
     from tensorflow.lite.python import schema_py_generated as schema
 
@@ -36,6 +37,7 @@ def build(
         tensor = schema.TensorT()
         tensor.name, tensor.shape = name, list(shape)
         tensor.type = _TYPES["float32" if data is None else data.dtype.name]
+        tensor.type = (types or {}).get(name, tensor.type)
         tensor.buffer = 0
         if data is not None:
             buffer = schema.BufferT()

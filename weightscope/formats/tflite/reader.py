@@ -138,7 +138,9 @@ class _Builder:
             if built is not None:
                 layers.append(built[0])
                 taken |= built[1]
-            elif spec is not None:
+            elif spec is not None and not any(
+                i >= 0 and self._constant(tensors[i]) for i in op.inputs
+            ):  # (its constants, if any, are listed below under the operator's name)
                 weightless.append(prefix + name)
         for op in graph.operators:  # constants no layer took, by the operator that reads them
             rest = [
@@ -190,7 +192,7 @@ class _Builder:
         layout = layouts.native_layout(
             FRAMEWORK, "kernel", len(kernel[0].shape), owner=owner, kind=kind
         )
-        if layout is None or kernel[0].sparse:
+        if layout is None or kernel[0].sparse or kernel[0].dtype not in _NUMPY_TYPES:
             return None  # listed with the constants no layer takes
         notes = []
         groups = 1
@@ -206,7 +208,9 @@ class _Builder:
             when = layouts.TFLITE_ADD_BIAS
             if bias is not None:
                 notes.append("bias: the constant the ADD after the conv adds")
-        if bias is not None and len(bias[0].shape) == 1 and not bias[0].sparse:
+        if bias is not None and not _plain_vector(bias[0]):
+            bias = None  # listed with the constants no layer takes
+        if bias is not None:
             bias_layout = layouts.native_layout(
                 FRAMEWORK, "bias", 1, owner=owner, kind=kind, when=when
             )
@@ -319,10 +323,16 @@ class _Builder:
         """Input channels: the input's last axis (NHWC), else the kernel's channels divided by
         the options' depth multiplier (field 3 of ``DepthwiseConv2DOptions``)."""
         data = graph.tensors[op.inputs[0]] if op.inputs and op.inputs[0] >= 0 else None
-        if data is not None and data.shape and data.shape[-1] > 0:
+        channels = kernel.shape[-1]
+        if (
+            data is not None
+            and data.shape
+            and data.shape[-1] > 0
+            and channels % data.shape[-1] == 0
+        ):
             return data.shape[-1]
         multiplier = int(op.options.scalar(3, "i")) if op.options is not None else 1
-        return max(kernel.shape[-1] // max(multiplier, 1), 1)
+        return max(channels // max(multiplier, 1), 1)
 
     def _source(self, tensor: TensorInfo) -> tuple[FileRegionSource, str, tuple[int, ...]]:
         """The tensor's data in the file: (source, dtype, shape); a type numpy cannot read, or
@@ -425,6 +435,11 @@ class _Builder:
                 )
             tensors.append(tensor)
         return Layer(name, Kind.UNKNOWN, tensors, class_name=label, note="; ".join(notes) or None)
+
+
+def _plain_vector(tensor: TensorInfo) -> bool:
+    """Whether ``tensor`` can be a bias: a dense vector of a type numpy reads."""
+    return len(tensor.shape) == 1 and not tensor.sparse and tensor.dtype in _NUMPY_TYPES
 
 
 def _layer_name(kernel: str) -> str:
