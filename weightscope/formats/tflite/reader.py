@@ -110,6 +110,9 @@ class _Builder:
         self.read: dict[tuple[int, int], str] = {}
         """(subgraph, tensor) -> the model tensor name it was listed under."""
         self.uses: dict[str, int] = {}
+        self.readers: dict[int, list[OperatorInfo]] = {}
+        """Tensor -> the operators of the current graph that read it."""
+        self.repeats: dict[str, int] = {}
         self.tensor_names: set[str] = set()
 
     def build(self) -> tuple[list[Layer], list[str]]:
@@ -129,6 +132,11 @@ class _Builder:
     ) -> list[Layer]:
         tensors = graph.tensors
         producer = {out: op for op in graph.operators for out in op.outputs if out >= 0}
+        self.readers = {}  # once per graph: a lookup per operator would take quadratic time
+        for op in graph.operators:
+            for index in dict.fromkeys(op.inputs):
+                if index >= 0:
+                    self.readers.setdefault(index, []).append(op)
         layers: list[Layer] = []
         taken: set[int] = set()
         for op in graph.operators:
@@ -161,10 +169,12 @@ class _Builder:
         return layers
 
     def _unique(self, name: str) -> str:
-        unique, n = name, 1
+        """``name``, or ``name#2``, ``name#3``... where it is taken (counted per name: a file of
+        many operators with one output name must not take quadratic time)."""
+        unique = name
         while unique in self.names:
-            n += 1
-            unique = f"{name}#{n}"
+            self.repeats[name] = self.repeats.get(name, 1) + 1
+            unique = f"{name}#{self.repeats[name]}"
         self.names.add(unique)
         return unique
 
@@ -293,9 +303,9 @@ class _Builder:
         """The constant an ``ADD`` adds to the output of a conv without bias (the converter
         writes a Keras Conv3D's bias so): a vector of one value per output channel, where the
         ``ADD`` is the only operator that reads the conv's output."""
-        add, output = self._only_reader(graph, op)
+        add, output = self._only_reader(op)
         if add is not None and add.code == ops.QUANTIZE:  # full-integer: a float Conv3D
-            add, output = self._only_reader(graph, add)
+            add, output = self._only_reader(add)
         if add is None or add.code != ops.ADD or output is None:
             return None
         others = [at for at, i in enumerate(add.inputs) if i != output and i >= 0]
@@ -305,15 +315,12 @@ class _Builder:
         channels = kernel.shape[layouts.axes_of(layout).index("O")]
         return added if added is not None and added[0].shape == (channels,) else None
 
-    @staticmethod
-    def _only_reader(
-        graph: SubGraphInfo, op: OperatorInfo
-    ) -> tuple[OperatorInfo | None, int | None]:
+    def _only_reader(self, op: OperatorInfo) -> tuple[OperatorInfo | None, int | None]:
         """The one builtin operator that reads ``op``'s one output, and that output."""
         outputs = [o for o in op.outputs if o >= 0]
         if len(outputs) != 1:
             return None, None
-        readers = [other for other in graph.operators if outputs[0] in other.inputs]
+        readers = self.readers.get(outputs[0], [])
         if len(readers) != 1 or readers[0].custom is not None:
             return None, None
         return readers[0], outputs[0]
