@@ -552,6 +552,29 @@ def test_a_kernel_of_a_type_numpy_cannot_read_is_listed_as_stored(tmp_path: Path
     assert run_cli("inspect", path).returncode == 0
 
 
+def test_many_operators_load_in_linear_time(tmp_path: Path) -> None:
+    """20,000 CONV_3D operators without bias sharing one kernel and one output name: each
+    looks for an ADD after it and gets a unique name, neither by a scan of every operator
+    (quadratic: minutes); the shared kernel counted once."""
+    import time
+
+    tensors: list[tuple[str, tuple[int, ...], np.ndarray | None]] = [
+        ("x", (1, 4, 4, 4, 2), None),
+        ("f", (2, 2, 2, 2, 3), np.ones((2, 2, 2, 2, 3), np.float32)),
+    ]
+    operators = []
+    for _ in range(20_000):
+        tensors.append(("y", (1, 3, 3, 3, 3), None))
+        operators.append((132, [0, 1], [len(tensors) - 1]))
+    path = tmp_path / "many.tflite"
+    path.write_bytes(tflite_builders.build(tensors, operators))
+    start = time.perf_counter()
+    with weightscope.load(path) as model:
+        assert len(model.layers) == 20_000 and model.params.total == 48
+        assert model.layers[-1].name == "y#20000"
+    assert time.perf_counter() - start < 20
+
+
 def test_tflite_reader_imports_no_tensorflow_module() -> None:
     """The reader's own modules name no framework (checked in a fresh interpreter by
     tests/test_no_framework_import.py)."""
