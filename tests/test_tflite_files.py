@@ -549,6 +549,7 @@ def test_a_kernel_of_a_type_numpy_cannot_read_is_listed_as_stored(tmp_path: Path
         stored = {t.name: t for t in layer.tensors}
         assert stored["w"].native_shape == (48,) and stored["w"].native_layout is None
         assert stored["b"].native_shape == (3,)
+        assert "w is string: listed as its bytes" in (layer.note or "")
     assert run_cli("inspect", path).returncode == 0
 
 

@@ -374,7 +374,7 @@ class _Builder:
             role,
             shape,
             layout,
-            info.dtype if dtype == info.dtype else dtype,
+            dtype,
             None,
             source if quantization is None else DequantizedSource(quantization),
             groups=groups if layout is not None and "O" in layout else 1,
@@ -440,6 +440,8 @@ class _Builder:
                     f"{tensor.name[:80]} is sparse (TFLite SparsityParameters): its compressed "
                     "values as stored, not densified"
                 )
+            elif info.dtype not in _NUMPY_TYPES:
+                notes.append(f"{tensor.name[:80]} is {info.dtype[:20]}: listed as its bytes")
             tensors.append(tensor)
         return Layer(name, Kind.UNKNOWN, tensors, class_name=label, note="; ".join(notes) or None)
 
