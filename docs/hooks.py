@@ -217,7 +217,7 @@ def layouts_markdown() -> str:
     """One table per layer kind, rows that differ only in their class merged (as the terminal
     table does), from ``weightscope layouts --json``."""
     data = json.loads(run_cli("layouts", "--json"))
-    names = {"keras": "Keras", "pytorch": "PyTorch", "onnx": "ONNX"}
+    names = {"keras": "Keras", "pytorch": "PyTorch", "onnx": "ONNX", "tflite": "TFLite"}
     merged: dict[str, dict[tuple[Any, ...], list[str]]] = {}
     for entry in data["entries"]:
         key = (

@@ -21,6 +21,7 @@ from weightscope import layouts
 from weightscope.formats.keras import catalog as _keras_catalog
 from weightscope.formats.onnx import handlers as _onnx_handlers
 from weightscope.formats.pytorch import layers as _torch_layers
+from weightscope.formats.tflite import reader as _tflite_reader
 from weightscope.kinds import LAYER_KINDS
 from weightscope.reporters.layouts import layouts_to_dict
 
@@ -253,6 +254,13 @@ def test_torch_catalog_is_the_table() -> None:
 def test_onnx_handlers_are_the_table() -> None:
     owners = {u.owner for u in layouts.uses("onnx")}
     assert owners == set(_onnx_handlers.HANDLERS)
+
+
+def test_tflite_operators_are_the_table() -> None:
+    owners = {u.owner for u in layouts.uses("tflite")}
+    assert owners == {owner for _, owner, _, _ in _tflite_reader.LAYER_OPS.values()}
+    for kind, owner, _, _ in _tflite_reader.LAYER_OPS.values():
+        assert {u.kind for u in layouts.uses("tflite", owner=owner)} == {kind}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -522,3 +530,51 @@ def test_onnx_reader_produces_exactly_the_table() -> None:
     }  # fmt: skip
     with weightscope.load(_onnx_every_op()) as model:
         assert _produced("onnx", model, when) == _table("onnx")
+
+
+def _tflite_keras_files(tmp_path: Path) -> list[Path]:
+    """Keras layers of every TFLite operator in the table, converted by TensorFlow's converter
+    (a Conv3D's bias becomes an ADD after the CONV_3D), and a CONV_3D with its bias input
+    (which the converter does not write) built with TensorFlow's schema objects."""
+    tf = pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("keras")
+    import tflite_builders
+
+    rng = np.random.default_rng(3)
+    inp = keras.Input((6, 6, 2), batch_size=1)
+    x = keras.layers.Conv2D(3, 3, name="c2")(inp)
+    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="dw")(x)
+    x = keras.layers.Conv2DTranspose(2, 3, name="tc")(x)
+    x = keras.layers.Flatten()(x)
+    two = keras.Model(inp, keras.layers.Dense(3, name="fc")(x))
+    inp = keras.Input((4, 4, 4, 2), batch_size=1)
+    three = keras.Model(inp, keras.layers.Conv3D(3, 2, name="c3")(inp))
+    paths = []
+    for name, model in (("two", two), ("three", three)):
+        for variable in model.weights:  # nonzero biases: the converter drops zero ones
+            variable.assign(rng.normal(size=variable.shape).astype(np.float32))
+        path = tmp_path / f"{name}.tflite"
+        path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+        paths.append(path)
+    conv3d = [
+        ("x", (1, 4, 4, 4, 2), None),
+        ("cb/filter", (2, 2, 2, 2, 3), rng.normal(size=(2, 2, 2, 2, 3)).astype(np.float32)),
+        ("cb/bias", (3,), np.ones(3, np.float32)),
+        ("y", (1, 3, 3, 3, 3), None),
+    ]
+    paths.append(tmp_path / "conv3d_bias.tflite")
+    paths[-1].write_bytes(tflite_builders.build(conv3d, [(132, [0, 1, 2], [3])]))
+    return paths
+
+
+def test_tflite_reader_produces_exactly_the_table(tmp_path: Path) -> None:
+    produced: set[Entry] = set()
+    for path in _tflite_keras_files(tmp_path):
+        with weightscope.load(path) as model:
+            when = {
+                (layer.name, "bias"): layouts.TFLITE_ADD_BIAS
+                for layer in model.layers
+                if path.stem == "three" and layer.name.endswith("c3_1")
+            }
+            produced |= _produced("tflite", model, when)
+    assert produced == _table("tflite")

@@ -665,7 +665,7 @@ def test_unknown_format_lists_the_supported_ones(tmp_path, capsys):
     assert capsys.readouterr().err == (
         f"weightscope: {path}: unknown format (not Keras .h5/.keras/.weights.h5, PyTorch "
         ".pt/.pth/.bin/.ckpt zip or legacy pickle, TorchScript, .safetensors, ONNX .onnx, "
-        "NumPy .npz/.npy, or a TensorFlow checkpoint .index)\n"
+        "TFLite .tflite, NumPy .npz/.npy, or a TensorFlow checkpoint .index)\n"
     )
 
 

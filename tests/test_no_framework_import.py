@@ -198,6 +198,35 @@ def test_onnx_files_import_no_runtime_or_framework(tmp_path):
         assert "FRAMEWORKS: []" in result.stdout, result.stdout
 
 
+def tflite_files(tmp_path):
+    """A dense layer as .tflite with its weights inside the flatbuffer and in the offset/size
+    form of files over 2 GB (written with TensorFlow's schema objects, read without them)."""
+    pytest.importorskip("tensorflow")
+    import numpy as np
+    import tflite_builders
+
+    weights = np.arange(12, dtype=np.float32).reshape(3, 4)
+    bias = np.ones(3, np.float32)
+    paths = []
+    for offset_form in (False, True):
+        path = tmp_path / f"dense_{offset_form}.tflite"
+        path.write_bytes(tflite_builders.dense(weights, bias, offset_form=offset_form))
+        paths.append(path)
+    return paths
+
+
+def test_tflite_files_import_no_framework(tmp_path):
+    """The flatbuffer is parsed by weightscope itself: neither tensorflow, nor the tflite
+    runtime, nor the flatbuffers package is imported."""
+    forbidden = (*FRAMEWORKS, "tflite_runtime", "ai_edge_litert", "flatbuffers")
+    check = CHECK_TEMPLATE.format(forbidden=forbidden)
+    for path in tflite_files(tmp_path):
+        result = run_check(check, path, tmp_path / "out.npz")
+        assert result.returncode == 0, result.stderr
+        assert '"framework": "tflite"' in result.stdout  # read by the TFLite reader
+        assert "FRAMEWORKS: []" in result.stdout, result.stdout
+
+
 def test_refusing_an_unknown_file_imports_nothing_heavy(tmp_path):
     for name, content in (("notes.txt", b"just some text\n" * 50), ("blob", bytes(range(256)))):
         path = tmp_path / name

@@ -142,9 +142,16 @@ ONNX_FROM_PYTORCH = Convention(
 )
 """ONNX written by PyTorch's exporter: ONNX's config keys, PyTorch's initializers."""
 
+TFLITE = Convention(
+    name="tflite",
+    display_name="TFLite",
+    bias_source="bias from the stored tensors (an operator has an optional bias input)",
+)
+"""TFLite operators keep no configs: kinds and shapes come from the operators and tensors."""
+
 UNKNOWN = Convention(name="unknown", display_name="unknown framework")
 
-CONVENTIONS: Mapping[str, Convention] = {c.name: c for c in (KERAS, PYTORCH, ONNX)}
+CONVENTIONS: Mapping[str, Convention] = {c.name: c for c in (KERAS, PYTORCH, ONNX, TFLITE)}
 
 
 def lookup(framework: str | None, producer: str | None = None) -> Convention:

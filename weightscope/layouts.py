@@ -37,8 +37,8 @@ from functools import lru_cache
 import numpy as np
 
 SPATIAL = "DHW"
-FRAMEWORKS = ("keras", "pytorch", "onnx")
-FRAMEWORK_NAMES = {"keras": "Keras", "pytorch": "PyTorch", "onnx": "ONNX"}
+FRAMEWORKS = ("keras", "pytorch", "onnx", "tflite")
+FRAMEWORK_NAMES = {"keras": "Keras", "pytorch": "PyTorch", "onnx": "ONNX", "tflite": "TFLite"}
 
 AXIS_LETTERS = {
     "O": "output channels",
@@ -88,7 +88,7 @@ class Use:
     """One tensor of one layer class (ONNX: one operator) that a framework stores in ``layout``."""
 
     framework: str
-    """``keras``, ``pytorch`` or ``onnx``."""
+    """``keras``, ``pytorch``, ``onnx`` or ``tflite``."""
     owner: str
     """The Keras or PyTorch layer class, or the ONNX operator."""
     tensor: str
@@ -131,6 +131,17 @@ def _onnx(
     return tuple(
         Use("onnx", owner, name, role, kind, layout, when)
         for (name, role), layout in layouts.items()
+    )
+
+
+TFLITE_ADD_BIAS = "ADD after a conv without bias"
+
+
+def _tflite(owner: str, kind: str, kernel: str, layout: str) -> tuple[Use, ...]:
+    """A TFLite operator's constant weight input (``filter``/``weights``) and its ``bias``."""
+    return (
+        Use("tflite", owner, kernel, "kernel", kind, layout),
+        Use("tflite", owner, "bias", "bias", kind, "C"),
     )
 
 
@@ -379,6 +390,15 @@ USES: tuple[Use, ...] = (
          **{k: v for k, v in _onnx_rnn("iofc").items() if k[1].endswith("bias")}},
         ONNX_DIRECTIONS,
     ),
+    # TFLite: convs output-first with channels last; a depthwise filter (1, kh, kw, in*M) is
+    # already (in/groups = 1, *k, out) with output channel c*M + m; a transposed conv's filter
+    # is (out, kh, kw, in); a fully connected one (out, in)
+    *_tflite("CONV_2D", "conv2d", "filter", "OHWI"),
+    *_tflite("DEPTHWISE_CONV_2D", "depthwise_conv2d", "filter", "IHWO"),
+    *_tflite("TRANSPOSE_CONV", "conv_transpose2d", "weights", "OHWI"),
+    *_tflite("CONV_3D", "conv3d", "filter", "DHWIO"),
+    Use("tflite", "CONV_3D", "ADD's constant", "bias", "conv3d", "C", TFLITE_ADD_BIAS),
+    *_tflite("FULLY_CONNECTED", "dense", "weights", "OI"),
 )  # fmt: skip
 """Every (framework, layer class or operator, tensor) weightscope reads, with its native layout:
 the adapters look their layouts up here (``native_layout``), so this is what they produce."""
@@ -432,6 +452,9 @@ LAYOUTS: dict[str, Layout] = dict(
         # Keras depthwise kernels: (*k, in, depth_multiplier); output channel o = c * M + m
         _layout("WIM"),
         _layout("HWIM"),
+        # TFLite convs: output channels first, input channels last; depthwise (1, *k, in*M)
+        _layout("OHWI"),
+        _layout("IHWO"),
         # vectors and tables: already canonical
         _layout("C"),
         _layout("NC"),

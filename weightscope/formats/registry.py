@@ -24,18 +24,20 @@ from weightscope.formats.onnx import reader as onnx
 from weightscope.formats.protocol import Match, Probe, Reader
 from weightscope.formats.pytorch import reader as pytorch
 from weightscope.formats.tensorflow import reader as tensorflow
+from weightscope.formats.tflite import reader as tflite
 from weightscope.gc_pause import paused_gc
 from weightscope.limits import DEFAULT, LimitExceeded, Limits, limit_error
 from weightscope.model import Model
 
-READERS: tuple[Reader, ...] = (keras, pytorch, safetensors, numpy, onnx, tensorflow)
+READERS: tuple[Reader, ...] = (keras, pytorch, safetensors, numpy, onnx, tensorflow, tflite)
 """Tried in this order; the first whose ``match`` claims a file reads it."""
 
 SNIFF_BYTES = 64
 
 SUPPORTED = (
     "Keras .h5/.keras/.weights.h5, PyTorch .pt/.pth/.bin/.ckpt zip or legacy pickle, "
-    "TorchScript, .safetensors, ONNX .onnx, NumPy .npz/.npy, or a TensorFlow checkpoint .index"
+    "TorchScript, .safetensors, ONNX .onnx, TFLite .tflite, NumPy .npz/.npy, or a TensorFlow "
+    "checkpoint .index"
 )
 """What the unknown-format line lists."""
 

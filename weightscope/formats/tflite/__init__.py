@@ -1,0 +1,1 @@
+"""TFLite flatbuffers (``.tflite``), read without tensorflow."""
