@@ -142,15 +142,15 @@ class Quantization:
 
     def dequantize(self, stored: np.ndarray) -> np.ndarray:
         """The real values of ``stored`` (the whole tensor), as float32."""
-        values = stored.astype(np.float64)
-        scale = self.scales().astype(np.float64)
-        zero = self.zero_points()
-        offset = np.zeros(1) if zero is None else zero.astype(np.float64)
-        if self.axis is not None:
-            scale, offset = (self._along_axis(v, stored.shape) for v in (scale, offset))
-        else:
-            scale, offset = scale.reshape(()), offset.reshape(-1)[0]
         with np.errstate(over="ignore", invalid="ignore"):  # a damaged scale: inf, NaN
+            values = stored.astype(np.float64)
+            scale = self.scales().astype(np.float64)
+            zero = self.zero_points()
+            offset = np.zeros(1) if zero is None else zero.astype(np.float64)
+            if self.axis is not None:
+                scale, offset = (self._along_axis(v, stored.shape) for v in (scale, offset))
+            else:
+                scale, offset = scale.reshape(()), offset.reshape(-1)[0]
             return ((values - offset) * scale).astype(np.float32)
 
     def _along_axis(self, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
