@@ -146,6 +146,7 @@ TFLITE = Convention(
     name="tflite",
     display_name="TFLite",
     bias_source="bias from the stored tensors (an operator has an optional bias input)",
+    flattens_channels_last=True,  # tensors are NHWC, as in the Keras model it was converted from
 )
 """TFLite operators keep no configs: kinds and shapes come from the operators and tensors."""
 
