@@ -180,7 +180,7 @@ def test_broadcast_axis_must_have_size_one() -> None:
         layouts.canonical_shape((2, 5), "NC")
 
 
-@pytest.mark.parametrize("layout", ["XYZ", "hwio", "OHWI", ""])
+@pytest.mark.parametrize("layout", ["XYZ", "hwio", "WHIO", ""])
 def test_unknown_layout_raises_value_error(layout) -> None:
     array = np.zeros((2,) * max(len(layout), 1))
     with pytest.raises(ValueError, match="unknown native layout"):

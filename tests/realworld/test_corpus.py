@@ -17,6 +17,8 @@ The tests skip only when the corpus is not cached and the package index cannot b
 
 from __future__ import annotations
 
+import re
+
 import functools
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,7 +45,10 @@ pytestmark = [
 
 PACKAGES, FILES = fetch.load_manifest()
 READABLE = [f for f in FILES if f.supported]
-UNSUPPORTED = [f for f in FILES if not f.supported]
+TFLITE = [f for f in FILES if f.format == "tflite"]
+"""Published .tflite files, read by the TFLite reader (issue 18) and checked here against the
+TFLite interpreter; the other tests' truths (Keras, PyTorch, ONNX) do not cover them yet."""
+UNSUPPORTED = [f for f in FILES if not f.supported and f.format != "tflite"]
 ATOL = RTOL = 1e-5
 HALF_TOL = 2e-3
 """float16 weights run in float16 in onnxruntime: their outputs agree to float16's precision."""
@@ -449,9 +454,66 @@ def test_wrapped_layers_are_unwrapped(entry):
     assert {name: found.get(name) for name in entry.extra["layers"]} == entry.extra["layers"]
 
 
+@pytest.mark.parametrize("entry", [pytest.param(f, id=f.id) for f in TFLITE])
+def test_tflite_files_read_as_the_interpreter_reads_them(entry):
+    """Every tensor weightscope lists is the interpreter's (shape, dtype, stored values, scales
+    and zero points; real values (stored - zero point) * scale), every constant the file holds
+    is listed, and the convolutions and dense layers have their canonical kernels."""
+    tf = pytest.importorskip("tensorflow")
+    interpreter = tf.lite.Interpreter(str(corpus_path(entry)))
+    interpreter.allocate_tensors()
+    everything = interpreter.get_tensor_details()
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for detail in everything:
+        by_name.setdefault(detail["name"], []).append(detail)
+    ops = interpreter._get_ops_details()
+    produced = {i for op in ops for i in op["outputs"]}
+    fed = {d["index"] for d in interpreter.get_input_details()}
+    constants = {
+        d["index"] for d in everything
+        if d["index"] not in produced and d["index"] not in fed
+        and any(d["index"] in op["inputs"] for op in ops)
+    }  # fmt: skip
+    listed: set[int] = set()
+    with load(entry) as model:
+        for layer, tensor in model.tensors():
+            # a name the file gives several tensors is told apart as "name (2)", "name (3)"...
+            name = re.sub(r" \(\d+\)$", "", tensor.name)
+            candidates = [
+                d for d in by_name.get(name, [])
+                if (d["index"] not in listed or tensor.shared_with)  # one tensor, two operators
+                and tuple(d["shape"]) == tensor.native_shape
+                and np.array_equal(interpreter.get_tensor(d["index"]), tensor.stored())
+            ]  # fmt: skip
+            assert candidates, f"{layer.name}: {tensor.name!r} is not a tensor the file has"
+            detail = candidates[0]
+            stored = interpreter.get_tensor(detail["index"])
+            listed.add(detail["index"])
+            assert tensor.dtype == np.dtype(detail["dtype"]).name, tensor.name
+            q = detail["quantization_parameters"]
+            if tensor.quantization is not None:
+                np.testing.assert_array_equal(tensor.quantization.scales(), q["scales"])
+                np.testing.assert_array_equal(tensor.quantization.zero_points(), q["zero_points"])
+                axis = q["quantized_dimension"] if len(q["scales"]) > 1 else None
+                assert tensor.quantization.axis == axis
+                view = [1] * stored.ndim
+                if axis is not None:
+                    view[axis] = -1
+                real = (stored.astype(np.float64) - q["zero_points"].reshape(view)) * q[
+                    "scales"
+                ].reshape(view)
+                np.testing.assert_allclose(tensor.numpy(), real, rtol=1e-6, atol=0)
+        kinds = {op["op_name"] for op in ops}
+        weighted = [layer for layer in model.layers if layer.kernel is not None]
+        assert weighted, "no conv or dense layer read"
+        assert all(t.canonical_shape for layer in weighted for t in layer.kernels)
+    assert constants <= listed, f"constants not listed: {sorted(constants - listed)[:10]}"
+    assert kinds & {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+
+
 @pytest.mark.parametrize("entry", [pytest.param(f, id=f.id) for f in UNSUPPORTED])
 def test_formats_not_read_yet_are_refused(entry):
-    """TFLite and SavedModel files (a later issue reads them): refused as unsupported today."""
+    """SavedModel files (a later issue reads them): refused as unsupported today."""
     with pytest.raises(UnsupportedFormatError):
         weightscope.load(corpus_path(entry))
 
