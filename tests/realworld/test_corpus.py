@@ -17,11 +17,11 @@ The tests skip only when the corpus is not cached and the package index cannot b
 
 from __future__ import annotations
 
-import re
-
 import functools
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
