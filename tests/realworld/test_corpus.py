@@ -10,7 +10,8 @@ For each file of ``corpus.json`` (fetched by ``python -m tests.realworld.fetch``
 - for one convolution of each kind in the file, the framework's own output is recomputed from
   weightscope's canonical kernel (onnxruntime on the node for ONNX, torch or the Keras layer
   otherwise) to 1e-5 (float16 files: to float16's precision);
-- files in formats weightscope cannot read yet (TFLite, SavedModel) are refused as unsupported.
+- TFLite files read as the TFLite interpreter reads them; files in a format weightscope cannot
+  read yet (SavedModel) are refused as unsupported.
 
 The tests skip only when the corpus is not cached and the package index cannot be reached.
 """
