@@ -77,12 +77,27 @@ class ArraySource:
         return compute_stats(self.chunks(max_elements))
 
 
+PartIndex = tuple[int | slice, ...]
+"""Which part of a stored tensor a :class:`Tensor` is: numpy indices, ints and slices."""
+
+
+def part_shape(shape: tuple[int, ...], index: PartIndex) -> tuple[int, ...]:
+    """The shape of ``array[index]`` for an array of ``shape`` (ints drop an axis, slices keep
+    it, axes past the index are kept whole)."""
+    kept = [
+        len(range(*item.indices(size)))
+        for item, size in zip(index, shape, strict=False)
+        if isinstance(item, slice)
+    ]
+    return (*kept, *shape[len(index) :])
+
+
 class PartSource:
     """One part of a stored tensor that holds several weights (an ONNX LSTM's ``W`` holds both
     directions' kernels, its ``B`` both biases of each): ``index``, a tuple of ints and slices,
     taken from the stored tensor when read."""
 
-    def __init__(self, base: TensorSource, index: tuple[int | slice, ...]) -> None:
+    def __init__(self, base: TensorSource, index: PartIndex) -> None:
         self.base = base
         self.index = index
 
@@ -96,7 +111,7 @@ class PartSource:
         return ArraySource(self.read()).stats(max_elements)
 
 
-def part_text(index: tuple[int | slice, ...]) -> str:
+def part_text(index: PartIndex) -> str:
     """A part's index as numpy writes it: ``[1, :2048]``."""
 
     def one(item: int | slice) -> str:

@@ -13,7 +13,7 @@ from weightscope.formats.keras import catalog, recurrent
 from weightscope.formats.keras.hdf5 import H5DatasetSource, Origin
 from weightscope.formats.keras.initializers import declared
 from weightscope.kinds import Kind
-from weightscope.model import NON_TRAINABLE_ROLES, Layer, PartSource, Tensor, part_text
+from weightscope.model import NON_TRAINABLE_ROLES, Layer, PartSource, Tensor, part_shape, part_text
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ def build_layer(
         base = H5DatasetSource(variable.dataset, origin)
         parts = _parts(class_name, layer_type, role, stored_shape)
         for part_role, index in parts:
-            shape = stored_shape if index is None else recurrent.part_shape(stored_shape, index)
+            shape = stored_shape if index is None else part_shape(stored_shape, index)
             layout = _layout_for(layer_type, part_role, shape)
             tensor_groups = 1
             if layout is not None and layout.endswith("IM"):

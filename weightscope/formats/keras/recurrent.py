@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from weightscope.model import PartIndex
+
 GATES = {"SimpleRNN": 1, "GRU": 3, "LSTM": 4, "CuDNNGRU": 3, "CuDNNLSTM": 4}
 """Keras' recurrent layer classes by their number of gates."""
 
@@ -21,7 +23,7 @@ CUDNN_PACKING = (
     "tf-keras' conversion to LSTM / GRU shows: no layout of the table expresses that yet"
 )
 
-Index = tuple[int | slice, ...]
+Index = PartIndex
 
 ACTIVATION = "tanh"
 RECURRENT_ACTIVATION = "sigmoid"
@@ -78,17 +80,6 @@ def bias_parts(class_name: str, shape: Sequence[int]) -> list[tuple[str, Index |
         half = int(shape[0]) // 2
         return [("bias", (slice(None, half),)), ("recurrent_bias", (slice(half, None),))]
     return [("bias", None)]
-
-
-def part_shape(shape: tuple[int, ...], index: Index) -> tuple[int, ...]:
-    """The shape of ``array[index]`` for an array of ``shape`` (ints drop an axis, slices keep
-    it)."""
-    kept = [
-        len(range(*item.indices(size)))
-        for item, size in zip(index, shape, strict=False)
-        if isinstance(item, slice)
-    ]
-    return (*kept, *shape[len(index) :])
 
 
 def reset_after(

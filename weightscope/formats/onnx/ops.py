@@ -24,7 +24,6 @@ from weightscope.formats.onnx.graph import (
 from weightscope.formats.onnx.proto import AttributeType, NodeProto
 from weightscope.formats.onnx.quantization import (
     granularity,
-    part_shape,
     quantization_of,
 )
 from weightscope.kinds import Kind
@@ -33,9 +32,11 @@ from weightscope.model import (
     NON_TRAINABLE_ROLES,
     DequantizedSource,
     Layer,
+    PartIndex,
     PartSource,
     Tensor,
     TensorSource,
+    part_shape,
     part_text,
 )
 from weightscope.model import Quantization as ModelQuantization
@@ -61,7 +62,7 @@ class Weight:
     quantization: Quantization | None = None
 
 
-Index = tuple[int | slice, ...]
+Index = PartIndex
 Handler = Callable[["GraphReader", Scope, NodeProto], "LayerDraft | list[LayerDraft] | None"]
 
 

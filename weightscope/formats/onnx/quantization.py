@@ -11,20 +11,17 @@ from collections.abc import Iterator
 import numpy as np
 
 from weightscope.formats.onnx.constants import Constant
-from weightscope.model import ArraySource, PartSource, Quantization, TensorSource
+from weightscope.model import (
+    ArraySource,
+    PartIndex,
+    PartSource,
+    Quantization,
+    TensorSource,
+    part_shape,
+)
 from weightscope.stats import TensorStats
 
-Index = tuple[int | slice, ...]
-
-
-def part_shape(shape: tuple[int, ...], index: Index) -> tuple[int, ...]:
-    """The shape of ``array[index]`` for an array of ``shape`` (ints drop an axis)."""
-    dims: list[int] = []
-    for axis, size in enumerate(shape):
-        item = index[axis] if axis < len(index) else slice(None)
-        if isinstance(item, slice):
-            dims.append(len(range(*item.indices(size))))
-    return tuple(dims)
+Index = PartIndex
 
 
 def granularity(quantization: Quantization) -> str:

@@ -103,7 +103,7 @@ def build_layers(nodes: list[ModuleNode]) -> list[Layer]:
 
 def _build(node: ModuleNode, seen: dict[Hashable, str]) -> list[Layer]:
     class_name = short_class(node.class_name)
-    activation = _activation_entries(node) if _may_hold_activation(node) else []
+    activation = _activation_entries(node)
     if activation:
         node = replace(node, entries=[e for e in node.entries if e not in activation])
         if not node.entries:
@@ -179,12 +179,6 @@ def _tensor(
 
 
 RECURRENT_KINDS = frozenset({"lstm", "gru", "simple_rnn"})
-
-
-def _may_hold_activation(node: ModuleNode) -> bool:
-    """Whether a module has a tensor named as a quantized output's scale or zero point (most
-    have not: the check the 200,000 modules of a large state dict pass through)."""
-    return any(e.attr in quantized.ACTIVATION for e in node.entries)
 
 
 def _activation_entries(node: ModuleNode) -> list[Entry]:

@@ -30,7 +30,15 @@ from weightscope.formats.tensorflow.table import FOOTER_BYTES, has_magic
 from weightscope.kinds import Kind
 from weightscope.layouts import rank
 from weightscope.limits import Limits
-from weightscope.model import NON_TRAINABLE_ROLES, Layer, Model, PartSource, Tensor, part_text
+from weightscope.model import (
+    NON_TRAINABLE_ROLES,
+    Layer,
+    Model,
+    PartSource,
+    Tensor,
+    part_shape,
+    part_text,
+)
 
 FRAMEWORK = "tensorflow"
 FORMAT = "tf-checkpoint"
@@ -231,7 +239,7 @@ def _layer(
         if layer_type is not None and role == "bias" and recurrent.is_recurrent(class_name):
             parts = recurrent.bias_parts(class_name or "", entry.shape)
         for part_role, part in parts:
-            shape = entry.shape if part is None else recurrent.part_shape(entry.shape, part)
+            shape = entry.shape if part is None else part_shape(entry.shape, part)
             layout = layer_type.layouts.get(part_role) if layer_type is not None else None
             if layout is not None and rank(layout) != len(shape):
                 layout = None
