@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -427,6 +428,39 @@ def test_cli_transform_and_unmatched_exit_1(files, tmp_path):
     data = json.loads(run_cli("compare", files["keras"], path, "--json").stdout)
     assert data["unmatched_a"] == [{"name": "conv2", "kind": "conv2d", "shape": [4, 4, 3, 3]}]
     assert {p["a"]: p["transform"] for p in data["pairs"]}["conv1"] == "swap_hw"
+
+
+def test_cli_compares_the_first_file_with_each_of_the_others(files, tmp_path):
+    """``compare A B C``: A against B, then A against C; the exit status is the worst."""
+    net = port(files["model"], {"conv1": WRONG_PORTS["swap_hw"][1]})
+    wrong = tmp_path / "wrong.pt"
+    torch.save(net, wrong)
+    result = run_cli("compare", files["h5"], files["onnx"], wrong)
+    assert result.returncode == 1, result.stderr
+    heads = [line for line in result.stdout.splitlines() if line.startswith(("A: ", "B: "))]
+    assert [Path(h.split()[1]).name for h in heads] == [
+        Path(files["h5"]).name,
+        Path(files["onnx"]).name,
+        Path(files["h5"]).name,
+        wrong.name,
+    ]
+    assert result.stdout.count("verdict: ") == 2 and "swap_hw" in result.stdout
+    data = json.loads(run_cli("compare", files["h5"], files["onnx"], wrong, "--json").stdout)
+    assert [d["verdict"] for d in data] == ["identical", "transformed"]
+    assert [Path(d["b"]).name for d in data] == [Path(files["onnx"]).name, wrong.name]
+    same = run_cli("compare", files["h5"], files["onnx"], files["onnx"])
+    assert same.returncode == 0, same.stderr
+
+
+def test_left_out_summary_names_three_per_reason():
+    from weightscope.comparison.engine import left_out_summary
+
+    left = [(f"c{i}", "no floating-point weights") for i in range(5)]
+    left.append(("s", "single-element constants only"))
+    assert left_out_summary(left) == (
+        "6 layers left out, holding no weights to compare: no floating-point weights "
+        "(5: c0, c1, c2, +2 more); single-element constants only (1: s)"
+    )
 
 
 def test_cli_unreadable_file_exit_2(files, tmp_path):

@@ -38,3 +38,17 @@ def test_keras_against_its_tflite_conversion(tmp_path: Path) -> None:
     assert by_a["fc"].transform == "identity" and "flattens" not in (by_a["fc"].note or "")
     assert not result.unmatched_a and not result.unmatched_b
     assert result.verdict == "transformed"
+    # The converter's constants without float weights (the flatten's shape) are left out:
+    # counted by reason in the note, each listed in the JSON.
+    tflite = weightscope.load(tmp_path / "m.tflite")
+    no_floats = [
+        layer.name
+        for layer in tflite.layers
+        if not any(t.dtype.startswith(("float", "bfloat")) for t in layer.tensors)
+    ]
+    left = result.to_dict()["left_out_b"]
+    assert no_floats and left == [
+        {"name": name, "reason": "no floating-point weights"} for name in no_floats
+    ]
+    note = next(n for n in result.notes if n.startswith("B: "))
+    assert note.startswith(f"B: {len(left)} layer") and no_floats[0] in note

@@ -175,6 +175,9 @@ class Comparison:
     unmatched_b: list[Unmatched]
     tolerance: Tolerance
     notes: list[str] = field(default_factory=list)
+    left_out_a: list[tuple[str, str]] = field(default_factory=list)
+    left_out_b: list[tuple[str, str]] = field(default_factory=list)
+    """Layers with no weights to compare: (name, why)."""
 
     @property
     def verdict(self) -> str:
@@ -205,6 +208,8 @@ class Comparison:
             "verdict": self.verdict,
             "tolerance": self.tolerance.to_dict(),
             "notes": list(self.notes),
+            "left_out_a": [{"name": n, "reason": r} for n, r in self.left_out_a],
+            "left_out_b": [{"name": n, "reason": r} for n, r in self.left_out_b],
         }
 
     def __rich__(self) -> Any:
@@ -302,7 +307,7 @@ def _compare_models(
     notes = _absorb_folded_batch_norms(matching, results, side_a, side_b, readers, tolerance)
     for label, left in (("A", left_a), ("B", left_b)):
         if left:
-            notes.append(f"{label}: left out, holding no weights to compare: {', '.join(left)}")
+            notes.append(f"{label}: {left_out_summary(left)}")
     if not side_a and not side_b:
         notes.append("neither model has weight-bearing layers")
     return Comparison(
@@ -315,7 +320,28 @@ def _compare_models(
         unmatched_b=[_unmatched(e) for e in matching.unmatched_b],
         tolerance=tolerance,
         notes=notes,
+        left_out_a=left_a,
+        left_out_b=left_b,
     )
+
+
+SHOWN_LEFT_OUT = 3
+"""Names shown per reason in the left-out note; ``--json`` (``left_out_a``/``_b``) has all."""
+
+
+def left_out_summary(left: list[tuple[str, str]]) -> str:
+    """``45 layers left out, holding no weights to compare: no floating-point weights (40:
+    Pad, Reshape/shape, strided_slice, +37 more); ...``."""
+    reasons: dict[str, list[str]] = {}
+    for name, reason in left:
+        reasons.setdefault(reason, []).append(name)
+    parts = []
+    for reason, names in reasons.items():
+        shown = ", ".join(names[:SHOWN_LEFT_OUT])
+        more = f", +{len(names) - SHOWN_LEFT_OUT} more" if len(names) > SHOWN_LEFT_OUT else ""
+        parts.append(f"{reason} ({len(names)}: {shown}{more})")
+    layers = f"{len(left)} layer{'s' if len(left) != 1 else ''}"
+    return f"{layers} left out, holding no weights to compare: {'; '.join(parts)}"
 
 
 def _absorb_folded_batch_norms(

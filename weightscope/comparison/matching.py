@@ -137,18 +137,21 @@ def _family(layer: Layer, floats: Sequence[Tensor]) -> tuple[object, ...]:
     return (layer.kind,)
 
 
-def entries(model: Model) -> tuple[list[Entry], list[str]]:
-    """The model's comparable layers in model order, and the names of those left out with
-    why."""
+NO_FLOATS = "no floating-point weights"
+SCALARS_ONLY = "single-element constants only"
+
+
+def entries(model: Model) -> tuple[list[Entry], list[tuple[str, str]]]:
+    """The model's comparable layers in model order, and those left out: (name, why)."""
     found: list[Entry] = []
-    left_out: list[str] = []
+    left_out: list[tuple[str, str]] = []
     for layer in model.layers:
         floats = float_tensors(layer)
         if not floats:
-            left_out.append(f"{layer.name} (no floating-point weights)")
+            left_out.append((layer.name, NO_FLOATS))
             continue
         if layer.kind.is_unknown and all(t.size <= 1 for t in floats):
-            left_out.append(f"{layer.name} (single-element constants only)")
+            left_out.append((layer.name, SCALARS_ONLY))
             continue
         principal = principal_tensor(layer)
         shape = tensor_shape(principal) if principal is not None else ()

@@ -1,6 +1,7 @@
-"""``weightscope compare A B``: the weights of two models, layer by layer, whatever frameworks
-wrote them. Exit status 0 when every layer matches as stored, 1 when layers match only under a
-transform, differ or have no partner, 2 when a file cannot be read."""
+"""``weightscope compare A B [C ...]``: the weights of two models, layer by layer, whatever
+frameworks wrote them; with more files, A against each of the others. Exit status 0 when every
+layer matches as stored, 1 when layers match only under a transform, differ or have no partner,
+2 when a file cannot be read."""
 
 from __future__ import annotations
 
@@ -30,10 +31,11 @@ parser imports nothing heavy."""
 DESCRIPTION = """\
 Compare the weights of two models layer by layer: two files in any format weightscope reads,
 from the same framework or from different ones (Keras against PyTorch, PyTorch against its ONNX
-export...). Layers are paired by kind and canonical shape, and by value where shapes are
-ambiguous (several layers of one shape, heads declared in another order, a layer missing on one
-side). For each pair, the transforms that map A's canonical kernel onto B's are tried and the
-one that holds is named:
+export...). Given more files (one model shipped as a SavedModel, a TFLite file, an ONNX file),
+A is compared with each of the others in turn. Layers are paired by kind and canonical shape,
+and by value where shapes are ambiguous (several layers of one shape, heads declared in another
+order, a layer missing on one side). For each pair, the transforms that map A's canonical
+kernel onto B's are tried and the one that holds is named:
 
   identity            same weights
   swap_hw             kh and kw exchanged
@@ -43,6 +45,9 @@ one that holds is named:
   flatten_hwc_to_chw  a dense layer after a flatten: A's input columns in (h, w, c) order
                       (Keras, channels-last), B's in (c, h, w) order (nn.Flatten on NCHW)
   flatten_chw_to_hwc  the reverse
+  bn_folded           a batch norm folded into B's layer by a converter: kernel scaled
+                      per output channel by gamma / sqrt(var + eps), bias shifted (the
+                      note names the batch norm, eps and the residual)
   a+b                 combinations, e.g. swap_hw+flip_hw
   none                no transform makes them agree (the table shows the closest)
 
@@ -52,12 +57,12 @@ defaults 1e-3 in Keras, 1e-5 in PyTorch), never as a difference."""
 
 EPILOG = examples(
     ("compare model.h5 model.pt", "a Keras model against its PyTorch port"),
-    ("compare a.pt b.pt --rtol 1e-3", "a float16 copy against the float32 original"),
+    ("compare saved_model/ m.tflite m.onnx", "one model as shipped in three formats"),
     ("compare --example", "the bundled digits CNN: Keras .h5 against its PyTorch port (.pt)"),
     notes="""\
-exit status: 0 when every layer matches under identity and none is unmatched; 1 when layers
-match only under a transform, differ, or have no partner; 2 when a file cannot be read (one
-line on stderr says why).""",
+exit status: 0 when every layer matches under identity and none is unmatched (in every
+comparison); 1 when layers match only under a transform, differ, or have no partner; 2 when a
+file cannot be read (one line on stderr says why).""",
 )
 
 
@@ -75,19 +80,28 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(
         "compare",
         help="compare two models' weights layer by layer, across frameworks",
-        usage=usage("(A B | --example)"),
+        usage=usage("(A B [C ...] | --example)"),
         description=DESCRIPTION,
         epilog=EPILOG,
         formatter_class=Formatter,
     )
     files(parser.add_argument("a", metavar="A", nargs="?", help="first model file"))
     files(parser.add_argument("b", metavar="B", nargs="?", help="second model file"))
+    files(
+        parser.add_argument(
+            "others", metavar="C", nargs="*", help="more model files, each compared with A"
+        )
+    )
     parser.add_argument(
         "--example",
         action="store_true",
         help="compare the bundled example's Keras file with its PyTorch port instead of A B",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (with more than two files: a list of them, A against each)",
+    )
     add_wide(parser)
     parser.add_argument(
         "--atol",
@@ -107,7 +121,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _sources(args: argparse.Namespace) -> tuple[Any, Any]:
+def _sources(args: argparse.Namespace) -> list[Any]:
     from weightscope.errors import WeightscopeError
 
     if args.example:
@@ -115,24 +129,33 @@ def _sources(args: argparse.Namespace) -> tuple[Any, Any]:
             raise WeightscopeError("compare: give either A and B or --example, not both")
         from weightscope.examples import example_path
 
-        return example_path("keras"), example_path("pytorch")
+        return [example_path("keras"), example_path("pytorch")]
     if not (args.a and args.b):
         raise WeightscopeError("compare needs two model files: weightscope compare A B")
-    return args.a, args.b
+    return [args.a, args.b, *args.others]
 
 
 def main(args: argparse.Namespace) -> int:
     from weightscope.comparison.engine import compare
 
-    a, b = _sources(args)
-    comparison = compare(a, b, atol=args.atol, rtol=args.rtol, limits=limits_from(args))
+    first, *others = _sources(args)
+    limits = limits_from(args)
+    comparisons = [
+        compare(first, other, atol=args.atol, rtol=args.rtol, limits=limits) for other in others
+    ]
+    exit_code = max(comparison.exit_code for comparison in comparisons)
     if args.json:
-        json.dump(comparison.to_dict(), sys.stdout, indent=2)
+        found = [comparison.to_dict() for comparison in comparisons]
+        json.dump(found[0] if len(found) == 1 else found, sys.stdout, indent=2)
         sys.stdout.write("\n")
-        return comparison.exit_code
+        return exit_code
 
     from weightscope.reporters.compare import comparison_table
 
     console = terminal.stdout()
-    console.print(comparison_table(comparison, wide=terminal.whole_tables(console, args.wide)))
-    return comparison.exit_code
+    wide = terminal.whole_tables(console, args.wide)
+    for i, comparison in enumerate(comparisons):
+        if i:
+            console.print()
+        console.print(comparison_table(comparison, wide=wide))
+    return exit_code
