@@ -42,7 +42,9 @@ def walk(paths: Iterable[str], known: frozenset[str] = frozenset()) -> Walk:
             if file in seen:
                 continue
             seen.add(file)
-            if named or file in known or _looks_like_model(Path(file)):
+            if not named and part_of_saved_model(Path(file)):
+                result.not_models.append(file)  # read with its saved_model.pb
+            elif named or file in known or _looks_like_model(Path(file)):
                 result.files.append(file)
             else:
                 result.not_models.append(file)
@@ -50,6 +52,23 @@ def walk(paths: Iterable[str], known: frozenset[str] = frozenset()) -> Walk:
             result.missing.append(given)
     result.files.sort()
     return result
+
+
+SAVED_MODEL = "saved_model.pb"
+SAVED_MODEL_SIDE_FILES = frozenset({"keras_metadata.pb", "fingerprint.pb"})
+
+
+def part_of_saved_model(file: Path) -> bool:
+    """A file of a SavedModel directory other than its ``saved_model.pb``: the variables
+    checkpoint, assets, Keras metadata. The SavedModel is one model, scanned as its
+    ``saved_model.pb``."""
+    folder = file.parent
+    if file.name in SAVED_MODEL_SIDE_FILES and (folder / SAVED_MODEL).is_file():
+        return True
+    return any(
+        parent.name in ("variables", "assets") and (parent.parent / SAVED_MODEL).is_file()
+        for parent in file.parents
+    )
 
 
 def _looks_like_model(file: Path) -> bool:
