@@ -35,6 +35,8 @@ def walk(paths: Iterable[str], known: frozenset[str] = frozenset()) -> Walk:
     result = Walk()
     seen: set[str] = set()
     for given in paths:
+        if not os.path.lexists(given) and os.path.isfile(given + ".index"):
+            given += ".index"  # a TensorFlow checkpoint named by its prefix, as load takes it
         named = os.path.isfile(given)  # a file named on the command line is always scanned
         found = os.path.isdir(given)  # an empty folder is not missing
         for file in _expand(given):
