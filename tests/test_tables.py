@@ -49,7 +49,7 @@ INIT_DROPS = ["fan in / out", "Best fit (KS)", "Bound / std", "Outside", "Std ra
 PARAMS = ["Layer", "Kind", "Stored", "Formula", "Declared", "Status", "Formula terms"]
 PARAMS_DROPS = ["Declared", "Formula terms", "Formula", "Kind"]
 COMPARE = ["a", "b", "kind", "transform", "max_abs_diff", "max_rel_diff", "match"]
-COMPARE_DROPS = ["max_rel_diff", "max_abs_diff", "transform", "kind"]
+COMPARE_DROPS = ["max_rel_diff", "max_abs_diff", "kind", "transform"]
 LABELS = {"fan in / out": "fans", "Best fit (KS)": "best fit", "Bound / std": "bound / std",
           "NaN": "NaN", "Inf": "Inf"}  # fmt: skip
 """How the note names a left-out column where it is not the title in lower case."""

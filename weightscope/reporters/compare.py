@@ -28,13 +28,13 @@ def _transform(name: str, sqnr_db: float | None = None) -> Text:
 
 def comparison_table(comparison: Comparison, wide: bool = False) -> RenderableType:
     """One row per pair and per unmatched layer; on a narrow terminal the relative then the
-    absolute difference, then the transform, are left out first."""
+    absolute difference, then the kind, are left out first: the transform is the answer."""
     table = FitTable(
         [
             Column("a", name=True),
             Column("b", name=True),
-            Column("kind", 1, name=True),
-            Column("transform", 2),
+            Column("kind", 2, name=True),
+            Column("transform", 1),
             Column("max_abs_diff", 3, justify="right"),
             Column("max_rel_diff", 4, justify="right"),
             Column("match"),
