@@ -105,6 +105,35 @@ def _size(variables: list[Any]) -> int:
     return sum(int(np.prod(tuple(v.shape))) for v in variables)
 
 
+def _assert_same_layers(
+    live: list[weightscope.Layer], saved: list[weightscope.Layer], configured: bool
+) -> None:
+    """Layer by layer the same names and arrays; ``configured`` (a file with the model's config):
+    the same kinds, classes, configs, notes, roles, layouts, flags and canonical arrays too
+    (without a config, the file's kinds are guesses that the live layers need not make)."""
+    assert [layer.name for layer in live] == [layer.name for layer in saved]
+    for got, want in zip(live, saved, strict=True):
+        assert len(got.tensors) == len(want.tensors), got.name
+        if not configured:
+            for a, b in zip(got.tensors, want.tensors, strict=True):
+                np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=f"{got.name}/{a.role}")
+            continue
+        assert (got.kind, got.groups, got.class_name, got.inferred, got.note) == (
+            want.kind, want.groups, want.class_name, want.inferred, want.note,
+        ), got.name  # fmt: skip
+        assert _plain(got.config) == _plain(want.config), got.name
+        for a, b in zip(got.tensors, want.tensors, strict=True):
+            what = f"{got.name}/{a.role}"
+            assert (a.role, a.part, a.native_shape, a.native_layout, a.groups) == (
+                b.role, b.part, b.native_shape, b.native_layout, b.groups,
+            ), what  # fmt: skip
+            assert (a.dtype, a.counted, a.trainable) == (b.dtype, b.counted, b.trainable), what
+            assert a.declared_init == b.declared_init, what
+            values = a.canonical() if a.native_layout else a.numpy()
+            stored = b.canonical() if b.native_layout else b.numpy()
+            np.testing.assert_array_equal(values, stored, err_msg=what)
+
+
 def _plain(config: Any) -> Any:
     """A config without the ``shared_object_id`` a ``.keras`` file adds (ids of the objects
     at saving time, shared between configs)."""
@@ -129,23 +158,7 @@ def test_live_model_reads_as_its_saved_files(models, framework: str, suffix: str
     live = weightscope.load(model)
     assert (live.framework, live.format, live.source) == ("keras", "live", None)
     with weightscope.load(files[suffix]) as saved:
-        assert [layer.name for layer in live.layers] == [layer.name for layer in saved.layers]
-        for got, want in zip(live.layers, saved.layers, strict=True):
-            assert (got.kind, got.class_name, got.groups, got.inferred, got.note) == (
-                want.kind, want.class_name, want.groups, want.inferred, want.note,
-            ), got.name  # fmt: skip
-            assert _plain(got.config) == _plain(want.config), got.name
-            assert len(got.tensors) == len(want.tensors), got.name
-            for a, b in zip(got.tensors, want.tensors, strict=True):
-                what = f"{got.name}/{a.role}"
-                assert (a.role, a.part, a.native_shape, a.native_layout, a.groups) == (
-                    b.role, b.part, b.native_shape, b.native_layout, b.groups,
-                ), what  # fmt: skip
-                assert (a.dtype, a.trainable, a.counted) == (b.dtype, b.trainable, b.counted), what
-                assert a.declared_init == b.declared_init, what
-                values = a.canonical() if a.native_layout else a.numpy()
-                stored = b.canonical() if b.native_layout else b.numpy()
-                np.testing.assert_array_equal(values, stored, err_msg=what)
+        _assert_same_layers(live.layers, saved.layers, configured=True)
         assert live.params == saved.params
     kinds = {layer.name: str(layer.kind) for layer in live.layers}
     assert kinds == {
@@ -286,6 +299,51 @@ def test_values_are_read_when_asked(models, framework: str) -> None:
         np.testing.assert_array_equal(live.layer("frozen").tensor("kernel").numpy(), before + 1)
     finally:
         kernel.assign(before)
+
+
+def _subclassed(keras: ModuleType) -> Any:
+    layers = keras.layers
+
+    class Net(keras.Model):
+        def __init__(self) -> None:
+            super().__init__(name="net")
+            self.conv = layers.Conv2D(3, 3, name="conv")
+            self.norm = layers.BatchNormalization(name="norm")
+            self.pool = layers.GlobalAveragePooling2D()
+            self.blocks = [layers.Dense(4, name="first"), layers.Dense(2, name="second")]
+
+        def call(self, x: Any) -> Any:
+            x = self.pool(self.norm(self.conv(x)))
+            for block in self.blocks:
+                x = block(x)
+            return x
+
+    net = Net()
+    net(np.zeros((1, 5, 5, 2), np.float32))
+    _randomise(net, 11)
+    return net
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_subclassed_model_reads_as_its_weights_file(framework: str, tmp_path: Path) -> None:
+    """A subclassed model's files keep no config: the same layers, named as the file names them
+    (Keras 3's store by attribute, ``blocks/first``; tf-keras' by layer name)."""
+    net = _subclassed(FRAMEWORKS[framework])
+    path = tmp_path / ("net.weights.h5" if framework == "keras3" else "net.h5")
+    net.save_weights(path)
+    live = weightscope.load(net)
+    with weightscope.load(path) as saved:
+        _assert_same_layers(live.layers, saved.layers, configured=False)
+        assert live.params.total == saved.params.total == net.count_params()
+    names = [layer.name for layer in live.layers]
+    expected = ["conv", "norm", "first", "second"]  # tf-keras: the model's order
+    if framework == "keras3":
+        expected = ["blocks/first", "blocks/second", "conv", "norm"]
+    assert names == expected
+    kinds = {layer.name.rsplit("/", 1)[-1]: str(layer.kind) for layer in live.layers}
+    assert kinds == {"conv": "conv2d", "norm": "batch_norm", "first": "dense", "second": "dense"}
+    assert not any(layer.inferred for layer in live.layers)
+    assert live.params.non_trainable == _size(net.non_trainable_weights) == 6
 
 
 def _tied_model(keras: ModuleType) -> tuple[Any, Any]:

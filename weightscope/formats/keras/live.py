@@ -7,7 +7,8 @@ files keep; a layer's own ``get_config()`` where the model does not serialize), 
 are built by the same code as a file's (:func:`.layers.build_layer`, the wrappers of
 :mod:`.wrappers`, the recurrent parts of :mod:`.recurrent`): nested models give
 ``outer/inner`` names, a ``TimeDistributed`` the layer it applies, a ``Bidirectional`` its two
-directions. What a file cannot say the objects do: whether the model trains a variable (its
+directions, and a Keras 3 subclassed model's layers take the names and order its store gives
+them (by attribute: ``blocks/dense``). What a file cannot say the objects do: whether the model trains a variable (its
 ``trainable_weights``, as ``count_params`` splits them), and which variables are one (a layer
 object reached twice is read once; a variable two layers hold is counted with the first, named by
 the second as ``shared_with``). Values are read with the variable's ``numpy()`` when asked for.
@@ -200,9 +201,12 @@ class _Reader:
         trainable = model_config.trainable if model_config else bool(obj.trainable)
         by_name = {c.name: c for c in model_config.children()} if model_config else {}
         children = list(obj.layers)
-        for child in children:
+        named = [(child.name, child) for child in children]
+        if children and _is_subclassed_keras_3(obj):
+            named = _store_order(obj, children)  # a subclassed model: as its store has them
+        for child_name, child in named:
             given = by_name.get(child.name)
-            self.layer(child, self.config(child, given, trainable), prefix + child.name)
+            self.layer(child, self.config(child, given, trainable), prefix + child_name)
         held = {id(v) for child in children for v in child.weights}
         own = [v for v in obj.weights if id(v) not in held]
         if own:
@@ -262,6 +266,55 @@ class _Reader:
         if own_of_model:
             layer.note = "variables of the model itself (add_weight on the model)"
         self.layers.append(layer)
+
+
+KERAS_3_LAYER = "keras.src.layers.layer.Layer"
+
+
+KERAS_3_GRAPHS = frozenset(
+    {"keras.src.models.functional.Functional", "keras.src.models.sequential.Sequential"}
+)
+"""Keras 3 models whose store lists their layers in order, under ``layers/``."""
+
+
+def _is_subclassed_keras_3(obj: Any) -> bool:
+    names = set(_class_names(obj))
+    return KERAS_3_LAYER in names and not names & KERAS_3_GRAPHS
+
+
+def _store_order(model: Any, children: list[Any]) -> list[tuple[str, Any]]:
+    """A Keras 3 subclassed model's layers named and ordered as its weights store keeps them
+    (``keras.src.saving.saving_lib``): its attributes sorted by name, private ones last, those a
+    bare ``Layer`` has skipped; a layer held in a list, tuple or dict attribute named under it
+    (``blocks/dense``). Layers no attribute reaches follow in the model's order."""
+    base = next(
+        c for c in type(model).__mro__ if f"{c.__module__}.{c.__qualname__}" == KERAS_3_LAYER
+    )
+    try:
+        skip = set(dir(base()))
+    except Exception:  # a Keras whose bare Layer cannot be made: no attribute is skipped
+        skip = set()
+    wanted = {id(child) for child in children}
+    found: list[tuple[str, Any]] = []
+    seen: set[int] = set()
+
+    def visit(value: Any, prefix: str, depth: int) -> None:
+        if is_keras_layer(value):
+            if id(value) in wanted and id(value) not in seen:
+                seen.add(id(value))
+                found.append((prefix + str(value.name), value))
+        elif isinstance(value, (list, tuple, dict)) and depth < 8:
+            for item in value.values() if isinstance(value, dict) else value:
+                visit(item, prefix, depth + 1)
+
+    attributes = sorted(vars(model), key=lambda name: f"~{name}" if name.startswith("_") else name)
+    for attribute in attributes:
+        if attribute.startswith("__") or attribute in skip:
+            continue
+        value = vars(model)[attribute]
+        visit(value, "" if is_keras_layer(value) else f"{attribute}/", 0)
+    found += [(str(child.name), child) for child in children if id(child) not in seen]
+    return found
 
 
 def _live(variable: Variable) -> Any:
