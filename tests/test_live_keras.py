@@ -15,6 +15,9 @@ reproducing ``tf.matmul`` and ``tf.nn.conv2d``.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 import zlib
 from collections.abc import Callable
@@ -387,6 +390,25 @@ def test_a_layer_alone_reads_as_a_model() -> None:
     live = weightscope.load(layer)
     assert [(x.name, str(x.kind)) for x in live.layers] == [("alone", "conv2d")]
     assert live.params.total == layer.count_params()
+
+
+@pytest.mark.slow  # a fresh interpreter
+def test_telling_live_objects_apart_imports_no_tensorflow() -> None:
+    """The Keras and TensorFlow readers are asked first about every live object: a PyTorch
+    module read imports neither Keras nor TensorFlow."""
+    pytest.importorskip("torch")
+    code = (
+        "import sys, torch, weightscope\n"
+        "weightscope.load(torch.nn.Linear(2, 3))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('tensorflow', 'keras', 'tf_keras')))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(weightscope.__file__).parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_keras_objects_are_recognised_by_class_names() -> None:
