@@ -455,6 +455,23 @@ class _Net(tf.Module):
         self.step = tf.Variable(0, trainable=False)
 
 
+def test_tf_module_holding_a_keras_layer_lists_its_weights_once() -> None:
+    """A tf-keras layer is a tf.Module too, and keeps its weights in private lists as well."""
+
+    class Holder(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dense = tf_keras.layers.Dense(3)
+            self.dense.build((None, 4))
+
+    holder = Holder()
+    live = weightscope.load(holder)
+    assert [(layer.name, str(layer.kind)) for layer in live.layers] == [("dense", "dense")]
+    assert live.params.total == _size(holder.variables) == 4 * 3 + 3
+    assert all(t.counted for t in live.layers[0].tensors)
+    assert "dense/_trainable_weights/0" in live.notes[0]
+
+
 def test_tf_module_by_attribute_path(rng: np.random.Generator) -> None:
     net = _Net(rng)
     live = weightscope.load(net)

@@ -186,7 +186,7 @@ def build_layer(
     groups = int(config.get("groups", 1) or 1)
     if layer_config is None and kind.startswith(("conv", "separable")):
         notes.append("groups are not recorded without a model config: 1 assumed")
-    if layer_type is None and layer_config is not None:
+    if layer_type is None and layer_config is not None and live is None:
         notes.append("trainability taken from the layer's config")
     tensors = []
     for role, variable in zip(roles, variables, strict=True):

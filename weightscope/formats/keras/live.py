@@ -5,13 +5,14 @@
 Each layer's class and config are the ones the model serializes (``model.to_json()``, what the
 files keep; a layer's own ``get_config()`` where the model does not serialize), and the layers
 are built by the same code as a file's (:func:`.layers.build_layer`, the wrappers of
-:mod:`.wrappers`, the recurrent parts of :mod:`.recurrent`): nested models give
-``outer/inner`` names, a ``TimeDistributed`` the layer it applies, a ``Bidirectional`` its two
-directions, and a Keras 3 subclassed model's layers take the names and order its store gives
-them (by attribute: ``blocks/dense``). What a file cannot say the objects do: whether the model trains a variable (its
-``trainable_weights``, as ``count_params`` splits them), and which variables are one (a layer
-object reached twice is read once; a variable two layers hold is counted with the first, named by
-the second as ``shared_with``). Values are read with the variable's ``numpy()`` when asked for.
+:mod:`.wrappers`, the recurrent parts of :mod:`.recurrent`): nested models give ``outer/inner``
+names, a ``TimeDistributed`` the layer it applies, a ``Bidirectional`` its two directions, and a
+Keras 3 subclassed model's layers take the names and order its store gives them (by attribute:
+``blocks/dense``). What a file cannot say the objects do: whether the model trains a variable
+(its ``trainable_weights``, as ``count_params`` splits them), and which variables are one (a
+layer object reached twice is read once; a variable two layers hold is counted with the first,
+named by the second as ``shared_with``). Values are read with the variable's ``numpy()`` when
+asked for.
 
 Keras objects are recognised by the names of their classes, without importing Keras; reading one
 imports nothing the object's own module has not imported already."""
