@@ -56,7 +56,8 @@ _READ_ERRORS = (
 
 
 def load(source: str | os.PathLike[str] | Any, *, limits: Limits | None = None) -> Model:
-    """Read a model file, or a live model object (a ``torch.nn.Module``), into the
+    """Read a model file, or a live model object (a ``torch.nn.Module``, an
+    ``onnx.ModelProto``, a ``keras.Model`` of Keras 3 or tf-keras, a ``tf.Module``), into the
     framework-free model. A file is opened read-only; tensor data is read when first used. Close
     the model (or use it as a context manager) to release the file.
 
@@ -146,7 +147,7 @@ def _load_live(obj: Any, limits: Limits) -> Model:
             return reader.load_object(obj, limits)
     raise UnsupportedFormatError(
         f"cannot read a {type(obj).__module__}.{type(obj).__qualname__}: give a file path, a "
-        "torch.nn.Module or an onnx.ModelProto"
+        "torch.nn.Module, an onnx.ModelProto, a keras.Model or a tf.Module"
     )
 
 

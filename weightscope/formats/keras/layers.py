@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
-
-import h5py
+from typing import Any, Protocol
 
 from weightscope import layouts
 from weightscope.formats.keras import catalog, recurrent
 from weightscope.formats.keras.hdf5 import H5DatasetSource, Origin
 from weightscope.formats.keras.initializers import declared
 from weightscope.kinds import Kind
-from weightscope.model import NON_TRAINABLE_ROLES, Layer, PartSource, Tensor, part_shape, part_text
+from weightscope.model import (
+    NON_TRAINABLE_ROLES,
+    Layer,
+    PartSource,
+    Tensor,
+    TensorSource,
+    part_shape,
+    part_text,
+)
 
 
 @dataclass(frozen=True)
@@ -70,25 +76,44 @@ def root_trainable(model_config: Any) -> bool:
     return True
 
 
+class Stored(Protocol):
+    """What a layer is built from: an ``h5py.Dataset`` of a file, or a live model's variable."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+
 @dataclass(frozen=True)
 class Variable:
     stored_name: str
     role: str | None
     """The stored name when the file names variables; None when it keeps them by position."""
-    dataset: h5py.Dataset
+    dataset: Stored
+
+
+@dataclass(frozen=True)
+class LiveReading:
+    """How a live model's variables are read (:mod:`.live`): ``source`` gives a variable's data
+    source and element type, ``trainable`` whether the model trains it (what the model itself
+    says, not its config)."""
+
+    source: Callable[[Variable], tuple[TensorSource, str]]
+    trainable: Callable[[Variable], bool]
 
 
 def build_layer(
-    origin: Origin,
+    origin: Origin | None,
     name: str,
     layer_config: LayerConfig | None,
     variables: list[Variable],
     hint_names: Iterable[str] = (),
     class_from_name: str | None = None,
+    live: LiveReading | None = None,
 ) -> Layer:
     """A layer from its variables: kind and layouts from the config's class, or inferred from
     names and shapes when the file has no config (and then marked ``inferred``).
-    ``class_from_name`` is a class already recognised from the layer's name."""
+    ``class_from_name`` is a class already recognised from the layer's name. ``origin`` is the
+    file the datasets lie in; a live model's variables are read through ``live`` instead."""
     notes: list[str] = []
     if layer_config is not None:
         class_name: str | None = catalog.canonical_class(layer_config.class_name)
@@ -161,12 +186,19 @@ def build_layer(
     groups = int(config.get("groups", 1) or 1)
     if layer_config is None and kind.startswith(("conv", "separable")):
         notes.append("groups are not recorded without a model config: 1 assumed")
-    if layer_type is None and layer_config is not None:
+    if layer_type is None and layer_config is not None and live is None:
         notes.append("trainability taken from the layer's config")
     tensors = []
     for role, variable in zip(roles, variables, strict=True):
         stored_shape = tuple(int(s) for s in variable.dataset.shape)
-        base = H5DatasetSource(variable.dataset, origin)
+        base: TensorSource
+        if live is None:
+            assert origin is not None
+            h5_source = H5DatasetSource(variable.dataset, origin)
+            base, dtype = h5_source, h5_source.dtype_name
+            trainable = _trainable(role, layer_config, layer_type)
+        else:
+            (base, dtype), trainable = live.source(variable), live.trainable(variable)
         parts = _parts(class_name, layer_type, role, stored_shape)
         for part_role, index in parts:
             shape = stored_shape if index is None else part_shape(stored_shape, index)
@@ -180,8 +212,8 @@ def build_layer(
                     role=part_role,
                     native_shape=shape,
                     native_layout=layout,
-                    dtype=base.dtype_name,
-                    trainable=_trainable(role, layer_config, layer_type),
+                    dtype=dtype,
+                    trainable=trainable,
                     source=base if index is None else PartSource(base, index),
                     groups=tensor_groups,
                     declared_init=(

@@ -82,11 +82,17 @@ def _load(match: Match, limits: Limits) -> Model:
 
 
 def match_object(obj: Any) -> bool:
-    return False
+    """A live Keras model or layer, Keras 3 or tf-keras (checked without importing Keras)."""
+    from weightscope.formats.keras.live import is_keras_layer
+
+    return is_keras_layer(obj)
 
 
 def load_object(obj: Any, limits: Limits) -> Model:
-    raise TypeError("live Keras models are not read yet")
+    """A live Keras model: layers, configs and trainable flags from the objects themselves."""
+    from weightscope.formats.keras.live import load_keras_layer
+
+    return load_keras_layer(obj)
 
 
 def _load_hdf5(origin: Origin, h5: h5py.File, config: Any, fmt: str, version: str | None) -> Model:

@@ -88,11 +88,17 @@ def match(probe: Probe) -> Match | None:
 
 
 def match_object(obj: Any) -> bool:
-    return False
+    """A live ``tf.Module`` that is no Keras layer (checked without importing tensorflow)."""
+    from weightscope.formats.tensorflow.live import is_tf_module
+
+    return is_tf_module(obj)
 
 
 def load_object(obj: Any, limits: Limits) -> Model:
-    raise TypeError("TensorFlow checkpoints have no live objects here")
+    """A live ``tf.Module``: its variables by attribute path, kinds from roles and shapes."""
+    from weightscope.formats.tensorflow.live import load_tf_module
+
+    return load_tf_module(obj)
 
 
 def load(match: Match, limits: Limits) -> Model:
