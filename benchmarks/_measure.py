@@ -25,6 +25,20 @@ REPO = HERE.parent
 CACHE = HERE / ".cache"
 
 
+IMPORT_CHECK = r"""
+import json, sys
+from weightscope.cli.app import main
+code = main(["inspect", sys.argv[1]])
+names = sys.argv[2].split(",")
+frameworks = sorted(m for m in sys.modules if any(m == n or m.startswith(n + ".") for n in names))
+print(json.dumps({"exit": code, "frameworks": frameworks}))
+sys.exit(code)
+"""
+"""A child that runs weightscope's own ``inspect`` (statistics included) on ``argv[1]`` and
+prints which of the comma-separated modules of ``argv[2]`` (a name or a parent package) ended up
+imported."""
+
+
 @dataclass
 class Runs:
     name: str

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from _measure import (
     CACHE,
+    IMPORT_CHECK,
     Runs,
     measure,
     print_context,
@@ -162,17 +163,6 @@ for initializer in model.graph.initializer:
     array.std()
 t3 = time.perf_counter()
 print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "stats_s": t3 - t2}))
-"""
-
-# weightscope's own `inspect` (with statistics), then: was a framework imported?
-IMPORT_CHECK = r"""
-import json, sys
-from weightscope.cli.app import main
-code = main(["inspect", sys.argv[1]])
-names = sys.argv[2].split(",")
-frameworks = sorted(m for m in sys.modules if any(m == n or m.startswith(n + ".") for n in names))
-print(json.dumps({"exit": code, "frameworks": frameworks, "onnx": "onnx" in sys.modules}))
-sys.exit(code)
 """
 
 # What `weightscope inspect --json` reports, to make sure the timed runs inspect the whole model.
@@ -370,8 +360,8 @@ def report(
     read, imported = checks["inline"]
     print(
         f"- weightscope read it as framework {read['framework']}, format {read['format']}; "
-        f"`onnx` {'was' if imported['onnx'] else 'was not'} imported (weightscope decodes the "
-        "protobuf itself)"
+        f"`onnx` {'was' if 'onnx' in imported['frameworks'] else 'was not'} imported "
+        "(weightscope decodes the protobuf itself)"
     )
     external_notes = checks["external"][0]["notes"]
     if external_notes:

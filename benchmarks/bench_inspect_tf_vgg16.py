@@ -37,6 +37,7 @@ from pathlib import Path
 
 from _measure import (
     CACHE,
+    IMPORT_CHECK,
     Runs,
     measure,
     print_context,
@@ -122,16 +123,6 @@ for detail in interpreter.get_tensor_details():
         count += array.size
 t3 = time.perf_counter()
 print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "stats_s": t3 - t2, "count": count}))
-"""
-
-IMPORT_CHECK = r"""
-import json, sys
-from weightscope.cli.app import main
-code = main(["inspect", sys.argv[1]])
-names = sys.argv[2].split(",")
-frameworks = sorted(m for m in sys.modules if any(m == n or m.startswith(n + ".") for n in names))
-print(json.dumps({"exit": code, "frameworks": frameworks}))
-sys.exit(code)
 """
 
 READ_CHECK = r"""
