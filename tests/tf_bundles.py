@@ -54,6 +54,10 @@ def _block(items: list[tuple[bytes, bytes]]) -> bytes:
 
 
 def write_index(path: Path, entries: list[tuple[bytes, bytes]]) -> None:
+    path.write_bytes(index_bytes(entries))
+
+
+def index_bytes(entries: list[tuple[bytes, bytes]]) -> bytes:
     """A one-data-block LevelDB table: data block, empty metaindex, index block, footer."""
     data = _block(entries)
     out = bytearray(data + _trailer(data))
@@ -66,7 +70,7 @@ def write_index(path: Path, entries: list[tuple[bytes, bytes]]) -> None:
     out += index + _trailer(index)
     footer = _varint(meta_at) + _varint(len(meta)) + _varint(index_at) + _varint(len(index))
     out += footer.ljust(40, b"\0") + struct.pack("<Q", TABLE_MAGIC)
-    path.write_bytes(bytes(out))
+    return bytes(out)
 
 
 def _entry(shape: tuple[int, ...], offset: int, size: int, data: bytes = b"") -> bytes:
