@@ -474,9 +474,11 @@ def test_damaged_tensor_data_fails_its_crc_in_one_line(tmp_path: Path) -> None:
     damaged = bytearray(data)
     damaged[5] ^= 0x01  # one bit of one float: a value still, but not the one saved
     (tmp_path / "h.data-00000-of-00001").write_bytes(bytes(damaged))
-    with weightscope.load(index) as model:
-        with pytest.raises(CorruptFileError, match="'fc/kernel' fails its CRC32C check"):
-            model.layer("fc").tensors[0].numpy()
+    with (
+        weightscope.load(index) as model,
+        pytest.raises(CorruptFileError, match="'fc/kernel' fails its CRC32C check"),
+    ):
+        model.layer("fc").tensors[0].numpy()
     result = run_cli("export", index, "-o", tmp_path / "w.npz")
     assert result.returncode == 2, result.stdout
     lines = result.stderr.strip().splitlines()
