@@ -511,3 +511,26 @@ def test_big_endian_bundle_reads_its_values(tmp_path: Path) -> None:
         tensor = model.layer("fc").tensors[0]
         np.testing.assert_array_equal(tensor.numpy(), values.astype("<f4"))
         assert tensor.stats().mean == pytest.approx(float(values.mean()))
+
+
+def test_an_object_graph_that_does_not_decode_leaves_path_names(
+    trained: dict[str, Any], tmp_path: Path
+) -> None:
+    """The object graph is read only for the names variables were saved under: damaged, it is
+    said in a note and the layers keep their paths and shape-inferred kinds."""
+    from weightscope.formats.tensorflow.bundle import read_index
+
+    index = _index(trained)
+    _, entries = read_index(index.read_bytes())
+    graph = next(e for e in entries if e.name == "_CHECKPOINTABLE_OBJECT_GRAPH")
+    shard = bytearray(Path(trained["prefix"] + ".data-00000-of-00001").read_bytes())
+    start = graph.offset + graph.size - 64
+    shard[start : graph.offset + graph.size] = b"\xff" * 64  # a varint that never ends
+    (tmp_path / "g.index").write_bytes(index.read_bytes())
+    (tmp_path / "g.data-00000-of-00001").write_bytes(bytes(shard))
+    with weightscope.load(tmp_path / "g.index") as model:
+        assert any("the object graph does not decode" in note for note in model.notes)
+        assert model.layer("model/layer_with_weights-0").kind.value == "conv2d"
+        assert (
+            model.params.total == trained["model"].count_params() + trained["words"].count_params()
+        )
