@@ -262,3 +262,24 @@ def test_tf1_saver_names_carry_the_class(tmp_path: Path) -> None:
         block = model.layer("block")
         assert block.kind.value == "conv2d"
         assert "conv or transposed conv: not recorded" in (block.note or "")
+
+
+def test_tf_keras_save_weights_of_every_kind(tmp_path: Path) -> None:
+    """The same layers saved by tf-keras ``save_weights`` in TF format (keys
+    ``layer_with_weights-N/...`` at the root): the same kinds, canonical tensors and totals."""
+    tf_keras.utils.set_random_seed(8)
+    models = _build(tf_keras)
+    x = np.random.default_rng(9).standard_normal((2, *FAMILIES["two"][0])).astype(np.float32)
+    keras_model = models["two"]
+    keras_model.save_weights(str(tmp_path / "w" / "two"), save_format="tf")
+    with weightscope.load(tmp_path / "w" / "two") as model:
+        assert model.params.total == keras_model.count_params()
+        specs = FAMILIES["two"][1]
+        found = [model.layer(f"layer_with_weights-{i}") for i in range(len(specs))]
+        assert [layer.kind.value for layer in found] == [KINDS[cls] for cls, _ in specs]
+        for (cls, _), keras_layer, layer in zip(specs, keras_model.layers, found, strict=True):
+            tensors = {t.role: t.canonical() for t in layer.tensors}
+            expected = _out(keras_layer(x))
+            mine = _recompute(cls, keras_layer, x, tensors)
+            np.testing.assert_allclose(mine, expected, rtol=RTOL, atol=ATOL, err_msg=cls)
+            x = expected.astype(np.float32)
