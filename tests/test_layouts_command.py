@@ -534,8 +534,10 @@ def test_onnx_reader_produces_exactly_the_table() -> None:
 
 def _tflite_keras_files(tmp_path: Path) -> list[Path]:
     """Keras layers of every TFLite operator in the table, converted by TensorFlow's converter
-    (a Conv3D's bias becomes an ADD after the CONV_3D), and a CONV_3D with its bias input
-    (which the converter does not write) built with TensorFlow's schema objects."""
+    (a Conv3D's and a Conv3DTranspose's bias becomes an ADD after it; an embedding a GATHER),
+    and a CONV_3D with its bias input
+    and a CONV_3D_TRANSPOSE with its bias input (neither of which the converter writes) built
+    with TensorFlow's schema objects."""
     tf = pytest.importorskip("tensorflow")
     keras = pytest.importorskip("keras")
     import tflite_builders
@@ -549,8 +551,12 @@ def _tflite_keras_files(tmp_path: Path) -> list[Path]:
     two = keras.Model(inp, keras.layers.Dense(3, name="fc")(x))
     inp = keras.Input((4, 4, 4, 2), batch_size=1)
     three = keras.Model(inp, keras.layers.Conv3D(3, 2, name="c3")(inp))
+    inp = keras.Input((2, 2, 2, 3), batch_size=1)
+    up = keras.Model(inp, keras.layers.Conv3DTranspose(2, 2, name="t3")(inp))
+    ids = keras.Input((4,), batch_size=1, dtype="int32")
+    words = keras.Model(ids, keras.layers.Embedding(9, 3, name="emb")(ids))
     paths = []
-    for name, model in (("two", two), ("three", three)):
+    for name, model in (("two", two), ("three", three), ("up", up), ("words", words)):
         for variable in model.weights:  # nonzero biases: the converter drops zero ones
             variable.assign(rng.normal(size=variable.shape).astype(np.float32))
         path = tmp_path / f"{name}.tflite"
@@ -564,6 +570,15 @@ def _tflite_keras_files(tmp_path: Path) -> list[Path]:
     ]
     paths.append(tmp_path / "conv3d_bias.tflite")
     paths[-1].write_bytes(tflite_builders.build(conv3d, [(132, [0, 1, 2], [3])]))
+    up3d = [
+        ("x", (1, 2, 2, 2, 3), None),
+        ("tb/output_shape", (5,), np.array([1, 3, 3, 3, 2], np.int32)),
+        ("tb/filter", (2, 2, 2, 2, 3), rng.normal(size=(2, 2, 2, 2, 3)).astype(np.float32)),
+        ("tb/bias", (2,), np.ones(2, np.float32)),
+        ("y", (1, 3, 3, 3, 2), None),
+    ]
+    paths.append(tmp_path / "conv3d_transpose_bias.tflite")
+    paths[-1].write_bytes(tflite_builders.build(up3d, [(141, [1, 2, 0, 3], [4])]))
     return paths
 
 
@@ -574,7 +589,7 @@ def test_tflite_reader_produces_exactly_the_table(tmp_path: Path) -> None:
             when = {
                 (layer.name, "bias"): layouts.TFLITE_ADD_BIAS
                 for layer in model.layers
-                if path.stem == "three" and layer.name.endswith("c3_1")
+                if (path.stem, layer.name.rsplit("/", 1)[-1]) in (("three", "c3_1"), ("up", "t3_1"))
             }
             produced |= _produced("tflite", model, when)
     assert produced == _table("tflite")

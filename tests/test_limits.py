@@ -110,6 +110,17 @@ def safetensors_file(folder: Path) -> Path:
     return path
 
 
+def tf_checkpoint(folder: Path) -> Path:
+    """A TensorFlow checkpoint bundle of one tensor, written by the tests' own table writer."""
+    from tf_bundles import HEADER, _entry, write_index
+
+    data = np.arange(6, dtype="<f4").tobytes()
+    index = folder / "ckpt.index"
+    write_index(index, [HEADER, (b"fc/kernel", _entry((2, 3), 0, len(data), data))])
+    (folder / "ckpt.data-00000-of-00001").write_bytes(data)
+    return index
+
+
 def npz_archive(folder: Path) -> Path:
     """An ``np.savez`` of two arrays, each member with its ~128-byte .npy header."""
     path = folder / "weights.npz"
@@ -325,6 +336,7 @@ CASES = [
         ("the HDF5 library spent over 0 s in one step of reading model.weights.h5's structure",),
     ),
     Case("max_safetensors_header_bytes", safetensors_file, 32, ("the header declares",)),
+    Case("max_tf_index_bytes", tf_checkpoint, 64, ("the index is",)),
     Case("max_npy_header_bytes", npz_archive, 64, ("member 'fc/kernel.npy' declares a header",)),
     Case("max_pickle_bytes", torch_state, 64, ("data.pkl' declares",)),
     Case("max_pickle_bytes", torch_legacy, 128, ("the pickle holds",)),
@@ -531,6 +543,7 @@ def test_defaults():
         "max_dense_elements": 1 << 30,
         "max_read_ratio": 16,
         "max_export_ratio": 16,
+        "max_tf_index_bytes": 256 * MiB,
     }
 
 

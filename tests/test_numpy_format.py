@@ -342,3 +342,12 @@ def test_an_archive_with_other_members_is_not_numpys(tmp_path):
         )
         zf.writestr("readme.txt", "hello")
     assert "nor a NumPy .npz (members other than .npy files)" in refused(path)
+
+
+def test_export_keys_keep_a_zero_byte_visible():
+    """zipfile ends a member name at a zero byte: a layer ``tin\\0/conv`` (a damaged TFLite
+    name, tests/fuzz/found/tflite-2) would export its kernel and bias both as ``tin``."""
+    from weightscope.reporters.npz import export_key
+
+    kernel, bias = export_key("tin\0/conv", "kernel"), export_key("tin\0/conv", "bias")
+    assert kernel == "tin\\x00/conv/kernel" and bias == "tin\\x00/conv/bias"

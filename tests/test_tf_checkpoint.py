@@ -8,7 +8,6 @@ writer here (independent of the reader) and each must give one line and exit sta
 from __future__ import annotations
 
 import os
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ tf = pytest.importorskip("tensorflow")
 tf_keras = pytest.importorskip("tf_keras")
 
 from cli_runner import run_cli  # noqa: E402
+from tf_bundles import HEADER, _block, _bundle, _entry, _field, _varint, write_index  # noqa: E402
 
 import weightscope  # noqa: E402
 from weightscope.formats.tensorflow import table  # noqa: E402
@@ -151,81 +151,6 @@ def test_save_weights_checkpoint_named_by_its_prefix(trained: dict[str, Any]) ->
 
 # ---------------------------------------------------------------------------------------------
 # hostile indexes, written by a table writer of this test's own
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _field(number: int, value: int | bytes) -> bytes:
-    if isinstance(value, bytes):
-        return _varint(number << 3 | 2) + _varint(len(value)) + value
-    return _varint(number << 3) + _varint(value)
-
-
-def _crc32c(data: bytes) -> int:
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
-    return crc ^ 0xFFFFFFFF
-
-
-def _trailer(block: bytes) -> bytes:
-    """Compression type 0 and the masked CRC32C of the block and that type, as LevelDB writes
-    (TensorFlow checks it; weightscope does not)."""
-    return b"\0" + struct.pack("<I", _mask(_crc32c(block + b"\0")))
-
-
-def _mask(crc: int) -> int:
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def _block(items: list[tuple[bytes, bytes]]) -> bytes:
-    body = b"".join(
-        _varint(0) + _varint(len(k)) + _varint(len(v)) + k + v for k, v in items
-    )  # no shared prefixes: one restart point per entry is valid too
-    return body + struct.pack("<I", 0) + struct.pack("<I", 1)
-
-
-def write_index(path: Path, entries: list[tuple[bytes, bytes]]) -> None:
-    """A one-data-block LevelDB table: data block, empty metaindex, index block, footer."""
-    data = _block(entries)
-    out = bytearray(data + _trailer(data))
-    meta_at = len(out)
-    meta = _block([])
-    out += meta + _trailer(meta)
-    index_at = len(out)
-    handle = _varint(0) + _varint(len(data))
-    index = _block([(entries[-1][0] + b"\xff", handle)])
-    out += index + _trailer(index)
-    footer = _varint(meta_at) + _varint(len(meta)) + _varint(index_at) + _varint(len(index))
-    out += footer.ljust(40, b"\0") + struct.pack("<Q", table.MAGIC)
-    path.write_bytes(bytes(out))
-
-
-def _entry(shape: tuple[int, ...], offset: int, size: int, data: bytes = b"") -> bytes:
-    """A float32 ``BundleEntryProto``, with the masked CRC32C of its ``data`` when given."""
-    dims = b"".join(_field(2, _field(1, d)) for d in shape)
-    crc = _varint(6 << 3 | 5) + struct.pack("<I", _mask(_crc32c(data))) if data else b""
-    return _field(1, 1) + _field(2, dims) + _field(4, offset) + _field(5, size) + crc
-
-
-HEADER = (b"", _field(1, 1))
-
-
-def _bundle(tmp_path: Path, entries: list[tuple[bytes, bytes]], data: bytes) -> Path:
-    index = tmp_path / "h.index"
-    write_index(index, [HEADER, *entries])
-    (tmp_path / "h.data-00000-of-00001").write_bytes(data)
-    return index
 
 
 def test_the_test_table_writer_writes_what_the_reader_reads(tmp_path: Path) -> None:
@@ -510,3 +435,102 @@ def test_partitioned_variable_is_counted_once_through_its_slices(tmp_path: Path)
         stacked = np.concatenate([t.numpy() for t in layer.tensors])
         np.testing.assert_array_equal(stacked, whole)
         assert any("partitioned variable of shape (10, 4)" in note for note in model.notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# checksums, byte order
+
+
+def test_crc32c_matches_a_bitwise_one_and_tensorflows(trained: dict[str, Any]) -> None:
+    """The numpy CRC32C (lanes joined by shifts) against the test writer's bit-by-bit one, at
+    lengths around each of its paths, and against every CRC TensorFlow stored."""
+    from tf_bundles import _crc32c, _mask
+
+    from weightscope.formats.tensorflow import crc32c
+    from weightscope.formats.tensorflow.bundle import read_index
+
+    rng = np.random.default_rng(0)
+    for length in (0, 1, 7, 4095, 4096, 4099, 10_000, 70_001):
+        data = rng.integers(0, 256, length, dtype=np.uint8).tobytes()
+        assert crc32c.crc32c(data) == _crc32c(data), length
+        cut = length // 3
+        assert crc32c.crc32c(data[cut:], crc32c.crc32c(data[:cut])) == _crc32c(data), length
+    assert crc32c.mask(0x12345678) == _mask(0x12345678)
+    _, entries = read_index(_index(trained).read_bytes())
+    shard = Path(trained["prefix"] + ".data-00000-of-00001").read_bytes()
+    numeric = [e for e in entries if e.sized]
+    assert numeric and all(e.crc32c is not None for e in numeric)
+    for entry in numeric:
+        stored = shard[entry.offset : entry.offset + entry.size]
+        assert crc32c.mask(crc32c.crc32c(stored)) == entry.crc32c, entry.name
+
+
+def test_damaged_tensor_data_fails_its_crc_in_one_line(tmp_path: Path) -> None:
+    from weightscope.errors import CorruptFileError
+
+    values = np.arange(6, dtype=np.float32)
+    data = values.tobytes()
+    index = _bundle(tmp_path, [(b"fc/kernel", _entry((2, 3), 0, 24, data))], data)
+    damaged = bytearray(data)
+    damaged[5] ^= 0x01  # one bit of one float: a value still, but not the one saved
+    (tmp_path / "h.data-00000-of-00001").write_bytes(bytes(damaged))
+    with (
+        weightscope.load(index) as model,
+        pytest.raises(CorruptFileError, match="'fc/kernel' fails its CRC32C check"),
+    ):
+        model.layer("fc").tensors[0].numpy()
+    result = run_cli("export", index, "-o", tmp_path / "w.npz")
+    assert result.returncode == 2, result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "fails its CRC32C check" in lines[0], result.stderr
+    with pytest.raises(Exception, match="Checksum does not match"):  # TensorFlow refuses it too
+        tf.train.load_checkpoint(str(tmp_path / "h")).get_tensor("fc/kernel")
+
+
+def test_damaged_index_block_fails_its_crc_in_one_line(tmp_path: Path) -> None:
+    index = _bundle(tmp_path, [(b"fc/kernel", _entry((2, 3), 0, 24))], bytes(24))
+    data = bytearray(index.read_bytes())
+    at = data.index(b"fc/kernel")
+    data[at] = ord("g")  # a key changed: framing intact, only the block CRC can tell
+    index.write_bytes(bytes(data))
+    _refused(index, "data block at byte 0 fails its CRC32C check")
+
+
+def test_big_endian_bundle_reads_its_values(tmp_path: Path) -> None:
+    """A header declaring big-endian tensors (TensorFlow on s390x writes them): the bytes as
+    stored carry the CRC, the values are read in that byte order. Written by hand: TensorFlow
+    on a little-endian machine writes only little-endian bundles."""
+    values = (np.arange(-3, 3).reshape(2, 3) / 4).astype(">f4")
+    data = values.tobytes()
+    index = tmp_path / "b.index"
+    write_index(
+        index, [(b"", _field(1, 1) + _field(2, 1)), (b"fc/kernel", _entry((2, 3), 0, 24, data))]
+    )
+    (tmp_path / "b.data-00000-of-00001").write_bytes(data)
+    with weightscope.load(index) as model:
+        tensor = model.layer("fc").tensors[0]
+        np.testing.assert_array_equal(tensor.numpy(), values.astype("<f4"))
+        assert tensor.stats().mean == pytest.approx(float(values.mean()))
+
+
+def test_an_object_graph_that_does_not_decode_leaves_path_names(
+    trained: dict[str, Any], tmp_path: Path
+) -> None:
+    """The object graph is read only for the names variables were saved under: damaged, it is
+    said in a note and the layers keep their paths and shape-inferred kinds."""
+    from weightscope.formats.tensorflow.bundle import read_index
+
+    index = _index(trained)
+    _, entries = read_index(index.read_bytes())
+    graph = next(e for e in entries if e.name == "_CHECKPOINTABLE_OBJECT_GRAPH")
+    shard = bytearray(Path(trained["prefix"] + ".data-00000-of-00001").read_bytes())
+    start = graph.offset + graph.size - 64
+    shard[start : graph.offset + graph.size] = b"\xff" * 64  # a varint that never ends
+    (tmp_path / "g.index").write_bytes(index.read_bytes())
+    (tmp_path / "g.data-00000-of-00001").write_bytes(bytes(shard))
+    with weightscope.load(tmp_path / "g.index") as model:
+        assert any("the object graph does not decode" in note for note in model.notes)
+        assert model.layer("model/layer_with_weights-0").kind.value == "conv2d"
+        assert (
+            model.params.total == trained["model"].count_params() + trained["words"].count_params()
+        )

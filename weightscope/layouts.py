@@ -390,15 +390,25 @@ USES: tuple[Use, ...] = (
          **{k: v for k, v in _onnx_rnn("iofc").items() if k[1].endswith("bias")}},
         ONNX_DIRECTIONS,
     ),
-    # TFLite: convs output-first with channels last; a depthwise filter (1, kh, kw, in*M) is
-    # already (in/groups = 1, *k, out) with output channel c*M + m; a transposed conv's filter
-    # is (out, kh, kw, in); a fully connected one (out, in)
+    # TFLite: convs output-first with channels last (CONV_3D's are TensorFlow's own); a
+    # depthwise filter (1, kh, kw, in*M) is already (in/groups = 1, *k, out) with output
+    # channel c*M + m; a transposed conv's filter is (out, kh, kw, in); a fully connected one
+    # (out, in)
     *_tflite("CONV_2D", "conv2d", "filter", "OHWI"),
     *_tflite("DEPTHWISE_CONV_2D", "depthwise_conv2d", "filter", "IHWO"),
     *_tflite("TRANSPOSE_CONV", "conv_transpose2d", "weights", "OHWI"),
     *_tflite("CONV_3D", "conv3d", "filter", "DHWIO"),
     Use("tflite", "CONV_3D", "ADD's constant", "bias", "conv3d", "C", TFLITE_ADD_BIAS),
     *_tflite("FULLY_CONNECTED", "dense", "weights", "OI"),
+    # a 3-D transposed conv's filter is TensorFlow's own (kd, kh, kw, out, in); the converter
+    # adds a Keras Conv3DTranspose's bias with an ADD after it, as for CONV_3D
+    *_tflite("CONV_3D_TRANSPOSE", "conv_transpose3d", "filter", "DHWOI"),
+    Use(
+        "tflite", "CONV_3D_TRANSPOSE", "ADD's constant", "bias", "conv_transpose3d", "C",
+        TFLITE_ADD_BIAS,
+    ),
+    # an embedding: a GATHER along axis 0 of a constant 2-D table by run-time indices
+    Use("tflite", "GATHER", "params", "embeddings", "embedding", "VE"),
 )  # fmt: skip
 """Every (framework, layer class or operator, tensor) weightscope reads, with its native layout:
 the adapters look their layouts up here (``native_layout``), so this is what they produce."""

@@ -166,6 +166,12 @@ class Limits:
     room their stored form does (twice for bfloat16 or 4-bit values); a sparse tensor declared
     over a huge dense shape would otherwise fill a disk from a file of a few bytes."""
 
+    max_tf_index_bytes: int = _size(256 * MiB)
+    """TensorFlow checkpoints: the largest ``.index`` file, read whole into memory, and the
+    largest serialized object graph (``_CHECKPOINTABLE_OBJECT_GRAPH``) read for layer names.
+    Both hold about 100 bytes per variable (a few MB for the largest models); the tensor data
+    lies in the shards, read lazily."""
+
     def __post_init__(self) -> None:
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)

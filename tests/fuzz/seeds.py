@@ -306,6 +306,24 @@ def _onnx_external(path: Path) -> None:
     )
 
 
+def _tf_checkpoint(path: Path) -> None:
+    """The Keras 3 model as ``tf.train.Checkpoint.write`` saves it (``path`` is its index)."""
+    import keras
+    import tensorflow as tf
+
+    model = _keras_model(keras)
+    tf.train.Checkpoint(model=model).write(str(path)[: -len(".index")])
+
+
+def _tflite(path: Path) -> None:
+    """The tf-keras model converted to TFLite, float32 weights."""
+    import tensorflow as tf
+    import tf_keras
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(_keras_model(tf_keras))
+    path.write_bytes(converter.convert())
+
+
 def _npz_export(path: Path) -> None:
     """weightscope's own export of the bundled example: canonical arrays, with the comments
     that say each layer's kind and each array's layout."""
@@ -364,6 +382,14 @@ SEEDS: dict[str, Seed] = {
         Seed("npz_export", "weights.npz", "npz", _npz_export),
         Seed("npz_compressed", "arrays.npz", "npz", _npz_compressed),
         Seed("npy", "array.npy", "npy", _npy),
+        Seed(
+            "tf_checkpoint",
+            "ckpt.index",
+            "tf_checkpoint",
+            _tf_checkpoint,
+            ("ckpt.data-00000-of-00001",),
+        ),
+        Seed("tflite", "model.tflite", "tflite", _tflite),
     ]
 }
 

@@ -33,9 +33,10 @@ given a digest of the whole name, so they stay distinct."""
 
 def export_key(layer_name: str, role: str) -> str:
     """``<layer>/<role>``, as text any zip can hold: characters UTF-8 cannot encode (lone
-    surrogates from a damaged pickle) are written as ``\\udcff`` escapes, and very long keys
-    are cut."""
+    surrogates from a damaged pickle) are written as ``\\udcff`` escapes, a zero byte (where
+    ``zipfile`` would end the name) as ``\\x00``, and very long keys are cut."""
     key = f"{layer_name}/{role}".encode("utf-8", "backslashreplace").decode("utf-8")
+    key = key.replace("\0", "\\x00")
     if len(key.encode("utf-8")) <= MAX_KEY_BYTES:
         return key
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import operator
 import os
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
@@ -145,6 +146,9 @@ class FileRegionSource:
                 f"tensor of shape {shape} reaches element {last} of a storage of {storage_numel}"
             )
         itemsize = raw_dtype.itemsize
+        if not numel and math.prod(n for n in shape if n) * itemsize > sys.maxsize:
+            # empty, yet numpy cannot even shape an empty array so (its sizes ignoring the 0)
+            raise file.error(f"tensor of shape {shape} is larger than any array can be")
         if base + storage_numel * itemsize > file.size:
             raise file.error(f"storage of {storage_numel:,} elements runs past the end of the file")
         self.contiguous = stride == c_strides(shape)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from weightscope.formats._common.file_region import MAX_RANK
 from weightscope.formats._common.protowire import (
+    FIXED32,
     LENGTH_DELIMITED,
     VARINT,
     WireError,
@@ -55,6 +56,9 @@ class BundleEntry:
     size: int
     sliced: bool
     """A partitioned variable: its data lies in slice entries, not here."""
+    crc32c: int | None = None
+    """The masked CRC32C of its bytes as stored, when the index keeps one (TensorFlow always
+    does)."""
     slice_of: str | None = None
     """For one slice of a partitioned variable (a key of ``\\0``, the variable's name in
     OrderedCode, then the slice's extents), that variable's name."""
@@ -138,8 +142,11 @@ def _entry(key: bytes, value: memoryview) -> BundleEntry:
     dtype_number = shard = offset = size = 0
     shape: tuple[int, ...] = ()
     sliced = False
+    crc: int | None = None
     for number, wire, field in fields(value, 0, len(value)):
-        if wire == VARINT and number in (1, 3, 4, 5):
+        if number == 6 and wire == FIXED32:
+            crc = field
+        elif wire == VARINT and number in (1, 3, 4, 5):
             if number == 1:
                 dtype_number = field
             elif number == 3:
@@ -164,7 +171,7 @@ def _entry(key: bytes, value: memoryview) -> BundleEntry:
                 f"tensor {name!r}: {size:,} bytes declared, its {dtype} shape {shape} "
                 f"needs {expected:,}"
             )
-    return BundleEntry(name, dtype, shape, shard, offset, size, sliced, owner)
+    return BundleEntry(name, dtype, shape, shard, offset, size, sliced, crc, owner)
 
 
 def _shape(name: str, message: memoryview) -> tuple[int, ...]:

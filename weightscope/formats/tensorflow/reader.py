@@ -4,9 +4,16 @@ read without TensorFlow: the index decoded by :mod:`.bundle`, each tensor's data
 from its shard by offset, every declared region checked against the shard's real size.
 
 Variables are grouped into layers by their object-graph path (``model/layer_with_weights-0/
-kernel/.ATTRIBUTES/VARIABLE_VALUE``: layer ``model/layer_with_weights-0``, role ``kernel``).
-A checkpoint records no layer classes, so kinds are inferred from names and shapes exactly as
-for a Keras weights-only file (:func:`weightscope.formats.keras.catalog.infer_class`), and the
+kernel/.ATTRIBUTES/VARIABLE_VALUE``: layer ``model/layer_with_weights-0``, role ``kernel``;
+Keras 3's ``_kernel`` is its ``kernel``). A checkpoint records no layer classes, so kinds are
+inferred from names and shapes as for a Keras weights-only file
+(:func:`weightscope.formats.keras.catalog.infer_class`): the names are the layer's name in the
+name each variable was saved under (the object graph's ``full_name``, :mod:`.object_graph`)
+and the last component of its path (a TF1 scope, a subclassed model's attribute). Where
+neither names a class and the shapes cannot tell (a plain from a transposed conv when its
+kernel is square in channels or has no bias; a Keras 3 depthwise conv of multiplier 1 from a
+transposed conv of one input channel; the groups of a conv), the layer's note says what is not
+recorded. Each tensor's CRC32C is checked when its bytes are read whole (:mod:`.checksum`). The
 layouts are the Keras entries of the layout table: the variables of a checkpointed Keras model
 are Keras' own, stored in Keras' layouts, so such layers carry Keras' conventions (their
 ``framework`` is ``keras``; the model's is ``tensorflow``). Optimizer state (``optimizer/...``,
@@ -23,13 +30,16 @@ from typing import Any
 
 from weightscope.errors import CorruptFileError, file_error
 from weightscope.formats._common.file_region import FileRegionSource, OpenFile, c_strides
+from weightscope.formats._common.protowire import WireError
 from weightscope.formats.keras import catalog, recurrent
 from weightscope.formats.protocol import Match, Probe
-from weightscope.formats.tensorflow.bundle import BundleEntry, BundleError, read_index
+from weightscope.formats.tensorflow import object_graph
+from weightscope.formats.tensorflow.bundle import BundleEntry, BundleError, Header, read_index
+from weightscope.formats.tensorflow.checksum import ChecksummedSource
 from weightscope.formats.tensorflow.table import FOOTER_BYTES, has_magic
 from weightscope.kinds import Kind
 from weightscope.layouts import rank
-from weightscope.limits import Limits
+from weightscope.limits import LimitExceeded, Limits, limit_error
 from weightscope.model import (
     NON_TRAINABLE_ROLES,
     Layer,
@@ -107,6 +117,11 @@ def load(match: Match, limits: Limits) -> Model:
         raise file_error(
             CorruptFileError, path, "a checkpoint index must be named PREFIX.index", LOOKS_LIKE
         )
+    size = path.stat().st_size
+    try:
+        limits.check("max_tf_index_bytes", size, f"the index is {size:,} bytes")
+    except LimitExceeded as exc:
+        raise limit_error(path, exc) from None
     data = path.read_bytes()
     try:
         header, entries = read_index(data)
@@ -117,7 +132,9 @@ def load(match: Match, limits: Limits) -> Model:
         for entry in entries:
             if entry.sized and not entry.sliced and entry.shard not in shards:
                 shards[entry.shard] = _open_shard(path, entry.shard, header.num_shards)
-        layers, notes = _layers(path, entries, shards, header.byteorder)
+        names, notes = _saved_names(path, header, entries, shards, limits)
+        layers, more = _layers(path, entries, shards, header.byteorder, names)
+        notes += more
     except BaseException:
         for file in shards.values():
             file.close()
@@ -145,6 +162,36 @@ def _open_shard(index: Path, shard: int, num_shards: int) -> OpenFile:
     return OpenFile(file, LOOKS_LIKE)
 
 
+def _saved_names(
+    index: Path,
+    header: Header,
+    entries: list[BundleEntry],
+    shards: dict[int, OpenFile],
+    limits: Limits,
+) -> tuple[dict[str, str], list[str]]:
+    """The name each variable was saved under, from the object graph (none in a TF1
+    checkpoint); a graph that does not decode gives none, with a note."""
+    entry = next((e for e in entries if e.name == object_graph.KEY and e.dtype == "string"), None)
+    if entry is None or entry.shape != () or entry.sliced:
+        return {}, []
+    try:
+        limits.check(
+            "max_tf_index_bytes", entry.size, f"its object graph declares {entry.size:,} bytes"
+        )
+    except LimitExceeded as exc:
+        raise limit_error(index, exc) from None
+    if entry.shard not in shards:
+        shards[entry.shard] = _open_shard(index, entry.shard, header.num_shards)
+    file = shards[entry.shard]
+    _check_region(index, entry, file)
+    try:
+        return object_graph.full_names(
+            object_graph.scalar_string(file.read(entry.offset, entry.size))
+        ), []
+    except WireError as exc:
+        return {}, [f"the object graph does not decode ({exc}): layers named by path only"]
+
+
 def variable_path(name: str) -> str:
     """The object-graph path of a stored tensor (``.../kernel``), or the name itself (TF1)."""
     return name[: -len(VALUE_SUFFIX)] if name.endswith(VALUE_SUFFIX) else name
@@ -162,7 +209,11 @@ def is_optimizer_state(path: str, paths: frozenset[str]) -> bool:
 
 
 def _layers(
-    index: Path, entries: list[BundleEntry], shards: dict[int, OpenFile], byteorder: str
+    index: Path,
+    entries: list[BundleEntry],
+    shards: dict[int, OpenFile],
+    byteorder: str,
+    names: dict[str, str],
 ) -> tuple[list[Layer], list[str]]:
     notes: list[str] = []
     groups: dict[str, list[tuple[str, BundleEntry]]] = {}
@@ -195,7 +246,7 @@ def _layers(
             continue
         parent, _, role = path.rpartition("/")
         groups.setdefault(parent or "(root)", []).append((role, entry))
-    layers = [_layer(index, name, members, shards, byteorder) for name, members in
+    layers = [_layer(index, name, members, shards, byteorder, names) for name, members in
               sorted(groups.items(), key=lambda item: _natural_key(item[0]))]  # fmt: skip
     for name, parts in slices.items():
         tensors = []
@@ -218,13 +269,14 @@ def _layer(
     members: list[tuple[str, BundleEntry]],
     shards: dict[int, OpenFile],
     byteorder: str,
+    names: dict[str, str],
 ) -> Layer:
+    members = [(_keras_role(role), entry) for role, entry in members]
     roles = {role: entry.shape for role, entry in members}
-    hint = name.removesuffix(CELL).rsplit("/", 1)[-1]
-    guess = catalog.infer_class([hint], roles, [entry.shape for _, entry in members])
-    class_name = guess.class_name
+    hints = _name_hints(name, members, names)
+    guess = catalog.infer_class(hints, roles, [entry.shape for _, entry in members])
+    class_name, notes = _settle(guess.class_name, guess.note, roles)
     layer_type = catalog.layer_type(class_name)
-    notes = [guess.note]
     config: dict[str, Any] = {}
     if layer_type is not None and recurrent.is_recurrent(class_name):
         problem = recurrent.shape_problem(class_name or "", roles)
@@ -261,8 +313,11 @@ def _layer(
                     part=None if part is None else part_text(part),
                 )
             )
-    if kind.startswith(("conv", "separable")):
-        notes.append("groups are not recorded in a checkpoint: 1 assumed")
+    if kind.startswith("conv") and not kind.startswith("conv_transpose"):
+        notes.append(
+            "groups are not recorded in a checkpoint: 1 assumed (the kernel's input axis "
+            "holds in/groups channels whatever they are)"
+        )
     return Layer(
         name.removesuffix(CELL),
         Kind(kind),
@@ -273,6 +328,61 @@ def _layer(
         note="; ".join(notes),
         framework="keras" if layer_type is not None else None,
     )
+
+
+KERAS3_PRIVATE = frozenset({"_kernel", "_embeddings"})
+"""Keras 3 keeps these behind properties (for quantization and LoRA): the same variables."""
+
+
+def _keras_role(role: str) -> str:
+    return role[1:] if role in KERAS3_PRIVATE else role
+
+
+def _name_hints(
+    path: str, members: list[tuple[str, BundleEntry]], names: dict[str, str]
+) -> list[str]:
+    """Names that may say the layer's class: its layer name in the names its variables were
+    saved under, then the last component of its path."""
+    hints = []
+    for _, entry in members:
+        saved = names.get(entry.name, "")
+        layer = saved.removesuffix(CELL).rpartition("/")[0]
+        if layer and layer not in hints:
+            hints.append(layer)
+    hints.append(path.removesuffix(CELL).rsplit("/", 1)[-1])
+    return hints
+
+
+NOT_RECORDED = "not recorded in a checkpoint"
+
+
+def _settle(
+    class_name: str | None, note: str, roles: dict[str, tuple[int, ...]]
+) -> tuple[str | None, list[str]]:
+    """The class a layer is taken as and its notes, where its shapes alone decided: what they
+    cannot tell apart is said, and a Keras 3 depthwise kernel (``kernel``, its bias of
+    ``in * multiplier``) is recognised."""
+    kernel, bias = roles.get("kernel"), roles.get("bias")
+    if "from the name" in note or kernel is None or not set(roles) <= {"kernel", "bias"}:
+        return class_name, [note]
+    rank = len(kernel)
+    depthwise = bias is not None and kernel[-1] > 1 and bias[0] == kernel[-2] * kernel[-1]
+    if class_name is None and rank in (3, 4) and depthwise:
+        return f"DepthwiseConv{rank - 2}D", [
+            f"no model config: a Keras 3 depthwise kernel (bias of {kernel[-2]} channels "
+            f"x multiplier {kernel[-1]})"
+        ]
+    if class_name in ("Conv1D", "Conv2D", "Conv3D") and "cannot be ruled out" in note:
+        return class_name, [
+            f"no model config: a {rank}-D kernel read as {class_name}; conv or transposed "
+            f"conv: {NOT_RECORDED} (no layer name says which, and its shapes fit both)"
+        ]
+    if class_name in ("Conv1DTranspose", "Conv2DTranspose") and kernel[-1] == 1:
+        return class_name, [
+            f"{note}; or a Keras 3 depthwise conv of multiplier 1 (its kernel of the same "
+            f"shape): {NOT_RECORDED}"
+        ]
+    return class_name, [note]
 
 
 def _tensor(
@@ -295,7 +405,7 @@ def _tensor(
     )
 
 
-def _source(index: Path, entry: BundleEntry, file: OpenFile, byteorder: str) -> FileRegionSource:
+def _check_region(index: Path, entry: BundleEntry, file: OpenFile) -> None:
     end = entry.offset + entry.size
     if end > file.size:
         raise file_error(
@@ -304,6 +414,15 @@ def _source(index: Path, entry: BundleEntry, file: OpenFile, byteorder: str) -> 
             f"tensor {entry.name!r}: bytes {entry.offset:,}..{end:,} lie past the end of "
             f"{file.path.name} ({file.size:,} bytes)",
             LOOKS_LIKE,
+        )
+
+
+def _source(index: Path, entry: BundleEntry, file: OpenFile, byteorder: str) -> FileRegionSource:
+    """The tensor's bytes in its shard, checked against the index's CRC32C when read."""
+    _check_region(index, entry, file)
+    if entry.crc32c is not None:
+        return ChecksummedSource(
+            file, entry.offset, entry.dtype, entry.shape, byteorder, entry.crc32c, entry.name
         )
     numel = math.prod(entry.shape)
     return FileRegionSource(

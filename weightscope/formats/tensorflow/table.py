@@ -7,13 +7,15 @@ then its restart offsets (4 bytes each) and their count; after each block come o
 byte and a 4-byte masked CRC32C. TensorFlow writes its bundles' blocks uncompressed (its
 ``TableBuilderOptions`` has turned compression off since TF 1.2, for merged shards too); a
 Snappy-compressed block (type 1, only a TF 1.1 file could hold one) is refused with a line
-saying so. The block CRCs are not checked (framing and every length are)."""
+saying so. Each block's CRC (of the block and its compression byte, masked) is checked, as
+TensorFlow checks it, and so is the framing and every length."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 from weightscope.formats._common.protowire import WireError, read_varint
+from weightscope.formats.tensorflow.crc32c import crc32c, mask
 
 MAGIC = 0xDB4775248B80FB57
 FOOTER_BYTES = 48
@@ -66,6 +68,9 @@ def _block(data: bytes, offset: int, size: int, what: str) -> Iterator[tuple[byt
     if compression != NO_COMPRESSION:
         raise TableError(f"{what} at byte {offset}: unknown compression type {compression}")
     block = memoryview(data)[offset : offset + size]
+    stored = int.from_bytes(data[offset + size + 1 : offset + size + BLOCK_TRAILER_BYTES], "little")
+    if mask(crc32c(memoryview(data)[offset : offset + size + 1])) != stored:
+        raise TableError(f"{what} at byte {offset} fails its CRC32C check: the index is damaged")
     if size < 4:
         raise TableError(f"{what} at byte {offset} is too short for its restart count")
     restarts = int.from_bytes(block[size - 4 :], "little")

@@ -35,14 +35,23 @@ from weightscope.model import ArraySource, DequantizedSource, Layer, Model, Quan
 FRAMEWORK = "tflite"
 TFLITE = "TFLite flatbuffer"
 
+NO_INPUT = 1 << 30
+"""The bias input of an operator that has none."""
+
 # operator -> (layer kind, the table's owner, filter input, bias input)
 LAYER_OPS: dict[int, tuple[Kind, str, int, int]] = {
     ops.CONV_2D: (Kind.CONV2D, "CONV_2D", 1, 2),
     ops.DEPTHWISE_CONV_2D: (Kind.DEPTHWISE_CONV2D, "DEPTHWISE_CONV_2D", 1, 2),
     ops.TRANSPOSE_CONV: (Kind.CONV_TRANSPOSE2D, "TRANSPOSE_CONV", 1, 3),
     ops.CONV_3D: (Kind.CONV3D, "CONV_3D", 1, 2),
+    ops.CONV_3D_TRANSPOSE: (Kind.CONV_TRANSPOSE3D, "CONV_3D_TRANSPOSE", 1, 3),
     ops.FULLY_CONNECTED: (Kind.DENSE, "FULLY_CONNECTED", 1, 2),
+    ops.GATHER: (Kind.EMBEDDING, "GATHER", 0, NO_INPUT),
 }
+ADD_BIAS_KINDS = (Kind.CONV3D, Kind.CONV_TRANSPOSE3D)
+"""The converter adds these layers' biases with an ``ADD`` after them."""
+KERNEL_ROLES = {Kind.EMBEDDING: "embeddings"}
+"""The weight's role where it is not ``kernel``."""
 
 BN_FOLDED = (
     "the TFLite converter folds a following batch normalization into this kernel and bias "
@@ -142,6 +151,9 @@ class _Builder:
         for op in graph.operators:
             name = self._op_name(graph, op)
             spec = LAYER_OPS.get(op.code) if op.custom is None else None
+            if spec is not None and spec[0] is Kind.EMBEDDING:
+                # any other GATHER (of shapes, of activations) is no layer
+                spec = spec if self._embedding_lookup(graph, op, producer) else None
             built = None if spec is None else self._layer(number, graph, op, spec, producer, name)
             if built is not None:
                 layers.append(built[0])
@@ -199,8 +211,9 @@ class _Builder:
         if kernel is None:
             return self._sparse(number, graph, op, owner, filter_at, bias_at, producer, name)
         used = {kernel[0].index, *kernel[1]}
+        role = KERNEL_ROLES.get(kind, "kernel")
         layout = layouts.native_layout(
-            FRAMEWORK, "kernel", len(kernel[0].shape), owner=owner, kind=kind
+            FRAMEWORK, role, len(kernel[0].shape), owner=owner, kind=kind
         )
         if layout is None or kernel[0].sparse or kernel[0].dtype not in _NUMPY_TYPES:
             return None  # listed with the constants no layer takes
@@ -208,12 +221,12 @@ class _Builder:
         groups = 1
         if kind is Kind.DEPTHWISE_CONV2D:
             groups = self._depthwise_groups(graph, op, kernel[0])
-        tensors = [self._tensor(number, kernel[0], "kernel", layout, groups)]
+        tensors = [self._tensor(number, kernel[0], role, layout, groups)]
         if kernel[1]:
             notes.append(FLOAT16)
         bias = self._weight(graph, op, bias_at, producer)
         when = ""
-        if bias is None and kind is Kind.CONV3D:
+        if bias is None and kind in ADD_BIAS_KINDS:
             bias = self._added_bias(graph, op, kernel[0], layout, producer)
             when = layouts.TFLITE_ADD_BIAS
             if bias is not None:
@@ -228,7 +241,7 @@ class _Builder:
             used |= {bias[0].index, *bias[1]}
             if bias[0].dtype == "int32" and tensors[-1].quantization is not None:
                 notes.append(INT32_BIAS)
-        if kind is not Kind.DENSE:
+        if kind not in (Kind.DENSE, Kind.EMBEDDING):
             notes.append(BN_FOLDED)
         layer = Layer(
             _layer_name(kernel[0].name) or name,
@@ -239,6 +252,22 @@ class _Builder:
             note="; ".join(notes) or None,
         )
         return layer, used
+
+    def _embedding_lookup(
+        self, graph: SubGraphInfo, op: OperatorInfo, producer: dict[int, OperatorInfo]
+    ) -> bool:
+        """A GATHER that looks rows of a constant float (or quantized, or float16 behind a
+        ``DEQUANTIZE``) 2-D table up by indices computed at run time, along axis 0
+        (``GatherOptions.axis``, field 0)."""
+        if len(op.inputs) < 2 or op.inputs[1] < 0:
+            return False
+        table = self._weight(graph, op, 0, producer)
+        if table is None:
+            return False
+        params, indices = table[0], graph.tensors[op.inputs[1]]
+        axis = int(op.options.scalar(0, "i")) if op.options is not None else 0
+        real = params.dtype.startswith(("float", "bfloat")) or params.quantization is not None
+        return len(params.shape) == 2 and real and axis == 0 and not self._constant(indices)
 
     def _weight(
         self,
