@@ -61,7 +61,11 @@ def _build(keras: ModuleType) -> Any:
     y = layers.GlobalAveragePooling2D(name="pool")(y)
     z = layers.Concatenate(name="concat")([x, y])  # (9,)
     inner = keras.Sequential(
-        [keras.Input((9,)), layers.Dense(7, name="inner_dense"), layers.BatchNormalization()],
+        [
+            keras.Input((9,)),
+            layers.Dense(7, name="inner_dense"),
+            layers.BatchNormalization(name="inner_bn"),
+        ],
         name="inner",
     )
     z = inner(z)
@@ -176,7 +180,7 @@ def test_live_model_reads_as_its_saved_files(models, framework: str, suffix: str
         "transpose": "conv_transpose2d",
         "bn": "batch_norm",
         "inner/inner_dense": "dense",
-        "inner/batch_normalization": "batch_norm",
+        "inner/inner_bn": "batch_norm",
         "shared": "dense",
         "frozen": "dense",
     }
@@ -207,7 +211,7 @@ def test_trainable_flags_follow_the_model(models, framework: str) -> None:
     inner.trainable = False
     try:
         frozen = weightscope.load(model)
-        for name in ("inner/inner_dense", "inner/batch_normalization"):
+        for name in ("inner/inner_dense", "inner/inner_bn"):
             assert {t.trainable for t in frozen.layer(name).tensors} == {False}, name
         assert {t.trainable for t in frozen.layer("conv2d").tensors} == {True}
         assert frozen.params.trainable == _size(model.trainable_weights)
