@@ -283,11 +283,29 @@ def _matters(op: str, position: int) -> bool:
 
 def _use(name: str, function: Function, node: Node, position: int, expanded: bool) -> Use:
     attrs = _attrs(node.attr_fields)
-    feeds = _base(node.inputs[0]) if node.op in BIAS_OPS and node.inputs else ""
+    feeds = _producer(function, node.inputs[0]) if node.op in BIAS_OPS and node.inputs else ""
     groups = None
     if node.op in ("Conv2D", "Conv3D") and node.inputs:
         groups = _groups(function, node, attrs)
     return Use(node.op, position, attrs, expanded, node.name, name, feeds, groups)
+
+
+SHAPE_OPS = frozenset(
+    {"Squeeze", "Reshape", "ExpandDims", "Identity", "BatchToSpaceND", "SpaceToBatchND"}
+)
+"""Ops between a conv and its bias that only reshape its output (a 1-D conv's ``Squeeze``, a
+dilated conv's ``BatchToSpaceND``)."""
+
+
+def _producer(function: Function, reference: str) -> str:
+    """The op whose output ``reference`` is, looking through ``SHAPE_OPS``."""
+    name = _base(reference)
+    for _ in range(len(SHAPE_OPS) * 4):  # a few reshapes at most; bounded whatever the graph
+        node = function.nodes.get(name)
+        if node is None or node.op not in SHAPE_OPS or not node.inputs:
+            return name
+        name = _base(node.inputs[0])
+    return name
 
 
 def _groups(function: Function, node: Node, attrs: dict[str, Any]) -> int | None:
@@ -401,6 +419,14 @@ def recognise(members: list[Member], uses: dict[int, list[Use]]) -> list[Recogni
             bias = [u for u in uses.get(other.node_id, []) if u.op in BIAS_OPS]
             if any(u.feeds == use.node and u.function == use.function for u in bias):
                 chosen.append(other)
+                chosen_roles.append("bias")
+        if len(kernels) == 1 and "bias" not in chosen_roles:
+            # the kernel op inside a called function (Keras 3 compiles a grouped conv apart):
+            # the group's one variable named bias, added by a bias op, is its bias
+            bias_named = [m for m in members if m.role == "bias" and m is not kernel and any(
+                u.op in BIAS_OPS for u in uses.get(m.node_id, []))]  # fmt: skip
+            if len(bias_named) == 1:
+                chosen.append(bias_named[0])
                 chosen_roles.append("bias")
         taken.update(m.node_id for m in chosen)
         note = f"no Keras metadata: a {class_name}, from the graph's {use.op} op"

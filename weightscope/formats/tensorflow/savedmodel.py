@@ -203,7 +203,6 @@ def _layers(
     keys = _object_keys(path, entries, shards)
     by_key = {entry.name: entry for entry in entries}
     stored: dict[int, Stored] = {}
-    names: dict[str, int] = {}
     for node_id, node in enumerate(info.nodes):
         key = keys.get(node_id)
         entry = by_key.get(key) if key else None
@@ -211,14 +210,19 @@ def _layers(
             continue
         source = checkpoint.entry_source(index, entry, shards[entry.shard], byteorder)
         name = node.variable.name.removesuffix(":0") or checkpoint.variable_path(entry.name)
-        names[name] = names.get(name, 0) + 1
         stored[node_id] = Stored(node_id, node.variable, entry, source, name)
     bound = {node for inputs in info.bound_inputs.values() for node in inputs}
-    for item in list(stored.values()):
-        if names[item.name] > 1 and item.node_id not in bound:
-            # two variables of one name: the checkpoint key tells the one no function uses
-            stored[item.node_id] = Stored(item.node_id, item.variable, item.entry, item.source,
-                                          checkpoint.variable_path(item.entry.name))  # fmt: skip
+    same: dict[str, list[Stored]] = {}
+    for item in stored.values():
+        same.setdefault(item.name, []).append(item)
+    for alike in same.values():
+        called = [item for item in alike if item.node_id in bound]
+        for item in alike:
+            if len(alike) > 1 and not (len(called) == 1 and item is called[0]):
+                # variables of one name (tf.Variable's default "Variable", or Keras 3's second
+                # copies): the checkpoint key tells them apart; one a function uses keeps it
+                stored[item.node_id] = Stored(item.node_id, item.variable, item.entry,
+                    item.source, checkpoint.variable_path(item.entry.name))  # fmt: skip
     objects = keras_objects.keras_objects(info.nodes, metadata_nodes, limits)
     owners = keras_objects.owners(info.nodes, objects) if info.nodes else {}
     layers: list[Layer] = []

@@ -1,0 +1,344 @@
+"""TensorFlow SavedModel directories, read by weightscope without TensorFlow and checked against
+the Keras models and TensorFlow modules that wrote them.
+
+Every layer case of ``test_keras_layouts`` (conv 1-D/2-D/3-D, grouped, dilated, transposed,
+depthwise with a depth multiplier, separable, dense, batch norm) is built as a one-layer model
+with random weights and saved by tf-keras (``model.save(dir, save_format="tf")``: Keras metadata
+in ``keras_metadata.pb``) and by Keras 3 (``model.export(dir)``: no Keras metadata, kinds from
+the graph's ops). weightscope must list the layer's variables exactly (values, shapes,
+trainable flags), with the kind the layer has, and its canonical tensors must recompute the
+model's output to 1e-5. Whole models check totals against Keras' own counts (optimizer state
+and metrics listed, not counted; a frozen layer's weights non-trainable), a ``tf.Module`` saved
+by ``tf.saved_model.save`` is read from its graph, and damaged directories give one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+tf = pytest.importorskip("tensorflow")
+tf_keras = pytest.importorskip("tf_keras")
+keras = pytest.importorskip("keras")
+pytest.importorskip("torch")
+
+import reference as ref  # noqa: E402
+from cli_runner import run_cli  # noqa: E402
+from framework_cache import build_cached  # noqa: E402
+from test_keras_layouts import CASES, Case  # noqa: E402
+
+import weightscope  # noqa: E402
+
+ATOL = RTOL = 1e-5
+BATCH = 2
+FRAMEWORKS = {"tf_keras": tf_keras, "keras3": keras}
+"""tf-keras saves with Keras metadata; Keras 3's export has none (kinds come from the graph)."""
+
+
+@dataclass
+class Built:
+    case: Case
+    x: np.ndarray
+    y: np.ndarray
+    weights: list[tuple[str, np.ndarray, bool]]
+    """(role, value, trainable) of each Keras variable, in the layer's order."""
+    folder: Path
+
+
+def _role(variable_path: str, kind: str) -> str:
+    role = variable_path.rsplit("/", 1)[-1].split(":", 1)[0]
+    return "kernel" if kind.startswith("depthwise") and role == "depthwise_kernel" else role
+
+
+def _save(framework: str, case: Case, folder: Path) -> None:
+    module = FRAMEWORKS[framework]
+    layer = getattr(module.layers, case.class_name)(**case.kwargs)
+    inputs = module.Input(shape=case.input_shape)
+    model = module.Model(inputs, layer(inputs))
+    rng = np.random.default_rng(zlib.crc32(f"savedmodel/{framework}/{case.id}".encode()))
+    values = []
+    for variable in layer.weights:
+        value = rng.standard_normal(tuple(variable.shape)).astype(np.float32)
+        if _role(variable.name, case.kind) == "moving_variance":
+            value = np.abs(value) + np.float32(0.5)
+        values.append(value)
+    layer.set_weights(values)
+    x = rng.standard_normal((BATCH, *case.input_shape)).astype(np.float32)
+    y = np.asarray(model(x, training=False))
+    if framework == "tf_keras":
+        model.save(folder / "model", save_format="tf")
+    else:
+        model.export(folder / "model", verbose=False)
+    roles = [_role(getattr(v, "path", v.name), case.kind) for v in layer.weights]
+    trainable = [bool(v.trainable) for v in layer.weights]
+    np.savez(folder / "built.npz", x=x, y=y, **{f"w{i}": v for i, v in enumerate(values)})
+    (folder / "built.json").write_text(json.dumps({"roles": roles, "trainable": trainable}))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Built]:
+    cache: dict[tuple[str, str], Built] = {}
+    root = tmp_path_factory.mktemp("savedmodel")
+    by_id = {case.id: case for case in CASES}
+
+    def get(framework: str, case_id: str) -> Built:
+        if (framework, case_id) not in cache:
+            case = by_id[case_id]
+            if getattr(FRAMEWORKS[framework].layers, case.class_name, None) is None:
+                pytest.skip(f"{framework} has no layers.{case.class_name}")
+            folder = root / framework / case_id
+
+            def save(into: Path) -> None:
+                _save(framework, case, into)
+
+            build_cached(folder, save, "savedmodel", framework, case_id)
+            saved = json.loads((folder / "built.json").read_text())
+            with np.load(folder / "built.npz") as arrays:
+                x, y = arrays["x"], arrays["y"]
+                values = [arrays[f"w{i}"] for i in range(len(saved["roles"]))]
+            weights = list(zip(saved["roles"], values, saved["trainable"], strict=True))
+            cache[(framework, case_id)] = Built(case, x, y, weights, folder / "model")
+        return cache[(framework, case_id)]
+
+    return get
+
+
+PARAMS = [
+    pytest.param(framework, case.id, id=f"{framework}-{case.id}")
+    for framework in FRAMEWORKS
+    for case in CASES
+]
+
+
+def _layer(model: weightscope.Model) -> weightscope.Layer:
+    counted = [layer for layer in model.layers if any(t.counted for t in layer.tensors)]
+    assert len(counted) == 1, [layer.name for layer in model.layers]
+    return counted[0]
+
+
+@pytest.mark.parametrize(("framework", "case_id"), PARAMS)
+def test_layer_read_as_keras_holds_it(built: Callable[[str, str], Built], framework, case_id):
+    """The layer's kind, roles, values, shapes and trainable flags are Keras' own; totals are
+    the layer's weights (Keras 3's second copies listed, not counted)."""
+    item = built(framework, case_id)
+    with weightscope.load(item.folder) as model:
+        assert (model.framework, model.format) == ("tensorflow", "savedmodel")
+        layer = _layer(model)
+        assert layer.kind == item.case.kind, layer.note
+        assert [t.role for t in layer.tensors] == [role for role, _, _ in item.weights]
+        for tensor, (role, value, trainable) in zip(layer.tensors, item.weights, strict=True):
+            assert tensor.native_shape == value.shape, role
+            np.testing.assert_array_equal(tensor.numpy(), value, err_msg=role)
+            assert tensor.trainable is trainable, role
+        if framework == "tf_keras":
+            assert layer.class_name == item.case.class_name
+            assert not layer.inferred
+        if item.case.groups is not None:  # Keras 3: the input's shape the graph records
+            assert layer.groups == item.case.groups
+        counts = model.params
+        assert counts.total == sum(value.size for _, value, _ in item.weights)
+        assert counts.non_trainable == sum(
+            v.size for _, v, trainable in item.weights if not trainable
+        )
+        assert counts.unknown == 0
+
+
+@pytest.mark.parametrize(("framework", "case_id"), PARAMS)
+def test_canonical_tensors_recompute_the_layer(
+    built: Callable[[str, str], Built], framework, case_id
+):
+    item = built(framework, case_id)
+    with weightscope.load(item.folder) as model:
+        layer = _layer(model)
+        canonical = {}
+        for tensor in layer.tensors:
+            assert tensor.native_layout is not None, tensor.role
+            canonical[tensor.role] = tensor.canonical().astype(np.float64)
+        groups = layer.groups
+    expected = item.case.reference(ref.channels_first(item.x), canonical, groups)
+    np.testing.assert_allclose(ref.channels_last(expected), item.y, atol=ATOL, rtol=RTOL)
+
+
+# ---------------------------------------------------------------------------------------------
+# whole models
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A tf-keras model of several layers, one frozen, fitted one step with Adam (optimizer
+    slots and metric state saved too), and a Keras 3 model of the same layers, exported."""
+    folder = tmp_path_factory.mktemp("savedmodel_trained")
+    tf_keras.utils.set_random_seed(4)
+    L = tf_keras.layers
+    inputs = tf_keras.Input((12, 12, 3))
+    x = L.Conv2D(6, 3, name="conv")(inputs)
+    x = L.BatchNormalization(name="norm")(x)
+    x = L.DepthwiseConv2D(3, depth_multiplier=2, name="depthwise")(x)
+    x = L.SeparableConv2D(4, 3, name="separable")(x)
+    x = L.Conv2DTranspose(3, 3, strides=2, name="transpose")(x)
+    x = L.Flatten()(x)
+    outputs = L.Dense(4, name="fc")(x)
+    model = tf_keras.Model(inputs, outputs)
+    model.get_layer("norm").trainable = False
+    model.compile(optimizer="adam", loss="mse", metrics=["mae"])
+    rng = np.random.default_rng(1)
+    model.fit(rng.random((4, 12, 12, 3)), rng.random((4, 4)), verbose=0)
+    model.save(folder / "tf_keras", save_format="tf")
+    return {"model": model, "folder": folder}
+
+
+def _weight_sizes(variables: Any) -> int:
+    return sum(int(np.prod(v.shape)) for v in variables)
+
+
+def test_totals_equal_keras_counts(trained: dict[str, Any]) -> None:
+    model = trained["model"]
+    with weightscope.load(trained["folder"] / "tf_keras") as read:
+        counts = read.params
+        assert counts.total == model.count_params()
+        assert counts.trainable == _weight_sizes(model.trainable_weights)
+        assert counts.non_trainable == _weight_sizes(model.non_trainable_weights)
+        assert counts.unknown == 0
+        layers = {layer.name: layer for layer in read.layers}
+        assert all(t.trainable is False for t in layers["norm"].tensors)  # frozen
+        assert not any(t.counted for t in layers["optimizer"].tensors)
+        assert not any(t.counted for t in layers["metrics"].tensors)
+        assert {
+            n: layers[n].kind for n in ("conv", "depthwise", "separable", "transpose", "fc")
+        } == {
+            "conv": "conv2d",
+            "depthwise": "depthwise_conv2d",
+            "separable": "separable_conv2d",
+            "transpose": "conv_transpose2d",
+            "fc": "dense",
+        }
+
+
+def test_every_variable_is_what_tensorflow_loads(trained: dict[str, Any]) -> None:
+    """Each tensor weightscope lists from the model's layers is a variable of
+    ``tf.saved_model.load``, with its shape, values and trainable flag as the variable has
+    them (a frozen layer's variables stay trainable in TensorFlow: the Keras metadata freezes
+    them)."""
+    folder = trained["folder"] / "tf_keras"
+    loaded = tf.saved_model.load(str(folder))
+    by_name = {v.name.removesuffix(":0"): v for v in loaded.variables}
+    with weightscope.load(folder) as read:
+        names = set()
+        for layer, tensor in read.tensors():
+            if not tensor.counted:
+                continue
+            variable = by_name[tensor.name]
+            names.add(tensor.name)
+            assert tensor.native_shape == tuple(variable.shape)
+            np.testing.assert_array_equal(tensor.numpy(), variable.numpy())
+            if layer.name != "norm":
+                assert tensor.trainable is variable.trainable, tensor.name
+    assert names == set(by_name)
+
+
+def test_tf_module_read_from_its_graph(tmp_path: Path) -> None:
+    """A ``tf.Module`` of a conv and a dense layer as ``tf.Variable`` attributes, saved by
+    ``tf.saved_model.save``: no Keras metadata, so the kinds come from the Conv2D and MatMul
+    ops that use the variables; its canonical tensors recompute the module's output."""
+    rng = np.random.default_rng(2)
+
+    class Net(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.filters = tf.Variable(rng.standard_normal((3, 3, 4, 6)).astype(np.float32))
+            self.offset = tf.Variable(rng.standard_normal(6).astype(np.float32))
+            self.weights = tf.Variable(rng.standard_normal((150, 5)).astype(np.float32))
+            self.shift = tf.Variable(rng.standard_normal(5).astype(np.float32), trainable=False)
+
+        @tf.function(input_signature=[tf.TensorSpec((None, 7, 7, 4), tf.float32)])
+        def __call__(self, x: Any) -> Any:
+            y = tf.nn.bias_add(tf.nn.conv2d(x, self.filters, 1, "VALID"), self.offset)
+            return tf.matmul(tf.reshape(y, (-1, 150)), self.weights) + self.shift
+
+    net = Net()
+    tf.saved_model.save(net, str(tmp_path / "net"))
+    x = rng.standard_normal((2, 7, 7, 4)).astype(np.float32)
+    y = net(x).numpy()
+    with weightscope.load(tmp_path / "net") as read:
+        kinds = {layer.name: layer.kind for layer in read.layers}
+        assert kinds == {"filters": "conv2d", "weights": "dense"}
+        conv = read.layer("filters")
+        dense = read.layer("weights")
+        assert [t.role for t in conv.tensors] == ["kernel", "bias"]
+        assert dense.tensor("bias").trainable is False
+        assert read.params.total == 3 * 3 * 4 * 6 + 6 + 150 * 5 + 5
+        hidden = ref.conv(ref.channels_first(x), conv.tensor("kernel").canonical(),
+                          conv.tensor("bias").canonical())  # fmt: skip
+        flat = ref.channels_last(hidden).reshape(2, 150)
+        out = ref.dense(flat, dense.tensor("kernel").canonical(), dense.tensor("bias").canonical())
+    np.testing.assert_allclose(out, y, atol=ATOL, rtol=RTOL)
+
+
+# ---------------------------------------------------------------------------------------------
+# damaged directories
+
+
+def _copy(trained: dict[str, Any], tmp_path: Path) -> Path:
+    folder = tmp_path / "copy"
+    shutil.copytree(trained["folder"] / "tf_keras", folder)
+    return folder
+
+
+def _one_line(path: Path, *words: str) -> None:
+    result = run_cli("inspect", path)
+    assert result.returncode == 2, result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_truncated_saved_model_pb(trained: dict[str, Any], tmp_path: Path) -> None:
+    folder = _copy(trained, tmp_path)
+    pb = folder / "saved_model.pb"
+    pb.write_bytes(pb.read_bytes()[: pb.stat().st_size // 2])
+    _one_line(folder, "damaged TensorFlow SavedModel")
+
+
+def test_garbled_saved_model_pb(trained: dict[str, Any], tmp_path: Path) -> None:
+    folder = _copy(trained, tmp_path)
+    (folder / "saved_model.pb").write_bytes(b"\x12\xff\xff\xff\xff\x0f" + b"\0" * 64)
+    _one_line(folder, "damaged TensorFlow SavedModel")
+
+
+def test_missing_variables(trained: dict[str, Any], tmp_path: Path) -> None:
+    folder = _copy(trained, tmp_path)
+    shutil.rmtree(folder / "variables")
+    _one_line(folder, "variables/variables.index", "missing")
+
+
+def test_missing_shard(trained: dict[str, Any], tmp_path: Path) -> None:
+    folder = _copy(trained, tmp_path)
+    (folder / "variables" / "variables.data-00000-of-00001").unlink()
+    _one_line(folder / "saved_model.pb", "variables.data-00000-of-00001", "missing")
+
+
+def test_truncated_shard(trained: dict[str, Any], tmp_path: Path) -> None:
+    folder = _copy(trained, tmp_path)
+    shard = folder / "variables" / "variables.data-00000-of-00001"
+    shard.write_bytes(shard.read_bytes()[:100])
+    _one_line(folder, "lie past the end")
+
+
+def test_garbled_keras_metadata(trained: dict[str, Any], tmp_path: Path) -> None:
+    folder = _copy(trained, tmp_path)
+    (folder / "keras_metadata.pb").write_bytes(b"\x0a\x80")
+    _one_line(folder, "keras_metadata.pb")
+
+
+def test_other_directories_are_still_refused(tmp_path: Path) -> None:
+    _one_line(tmp_path, "is a directory, not a model file")
