@@ -60,6 +60,8 @@ class SavedModelInfo:
     """Each concrete function's captured inputs (node ids), in the order of its trailing args."""
     graph_def: memoryview | None = None
     """The first meta graph's ``GraphDef``, undecoded (the graph path reads its functions)."""
+    collections: dict[str, set[str]] = field(default_factory=dict)
+    """A TF1 graph's ``variables`` and ``trainable_variables`` collections: variable names."""
 
 
 _KINDS = {
@@ -102,8 +104,36 @@ def _meta_graph(message: memoryview, info: SavedModelInfo) -> None:
                     info.tensorflow_version = text(item)
         elif number == 2:
             info.graph_def = value
+        elif number == 4:
+            _collection(value, info)
         elif number == 7:
             _object_graph(value, info)
+
+
+VARIABLE_COLLECTIONS = ("variables", "trainable_variables")
+
+
+def _collection(entry: memoryview, info: SavedModelInfo) -> None:
+    """One ``collection_def`` map entry: the names of the ``VariableDef``s of the two variable
+    collections (``bytes_list`` of serialized ``VariableDef``, ``variable_name`` = 1)."""
+    key, value = "", None
+    for number, wire, item in fields(entry, 0, len(entry)):
+        if number == 1 and wire == LENGTH_DELIMITED:
+            key = text(item)
+        elif number == 2 and wire == LENGTH_DELIMITED:
+            value = item
+    if key not in VARIABLE_COLLECTIONS or value is None:
+        return
+    names = info.collections.setdefault(key, set())
+    for number, wire, bytes_list in fields(value, 0, len(value)):
+        if number != 2 or wire != LENGTH_DELIMITED:
+            continue
+        for inner, inner_wire, definition in fields(bytes_list, 0, len(bytes_list)):
+            if inner != 1 or inner_wire != LENGTH_DELIMITED:
+                continue
+            for var_field, var_wire, name in fields(definition, 0, len(definition)):
+                if var_field == 1 and var_wire == LENGTH_DELIMITED:
+                    names.add(text(name).removesuffix(":0"))
 
 
 def _object_graph(message: memoryview, info: SavedModelInfo) -> None:

@@ -251,7 +251,20 @@ def _layers(
         layers.append(Layer("metrics", Kind.UNKNOWN, metrics, note=METRICS_NOTE))
     rest = [entry for entry in entries if entry.name not in used and entry.name != OBJECT_GRAPH_KEY]
     more_layers, notes = checkpoint.bundle_layers(index, rest, shards, byteorder)
+    _tf1_trainable(info, more_layers)
     return layers + more_layers, notes
+
+
+def _tf1_trainable(info: SavedModelInfo, layers: list[Layer]) -> None:
+    """A TF1 graph's variables are trainable as its ``trainable_variables`` collection says."""
+    every = info.collections.get("variables", set())
+    trainable = info.collections.get("trainable_variables")
+    if trainable is None:
+        return
+    for layer in layers:
+        for tensor in layer.tensors:
+            if tensor.trainable is None and tensor.name in every | trainable:
+                tensor.trainable = tensor.name in trainable
 
 
 def _left_to_bundle(item: Stored) -> bool:
