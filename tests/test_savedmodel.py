@@ -342,3 +342,61 @@ def test_garbled_keras_metadata(trained: dict[str, Any], tmp_path: Path) -> None
 
 def test_other_directories_are_still_refused(tmp_path: Path) -> None:
     _one_line(tmp_path, "is a directory, not a model file")
+
+
+WRITER_KEYS = {"name", "zero_output_for_mask"}
+"""Config entries the two files write differently for one layer: a Bidirectional's copies are
+``forward_gru`` in the SavedModel, ``gru`` (as given) in the .h5 file."""
+
+
+def _plain(value: Any) -> Any:
+    """A config value without what only one writer adds: the SavedModel's ``shared_object_id``
+    and ``{"class_name": "__tuple__", "items": [...]}`` tuples, the .h5 file's ``module`` and
+    ``registered_name``."""
+    if isinstance(value, dict):
+        if value.get("class_name") == "__tuple__":
+            return [_plain(item) for item in value.get("items", [])]
+        extra = {"shared_object_id", "module", "registered_name"}
+        return {k: _plain(v) for k, v in value.items() if k not in extra}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def test_same_layers_as_the_keras_h5_file(tmp_path: Path) -> None:
+    """A tf-keras model of an embedding, a nested model, recurrent layers, a Bidirectional, a
+    TimeDistributed and a layer used twice, saved as SavedModel and as .h5: weightscope reads
+    both into the same layers (names, order, kinds, classes, configs, roles, layouts, values,
+    trainable flags), the SavedModel's from its Keras metadata and object graph."""
+    tf_keras.utils.set_random_seed(5)
+    L = tf_keras.layers
+    inner = tf_keras.Sequential([L.Input((5, 8)), L.Dense(8, name="inner_dense")], name="inner")
+    ids = L.Input((5,), dtype="int32")
+    x = inner(L.Embedding(20, 8, name="emb")(ids))
+    x = L.LSTM(6, return_sequences=True, name="lstm")(x)
+    x = L.Bidirectional(L.GRU(4, return_sequences=True), name="bi")(x)
+    x = L.TimeDistributed(L.Dense(3), name="td")(x)
+    shared = L.Dense(3, name="shared")
+    model = tf_keras.Model(ids, L.SimpleRNN(2, name="rnn")(shared(shared(x))))
+    model.get_layer("lstm").trainable = False
+    model.save(tmp_path / "saved", save_format="tf")
+    model.save(tmp_path / "model.h5")
+
+    def described(layer: weightscope.Layer) -> tuple[Any, ...]:
+        tensors = [(t.role, t.native_shape, t.native_layout, t.trainable, t.part, t.declared_init)
+                   for t in layer.tensors]  # fmt: skip
+        config = {k: _plain(v) for k, v in layer.config.items() if k not in WRITER_KEYS}
+        return layer.name, layer.kind, layer.class_name, config, layer.note, tensors
+
+    with (
+        weightscope.load(tmp_path / "saved") as saved,
+        weightscope.load(tmp_path / "model.h5") as h5,
+    ):
+        assert [described(layer) for layer in saved.layers] == [
+            described(layer) for layer in h5.layers
+        ]
+        for mine, theirs in zip(saved.tensors(), h5.tensors(), strict=True):
+            np.testing.assert_array_equal(mine[1].numpy(), theirs[1].numpy())
+        assert saved.params == h5.params
+        assert saved.params.total == model.count_params()
+        assert saved.params.non_trainable == _weight_sizes(model.non_trainable_weights)

@@ -59,6 +59,9 @@ class Owner:
     wrapper: KerasObject | None = None
     """The wrapper holding ``layer``, and the attribute it holds it by (``forward_layer``)."""
     held_as: str = ""
+    order: tuple[int, ...] = ()
+    """The layer's place in the graph, depth first (the order of the model's layers, a nested
+    model's in its place)."""
 
     @property
     def trainable(self) -> bool:
@@ -103,24 +106,29 @@ def keras_objects(
 def owners(nodes: Sequence[SavedNode], objects: dict[int, KerasObject]) -> dict[int, Owner]:
     """Variable node id -> its owner, for every variable reached from the root."""
     parent: dict[int, tuple[int, str]] = {0: (-1, "")}
+    order: dict[int, tuple[int, ...]] = {0: ()}
     queue = deque([0])
     found: dict[int, Owner] = {}
     while queue:
         node_id = queue.popleft()
         node = nodes[node_id]
         if node.kind == "variable":
-            found[node_id] = _owner(node_id, parent, objects)
+            found[node_id] = _owner(node_id, parent, objects, order)
             continue
-        for local_name, child in node.children:
+        for position, (local_name, child) in enumerate(node.children):
             if local_name in VIEWS or child in parent or not 0 <= child < len(nodes):
                 continue
             parent[child] = (node_id, local_name)
+            order[child] = (*order[node_id], position)
             queue.append(child)
     return found
 
 
 def _owner(
-    node_id: int, parent: dict[int, tuple[int, str]], objects: dict[int, KerasObject]
+    node_id: int,
+    parent: dict[int, tuple[int, str]],
+    objects: dict[int, KerasObject],
+    order: dict[int, tuple[int, ...]],
 ) -> Owner:
     path: list[tuple[int, str]] = []  # (node, the name its parent holds it by), root first
     current = node_id
@@ -144,14 +152,14 @@ def _owner(
         wrapper, (at, layer) = layer, layers[1]
         held_as = path[at][1]
     below = tuple(local_name for _, local_name in path[at + 1 :])
-    return Owner(layer, chain, below, wrapper, held_as)
+    return Owner(layer, chain, below, wrapper, held_as, order[path[at][0]])
 
 
 def layer_name(owner: Owner) -> str:
     """The layer's name as the Keras readers give it: nested models' names before it, a
     Bidirectional's before its direction's, a TimeDistributed's instead of its layer's."""
     assert owner.layer is not None
-    models = [item.name for item in owner.chain[1:] if item.is_model]
+    models = [item.name for item in owner.chain if item.is_model and item.node_id != 0]
     if owner.wrapper is None:
         return "/".join([*models, owner.layer.name])
     if catalog.canonical_class(owner.wrapper.class_name) == wrappers.TIME_DISTRIBUTED:

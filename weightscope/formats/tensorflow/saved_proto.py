@@ -247,7 +247,7 @@ def parse_keras_metadata(data: bytes | memoryview) -> list[KerasNode]:
         for number, wire, value in fields(data, 0, len(data)):
             if number != 1 or wire != LENGTH_DELIMITED:
                 continue
-            node_id, path, identifier, metadata = -1, "", "", ""
+            node_id, path, identifier, metadata = 0, "", "", ""  # proto3 omits a 0 id
             for inner, inner_wire, item in fields(value, 0, len(value)):
                 if inner == 2 and inner_wire == VARINT:
                     node_id = signed64(item)

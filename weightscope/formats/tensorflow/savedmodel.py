@@ -241,7 +241,7 @@ def _layers(
         else:
             free.append(item)
         used.add(item.entry.name)
-    for members in by_layer.values():
+    for members in sorted(by_layer.values(), key=lambda members: members[0][0].order):
         layers.append(_keras_layer(members))
     free_layers, copies = _free_layers(index, info, free, shards, byteorder)
     layers += free_layers
