@@ -400,3 +400,42 @@ def test_same_layers_as_the_keras_h5_file(tmp_path: Path) -> None:
         assert saved.params == h5.params
         assert saved.params.total == model.count_params()
         assert saved.params.non_trainable == _weight_sizes(model.non_trainable_weights)
+
+
+def test_keras3_export_totals_and_kinds(tmp_path: Path) -> None:
+    """A Keras 3 model exported with ``model.export``: no Keras metadata, every layer's kind
+    from the graph (batch norm from its variables' names), totals equal to Keras' count (the
+    export's second copies of the variables listed, not counted), trainable flags as the
+    variables record them."""
+    keras.utils.set_random_seed(6)
+    L = keras.layers
+    inputs = keras.Input((12, 12, 3))
+    x = L.Conv2D(6, 3, name="conv")(inputs)
+    x = L.BatchNormalization(name="norm")(x)
+    x = L.DepthwiseConv2D(3, depth_multiplier=2, name="depthwise")(x)
+    x = L.SeparableConv2D(4, 3, name="separable")(x)
+    x = L.Conv2DTranspose(3, 3, strides=2, name="transpose")(x)
+    x = L.Conv2D(3, 1, groups=3, name="grouped")(L.Conv2D(6, 1, name="widen")(x))
+    model = keras.Model(inputs, L.Dense(4, name="fc")(L.Flatten()(x)))
+    model.export(tmp_path / "export", verbose=False)
+    with weightscope.load(tmp_path / "export") as read:
+        assert read.params.total == model.count_params()
+        assert read.params.unknown == 0
+        kinds = {layer.name: (layer.kind, layer.groups) for layer in read.layers if layer.params}
+        assert kinds == {
+            "conv": ("conv2d", 1),
+            "norm": ("batch_norm", 1),
+            "depthwise": ("depthwise_conv2d", 6),
+            "separable": ("separable_conv2d", 12),
+            "transpose": ("conv_transpose2d", 1),
+            "widen": ("conv2d", 1),
+            "grouped": ("conv2d", 3),
+            "fc": ("dense", 1),
+        }
+        copies = read.layer("(copies)")
+        assert not any(t.counted for t in copies.tensors)
+        assert sum(t.size for t in copies.tensors) == model.count_params()
+        trainable = {v.path: v.trainable for v in model.weights}
+        for _, tensor in read.tensors():
+            if tensor.counted:
+                assert tensor.trainable is trainable[tensor.name], tensor.name
