@@ -439,3 +439,19 @@ def test_keras3_export_totals_and_kinds(tmp_path: Path) -> None:
         for _, tensor in read.tensors():
             if tensor.counted:
                 assert tensor.trainable is trainable[tensor.name], tensor.name
+
+
+def test_scan_reads_a_saved_model_once(trained: dict[str, Any], tmp_path: Path) -> None:
+    """A folder holding a SavedModel is one model to ``scan``: its ``variables/`` bundle is
+    read with ``saved_model.pb``, not as a checkpoint of its own."""
+    result = run_cli("scan", trained["folder"] / "tf_keras", "-o", tmp_path / "scan.parquet")
+    assert result.returncode == 0, result.stderr
+    assert "wrote 1 model to" in result.stdout + result.stderr, result.stdout
+
+
+def test_wrapper_names_agree_with_the_keras_readers() -> None:
+    from weightscope.formats.keras import wrappers
+    from weightscope.formats.tensorflow import keras_objects
+
+    assert keras_objects.WRAPPERS == wrappers.WRAPPERS
+    assert keras_objects.TIME_DISTRIBUTED == wrappers.TIME_DISTRIBUTED

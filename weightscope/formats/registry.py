@@ -119,10 +119,13 @@ def _match(probe: Probe) -> tuple[Reader, Match] | None:
 
 def recognise(file: Path) -> str | None:
     """The framework whose adapter recognises ``file`` by its first bytes (``keras``,
-    ``pytorch``, ``onnx``), or None: not a regular file, unreadable, empty or another format.
-    Reads a few bytes; never raises for a bad file."""
+    ``pytorch``, ``onnx``), or None: not a regular file, unreadable, empty, another format, or
+    a file of a SavedModel's ``variables/`` (read with the SavedModel). Reads a few bytes;
+    never raises for a bad file."""
     if _special_kind(file) is not None or not file.is_file():
         return None
+    if savedmodel.part_of_saved_model(file):
+        return None  # a SavedModel's variables/ bundle: its saved_model.pb is the model
     try:
         with open(file, "rb") as handle:
             head = handle.read(SNIFF_BYTES)

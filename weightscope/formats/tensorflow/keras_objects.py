@@ -18,10 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from weightscope.formats._common.json_text import load_json
-from weightscope.formats.keras import catalog, wrappers
+from weightscope.formats.keras import catalog
 from weightscope.formats.tensorflow.saved_proto import KerasNode, SavedNode
 from weightscope.limits import Limits
 
+TIME_DISTRIBUTED, BIDIRECTIONAL = "TimeDistributed", "Bidirectional"
+WRAPPERS = frozenset({TIME_DISTRIBUTED, BIDIRECTIONAL})
+"""As in :mod:`weightscope.formats.keras.wrappers` (not imported at load: it imports h5py)."""
 MODELS = frozenset({"_tf_keras_network", "_tf_keras_model", "_tf_keras_sequential"})
 METRIC = "_tf_keras_metric"
 VIEWS = frozenset(
@@ -148,7 +151,7 @@ def _owner(
     at, layer = layers[0]
     wrapper: KerasObject | None = None
     held_as = ""
-    if catalog.canonical_class(layer.class_name) in wrappers.WRAPPERS and len(layers) > 1:
+    if catalog.canonical_class(layer.class_name) in WRAPPERS and len(layers) > 1:
         wrapper, (at, layer) = layer, layers[1]
         held_as = path[at][1]
     below = tuple(local_name for _, local_name in path[at + 1 :])
@@ -162,7 +165,7 @@ def layer_name(owner: Owner) -> str:
     models = [item.name for item in owner.chain if item.is_model and item.node_id != 0]
     if owner.wrapper is None:
         return "/".join([*models, owner.layer.name])
-    if catalog.canonical_class(owner.wrapper.class_name) == wrappers.TIME_DISTRIBUTED:
+    if catalog.canonical_class(owner.wrapper.class_name) == TIME_DISTRIBUTED:
         return "/".join([*models, owner.wrapper.name])
     return "/".join([*models, owner.wrapper.name, owner.layer.name])
 
@@ -170,7 +173,9 @@ def layer_name(owner: Owner) -> str:
 def wrapper_note(owner: Owner) -> str | None:
     if owner.wrapper is None or owner.layer is None:
         return None
-    if catalog.canonical_class(owner.wrapper.class_name) == wrappers.TIME_DISTRIBUTED:
+    from weightscope.formats.keras import wrappers  # imports h5py: only for a wrapped layer
+
+    if catalog.canonical_class(owner.wrapper.class_name) == TIME_DISTRIBUTED:
         return wrappers.time_distributed_note(owner.wrapper.name, owner.layer.class_name)
     direction = wrappers.BACKWARD if owner.held_as.startswith("backward") else wrappers.FORWARD
     return wrappers.direction_note(direction, owner.wrapper.name)

@@ -75,6 +75,11 @@ def is_saved_model_dir(path: Path) -> bool:
     return path.is_dir() and (path / FILE_NAME).is_file()
 
 
+def part_of_saved_model(file: Path) -> bool:
+    """A file of a SavedModel's ``variables/`` bundle: read with its ``saved_model.pb``."""
+    return file.parent.name == "variables" and (file.parent.parent / FILE_NAME).is_file()
+
+
 def match(probe: Probe) -> Match | None:
     """A file named ``saved_model.pb`` (a protobuf message has no magic number)."""
     if probe.is_zip or probe.path.name != FILE_NAME:
