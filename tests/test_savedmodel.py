@@ -455,3 +455,35 @@ def test_wrapper_names_agree_with_the_keras_readers() -> None:
 
     assert keras_objects.WRAPPERS == wrappers.WRAPPERS
     assert keras_objects.TIME_DISTRIBUTED == wrappers.TIME_DISTRIBUTED
+
+
+def test_keras3_export_recurrent_layers(tmp_path: Path) -> None:
+    """Keras 3's export of recurrent layers (no Keras metadata): each cell's variables are one
+    layer named without the cell, its class told by its kernels' shapes, with the roles,
+    layouts, bias parts and values the model's .h5 file gives; the dropout seed generators'
+    state listed, not counted; totals equal to Keras' count."""
+    keras.utils.set_random_seed(7)
+    L = keras.layers
+    ids = L.Input((5,), dtype="int32")
+    x = L.Embedding(20, 8, name="emb")(ids)
+    x = L.LSTM(6, return_sequences=True, dropout=0.1, name="lstm")(x)
+    x = L.Bidirectional(L.GRU(4, return_sequences=True), name="bi")(x)
+    model = keras.Model(ids, L.SimpleRNN(2, name="rnn")(x))
+    model.export(tmp_path / "export", verbose=False)
+    model.save(tmp_path / "model.h5")
+
+    def described(layer: weightscope.Layer) -> list[Any]:
+        return [(t.role, t.native_shape, t.native_layout, t.part) for t in layer.tensors]
+
+    with (
+        weightscope.load(tmp_path / "export") as read,
+        weightscope.load(tmp_path / "model.h5") as h5,
+    ):
+        assert read.params.total == model.count_params()
+        assert not any(t.counted for t in read.layer("seed_generators").tensors)
+        for name in ("emb", "lstm", "bi/forward_gru", "bi/backward_gru", "rnn"):
+            mine, theirs = read.layer(name), h5.layer(name)
+            assert mine.kind == theirs.kind, name
+            assert described(mine) == described(theirs), name
+            for a, b in zip(mine.tensors, theirs.tensors, strict=True):
+                np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -60,6 +60,8 @@ LOOKS_LIKE = "TensorFlow SavedModel"
 FILE_NAME = "saved_model.pb"
 KERAS_METADATA = "keras_metadata.pb"
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+SEED_STATE = "seed_generator_state"
+SEED_NOTE = "Keras 3's random seed generators' state (dropout seeds): listed, not parameters"
 METRICS_KEY = "keras_api/metrics/"
 """Where tf-keras keeps its compiled metrics' state (reached only through ``keras_api``)."""
 
@@ -406,6 +408,7 @@ def _free_layers(
     }
     copies: list[Tensor] = []
     groups: dict[str, list[Stored]] = {}
+    seeds: list[Tensor] = []
     for item in free:
         if (
             bound
@@ -414,12 +417,17 @@ def _free_layers(
         ):
             copies.append(_plain(item, _short(item.variable.name), counted=False))
             continue
+        if _short(item.variable.name) == SEED_STATE:
+            seeds.append(_plain(item, SEED_STATE, counted=False))
+            continue
         parent, _, _ = item.variable.name.removesuffix(":0").rpartition("/")
         groups.setdefault(parent or ROOT, []).append(item)
-    uses = graph_ops.variable_uses(info)
+    uses = graph_ops.variable_uses(info) if groups else {}
     layers = []
     for name, members in groups.items():
         layers += _free_group(index, name, members, shards, byteorder, uses)
+    if seeds:
+        layers.append(Layer("seed_generators", Kind.UNKNOWN, seeds, note=SEED_NOTE))
     return layers, copies
 
 
@@ -438,6 +446,12 @@ def _free_group(
         graph_ops.Member(item.node_id, _short(item.variable.name), item.entry.shape)
         for item in members
     ]
+    if any(m.role == "recurrent_kernel" for m in candidates):
+        # a recurrent cell (its kernels are MatMuls too): its shapes tell its class, and the
+        # layer is named without the cell (``lstm/lstm_cell`` -> ``lstm``)
+        owner, _, cell = name.rpartition("/")
+        return [_by_names(index, owner if owner and cell.endswith("cell") else name, members,
+                          shards, byteorder)]  # fmt: skip
     found = graph_ops.recognise(candidates, uses)
     layers = []
     placed: set[int] = set()
