@@ -487,3 +487,34 @@ def test_keras3_export_recurrent_layers(tmp_path: Path) -> None:
             assert described(mine) == described(theirs), name
             for a, b in zip(mine.tensors, theirs.tensors, strict=True):
                 np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_deep_object_graph_costs_its_size(tmp_path: Path) -> None:
+    """A hostile object graph: a chain of 30,000 objects with 30,000 variables at its end. Each
+    variable's path is 30,000 deep; the walk carries what it needs down the tree instead of
+    climbing each path back, so reading stays linear (one line or a model, in seconds)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    module = tf.Module()
+    module.w = tf.Variable(tf.ones((2, 2)))
+    tf.saved_model.save(module, str(tmp_path / "deep"))
+    pb = tmp_path / "deep" / "saved_model.pb"
+    saved = saved_model_pb2.SavedModel.FromString(pb.read_bytes())
+    graph = saved.meta_graphs[0].object_graph_def
+    count = 30_000
+    first = len(graph.nodes)
+    graph.nodes[0].children.add(node_id=first, local_name="deep")
+    for i in range(count):
+        node = graph.nodes.add()
+        node.user_object.identifier = "_generic_user_object"
+        if i + 1 < count:
+            node.children.add(node_id=first + i + 1, local_name="next")
+    last = graph.nodes[first + count - 1]
+    for i in range(count):
+        last.children.add(node_id=first + count + i, local_name=f"v{i}")
+        variable = graph.nodes.add().variable
+        variable.dtype = 1
+        variable.name = f"v{i}"
+    pb.write_bytes(saved.SerializeToString())
+    result = run_cli("inspect", tmp_path / "deep", timeout=30)
+    assert result.returncode == 0, result.stderr

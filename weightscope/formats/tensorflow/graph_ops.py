@@ -63,6 +63,26 @@ class Function:
     args: list[str]
     nodes: dict[str, Node]
     arg_attrs: dict[int, list[memoryview]]
+    _consumers: dict[str, list[tuple[Node, int]]] | None = None
+
+    def consumers(self) -> dict[str, list[tuple[Node, int]]]:
+        """Value name -> the nodes that take it, and as which input (built once)."""
+        if self._consumers is None:
+            self._consumers = {}
+            for node in self.nodes.values():
+                for position, reference in enumerate(node.inputs):
+                    if not reference.startswith("^"):
+                        self._consumers.setdefault(_base(reference), []).append((node, position))
+        return self._consumers
+
+
+class _Spent(Exception):
+    """The walk took more steps than the graph's size allows for (a hostile graph)."""
+
+
+STEPS_PER_INPUT = 16
+"""Steps the walk may take per node input of the graph: an honest graph's variables each reach
+a few ops; a hostile one could make every variable pass through every node."""
 
 
 @dataclass(frozen=True)
@@ -207,27 +227,40 @@ def _shape(message: memoryview) -> tuple[int, ...] | None:
     return tuple(dims)
 
 
-def variable_uses(info: SavedModelInfo) -> dict[int, list[Use]]:
+def variable_uses(info: SavedModelInfo) -> tuple[dict[int, list[Use]], bool]:
     """Variable node id -> the ops that consume it, over every concrete function that
-    captures it (empty when the graph cannot be decoded: kinds then come from names)."""
+    captures it, and whether every path was followed (empty when the graph cannot be decoded:
+    kinds then come from names)."""
     if info.graph_def is None or not info.bound_inputs:
-        return {}
+        return {}, True
     try:
         functions = _functions(info.graph_def)
-        return _trace(functions, info.bound_inputs)
     except WireError:
-        return {}
-
-
-def _trace(functions: dict[str, Function], bound: dict[str, list[int]]) -> dict[int, list[Use]]:
+        return {}, True
+    inputs = sum(len(node.inputs) for f in functions.values() for node in f.nodes.values())
     uses: dict[int, list[Use]] = {}
+    try:
+        _trace(functions, info.bound_inputs, uses, [STEPS_PER_INPUT * inputs + 10_000])
+    except _Spent:
+        return uses, False
+    except WireError:
+        return {}, True
+    return uses, True
+
+
+def _trace(
+    functions: dict[str, Function],
+    bound: dict[str, list[int]],
+    uses: dict[int, list[Use]],
+    budget: list[int],
+) -> None:
     seen: set[tuple[str, str]] = set()
     work: deque[tuple[str, str, int]] = deque()  # function, argument, variable
-    for name, inputs in bound.items():
+    for name, captured in bound.items():
         function = functions.get(name)
-        if function is None or len(inputs) > len(function.args):
+        if function is None or len(captured) > len(function.args):
             continue
-        for arg, variable in zip(function.args[len(function.args) - len(inputs) :], inputs,
+        for arg, variable in zip(function.args[len(function.args) - len(captured) :], captured,
                                  strict=True):  # fmt: skip
             work.append((name, arg, variable))
     while work:
@@ -236,31 +269,29 @@ def _trace(functions: dict[str, Function], bound: dict[str, list[int]]) -> dict[
             continue
         seen.add((name, arg))
         function = functions[name]
-        for use, call in _follow(name, function, arg, variable):
+        for use, call in _follow(name, function, arg, budget):
             if use is not None:
                 uses.setdefault(variable, []).append(use)
             elif call is not None and call[0] in functions:
                 callee = functions[call[0]]
                 if call[1] < len(callee.args):
                     work.append((call[0], callee.args[call[1]], variable))
-    return uses
 
 
 def _follow(
-    name: str, function: Function, start: str, variable: int
+    name: str, function: Function, start: str, budget: list[int]
 ) -> Iterator[tuple[Use | None, tuple[str, int] | None]]:
     """The uses of the value named ``start`` in ``function``, and the calls it is passed to
-    (callee, argument index)."""
-    consumers: dict[str, list[tuple[Node, int]]] = {}
-    for node in function.nodes.values():
-        for position, reference in enumerate(node.inputs):
-            if not reference.startswith("^"):
-                consumers.setdefault(_base(reference), []).append((node, position))
+    (callee, argument index). ``budget`` holds the steps left to the whole walk."""
+    consumers = function.consumers()
     queue = deque([(start, False)])
     reached = {start}
     while queue:
         current, expanded = queue.popleft()
         for node, position in consumers.get(current, []):
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise _Spent
             if node.op in PASS_THROUGH and position == 0:
                 if node.name not in reached:
                     reached.add(node.name)

@@ -20,7 +20,7 @@ from typing import Any
 from weightscope.formats._common.json_text import load_json
 from weightscope.formats.keras import catalog
 from weightscope.formats.tensorflow.saved_proto import KerasNode, SavedNode
-from weightscope.limits import Limits
+from weightscope.limits import LimitExceeded, Limits
 
 TIME_DISTRIBUTED, BIDIRECTIONAL = "TimeDistributed", "Bidirectional"
 WRAPPERS = frozenset({TIME_DISTRIBUTED, BIDIRECTIONAL})
@@ -53,27 +53,73 @@ class KerasObject:
 
 @dataclass(frozen=True)
 class Owner:
-    """Where a variable lies: its layer (None when no Keras layer holds it), the path of Keras
-    objects to it, and its own path below the layer (``kernel``, ``cell/kernel``)."""
+    """Where a variable lies: its layer (None when no Keras layer holds it), the names of the
+    models holding that layer, and the variable's own path below the layer (``kernel``,
+    ``cell/kernel``: its last components)."""
 
     layer: KerasObject | None
-    chain: tuple[KerasObject, ...]
+    models: tuple[str, ...]
     below: tuple[str, ...]
+    trainable: bool
+    """False when the layer or any model or wrapper holding it is frozen."""
+    is_metric: bool
     wrapper: KerasObject | None = None
     """The wrapper holding ``layer``, and the attribute it holds it by (``forward_layer``)."""
     held_as: str = ""
-    order: tuple[int, ...] = ()
+    order: int = 0
     """The layer's place in the graph, depth first (the order of the model's layers, a nested
     model's in its place)."""
 
-    @property
-    def trainable(self) -> bool:
-        """False when the layer or any model or wrapper holding it is frozen."""
-        return all(item.trainable for item in self.chain)
 
-    @property
-    def is_metric(self) -> bool:
-        return any(item.identifier == METRIC for item in self.chain)
+MAX_BELOW = 8
+"""Path components kept below a layer (roles need the last one or two; a hostile graph may
+nest objects without end)."""
+
+
+@dataclass(frozen=True)
+class _Path:
+    """What the walk carries down from the root to each object: the models and (at most two)
+    layers it passed, with the names below each layer."""
+
+    models: tuple[str, ...] = ()
+    layers: tuple[tuple[KerasObject, str, int], ...] = ()
+    """(layer, the name its parent holds it by, its depth-first place)."""
+    below: tuple[tuple[str, ...], ...] = ()
+    trainable: bool = True
+    is_metric: bool = False
+
+    def down(self, item: KerasObject | None, local_name: str, order: int, limit: int) -> _Path:
+        below = tuple((*names, local_name)[-MAX_BELOW:] for names in self.below)
+        models, layers = self.models, self.layers
+        if item is not None and item.is_model and item.node_id != 0:
+            models = (*models, item.name)
+            if len(models) > limit:
+                raise LimitExceeded(
+                    "max_nesting", limit, len(models), f"models nested more than {limit} deep"
+                )
+        elif item is not None and not item.is_model and len(layers) < 2:
+            layers = (*layers, (item, local_name, order))
+            below = (*below, ())
+        return _Path(
+            models,
+            layers,
+            below,
+            self.trainable and (item is None or item.trainable),
+            self.is_metric or (item is not None and item.identifier == METRIC),
+        )
+
+    def owner(self) -> Owner:
+        if not self.layers:
+            return Owner(None, self.models, (), self.trainable, self.is_metric)
+        layer, _, order = self.layers[0]
+        at = 0
+        wrapper, held_as = None, ""
+        if catalog.canonical_class(layer.class_name) in WRAPPERS and len(self.layers) > 1:
+            wrapper = layer
+            layer, held_as, order = self.layers[1]
+            at = 1
+        return Owner(layer, self.models, self.below[at], self.trainable, self.is_metric,
+                     wrapper, held_as, order)  # fmt: skip
 
 
 def keras_objects(
@@ -106,63 +152,48 @@ def keras_objects(
     return found
 
 
-def owners(nodes: Sequence[SavedNode], objects: dict[int, KerasObject]) -> dict[int, Owner]:
-    """Variable node id -> its owner, for every variable reached from the root."""
-    parent: dict[int, tuple[int, str]] = {0: (-1, "")}
-    order: dict[int, tuple[int, ...]] = {0: ()}
+def owners(
+    nodes: Sequence[SavedNode], objects: dict[int, KerasObject], limits: Limits
+) -> dict[int, Owner]:
+    """Variable node id -> its owner, for every variable reached from the root: the graph
+    walked breadth first (each object reached once, by its shortest path), then that tree
+    depth first, carrying what each path passed."""
+    tree: dict[int, list[tuple[str, int]]] = {0: []}
     queue = deque([0])
-    found: dict[int, Owner] = {}
     while queue:
         node_id = queue.popleft()
-        node = nodes[node_id]
-        if node.kind == "variable":
-            found[node_id] = _owner(node_id, parent, objects, order)
+        if nodes[node_id].kind == "variable":
             continue
-        for position, (local_name, child) in enumerate(node.children):
-            if local_name in VIEWS or child in parent or not 0 <= child < len(nodes):
+        for local_name, child in nodes[node_id].children:
+            if local_name in VIEWS or child in tree or not 0 <= child < len(nodes):
                 continue
-            parent[child] = (node_id, local_name)
-            order[child] = (*order[node_id], position)
+            tree[child] = []
+            tree[node_id].append((local_name, child))
             queue.append(child)
+    preorder: dict[int, int] = {}
+    pending = [0]
+    while pending:  # the tree's depth-first order: a model's layers, a nested model's in place
+        node_id = pending.pop()
+        preorder[node_id] = len(preorder)
+        pending.extend(child for _, child in reversed(tree[node_id]))
+    found: dict[int, Owner] = {}
+    stack = [(0, _Path().down(objects.get(0), "", 0, limits.max_nesting))]
+    while stack:
+        node_id, path = stack.pop()
+        if nodes[node_id].kind == "variable":
+            found[node_id] = path.owner()
+            continue
+        for local_name, child in tree[node_id]:
+            item = objects.get(child)
+            stack.append((child, path.down(item, local_name, preorder[child], limits.max_nesting)))
     return found
-
-
-def _owner(
-    node_id: int,
-    parent: dict[int, tuple[int, str]],
-    objects: dict[int, KerasObject],
-    order: dict[int, tuple[int, ...]],
-) -> Owner:
-    path: list[tuple[int, str]] = []  # (node, the name its parent holds it by), root first
-    current = node_id
-    while current != -1:
-        up, local_name = parent[current]
-        path.append((current, local_name))
-        current = up
-    path.reverse()
-    chain = tuple(objects[node] for node, _ in path if node in objects)
-    layers = [
-        (at, objects[node])
-        for at, (node, _) in enumerate(path)
-        if node in objects and not objects[node].is_model
-    ]
-    if not layers:
-        return Owner(None, chain, tuple(local_name for _, local_name in path[1:]))
-    at, layer = layers[0]
-    wrapper: KerasObject | None = None
-    held_as = ""
-    if catalog.canonical_class(layer.class_name) in WRAPPERS and len(layers) > 1:
-        wrapper, (at, layer) = layer, layers[1]
-        held_as = path[at][1]
-    below = tuple(local_name for _, local_name in path[at + 1 :])
-    return Owner(layer, chain, below, wrapper, held_as, order[path[at][0]])
 
 
 def layer_name(owner: Owner) -> str:
     """The layer's name as the Keras readers give it: nested models' names before it, a
     Bidirectional's before its direction's, a TimeDistributed's instead of its layer's."""
     assert owner.layer is not None
-    models = [item.name for item in owner.chain if item.is_model and item.node_id != 0]
+    models = list(owner.models)
     if owner.wrapper is None:
         return "/".join([*models, owner.layer.name])
     if catalog.canonical_class(owner.wrapper.class_name) == TIME_DISTRIBUTED:

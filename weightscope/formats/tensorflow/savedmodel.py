@@ -60,6 +60,10 @@ LOOKS_LIKE = "TensorFlow SavedModel"
 FILE_NAME = "saved_model.pb"
 KERAS_METADATA = "keras_metadata.pb"
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+GRAPH_NOTE = (
+    "the graph's ops were not all followed (more steps than its size allows for): kinds of "
+    "variables not reached come from their names and shapes"
+)
 SEED_STATE = "seed_generator_state"
 SEED_NOTE = "Keras 3's random seed generators' state (dropout seeds): listed, not parameters"
 METRICS_KEY = "keras_api/metrics/"
@@ -231,7 +235,7 @@ def _layers(
                 stored[item.node_id] = Stored(item.node_id, item.variable, item.entry,
                     item.source, checkpoint.variable_path(item.entry.name))  # fmt: skip
     objects = keras_objects.keras_objects(info.nodes, metadata_nodes, limits)
-    owners = keras_objects.owners(info.nodes, objects) if info.nodes else {}
+    owners = keras_objects.owners(info.nodes, objects, limits) if info.nodes else {}
     layers: list[Layer] = []
     by_layer: dict[int, list[tuple[keras_objects.Owner, Stored]]] = {}
     metrics: list[Tensor] = []
@@ -250,7 +254,8 @@ def _layers(
         used.add(item.entry.name)
     for members in sorted(by_layer.values(), key=lambda members: members[0][0].order):
         layers.append(_keras_layer(members))
-    free_layers, copies = _free_layers(index, info, free, shards, byteorder)
+    found_notes: list[str] = []
+    free_layers, copies = _free_layers(index, info, free, shards, byteorder, found_notes)
     layers += free_layers
     if copies:
         layers.append(Layer("(copies)", Kind.UNKNOWN, copies, note=COPIES_NOTE))
@@ -259,7 +264,7 @@ def _layers(
     rest = [entry for entry in entries if entry.name not in used and entry.name != OBJECT_GRAPH_KEY]
     more_layers, notes = checkpoint.bundle_layers(index, rest, shards, byteorder)
     _tf1_trainable(info, more_layers)
-    return layers + more_layers, notes
+    return layers + more_layers, found_notes + notes
 
 
 def _tf1_trainable(info: SavedModelInfo, layers: list[Layer]) -> None:
@@ -398,6 +403,7 @@ def _free_layers(
     free: list[Stored],
     shards: dict[int, OpenFile],
     byteorder: str,
+    notes: list[str],
 ) -> tuple[list[Layer], list[Tensor]]:
     """Layers of the variables no Keras layer holds, grouped by their names (``dense/kernel``:
     layer ``dense``), their kinds from the graph's ops where one uses them; and the second
@@ -422,7 +428,9 @@ def _free_layers(
             continue
         parent, _, _ = item.variable.name.removesuffix(":0").rpartition("/")
         groups.setdefault(parent or ROOT, []).append(item)
-    uses = graph_ops.variable_uses(info) if groups else {}
+    uses, complete = graph_ops.variable_uses(info) if groups else ({}, True)
+    if not complete:
+        notes.append(GRAPH_NOTE)
     layers = []
     for name, members in groups.items():
         layers += _free_group(index, name, members, shards, byteorder, uses)
