@@ -405,8 +405,8 @@ def test_same_layers_as_the_keras_h5_file(tmp_path: Path) -> None:
 def test_keras3_export_totals_and_kinds(tmp_path: Path) -> None:
     """A Keras 3 model exported with ``model.export``: no Keras metadata, every layer's kind
     from the graph (batch norm from its variables' names), totals equal to Keras' count (the
-    export's second copies of the variables listed, not counted), trainable flags as the
-    variables record them."""
+    export's second copies of the variables listed, not counted), trainable flags as Keras has
+    them (a frozen layer's variables are in the root's non-trainable list)."""
     keras.utils.set_random_seed(6)
     L = keras.layers
     inputs = keras.Input((12, 12, 3))
@@ -417,10 +417,12 @@ def test_keras3_export_totals_and_kinds(tmp_path: Path) -> None:
     x = L.Conv2DTranspose(3, 3, strides=2, name="transpose")(x)
     x = L.Conv2D(3, 1, groups=3, name="grouped")(L.Conv2D(6, 1, name="widen")(x))
     model = keras.Model(inputs, L.Dense(4, name="fc")(L.Flatten()(x)))
+    model.get_layer("conv").trainable = False  # each variable still records itself trainable
     model.export(tmp_path / "export", verbose=False)
     with weightscope.load(tmp_path / "export") as read:
         assert read.params.total == model.count_params()
         assert read.params.unknown == 0
+        assert read.params.non_trainable == _weight_sizes(model.non_trainable_weights)
         kinds = {layer.name: (layer.kind, layer.groups) for layer in read.layers if layer.params}
         assert kinds == {
             "conv": ("conv2d", 1),

@@ -19,7 +19,7 @@ key, and records each variable's name, dtype, shape and trainable flag.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +183,19 @@ def _version_notes(info: SavedModelInfo) -> list[str]:
     return notes
 
 
+def _root_lists(info: SavedModelInfo) -> set[int] | None:
+    """The variables the root lists as trainable, when it lists them beside its non-trainable
+    ones (a Keras model; Keras 3's export): a frozen layer's variables are there among the
+    non-trainable, though each variable records itself trainable (its flag when built)."""
+    if not info.nodes:
+        return None
+    lists = {name: child for name, child in info.nodes[0].children
+             if name in ("trainable_variables", "non_trainable_variables")}  # fmt: skip
+    if len(lists) != 2 or not all(0 <= child < len(info.nodes) for child in lists.values()):
+        return None
+    return {node for _, node in info.nodes[lists["trainable_variables"]].children}
+
+
 def _object_keys(
     path: Path, entries: list[BundleEntry], shards: dict[int, OpenFile]
 ) -> dict[int, str]:
@@ -214,6 +227,7 @@ def _layers(
     keys = _object_keys(path, entries, shards)
     by_key = {entry.name: entry for entry in entries}
     stored: dict[int, Stored] = {}
+    trainable = _root_lists(info)
     for node_id, node in enumerate(info.nodes):
         key = keys.get(node_id)
         entry = by_key.get(key) if key else None
@@ -221,7 +235,10 @@ def _layers(
             continue
         source = checkpoint.entry_source(index, entry, shards[entry.shard], byteorder)
         name = node.variable.name.removesuffix(":0") or checkpoint.variable_path(entry.name)
-        stored[node_id] = Stored(node_id, node.variable, entry, source, name)
+        variable = node.variable
+        if trainable is not None and variable.trainable and node_id not in trainable:
+            variable = replace(variable, trainable=False)
+        stored[node_id] = Stored(node_id, variable, entry, source, name)
     bound = {node for inputs in info.bound_inputs.values() for node in inputs}
     same: dict[str, list[Stored]] = {}
     for item in stored.values():
