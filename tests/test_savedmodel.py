@@ -520,3 +520,19 @@ def test_deep_object_graph_costs_its_size(tmp_path: Path) -> None:
     pb.write_bytes(saved.SerializeToString())
     result = run_cli("inspect", tmp_path / "deep", timeout=30)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("command", ["inspect", "export", "params", "init", "report"])
+def test_commands_read_saved_models(trained: dict[str, Any], tmp_path: Path, command) -> None:
+    """The commands that read a file take a SavedModel directory, a Keras 3 export (its second
+    copies and seed state in layers of their own, every role distinct) included."""
+    keras.utils.set_random_seed(8)
+    L = keras.layers
+    ids = keras.Input((4,), dtype="int32")
+    x = L.LSTM(3, dropout=0.1, name="lstm")(L.Embedding(9, 5, name="emb")(ids))
+    model = keras.Model(ids, L.Dense(2, name="fc")(x))
+    model.export(tmp_path / "export", verbose=False)
+    for folder in (trained["folder"] / "tf_keras", tmp_path / "export"):
+        out = {"export": ["-o", tmp_path / "w.npz"], "report": ["-o", tmp_path / "r.html"]}
+        result = run_cli(command, folder, *out.get(command, []), timeout=120)
+        assert result.returncode == 0, result.stderr

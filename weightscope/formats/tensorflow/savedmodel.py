@@ -277,7 +277,7 @@ def _layers(
     if copies:
         layers.append(Layer("(copies)", Kind.UNKNOWN, copies, note=COPIES_NOTE))
     if metrics:
-        layers.append(Layer("metrics", Kind.UNKNOWN, metrics, note=METRICS_NOTE))
+        layers.append(Layer("metrics", Kind.UNKNOWN, _distinct(metrics), note=METRICS_NOTE))
     rest = [entry for entry in entries if entry.name not in used and entry.name != OBJECT_GRAPH_KEY]
     more_layers, notes = checkpoint.bundle_layers(index, rest, shards, byteorder)
     _tf1_trainable(info, more_layers)
@@ -301,6 +301,17 @@ def _left_to_bundle(item: Stored) -> bool:
     counted)."""
     path = checkpoint.variable_path(item.entry.name)
     return path in checkpoint.COUNTERS or checkpoint.is_optimizer_state(path, frozenset())
+
+
+def _distinct(tensors: list[Tensor]) -> list[Tensor]:
+    """Tensors of one layer with distinct roles (a role two share gets its tensor's name)."""
+    seen: dict[str, int] = {}
+    for tensor in tensors:
+        seen[tensor.role] = seen.get(tensor.role, 0) + 1
+    for tensor in tensors:
+        if seen[tensor.role] > 1:
+            tensor.role = tensor.name
+    return tensors
 
 
 def _plain(item: Stored, role: str, counted: bool = True) -> Tensor:
@@ -438,10 +449,11 @@ def _free_layers(
             and item.node_id not in bound
             and (item.variable.name, item.entry.shape, item.entry.dtype) in used_names
         ):
-            copies.append(_plain(item, _short(item.variable.name), counted=False))
+            copies.append(_plain(item, item.variable.name or item.name, counted=False))
             continue
         if _short(item.variable.name) == SEED_STATE:
-            seeds.append(_plain(item, SEED_STATE, counted=False))
+            owner = item.variable.name.removesuffix(":0").rpartition("/")[0]
+            seeds.append(_plain(item, owner or SEED_STATE, counted=False))
             continue
         parent, _, _ = item.variable.name.removesuffix(":0").rpartition("/")
         groups.setdefault(parent or ROOT, []).append(item)
@@ -452,8 +464,8 @@ def _free_layers(
     for name, members in groups.items():
         layers += _free_group(index, name, members, shards, byteorder, uses)
     if seeds:
-        layers.append(Layer("seed_generators", Kind.UNKNOWN, seeds, note=SEED_NOTE))
-    return layers, copies
+        layers.append(Layer("seed_generators", Kind.UNKNOWN, _distinct(seeds), note=SEED_NOTE))
+    return layers, _distinct(copies)
 
 
 def _free_group(
