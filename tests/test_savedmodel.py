@@ -536,3 +536,28 @@ def test_commands_read_saved_models(trained: dict[str, Any], tmp_path: Path, com
         out = {"export": ["-o", tmp_path / "w.npz"], "report": ["-o", tmp_path / "r.html"]}
         result = run_cli(command, folder, *out.get(command, []), timeout=120)
         assert result.returncode == 0, result.stderr
+
+
+def test_tf1_saved_model(tmp_path: Path) -> None:
+    """A TF1 graph saved by ``simple_save``: no object graph, variables named as in the graph,
+    trainable as its ``trainable_variables`` collection says; without its variables/ folder,
+    one line."""
+    v1 = tf.compat.v1
+    rng = np.random.default_rng(9)
+    kernel = rng.standard_normal((3, 2)).astype(np.float32)
+    bias = rng.standard_normal(2).astype(np.float32)
+    with tf.Graph().as_default(), v1.Session() as session:
+        w = v1.get_variable("dense/kernel", initializer=kernel)
+        b = v1.get_variable("dense/bias", initializer=bias, trainable=False)
+        x = v1.placeholder(tf.float32, (None, 3))
+        session.run(v1.global_variables_initializer())
+        v1.saved_model.simple_save(session, str(tmp_path / "tf1"), {"x": x}, {"y": x @ w + b})
+    with weightscope.load(tmp_path / "tf1") as read:
+        layer = read.layer("dense")
+        assert layer.kind == "dense"
+        np.testing.assert_array_equal(layer.tensor("kernel").numpy(), kernel)
+        np.testing.assert_array_equal(layer.tensor("bias").numpy(), bias)
+        assert layer.tensor("kernel").trainable is True
+        assert layer.tensor("bias").trainable is False
+    shutil.rmtree(tmp_path / "tf1" / "variables")
+    _one_line(tmp_path / "tf1", "variables/variables.index", "missing")

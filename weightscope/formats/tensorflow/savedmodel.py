@@ -135,7 +135,7 @@ def load(match: Match, limits: Limits) -> Model:
     index = path.parent / "variables" / "variables.index"
     notes = _version_notes(info)
     if not index.is_file():
-        if any(node.kind == "variable" for node in info.nodes):
+        if info.collections.get("variables") or any(n.kind == "variable" for n in info.nodes):
             raise file_error(
                 CorruptFileError,
                 path,
