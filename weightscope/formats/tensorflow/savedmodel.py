@@ -517,7 +517,9 @@ def _short(name: str) -> str:
 def _by_names(
     index: Path, name: str, members: list[Stored], shards: dict[int, OpenFile], byteorder: str
 ) -> Layer:
-    pairs = [(_short(s.variable.name), s.entry) for s in members]
+    """Variables the ops do not tell, recognised from names and shapes as the checkpoint
+    reader recognises them (roles the last part of each variable's name)."""
+    pairs = [(_short(s.name), s.entry) for s in members]
     layer = checkpoint.variables_layer(index, name, pairs, shards, byteorder)
     by_key = {s.entry.name: s for s in members}
     for tensor in layer.tensors:
@@ -525,4 +527,5 @@ def _by_names(
         tensor.name = item.name
         if tensor.trainable is None:
             tensor.trainable = item.variable.trainable
+    _distinct(layer.tensors)  # tf.Variable's default name, "Variable", may be given twice
     return layer
