@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
 import struct
@@ -206,6 +207,17 @@ def keras_nested_groups(folder: Path) -> Path:
     return path
 
 
+def tf_saved_model(folder: Path) -> Path:
+    """A tf.Module of one variable saved by tf.saved_model.save (a saved_model.pb of ~10 KB)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    tf = pytest.importorskip("tensorflow")
+    module = tf.Module()
+    module.w = tf.Variable(tf.ones((4, 3)))
+    module.f = tf.function(lambda x: tf.matmul(x, module.w), [tf.TensorSpec((None, 4))])
+    tf.saved_model.save(module, str(folder / "module"))
+    return folder / "module" / "saved_model.pb"
+
+
 def onnx_model(
     nodes: list[onnx.NodeProto],
     initializers: list[onnx.TensorProto] = (),  # type: ignore[assignment]
@@ -379,6 +391,7 @@ CASES = [
         1000,
         ("sparse tensor 'S' of shape [64, 64] is too large to densify (4,096 elements)",),
     ),
+    Case("max_saved_model_bytes", tf_saved_model, 1024, ("saved_model.pb holds",)),
     Case(
         "max_read_ratio", torch_views_of_one_storage, 16, ("its tensors declare 3,276,800 bytes",)
     ),
@@ -541,6 +554,7 @@ def test_defaults():
         "max_graph_depth": 32,
         "max_static_chain": 256,
         "max_dense_elements": 1 << 30,
+        "max_saved_model_bytes": 1 << 30,
         "max_read_ratio": 16,
         "max_export_ratio": 16,
         "max_tf_index_bytes": 256 * MiB,
@@ -678,7 +692,8 @@ def test_unknown_format_lists_the_supported_ones(tmp_path, capsys):
     assert capsys.readouterr().err == (
         f"weightscope: {path}: unknown format (not Keras .h5/.keras/.weights.h5, PyTorch "
         ".pt/.pth/.bin/.ckpt zip or legacy pickle, TorchScript, .safetensors, ONNX .onnx, "
-        "TFLite .tflite, NumPy .npz/.npy, or a TensorFlow checkpoint .index)\n"
+        "TFLite .tflite, NumPy .npz/.npy, a TensorFlow checkpoint .index, or a SavedModel "
+        "directory)\n"
     )
 
 

@@ -145,6 +145,36 @@ def test_tf_checkpoints_import_no_framework(tmp_path):
         assert "FRAMEWORKS: []" in result.stdout, result.stdout
 
 
+def savedmodel_files(tmp_path):
+    """A tf-keras model saved as a SavedModel (Keras metadata), the same layer exported by
+    Keras 3 (the graph's ops) and a tf.Module saved by tf.saved_model.save: read by
+    weightscope's own protobuf decoding, the folder and its saved_model.pb."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    tf = pytest.importorskip("tensorflow")
+    tf_keras = pytest.importorskip("tf_keras")
+    keras = pytest.importorskip("keras")
+    model = tf_keras.Sequential([tf_keras.Input((6, 6, 2)), tf_keras.layers.Conv2D(3, 3)])
+    model.save(tmp_path / "tf_keras", save_format="tf")
+    exported = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Conv2D(3, 3)])
+    exported.export(tmp_path / "keras3", verbose=False)
+    module = tf.Module()
+    module.w = tf.Variable(tf.ones((4, 3)))
+    module.f = tf.function(lambda x: tf.matmul(x, module.w), [tf.TensorSpec((None, 4))])
+    tf.saved_model.save(module, str(tmp_path / "module"))
+    return [tmp_path / "tf_keras", tmp_path / "keras3", tmp_path / "module" / "saved_model.pb"]
+
+
+def test_savedmodels_import_no_framework_or_protobuf(tmp_path):
+    for path in savedmodel_files(tmp_path):
+        result = run_check(ONNX_CHECK, path, tmp_path / "out.npz")
+        assert result.returncode == 0, result.stderr
+        assert "FRAMEWORKS: []" in result.stdout, result.stdout
+        assert '"format": "savedmodel"' in subprocess.run(
+            [sys.executable, "-m", "weightscope", "inspect", str(path), "--json"],
+            capture_output=True, text=True, timeout=120, check=False,
+        ).stdout  # fmt: skip
+
+
 def onnx_files(tmp_path):
     """A small Conv model saved whole (its 4.6 KB kernel inside the .onnx, read by offset) and
     with its tensors in an external data file; and one whose weights are 8-bit floats (decoded

@@ -156,6 +156,11 @@ class Limits:
     """ONNX: the largest dense shape a sparse tensor is expanded to when read. Nothing in the file
     bounds it: a few bytes of indices can declare any shape."""
 
+    max_saved_model_bytes: int = _size(1 * GiB)
+    """TensorFlow: the largest ``saved_model.pb`` (and ``keras_metadata.pb``) read into memory to
+    decode. A real one holds the graph and its functions, tens of MB for large models; protobuf
+    itself refuses messages over 2 GB."""
+
     max_read_ratio: int = _count(16)
     """Most bytes the tensors of a file may declare, as a multiple of the bytes the file (and its
     external data) holds. An honest file declares each byte once (tied weights twice); a hostile

@@ -10,8 +10,8 @@ For each file of ``corpus.json`` (fetched by ``python -m tests.realworld.fetch``
 - for one convolution of each kind in the file, the framework's own output is recomputed from
   weightscope's canonical kernel (onnxruntime on the node for ONNX, torch or the Keras layer
   otherwise) to 1e-5 (float16 files: to float16's precision);
-- TFLite files read as the TFLite interpreter reads them; files in a format weightscope cannot
-  read yet (SavedModel) are refused as unsupported.
+- TFLite files read as the TFLite interpreter reads them, SavedModel directories as
+  ``tf.saved_model.load`` reads them.
 
 The tests skip only when the corpus is not cached and the package index cannot be reached.
 """
@@ -34,7 +34,6 @@ tf_keras = pytest.importorskip("tf_keras")
 import reference as ref  # noqa: E402
 
 import weightscope  # noqa: E402
-from weightscope.errors import UnsupportedFormatError  # noqa: E402
 
 from . import fetch  # noqa: E402
 from .truth import ONNX_WEIGHT_INPUTS, ConvCase, Truth, TruthTensor, truth  # noqa: E402
@@ -49,7 +48,9 @@ READABLE = [f for f in FILES if f.supported]
 TFLITE = [f for f in FILES if f.format == "tflite"]
 """Published .tflite files, read by the TFLite reader (issue 18) and checked here against the
 TFLite interpreter; the other tests' truths (Keras, PyTorch, ONNX) do not cover them yet."""
-UNSUPPORTED = [f for f in FILES if not f.supported and f.format != "tflite"]
+SAVEDMODELS = [f for f in FILES if f.format == "savedmodel"]
+"""Published SavedModels, read by the SavedModel reader (issue 18) and checked here against
+``tf.saved_model.load``; the other tests' truths do not cover them."""
 ATOL = RTOL = 1e-5
 HALF_TOL = 2e-3
 """float16 weights run in float16 in onnxruntime: their outputs agree to float16's precision."""
@@ -512,11 +513,54 @@ def test_tflite_files_read_as_the_interpreter_reads_them(entry):
     assert kinds & {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
 
 
-@pytest.mark.parametrize("entry", [pytest.param(f, id=f.id) for f in UNSUPPORTED])
-def test_formats_not_read_yet_are_refused(entry):
-    """SavedModel files (a later issue reads them): refused as unsupported today."""
-    with pytest.raises(UnsupportedFormatError):
-        weightscope.load(corpus_path(entry))
+@pytest.mark.parametrize("entry", [pytest.param(f, id=f.id) for f in SAVEDMODELS])
+def test_savedmodels_read_as_tensorflow_loads_them(entry):
+    """Every variable ``tf.saved_model.load`` restores is a tensor weightscope counts, with its
+    shape, values and trainable flag (the step counter listed, not counted), and nothing else
+    is counted; every tensor of the ``variables/`` bundle is listed; each 2-D convolution's
+    canonical kernel recomputes TensorFlow's ``conv2d`` with the layer's own geometry."""
+    tf = pytest.importorskip("tensorflow")
+    folder = corpus_path(entry).parent
+    loaded = tf.saved_model.load(str(folder))
+    variables = {v.name.removesuffix(":0"): v for v in loaded.variables}
+    stored = tf.train.load_checkpoint(str(folder / "variables" / "variables"))
+    keys = set(stored.get_variable_to_shape_map()) - {"_CHECKPOINTABLE_OBJECT_GRAPH"}
+    counters = {"global_step", "save_counter"}
+    with weightscope.load(folder) as model:
+        listed = [tensor for _, tensor in model.tensors()]
+        counted = {t.name: t for t in listed if t.counted}
+        assert set(counted) == set(variables) - counters
+        for name, tensor in counted.items():
+            variable = variables[name]
+            assert tensor.native_shape == tuple(variable.shape), name
+            np.testing.assert_array_equal(tensor.numpy(), variable.numpy(), err_msg=name)
+            assert tensor.trainable is variable.trainable, name
+        assert len(listed) == len(keys)
+        assert model.params.total == sum(int(np.prod(variables[n].shape)) for n in counted)
+        convs = [layer for layer in model.layers if layer.kind == "conv2d"]
+        for layer in convs:
+            _conv_recomputes_tensorflow(tf, layer, variables[layer.tensor("kernel").name])
+    assert convs or entry.id != "basic-pitch-savedmodel"
+
+
+def _conv_recomputes_tensorflow(tf: Any, layer: weightscope.Layer, kernel: Any) -> None:
+    config = layer.config
+    strides = tuple(config.get("strides", {}).get("items", (1, 1)))
+    dilation = tuple(config.get("dilation_rate", {}).get("items", (1, 1)))
+    padding = str(config.get("padding", "valid"))
+    height, width, channels, _ = kernel.shape
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, height + 5, width + 5, channels)).astype(np.float32)
+    bias = (
+        layer.tensor("bias").canonical() if any(t.role == "bias" for t in layer.tensors) else None
+    )
+    expected = tf.nn.conv2d(x, kernel, strides, padding.upper(), dilations=dilation).numpy()
+    if bias is not None:
+        expected = expected + bias
+    kernel_canonical = layer.tensor("kernel").canonical()
+    mine = ref.conv(ref.channels_first(x), kernel_canonical, bias, stride=strides,
+                    dilation=dilation, groups=layer.groups, padding=padding)  # fmt: skip
+    np.testing.assert_allclose(ref.channels_last(mine), expected, atol=ATOL, rtol=RTOL)
 
 
 def test_the_corpus_is_large_enough():

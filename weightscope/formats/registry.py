@@ -24,20 +24,30 @@ from weightscope.formats.onnx import reader as onnx
 from weightscope.formats.protocol import Match, Probe, Reader
 from weightscope.formats.pytorch import reader as pytorch
 from weightscope.formats.tensorflow import reader as tensorflow
+from weightscope.formats.tensorflow import savedmodel
 from weightscope.formats.tflite import reader as tflite
 from weightscope.gc_pause import paused_gc
 from weightscope.limits import DEFAULT, LimitExceeded, Limits, limit_error
 from weightscope.model import Model
 
-READERS: tuple[Reader, ...] = (keras, pytorch, safetensors, numpy, onnx, tensorflow, tflite)
+READERS: tuple[Reader, ...] = (
+    keras,
+    pytorch,
+    safetensors,
+    numpy,
+    savedmodel,
+    onnx,
+    tensorflow,
+    tflite,
+)
 """Tried in this order; the first whose ``match`` claims a file reads it."""
 
 SNIFF_BYTES = 64
 
 SUPPORTED = (
     "Keras .h5/.keras/.weights.h5, PyTorch .pt/.pth/.bin/.ckpt zip or legacy pickle, "
-    "TorchScript, .safetensors, ONNX .onnx, TFLite .tflite, NumPy .npz/.npy, or a TensorFlow "
-    "checkpoint .index"
+    "TorchScript, .safetensors, ONNX .onnx, TFLite .tflite, NumPy .npz/.npy, a TensorFlow "
+    "checkpoint .index, or a SavedModel directory"
 )
 """What the unknown-format line lists."""
 
@@ -77,6 +87,8 @@ def load(source: str | os.PathLike[str] | Any, *, limits: Limits | None = None) 
         file = Path(f"{file}.index")  # a TensorFlow checkpoint named by its prefix
     if not file.exists():
         raise file_error(UnsupportedFormatError, file, "no such file")
+    if savedmodel.is_saved_model_dir(file):
+        file = file / savedmodel.FILE_NAME  # a SavedModel is read from its saved_model.pb
     if file.is_dir():
         raise file_error(UnsupportedFormatError, file, "is a directory, not a model file")
     kind = _special_kind(file)
@@ -108,10 +120,13 @@ def _match(probe: Probe) -> tuple[Reader, Match] | None:
 
 def recognise(file: Path) -> str | None:
     """The framework whose adapter recognises ``file`` by its first bytes (``keras``,
-    ``pytorch``, ``onnx``), or None: not a regular file, unreadable, empty or another format.
-    Reads a few bytes; never raises for a bad file."""
+    ``pytorch``, ``onnx``), or None: not a regular file, unreadable, empty, another format, or
+    a file of a SavedModel's ``variables/`` (read with the SavedModel). Reads a few bytes;
+    never raises for a bad file."""
     if _special_kind(file) is not None or not file.is_file():
         return None
+    if savedmodel.part_of_saved_model(file):
+        return None  # a SavedModel's variables/ bundle: its saved_model.pb is the model
     try:
         with open(file, "rb") as handle:
             head = handle.read(SNIFF_BYTES)

@@ -1,2 +1,3 @@
 """TensorFlow's own files, read without TensorFlow: checkpoint bundles (``prefix.index`` +
-``prefix.data-SSSSS-of-NNNNN``). ``reader`` is the entry point."""
+``prefix.data-SSSSS-of-NNNNN``; ``reader`` is the entry point) and SavedModel directories
+(``savedmodel``, which reads its ``variables/`` bundle through ``reader``)."""

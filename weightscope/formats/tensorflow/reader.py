@@ -432,3 +432,10 @@ def _source(index: Path, entry: BundleEntry, file: OpenFile, byteorder: str) -> 
 
 def _natural_key(name: str) -> list[tuple[int, int | str]]:
     return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name)]
+
+
+# The SavedModel reader (:mod:`.savedmodel`) reads its ``variables/`` bundle with these.
+open_shard = _open_shard
+entry_source = _source
+variables_layer = _layer
+bundle_layers = _layers
