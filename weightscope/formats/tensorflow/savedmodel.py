@@ -279,7 +279,7 @@ def _layers(
     if metrics:
         layers.append(Layer("metrics", Kind.UNKNOWN, _distinct(metrics), note=METRICS_NOTE))
     rest = [entry for entry in entries if entry.name not in used and entry.name != OBJECT_GRAPH_KEY]
-    more_layers, notes = checkpoint.bundle_layers(index, rest, shards, byteorder)
+    more_layers, notes = checkpoint.bundle_layers(index, rest, shards, byteorder, {})
     _tf1_trainable(info, more_layers)
     return layers + more_layers, found_notes + notes
 
@@ -520,7 +520,8 @@ def _by_names(
     """Variables the ops do not tell, recognised from names and shapes as the checkpoint
     reader recognises them (roles the last part of each variable's name)."""
     pairs = [(_short(s.name), s.entry) for s in members]
-    layer = checkpoint.variables_layer(index, name, pairs, shards, byteorder)
+    saved_names = {s.entry.name: s.variable.name for s in members}
+    layer = checkpoint.variables_layer(index, name, pairs, shards, byteorder, saved_names)
     by_key = {s.entry.name: s for s in members}
     for tensor in layer.tensors:
         item = by_key[tensor.name]
