@@ -139,6 +139,7 @@ def _family(layer: Layer, floats: Sequence[Tensor]) -> tuple[object, ...]:
 
 NO_FLOATS = "no floating-point weights"
 SCALARS_ONLY = "single-element constants only"
+NOT_PARAMETERS = "no parameters (optimizer state, counters, stored copies)"
 
 
 def entries(model: Model) -> tuple[list[Entry], list[tuple[str, str]]]:
@@ -149,6 +150,9 @@ def entries(model: Model) -> tuple[list[Entry], list[tuple[str, str]]]:
         floats = float_tensors(layer)
         if not floats:
             left_out.append((layer.name, NO_FLOATS))
+            continue
+        if not any(t.counted for t in floats):
+            left_out.append((layer.name, NOT_PARAMETERS))
             continue
         if layer.kind.is_unknown and all(t.size <= 1 for t in floats):
             left_out.append((layer.name, SCALARS_ONLY))
