@@ -574,3 +574,31 @@ def test_the_docs_list_every_file():
     page = (Path(__file__).resolve().parents[2] / "docs" / "corpus.md").read_text("utf-8")
     rows = [f"| `{f.id}` | `{f.package}` | `{f.member}` |" for f in FILES]
     assert [row for row in rows if row not in page] == []
+
+
+def _entry(entry_id: str) -> fetch.CorpusFile:
+    return next(f for f in FILES if f.id == entry_id)
+
+
+def test_one_published_model_as_savedmodel_tflite_and_onnx():
+    """basic-pitch ships its note model as a SavedModel, a TFLite file and an ONNX file. Of the
+    six trained convs, the converters folded a batch norm into two (``conv2d_1``, ``conv2d_4``):
+    ``compare`` names that ``bn_folded`` with the batch norm it absorbed, and the other four
+    are the SavedModel's weights as they are."""
+    saved = corpus_path(_entry("basic-pitch-savedmodel")).parent
+    trained = {"conv2d_1", "conv2d_2", "conv2d_3", "conv2d_4", "conv2d_5", "contours-reduced"}
+    folded = {"conv2d_1": "batch_normalization_2", "conv2d_4": "batch_normalization_3"}
+    for other in ("basic-pitch-tflite", "basic-pitch-onnx"):
+        comparison = weightscope.compare(saved, corpus_path(_entry(other)))
+        pairs = {p.a.rsplit("/", 1)[-1]: p for p in comparison.pairs}
+        assert trained <= set(pairs), (other, sorted(pairs))
+        for name in trained:
+            pair = pairs[name]
+            assert pair.match, (other, name, pair.transform, pair.note)
+            if name in folded:
+                assert pair.transform == "bn_folded", (other, name, pair.transform)
+                assert folded[name] in (pair.note or ""), pair.note
+            else:
+                assert pair.transform == "identity", (other, name, pair.transform)
+        unmatched = {u.name.rsplit("/", 1)[-1] for u in comparison.unmatched_a}
+        assert not unmatched & set(folded.values())  # absorbed, not left unmatched
