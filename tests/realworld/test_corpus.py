@@ -11,7 +11,8 @@ For each file of ``corpus.json`` (fetched by ``python -m tests.realworld.fetch``
   weightscope's canonical kernel (onnxruntime on the node for ONNX, torch or the Keras layer
   otherwise) to 1e-5 (float16 files: to float16's precision);
 - TFLite files read as the TFLite interpreter reads them, SavedModel directories as
-  ``tf.saved_model.load`` reads them.
+  ``tf.saved_model.load`` reads them, and one model a package ships in three formats compares
+  as its converters changed it (batch norms folded).
 
 The tests skip only when the corpus is not cached and the package index cannot be reached.
 """
