@@ -29,6 +29,7 @@ keras = pytest.importorskip("keras")
 MODES = ("float32", "float16", "dynamic", "int8")
 X2D = (1, 8, 8, 3)
 X3D = (1, 6, 6, 6, 2)
+X1D = (1, 12, 4)
 
 
 def _model_2d() -> Any:
@@ -48,6 +49,19 @@ def _model_3d() -> Any:
     x = keras.layers.Conv3D(3, 3, name="c3")(inp)
     x = keras.layers.Flatten(name="flat")(x)
     out = keras.layers.Dense(2, name="fc")(x)
+    return keras.Model(inp, out)
+
+
+def _model_1d_grouped_separable() -> Any:
+    """A Conv1D (written as a CONV_2D of height 1), a grouped Conv2D and a SeparableConv2D
+    (a DEPTHWISE_CONV_2D then a 1x1 CONV_2D)."""
+    inp = keras.Input(X1D[1:], batch_size=1)
+    x = keras.layers.Conv1D(6, 3, name="k1")(inp)
+    x = keras.layers.Reshape((10, 1, 6), name="rs")(x)
+    x = keras.layers.Conv2D(4, (3, 1), groups=2, name="grp")(x)
+    x = keras.layers.SeparableConv2D(5, (3, 1), depth_multiplier=2, name="sep")(x)
+    x = keras.layers.Flatten(name="flat")(x)
+    out = keras.layers.Dense(3, name="fc")(x)
     return keras.Model(inp, out)
 
 
@@ -81,7 +95,12 @@ def _convert(model: Any, mode: str, shape: tuple[int, ...]) -> bytes:
 def _build(folder: Path) -> None:
     """Each model in every mode, and the Keras layers' inputs and outputs for one input."""
     rng = np.random.default_rng(0)
-    for name, build, shape in (("m2d", _model_2d, X2D), ("m3d", _model_3d, X3D)):
+    models = (
+        ("m2d", _model_2d, X2D),
+        ("m3d", _model_3d, X3D),
+        ("m1g", _model_1d_grouped_separable, X1D),
+    )
+    for name, build, shape in models:
         model = build()
         _randomize(model, rng)
         x = rng.normal(size=shape).astype(np.float32)
@@ -97,7 +116,7 @@ def _build(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_cached(tmp_path_factory.mktemp("tflite"), _build, "v1")
+    return build_cached(tmp_path_factory.mktemp("tflite"), _build, "v2")
 
 
 def _interpreter(path: Path) -> Any:
@@ -184,7 +203,7 @@ def test_conv3d(files: Path) -> None:
 # the values and quantization parameters TensorFlow's interpreter reports
 
 
-@pytest.mark.parametrize("name", ["m2d", "m3d"])
+@pytest.mark.parametrize("name", ["m2d", "m3d", "m1g"])
 @pytest.mark.parametrize("mode", MODES)
 def test_values_and_quantization_equal_the_interpreter(files: Path, name: str, mode: str) -> None:
     path = files / f"{name}_{mode}.tflite"
@@ -276,6 +295,42 @@ def test_canonical_kernels_recompute_keras(files: Path, mode: str) -> None:
                 got = _recompute(layer, arrays[f"{layer_name}/in"])
                 scale = max(float(np.abs(expected).max()), 1.0)
                 np.testing.assert_allclose(got, expected, atol=tolerance * scale, rtol=0)
+
+
+def _conv_nhwc(layer: weightscope.Layer, x: np.ndarray) -> np.ndarray:
+    kernel = _role(layer, "kernel").canonical().astype(np.float64)
+    bias = _role(layer, "bias").numpy().astype(np.float64)
+    out = reference.conv(_nchw(x.astype(np.float64)), kernel, bias, groups=layer.groups)
+    return np.moveaxis(out, 1, -1)
+
+
+@pytest.mark.parametrize("mode", ["float32", "float16"])
+def test_conv1d_grouped_and_separable_recompute_keras(files: Path, mode: str) -> None:
+    """The Conv1D as a height-1 CONV_2D (its input given a height axis, as the converter's
+    ExpandDims does), the grouped conv with its groups from the input's channels, and the
+    separable conv as its depthwise then pointwise CONV_2D, each from canonical tensors."""
+    tolerance = 1e-5 if mode == "float32" else 2e-2
+    arrays = np.load(files / "m1g.npz")
+    with weightscope.load(files / f"m1g_{mode}.tflite") as model:
+        convs = [layer for layer in model.layers if layer.kind is Kind.CONV2D]
+        conv1d, grouped, pointwise = (
+            next(layer for layer in convs if f"/{name}" in layer.name + "/")
+            for name in ("k1_1/", "grp_1/", "sep_1/")
+        )
+        depthwise = next(layer for layer in model.layers if layer.kind is Kind.DEPTHWISE_CONV2D)
+        assert (conv1d.groups, grouped.groups, depthwise.groups) == (1, 2, 4)
+        assert _role(grouped, "kernel").canonical_shape == (4, 3, 3, 1)
+        assert _role(depthwise, "kernel").canonical_shape == (8, 1, 3, 1)
+        cases = [
+            (conv1d, arrays["k1/in"][:, None], arrays["k1/out"][:, None]),
+            (grouped, arrays["grp/in"], arrays["grp/out"]),
+        ]
+        separable = _conv_nhwc(pointwise, _conv_nhwc(depthwise, arrays["sep/in"]))
+        cases.append((None, separable, arrays["sep/out"]))
+        for layer, x, expected in cases:
+            got = x if layer is None else _conv_nhwc(layer, x)
+            scale = max(float(np.abs(expected).max()), 1.0)
+            np.testing.assert_allclose(got, expected, atol=tolerance * scale, rtol=0)
 
 
 def test_dynamic_range_dense_recomputes_the_interpreter(files: Path) -> None:

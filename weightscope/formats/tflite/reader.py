@@ -221,6 +221,8 @@ class _Builder:
         groups = 1
         if kind is Kind.DEPTHWISE_CONV2D:
             groups = self._depthwise_groups(graph, op, kernel[0])
+        elif kind in (Kind.CONV2D, Kind.CONV3D):
+            groups = self._conv_groups(graph, op, kernel[0])
         tensors = [self._tensor(number, kernel[0], role, layout, groups)]
         if kernel[1]:
             notes.append(FLOAT16)
@@ -353,6 +355,19 @@ class _Builder:
         if len(readers) != 1 or readers[0].custom is not None:
             return None, None
         return readers[0], outputs[0]
+
+    @staticmethod
+    def _conv_groups(graph: SubGraphInfo, op: OperatorInfo, kernel: TensorInfo) -> int:
+        """A grouped conv's filter holds ``in / groups`` input channels (its last axis): groups
+        are the input's channels (NHWC, last axis) over those, 1 when the input's are unknown."""
+        data = graph.tensors[op.inputs[0]] if op.inputs and op.inputs[0] >= 0 else None
+        per_group = kernel.shape[-1] if kernel.shape else 0
+        if data is None or not data.shape or per_group <= 0:
+            return 1
+        channels = data.shape[-1]
+        if channels > per_group and channels % per_group == 0:
+            return channels // per_group
+        return 1
 
     @staticmethod
     def _depthwise_groups(graph: SubGraphInfo, op: OperatorInfo, kernel: TensorInfo) -> int:
