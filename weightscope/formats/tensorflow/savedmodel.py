@@ -25,10 +25,11 @@ from typing import Any
 
 from weightscope.errors import CorruptFileError, file_error
 from weightscope.formats._common.file_region import FileRegionSource, OpenFile
+from weightscope.formats._common.protowire import WireError
 from weightscope.formats.keras import catalog, recurrent
 from weightscope.formats.keras.initializers import declared
 from weightscope.formats.protocol import Match, Probe
-from weightscope.formats.tensorflow import graph_ops, keras_objects
+from weightscope.formats.tensorflow import graph_ops, keras_objects, object_graph
 from weightscope.formats.tensorflow import reader as checkpoint
 from weightscope.formats.tensorflow.bundle import BundleEntry, BundleError, read_index
 from weightscope.formats.tensorflow.saved_proto import (
@@ -36,10 +37,8 @@ from weightscope.formats.tensorflow.saved_proto import (
     SavedModelError,
     SavedModelInfo,
     SavedVariable,
-    checkpoint_keys,
     parse_keras_metadata,
     parse_saved_model,
-    string_scalar,
 )
 from weightscope.kinds import Kind
 from weightscope.layouts import rank
@@ -59,7 +58,7 @@ FORMAT = "savedmodel"
 LOOKS_LIKE = "TensorFlow SavedModel"
 FILE_NAME = "saved_model.pb"
 KERAS_METADATA = "keras_metadata.pb"
-OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+OBJECT_GRAPH_KEY = object_graph.KEY
 GRAPH_NOTE = (
     "the graph's ops were not all followed (more steps than its size allows for): kinds of "
     "variables not reached come from their names and shapes"
@@ -209,9 +208,12 @@ def _object_keys(
         problem = f"the object graph's bytes lie past the end of {file.path.name}"
         raise file_error(CorruptFileError, path, problem, LOOKS_LIKE)
     try:
-        return checkpoint_keys(string_scalar(file.read(entry.offset, entry.size)))
-    except SavedModelError as exc:
-        raise file_error(CorruptFileError, path, str(exc), LOOKS_LIKE) from None
+        return object_graph.variable_keys(
+            object_graph.scalar_string(file.read(entry.offset, entry.size))
+        )
+    except WireError as exc:
+        problem = f"malformed checkpoint object graph: {exc}"
+        raise file_error(CorruptFileError, path, problem, LOOKS_LIKE) from None
 
 
 def _layers(
