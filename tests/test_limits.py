@@ -544,6 +544,9 @@ def test_defaults():
         "max_read_ratio": 16,
         "max_export_ratio": 16,
         "max_tf_index_bytes": 256 * MiB,
+        "max_gguf_header_bytes": 256 * MiB,
+        "max_gguf_entries": 1 << 20,
+        "max_gguf_array_elements": 1 << 24,
     }
 
 

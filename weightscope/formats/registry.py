@@ -19,6 +19,7 @@ from weightscope.errors import (
 )
 from weightscope.formats import numpy, safetensors
 from weightscope.formats._common.file_region import declared_bytes
+from weightscope.formats.gguf import reader as gguf
 from weightscope.formats.keras import reader as keras
 from weightscope.formats.onnx import reader as onnx
 from weightscope.formats.protocol import Match, Probe, Reader
@@ -29,15 +30,15 @@ from weightscope.gc_pause import paused_gc
 from weightscope.limits import DEFAULT, LimitExceeded, Limits, limit_error
 from weightscope.model import Model
 
-READERS: tuple[Reader, ...] = (keras, pytorch, safetensors, numpy, onnx, tensorflow, tflite)
+READERS: tuple[Reader, ...] = (keras, pytorch, gguf, safetensors, numpy, onnx, tensorflow, tflite)
 """Tried in this order; the first whose ``match`` claims a file reads it."""
 
 SNIFF_BYTES = 64
 
 SUPPORTED = (
     "Keras .h5/.keras/.weights.h5, PyTorch .pt/.pth/.bin/.ckpt zip or legacy pickle, "
-    "TorchScript, .safetensors, ONNX .onnx, TFLite .tflite, NumPy .npz/.npy, or a TensorFlow "
-    "checkpoint .index"
+    "TorchScript, .safetensors, ONNX .onnx, TFLite .tflite, NumPy .npz/.npy, GGUF .gguf, or a "
+    "TensorFlow checkpoint .index"
 )
 """What the unknown-format line lists."""
 
