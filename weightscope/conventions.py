@@ -159,9 +159,7 @@ GGUF = Convention(
 
 UNKNOWN = Convention(name="unknown", display_name="unknown framework")
 
-CONVENTIONS: Mapping[str, Convention] = {
-    c.name: c for c in (KERAS, PYTORCH, ONNX, TFLITE, GGUF)
-}
+CONVENTIONS: Mapping[str, Convention] = {c.name: c for c in (KERAS, PYTORCH, ONNX, TFLITE, GGUF)}
 
 
 def lookup(framework: str | None, producer: str | None = None) -> Convention:

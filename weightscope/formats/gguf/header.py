@@ -172,17 +172,17 @@ def read_header(path: Path, limits: Limits) -> Header:
         header = Header(version)
         tensor_count = cursor.u64("the tensor count")
         kv_count = cursor.u64("the metadata count")
-        limits.check(
-            "max_gguf_entries",
-            tensor_count + kv_count,
-            f"the header declares {tensor_count:,} tensors and {kv_count:,} metadata keys",
-        )
         # the smallest key/value takes 13 bytes, the smallest tensor info 28
         if kv_count * 13 + tensor_count * 28 > size - cursor.pos:
             raise cursor.error(
                 f"the header declares {tensor_count:,} tensors and {kv_count:,} metadata keys, "
                 f"more than the file's {size:,} bytes can hold"
             )
+        limits.check(
+            "max_gguf_entries",
+            tensor_count + kv_count,
+            f"the header declares {tensor_count:,} tensors and {kv_count:,} metadata keys",
+        )
         for _ in range(kv_count):
             _read_pair(cursor, header)
         alignment = header.metadata.get("general.alignment", DEFAULT_ALIGNMENT)
@@ -190,7 +190,7 @@ def read_header(path: Path, limits: Limits) -> Header:
             kind = header.value_types["general.alignment"]
             if kind != "uint32" or alignment <= 0 or alignment & (alignment - 1):
                 raise cursor.error(
-                    f"general.alignment is {short(alignment)} ({kind}), not a power of two "
+                    f"general.alignment is {str(alignment)[:40]!r} ({kind}), not a power of two "
                     "(uint32)"
                 )
         header.alignment = int(alignment)
@@ -228,13 +228,17 @@ def _read_value(cursor: _Cursor, value_type: int, key: str, depth: int) -> Any:
     item_type = cursor.u32(f"the array type of {short(key)}")
     length = cursor.u64(f"the array length of {short(key)}")
     what = f"the array {short(key)} of {length:,} elements"
+    scalar = SCALARS.get(item_type)
+    if item_type not in SCALARS and item_type not in (STRING, ARRAY):
+        raise cursor.error(f"metadata {short(key)} is an array of unknown type {item_type}")
+    # the least each element takes: its value, a string's length, an array's type and length
+    cursor.need(length * (scalar[1] if scalar else 8 if item_type == STRING else 12), what)
     cursor.array_elements += length
     cursor.limits.check(
         "max_gguf_array_elements",
         cursor.array_elements,
         f"metadata arrays hold {cursor.array_elements:,} elements ({short(key)}: {length:,})",
     )
-    scalar = SCALARS.get(item_type)
     if scalar is not None:
         fmt, item_size = scalar
         kept = min(length, SAMPLE)
@@ -242,22 +246,18 @@ def _read_value(cursor: _Cursor, value_type: int, key: str, depth: int) -> Any:
         cursor.skip((length - kept) * item_size, what)
         return ArrayValue(TYPE_NAMES[item_type], length, tuple(sample))
     if item_type == STRING:
-        cursor.need(length * 8, what)  # each string has its 8-byte length at least
         values = []
         for index in range(length):
             text = cursor.string(what, MAX_TEXT if index < SAMPLE else 0)
             if index < SAMPLE:
                 values.append(text)
         return ArrayValue("string", length, tuple(values))
-    if item_type == ARRAY:
-        cursor.need(length * 12, what)  # each array has its type and length at least
-        nested = []
-        for index in range(length):
-            value = _read_value(cursor, ARRAY, key, depth + 1)
-            if index < SAMPLE:
-                nested.append(value)
-        return ArrayValue("array", length, tuple(nested))
-    raise cursor.error(f"metadata {short(key)} is an array of unknown type {item_type}")
+    nested = []
+    for index in range(length):
+        value = _read_value(cursor, ARRAY, key, depth + 1)
+        if index < SAMPLE:
+            nested.append(value)
+    return ArrayValue("array", length, tuple(nested))
 
 
 def _read_tensor_info(cursor: _Cursor, alignment: int) -> TensorInfo:

@@ -19,6 +19,9 @@ from weightscope.model import Layer, Quantization, Tensor, TensorSource
 
 FRAMEWORK = "gguf"
 SUFFIXES = frozenset({"weight", "bias"})
+UNDECODED = "ggml "
+"""The prefix of the element type of a tensor weightscope does not dequantize (``ggml
+IQ2_XXS``): no statistics apply (:func:`weightscope.dtypes.has_real_values`)."""
 
 EMBEDDING_PARTS = frozenset({"token_embd", "position_embd", "token_types", "tok_embd"})
 """llama.cpp's names of embedding tables (``names`` knows the PyTorch ones whisper keeps)."""
@@ -54,11 +57,16 @@ def group(entries: Sequence[Entry]) -> dict[str, list[Entry]]:
 
 def build_layer(name: str, entries: list[Entry]) -> Layer:
     shapes = {e.attr: e.shape for e in entries}
-    kind, note = infer_kind(name, shapes) if len(shapes) == len(entries) else (
-        "unknown",
-        "two tensors of one name",
+    kind, note = (
+        infer_kind(name, shapes)
+        if len(shapes) == len(entries)
+        else (
+            "unknown",
+            "two tensors of one name",
+        )
     )
-    roles = {u.tensor.split(" ")[0]: u.role for u in layouts.uses(FRAMEWORK, kind=kind)}
+    uses = layouts.uses(FRAMEWORK, kind=kind)
+    roles = {u.tensor.split(" ")[0]: u.role for u in uses}
     tensors = []
     for entry in entries:
         role = roles.get(entry.attr, entry.attr)
@@ -75,7 +83,13 @@ def build_layer(name: str, entries: list[Entry]) -> Layer:
                 quantization=entry.quantization,
             )
         )
-    return Layer(name=name, kind=Kind(kind), tensors=tensors, inferred=True, note=note)
+    undecoded = [e.dtype.removeprefix(UNDECODED) for e in entries if e.dtype.startswith(UNDECODED)]
+    if undecoded:
+        note += f"; {', '.join(undecoded)} blocks are not dequantized by weightscope (no values)"
+    owner = uses[0].owner if uses else None  # the GGML op that uses the layer's weights
+    return Layer(
+        name=name, kind=Kind(kind), tensors=tensors, inferred=True, class_name=owner, note=note
+    )
 
 
 def _layout(kind: str, role: str, shape: tuple[int, ...]) -> str | None:
@@ -99,9 +113,7 @@ def infer_kind(name: str, shapes: dict[str, tuple[int, ...]]) -> tuple[str, str]
             return "layer_norm", f"GGUF: a (C,) scale named {norm!r}: a norm (RMS or layer)"
         return "unknown", "GGUF: a (C,) weight whose name says no norm"
     out = weight[0]
-    if bias is not None and not (
-        bias == (out,) or (len(weight) == 3 and bias == (out, 1))
-    ):
+    if bias is not None and not (bias == (out,) or (len(weight) == 3 and bias == (out, 1))):
         return "unknown", f"GGUF: a bias of shape {bias} fits no layer with weight {weight}"
     if len(weight) == 2:
         return "dense", "GGUF: a 2-D weight: a matrix product (ggml_mul_mat)"

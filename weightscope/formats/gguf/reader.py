@@ -17,7 +17,7 @@ from weightscope.errors import printable
 from weightscope.formats._common.file_region import FileRegionSource, OpenFile, c_strides
 from weightscope.formats.gguf.blocks import GGMLType
 from weightscope.formats.gguf.header import MAGIC, ArrayValue, Header, TensorInfo, read_header
-from weightscope.formats.gguf.layers import FRAMEWORK, Entry, build_layer, group
+from weightscope.formats.gguf.layers import FRAMEWORK, UNDECODED, Entry, build_layer, group
 from weightscope.formats.gguf.sources import BlockSource, UndecodedSource, block_quantization
 from weightscope.formats.protocol import Match, Probe
 from weightscope.limits import Limits
@@ -106,7 +106,7 @@ def _entry(file: OpenFile, header: Header, info: TensorInfo) -> Entry:
 def undecoded_dtype(ggml_type: GGMLType) -> str:
     """``ggml IQ2_XXS``: the element type of a tensor weightscope does not dequantize (no
     statistics apply, see :func:`weightscope.dtypes.has_real_values`)."""
-    return f"ggml {ggml_type.name}"
+    return f"{UNDECODED}{ggml_type.name}"
 
 
 def notes(header: Header) -> list[str]:
