@@ -503,3 +503,15 @@ def test_reader_produces_exactly_the_table(tmp_path) -> None:
         }
     table = {(u.framework, u.owner, u.role, u.kind, u.layout, u.when) for u in layouts.uses("gguf")}
     assert produced == table
+
+
+def test_empty_quantized_tensor_reads(tmp_path) -> None:
+    """A Q8_0 tensor of dims (32, 0): no blocks, no scales; listed with no values."""
+    path = tmp_path / "empty.gguf"
+    path.write_bytes(_header([("e.weight", (32, 0), 8, 0), ("w.weight", (8,), 0, 0)]) + GOOD_DATA)
+    with weightscope.load(path) as model:
+        tensor = model.layer("e").tensors[0]
+        assert tensor.native_shape == (0, 32) and tensor.numpy().shape == (0, 32)
+        assert tensor.stats().count == 0
+    result = run_cli("inspect", path, "--json")
+    assert result.returncode == 0, result.stderr

@@ -96,7 +96,8 @@ def _entry(file: OpenFile, header: Header, info: TensorInfo) -> Entry:
     elif ggml_type.dequantized:
         dtype = ggml_type.name
         blocks = BlockSource(file, start, ggml_type, shape)
-        source, quantization = blocks, block_quantization(blocks)
+        # an empty tensor has no blocks, so no scales to show
+        source, quantization = blocks, block_quantization(blocks) if blocks.numel else None
     else:
         dtype = undecoded_dtype(ggml_type)
         source = UndecodedSource(file, info.name, ggml_type, info.nbytes)

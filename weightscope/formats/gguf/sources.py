@@ -106,8 +106,9 @@ class BlockPartSource:
             if self.part == "zero_point":
                 piece = np.full(parts.scale.size, parts.zero_point, np.int8)
             else:
-                value = getattr(parts, self.part)
-                piece = np.asarray(value).reshape(-1)
+                piece = np.asarray(getattr(parts, self.part)).reshape(-1)
+                if piece.dtype.kind == "f":  # signalling NaNs from damaged scales made quiet
+                    piece = np.where(np.isnan(piece), np.float32(np.nan), piece)
             pieces.append(piece)
         if not pieces:
             dtype = np.float32 if self.part in ("scale", "offset") else np.int8
