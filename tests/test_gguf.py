@@ -407,6 +407,16 @@ HOSTILE = {
         kv=struct.pack("<Q", 3) + b"arr" + struct.pack("<IIQ", 9, 8, 1 << 30),
         kv_count=1,
     ),
+    "string array cut short": lambda: (
+        b"GGUF"
+        + struct.pack("<IQQ", 3, 0, 1)
+        + struct.pack("<Q", 3)
+        + b"arr"
+        + struct.pack("<IIQ", 9, 8, 20)
+        + (struct.pack("<Q", 2) + b"ab") * 19
+        + struct.pack("<Q", 5)
+        + b"ab"
+    ),
     "unknown value type": lambda: _header(
         [], kv=struct.pack("<Q", 1) + b"k" + struct.pack("<I", 99), kv_count=1
     ),

@@ -567,7 +567,7 @@ def test_defaults():
         "max_tf_index_bytes": 256 * MiB,
         "max_gguf_header_bytes": 256 * MiB,
         "max_gguf_entries": 1 << 20,
-        "max_gguf_array_elements": 1 << 24,
+        "max_gguf_array_elements": 1 << 22,
     }
 
 

@@ -181,10 +181,11 @@ class Limits:
     """GGUF: most metadata keys and tensors together that a header may declare (checked before
     any is read). Real models declare a few dozen keys and up to a few thousand tensors."""
 
-    max_gguf_array_elements: int = _count(1 << 24)
-    """GGUF: most elements in all the metadata arrays of a file together (a tokenizer's tokens,
-    scores and merges: about a million in the largest vocabularies). Each string of an array is
-    walked to find the next; numbers are skipped at once."""
+    max_gguf_array_elements: int = _count(1 << 22)
+    """GGUF: most elements in all the metadata arrays of a file together. A tokenizer's tokens,
+    scores, types and merges hold under a million in the largest vocabularies (262,144 tokens
+    three times over; 280,000 merges). Each string of an array is walked to find the next (about
+    0.3 us each); numbers are skipped at once."""
 
     def __post_init__(self) -> None:
         for item in dataclasses.fields(self):

@@ -102,11 +102,15 @@ class _Cursor:
         self.limits = limits
         self.pos = 0
         self.array_elements = 0
+        self.end = min(size, limits.max_gguf_header_bytes)
+        """Where the header must end, by the file's size and the limit."""
 
     def error(self, problem: str) -> Exception:
         return file_error(CorruptFileError, self.path, problem)
 
     def need(self, nbytes: int, what: str) -> None:
+        if self.pos + nbytes <= self.end:  # the common case, without building any message
+            return
         if nbytes > self.size - self.pos:
             raise self.error(
                 f"{what} declares {nbytes:,} bytes at byte {self.pos:,}, past the end of the "
@@ -139,6 +143,29 @@ class _Cursor:
 
     def u64(self, what: str) -> int:
         return int(self.scalar("Q", 8, what))
+
+    def skip_strings(self, count: int, what: str) -> None:
+        """Walk past ``count`` strings (a tokenizer's vocabulary: a few hundred thousand), each
+        checked to lie within the header, in a loop that does no more than it must."""
+        read = self.handle.read
+        from_bytes = int.from_bytes
+        end = self.end
+        pos = self.pos
+        for _ in range(count):
+            if pos + 8 > end:
+                self.pos = pos
+                self.need(8, what)
+            raw = read(8)
+            length = from_bytes(raw, "little")
+            pos += 8
+            if len(raw) != 8 or pos + length > end:
+                self.pos = pos - 8 + len(raw)
+                self.need(length if len(raw) == 8 else 8, what)
+                raise self.error(f"{what} cut short at byte {self.pos:,}")
+            if len(read(length)) != length:
+                raise self.error(f"{what} cut short at byte {pos:,}")
+            pos += length
+        self.pos = pos
 
     def string(self, what: str, keep: int | None = None) -> str:
         length = self.u64(what)
@@ -246,12 +273,10 @@ def _read_value(cursor: _Cursor, value_type: int, key: str, depth: int) -> Any:
         cursor.skip((length - kept) * item_size, what)
         return ArrayValue(TYPE_NAMES[item_type], length, tuple(sample))
     if item_type == STRING:
-        values = []
-        for index in range(length):
-            text = cursor.string(what, MAX_TEXT if index < SAMPLE else 0)
-            if index < SAMPLE:
-                values.append(text)
-        return ArrayValue("string", length, tuple(values))
+        kept = min(length, SAMPLE)
+        values = tuple(cursor.string(what, MAX_TEXT) for _ in range(kept))
+        cursor.skip_strings(length - kept, what)
+        return ArrayValue("string", length, values)
     nested = []
     for index in range(length):
         value = _read_value(cursor, ARRAY, key, depth + 1)
