@@ -525,3 +525,22 @@ def test_empty_quantized_tensor_reads(tmp_path) -> None:
         assert tensor.stats().count == 0
     result = run_cli("inspect", path, "--json")
     assert result.returncode == 0, result.stderr
+
+
+def test_tensors_of_no_known_kind_are_listed_and_counted(tmp_path) -> None:
+    """Mamba's ``ssm_a`` (no ``weight`` suffix), a 1-D weight not named a norm, a bias that
+    fits no weight: unknown layers, every element counted."""
+    rng = np.random.default_rng(9)
+    tensors = [
+        ("blk.0.ssm_a", rng.standard_normal((16, 4)).astype(np.float32), None),
+        ("rope_freqs.weight", rng.standard_normal(8).astype(np.float32), None),
+        ("blk.0.odd.weight", rng.standard_normal((4, 6)).astype(np.float32), None),
+        ("blk.0.odd.bias", rng.standard_normal(5).astype(np.float32), None),
+    ]
+    path = write_gguf(tmp_path / "odd.gguf", tensors)
+    with weightscope.load(path) as model:
+        kinds = {layer.name: str(layer.kind) for layer in model.layers}
+        assert kinds == {"blk.0.ssm_a": "unknown", "rope_freqs": "unknown", "blk.0.odd": "unknown"}
+        assert model.layer("blk.0.ssm_a").tensors[0].role == "ssm_a"
+        assert all(t.native_layout is None and t.counted for _, t in model.tensors())
+        assert model.params.total == 64 + 8 + 24 + 5

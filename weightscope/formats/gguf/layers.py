@@ -36,7 +36,7 @@ class Entry:
 
     name: str
     attr: str
-    """``weight``, ``bias``, or the whole last name component where it is neither."""
+    """``weight``, ``bias``, or the last name component where it is neither (``ssm_a``)."""
     shape: tuple[int, ...]
     """numpy order: GGML's dims reversed."""
     dtype: str
@@ -57,14 +57,10 @@ def group(entries: Sequence[Entry]) -> dict[str, list[Entry]]:
 
 def build_layer(name: str, entries: list[Entry]) -> Layer:
     shapes = {e.attr: e.shape for e in entries}
-    kind, note = (
-        infer_kind(name, shapes)
-        if len(shapes) == len(entries)
-        else (
-            "unknown",
-            "two tensors of one name",
-        )
-    )
+    if len(shapes) == len(entries):
+        kind, note = infer_kind(name, shapes)
+    else:  # ``weight`` and ``weight.weight``: one layer, two tensors called weight
+        kind, note = "unknown", "GGUF: two tensors of one name"
     uses = layouts.uses(FRAMEWORK, kind=kind)
     roles = {u.tensor.split(" ")[0]: u.role for u in uses}
     tensors = []

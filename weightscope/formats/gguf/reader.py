@@ -87,7 +87,7 @@ def _entry(file: OpenFile, header: Header, info: TensorInfo) -> Entry:
     ggml_type = info.ggml_type
     shape = info.shape
     prefix, _, last = info.name.rpartition(".")
-    attr = last if prefix and last in ("weight", "bias") else info.name
+    attr = last if prefix else info.name
     quantization = None
     source: TensorSource
     if ggml_type.dtype is not None:
