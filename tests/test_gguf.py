@@ -461,11 +461,18 @@ def test_hostile_file_is_one_line_exit_2(case, tmp_path) -> None:
     assert path.read_bytes() == before
 
 
-def test_a_well_formed_handmade_file_reads(tmp_path) -> None:
-    """The hostile files' builder makes valid files too: what they break is what is refused."""
+@pytest.mark.parametrize("version", [2, 3])
+def test_a_well_formed_handmade_file_reads(tmp_path, version) -> None:
+    """The hostile files' builder makes valid files too: what they break is what is refused.
+    Versions 2 and 3 are laid out alike (3 allowed big-endian files)."""
     path = tmp_path / "model.gguf"
     path.write_bytes(
-        _header([("w.weight", (8,), 0, 0)], kv=_kv_u32("general.alignment", 64), kv_count=1)
+        _header(
+            [("w.weight", (8,), 0, 0)],
+            kv=_kv_u32("general.alignment", 64),
+            kv_count=1,
+            version=version,
+        )
         + GOOD_DATA  # the header pads to 128 bytes, a multiple of 64
     )
     with weightscope.load(path) as model:
@@ -544,3 +551,29 @@ def test_tensors_of_no_known_kind_are_listed_and_counted(tmp_path) -> None:
         assert model.layer("blk.0.ssm_a").tensors[0].role == "ssm_a"
         assert all(t.native_layout is None and t.counted for _, t in model.tensors())
         assert model.params.total == 64 + 8 + 24 + 5
+
+
+def test_compare_pairs_a_float_gguf_with_its_quantized_version(tmp_path) -> None:
+    """The same tensors written as float32 and as Q8_0: every pair within a quantization step."""
+    rng = np.random.default_rng(10)
+    values = {
+        "token_embd.weight": rng.standard_normal((50, 64)).astype(np.float32),
+        "blk.0.attn_q.weight": rng.standard_normal((64, 64)).astype(np.float32),
+        "blk.0.attn_norm.weight": rng.standard_normal(64).astype(np.float32),
+    }
+    plain = write_gguf(tmp_path / "f32.gguf", [(n, v, None) for n, v in values.items()])
+    quantized = write_gguf(
+        tmp_path / "q8.gguf",
+        [
+            (n, v, None) if v.ndim == 1 else (n, gguf.quants.quantize(v, Q.Q8_0), Q.Q8_0)
+            for n, v in values.items()
+        ],
+    )
+    result = weightscope.compare(plain, quantized)
+    assert result.verdict == "quantized"
+    by_name = {pair.a: pair for pair in result.pairs}
+    assert set(by_name) == {"token_embd", "blk.0.attn_q", "blk.0.attn_norm"}
+    assert by_name["blk.0.attn_norm"].transform == "identity"
+    for name in ("token_embd", "blk.0.attn_q"):
+        pair = by_name[name]
+        assert pair.match and pair.sqnr_db is not None and pair.sqnr_db > 40  # 8 bits: ~45 dB
