@@ -425,6 +425,7 @@ HOSTILE = {
     "unknown type id": lambda: _header([("w.weight", (8,), 77, 0)]) + GOOD_DATA,
     "five dims": lambda: _header([("w.weight", (1, 1, 1, 1, 8), 0, 0)]) + GOOD_DATA,
     "dims of 2**63": lambda: _header([("w.weight", (1 << 63, 2), 0, 0)]) + GOOD_DATA,
+    "blocks of no dims": lambda: _header([("w.weight", (), 8, 0)]) + b"\0" * 64,
     "rows not whole blocks": lambda: _header([("w.weight", (40,), 8, 0)]) + b"\0" * 64,
     "same name twice": lambda: (
         _header([("w.weight", (4,), 0, 0), ("w.weight", (4,), 0, 32)]) + GOOD_DATA * 4

@@ -299,6 +299,8 @@ def _read_tensor_info(cursor: _Cursor, alignment: int) -> TensorInfo:
         raise cursor.error(f"{label} has unknown GGML type id {type_id}")
     if any(d >= 1 << 62 for d in ne) or math.prod(ne) >= 1 << 62:
         raise cursor.error(f"{label} declares dims {list(ne)}, larger than any tensor")
+    if ggml_type.block_size > 1 and not ne:
+        raise cursor.error(f"{label} has no dims, so no rows of {ggml_type.name} blocks")
     if ne and ne[0] % ggml_type.block_size:
         raise cursor.error(
             f"{label}: its rows of {ne[0]:,} values are not whole {ggml_type.name} blocks "

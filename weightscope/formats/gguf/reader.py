@@ -10,7 +10,6 @@ file type and the metadata a user asks about first (never the tokenizer's vocabu
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from weightscope.errors import printable
@@ -159,8 +158,3 @@ def _undecoded(ggml_type: GGMLType) -> bool:
 
 def _text(value: object) -> str:
     return printable(str(value))[:120]
-
-
-def metadata(path: Path, limits: Limits) -> dict[str, Any]:
-    """The metadata of the GGUF file ``path`` (arrays as :class:`~.header.ArrayValue`)."""
-    return read_header(path, limits).metadata
