@@ -217,7 +217,8 @@ def layouts_markdown() -> str:
     """One table per layer kind, rows that differ only in their class merged (as the terminal
     table does), from ``weightscope layouts --json``."""
     data = json.loads(run_cli("layouts", "--json"))
-    names = {"keras": "Keras", "pytorch": "PyTorch", "onnx": "ONNX", "tflite": "TFLite"}
+    names = {"keras": "Keras", "pytorch": "PyTorch", "onnx": "ONNX", "tflite": "TFLite",
+             "gguf": "GGUF"}  # fmt: skip
     merged: dict[str, dict[tuple[Any, ...], list[str]]] = {}
     for entry in data["entries"]:
         key = (

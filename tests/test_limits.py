@@ -111,6 +111,24 @@ def safetensors_file(folder: Path) -> Path:
     return path
 
 
+def gguf_file(folder: Path) -> Path:
+    """A GGUF file of two float32 tensors, a name and an array of 96 numbers (a header of 608
+    bytes), written field by field as the format specifies."""
+
+    def text(value: str) -> bytes:
+        return struct.pack("<Q", len(value)) + value.encode()
+
+    kv = text("general.name") + struct.pack("<I", 8) + text("x" * 40)
+    kv += text("arr") + struct.pack("<IIQ", 9, 4, 96) + b"\0" * 4 * 96
+    header = b"GGUF" + struct.pack("<IQQ", 3, 2, 2) + kv
+    for index, name in enumerate(("a.weight", "b.weight")):
+        header += text(name) + struct.pack("<IQIQ", 1, 8, 0, 32 * index)
+    header += b"\0" * (-len(header) % 32)
+    path = folder / "model.gguf"
+    path.write_bytes(header + np.arange(16, dtype="<f4").tobytes())
+    return path
+
+
 def tf_checkpoint(folder: Path) -> Path:
     """A TensorFlow checkpoint bundle of one tensor, written by the tests' own table writer."""
     from tf_bundles import HEADER, _entry, write_index
@@ -349,6 +367,9 @@ CASES = [
     ),
     Case("max_safetensors_header_bytes", safetensors_file, 32, ("the header declares",)),
     Case("max_tf_index_bytes", tf_checkpoint, 64, ("the index is",)),
+    Case("max_gguf_header_bytes", gguf_file, 400, ("the header runs past",)),
+    Case("max_gguf_entries", gguf_file, 3, ("the header declares 2 tensors and 2 metadata keys",)),
+    Case("max_gguf_array_elements", gguf_file, 50, ("metadata arrays hold 96 elements",)),
     Case("max_npy_header_bytes", npz_archive, 64, ("member 'fc/kernel.npy' declares a header",)),
     Case("max_pickle_bytes", torch_state, 64, ("data.pkl' declares",)),
     Case("max_pickle_bytes", torch_legacy, 128, ("the pickle holds",)),
@@ -558,6 +579,9 @@ def test_defaults():
         "max_read_ratio": 16,
         "max_export_ratio": 16,
         "max_tf_index_bytes": 256 * MiB,
+        "max_gguf_header_bytes": 256 * MiB,
+        "max_gguf_entries": 1 << 20,
+        "max_gguf_array_elements": 1 << 22,
     }
 
 
@@ -692,8 +716,8 @@ def test_unknown_format_lists_the_supported_ones(tmp_path, capsys):
     assert capsys.readouterr().err == (
         f"weightscope: {path}: unknown format (not Keras .h5/.keras/.weights.h5, PyTorch "
         ".pt/.pth/.bin/.ckpt zip or legacy pickle, TorchScript, .safetensors, ONNX .onnx, "
-        "TFLite .tflite, NumPy .npz/.npy, a TensorFlow checkpoint .index, or a SavedModel "
-        "directory)\n"
+        "TFLite .tflite, NumPy .npz/.npy, GGUF .gguf, a TensorFlow checkpoint .index, or a "
+        "SavedModel directory)\n"
     )
 
 

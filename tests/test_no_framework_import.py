@@ -257,6 +257,29 @@ def test_tflite_files_import_no_framework(tmp_path):
         assert "FRAMEWORKS: []" in result.stdout, result.stdout
 
 
+def test_gguf_files_import_no_framework_nor_gguf(tmp_path):
+    """GGUF is parsed and dequantized by weightscope itself: the ``gguf`` package (which wrote
+    the file) is never imported."""
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+
+    path = tmp_path / "model.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    values = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
+    q8 = gguf.GGMLQuantizationType.Q8_0
+    writer.add_tensor("blk.0.ffn_up.weight", gguf.quants.quantize(values, q8), raw_dtype=q8)
+    writer.add_tensor("blk.0.ffn_norm.weight", np.ones(4, np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    check = CHECK_TEMPLATE.format(forbidden=(*FRAMEWORKS, "gguf"))
+    result = run_check(check, path, tmp_path / "out.npz")
+    assert result.returncode == 0, result.stderr
+    assert '"framework": "gguf"' in result.stdout
+    assert "FRAMEWORKS: []" in result.stdout, result.stdout
+
+
 def test_refusing_an_unknown_file_imports_nothing_heavy(tmp_path):
     for name, content in (("notes.txt", b"just some text\n" * 50), ("blob", bytes(range(256)))):
         path = tmp_path / name

@@ -150,9 +150,16 @@ TFLITE = Convention(
 )
 """TFLite operators keep no configs: kinds and shapes come from the operators and tensors."""
 
+GGUF = Convention(
+    name="gguf",
+    display_name="GGUF",
+    bias_source="bias from the stored tensors (a GGUF file keeps no layer configs)",
+)
+"""GGUF files keep tensors and metadata, no layer configs: kinds come from names and shapes."""
+
 UNKNOWN = Convention(name="unknown", display_name="unknown framework")
 
-CONVENTIONS: Mapping[str, Convention] = {c.name: c for c in (KERAS, PYTORCH, ONNX, TFLITE)}
+CONVENTIONS: Mapping[str, Convention] = {c.name: c for c in (KERAS, PYTORCH, ONNX, TFLITE, GGUF)}
 
 
 def lookup(framework: str | None, producer: str | None = None) -> Convention:

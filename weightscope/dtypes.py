@@ -29,9 +29,10 @@ NO_STATISTICS = frozenset(
 
 def has_real_values(name: str) -> bool:
     """Whether statistics (mean, std, min, max) apply to elements of this type: not to complex
-    numbers, strings or types weightscope cannot decode. Other unexpected types say yes, so that
-    asking for their statistics fails with a message naming the problem."""
-    return not (name in NO_STATISTICS or name.startswith(("complex", "onnx type")))
+    numbers, strings or types weightscope cannot decode (``onnx type 99``, ``ggml IQ2_XXS``).
+    Other unexpected types say yes, so that asking for their statistics fails with a message
+    naming the problem."""
+    return not (name in NO_STATISTICS or name.startswith(("complex", "onnx type", "ggml ")))
 
 
 def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:

@@ -8,8 +8,9 @@ A layout is a string with one letter per stored axis:
 
 - ``O`` output channels, ``I`` input channels, ``M`` depth multiplier (depthwise kernels),
 - ``D``, ``H``, ``W`` spatial axes (1-D kernels use ``W``, 3-D ``DHW``),
-- ``C`` the single axis of a per-channel vector (bias, batch-norm statistics), ``N`` a leading
-  axis of size 1 that broadcasts such a vector over a batch (a bias stored as a ``(1, C)`` row),
+- ``C`` the single axis of a per-channel vector (bias, batch-norm statistics), ``N`` an axis of
+  size 1 that broadcasts such a vector (a bias stored as a ``(1, C)`` row, or, by whisper.cpp's
+  GGUF files, as a ``(C, 1)`` column),
 - ``V``/``E`` vocabulary and embedding width of an embedding table,
 - a recurrent layer's gates as one stored axis, written as the gates in braces in the order the
   framework stores them (``{ifco}``: a Keras LSTM's ``4 * units`` columns, gate ``i`` first);
@@ -37,8 +38,10 @@ from functools import lru_cache
 import numpy as np
 
 SPATIAL = "DHW"
-FRAMEWORKS = ("keras", "pytorch", "onnx", "tflite")
-FRAMEWORK_NAMES = {"keras": "Keras", "pytorch": "PyTorch", "onnx": "ONNX", "tflite": "TFLite"}
+FRAMEWORKS = ("keras", "pytorch", "onnx", "tflite", "gguf")
+FRAMEWORK_NAMES = {
+    "keras": "Keras", "pytorch": "PyTorch", "onnx": "ONNX", "tflite": "TFLite", "gguf": "GGUF",
+}  # fmt: skip
 
 AXIS_LETTERS = {
     "O": "output channels",
@@ -48,7 +51,7 @@ AXIS_LETTERS = {
     "H": "kernel height",
     "W": "kernel width",
     "C": "channels of a per-channel vector",
-    "N": "a leading axis of size 1 (a vector stored as a row)",
+    "N": "an axis of size 1 (a vector stored as a row or a column)",
     "V": "vocabulary size",
     "E": "embedding width",
     "G": "gates of a recurrent layer, in canonical order",
@@ -142,6 +145,20 @@ def _tflite(owner: str, kind: str, kernel: str, layout: str) -> tuple[Use, ...]:
     return (
         Use("tflite", owner, kernel, "kernel", kind, layout),
         Use("tflite", owner, "bias", "bias", kind, "C"),
+    )
+
+
+GGUF_COLUMN = "a (C, 1) column: GGML ne (1, C)"
+
+
+def _gguf(
+    owner: str, kind: str, layouts: dict[tuple[str, str], str], when: str = ""
+) -> tuple[Use, ...]:
+    """``layouts``: (the tensor's name suffix and its GGML dims, role) -> layout of its
+    numpy-order shape (GGML's ``ne`` reversed: ``ne0``, the innermost axis, comes last)."""
+    return tuple(
+        Use("gguf", owner, name, role, kind, layout, when)
+        for (name, role), layout in layouts.items()
     )
 
 
@@ -409,6 +426,21 @@ USES: tuple[Use, ...] = (
     ),
     # an embedding: a GATHER along axis 0 of a constant 2-D table by run-time indices
     Use("tflite", "GATHER", "params", "embeddings", "embedding", "VE"),
+    # GGUF: the layouts of numpy-order shapes, GGML's ne reversed (ne0 is the innermost axis,
+    # numpy's last); the tensor is named by its suffix and GGML dims, the owner by the GGML op
+    # that uses it. Converters write PyTorch's tensors as they are, so the layouts are its own.
+    *_gguf("ggml_mul_mat", "dense", {("weight ne=(in, out)", "kernel"): "OI"}),
+    *_gguf("ggml_mul_mat", "dense", {("bias ne=(out)", "bias"): "C"}),
+    *_gguf("ggml_get_rows", "embedding", {("weight ne=(width, vocabulary)", "embeddings"): "VE"}),
+    *_gguf(
+        "ggml_norm", "layer_norm",
+        {("weight ne=(C)", "gamma"): "C", ("bias ne=(C)", "beta"): "C"},
+    ),
+    *_gguf("ggml_conv_1d", "conv1d", {("weight ne=(k, in, out)", "kernel"): "OIW"}),
+    *_gguf("ggml_conv_1d", "conv1d", {("bias ne=(out)", "bias"): "C"}),
+    *_gguf("ggml_conv_1d", "conv1d", {("bias ne=(1, out)", "bias"): "CN"}, GGUF_COLUMN),
+    *_gguf("ggml_conv_2d", "conv2d", {("weight ne=(kw, kh, in, out)", "kernel"): "OIHW"}),
+    *_gguf("ggml_conv_2d", "conv2d", {("bias ne=(out)", "bias"): "C"}),
 )  # fmt: skip
 """Every (framework, layer class or operator, tensor) weightscope reads, with its native layout:
 the adapters look their layouts up here (``native_layout``), so this is what they produce."""
@@ -468,6 +500,7 @@ LAYOUTS: dict[str, Layout] = dict(
         # vectors and tables: already canonical
         _layout("C"),
         _layout("NC"),
+        _layout("CN"),
         _layout("VE"),
         # recurrent kernels and biases: gates * units on one axis, in each framework's order
         *(_layout(gated) for gated in dict.fromkeys(u.layout for u in USES if "{" in u.layout)),

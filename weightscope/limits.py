@@ -177,6 +177,21 @@ class Limits:
     Both hold about 100 bytes per variable (a few MB for the largest models); the tensor data
     lies in the shards, read lazily."""
 
+    max_gguf_header_bytes: int = _size(256 * MiB)
+    """GGUF: the largest header (metadata and tensor infos, before the tensor data), read
+    before any tensor. The largest real ones hold a tokenizer of a few hundred thousand tokens
+    and merges: 10 to 30 MB. Every size it declares must also lie within the file."""
+
+    max_gguf_entries: int = _count(1 << 20)
+    """GGUF: most metadata keys and tensors together that a header may declare (checked before
+    any is read). Real models declare a few dozen keys and up to a few thousand tensors."""
+
+    max_gguf_array_elements: int = _count(1 << 22)
+    """GGUF: most elements in all the metadata arrays of a file together. A tokenizer's tokens,
+    scores, types and merges hold under a million in the largest vocabularies (262,144 tokens
+    three times over; 280,000 merges). Each string of an array is walked to find the next (about
+    0.3 us each); numbers are skipped at once."""
+
     def __post_init__(self) -> None:
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)

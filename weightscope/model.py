@@ -127,8 +127,9 @@ def part_text(index: PartIndex) -> str:
 @dataclass(frozen=True, slots=True)
 class Quantization:
     """How a tensor's stored integers stand for real values: ``real = (stored - zero_point) *
-    scale``, with one scale for the whole tensor, one per channel along ``axis`` (of the stored
-    tensor), or one per block of ``block_size`` elements along ``axis``."""
+    scale`` (``+ offset`` where there is one), with one scale for the whole tensor, one per
+    channel along ``axis`` (of the stored tensor), or one per block of ``block_size`` elements
+    along ``axis``."""
 
     stored: TensorSource
     """The integers as the file stores them (native layout, unpacked)."""
@@ -141,6 +142,9 @@ class Quantization:
     """The stored tensor the scales come from, where they are one (ONNX); None where they are
     part of the quantized tensor itself (PyTorch)."""
     zero_point_name: str | None = None
+    offset: TensorSource | None = None
+    """Added after scaling, one per scale (GGML's block minimums: ``real = scale * stored -
+    dmin * min``); None where there is none."""
 
     @property
     def granularity(self) -> str:
@@ -155,6 +159,9 @@ class Quantization:
     def zero_points(self) -> np.ndarray | None:
         return None if self.zero_point is None else np.asarray(self.zero_point.read())
 
+    def offsets(self) -> np.ndarray | None:
+        return None if self.offset is None else np.asarray(self.offset.read())
+
     def dequantize(self, stored: np.ndarray) -> np.ndarray:
         """The real values of ``stored`` (the whole tensor), as float32."""
         with np.errstate(over="ignore", invalid="ignore"):  # a damaged scale: inf, NaN
@@ -162,15 +169,22 @@ class Quantization:
             scale = self.scales().astype(np.float64)
             zero = self.zero_points()
             offset = np.zeros(1) if zero is None else zero.astype(np.float64)
+            added = self.offsets()
+            after = np.zeros(1) if added is None else added.astype(np.float64)
             if self.axis is not None:
-                scale, offset = (self._along_axis(v, stored.shape) for v in (scale, offset))
+                scale, offset, after = (
+                    self._along_axis(v, stored.shape) for v in (scale, offset, after)
+                )
             else:
                 scale, offset = scale.reshape(()), offset.reshape(-1)[0]
-            return ((values - offset) * scale).astype(np.float32)
+                after = after.reshape(-1)[0]
+            return ((values - offset) * scale + after).astype(np.float32)
 
     def _along_axis(self, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         """``values`` (per channel or per block) spread over the stored tensor's ``shape``."""
         axis = self.axis % len(shape)  # type: ignore[operator]
+        if values.size == 1:  # one value (no zero point, no offset) for every element
+            return values.reshape([1] * len(shape))
         if self.block_size is not None:
             # one value per block along ``axis`` and per index of every other axis: a table
             # ((rows, blocks) for MatMulNBits), however it is stored

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import struct
 
-from . import bundles, documents, hdf5, pickles, protobuf, raw, zips
+from . import bundles, documents, gguf, hdf5, pickles, protobuf, raw, zips
 from .seeds import Seed
 
 Files = dict[str, bytes]
@@ -62,6 +62,8 @@ def make(seed: Seed, files: Files, fuzz_seed: int, index: int) -> tuple[Files, s
         files, note = bundles.mutate(files, main, seed.extra_files[0], rng)
     elif family == "tflite":
         files[main], note = raw.mutate(files[main], rng)
+    elif family == "gguf":
+        files[main], note = gguf.mutate(files[main], rng)
     else:
         raise ValueError(f"no mutators for {family}")
     return files, note

@@ -358,6 +358,50 @@ def _npy(path: Path) -> None:
     np.save(path, np.random.default_rng(12).standard_normal((5, 4, 3)).astype(np.float32))
 
 
+def _gguf(path: Path) -> None:
+    """A tiny llama-like GGUF as llama.cpp's Python writer saves it: metadata with a token
+    list, an embedding, norms, block-quantized matrices (Q8_0, Q4_0, Q4_1, Q5_0, and random
+    Q4_K and Q6_K blocks with small scales, which the package cannot quantize), a float16
+    whisper-like conv1d with a (1, out) bias."""
+    import gguf
+    import numpy as np
+
+    rng = np.random.default_rng(19)
+    kinds = gguf.GGMLQuantizationType
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("fuzz seed")
+    writer.add_custom_alignment(64)
+    writer.add_file_type(int(gguf.LlamaFileType.MOSTLY_Q4_K_M))
+    writer.add_context_length(64)
+    writer.add_block_count(1)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(["<s>", "</s>", "a", "b"])
+
+    def quantized(name: str, kind: object, rows: int, cols: int) -> None:
+        values = rng.standard_normal((rows, cols)).astype(np.float32)
+        writer.add_tensor(name, gguf.quants.quantize(values, kind), raw_dtype=kind)
+
+    def k_blocks(name: str, kind: object, type_size: int, halves: tuple[int, ...]) -> None:
+        raw = rng.integers(0, 256, (2, type_size), dtype=np.uint8)
+        for at in halves:
+            raw[:, at : at + 2] = np.full(2, 0.01, "<f2").view(np.uint8).reshape(2, 2)
+        writer.add_tensor(name, raw, raw_dtype=kind)
+
+    quantized("token_embd.weight", kinds.Q8_0, 8, 32)
+    writer.add_tensor("blk.0.attn_norm.weight", np.ones(32, np.float32))
+    quantized("blk.0.attn_q.weight", kinds.Q4_0, 4, 32)
+    quantized("blk.0.attn_k.weight", kinds.Q4_1, 4, 32)
+    quantized("blk.0.ffn_up.weight", kinds.Q5_0, 4, 64)
+    k_blocks("blk.0.ffn_down.weight", kinds.Q4_K, 144, (0, 2))
+    k_blocks("output.weight", kinds.Q6_K, 210, (208,))
+    writer.add_tensor("encoder.conv1.weight", rng.standard_normal((4, 2, 3)).astype(np.float16))
+    writer.add_tensor("encoder.conv1.bias", rng.standard_normal((4, 1)).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
 SEEDS: dict[str, Seed] = {
     seed.name: seed
     for seed in [
@@ -390,6 +434,7 @@ SEEDS: dict[str, Seed] = {
             ("ckpt.data-00000-of-00001",),
         ),
         Seed("tflite", "model.tflite", "tflite", _tflite),
+        Seed("gguf", "model.gguf", "gguf", _gguf),
     ]
 }
 

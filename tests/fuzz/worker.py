@@ -242,10 +242,12 @@ def run_export(path: str, out: str, captured: Captured) -> dict[str, Any]:
                 with np.load(target, allow_pickle=False) as npz:
                     for key in npz.files:
                         npz[key]
-                    # a quantized tensor's integers, scales, zero points: beside its values
+                    # a quantized tensor's integers, scales, zero points, offsets (GGUF): beside
+                    # its values
                     keys = set(npz.files)
                     stored = [k for k in keys if k + "/stored" in keys]
-                    extras = {f"{k}/{p}" for k in stored for p in ("stored", "scale", "zero_point")}
+                    parts = ("stored", "scale", "zero_point", "offset")
+                    extras = {f"{k}/{p}" for k in stored for p in parts}
                     count, quantized = len(keys - extras), len(stored)
             except Exception as exc:
                 return failure("bad result", f"export output unreadable: {exc!r}"[:300])

@@ -862,7 +862,8 @@ def explain_layer(
         demo=worked,
         inferred=layer.note if layer.inferred else None,
         quantized=tuple(
-            f"{t.role} ({t.dtype}, {t.quantization.granularity})"
+            f"{t.role} ({t.dtype}, {t.quantization.granularity}"
+            + (", plus an offset per block)" if t.quantization.offset is not None else ")")
             for t in layer.tensors
             if t.quantization is not None
         ),

@@ -34,8 +34,9 @@ the framework that wrote it. Convolution kernels are shown next to their canonic
 
 Reads Keras .h5 (full model or weights only), .keras and .weights.h5 files, PyTorch
 .pt/.pth/.bin/.ckpt (zip or legacy format, state dicts, checkpoints, whole modules),
-TorchScript archives and .safetensors, ONNX .onnx files (external data included), and NumPy
-.npz/.npy archives (weightscope export's too), never running code from a file."""
+TorchScript archives and .safetensors, ONNX .onnx files (external data included), GGUF .gguf
+files (quantized blocks dequantized), and NumPy .npz/.npy archives (weightscope export's too),
+never running code from a file."""
 
 EPILOG = """\
 examples:

@@ -19,6 +19,7 @@ from weightscope.errors import (
 )
 from weightscope.formats import numpy, safetensors
 from weightscope.formats._common.file_region import declared_bytes
+from weightscope.formats.gguf import reader as gguf
 from weightscope.formats.keras import reader as keras
 from weightscope.formats.onnx import reader as onnx
 from weightscope.formats.protocol import Match, Probe, Reader
@@ -33,6 +34,7 @@ from weightscope.model import Model
 READERS: tuple[Reader, ...] = (
     keras,
     pytorch,
+    gguf,
     safetensors,
     numpy,
     savedmodel,
@@ -46,8 +48,8 @@ SNIFF_BYTES = 64
 
 SUPPORTED = (
     "Keras .h5/.keras/.weights.h5, PyTorch .pt/.pth/.bin/.ckpt zip or legacy pickle, "
-    "TorchScript, .safetensors, ONNX .onnx, TFLite .tflite, NumPy .npz/.npy, a TensorFlow "
-    "checkpoint .index, or a SavedModel directory"
+    "TorchScript, .safetensors, ONNX .onnx, TFLite .tflite, NumPy .npz/.npy, GGUF .gguf, a "
+    "TensorFlow checkpoint .index, or a SavedModel directory"
 )
 """What the unknown-format line lists."""
 

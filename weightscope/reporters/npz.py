@@ -89,6 +89,9 @@ def _arrays(
     zeros = q.zero_points()
     if zeros is not None:
         yield f"{key}/zero_point", zeros, {"of": key, "layout": None}
+    offsets = q.offsets()
+    if offsets is not None:
+        yield f"{key}/offset", offsets, {"of": key, "layout": None}
 
 
 def _write(zf: zipfile.ZipFile, key: str, array: np.ndarray, metadata: dict[str, Any]) -> None:

@@ -112,6 +112,12 @@ def quantization_to_dict(tensor: Tensor, with_values: bool = True) -> dict[str, 
             _finite_or_none(float(scales.max())),
         ]
         data["zero_point_range"] = None if zeros is None else [int(zeros.min()), int(zeros.max())]
+        offsets = q.offsets()
+        if offsets is not None:  # GGML's block minimums
+            data["offset_range"] = [
+                _finite_or_none(float(offsets.min())),
+                _finite_or_none(float(offsets.max())),
+            ]
         data["stored_range"] = [_finite_or_none(stored.min), _finite_or_none(stored.max)]
     return data
 

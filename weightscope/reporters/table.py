@@ -77,9 +77,14 @@ def quantization_line(tensor: Tensor, with_values: bool = True) -> str:
         if zeros is not None:
             z_low, z_high = int(zeros.min()), int(zeros.max())
             text += f", zero point {z_low}" + ("" if z_low == z_high else f"..{z_high}")
+        offsets = q.offsets()
+        if offsets is not None:
+            o_low, o_high = float(offsets.min()), float(offsets.max())
+            text += f", offset {number(o_low)}" + ("" if o_low == o_high else f"..{number(o_high)}")
         stored = tensor.stored_stats()
         text += f", stored {_integer(stored.min)}..{_integer(stored.max)}"
-        text += "; statistics above are of the real values (stored - zero point) * scale"
+        formula = "(stored - zero point) * scale" + (" + offset" if offsets is not None else "")
+        text += f"; statistics above are of the real values {formula}"
     return text
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from weightscope.formats.registry import recognise
 
 MODEL_SUFFIXES = frozenset(
-    {".h5", ".hdf5", ".keras", ".pt", ".pth", ".ckpt", ".onnx", ".safetensors"}
+    {".h5", ".hdf5", ".keras", ".pt", ".pth", ".ckpt", ".onnx", ".safetensors", ".gguf"}
 )
 """Names that promise a model: such a file is scanned (and its error recorded) even when its
 content is not recognised. Other unrecognised files (READMEs, configs, ONNX external data) are

@@ -23,7 +23,7 @@ Read every model file under PATH (files, folders walked recursively, globs such 
 many layers raise each health flag, the error if it could not be read) and one row per layer
 (kind, canonical shape, parameters, statistics, init verdict, health flags). Files are
 recognised by their content; a file named like a model (.h5, .keras, .pt, .pth, .ckpt, .onnx,
-.safetensors) that is not one is recorded with its error. The scan never stops on a bad file.
+.safetensors, .gguf) that is not one is recorded with its error. The scan never stops on a bad file.
 
 Health flags, per layer, from the canonical kernel (one filter = one output slice):
   nan_inf            NaN or Inf in any of the layer's tensors

@@ -1,0 +1,2 @@
+"""GGUF files (llama.cpp, whisper.cpp, stable-diffusion.cpp): read without the ``gguf``
+package."""

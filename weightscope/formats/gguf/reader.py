@@ -1,0 +1,160 @@
+"""GGUF reader (llama.cpp's format; whisper.cpp and stable-diffusion.cpp write it too): the
+header parsed by :mod:`.header`, tensors grouped into layers by :mod:`.layers`, their data read
+lazily: float and integer types in place, block-quantized types (Q4_0 ... Q8_0, the K-quants)
+dequantized by :mod:`.blocks` when read, other types (the IQ and ternary quants) listed and
+counted with a note.
+
+Shapes are numpy's order, GGML's dims reversed; the model's notes show the architecture, name,
+file type and the metadata a user asks about first (never the tokenizer's vocabulary)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from weightscope.errors import printable
+from weightscope.formats._common.file_region import FileRegionSource, OpenFile, c_strides
+from weightscope.formats.gguf.blocks import GGMLType
+from weightscope.formats.gguf.header import MAGIC, ArrayValue, Header, TensorInfo, read_header
+from weightscope.formats.gguf.layers import FRAMEWORK, UNDECODED, Entry, build_layer, group
+from weightscope.formats.gguf.sources import BlockSource, UndecodedSource, block_quantization
+from weightscope.formats.protocol import Match, Probe
+from weightscope.limits import Limits
+from weightscope.model import Model, TensorSource
+
+GGUF = "GGUF file"
+
+FILE_TYPES = {
+    0: "ALL_F32", 1: "MOSTLY_F16", 2: "MOSTLY_Q4_0", 3: "MOSTLY_Q4_1", 7: "MOSTLY_Q8_0",
+    8: "MOSTLY_Q5_0", 9: "MOSTLY_Q5_1", 10: "MOSTLY_Q2_K", 11: "MOSTLY_Q3_K_S",
+    12: "MOSTLY_Q3_K_M", 13: "MOSTLY_Q3_K_L", 14: "MOSTLY_Q4_K_S", 15: "MOSTLY_Q4_K_M",
+    16: "MOSTLY_Q5_K_S", 17: "MOSTLY_Q5_K_M", 18: "MOSTLY_Q6_K", 19: "MOSTLY_IQ2_XXS",
+    20: "MOSTLY_IQ2_XS", 21: "MOSTLY_Q2_K_S", 22: "MOSTLY_IQ3_XS", 23: "MOSTLY_IQ3_XXS",
+    24: "MOSTLY_IQ1_S", 25: "MOSTLY_IQ4_NL", 26: "MOSTLY_IQ3_S", 27: "MOSTLY_IQ3_M",
+    28: "MOSTLY_IQ2_S", 29: "MOSTLY_IQ2_M", 30: "MOSTLY_IQ4_XS", 31: "MOSTLY_IQ1_M",
+    32: "MOSTLY_BF16", 36: "MOSTLY_TQ1_0", 37: "MOSTLY_TQ2_0", 38: "MOSTLY_MXFP4_MOE",
+    39: "MOSTLY_NVFP4", 40: "MOSTLY_Q1_0", 1024: "GUESSED",
+}  # fmt: skip
+"""``general.file_type``: llama.cpp's ``llama_ftype``, the quantization the file was made with."""
+
+SHOWN_SUFFIXES = (
+    ".context_length", ".embedding_length", ".block_count", ".feed_forward_length",
+    ".attention.head_count", ".attention.head_count_kv", ".expert_count", ".vocab_size",
+    ".rope.freq_base", ".attention.layer_norm_rms_epsilon", ".attention.layer_norm_epsilon",
+)  # fmt: skip
+"""Architecture keys (``llama.context_length``) shown in the notes."""
+SHOWN_GENERAL = (
+    "general.basename", "general.size_label", "general.finetune", "general.license",
+    "general.quantized_by", "general.quantization_version",
+)  # fmt: skip
+SHOWN_TOKENIZER = ("tokenizer.ggml.model", "tokenizer.ggml.pre")
+COUNTED_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.merges")
+"""Arrays whose length alone is shown."""
+
+
+def match(probe: Probe) -> Match | None:
+    if probe.head.startswith(MAGIC):
+        return Match(GGUF, "gguf", probe)
+    return None
+
+
+def match_object(obj: Any) -> bool:
+    return False
+
+
+def load_object(obj: Any, limits: Limits) -> Model:
+    raise TypeError("GGUF has no live objects")
+
+
+def load(match: Match, limits: Limits) -> Model:
+    path = match.probe.path
+    header = read_header(path, limits)
+    file = OpenFile(path, GGUF)
+    try:
+        entries = [_entry(file, header, info) for info in header.tensors]
+        layers = [build_layer(name, members) for name, members in group(entries).items()]
+    except BaseException:
+        file.close()
+        raise
+    model = Model(path, "gguf", FRAMEWORK, None, layers, notes=notes(header))
+    model._resources.callback(file.close)
+    return model
+
+
+def _entry(file: OpenFile, header: Header, info: TensorInfo) -> Entry:
+    start = header.data_start + info.offset
+    ggml_type = info.ggml_type
+    shape = info.shape
+    prefix, _, last = info.name.rpartition(".")
+    attr = last if prefix else info.name
+    quantization = None
+    source: TensorSource
+    if ggml_type.dtype is not None:
+        dtype = ggml_type.dtype
+        source = FileRegionSource(file, start, info.numel, dtype, 0, shape, c_strides(shape))
+    elif ggml_type.dequantized:
+        dtype = ggml_type.name
+        blocks = BlockSource(file, start, ggml_type, shape)
+        # an empty tensor has no blocks, so no scales to show
+        source, quantization = blocks, block_quantization(blocks) if blocks.numel else None
+    else:
+        dtype = undecoded_dtype(ggml_type)
+        source = UndecodedSource(file, info.name, ggml_type, info.nbytes)
+    return Entry(info.name, attr, shape, dtype, source, quantization)
+
+
+def undecoded_dtype(ggml_type: GGMLType) -> str:
+    """``ggml IQ2_XXS``: the element type of a tensor weightscope does not dequantize (no
+    statistics apply, see :func:`weightscope.dtypes.has_real_values`)."""
+    return f"{UNDECODED}{ggml_type.name}"
+
+
+def notes(header: Header) -> list[str]:
+    meta = header.metadata
+    arch = meta.get("general.architecture")
+    file_type = meta.get("general.file_type")
+    first = [f"GGUF v{header.version}"]
+    if arch is not None:
+        first.append(f"architecture {_text(arch)}")
+    if "general.name" in meta:
+        first.append(f"name {_text(meta['general.name'])}")
+    if isinstance(file_type, int) and not isinstance(file_type, bool):
+        first.append(f"file type {FILE_TYPES.get(file_type, 'unknown')} ({file_type})")
+    first.append(
+        f"{len(header.tensors):,} tensors, {len(meta):,} metadata keys, alignment "
+        f"{header.alignment}"
+    )
+    lines = [", ".join(first)]
+    types = Counter(t.ggml_type.name for t in header.tensors)
+    if types:
+        lines.append("tensor types: " + ", ".join(f"{n} {c}" for n, c in types.most_common()))
+    shown = [
+        f"{key}={_text(meta[key])}"
+        for key in meta
+        if key in SHOWN_GENERAL
+        or key in SHOWN_TOKENIZER
+        or (isinstance(arch, str) and key.startswith(arch + ".") and key.endswith(SHOWN_SUFFIXES))
+    ]
+    shown += [
+        f"{key}: {meta[key].length:,} entries"
+        for key in COUNTED_ARRAYS
+        if isinstance(meta.get(key), ArrayValue)
+    ]
+    if shown:
+        lines.append("metadata: " + ", ".join(shown))
+    undecoded = Counter(t.ggml_type.name for t in header.tensors if _undecoded(t.ggml_type))
+    if undecoded:
+        listed = ", ".join(f"{count} {name}" for name, count in undecoded.items())
+        lines.append(
+            f"not dequantized by weightscope: {listed} tensors (listed and counted; no values, "
+            "statistics or export)"
+        )
+    return lines
+
+
+def _undecoded(ggml_type: GGMLType) -> bool:
+    return ggml_type.quantized and not ggml_type.dequantized
+
+
+def _text(value: object) -> str:
+    return printable(str(value))[:120]
