@@ -174,7 +174,9 @@ def _entry(key: bytes, value: memoryview) -> BundleEntry:
     return BundleEntry(name, dtype, shape, shard, offset, size, sliced, crc, owner)
 
 
-def _shape(name: str, message: memoryview) -> tuple[int, ...]:
+def tensor_shape(message: memoryview) -> tuple[int, ...] | None:
+    """A ``TensorShapeProto``: its dims' sizes in order (-1: unknown; proto3 leaves out a size
+    of 0), or None for a shape of unknown rank."""
     dims: list[int] = []
     for number, wire, field in fields(message, 0, len(message)):
         if number == 2 and wire == LENGTH_DELIMITED:
@@ -182,11 +184,19 @@ def _shape(name: str, message: memoryview) -> tuple[int, ...]:
             for inner, inner_wire, inner_field in fields(field, 0, len(field)):
                 if inner == 1 and inner_wire == VARINT:
                     dim = signed64(inner_field)
-            if dim < 0:
-                raise BundleError(f"tensor {name!r} has a dimension of size {dim}")
             dims.append(dim)
-            if len(dims) > MAX_RANK:
-                raise BundleError(f"tensor {name!r} has more than {MAX_RANK} dimensions")
         elif number == 3 and wire == VARINT and field:
-            raise BundleError(f"tensor {name!r} has a shape of unknown rank")
+            return None
     return tuple(dims)
+
+
+def _shape(name: str, message: memoryview) -> tuple[int, ...]:
+    shape = tensor_shape(message)
+    if shape is None:
+        raise BundleError(f"tensor {name!r} has a shape of unknown rank")
+    if len(shape) > MAX_RANK:
+        raise BundleError(f"tensor {name!r} has more than {MAX_RANK} dimensions")
+    negative = next((dim for dim in shape if dim < 0), None)
+    if negative is not None:
+        raise BundleError(f"tensor {name!r} has a dimension of size {negative}")
+    return shape

@@ -33,6 +33,7 @@ from weightscope.formats._common.protowire import (
     read_varint,
     signed64,
 )
+from weightscope.formats.tensorflow.bundle import tensor_shape
 from weightscope.formats.tensorflow.saved_proto import SavedModelInfo, text
 
 PASS_THROUGH = frozenset(
@@ -209,22 +210,8 @@ def _list_value(message: memoryview) -> list[Any]:
         elif number == 2 and wire == LENGTH_DELIMITED:
             values.append(text(item))
         elif number == 7 and wire == LENGTH_DELIMITED:
-            values.append(_shape(item))
+            values.append(tensor_shape(item))
     return values
-
-
-def _shape(message: memoryview) -> tuple[int, ...] | None:
-    dims: list[int] = []
-    for number, wire, item in fields(message, 0, len(message)):
-        if number == 2 and wire == LENGTH_DELIMITED:
-            size = -1
-            for inner, inner_wire, value in fields(item, 0, len(item)):
-                if inner == 1 and inner_wire == VARINT:
-                    size = signed64(value)
-            dims.append(size)
-        elif number == 3 and wire == VARINT and item:
-            return None
-    return tuple(dims)
 
 
 def variable_uses(info: SavedModelInfo) -> tuple[dict[int, list[Use]], bool]:

@@ -17,7 +17,7 @@ from weightscope.formats._common.protowire import (
     read_varint,
     signed64,
 )
-from weightscope.formats.tensorflow.bundle import DTYPES, UNSIZED
+from weightscope.formats.tensorflow.bundle import DTYPES, UNSIZED, tensor_shape
 
 
 class SavedModelError(ValueError):
@@ -206,27 +206,13 @@ def _variable(message: memoryview) -> SavedVariable:
         if number == 1 and wire == VARINT:
             dtype_number = value
         elif number == 2 and wire == LENGTH_DELIMITED:
-            shape = _shape(value)
+            shape = tensor_shape(value)
         elif number == 3 and wire == VARINT:
             trainable = bool(value)
         elif number == 6 and wire == LENGTH_DELIMITED:
             name = text(value)
     dtype = DTYPES.get(dtype_number) or UNSIZED.get(dtype_number) or f"dtype {dtype_number}"
     return SavedVariable(name, dtype, shape, trainable)
-
-
-def _shape(message: memoryview) -> tuple[int, ...] | None:
-    dims: list[int] = []
-    for number, wire, value in fields(message, 0, len(message)):
-        if number == 2 and wire == LENGTH_DELIMITED:
-            size = 0
-            for inner, inner_wire, item in fields(value, 0, len(value)):
-                if inner == 1 and inner_wire == VARINT:
-                    size = signed64(item)
-            dims.append(size)
-        elif number == 3 and wire == VARINT and value:
-            return None
-    return tuple(dims)
 
 
 @dataclass(frozen=True)
