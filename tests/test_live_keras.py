@@ -51,7 +51,7 @@ def _build(keras: ModuleType) -> Any:
     x = layers.Conv1D(4, 3, dilation_rate=2, name="conv1d")(sequence)  # (6, 4)
     x = layers.LSTM(5, return_sequences=True, name="lstm")(x)
     x = layers.TimeDistributed(layers.Dense(4), name="per_step")(x)
-    x = layers.Bidirectional(layers.GRU(3), name="bigru")(x)  # (6,)
+    x = layers.Bidirectional(layers.GRU(3, name="gru"), name="bigru")(x)  # (6,)
     image = keras.Input((8, 8, 3), name="image")
     y = layers.Conv2D(4, 3, strides=2, padding="same", name="conv2d")(image)  # (4, 4, 4)
     y = layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="depthwise")(y)

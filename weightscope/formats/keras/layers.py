@@ -6,19 +6,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from weightscope import layouts
 from weightscope.formats.keras import catalog, recurrent
 from weightscope.formats.keras.hdf5 import H5DatasetSource, Origin
 from weightscope.formats.keras.initializers import declared
+from weightscope.formats.keras.tensors import depthwise_groups, variable_tensors
 from weightscope.kinds import Kind
 from weightscope.model import (
     NON_TRAINABLE_ROLES,
     Layer,
-    PartSource,
     Tensor,
     TensorSource,
-    part_shape,
-    part_text,
 )
 
 
@@ -188,7 +185,11 @@ def build_layer(
         notes.append("groups are not recorded without a model config: 1 assumed")
     if layer_type is None and layer_config is not None and live is None:
         notes.append("trainability taken from the layer's config")
-    tensors = []
+
+    def declare(part_role: str, shape: tuple[int, ...]) -> Any:
+        return declared(config, kind, part_role, shape)
+
+    tensors: list[Tensor] = []
     for role, variable in zip(roles, variables, strict=True):
         stored_shape = tuple(int(s) for s in variable.dataset.shape)
         base: TensorSource
@@ -199,29 +200,18 @@ def build_layer(
             trainable = _trainable(role, layer_config, layer_type)
         else:
             (base, dtype), trainable = live.source(variable), live.trainable(variable)
-        parts = _parts(class_name, layer_type, role, stored_shape)
-        for part_role, index in parts:
-            shape = stored_shape if index is None else part_shape(stored_shape, index)
-            layout = _layout_for(layer_type, part_role, shape)
-            tensor_groups = 1
-            if layout is not None and layout.endswith("IM"):
-                tensor_groups = groups = shape[-2]  # depthwise: one group per input channel
-            tensors.append(
-                Tensor(
-                    name=variable.stored_name,
-                    role=part_role,
-                    native_shape=shape,
-                    native_layout=layout,
-                    dtype=dtype,
-                    trainable=trainable,
-                    source=base if index is None else PartSource(base, index),
-                    groups=tensor_groups,
-                    declared_init=(
-                        declared(config, kind, part_role, shape) if layer_config else None
-                    ),
-                    part=None if index is None else part_text(index),
-                )
-            )
+        tensors += variable_tensors(
+            variable.stored_name,
+            role,
+            stored_shape,
+            dtype,
+            base,
+            trainable,
+            layer_type,
+            class_name,
+            declare if layer_config else None,
+        )
+    groups = depthwise_groups(tensors, groups)
     return Layer(
         name=name,
         kind=Kind(kind),
@@ -265,15 +255,6 @@ def _unique_roles(stored: list[str]) -> list[str]:
         depth += 1
 
 
-def _layout_for(
-    layer_type: catalog.KerasLayerType | None, role: str, shape: tuple[int, ...]
-) -> str | None:
-    if layer_type is None:
-        return None
-    layout = layer_type.layouts.get(role)
-    return layout if layout is not None and layouts.rank(layout) == len(shape) else None
-
-
 def _recurrent_variables(variables: list[Variable]) -> bool:
     """Whether the variables are a recurrent cell's (their shapes then tell the class)."""
     roles = [v.role or "" for v in variables]
@@ -301,19 +282,6 @@ def _recurrent_checks(
     if layer_config is None:
         config.update(recurrent.inferred_config(class_name, shapes))
     return layer_type, recurrent.notes(class_name, config if layer_config else None, shapes)
-
-
-def _parts(
-    class_name: str | None,
-    layer_type: catalog.KerasLayerType | None,
-    role: str,
-    shape: tuple[int, ...],
-) -> list[tuple[str, recurrent.Index | None]]:
-    """The canonical roles one stored variable holds, with the index of each in it: one for
-    most; a recurrent layer's bias of input and recurrent biases two."""
-    if layer_type is None or role != "bias" or not recurrent.is_recurrent(class_name):
-        return [(role, None)]
-    return recurrent.bias_parts(class_name or "", shape)
 
 
 def _trainable(

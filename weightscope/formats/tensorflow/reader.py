@@ -32,22 +32,19 @@ from weightscope.errors import CorruptFileError, file_error
 from weightscope.formats._common.file_region import FileRegionSource, OpenFile, c_strides
 from weightscope.formats._common.protowire import WireError
 from weightscope.formats.keras import catalog, recurrent
+from weightscope.formats.keras.tensors import depthwise_groups, variable_tensors
 from weightscope.formats.protocol import Match, Probe
 from weightscope.formats.tensorflow import object_graph
 from weightscope.formats.tensorflow.bundle import BundleEntry, BundleError, Header, read_index
 from weightscope.formats.tensorflow.checksum import ChecksummedSource
 from weightscope.formats.tensorflow.table import FOOTER_BYTES, has_magic
 from weightscope.kinds import Kind
-from weightscope.layouts import rank
 from weightscope.limits import LimitExceeded, Limits, limit_error
 from weightscope.model import (
     NON_TRAINABLE_ROLES,
     Layer,
     Model,
-    PartSource,
     Tensor,
-    part_shape,
-    part_text,
 )
 
 FRAMEWORK = "tensorflow"
@@ -287,32 +284,15 @@ def _layer(
             config = recurrent.inferred_config(class_name or "", roles)
             notes += recurrent.notes(class_name or "", None, roles)
     kind = layer_type.kind if layer_type is not None else "unknown"
-    tensors = []
+    tensors: list[Tensor] = []
     for role, entry in members:
         if layer_type is not None:
             role = catalog.normalise_role(kind, role)
         trainable = False if role in NON_TRAINABLE_ROLES else None
         base = _source(index, entry, shards[entry.shard], byteorder)
-        parts: list[tuple[str, recurrent.Index | None]] = [(role, None)]
-        if layer_type is not None and role == "bias" and recurrent.is_recurrent(class_name):
-            parts = recurrent.bias_parts(class_name or "", entry.shape)
-        for part_role, part in parts:
-            shape = entry.shape if part is None else part_shape(entry.shape, part)
-            layout = layer_type.layouts.get(part_role) if layer_type is not None else None
-            if layout is not None and rank(layout) != len(shape):
-                layout = None
-            tensors.append(
-                Tensor(
-                    name=entry.name,
-                    role=part_role,
-                    native_shape=shape,
-                    native_layout=layout,
-                    dtype=entry.dtype,
-                    trainable=trainable,
-                    source=base if part is None else PartSource(base, part),
-                    part=None if part is None else part_text(part),
-                )
-            )
+        tensors += variable_tensors(
+            entry.name, role, entry.shape, entry.dtype, base, trainable, layer_type, class_name
+        )
     if kind.startswith("conv") and not kind.startswith("conv_transpose"):
         notes.append(
             "groups are not recorded in a checkpoint: 1 assumed (the kernel's input axis "
@@ -323,6 +303,7 @@ def _layer(
         Kind(kind),
         tensors,
         config=config,
+        groups=depthwise_groups(tensors, 1),
         inferred=True,
         class_name=class_name,
         note="; ".join(notes),

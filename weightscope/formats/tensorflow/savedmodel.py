@@ -28,6 +28,7 @@ from weightscope.formats._common.file_region import FileRegionSource, OpenFile
 from weightscope.formats._common.protowire import WireError
 from weightscope.formats.keras import catalog, recurrent
 from weightscope.formats.keras.initializers import declared
+from weightscope.formats.keras.tensors import depthwise_groups, variable_tensors
 from weightscope.formats.protocol import Match, Probe
 from weightscope.formats.tensorflow import graph_ops, keras_objects, object_graph
 from weightscope.formats.tensorflow import reader as checkpoint
@@ -41,16 +42,12 @@ from weightscope.formats.tensorflow.saved_proto import (
     parse_saved_model,
 )
 from weightscope.kinds import Kind
-from weightscope.layouts import rank
 from weightscope.limits import Limits
 from weightscope.model import (
     NON_TRAINABLE_ROLES,
     Layer,
     Model,
-    PartSource,
     Tensor,
-    part_shape,
-    part_text,
 )
 
 FRAMEWORK = "tensorflow"
@@ -375,34 +372,25 @@ def _build(
     if layer_type is None:
         notes.append(f"Keras class {stated_class} has no canonical form in weightscope")
     groups = groups or int(config.get("groups", 1) or 1)
-    tensors = []
+
+    def declare(part_role: str, shape: tuple[int, ...]) -> Any:
+        return declared(config, kind, part_role, shape)
+
+    tensors: list[Tensor] = []
     for role, (_, item, held) in zip(roles, items, strict=True):
         trainable = role not in NON_TRAINABLE_ROLES and item.variable.trainable and held
-        parts: list[tuple[str, recurrent.Index | None]] = [(role, None)]
-        if layer_type is not None and role == "bias" and recurrent.is_recurrent(class_name):
-            parts = recurrent.bias_parts(class_name or "", item.entry.shape)
-        for part_role, part in parts:
-            shape = item.entry.shape if part is None else part_shape(item.entry.shape, part)
-            layout = layer_type.layouts.get(part_role) if layer_type is not None else None
-            if layout is not None and rank(layout) != len(shape):
-                layout = None
-            tensor_groups = 1
-            if layout is not None and layout.endswith("IM"):
-                tensor_groups = groups = shape[-2]  # depthwise: one group per input channel
-            tensors.append(
-                Tensor(
-                    name=item.name,
-                    role=part_role,
-                    native_shape=shape,
-                    native_layout=layout,
-                    dtype=item.entry.dtype,
-                    trainable=trainable,
-                    source=item.source if part is None else PartSource(item.source, part),
-                    groups=tensor_groups,
-                    declared_init=None if inferred else declared(config, kind, part_role, shape),
-                    part=None if part is None else part_text(part),
-                )
-            )
+        tensors += variable_tensors(
+            item.name,
+            role,
+            item.entry.shape,
+            item.entry.dtype,
+            item.source,
+            trainable,
+            layer_type,
+            class_name,
+            None if inferred else declare,
+        )
+    groups = depthwise_groups(tensors, groups)
     return Layer(
         name,
         Kind(kind),
