@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cli_runner import run_cli
 
 import weightscope
@@ -150,9 +149,10 @@ def test_shards_are_one_model_equal_to_the_state_dict(folders, tensors, kind, gi
     assert split_modules(folder), "the plan must split a module across shards"
     shards = sorted(folder.glob("*-of-*"))
     assert len(shards) >= 3
-    with weightscope.load(folder if given == "folder" else index) as model, weightscope.load(
-        folders["single"] / "model.safetensors"
-    ) as single:
+    with (
+        weightscope.load(folder if given == "folder" else index) as model,
+        weightscope.load(folders["single"] / "model.safetensors") as single,
+    ):
         assert model.source == index
         assert model.format.endswith("-sharded") and model.framework == "pytorch"
         assert model.inputs == [index, *shards, folder / "config.json"]
@@ -209,9 +209,10 @@ def test_split_batch_norm_and_dense_compute_what_torch_computes(folders, tensors
 def test_shards_without_an_index_are_one_model(folders, tensors, tmp_path):
     paths = write_sharded(tmp_path, tensors, "safetensors")
     (tmp_path / "model.safetensors.index.json").unlink()
-    with weightscope.load(tmp_path) as model, weightscope.load(
-        folders["single"] / "model.safetensors"
-    ) as single:
+    with (
+        weightscope.load(tmp_path) as model,
+        weightscope.load(folders["single"] / "model.safetensors") as single,
+    ):
         assert model.source == tmp_path and model.inputs == [tmp_path, *paths]
         assert layers_of(model) == layers_of(single)
         assert f"read from {len(paths)} shards, no index" in model.notes
@@ -240,7 +241,8 @@ def test_a_folder_of_several_models_or_none_is_refused(folders, tmp_path):
     result = run_cli("inspect", tmp_path / "a")
     assert result.returncode == 2
     assert result.stderr == (
-        f"weightscope: {tmp_path / 'a'}: holds no model file (it holds 1 files: README.md)\n"
+        f"weightscope: {tmp_path / 'a'}: is a directory, not a model file, and none of its "
+        "files is one (README.md)\n"
     )
     both = tmp_path / "b"
     both.mkdir()
@@ -337,7 +339,10 @@ def test_tensor_the_index_does_not_name(folders, tmp_path):
     name = "head.bias"
     placed = json.loads(index.read_text())["weight_map"][name]
     edit_index(folder, lambda wm: wm.pop(name))
-    assert one_line(index) == f"{folder / placed}: holds tensor 'head.bias', which {index.name} does not name"
+    assert (
+        one_line(index)
+        == f"{folder / placed}: holds tensor 'head.bias', which {index.name} does not name"
+    )
 
 
 def test_tensor_in_a_shard_the_index_does_not_place_it_in(folders, tmp_path):
@@ -448,7 +453,9 @@ def test_tensorflow_checkpoint_in_several_shards(tmp_path):
         assert model.format == "tf-checkpoint"
         assert model.inputs == [Path(f"{prefix}.index"), *data]
         assert model.params.total == sum(a.size for a in arrays.values())
-        stored = np.sort(np.concatenate([t.numpy().ravel() for _, t in model.tensors() if t.counted]))
+        stored = np.sort(
+            np.concatenate([t.numpy().ravel() for _, t in model.tensors() if t.counted])
+        )
         expected = np.sort(np.concatenate([a.ravel() for a in arrays.values()]))
         np.testing.assert_array_equal(stored, expected)  # every value read once, from its shard
 

@@ -70,7 +70,7 @@ def _load_folder(folder: Path, limits: Limits, load_file: LoadFile, recognise: R
         ) from exc
     indexes = [p for p in files if p.name.endswith(INDEX_SUFFIX)]
     if indexes:
-        indexes.sort(key=lambda p: (INDEX_NAMES + (p.name,)).index(p.name))
+        indexes.sort(key=lambda p: (*INDEX_NAMES, p.name).index(p.name))
         model = _load_index(indexes[0], limits, load_file)
         if len(indexes) > 1:
             others = ", ".join(p.name for p in indexes[1:])
@@ -83,8 +83,10 @@ def _load_folder(folder: Path, limits: Limits, load_file: LoadFile, recognise: R
         _add_input(model, folder / CONFIG)
         return model
     if not models:
-        found = f"{len(files)} files: {_names(files)}" if files else "nothing"
-        raise file_error(UnsupportedFormatError, folder, f"holds no model file (it holds {found})")
+        found = f"none of its files is one ({_names(files)})" if files else "it is empty"
+        raise file_error(
+            UnsupportedFormatError, folder, f"is a directory, not a model file, and {found}"
+        )
     shards = _shard_set(folder, models)
     if shards is None:
         raise file_error(
@@ -121,7 +123,7 @@ def _load_index(index: Path, limits: Limits, load_file: LoadFile) -> Model:
     folder = index.parent
     # in name order, as HF numbers them (its index lists tensors in name order)
     shards = {name: _shard_path(index, name) for name in sorted(set(weight_map.values()))}
-    for name, path in shards.items():
+    for path in shards.values():
         if not os.path.lexists(path):
             raise file_error(
                 CorruptFileError, path, f"shard missing: {index.name} places tensors in it"
@@ -264,7 +266,7 @@ def _merge(source: Path, shards: list[Path], models: list[Model], how: str) -> M
             pieces.setdefault(layer.name, []).append(layer)
     layers: list[Layer] = []
     split = 0
-    for name, parts in pieces.items():
+    for parts in pieces.values():
         if len(parts) == 1:
             layers.extend(parts)
         else:
@@ -303,7 +305,12 @@ def _join(parts: list[Layer], framework: str) -> list[Layer]:
                 attr = tensor.name.rsplit(".", 1)[-1]
                 node.entries.append(
                     Entry(
-                        attr, tensor.name, tensor.native_shape, tensor.dtype, tensor.source, identity
+                        attr,
+                        tensor.name,
+                        tensor.native_shape,
+                        tensor.dtype,
+                        tensor.source,
+                        identity,
                     )
                 )
         return build_layers([node])
