@@ -439,25 +439,33 @@ def test_onnx_external_data_in_a_file_per_tensor(tmp_path):
 
 
 def test_tensorflow_checkpoint_in_several_shards(tmp_path):
+    """``MaxShardSizePolicy`` cuts a tf-keras model's variables across four shards, some into
+    slices: each variable read whole, its layer a dense layer that computes what Keras does."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     tf = pytest.importorskip("tensorflow")
-    rng = np.random.default_rng(0)
-    arrays = {f"v{i}": rng.normal(size=(30 + i, 20)).astype(np.float32) for i in range(4)}
-    checkpoint = tf.train.Checkpoint(**{n: tf.Variable(a) for n, a in arrays.items()})
-    policy = tf.train.experimental.MaxShardSizePolicy(max_shard_size=3000)
+    tf_keras = pytest.importorskip("tf_keras")
+    tf_keras.utils.set_random_seed(0)
+    model = tf_keras.Sequential(
+        [tf_keras.Input((30,)), tf_keras.layers.Dense(20), tf_keras.layers.Dense(5)]
+    )
+    policy = tf.train.experimental.MaxShardSizePolicy(max_shard_size=1000)
     options = tf.train.CheckpointOptions(experimental_sharding_callback=policy)
-    prefix = Path(checkpoint.write(str(tmp_path / "ckpt"), options=options))
+    prefix = Path(tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"), options=options))
     data = sorted(tmp_path.glob("ckpt.data-*"))
-    assert len(data) == 4  # TensorFlow cut the variables into shards (and some into slices)
-    with weightscope.load(tmp_path) as model:
-        assert model.format == "tf-checkpoint"
-        assert model.inputs == [Path(f"{prefix}.index"), *data]
-        assert model.params.total == sum(a.size for a in arrays.values())
-        stored = np.sort(
-            np.concatenate([t.numpy().ravel() for _, t in model.tensors() if t.counted])
-        )
-        expected = np.sort(np.concatenate([a.ravel() for a in arrays.values()]))
-        np.testing.assert_array_equal(stored, expected)  # every value read once, from its shard
+    assert len(data) > 2
+    x = np.random.default_rng(0).normal(size=(3, 30)).astype(np.float32)
+    expected = model(x).numpy()
+    with weightscope.load(tmp_path) as read:
+        assert read.format == "tf-checkpoint"
+        assert read.inputs == [Path(f"{prefix}.index"), *data]
+        assert any("stored as slices" in note for note in read.notes), read.notes
+        assert read.params.total == model.count_params()
+        dense = [layer for layer in read.layers if str(layer.kind) == "dense"]
+        assert len(dense) == 2
+        for layer, variables in zip(dense, (model.layers[0], model.layers[1]), strict=True):
+            np.testing.assert_array_equal(layer.kernel.numpy(), variables.kernel.numpy())
+            x = reference.dense(x, layer.kernel.canonical(), layer.tensor("bias").numpy())
+        np.testing.assert_allclose(x, expected, rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
