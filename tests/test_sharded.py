@@ -235,6 +235,25 @@ def test_a_folder_with_one_model_and_its_config(folders):
     assert "architectures TinyForCausalLM" in result.stdout
 
 
+def test_the_weights_are_read_beside_other_checkpoints(folders, tensors, tmp_path):
+    """A trainer's output folder: the weights beside ``training_args.bin`` and
+    ``optimizer.pt`` (PyTorch pickles too) are read, the others named."""
+    single = copy_folder(folders["single"], tmp_path / "single")
+    torch.save({"learning_rate": 0.1}, single / "training_args.bin")
+    torch.save({"state": {}, "param_groups": []}, single / "optimizer.pt")
+    with weightscope.load(single) as model:
+        assert model.source == single / "model.safetensors"
+        assert model.params.total == sum(t.numel() for t in tensors.values()) - 1  # the counter
+        assert "the folder also holds optimizer.pt, training_args.bin (not read)" in model.notes
+    shards = tmp_path / "shards"
+    paths = write_sharded(shards, tensors, "safetensors")
+    (shards / "model.safetensors.index.json").unlink()
+    torch.save({"learning_rate": 0.1}, shards / "training_args.bin")
+    with weightscope.load(shards) as model:
+        assert model.inputs == [shards, *paths]
+        assert "the folder also holds training_args.bin (not read)" in model.notes
+
+
 def test_a_folder_of_several_models_or_none_is_refused(folders, tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a/README.md").write_text("nothing here\n")

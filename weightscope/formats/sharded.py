@@ -33,6 +33,16 @@ INDEX_SUFFIX = ".index.json"
 INDEX_NAMES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 """The indexes an HF folder may hold, in the order one is preferred to another."""
 CONFIG = "config.json"
+WEIGHTS_NAMES = (
+    "model.safetensors",
+    "diffusion_pytorch_model.safetensors",
+    "pytorch_model.bin",
+    "diffusion_pytorch_model.bin",
+    "tf_model.h5",
+    "model.onnx",
+)
+"""The names HF gives a model's weights in one file, in the order ``from_pretrained`` prefers
+them: a folder holding one of them beside other model files is read from it."""
 CONFIG_FACTS = (
     "architectures",
     "model_type",
@@ -77,37 +87,45 @@ def _load_folder(folder: Path, limits: Limits, load_file: LoadFile, recognise: R
             model.notes.append(f"the folder also holds {others} (not read)")
         return model
     models = [p for p in files if recognise(p) is not None]
-    if len(models) == 1:
-        model = load_file(models[0], limits)
-        model.notes.extend(_config_notes(folder / CONFIG, limits))
-        _add_input(model, folder / CONFIG)
-        return model
     if not models:
         found = f"none of its files is one ({_names(files)})" if files else "it is empty"
         raise file_error(
             UnsupportedFormatError, folder, f"is a directory, not a model file, and {found}"
         )
+    preferred = next((p for name in WEIGHTS_NAMES for p in models if p.name == name), None)
     shards = _shard_set(folder, models)
-    if shards is None:
+    if len(models) == 1 or preferred is not None:
+        chosen = [preferred or models[0]]
+        model = load_file(chosen[0], limits)
+    elif shards is not None:
+        chosen = shards
+        how = f"{len(shards)} shards, no index"
+        model = _load_shards(folder, shards, None, limits, load_file, how)
+    else:
         raise file_error(
             UnsupportedFormatError,
             folder,
             f"holds {len(models)} model files, not one model: {_names(models)} (name one)",
         )
-    return _load_shards(folder, shards, None, limits, load_file, f"{len(shards)} shards, no index")
+    unread = [p for p in models if p not in chosen]
+    if unread:  # training_args.bin, optimizer.pt beside the weights
+        model.notes.append(f"the folder also holds {_names(unread)} (not read)")
+    if len(chosen) == 1:
+        model.notes.extend(_config_notes(folder / CONFIG, limits))
+        _add_input(model, folder / CONFIG)
+    return model
 
 
 def _shard_set(folder: Path, models: list[Path]) -> list[Path] | None:
-    """The model files when they are all shards of one set (``name-0000N-of-0000M.ext``), in
-    order; None when they are not. A shard missing from the set is an error naming it."""
-    parts = [SHARD_NAME.match(p.name) for p in models]
-    if not all(parts):
-        return None
-    sets = {(m["stem"], m["count"], m["suffix"]) for m in parts if m}
+    """The model files that are shards of one set (``name-0000N-of-0000M.ext``), in order;
+    None when none are, or those that are make more than one set. A shard missing from the set
+    is an error naming it."""
+    parts = [match for match in map(SHARD_NAME.match, (p.name for p in models)) if match]
+    sets = {(m["stem"], m["count"], m["suffix"]) for m in parts}
     if len(sets) != 1:
         return None
     stem, count, suffix = sets.pop()
-    numbers = {int(m["number"]) for m in parts if m}
+    numbers = {int(m["number"]) for m in parts}
     width = len(count)
     for number in range(1, int(count) + 1):
         if number not in numbers:
@@ -115,7 +133,8 @@ def _shard_set(folder: Path, models: list[Path]) -> list[Path] | None:
             raise file_error(CorruptFileError, folder / name, "shard missing from the folder")
     if len(numbers) != int(count):
         return None  # numbers past the count: not one set as HF writes it
-    return sorted(models, key=lambda p: int(SHARD_NAME.match(p.name)["number"]))  # type: ignore[index]
+    by_name = {p.name: p for p in models}
+    return [by_name[m.string] for m in sorted(parts, key=lambda m: int(m["number"]))]
 
 
 def _load_index(index: Path, limits: Limits, load_file: LoadFile) -> Model:
@@ -296,7 +315,9 @@ def _join(parts: list[Layer], framework: str) -> list[Layer]:
     """One layer of the pieces a layer's shards hold: for a state dict (PyTorch, safetensors),
     its kind found again from all its tensors; for others, the tensors put together."""
     tensors = [tensor for layer in parts for tensor in layer.tensors]
-    whole = all(t.part is None and t.quantization is None for t in tensors)
+    whole = all(
+        t.part is None and t.quantization is None and t.shared_with is None for t in tensors
+    )
     if framework == "pytorch" and whole and all(layer.class_name is None for layer in parts):
         node = ModuleNode(parts[0].name, None)
         for number, layer in enumerate(parts):
