@@ -527,3 +527,50 @@ def test_reading_shards_imports_no_framework(folders):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "LOADED: []" in result.stdout, result.stdout
+
+
+def test_slices_placed_by_extents_of_several_bytes(tmp_path):
+    """A TF1 variable partitioned at rows 0, 35000 and 70000: extents past 63 take two and three
+    bytes in the slice keys (OrderedCode); the variable read whole equals TensorFlow's."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    tf = pytest.importorskip("tensorflow")
+    tf1 = tf.compat.v1
+    with tf.Graph().as_default():
+        tf1.get_variable("table", (105_000, 2), partitioner=tf1.fixed_size_partitioner(3))
+        with tf1.Session() as session:
+            session.run(tf1.global_variables_initializer())
+            prefix = tf1.train.Saver().save(session, str(tmp_path / "model.ckpt"))
+    whole = tf.train.load_checkpoint(prefix).get_tensor("table")
+    with weightscope.load(prefix) as model:
+        (layer,) = model.layers
+        (tensor,) = layer.tensors
+        assert tensor.native_shape == (105_000, 2)
+        np.testing.assert_array_equal(tensor.numpy(), whole)
+        assert tensor.stats().count == whole.size
+
+
+def slice_entry(extents, shape, dtype="float32"):
+    from weightscope.formats.tensorflow.bundle import BundleEntry
+
+    return BundleEntry("v", dtype, shape, 0, 0, 0, False, None, "v", extents)
+
+
+@pytest.mark.parametrize(
+    ("extents", "why"),
+    [
+        ([((0, 2), (0, 3)), ((1, 2), (0, 3))], "slices that overlap"),  # sizes fit, rows 1-2 twice
+        ([((0, 2), (0, 3))], "slices that do not add up to the variable"),
+        ([((0, 4), (0, 3)), ((4, 1), (-1, -1))], "a slice (4, 1) outside an axis of 4"),
+        ([None, ((2, 2), (-1, -1))], "a slice key that does not decode"),
+    ],
+)
+def test_slices_that_do_not_tile_their_variable_are_not_put_together(extents, why):
+    from weightscope.formats.tensorflow.bundle import BundleEntry
+    from weightscope.formats.tensorflow.slices import assemble
+
+    variable = BundleEntry("v", "float32", (4, 3), 0, 0, 0, True)
+    parts = [
+        slice_entry(e, (3, 3) if e is None else tuple(3 if n == -1 else n for _, n in e))
+        for e in extents
+    ]
+    assert assemble(variable, parts, [None] * len(parts)) == why  # type: ignore[list-item]
