@@ -454,7 +454,10 @@ def test_onnx_external_data_in_a_file_per_tensor(tmp_path):
             np.testing.assert_array_equal(tensor.numpy(), arrays[tensor.name])
         assert model.params.total == sum(a.size for a in arrays.values())
     (tmp_path / "W2").unlink()
-    assert one_line(tmp_path).startswith(f"{tmp_path / 'model.onnx'}: ")
+    assert one_line(tmp_path) == (
+        f"{tmp_path / 'model.onnx'}: damaged ONNX model: external data file 'W2' for tensor "
+        f"'W2' is missing (expected {tmp_path / 'W2'})"
+    )
 
 
 def test_tensorflow_checkpoint_in_several_shards(tmp_path):
@@ -485,6 +488,10 @@ def test_tensorflow_checkpoint_in_several_shards(tmp_path):
             np.testing.assert_array_equal(layer.kernel.numpy(), variables.kernel.numpy())
             x = reference.dense(x, layer.kernel.canonical(), layer.tensor("bias").numpy())
         np.testing.assert_allclose(x, expected, rtol=1e-5, atol=1e-5)
+    data[1].unlink()
+    assert one_line(tmp_path) == (
+        f"{prefix}.index: damaged TensorFlow checkpoint: its data shard {data[1].name} is missing"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -507,6 +514,13 @@ def test_scan_reads_an_indexed_folder_as_one_model(folders, tmp_path):
     )
     summary = json.loads(result.stdout)
     assert summary["errors"] == 0
+    # the index's row fingerprints every shard (a changed shard is scanned again)
+    row = models.set_index("path").loc[indexes[0]]
+    folder = folders["safetensors"]
+    assert [entry["path"] for entry in json.loads(row["inputs"])] == [
+        *map(str, sorted(folder.glob("*-of-*"))),
+        str(folder / "config.json"),
+    ]
 
 
 NO_FRAMEWORK = """
