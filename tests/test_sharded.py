@@ -254,6 +254,19 @@ def test_the_weights_are_read_beside_other_checkpoints(folders, tensors, tmp_pat
         assert "the folder also holds training_args.bin (not read)" in model.notes
 
 
+def test_a_shard_count_in_a_name_costs_nothing(folders, tmp_path):
+    """Names claiming 10**15 shards: the missing one is named at once, nothing counted to it;
+    a lone shard beside the weights' own file is not looked at."""
+    data = (folders["single"] / "model.safetensors").read_bytes()
+    for number in (1, 3):
+        (tmp_path / f"model-{number:016d}-of-1000000000000000.safetensors").write_bytes(data)
+    missing = tmp_path / "model-0000000000000002-of-1000000000000000.safetensors"
+    assert one_line(tmp_path) == f"{missing}: shard missing from the folder"
+    (tmp_path / "model.safetensors").write_bytes(data)
+    with weightscope.load(tmp_path) as model:
+        assert model.source == tmp_path / "model.safetensors"
+
+
 def test_a_folder_of_several_models_or_none_is_refused(folders, tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a/README.md").write_text("nothing here\n")

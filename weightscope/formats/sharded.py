@@ -93,11 +93,10 @@ def _load_folder(folder: Path, limits: Limits, load_file: LoadFile, recognise: R
             UnsupportedFormatError, folder, f"is a directory, not a model file, and {found}"
         )
     preferred = next((p for name in WEIGHTS_NAMES for p in models if p.name == name), None)
-    shards = _shard_set(folder, models)
     if len(models) == 1 or preferred is not None:
         chosen = [preferred or models[0]]
         model = load_file(chosen[0], limits)
-    elif shards is not None:
+    elif (shards := _shard_set(folder, models)) is not None:
         chosen = shards
         how = f"{len(shards)} shards, no index"
         model = _load_shards(folder, shards, None, limits, load_file, how)
@@ -126,13 +125,14 @@ def _shard_set(folder: Path, models: list[Path]) -> list[Path] | None:
         return None
     stem, count, suffix = sets.pop()
     numbers = {int(m["number"]) for m in parts}
-    width = len(count)
-    for number in range(1, int(count) + 1):
-        if number not in numbers:
-            name = f"{stem}-{number:0{width}d}-of-{count}{suffix}"
-            raise file_error(CorruptFileError, folder / name, "shard missing from the folder")
-    if len(numbers) != int(count):
+    total = int(count)
+    if min(numbers) < 1 or max(numbers) > total:
         return None  # numbers past the count: not one set as HF writes it
+    if len(numbers) < total:
+        # the first number missing (a count in a name bounds nothing: look past the files only)
+        number = next(n for n in range(1, len(numbers) + 2) if n not in numbers)
+        name = f"{stem}-{number:0{len(count)}d}-of-{count}{suffix}"
+        raise file_error(CorruptFileError, folder / name, "shard missing from the folder")
     by_name = {p.name: p for p in models}
     return [by_name[m.string] for m in sorted(parts, key=lambda m: int(m["number"]))]
 
