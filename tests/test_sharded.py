@@ -382,7 +382,7 @@ def test_tensor_in_a_shard_the_index_does_not_place_it_in(folders, tmp_path):
     shards = sorted(folder.glob("*-of-*"))
     index = edit_index(folder, lambda wm: wm.update({"head.bias": shards[0].name}))
     assert one_line(index) == (
-        f"{shards[-1]}: holds tensor 'head.bias', which {index.name} places in {shards[0].name}"
+        f"{shards[-1]}: holds tensor 'head.bias', which {index.name} places in {shards[0].name!r}"
     )
 
 

@@ -213,7 +213,7 @@ def _load_shards(
             stack.callback(model.close)
             models.append(model)
         _check(shards, models, index)
-        merged = _merge(index[0] if index else folder, shards, models, how)
+        merged = _merge(index[0] if index else folder, models, how)
         merged.notes.extend(_config_notes(folder / CONFIG, limits))
         _add_input(merged, folder / CONFIG)
         merged._resources.push(stack.pop_all())
@@ -264,7 +264,7 @@ def _check(
                 raise file_error(
                     CorruptFileError,
                     path,
-                    f"holds tensor {short(name)}, which {index[0].name} places in {placed}",
+                    f"holds tensor {short(name)}, which {index[0].name} places in {short(placed)}",
                 )
     if index is not None:
         for name, placed in index[1].items():
@@ -276,7 +276,7 @@ def _check(
                 )
 
 
-def _merge(source: Path, shards: list[Path], models: list[Model], how: str) -> Model:
+def _merge(source: Path, models: list[Model], how: str) -> Model:
     """One model of the shards' layers, merged by name, in the order the shards hold them."""
     first = models[0]
     pieces: dict[str, list[Layer]] = {}
