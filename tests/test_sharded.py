@@ -556,6 +556,24 @@ def test_reading_shards_imports_no_framework(folders):
     assert "LOADED: []" in result.stdout, result.stdout
 
 
+def test_checkpoint_manager_folder_is_its_latest_checkpoint(tmp_path):
+    """``tf.train.CheckpointManager`` keeps several checkpoints and a ``checkpoint`` file
+    naming the latest: the folder is read as that one."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    tf = pytest.importorskip("tensorflow")
+    variable = tf.Variable(np.zeros((3, 2), np.float32))
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=variable), tmp_path, 3)
+    for step in range(3):
+        variable.assign(np.full((3, 2), step, np.float32))
+        latest = manager.save()
+    assert len(list(tmp_path.glob("*.index"))) == 3
+    with weightscope.load(tmp_path) as model:
+        assert model.source == Path(f"{latest}.index")
+        (tensor,) = [t for _, t in model.tensors() if t.counted]
+        np.testing.assert_array_equal(tensor.numpy(), np.full((3, 2), 2, np.float32))
+        assert any("ckpt-1.index" in note and "not read" in note for note in model.notes)
+
+
 def test_slices_placed_by_extents_of_several_bytes(tmp_path):
     """A TF1 variable partitioned at rows 0, 35000 and 70000: extents past 63 take two and three
     bytes in the slice keys (OrderedCode); the variable read whole equals TensorFlow's."""

@@ -93,6 +93,7 @@ def _load_folder(folder: Path, limits: Limits, load_file: LoadFile, recognise: R
             UnsupportedFormatError, folder, f"is a directory, not a model file, and {found}"
         )
     preferred = next((p for name in WEIGHTS_NAMES for p in models if p.name == name), None)
+    preferred = preferred or _latest_checkpoint(folder, models)
     if len(models) == 1 or preferred is not None:
         chosen = [preferred or models[0]]
         model = load_file(chosen[0], limits)
@@ -113,6 +114,27 @@ def _load_folder(folder: Path, limits: Limits, load_file: LoadFile, recognise: R
         model.notes.extend(_config_notes(folder / CONFIG, limits))
         _add_input(model, folder / CONFIG)
     return model
+
+
+TF_CHECKPOINT_STATE = "checkpoint"
+"""The text file ``tf.train.CheckpointManager`` and TF1 ``Saver`` keep beside checkpoints,
+naming the latest: ``model_checkpoint_path: "ckpt-3"``."""
+_LATEST = re.compile(rb'^model_checkpoint_path: "([^"\n]*)"', re.MULTILINE)
+
+
+def _latest_checkpoint(folder: Path, models: list[Path]) -> Path | None:
+    """The index of the checkpoint the folder's ``checkpoint`` file names as the latest, when
+    it is among ``models`` (its name only is taken: the file may hold an absolute path)."""
+    state = folder / TF_CHECKPOINT_STATE
+    try:
+        with open(state, "rb") as handle:
+            found = _LATEST.search(handle.read(1 << 16))
+    except OSError:
+        return None
+    if found is None:
+        return None
+    name = PurePosixPath(found.group(1).decode("utf-8", "replace")).name + ".index"
+    return next((p for p in models if p.name == name), None)
 
 
 def _shard_set(folder: Path, models: list[Path]) -> list[Path] | None:
