@@ -341,7 +341,7 @@ def test_garbled_keras_metadata(trained: dict[str, Any], tmp_path: Path) -> None
 
 
 def test_other_directories_are_still_refused(tmp_path: Path) -> None:
-    _one_line(tmp_path, "is a directory, not a model file")
+    _one_line(tmp_path, "is a directory, not a model file, and it is empty")
 
 
 WRITER_KEYS = {"name", "zero_output_for_mask"}

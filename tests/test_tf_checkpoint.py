@@ -417,10 +417,11 @@ def test_mutated_indexes_fail_only_with_one_line_errors(
     assert 0 < refused < 400
 
 
-def test_partitioned_variable_is_counted_once_through_its_slices(tmp_path: Path) -> None:
+def test_partitioned_variable_is_read_whole_from_its_slices(tmp_path: Path) -> None:
     """A TF1 partitioned variable is stored as slices under binary keys (a zero byte, the
     variable's name in OrderedCode, the extents) beside an entry that holds only its full
-    shape: the slices are read and counted, the full entry is named in the notes."""
+    shape: the slices, placed by the extents their keys hold, make the variable, read as one
+    tensor of its layer and counted once."""
     tf1 = tf.compat.v1
     graph = tf.Graph()
     with graph.as_default():
@@ -431,10 +432,14 @@ def test_partitioned_variable_is_counted_once_through_its_slices(tmp_path: Path)
     whole = tf.train.load_checkpoint(prefix).get_tensor("emb/embeddings")
     with weightscope.load(prefix) as model:
         assert model.params.total == whole.size == 40
-        layer = model.layer("emb/embeddings (slices)")
-        stacked = np.concatenate([t.numpy() for t in layer.tensors])
-        np.testing.assert_array_equal(stacked, whole)
-        assert any("partitioned variable of shape (10, 4)" in note for note in model.notes)
+        layer = model.layer("emb")
+        assert str(layer.kind) == "embedding"
+        (tensor,) = layer.tensors
+        assert tensor.native_shape == (10, 4)
+        np.testing.assert_array_equal(tensor.numpy(), whole)
+        assert tensor.stats().count == 40
+        assert np.isclose(tensor.stats().mean, whole.mean(dtype=np.float64), atol=1e-6)
+        assert any("1 variable stored as slices" in note for note in model.notes)
 
 
 # ---------------------------------------------------------------------------------------------

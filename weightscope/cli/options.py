@@ -99,7 +99,11 @@ def files(action: argparse.Action) -> argparse.Action:
 def add_source(parser: argparse.ArgumentParser) -> None:
     """The model-file argument every command takes (``FILE`` or ``--example``), ``--limit`` and
     ``--debug``."""
-    files(parser.add_argument("file", nargs="?", type=Path, metavar="FILE", help="model file"))
+    files(
+        parser.add_argument(
+            "file", nargs="?", type=Path, metavar="FILE", help="model file, shard index or folder"
+        )
+    )
     parser.add_argument(
         "--example", action="store_true", help="use the bundled example model instead of FILE"
     )

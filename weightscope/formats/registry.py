@@ -17,7 +17,7 @@ from weightscope.errors import (
     file_error,
     with_format,
 )
-from weightscope.formats import numpy, safetensors
+from weightscope.formats import numpy, safetensors, sharded
 from weightscope.formats._common.file_region import declared_bytes
 from weightscope.formats.gguf import reader as gguf
 from weightscope.formats.keras import reader as keras
@@ -91,8 +91,13 @@ def load(source: str | os.PathLike[str] | Any, *, limits: Limits | None = None) 
         raise file_error(UnsupportedFormatError, file, "no such file")
     if savedmodel.is_saved_model_dir(file):
         file = file / savedmodel.FILE_NAME  # a SavedModel is read from its saved_model.pb
-    if file.is_dir():
-        raise file_error(UnsupportedFormatError, file, "is a directory, not a model file")
+    if file.is_dir() or sharded.is_index(file):  # one model from many files
+        return sharded.load(file, limits, _load_file, recognise)
+    return _load_file(file, limits)
+
+
+def _load_file(file: Path, limits: Limits) -> Model:
+    """Read the model file ``file`` with the reader that recognises it."""
     kind = _special_kind(file)
     if kind is not None:  # opening a FIFO would wait for a writer; a device never ends
         raise file_error(UnsupportedFormatError, file, f"is {kind}, not a model file")

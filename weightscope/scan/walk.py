@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from weightscope.formats.registry import recognise
+from weightscope.formats.sharded import is_index, part_of_sharded_model
 
 MODEL_SUFFIXES = frozenset(
     {".h5", ".hdf5", ".keras", ".pt", ".pth", ".ckpt", ".onnx", ".safetensors", ".gguf"}
@@ -46,6 +47,8 @@ def walk(paths: Iterable[str], known: frozenset[str] = frozenset()) -> Walk:
             seen.add(file)
             if not named and part_of_saved_model(Path(file)):
                 result.not_models.append(file)  # read with its saved_model.pb
+            elif not named and part_of_sharded_model(Path(file)):
+                result.not_models.append(file)  # a shard, read with its index
             elif named or file in known or _looks_like_model(Path(file)):
                 result.files.append(file)
             else:
@@ -74,7 +77,11 @@ def part_of_saved_model(file: Path) -> bool:
 
 
 def _looks_like_model(file: Path) -> bool:
-    return recognise(file) is not None or (named_like_model(file) and file.is_file())
+    return (
+        recognise(file) is not None
+        or (named_like_model(file) and file.is_file())
+        or is_index(file)  # a shard index: the model its shards make
+    )
 
 
 def named_like_model(file: str | os.PathLike[str]) -> bool:

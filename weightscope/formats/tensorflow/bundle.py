@@ -62,6 +62,9 @@ class BundleEntry:
     slice_of: str | None = None
     """For one slice of a partitioned variable (a key of ``\\0``, the variable's name in
     OrderedCode, then the slice's extents), that variable's name."""
+    extents: tuple[tuple[int, int], ...] | None = None
+    """For one slice: its ``(start, length)`` along each axis of the variable, from its key
+    (length -1: the whole axis); None where the key does not decode."""
 
     @property
     def sized(self) -> bool:
@@ -116,6 +119,61 @@ def slice_owner(key: bytes) -> str | None:
     """The variable a slice key belongs to: its name, OrderedCode-escaped (``\\0\\xff`` for
     a zero byte, ``\\xff\\0`` for 0xff) up to ``\\0\\1``, after a leading zero byte; None
     for an ordinary key or one that does not decode."""
+    found = _slice_name(key)
+    return None if found is None else found[0]
+
+
+def slice_extents(key: bytes) -> tuple[tuple[int, int], ...] | None:
+    """A slice key's extents, as TensorFlow's ``EncodeTensorNameSlice`` writes them after the
+    name: the rank (OrderedCode ``WriteNumIncreasing``), then each axis's start and length
+    (``WriteSignedNumIncreasing``; -1 for a whole axis). None where the key does not decode."""
+    found = _slice_name(key)
+    if found is None:
+        return None
+    pos = found[1]
+    if pos >= len(key) or key[pos] > 8:
+        return None
+    width = key[pos]
+    rank = int.from_bytes(key[pos + 1 : pos + 1 + width], "big")
+    pos += 1 + width
+    if rank > 64:
+        return None
+    numbers = []
+    for _ in range(2 * rank):
+        decoded = _signed_increasing(key, pos)
+        if decoded is None:
+            return None
+        value, pos = decoded
+        numbers.append(value)
+    if pos != len(key):
+        return None
+    return tuple(zip(numbers[::2], numbers[1::2], strict=True))
+
+
+def _signed_increasing(key: bytes, pos: int) -> tuple[int, int] | None:
+    """One OrderedCode ``WriteSignedNumIncreasing`` number at ``pos``, and the position after
+    it: the number's two's complement in ``n`` bytes whose first bits (n ones for a number >= 0,
+    n zeros below 0) say ``n``."""
+    if pos >= len(key):
+        return None
+    negative = key[pos] < 0x80
+    flip = 0xFF if negative else 0
+    head = int.from_bytes(bytes(b ^ flip for b in key[pos : pos + 2]).ljust(2, b"\0"), "big")
+    length = 0
+    while length < 16 and head & (0x8000 >> length):
+        length += 1
+    if not 1 <= length <= 10 or pos + length > len(key):
+        return None
+    raw = bytearray(key[pos : pos + length])
+    header = ((0xFFFF << (16 - length)) & 0xFFFF) if length < 16 else 0xFFFF
+    raw[0] ^= header >> 8
+    if length > 1:
+        raw[1] ^= header & 0xFF
+    return int.from_bytes(raw, "big", signed=True), pos + length
+
+
+def _slice_name(key: bytes) -> tuple[str, int] | None:
+    """The name in a slice key and the position after its ``\\0\\1`` terminator."""
     if not key.startswith(b"\0"):
         return None
     name = bytearray()
@@ -123,7 +181,7 @@ def slice_owner(key: bytes) -> str | None:
     while pos + 1 < len(key):
         byte, after = key[pos], key[pos + 1]
         if byte == 0 and after == 1:
-            return name.decode("utf-8", "replace")
+            return name.decode("utf-8", "replace"), pos + 2
         if byte == 0 and after == 0xFF:
             name.append(0)
             pos += 2
@@ -171,7 +229,8 @@ def _entry(key: bytes, value: memoryview) -> BundleEntry:
                 f"tensor {name!r}: {size:,} bytes declared, its {dtype} shape {shape} "
                 f"needs {expected:,}"
             )
-    return BundleEntry(name, dtype, shape, shard, offset, size, sliced, crc, owner)
+    extents = None if owner is None else slice_extents(key)
+    return BundleEntry(name, dtype, shape, shard, offset, size, sliced, crc, owner, extents)
 
 
 def tensor_shape(message: memoryview) -> tuple[int, ...] | None:

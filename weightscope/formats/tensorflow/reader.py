@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from weightscope.formats.protocol import Match, Probe
 from weightscope.formats.tensorflow import object_graph
 from weightscope.formats.tensorflow.bundle import BundleEntry, BundleError, Header, read_index
 from weightscope.formats.tensorflow.checksum import ChecksummedSource
+from weightscope.formats.tensorflow.slices import assemble
 from weightscope.formats.tensorflow.table import FOOTER_BYTES, has_magic
 from weightscope.kinds import Kind
 from weightscope.limits import LimitExceeded, Limits, limit_error
@@ -45,6 +47,7 @@ from weightscope.model import (
     Layer,
     Model,
     Tensor,
+    TensorSource,
 )
 
 FRAMEWORK = "tensorflow"
@@ -218,18 +221,21 @@ def _layers(
     counters: dict[str, Tensor] = {}
     paths = frozenset(variable_path(entry.name) for entry in entries)
     slices: dict[str, list[BundleEntry]] = {}
+    whole = _assembled(index, entries, shards, byteorder, notes)
     for entry in entries:
         if not entry.sized:
             what = UNSIZED_NOTES.get(entry.name, "not a number array")
             notes.append(f"not counted: {entry.name} ({entry.dtype}: {what})")
             continue
-        if entry.sliced:
+        if entry.slice_of in whole:
+            continue  # read with its variable
+        if entry.sliced and entry.name not in whole:
             notes.append(
                 f"{entry.name}: a partitioned variable of shape {entry.shape}, stored as "
                 f"slices (layer {entry.name + SLICES!r})"
             )
             continue
-        source = _source(index, entry, shards[entry.shard], byteorder)
+        source = whole.get(entry.name) or _source(index, entry, shards[entry.shard], byteorder)
         if entry.slice_of is not None:
             slices.setdefault(entry.slice_of, []).append(entry)
             continue
@@ -243,7 +249,7 @@ def _layers(
             continue
         parent, _, role = path.rpartition("/")
         groups.setdefault(parent or "(root)", []).append((role, entry))
-    layers = [_layer(index, name, members, shards, byteorder, names) for name, members in
+    layers = [_layer(index, name, members, shards, byteorder, names, whole) for name, members in
               sorted(groups.items(), key=lambda item: _natural_key(item[0]))]  # fmt: skip
     for name, parts in slices.items():
         tensors = []
@@ -267,7 +273,10 @@ def _layer(
     shards: dict[int, OpenFile],
     byteorder: str,
     names: dict[str, str],
+    whole: Mapping[str, TensorSource] | None = None,
 ) -> Layer:
+    """The layer of the variables ``members`` (``whole``: variables stored as slices, read
+    whole)."""
     members = [(_keras_role(role), entry) for role, entry in members]
     roles = {role: entry.shape for role, entry in members}
     hints = _name_hints(name, members, names)
@@ -289,7 +298,9 @@ def _layer(
         if layer_type is not None:
             role = catalog.normalise_role(kind, role)
         trainable = False if role in NON_TRAINABLE_ROLES else None
-        base = _source(index, entry, shards[entry.shard], byteorder)
+        base = (whole or {}).get(entry.name) or _source(
+            index, entry, shards[entry.shard], byteorder
+        )
         tensors += variable_tensors(
             entry.name, role, entry.shape, entry.dtype, base, trainable, layer_type, class_name
         )
@@ -371,7 +382,7 @@ def _tensor(
     role: str,
     layout: str | None,
     trainable: bool | None,
-    source: FileRegionSource,
+    source: TensorSource,
     counted: bool = True,
 ) -> Tensor:
     return Tensor(
@@ -384,6 +395,38 @@ def _tensor(
         source=source,
         counted=counted,
     )
+
+
+def _assembled(
+    index: Path,
+    entries: list[BundleEntry],
+    shards: dict[int, OpenFile],
+    byteorder: str,
+    notes: list[str],
+) -> dict[str, TensorSource]:
+    """The variables stored as slices that their slices put together exactly, by name; a
+    note for each that they do not (it is listed as its slices)."""
+    parts: dict[str, list[BundleEntry]] = {}
+    for entry in entries:
+        if entry.slice_of is not None and entry.sized:
+            parts.setdefault(entry.slice_of, []).append(entry)
+    whole: dict[str, TensorSource] = {}
+    for entry in entries:
+        if not (entry.sliced and entry.sized and entry.name in parts):
+            continue
+        found = parts[entry.name]
+        sources = [_source(index, part, shards[part.shard], byteorder) for part in found]
+        assembled = assemble(entry, found, sources)
+        if isinstance(assembled, str):
+            notes.append(f"{entry.name}: its slices do not make the variable ({assembled})")
+        else:
+            whole[entry.name] = assembled
+    if whole:
+        notes.append(
+            f"{len(whole)} variable{'s' if len(whole) > 1 else ''} stored as slices (a "
+            "partitioned variable, or one cut across shards), each read as one tensor"
+        )
+    return whole
 
 
 def _check_region(index: Path, entry: BundleEntry, file: OpenFile) -> None:

@@ -1,0 +1,428 @@
+"""One model from many files: a shard index (``model.safetensors.index.json``,
+``pytorch_model.bin.index.json``), or a folder holding a model (its index, its one model file,
+or shards named ``name-0000N-of-0000M.ext``), with what an HF-style ``config.json`` beside it
+says about the architecture.
+
+Each shard is read on its own by the reader of its format (the registry's per-file path, passed
+in as ``load_file``), checked against the index, and the shards' layers are merged by name into
+one :class:`~weightscope.model.Model` (a layer whose tensors lie in two shards is rebuilt from
+all of them)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Callable, Iterable
+from contextlib import ExitStack
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from weightscope.errors import CorruptFileError, UnsupportedFormatError, file_error, short
+from weightscope.formats._common.json_text import load_json
+from weightscope.formats.pytorch.layers import Entry, ModuleNode, build_layers
+from weightscope.limits import DEFAULT, LimitExceeded, Limits, limit_error
+from weightscope.model import Layer, Model
+
+LoadFile = Callable[[Path, Limits], Model]
+"""The registry's reader of one model file."""
+Recognise = Callable[[Path], "str | None"]
+"""The registry's sniffing of one file: the framework that reads it, or None."""
+
+INDEX_SUFFIX = ".index.json"
+INDEX_NAMES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+"""The indexes an HF folder may hold, in the order one is preferred to another."""
+CONFIG = "config.json"
+WEIGHTS_NAMES = (
+    "model.safetensors",
+    "diffusion_pytorch_model.safetensors",
+    "pytorch_model.bin",
+    "diffusion_pytorch_model.bin",
+    "tf_model.h5",
+    "model.onnx",
+)
+"""The names HF gives a model's weights in one file, in the order ``from_pretrained`` prefers
+them: a folder holding one of them beside other model files is read from it."""
+CONFIG_FACTS = (
+    "architectures",
+    "model_type",
+    "torch_dtype",
+    "dtype",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "vocab_size",
+)
+"""What a ``config.json`` says that the model's notes show, in this order."""
+SHARD_NAME = re.compile(r"^(?P<stem>.+)-(?P<number>\d+)-of-(?P<count>\d+)(?P<suffix>\.[^.]+)$")
+"""``model-00001-of-00003.safetensors``: HF's name for a shard without (or beside) an index."""
+_LISTED = 12
+
+
+def is_index(path: Path) -> bool:
+    """Whether ``path`` is named like a shard index (``*.index.json``)."""
+    return path.name.endswith(INDEX_SUFFIX) and path.is_file()
+
+
+def load(path: Path, limits: Limits, load_file: LoadFile, recognise: Recognise) -> Model:
+    """The model of a folder, or of the shard index ``path``."""
+    if path.is_dir():
+        return _load_folder(path, limits, load_file, recognise)
+    return _load_index(path, limits, load_file)
+
+
+def _load_folder(folder: Path, limits: Limits, load_file: LoadFile, recognise: Recognise) -> Model:
+    try:
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+    except OSError as exc:
+        raise file_error(
+            UnsupportedFormatError, folder, f"cannot list the folder: {exc.strerror or exc}"
+        ) from exc
+    indexes = [p for p in files if p.name.endswith(INDEX_SUFFIX)]
+    if indexes:
+        indexes.sort(key=lambda p: (*INDEX_NAMES, p.name).index(p.name))
+        model = _load_index(indexes[0], limits, load_file)
+        if len(indexes) > 1:
+            others = ", ".join(p.name for p in indexes[1:])
+            model.notes.append(f"the folder also holds {others} (not read)")
+        return model
+    models = [p for p in files if recognise(p) is not None]
+    if not models:
+        found = f"none of its files is one ({_names(files)})" if files else "it is empty"
+        raise file_error(
+            UnsupportedFormatError, folder, f"is a directory, not a model file, and {found}"
+        )
+    preferred = next((p for name in WEIGHTS_NAMES for p in models if p.name == name), None)
+    preferred = preferred or _latest_checkpoint(folder, models)
+    if len(models) == 1 or preferred is not None:
+        chosen = [preferred or models[0]]
+        model = load_file(chosen[0], limits)
+    elif (shards := _shard_set(folder, models)) is not None:
+        chosen = shards
+        how = f"{len(shards)} shards, no index"
+        model = _load_shards(folder, shards, None, limits, load_file, how)
+    else:
+        raise file_error(
+            UnsupportedFormatError,
+            folder,
+            f"holds {len(models)} model files, not one model: {_names(models)} (name one)",
+        )
+    unread = [p for p in models if p not in chosen]
+    if unread:  # training_args.bin, optimizer.pt beside the weights
+        model.notes.append(f"the folder also holds {_names(unread)} (not read)")
+    if len(chosen) == 1:
+        model.notes.extend(_config_notes(folder / CONFIG, limits))
+        _add_input(model, folder / CONFIG)
+    return model
+
+
+TF_CHECKPOINT_STATE = "checkpoint"
+"""The text file ``tf.train.CheckpointManager`` and TF1 ``Saver`` keep beside checkpoints,
+naming the latest: ``model_checkpoint_path: "ckpt-3"``."""
+_LATEST = re.compile(rb'^model_checkpoint_path: "([^"\n]*)"', re.MULTILINE)
+
+
+def _latest_checkpoint(folder: Path, models: list[Path]) -> Path | None:
+    """The index of the checkpoint the folder's ``checkpoint`` file names as the latest, when
+    it is among ``models`` (its name only is taken: the file may hold an absolute path)."""
+    state = folder / TF_CHECKPOINT_STATE
+    try:
+        with open(state, "rb") as handle:
+            found = _LATEST.search(handle.read(1 << 16))
+    except OSError:
+        return None
+    if found is None:
+        return None
+    name = PurePosixPath(found.group(1).decode("utf-8", "replace")).name + ".index"
+    return next((p for p in models if p.name == name), None)
+
+
+def _shard_set(folder: Path, models: list[Path]) -> list[Path] | None:
+    """The model files that are shards of one set (``name-0000N-of-0000M.ext``), in order;
+    None when none are, or those that are make more than one set. A shard missing from the set
+    is an error naming it."""
+    parts = [match for match in map(SHARD_NAME.match, (p.name for p in models)) if match]
+    sets = {(m["stem"], m["count"], m["suffix"]) for m in parts}
+    if len(sets) != 1:
+        return None
+    stem, count, suffix = sets.pop()
+    numbers = {int(m["number"]) for m in parts}
+    total = int(count)
+    if min(numbers) < 1 or max(numbers) > total:
+        return None  # numbers past the count: not one set as HF writes it
+    if len(numbers) < total:
+        # the first number missing (a count in a name bounds nothing: look past the files only)
+        number = next(n for n in range(1, len(numbers) + 2) if n not in numbers)
+        name = f"{stem}-{number:0{len(count)}d}-of-{count}{suffix}"
+        raise file_error(CorruptFileError, folder / name, "shard missing from the folder")
+    by_name = {p.name: p for p in models}
+    return [by_name[m.string] for m in sorted(parts, key=lambda m: int(m["number"]))]
+
+
+def _load_index(index: Path, limits: Limits, load_file: LoadFile) -> Model:
+    weight_map = read_index(index, limits)
+    folder = index.parent
+    # in name order, as HF numbers them (its index lists tensors in name order)
+    shards = {name: _shard_path(index, name) for name in sorted(set(weight_map.values()))}
+    for path in shards.values():
+        if not os.path.lexists(path):
+            raise file_error(
+                CorruptFileError, path, f"shard missing: {index.name} places tensors in it"
+            )
+    how = f"{len(shards)} shards named by {index.name}"
+    return _load_shards(folder, list(shards.values()), (index, weight_map), limits, load_file, how)
+
+
+def read_index(index: Path, limits: Limits) -> dict[str, str]:
+    """The ``weight_map`` of a shard index (tensor name -> shard file name), read within
+    ``max_json_bytes``."""
+    try:
+        size = index.stat().st_size
+        limits.check("max_json_bytes", size, f"the index is {size:,} bytes")
+        with open(index, "rb") as handle:
+            raw = handle.read(size + 1)
+        data = load_json(raw, limits, "the index")
+    except LimitExceeded as exc:
+        raise limit_error(index, exc) from None
+    except OSError as exc:
+        raise file_error(
+            UnsupportedFormatError, index, f"cannot read: {exc.strerror or exc}"
+        ) from exc
+    except ValueError as exc:
+        raise file_error(CorruptFileError, index, f"not a shard index: not JSON: {exc}") from exc
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise file_error(CorruptFileError, index, "not a shard index: no weight_map of tensors")
+    for tensor, shard in weight_map.items():
+        if not isinstance(shard, str):
+            raise file_error(
+                CorruptFileError, index, f"tensor {short(tensor)}: shard is not a file name"
+            )
+    return weight_map
+
+
+def _shard_path(index: Path, name: str) -> Path:
+    """The file ``name`` (from the index) in the index's folder. Names reaching out of the
+    folder are refused as written, not as resolved: an HF cache's shards are links to blobs
+    elsewhere, and are read where they point."""
+    parts = PurePosixPath(name).parts
+    if (
+        not name
+        or "\\" in name
+        or "\0" in name
+        or PurePosixPath(name).is_absolute()
+        or ".." in parts
+        or os.path.isabs(name)
+    ):
+        raise file_error(
+            CorruptFileError, index, f"shard {short(name)} lies outside the index's folder"
+        )
+    return index.parent.joinpath(*parts)
+
+
+def _load_shards(
+    folder: Path,
+    shards: list[Path],
+    index: tuple[Path, dict[str, str]] | None,
+    limits: Limits,
+    load_file: LoadFile,
+    how: str,
+) -> Model:
+    with ExitStack() as stack:
+        models = []
+        for path in shards:
+            model = load_file(path, limits)
+            stack.callback(model.close)
+            models.append(model)
+        _check(shards, models, index)
+        merged = _merge(index[0] if index else folder, models, how)
+        merged.notes.extend(_config_notes(folder / CONFIG, limits))
+        _add_input(merged, folder / CONFIG)
+        merged._resources.push(stack.pop_all())
+        return merged
+    raise AssertionError("unreachable")  # pragma: no cover  (mypy: the with may swallow)
+
+
+def stored_names(model: Model) -> list[str]:
+    """The names of the stored tensors of ``model``, each once (a stored tensor holding
+    several weights gives several tensors of one name)."""
+    return list(dict.fromkeys(tensor.name for _, tensor in model.tensors()))
+
+
+def _check(
+    shards: list[Path], models: list[Model], index: tuple[Path, dict[str, str]] | None
+) -> None:
+    """Every tensor in one shard, the one the index places it in; every tensor the index names
+    in its shard; all shards of one format."""
+    formats = {model.format for model in models}
+    if len(formats) > 1:
+        first = models[0].format
+        odd = next(i for i, m in enumerate(models) if m.format != first)
+        raise file_error(
+            CorruptFileError,
+            shards[odd],
+            f"shard is {models[odd].format}, not {first} as {shards[0].name}",
+        )
+    holder: dict[str, Path] = {}
+    for path, model in zip(shards, models, strict=True):
+        for name in stored_names(model):
+            if name in holder:
+                raise file_error(
+                    CorruptFileError,
+                    path,
+                    f"tensor {short(name)} is also in the shard {holder[name].name}",
+                )
+            holder[name] = path
+            if index is None:
+                continue
+            placed = index[1].get(name)
+            if placed is None:
+                raise file_error(
+                    CorruptFileError,
+                    path,
+                    f"holds tensor {short(name)}, which {index[0].name} does not name",
+                )
+            if _shard_path(index[0], placed) != path:
+                raise file_error(
+                    CorruptFileError,
+                    path,
+                    f"holds tensor {short(name)}, which {index[0].name} places in {short(placed)}",
+                )
+    if index is not None:
+        for name, placed in index[1].items():
+            if name not in holder:
+                raise file_error(
+                    CorruptFileError,
+                    _shard_path(index[0], placed),
+                    f"holds no tensor {short(name)}, which {index[0].name} places there",
+                )
+
+
+def _merge(source: Path, models: list[Model], how: str) -> Model:
+    """One model of the shards' layers, merged by name, in the order the shards hold them."""
+    first = models[0]
+    pieces: dict[str, list[Layer]] = {}
+    for model in models:
+        for layer in model.layers:
+            pieces.setdefault(layer.name, []).append(layer)
+    layers: list[Layer] = []
+    split = 0
+    for parts in pieces.values():
+        if len(parts) == 1:
+            layers.extend(parts)
+        else:
+            split += 1
+            layers.extend(_join(parts, first.framework))
+    notes = [f"read from {how}"]
+    if split:
+        notes.append(f"{split} layer{'s' if split > 1 else ''} split across shards, merged")
+    notes.extend(dict.fromkeys(note for model in models for note in model.notes))
+    inputs = [source] + [path for model in models for path in model.inputs]
+    weightless = list(dict.fromkeys(n for model in models for n in model.weightless_layers))
+    return Model(
+        source,
+        f"{first.format}-sharded",
+        first.framework,
+        first.framework_version,
+        layers,
+        weightless_layers=weightless,
+        notes=notes,
+        producer=first.producer,
+        opset=first.opset,
+        inputs=list(dict.fromkeys(inputs)),
+    )
+
+
+def _join(parts: list[Layer], framework: str) -> list[Layer]:
+    """One layer of the pieces a layer's shards hold: for a state dict (PyTorch, safetensors),
+    its kind found again from all its tensors; for others, the tensors put together."""
+    tensors = [tensor for layer in parts for tensor in layer.tensors]
+    whole = all(
+        t.part is None and t.quantization is None and t.shared_with is None for t in tensors
+    )
+    if framework == "pytorch" and whole and all(layer.class_name is None for layer in parts):
+        node = ModuleNode(parts[0].name, None)
+        for number, layer in enumerate(parts):
+            for tensor in layer.tensors:
+                identity = (number, tensor.shared_with or tensor.name)
+                attr = tensor.name.rsplit(".", 1)[-1]
+                node.entries.append(
+                    Entry(
+                        attr,
+                        tensor.name,
+                        tensor.native_shape,
+                        tensor.dtype,
+                        tensor.source,
+                        identity,
+                    )
+                )
+        return build_layers([node])
+    joined = parts[0]
+    joined.tensors = tensors
+    return [joined]
+
+
+def _config_notes(config: Path, limits: Limits) -> list[str]:
+    """What an HF-style ``config.json`` says of the architecture, as notes; a config that cannot
+    be read is said so in a note (the weights are the model, not the config)."""
+    if not config.is_file():
+        return []
+    try:
+        size = config.stat().st_size
+        limits.check("max_json_bytes", size, f"{CONFIG} is {size:,} bytes")
+        with open(config, "rb") as handle:
+            data = load_json(handle.read(size + 1), limits, CONFIG)
+    except LimitExceeded as exc:
+        return [f"{CONFIG} not read: {exc.what}, over the limit {exc.name}"]
+    except (OSError, ValueError) as exc:
+        return [f"{CONFIG} not read: {' '.join(str(exc).split())[:120]}"]
+    if not isinstance(data, dict):
+        return [f"{CONFIG} not read: not a JSON object"]
+    facts = [f"{key} {_fact(data[key])}" for key in CONFIG_FACTS if key in data]
+    return [f"{CONFIG}: {'; '.join(facts)}"] if facts else []
+
+
+def _fact(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(_fact(item) for item in value[:8]) + (", ..." if len(value) > 8 else "")
+    if isinstance(value, dict):
+        return "(structure)"
+    return str(value)[:80]
+
+
+def _add_input(model: Model, path: Path) -> None:
+    if path.is_file() and path not in model.inputs:
+        model.inputs.append(path)
+
+
+def _names(paths: Iterable[Path]) -> str:
+    names = [p.name for p in paths]
+    shown = ", ".join(names[:_LISTED])
+    return shown + (f", ... ({len(names) - _LISTED} more)" if len(names) > _LISTED else "")
+
+
+@functools.lru_cache(maxsize=256)
+def _indexes_in(folder: str, mtime_ns: int) -> tuple[Path, ...]:
+    return tuple(p for p in Path(folder).glob(f"*{INDEX_SUFFIX}") if p.is_file())
+
+
+@functools.lru_cache(maxsize=256)
+def _index_shards(index: str, mtime_ns: int, size: int) -> frozenset[str]:
+    try:
+        weight_map = read_index(Path(index), DEFAULT)
+    except Exception:  # a bad index: its shards are scanned alone, the index says what is wrong
+        return frozenset()
+    return frozenset(weight_map.values())
+
+
+def part_of_sharded_model(file: Path) -> bool:
+    """A shard that an index in its folder names: the index is the model (what a scan reads)."""
+    try:
+        folder = file.parent
+        for index in _indexes_in(str(folder), folder.stat().st_mtime_ns):
+            stat = index.stat()
+            if file.name in _index_shards(str(index), stat.st_mtime_ns, stat.st_size):
+                return True
+    except OSError:
+        return False
+    return False
