@@ -1,0 +1,370 @@
+"""Model files read by URL: a loopback HTTP server that honours Range and counts what it sends
+(with switches to misbehave), and moto's S3 server. The tensors read remotely equal the local
+file's; inspect without statistics fetches the header and nothing more; every failure is one
+line."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+fsspec = pytest.importorskip("fsspec")
+pytest.importorskip("aiohttp")
+
+import weightscope  # noqa: E402
+from weightscope.cli.app import main  # noqa: E402
+from weightscope.errors import RemoteError, UnsupportedFormatError  # noqa: E402
+from weightscope.formats._common import file_region  # noqa: E402
+from weightscope.formats._common.remote import url_scheme  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Counting(ThreadingHTTPServer):
+    """Serves ``files`` (name -> local path); counts body bytes sent and remembers each Range
+    asked. ``mode``: ``ok``, ``ignore-range`` (200 and the whole body), ``truncate`` (half the
+    range, then the connection closed), ``no-length`` (no size in HEAD nor GET)."""
+
+    daemon_threads = True
+
+    def __init__(self, files: dict[str, Path]) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.files = files
+        self.sent = 0
+        self.ranges: list[tuple[int, int]] = []
+        self.mode = "ok"
+        self.lock = threading.Lock()
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client hanging up on a body it did not ask for
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Counting
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _target(self) -> Path | None:
+        path = self.server.files.get(self.path.lstrip("/"))
+        if path is None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        return path
+
+    def do_HEAD(self) -> None:
+        path = self._target()
+        if path is None:
+            return
+        self.send_response(200)
+        if self.server.mode != "no-length":
+            self.send_header("Content-Length", str(path.stat().st_size))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        path = self._target()
+        if path is None:
+            return
+        size = path.stat().st_size
+        mode = self.server.mode
+        asked = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        start, end = 0, size - 1
+        if asked and mode != "ignore-range":
+            start = int(asked.group(1))
+            end = min(int(asked.group(2) or size - 1), size - 1)
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        else:
+            self.send_response(200)
+        with self.server.lock:
+            self.server.ranges.append((start, end + 1 - start))
+        length = end + 1 - start
+        if mode != "no-length":
+            self.send_header("Content-Length", str(length))
+        else:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if mode == "truncate":
+            length //= 2
+            self.close_connection = True
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            while length > 0:
+                piece = handle.read(min(length, 1 << 20))
+                try:
+                    self.wfile.write(piece)
+                except OSError:  # the client hung up (as it should on a body it did not ask)
+                    return
+                with self.server.lock:
+                    self.server.sent += len(piece)
+                length -= len(piece)
+
+
+@pytest.fixture
+def http(tmp_path: Path) -> Iterator[Counting]:
+    server = Counting({})
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _safetensors(path: Path, tensors: dict[str, np.ndarray]) -> Path:
+    from safetensors.numpy import save_file
+
+    save_file(tensors, str(path))
+    return path
+
+
+def _small_model(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    return _safetensors(
+        tmp_path / "small.safetensors",
+        {
+            "conv1.weight": rng.normal(size=(16, 3, 3, 3)).astype(np.float32),
+            "conv1.bias": rng.normal(size=16).astype(np.float32),
+            "fc.weight": rng.normal(size=(300, 256)).astype(np.float32),
+            "fc.bias": np.zeros(300, np.float16),
+        },
+    )
+
+
+def _sparse_large(path: Path, tensors: int, elements: int) -> int:
+    """A safetensors file of ``tensors`` float32 tensors of ``elements`` each, written as a
+    header and a hole (zeros): large on the server, nothing on the disk. Its header's size."""
+    header: dict[str, object] = {}
+    offset = 0
+    for index in range(tensors):
+        nbytes = elements * 4
+        header[f"layers.{index}.weight"] = {
+            "dtype": "F32",
+            "shape": [elements // 1024, 1024],
+            "data_offsets": [offset, offset + nbytes],
+        }
+        offset += nbytes
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as handle:
+        handle.write(len(raw).to_bytes(8, "little") + raw)
+        handle.truncate(8 + len(raw) + offset)
+    return 8 + len(raw)
+
+
+def _same_tensors(remote: weightscope.Model, local: weightscope.Model) -> None:
+    pairs = list(zip(remote.tensors(), local.tensors(), strict=True))
+    assert pairs
+    for (_, ours), (_, theirs) in pairs:
+        assert ours.name == theirs.name
+        np.testing.assert_array_equal(ours.stored(), theirs.stored())
+        ours_stats, theirs_stats = ours.stats(), theirs.stats()
+        assert ours_stats.mean == pytest.approx(theirs_stats.mean, rel=1e-5, abs=1e-7)
+        assert ours_stats.std == pytest.approx(theirs_stats.std, rel=1e-5, abs=1e-7)
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    status = main(argv)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_urls_are_told_from_paths(tmp_path: Path) -> None:
+    assert url_scheme("https://example.org/m.safetensors") == "https"
+    assert url_scheme("s3://bucket/key") == "s3"
+    assert url_scheme("hf://org/repo/model.safetensors") == "hf"
+    for local in ("C://model.pt", "model:v1.pt", "dir/a://b", "file:///tmp/x", str(tmp_path)):
+        assert url_scheme(local) is None, local
+    odd = tmp_path / "odd://name.safetensors"  # a local path that looks like a URL
+    odd.parent.mkdir(parents=True)
+    odd.write_bytes(b"x")
+    assert url_scheme(str(odd)) is None
+
+
+def test_https_tensors_equal_the_local_file(tmp_path: Path, http: Counting, monkeypatch) -> None:
+    small = _small_model(tmp_path)
+    http.files["m/small.safetensors"] = small
+    # statistics stream in ranges of 16 KiB (fc.weight is 300 KiB): one range in flight ahead
+    monkeypatch.setattr(file_region, "REMOTE_READ_BYTES", 16 << 10)
+    with (
+        weightscope.load(f"{http.url}/m/small.safetensors") as remote,
+        weightscope.load(small) as local,
+    ):
+        assert str(remote.source) == f"{http.url}/m/small.safetensors"
+        assert remote.source.name == "small.safetensors"
+        assert [x.name for x in remote.layers] == [x.name for x in local.layers]
+        assert remote.params == local.params
+        _same_tensors(remote, local)
+    fc_ranges = [n for _, n in http.ranges if n > 16 << 10]
+    assert fc_ranges == [300 * 256 * 4] * 1  # fc.weight read whole once by stored()
+    streamed = [n for _, n in http.ranges if n == 16 << 10]
+    assert len(streamed) >= (300 * 256 * 4) // (16 << 10)  # its statistics: bounded ranges
+
+
+def test_inspect_without_stats_reads_only_the_header(
+    tmp_path: Path, http: Counting, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 4 GiB safetensors file (a hole on disk): inspect --no-stats fetches its header (a few
+    KiB) and nothing of its data."""
+    big = tmp_path / "big.safetensors"
+    header = _sparse_large(big, tensors=64, elements=16 << 20)
+    assert big.stat().st_size > 4 << 30
+    http.files["big.safetensors"] = big
+    status, out, err = _run(["inspect", f"{http.url}/big.safetensors", "--no-stats"], capsys)
+    assert status == 0, err
+    assert "layers.63" in out
+    assert http.sent <= header + 64  # the first bytes, then the header: nothing more
+    assert http.sent < 2 << 20
+
+
+def test_http_statistics_on_the_command_line(
+    tmp_path: Path, http: Counting, capsys: pytest.CaptureFixture[str]
+) -> None:
+    small = _small_model(tmp_path)
+    http.files["small.safetensors"] = small
+    status, out, err = _run(["inspect", f"{http.url}/small.safetensors", "--json"], capsys)
+    assert status == 0, err
+    remote = json.loads(out)
+    status, out, _ = _run(["inspect", str(small), "--json"], capsys)
+    local = json.loads(out)
+    assert remote["layers"] == local["layers"]
+    assert http.sent <= small.stat().st_size + 256  # each byte once (the head twice)
+
+
+@pytest.mark.parametrize(
+    ("mode", "path", "reason"),
+    [
+        ("ok", "missing.safetensors", "no such file on the server"),
+        ("ignore-range", "big.safetensors", "ignores Range requests"),
+        ("truncate", "big.safetensors", "cut short"),
+        ("no-length", "big.safetensors", "does not give the file's size"),
+    ],
+)
+def test_server_failures_are_one_line(
+    tmp_path: Path,
+    http: Counting,
+    capsys: pytest.CaptureFixture[str],
+    mode: str,
+    path: str,
+    reason: str,
+) -> None:
+    """A server that is down a file, ignores Range (200 and the whole 1 GiB body), cuts its
+    answers short or gives no size: one line each, and never the whole file downloaded."""
+    big = tmp_path / "big.safetensors"
+    _sparse_large(big, tensors=16, elements=16 << 20)
+    http.files["big.safetensors"] = big
+    http.mode = mode
+    url = f"{http.url}/{path}"
+    status, _, err = _run(["inspect", url], capsys)
+    assert status == 2
+    assert err.count("\n") == 1 and err.startswith(f"weightscope: {url}: "), err
+    assert reason in err, err
+    assert http.sent < 32 << 20  # what sockets buffer before the client hangs up, not 1 GiB
+
+
+def test_no_server_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/m.safetensors"
+    status, _, err = _run(["inspect", url], capsys)
+    assert status == 2 and err.count("\n") == 1 and err.startswith(f"weightscope: {url}: "), err
+
+
+def test_formats_not_read_by_url_are_refused(tmp_path: Path, http: Counting) -> None:
+    npy = tmp_path / "w.npy"
+    np.save(npy, np.ones(10, np.float32))
+    http.files["w.npy"] = npy
+    with pytest.raises(UnsupportedFormatError, match=r"w\.npy: a .* is not read by URL"):
+        weightscope.load(f"{http.url}/w.npy")
+
+
+def test_unknown_scheme_is_one_line() -> None:
+    with pytest.raises(RemoteError, match=r"^nosuch://x/m\.safetensors: "):
+        weightscope.load("nosuch://x/m.safetensors")
+
+
+def test_local_reading_does_not_import_fsspec(tmp_path: Path) -> None:
+    small = _small_model(tmp_path)
+    code = (
+        "import sys, weightscope\n"
+        f"with weightscope.load({str(small)!r}) as m: [t.stats() for _, t in m.tensors()]\n"
+        "from weightscope.cli.app import main\n"
+        f"assert main(['inspect', {str(small)!r}]) == 0\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('fsspec', 's3fs', 'aiohttp', 'huggingface_hub', 'botocore')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+# --- S3, through moto's server ------------------------------------------------------------
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def test_s3_tensors_equal_the_local_file(
+    tmp_path: Path, s3: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import s3fs
+
+    small = _small_model(tmp_path)
+    fs = s3fs.S3FileSystem(endpoint_url=s3, skip_instance_cache=True)
+    fs.mkdir("models")
+    fs.put(str(small), "models/cnn/small.safetensors")
+    options = {"endpoint_url": s3, "skip_instance_cache": True}
+    with (
+        weightscope.load("s3://models/cnn/small.safetensors", storage_options=options) as remote,
+        weightscope.load(small) as local,
+    ):
+        assert remote.params == local.params
+        _same_tensors(remote, local)
+    argv = [
+        "inspect",
+        "s3://models/cnn/small.safetensors",
+        "--storage-option",
+        f"endpoint_url={s3}",
+    ]
+    status, out, err = _run(argv, capsys)
+    assert status == 0, err
+    assert "fc" in out
+    status, _, err = _run([*argv[:1], "s3://models/cnn/none.safetensors", *argv[2:]], capsys)
+    assert status == 2 and "no such file on the server" in err and err.count("\n") == 1, err

@@ -1,0 +1,226 @@
+"""Model files read by URL (``https://``, ``s3://``, ``hf://`` and whatever else fsspec knows)
+through ranged reads: the same ``read(offset, nbytes)`` as :class:`~.file_region.OpenFile`, one
+request per range, nothing cached and nothing downloaded whole. fsspec (and s3fs or
+huggingface_hub for their schemes) is imported only when a URL is opened: ``pip install
+'weightscope[remote]'``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+
+from weightscope.errors import RemoteError, UnsupportedFormatError, file_error
+
+READ_BYTES = 16 << 20
+"""Most bytes one range request fetches while statistics stream a tensor: they hold at most two
+such ranges (the one being reduced and the one in flight), whatever the tensor's size."""
+
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
+"""A scheme of two letters or more, then ``://``: ``C://x`` stays a Windows path."""
+
+_INSTALL = "pip install 'weightscope[remote]'"
+
+
+def url_scheme(source: object) -> str | None:
+    """The scheme of ``source`` when it is a URL string (``https``, ``s3``, ``hf``), else None.
+    A local path is never a URL, even one holding ``:`` or ``://`` (an existing file wins)."""
+    if isinstance(source, RemotePath):
+        return source.scheme
+    if not isinstance(source, str):
+        return None
+    found = _URL.match(source)
+    if found is None or found.group(1).lower() == "file" or Path(source).exists():
+        return None
+    return found.group(1).lower()
+
+
+class RemotePath(type(Path())):  # type: ignore[misc]
+    """A URL where the readers expect a :class:`~pathlib.Path`: printed as the URL, named by its
+    last part (``.name``, ``.suffix``); anything that would ask the local file system about it
+    raises one line saying the format is not read by URL (a reader that needs a local file)."""
+
+    _url: str = ""
+
+    def __init__(self, url: str, *rest: str) -> None:
+        if hasattr(Path, "with_segments"):  # Python 3.12 and later
+            super().__init__(url, *rest)  # pragma: no cover
+        self._url = url
+
+    def __str__(self) -> str:
+        return self._url or super().__str__()
+
+    def __repr__(self) -> str:
+        return f"RemotePath({str(self)!r})"
+
+    @property
+    def scheme(self) -> str:
+        return str(self).split("://", 1)[0].lower()
+
+    def _local(self) -> NoReturn:
+        raise file_error(
+            UnsupportedFormatError,
+            self,
+            "this format is not read by URL (only .safetensors is); download the file first",
+        )
+
+    def __fspath__(self) -> str:
+        self._local()
+
+    def stat(self, *args: Any, **kwargs: Any) -> Any:
+        self._local()
+
+    def lstat(self) -> Any:
+        self._local()
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        self._local()
+
+    def resolve(self, strict: bool = False) -> Any:
+        self._local()
+
+    def iterdir(self) -> Any:
+        self._local()
+
+
+def parse_storage_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` as fsspec takes it: the value read as JSON when it is JSON (``anon=true``,
+    ``client_kwargs={"region_name": "eu-west-1"}``), else as the string itself."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"{text!r} is not KEY=VALUE")
+    try:
+        return key.strip(), json.loads(value)
+    except ValueError:
+        return key.strip(), value
+
+
+class RemoteFile:
+    """A file read by URL, with the interface of :class:`~.file_region.OpenFile`: ``size``,
+    ``read``, ``read_into``, ``read_ranges`` (with one range fetched ahead), ``error``,
+    ``close``. Every read is one ranged request; a short answer is an error, never retried."""
+
+    remote = True
+
+    def __init__(
+        self,
+        url: str,
+        storage_options: Mapping[str, Any] | None = None,
+        looked_like: str = "model file",
+    ) -> None:
+        self.path = RemotePath(url)
+        self.url = url
+        self.looked_like = looked_like
+        self._turn = threading.Lock()
+        fsspec = _import_fsspec(url)
+        try:
+            fs, location = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+            handle = fs.open(location, "rb", cache_type="none", block_size=READ_BYTES)
+        except ImportError as exc:  # the scheme's own package: s3fs, huggingface_hub, aiohttp
+            raise self._fail(f"{_first_line(exc)} ({_INSTALL})") from None
+        except Exception as exc:
+            raise self._fail(_reason(exc)) from None
+        size = getattr(handle, "size", None)
+        if not isinstance(size, int) or not hasattr(handle, "seek"):
+            handle.close()
+            raise self._fail(
+                "the server does not give the file's size, so it cannot be read by ranges"
+            )
+        self._handle = handle
+        self.size = size
+
+    def _fail(self, reason: str) -> RemoteError:
+        error = file_error(RemoteError, self.url, reason)
+        assert isinstance(error, RemoteError)
+        return error
+
+    def error(self, problem: str) -> Exception:
+        from weightscope.errors import CorruptFileError
+
+        return file_error(CorruptFileError, self.path, problem, self.looked_like)
+
+    def read(self, offset: int, nbytes: int) -> bytes:
+        if offset < 0 or offset + nbytes > self.size:
+            raise self.error(f"tensor data cut short at byte {offset}")
+        if nbytes == 0:
+            return b""
+        try:
+            with self._turn:
+                self._handle.seek(offset)
+                data = self._handle.read(nbytes)
+        except Exception as exc:
+            raise self._fail(
+                f"reading bytes {offset}-{offset + nbytes - 1}: {_reason(exc)}"
+            ) from None
+        if len(data) != nbytes:
+            raise self._fail(
+                f"the answer for bytes {offset}-{offset + nbytes - 1} was cut short "
+                f"({len(data):,} of {nbytes:,} bytes)"
+            )
+        return bytes(data)
+
+    def read_into(self, offset: int, buffer: np.ndarray) -> None:
+        view = buffer.reshape(-1).view(np.uint8)
+        view[:] = np.frombuffer(self.read(offset, view.size), np.uint8)
+
+    def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> Iterator[bytes]:
+        """The bytes of each ``(offset, nbytes)`` in turn, the next range requested while the
+        caller works on this one (at most two ranges in memory)."""
+        if len(ranges) < 2:
+            yield from (self.read(offset, nbytes) for offset, nbytes in ranges)
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="weightscope-read-ahead") as pool:
+            ahead: Future[bytes] = pool.submit(self.read, *ranges[0])
+            try:
+                for following in (*ranges[1:], None):
+                    data = ahead.result()
+                    if following is not None:
+                        ahead = pool.submit(self.read, *following)
+                    yield data
+                    del data
+            finally:
+                ahead.cancel()
+
+    def close(self) -> None:
+        handle = getattr(self, "_handle", None)
+        if handle is not None:
+            self._handle = None
+            with contextlib.suppress(Exception):  # nothing was written: nothing to lose
+                handle.close()
+
+
+def _import_fsspec(url: str) -> Any:
+    try:
+        import fsspec
+    except ImportError:
+        raise file_error(RemoteError, url, f"reading by URL needs fsspec ({_INSTALL})") from None
+    return fsspec
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for a failure of the network or the server."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such file on the server (not found)"
+    if isinstance(exc, PermissionError):
+        return f"access denied: {_first_line(exc)}"
+    if isinstance(exc, ValueError) and "range requests" in str(exc):
+        return "the server ignores Range requests (it would send the whole file); refused"
+    text = _first_line(exc)
+    if type(exc).__name__ == "ClientPayloadError":  # aiohttp: fewer bytes than announced
+        return f"the server's answer was cut short ({text})"
+    status = getattr(exc, "status", None) or getattr(exc, "code", None)
+    if isinstance(status, int):
+        return f"HTTP {status}: {text}"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 200 else text[:200] + "..."
