@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,7 +26,7 @@ import weightscope  # noqa: E402
 from weightscope.cli.app import main  # noqa: E402
 from weightscope.errors import RemoteError, UnsupportedFormatError  # noqa: E402
 from weightscope.formats._common import file_region  # noqa: E402
-from weightscope.formats._common.remote import url_scheme  # noqa: E402
+from weightscope.formats._common.remote import RemoteFile, url_scheme  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,7 +62,9 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def _target(self) -> Path | None:
-        path = self.server.files.get(self.path.lstrip("/"))
+        # the Hub's file URLs, /{org}/{repo}/resolve/{revision}/{path}, serve the same files
+        name = re.sub(r"^/[^/]+/[^/]+/resolve/[^/]+/", "/", self.path).lstrip("/")
+        path = self.server.files.get(name)
         if path is None:
             self.send_response(404)
             self.send_header("Content-Length", "0")
@@ -78,7 +81,36 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
 
+    def _json(self, value: object) -> None:
+        raw = json.dumps(value).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def _hub_api(self) -> bool:
+        """The two Hub API calls HfFileSystem makes before reading a file: the repository
+        (``/api/models/{repo}``) and a folder's listing (``.../tree/{revision}``)."""
+        files = self.server.files
+        if re.fullmatch(r"/api/models/[^/]+/[^/]+(/revision/[^/?]+)?(\?.*)?", self.path):
+            repo = "/".join(self.path.split("?")[0].split("/")[3:5])
+            siblings = [{"rfilename": name} for name in files]
+            self._json({"id": repo, "sha": "a" * 40, "siblings": siblings})
+            return True
+        if re.fullmatch(r"/api/models/[^/]+/[^/]+/tree/[^?]+(\?.*)?", self.path):
+            self._json(
+                [
+                    {"type": "file", "path": name, "size": path.stat().st_size, "oid": "b" * 40}
+                    for name, path in files.items()
+                ]
+            )
+            return True
+        return False
+
     def do_GET(self) -> None:
+        if self.path.startswith("/api/") and self._hub_api():
+            return
         path = self._target()
         if path is None:
             return
@@ -108,12 +140,12 @@ class Handler(BaseHTTPRequestHandler):
             handle.seek(start)
             while length > 0:
                 piece = handle.read(min(length, 1 << 20))
+                with self.server.lock:  # counted before it goes: never under what was sent
+                    self.server.sent += len(piece)
                 try:
                     self.wfile.write(piece)
                 except OSError:  # the client hung up (as it should on a body it did not ask)
                     return
-                with self.server.lock:
-                    self.server.sent += len(piece)
                 length -= len(piece)
 
 
@@ -217,6 +249,24 @@ def test_https_tensors_equal_the_local_file(tmp_path: Path, http: Counting, monk
     assert len(streamed) >= (300 * 256 * 4) // (16 << 10)  # its statistics: bounded ranges
 
 
+def test_one_range_is_fetched_ahead(tmp_path: Path, http: Counting) -> None:
+    """While the caller reduces one range, the next is requested, and no more: the transfer
+    overlaps the work and at most two ranges are held."""
+    small = _small_model(tmp_path)
+    http.files["small.safetensors"] = small
+    file = RemoteFile(f"{http.url}/small.safetensors")
+    try:
+        ranges = [(index * 4096, 4096) for index in range(8)]
+        requested = []
+        for index, data in enumerate(file.read_ranges(ranges)):
+            assert data == small.read_bytes()[index * 4096 : (index + 1) * 4096]
+            time.sleep(0.1)  # the reduction, during which the next range arrives
+            requested.append(len(http.ranges))
+    finally:
+        file.close()
+    assert requested == [min(index + 2, 8) for index in range(8)]
+
+
 def test_inspect_without_stats_reads_only_the_header(
     tmp_path: Path, http: Counting, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -318,6 +368,27 @@ def test_local_reading_does_not_import_fsspec(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_hf_tensors_equal_the_local_file(
+    tmp_path: Path, http: Counting, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hf://org/repo/file through huggingface_hub's HfFileSystem, its endpoint the loopback
+    server answering the Hub's repository and listing calls and its resolve URLs by range."""
+    pytest.importorskip("huggingface_hub")
+    small = _small_model(tmp_path)
+    http.files["small.safetensors"] = small
+    options = {"endpoint": http.url, "skip_instance_cache": True}
+    with (
+        weightscope.load("hf://org/cnn/small.safetensors", storage_options=options) as remote,
+        weightscope.load(small) as local,
+    ):
+        assert str(remote.source) == "hf://org/cnn/small.safetensors"
+        _same_tensors(remote, local)
+    argv = ["inspect", "hf://org/cnn/small.safetensors", "--no-stats"]
+    status, out, err = _run([*argv, "--storage-option", f"endpoint={http.url}"], capsys)
+    assert status == 0, err
+    assert "conv1" in out
 
 
 # --- S3, through moto's server ------------------------------------------------------------
