@@ -267,6 +267,28 @@ def test_one_range_is_fetched_ahead(tmp_path: Path, http: Counting) -> None:
     assert requested == [min(index + 2, 8) for index in range(8)]
 
 
+def test_statistics_of_a_large_tensor_hold_bounded_memory(tmp_path: Path, http: Counting) -> None:
+    """A 256 MiB tensor's statistics by URL: every byte sent once, in 16 MiB ranges, while
+    Python's allocations peak far below the tensor (two ranges and the reduction's scratch)."""
+    import tracemalloc
+
+    big = tmp_path / "big.safetensors"
+    header = _sparse_large(big, tensors=1, elements=64 << 20)
+    http.files["big.safetensors"] = big
+    with weightscope.load(f"{http.url}/big.safetensors") as model:
+        tensor = next(t for _, t in model.tensors())
+        tracemalloc.start()
+        try:
+            stats = tensor.stats()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert stats.mean == 0 and stats.std == 0 and stats.zeros_fraction == 1
+    assert http.sent == header + (64 << 20) * 4 + 64  # the head, the header, the data once
+    assert {n for _, n in http.ranges[3:]} == {16 << 20}
+    assert peak < 96 << 20, peak / 2**20
+
+
 def test_inspect_without_stats_reads_only_the_header(
     tmp_path: Path, http: Counting, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -439,3 +461,35 @@ def test_s3_tensors_equal_the_local_file(
     assert "fc" in out
     status, _, err = _run([*argv[:1], "s3://models/cnn/none.safetensors", *argv[2:]], capsys)
     assert status == 2 and "no such file on the server" in err and err.count("\n") == 1, err
+
+
+def test_scan_an_s3_prefix(tmp_path: Path, s3: str) -> None:
+    """scan s3://bucket/prefix/: the files under it listed by name and read by ranges in the
+    scan's workers, one row per model with the same parameters as the local files; a file not
+    named like a model is counted, not read."""
+    import s3fs
+
+    from weightscope.scan import scan
+
+    small = _small_model(tmp_path)
+    other = _safetensors(tmp_path / "other.safetensors", {"w": np.ones((4, 4), np.float32)})
+    fs = s3fs.S3FileSystem(endpoint_url=s3, skip_instance_cache=True)
+    fs.mkdir("zoo")
+    fs.put(str(small), "zoo/models/a/small.safetensors")
+    fs.put(str(other), "zoo/models/b/other.safetensors")
+    fs.pipe("zoo/models/README.md", b"# not a model")
+    out = tmp_path / "zoo.jsonl"
+    summary = scan(
+        ["s3://zoo/models/"], out, jobs=1, storage_options={"endpoint_url": s3}, timeout=120
+    )
+    assert summary.models == 2 and summary.errors == 0 and summary.not_models == 1
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    models = {row["path"]: row for row in rows if row["record"] == "model"}
+    assert set(models) == {
+        "s3://zoo/models/a/small.safetensors",
+        "s3://zoo/models/b/other.safetensors",
+    }
+    with weightscope.load(small) as local:
+        assert models["s3://zoo/models/a/small.safetensors"]["params"] == local.params.total
+    with pytest.raises(weightscope.WeightscopeError, match=r"s3://zoo/nothing/: no such file"):
+        scan(["s3://zoo/nothing/"], out, jobs=1, storage_options={"endpoint_url": s3})

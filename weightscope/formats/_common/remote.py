@@ -196,6 +196,34 @@ class RemoteFile:
                 handle.close()
 
 
+def list_files(url: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
+    """The files ``url`` names, as URLs: the file itself, every file under a folder or prefix
+    (``s3://bucket/models/``, ``hf://org/repo``), or a glob's matches (``**`` crosses folders);
+    empty when nothing is there. A plain ``http(s)://`` URL is taken as one file, unlisted."""
+    if url_scheme(url) in ("http", "https") and not _has_magic(url):
+        return [url]
+    fsspec = _import_fsspec(url)
+    try:
+        fs, location = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+        if _has_magic(location):
+            found = [p for p, i in fs.glob(location, detail=True).items() if i["type"] == "file"]
+        elif not fs.exists(location):
+            found = []
+        elif fs.isfile(location):
+            return [url]
+        else:
+            found = fs.find(location)
+    except ImportError as exc:
+        raise file_error(RemoteError, url, f"{_first_line(exc)} ({_INSTALL})") from None
+    except Exception as exc:
+        raise file_error(RemoteError, url, _reason(exc)) from None
+    return sorted(fs.unstrip_protocol(path) for path in found)
+
+
+def _has_magic(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
 def _import_fsspec(url: str) -> Any:
     try:
         import fsspec
