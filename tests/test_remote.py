@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 class Counting(ThreadingHTTPServer):
     """Serves ``files`` (name -> local path); counts body bytes sent and remembers each Range
     asked. ``mode``: ``ok``, ``ignore-range`` (200 and the whole body), ``truncate`` (half the
-    range, then the connection closed), ``no-length`` (no size in HEAD nor GET)."""
+    range, then the connection closed), ``no-length`` (no size in HEAD nor GET), ``forbidden``
+    (403 to everything)."""
 
     daemon_threads = True
 
@@ -62,6 +63,11 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def _target(self) -> Path | None:
+        if self.server.mode == "forbidden":
+            self.send_response(403)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
         # the Hub's file URLs, /{org}/{repo}/resolve/{revision}/{path}, serve the same files
         name = re.sub(r"^/[^/]+/[^/]+/resolve/[^/]+/", "/", self.path).lstrip("/")
         path = self.server.files.get(name)
@@ -284,8 +290,8 @@ def test_statistics_of_a_large_tensor_hold_bounded_memory(tmp_path: Path, http: 
         finally:
             tracemalloc.stop()
     assert stats.mean == 0 and stats.std == 0 and stats.zeros_fraction == 1
-    assert http.sent == header + (64 << 20) * 4 + 64  # the head, the header, the data once
-    assert {n for _, n in http.ranges[3:]} == {16 << 20}
+    assert http.sent == 64 + header - 8 + (64 << 20) * 4  # the head, the header, the data once
+    assert {n for _, n in http.ranges[2:]} == {16 << 20}
     assert peak < 96 << 20, peak / 2**20
 
 
@@ -301,22 +307,31 @@ def test_inspect_without_stats_reads_only_the_header(
     status, out, err = _run(["inspect", f"{http.url}/big.safetensors", "--no-stats"], capsys)
     assert status == 0, err
     assert "layers.63" in out
-    assert http.sent <= header + 64  # the first bytes, then the header: nothing more
+    assert http.sent == 64 + header - 8  # the first bytes, then the header: nothing more
+    assert http.ranges == [(0, 64), (8, header - 8)]
     assert http.sent < 2 << 20
 
 
-def test_http_statistics_on_the_command_line(
+def test_http_statistics_and_export_on_the_command_line(
     tmp_path: Path, http: Counting, capsys: pytest.CaptureFixture[str]
 ) -> None:
     small = _small_model(tmp_path)
     http.files["small.safetensors"] = small
-    status, out, err = _run(["inspect", f"{http.url}/small.safetensors", "--json"], capsys)
+    url = f"{http.url}/small.safetensors"
+    status, out, err = _run(["inspect", url, "--json"], capsys)
     assert status == 0, err
     remote = json.loads(out)
     status, out, _ = _run(["inspect", str(small), "--json"], capsys)
     local = json.loads(out)
     assert remote["layers"] == local["layers"]
     assert http.sent <= small.stat().st_size + 256  # each byte once (the head twice)
+    status, _, err = _run(["export", url, "-o", str(tmp_path / "remote.npz")], capsys)
+    assert status == 0, err
+    assert _run(["export", str(small), "-o", str(tmp_path / "local.npz")], capsys)[0] == 0
+    with np.load(tmp_path / "remote.npz") as ours, np.load(tmp_path / "local.npz") as theirs:
+        assert sorted(ours.files) == sorted(theirs.files)
+        for name in theirs.files:
+            np.testing.assert_array_equal(ours[name], theirs[name])
 
 
 @pytest.mark.parametrize(
@@ -326,6 +341,7 @@ def test_http_statistics_on_the_command_line(
         ("ignore-range", "big.safetensors", "ignores Range requests"),
         ("truncate", "big.safetensors", "cut short"),
         ("no-length", "big.safetensors", "does not give the file's size"),
+        ("forbidden", "big.safetensors", "HTTP 403"),
     ],
 )
 def test_server_failures_are_one_line(

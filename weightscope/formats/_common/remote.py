@@ -23,6 +23,9 @@ READ_BYTES = 16 << 20
 """Most bytes one range request fetches while statistics stream a tensor: they hold at most two
 such ranges (the one being reduced and the one in flight), whatever the tensor's size."""
 
+HEAD_BYTES = 4096
+"""Most bytes of a first read at offset 0 that are kept for later reads within them."""
+
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
 """A scheme of two letters or more, then ``://``: ``C://x`` stays a Windows path."""
 
@@ -44,10 +47,13 @@ def url_scheme(source: object) -> str | None:
 
 class RemotePath(type(Path())):  # type: ignore[misc]
     """A URL where the readers expect a :class:`~pathlib.Path`: printed as the URL, named by its
-    last part (``.name``, ``.suffix``); anything that would ask the local file system about it
-    raises one line saying the format is not read by URL (a reader that needs a local file)."""
+    last part (``.name``, ``.suffix``); it exists as no local file, and anything that would read
+    it locally raises one line saying the format is not read by URL (a reader that needs a
+    local file)."""
 
     _url: str = ""
+    remote_size: int | None = None
+    """The file's size on the server, once opened."""
 
     def __init__(self, url: str, *rest: str) -> None:
         if hasattr(Path, "with_segments"):  # Python 3.12 and later
@@ -70,6 +76,23 @@ class RemotePath(type(Path())):  # type: ignore[misc]
             self,
             "this format is not read by URL (only .safetensors is); download the file first",
         )
+
+    # Not a local file: what asks whether one exists (an output checked against the inputs)
+    # is told no; what would read one is refused.
+    def exists(self, *args: Any, **kwargs: Any) -> bool:
+        return False
+
+    def is_file(self) -> bool:
+        return False
+
+    def is_dir(self) -> bool:
+        return False
+
+    def is_symlink(self) -> bool:
+        return False
+
+    def samefile(self, other: Any) -> bool:
+        return False
 
     def __fspath__(self) -> str:
         self._local()
@@ -119,12 +142,15 @@ class RemoteFile:
         self.url = url
         self.looked_like = looked_like
         self._turn = threading.Lock()
+        self._head = b""
+        """The first bytes, kept from the first read at offset 0 (recognition): the header's
+        length lies in them, so reading it costs no request."""
         fsspec = _import_fsspec(url)
         try:
             fs, location = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
             handle = fs.open(location, "rb", cache_type="none", block_size=READ_BYTES)
         except ImportError as exc:  # the scheme's own package: s3fs, huggingface_hub, aiohttp
-            raise self._fail(f"{_first_line(exc)} ({_INSTALL})") from None
+            raise self._fail(_missing_package(exc)) from None
         except Exception as exc:
             raise self._fail(_reason(exc)) from None
         size = getattr(handle, "size", None)
@@ -134,7 +160,7 @@ class RemoteFile:
                 "the server does not give the file's size, so it cannot be read by ranges"
             )
         self._handle = handle
-        self.size = size
+        self.size = self.path.remote_size = size
 
     def _fail(self, reason: str) -> RemoteError:
         error = file_error(RemoteError, self.url, reason)
@@ -149,8 +175,8 @@ class RemoteFile:
     def read(self, offset: int, nbytes: int) -> bytes:
         if offset < 0 or offset + nbytes > self.size:
             raise self.error(f"tensor data cut short at byte {offset}")
-        if nbytes == 0:
-            return b""
+        if offset + nbytes <= len(self._head):  # the format's magic, then its header length
+            return self._head[offset : offset + nbytes]
         try:
             with self._turn:
                 self._handle.seek(offset)
@@ -164,6 +190,8 @@ class RemoteFile:
                 f"the answer for bytes {offset}-{offset + nbytes - 1} was cut short "
                 f"({len(data):,} of {nbytes:,} bytes)"
             )
+        if offset == 0 and nbytes <= HEAD_BYTES:
+            self._head = bytes(data)
         return bytes(data)
 
     def read_into(self, offset: int, buffer: np.ndarray) -> None:
@@ -214,10 +242,17 @@ def list_files(url: str, storage_options: Mapping[str, Any] | None = None) -> li
         else:
             found = fs.find(location)
     except ImportError as exc:
-        raise file_error(RemoteError, url, f"{_first_line(exc)} ({_INSTALL})") from None
+        raise file_error(RemoteError, url, _missing_package(exc)) from None
     except Exception as exc:
         raise file_error(RemoteError, url, _reason(exc)) from None
     return sorted(fs.unstrip_protocol(path) for path in found)
+
+
+def _missing_package(exc: ImportError) -> str:
+    """fsspec names the package a scheme needs (gcsfs for gs://); the remote extra holds those
+    of https, s3 and hf."""
+    text = _first_line(exc)
+    return text if "install" in text.lower() else f"{text} ({_INSTALL})"
 
 
 def _has_magic(text: str) -> bool:
@@ -234,7 +269,8 @@ def _import_fsspec(url: str) -> Any:
 
 def _reason(exc: BaseException) -> str:
     """One line for a failure of the network or the server."""
-    if isinstance(exc, FileNotFoundError):
+    status = _status(exc)
+    if isinstance(exc, FileNotFoundError) and status in (None, 404):
         return "no such file on the server (not found)"
     if isinstance(exc, PermissionError):
         return f"access denied: {_first_line(exc)}"
@@ -243,10 +279,23 @@ def _reason(exc: BaseException) -> str:
     text = _first_line(exc)
     if type(exc).__name__ == "ClientPayloadError":  # aiohttp: fewer bytes than announced
         return f"the server's answer was cut short ({text})"
-    status = getattr(exc, "status", None) or getattr(exc, "code", None)
-    if isinstance(status, int):
+    if status is not None:
         return f"HTTP {status}: {text}"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _status(exc: BaseException) -> int | None:
+    """The HTTP status behind ``exc``, where it or what caused it carries one (fsspec's HTTP
+    file system says FileNotFoundError for a 403 too)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            break
+        status = getattr(seen, "status", None) or getattr(seen, "code", None)
+        if isinstance(status, int) and 100 <= status < 600:
+            return status
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _first_line(exc: BaseException) -> str:
