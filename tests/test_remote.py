@@ -26,7 +26,7 @@ import weightscope  # noqa: E402
 from weightscope.cli.app import main  # noqa: E402
 from weightscope.errors import RemoteError, UnsupportedFormatError  # noqa: E402
 from weightscope.formats._common import file_region  # noqa: E402
-from weightscope.formats._common.remote import RemoteFile, url_scheme  # noqa: E402
+from weightscope.formats._common.remote import RemoteFile, RemotePath, url_scheme  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -233,6 +233,18 @@ def test_urls_are_told_from_paths(tmp_path: Path) -> None:
     odd.parent.mkdir(parents=True)
     odd.write_bytes(b"x")
     assert url_scheme(str(odd)) is None
+
+
+def test_a_remote_path_is_no_local_file() -> None:
+    """Where readers expect a Path: printed as the URL, named by its last part, existing as no
+    local file, and refused in one line by whatever would read it locally."""
+    path = RemotePath("https://host/models/m.safetensors")
+    assert (path.name, path.suffix) == ("m.safetensors", ".safetensors")
+    assert str(path) == "https://host/models/m.safetensors"
+    assert not path.exists() and not path.is_file() and not path.is_dir()
+    for local in (path.stat, path.read_bytes, lambda: os.fspath(path), path.resolve):
+        with pytest.raises(UnsupportedFormatError, match=r"^https://host/models/m\.safetensors: "):
+            local()
 
 
 def test_https_tensors_equal_the_local_file(tmp_path: Path, http: Counting, monkeypatch) -> None:

@@ -55,10 +55,11 @@ class RemotePath(type(Path())):  # type: ignore[misc]
     remote_size: int | None = None
     """The file's size on the server, once opened."""
 
-    def __init__(self, url: str, *rest: str) -> None:
-        if hasattr(Path, "with_segments"):  # Python 3.12 and later
+    def __init__(self, url: str, *rest: Any) -> None:
+        if hasattr(Path, "with_segments"):  # Python 3.12 and later, derived paths included
             super().__init__(url, *rest)  # pragma: no cover
-        self._url = url
+        if isinstance(url, str) and not rest:
+            self._url = url
 
     def __str__(self) -> str:
         return self._url or super().__str__()
