@@ -26,7 +26,12 @@ import weightscope  # noqa: E402
 from weightscope.cli.app import main  # noqa: E402
 from weightscope.errors import RemoteError, UnsupportedFormatError  # noqa: E402
 from weightscope.formats._common import file_region  # noqa: E402
-from weightscope.formats._common.remote import RemoteFile, RemotePath, url_scheme  # noqa: E402
+from weightscope.formats._common.remote import (  # noqa: E402
+    RemoteFile,
+    RemotePath,
+    beside,
+    url_scheme,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -521,3 +526,75 @@ def test_scan_an_s3_prefix(tmp_path: Path, s3: str) -> None:
         assert models["s3://zoo/models/a/small.safetensors"]["params"] == local.params.total
     with pytest.raises(weightscope.WeightscopeError, match=r"s3://zoo/nothing/: no such file"):
         scan(["s3://zoo/nothing/"], out, jobs=1, storage_options={"endpoint_url": s3})
+
+
+def _onnx_model(folder: Path, external: bool) -> Path:
+    """A conv and a dense layer in ONNX, their weights in ``weights.bin`` beside the model when
+    ``external``."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    weights = {
+        "conv.weight": rng.normal(size=(8, 3, 3, 3)).astype(np.float32),
+        "conv.bias": rng.normal(size=8).astype(np.float32),
+        "fc.weight": rng.normal(size=(10, 8 * 6 * 6)).astype(np.float32),
+        "fc.bias": rng.normal(size=10).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "conv.weight", "conv.bias"], ["c"], name="/conv/Conv"),
+        helper.make_node("Flatten", ["c"], ["f"], name="/Flatten"),
+        helper.make_node("Gemm", ["f", "fc.weight", "fc.bias"], ["y"], transB=1, name="/fc/Gemm"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "net",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        [numpy_helper.from_array(v, k) for k, v in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = folder / "net.onnx"
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=external,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
+    return path
+
+
+@pytest.mark.parametrize("external", [True, False], ids=["external-data", "embedded"])
+def test_onnx_by_url_equals_the_local_file(tmp_path: Path, http: Counting, external: bool) -> None:
+    """An ONNX model by URL: its protobuf fetched whole (small when the weights lie beside it),
+    its external data read by ranges from the file of that name beside it on the server."""
+    path = _onnx_model(tmp_path, external)
+    http.files["m/net.onnx"] = path
+    if external:
+        http.files["m/weights.bin"] = tmp_path / "weights.bin"
+    with (
+        weightscope.load(f"{http.url}/m/net.onnx") as remote,
+        weightscope.load(path) as local,
+    ):
+        assert [x.kind for x in remote.layers] == [x.kind for x in local.layers]
+        assert remote.notes == local.notes
+        _same_tensors(remote, local)
+    fetched = {start: n for start, n in http.ranges if n == path.stat().st_size}
+    assert fetched  # the protobuf, in one request
+
+
+def test_external_data_stays_beside_the_model() -> None:
+    model = RemotePath("s3://bucket/models/net.onnx")
+    assert str(beside(model, "weights.bin")) == "s3://bucket/models/weights.bin"
+    assert str(beside(model, "./data/w.bin")) == "s3://bucket/models/data/w.bin"
+    for hostile in ("../w.bin", "data/../../w.bin", "/etc/passwd", "C:/w.bin", "http://x/w", ""):
+        assert beside(model, hostile) is None, hostile
+
+
+def test_onnx_external_data_missing_on_the_server(tmp_path: Path, http: Counting) -> None:
+    path = _onnx_model(tmp_path, external=True)
+    http.files["m/net.onnx"] = path
+    with pytest.raises(RemoteError, match=r"/m/weights\.bin: no such file on the server"):
+        weightscope.load(f"{http.url}/m/net.onnx")

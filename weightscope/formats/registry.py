@@ -123,7 +123,7 @@ def load(
         return _load_with(*found, limits)
 
 
-URL_READERS: tuple[Reader, ...] = (safetensors,)
+URL_READERS: tuple[Reader, ...] = (safetensors, onnx)
 """The readers that read a file by URL (by ranges, through ``Probe.file``); any other format
 found at a URL is refused with one line."""
 
@@ -138,7 +138,7 @@ def _load_url(url: str, limits: Limits, storage_options: Mapping[str, Any] | Non
         if found is None:
             raise file_error(UnsupportedFormatError, url, f"unknown format (not {SUPPORTED})")
         if found[0] not in URL_READERS:
-            problem = f"a {found[1].looks_like} is not read by URL (only .safetensors is)"
+            problem = f"a {found[1].looks_like} is not read by URL (only .safetensors and ONNX are)"
             raise file_error(UnsupportedFormatError, url, f"{problem}; download the file first")
         model = _load_with(*found, limits)
     except BaseException:

@@ -75,7 +75,8 @@ class RemotePath(type(Path())):  # type: ignore[misc]
         raise file_error(
             UnsupportedFormatError,
             self,
-            "this format is not read by URL (only .safetensors is); download the file first",
+            "this format is not read by URL (only .safetensors and ONNX are); download the file "
+            "first",
         )
 
     # Not a local file: what asks whether one exists (an output checked against the inputs)
@@ -114,6 +115,25 @@ class RemotePath(type(Path())):  # type: ignore[misc]
         self._local()
 
 
+WHOLE_BYTES = 64 << 20
+"""Largest file read whole by URL: a format without an index to its data (an ONNX model's
+protobuf) is fetched whole to be decoded; one holding its weights inside is usually larger, and
+refused rather than downloaded."""
+
+
+def beside(path: RemotePath, location: str) -> RemotePath | None:
+    """The URL of ``location`` (a relative name an ONNX model gives its external data) in the
+    folder of ``path``; None when ``location`` would leave that folder (absolute, ``..``, a URL
+    of its own)."""
+    parts = location.replace("\\", "/").split("/")
+    if not location or location.startswith("/") or "://" in location or ".." in parts:
+        return None
+    if re.match(r"^[A-Za-z]:", location):  # a Windows drive
+        return None
+    folder = str(path).rsplit("/", 1)[0]
+    return RemotePath(f"{folder}/{'/'.join(p for p in parts if p not in ('', '.'))}")
+
+
 def parse_storage_option(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` as fsspec takes it: the value read as JSON when it is JSON (``anon=true``,
     ``client_kwargs={"region_name": "eu-west-1"}``), else as the string itself."""
@@ -139,9 +159,12 @@ class RemoteFile:
         storage_options: Mapping[str, Any] | None = None,
         looked_like: str = "model file",
     ) -> None:
-        self.path = RemotePath(url)
+        self.remote_path = RemotePath(url)
+        self.path: Path = self.remote_path
         self.url = url
         self.looked_like = looked_like
+        self.storage_options = dict(storage_options or {})
+        """The options it was opened with, for the files beside it (ONNX external data)."""
         self._turn = threading.Lock()
         self._head = b""
         """The first bytes, kept from the first read at offset 0 (recognition): the header's
@@ -161,7 +184,7 @@ class RemoteFile:
                 "the server does not give the file's size, so it cannot be read by ranges"
             )
         self._handle = handle
-        self.size = self.path.remote_size = size
+        self.size = self.remote_path.remote_size = size
 
     def _fail(self, reason: str) -> RemoteError:
         error = file_error(RemoteError, self.url, reason)
@@ -194,6 +217,15 @@ class RemoteFile:
         if offset == 0 and nbytes <= HEAD_BYTES:
             self._head = bytes(data)
         return bytes(data)
+
+    def read_whole(self) -> bytes:
+        """All of the file, in one request, up to :data:`WHOLE_BYTES`."""
+        if self.size > WHOLE_BYTES:
+            raise self._fail(
+                f"a {self.looked_like} of {self.size:,} bytes is read whole to be decoded, and "
+                f"by URL only up to {WHOLE_BYTES:,}; download the file first"
+            )
+        return self.read(0, self.size)
 
     def read_into(self, offset: int, buffer: np.ndarray) -> None:
         view = buffer.reshape(-1).view(np.uint8)
