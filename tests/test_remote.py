@@ -598,3 +598,32 @@ def test_onnx_external_data_missing_on_the_server(tmp_path: Path, http: Counting
     http.files["m/net.onnx"] = path
     with pytest.raises(RemoteError, match=r"/m/weights\.bin: no such file on the server"):
         weightscope.load(f"{http.url}/m/net.onnx")
+
+
+def test_pytorch_zip_by_url_equals_the_local_file(tmp_path: Path, http: Counting) -> None:
+    """A torch.save'd state dict by URL: the zip's directory, data.pkl and each storage's local
+    header read by ranges, the tensors and their statistics the local file's; without
+    statistics far less than the file is fetched."""
+    torch = pytest.importorskip("torch")
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3), torch.nn.BatchNorm2d(16), torch.nn.Flatten(),
+        torch.nn.Linear(16 * 6 * 6, 512), torch.nn.Linear(512, 10),
+    )  # fmt: skip
+    path = tmp_path / "net.pt"
+    torch.save(net.state_dict(), path)
+    http.files["net.pt"] = path
+    with weightscope.load(f"{http.url}/net.pt") as remote, weightscope.load(path) as local:
+        assert [x.kind for x in remote.layers] == [x.kind for x in local.layers]
+        assert remote.params == local.params
+        structure = http.sent
+        _same_tensors(remote, local)
+    assert structure < path.stat().st_size // 4, (structure, path.stat().st_size)
+
+
+def test_legacy_pytorch_by_url_is_refused(tmp_path: Path, http: Counting) -> None:
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "old.pt"
+    torch.save({"w": torch.ones(3)}, path, _use_new_zipfile_serialization=False)
+    http.files["old.pt"] = path
+    with pytest.raises(UnsupportedFormatError, match=r"old\.pt: .*not read by URL"):
+        weightscope.load(f"{http.url}/old.pt")

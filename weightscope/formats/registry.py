@@ -123,28 +123,50 @@ def load(
         return _load_with(*found, limits)
 
 
-URL_READERS: tuple[Reader, ...] = (safetensors, onnx)
+URL_READERS: tuple[Reader, ...] = (safetensors, onnx, pytorch)
 """The readers that read a file by URL (by ranges, through ``Probe.file``); any other format
 found at a URL is refused with one line."""
 
 
 def _load_url(url: str, limits: Limits, storage_options: Mapping[str, Any] | None) -> Model:
     file = RemoteFile(url, storage_options)
+    probe: Probe | None = None
     try:
         if file.size == 0:
             raise file_error(UnsupportedFormatError, url, "empty file")
-        probe = Probe(file.path, file.read(0, min(SNIFF_BYTES, file.size)), file.size, file=file)
+        probe = _url_probe(file)
         found = _match(probe)
         if found is None:
             raise file_error(UnsupportedFormatError, url, f"unknown format (not {SUPPORTED})")
         if found[0] not in URL_READERS:
-            problem = f"a {found[1].looks_like} is not read by URL (only .safetensors and ONNX are)"
+            problem = (
+                f"a {found[1].looks_like} is not read by URL (only .safetensors, ONNX and "
+                "PyTorch zip checkpoints are)"
+            )
             raise file_error(UnsupportedFormatError, url, f"{problem}; download the file first")
         model = _load_with(*found, limits)
     except BaseException:
         file.close()
         raise
+    finally:
+        if probe is not None:
+            probe.close()  # the zip's directory; the file stays open with the model
     return model
+
+
+def _url_probe(file: RemoteFile) -> Probe:
+    """The probe of a file read by URL; a zip's directory read through ranged requests."""
+    head = file.read(0, min(SNIFF_BYTES, file.size))
+    probe = Probe(file.path, head, file.size, file=file)
+    if probe.is_zip:
+        try:
+            probe.archive = zipfile.ZipFile(file.stream())
+            probe.names = frozenset(probe.archive.namelist())
+        except WeightscopeError:
+            raise
+        except Exception as exc:  # as Probe.open: BadZipFile, OSError, ValueError...
+            probe.archive_error = str(exc)[:200]
+    return probe
 
 
 def _match(probe: Probe) -> tuple[Reader, Match] | None:

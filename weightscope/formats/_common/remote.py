@@ -7,6 +7,7 @@ huggingface_hub for their schemes) is imported only when a URL is opened: ``pip 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import re
 import threading
@@ -54,6 +55,8 @@ class RemotePath(type(Path())):  # type: ignore[misc]
     _url: str = ""
     remote_size: int | None = None
     """The file's size on the server, once opened."""
+    file: RemoteFile | None = None
+    """The open file, for the helpers that take a path (a zip's member offsets)."""
 
     def __init__(self, url: str, *rest: Any) -> None:
         if hasattr(Path, "with_segments"):  # Python 3.12 and later, derived paths included
@@ -75,8 +78,8 @@ class RemotePath(type(Path())):  # type: ignore[misc]
         raise file_error(
             UnsupportedFormatError,
             self,
-            "this format is not read by URL (only .safetensors and ONNX are); download the file "
-            "first",
+            "this format is not read by URL (only .safetensors, ONNX and PyTorch zip "
+            "checkpoints are); download the file first",
         )
 
     # Not a local file: what asks whether one exists (an output checked against the inputs)
@@ -185,6 +188,7 @@ class RemoteFile:
             )
         self._handle = handle
         self.size = self.remote_path.remote_size = size
+        self.remote_path.file = self
 
     def _fail(self, reason: str) -> RemoteError:
         error = file_error(RemoteError, self.url, reason)
@@ -227,6 +231,10 @@ class RemoteFile:
             )
         return self.read(0, self.size)
 
+    def stream(self) -> io.BufferedReader:
+        """A seekable binary stream over the file (for ``zipfile``), read in ranges of 64 KiB."""
+        return io.BufferedReader(_RangeStream(self), buffer_size=64 << 10)
+
     def read_into(self, offset: int, buffer: np.ndarray) -> None:
         view = buffer.reshape(-1).view(np.uint8)
         view[:] = np.frombuffer(self.read(offset, view.size), np.uint8)
@@ -255,6 +263,36 @@ class RemoteFile:
             self._handle = None
             with contextlib.suppress(Exception):  # nothing was written: nothing to lose
                 handle.close()
+
+
+class _RangeStream(io.RawIOBase):
+    """:class:`RemoteFile` as a raw stream: each read one ranged request (closing it leaves the
+    file open)."""
+
+    def __init__(self, file: RemoteFile) -> None:
+        self.file = file
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.file.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        count = max(0, min(len(view), self.file.size - self.position))
+        view[:count] = self.file.read(self.position, count)
+        self.position += count
+        return count
 
 
 def list_files(url: str, storage_options: Mapping[str, Any] | None = None) -> list[str]:
