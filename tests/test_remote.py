@@ -40,7 +40,7 @@ class Counting(ThreadingHTTPServer):
     """Serves ``files`` (name -> local path); counts body bytes sent and remembers each Range
     asked. ``mode``: ``ok``, ``ignore-range`` (200 and the whole body), ``truncate`` (half the
     range, then the connection closed), ``no-length`` (no size in HEAD nor GET), ``forbidden``
-    (403 to everything)."""
+    (403 to everything), ``long-body`` (206 without a length, then the file to its end)."""
 
     daemon_threads = True
 
@@ -139,13 +139,16 @@ class Handler(BaseHTTPRequestHandler):
         with self.server.lock:
             self.server.ranges.append((start, end + 1 - start))
         length = end + 1 - start
-        if mode != "no-length":
+        if mode not in ("no-length", "long-body"):
             self.send_header("Content-Length", str(length))
-        else:
+        else:  # the body ends when the connection does
             self.send_header("Connection", "close")
         self.end_headers()
         if mode == "truncate":
             length //= 2
+            self.close_connection = True
+        if mode == "long-body":  # 206 and the asked range, then the rest of the file unasked
+            length = size - start
             self.close_connection = True
         with open(path, "rb") as handle:
             handle.seek(start)
@@ -359,6 +362,7 @@ def test_http_statistics_and_export_on_the_command_line(
         ("truncate", "big.safetensors", "cut short"),
         ("no-length", "big.safetensors", "does not give the file's size"),
         ("forbidden", "big.safetensors", "HTTP 403"),
+        ("long-body", "big.safetensors", "the server sent more than the 64 bytes asked for"),
     ],
 )
 def test_server_failures_are_one_line(
@@ -370,7 +374,8 @@ def test_server_failures_are_one_line(
     reason: str,
 ) -> None:
     """A server that is down a file, ignores Range (200 and the whole 1 GiB body), cuts its
-    answers short or gives no size: one line each, and never the whole file downloaded."""
+    answers short, gives no size, refuses, or sends past the range: one line each, and never
+    the whole file downloaded."""
     big = tmp_path / "big.safetensors"
     _sparse_large(big, tensors=16, elements=16 << 20)
     http.files["big.safetensors"] = big

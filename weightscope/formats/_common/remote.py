@@ -187,6 +187,8 @@ class RemoteFile:
                 "the server does not give the file's size, so it cannot be read by ranges"
             )
         self._handle = handle
+        self._http = type(handle).__name__ == "HTTPFile" and hasattr(handle, "session")
+        """fsspec's HTTP file: its ranges fetched by :func:`_http_range`, bounded."""
         self.size = self.remote_path.remote_size = size
         self.remote_path.file = self
 
@@ -206,9 +208,14 @@ class RemoteFile:
         if offset + nbytes <= len(self._head):  # the format's magic, then its header length
             return self._head[offset : offset + nbytes]
         try:
-            with self._turn:
-                self._handle.seek(offset)
-                data = self._handle.read(nbytes)
+            if self._http:
+                data = _http_range(self._handle, offset, nbytes)
+            else:
+                with self._turn:
+                    self._handle.seek(offset)
+                    data = self._handle.read(nbytes)
+        except RemoteError:
+            raise
         except Exception as exc:
             raise self._fail(
                 f"reading bytes {offset}-{offset + nbytes - 1}: {_reason(exc)}"
@@ -263,6 +270,40 @@ class RemoteFile:
             self._handle = None
             with contextlib.suppress(Exception):  # nothing was written: nothing to lose
                 handle.close()
+
+
+def _http_range(handle: Any, offset: int, nbytes: int) -> bytes:
+    """Bytes ``offset`` to ``offset + nbytes`` of fsspec's HTTP file ``handle``, through its
+    own session, reading at most one byte more than asked: fsspec's read takes a whole body,
+    and a server that ignores ``Range`` or never ends its answer would have it download the
+    file (or fill the memory)."""
+    from fsspec.asyn import sync
+
+    return bytes(sync(handle.fs.loop, _fetch_range, handle, offset, nbytes))
+
+
+async def _fetch_range(handle: Any, offset: int, nbytes: int) -> bytes:
+    kwargs = dict(handle.kwargs)
+    headers = {**kwargs.pop("headers", {}), "Range": f"bytes={offset}-{offset + nbytes - 1}"}
+    url = handle.fs.encode_url(handle.url)
+    async with handle.session.get(url, headers=headers, **kwargs) as answer:
+        if answer.status == 404:
+            raise FileNotFoundError(handle.url)
+        answer.raise_for_status()
+        where = re.match(r"bytes (\d+)-", answer.headers.get("Content-Range", ""))
+        if answer.status != 206 or (where is not None and int(where.group(1)) != offset):
+            raise ValueError("the server ignores range requests")
+        chunks: list[bytes] = []
+        got = 0
+        while got <= nbytes:
+            chunk = await answer.content.read(nbytes + 1 - got)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        if got > nbytes:
+            raise ValueError(f"the server sent more than the {nbytes:,} bytes asked for")
+    return b"".join(chunks)
 
 
 class _RangeStream(io.RawIOBase):
@@ -347,6 +388,8 @@ def _reason(exc: BaseException) -> str:
         return f"access denied: {_first_line(exc)}"
     if isinstance(exc, ValueError) and "range requests" in str(exc):
         return "the server ignores Range requests (it would send the whole file); refused"
+    if isinstance(exc, ValueError) and "more than the" in str(exc):
+        return f"{exc}; refused"
     text = _first_line(exc)
     if type(exc).__name__ == "ClientPayloadError":  # aiohttp: fewer bytes than announced
         return f"the server's answer was cut short ({text})"
