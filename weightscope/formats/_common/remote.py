@@ -205,6 +205,8 @@ class RemoteFile:
     def read(self, offset: int, nbytes: int) -> bytes:
         if offset < 0 or offset + nbytes > self.size:
             raise self.error(f"tensor data cut short at byte {offset}")
+        if nbytes == 0:
+            return b""
         if offset + nbytes <= len(self._head):  # the format's magic, then its header length
             return self._head[offset : offset + nbytes]
         try:
