@@ -20,6 +20,7 @@ from weightscope.chunking import DEFAULT_CHUNK_ELEMENTS
 from weightscope.dtypes import BFLOAT16, bfloat16_to_float32
 from weightscope.errors import CorruptFileError, UnsupportedFormatError, file_error
 from weightscope.formats._common.remote import READ_BYTES as REMOTE_READ_BYTES
+from weightscope.formats._common.remote import READERS as REMOTE_READERS
 from weightscope.stats import (
     SMALL_TENSOR_ELEMENTS,
     Scratch,
@@ -240,12 +241,16 @@ class FileRegionSource:
         self._check_statistics()
         if self.small and self.numel <= max_elements:
             return _small_stats([self])[0]  # the numbers stats_many gives it
-        if self.file.remote:  # ranges of READ_BYTES, the next in flight while one reduces
-            return compute_stats(self.chunks(max(1, REMOTE_READ_BYTES // self.raw_dtype.itemsize)))
         floats = self.raw_dtype.kind == "f" or self.dtype_name == BFLOAT16
-        if not (self.contiguous and floats and _HAS_PREADV):
+        remote = self.file.remote
+        if remote:  # a URL: ranges of READ_BYTES, one request each
+            max_elements = max(1, REMOTE_READ_BYTES // self.raw_dtype.itemsize)
+            if not (self.contiguous and floats):  # the next range in flight while one reduces
+                return compute_stats(self.chunks(max_elements))
+        elif not (self.contiguous and floats and _HAS_PREADV):
             return compute_stats(self.chunks(max_elements))
-        # Floats: read slabs straight into reused buffers, reduced on a few threads.
+        # Floats: read slabs straight into reused buffers, reduced on a few threads (by URL,
+        # REMOTE_READERS of them, each fetching its range while the others reduce theirs).
         itemsize = self.raw_dtype.itemsize
         start_byte = self.base + self.offset * itemsize
         numel = math.prod(self.shape)
@@ -264,7 +269,7 @@ class FileRegionSource:
                 return raw.view(self.raw_dtype.newbyteorder("="))
             return raw
 
-        return reduce_slabs(slabs, read)
+        return reduce_slabs(slabs, read, REMOTE_READERS if remote else None)
 
     @staticmethod
     def stats_many(sources: Sequence[FileRegionSource]) -> list[TensorStats]:

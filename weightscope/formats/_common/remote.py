@@ -24,6 +24,10 @@ READ_BYTES = 16 << 20
 """Most bytes one range request fetches while statistics stream a tensor: they hold at most two
 such ranges (the one being reduced and the one in flight), whatever the tensor's size."""
 
+READERS = 2
+"""Threads that fetch and reduce a float tensor's ranges by URL, each its own range (one
+fetching while another reduces): at most this many ranges of :data:`READ_BYTES` in memory."""
+
 HEAD_BYTES = 4096
 """Most bytes of a first read at offset 0 that are kept for later reads within them."""
 
@@ -209,27 +213,44 @@ class RemoteFile:
             return b""
         if offset + nbytes <= len(self._head):  # the format's magic, then its header length
             return self._head[offset : offset + nbytes]
+        if self._http:
+            buffer = bytearray(nbytes)
+            self._fetch(offset, memoryview(buffer))
+            data = bytes(buffer)
+        else:
+            data = self._read(offset, nbytes)
+        if offset == 0 and nbytes <= HEAD_BYTES:
+            self._head = data
+        return data
+
+    def _read(self, offset: int, nbytes: int) -> bytes:
+        """Through the fsspec file (s3fs, huggingface_hub...): a seek and a read, in turn."""
         try:
-            if self._http:
-                data = _http_range(self._handle, offset, nbytes)
-            else:
-                with self._turn:
-                    self._handle.seek(offset)
-                    data = self._handle.read(nbytes)
-        except RemoteError:
-            raise
+            with self._turn:
+                self._handle.seek(offset)
+                data = bytes(self._handle.read(nbytes))
         except Exception as exc:
-            raise self._fail(
-                f"reading bytes {offset}-{offset + nbytes - 1}: {_reason(exc)}"
-            ) from None
-        if len(data) != nbytes:
+            raise self._failed(offset, nbytes, exc) from None
+        self._check_count(offset, nbytes, len(data))
+        return data
+
+    def _fetch(self, offset: int, into: memoryview) -> None:
+        """Over HTTP: the range ``into`` covers, written into it as it arrives."""
+        try:
+            count = _http_range(self._handle, offset, into)
+        except Exception as exc:
+            raise self._failed(offset, len(into), exc) from None
+        self._check_count(offset, len(into), count)
+
+    def _failed(self, offset: int, nbytes: int, exc: Exception) -> RemoteError:
+        return self._fail(f"reading bytes {offset}-{offset + nbytes - 1}: {_reason(exc)}")
+
+    def _check_count(self, offset: int, nbytes: int, count: int) -> None:
+        if count != nbytes:
             raise self._fail(
                 f"the answer for bytes {offset}-{offset + nbytes - 1} was cut short "
-                f"({len(data):,} of {nbytes:,} bytes)"
+                f"({count:,} of {nbytes:,} bytes)"
             )
-        if offset == 0 and nbytes <= HEAD_BYTES:
-            self._head = bytes(data)
-        return bytes(data)
 
     def read_whole(self) -> bytes:
         """All of the file, in one request, up to :data:`WHOLE_BYTES`."""
@@ -246,7 +267,12 @@ class RemoteFile:
 
     def read_into(self, offset: int, buffer: np.ndarray) -> None:
         view = buffer.reshape(-1).view(np.uint8)
-        view[:] = np.frombuffer(self.read(offset, view.size), np.uint8)
+        if self._http and view.size and offset + view.size > len(self._head):
+            if offset < 0 or offset + view.size > self.size:
+                raise self.error(f"tensor data cut short at byte {offset}")
+            self._fetch(offset, view.data)  # no copy but the arriving chunks'
+        else:
+            view[:] = np.frombuffer(self.read(offset, view.size), np.uint8)
 
     def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> Iterator[bytes]:
         """The bytes of each ``(offset, nbytes)`` in turn, the next range requested while the
@@ -274,17 +300,18 @@ class RemoteFile:
                 handle.close()
 
 
-def _http_range(handle: Any, offset: int, nbytes: int) -> bytes:
-    """Bytes ``offset`` to ``offset + nbytes`` of fsspec's HTTP file ``handle``, through its
+def _http_range(handle: Any, offset: int, into: memoryview) -> int:
+    """Fill ``into`` with the bytes at ``offset`` of fsspec's HTTP file ``handle``, through its
     own session, reading at most one byte more than asked: fsspec's read takes a whole body,
     and a server that ignores ``Range`` or never ends its answer would have it download the
-    file (or fill the memory)."""
+    file (or fill the memory). How many bytes came."""
     from fsspec.asyn import sync
 
-    return bytes(sync(handle.fs.loop, _fetch_range, handle, offset, nbytes))
+    return int(sync(handle.fs.loop, _fetch_range, handle, offset, into))
 
 
-async def _fetch_range(handle: Any, offset: int, nbytes: int) -> bytes:
+async def _fetch_range(handle: Any, offset: int, into: memoryview) -> int:
+    nbytes = len(into)
     kwargs = dict(handle.kwargs)
     headers = {**kwargs.pop("headers", {}), "Range": f"bytes={offset}-{offset + nbytes - 1}"}
     url = handle.fs.encode_url(handle.url)
@@ -295,17 +322,16 @@ async def _fetch_range(handle: Any, offset: int, nbytes: int) -> bytes:
         where = re.match(r"bytes (\d+)-", answer.headers.get("Content-Range", ""))
         if answer.status != 206 or (where is not None and int(where.group(1)) != offset):
             raise ValueError("the server ignores range requests")
-        chunks: list[bytes] = []
         got = 0
-        while got <= nbytes:
-            chunk = await answer.content.read(nbytes + 1 - got)
+        while got < nbytes:
+            chunk = await answer.content.read(nbytes - got)
             if not chunk:
-                break
-            chunks.append(chunk)
+                return got
+            into[got : got + len(chunk)] = chunk
             got += len(chunk)
-        if got > nbytes:
+        if await answer.content.read(1):
             raise ValueError(f"the server sent more than the {nbytes:,} bytes asked for")
-    return b"".join(chunks)
+    return got
 
 
 class _RangeStream(io.RawIOBase):
