@@ -223,7 +223,8 @@ def test_zsh_and_fish_parse_their_scripts(scripts, tmp_path, shell):
 
 
 HEAVY = ("shtab", "matplotlib", "h5py", "onnx", "torch", "tensorflow", "keras", "scipy",
-         "pandas", "pyarrow", "PIL", "ml_dtypes", "onnxruntime")  # fmt: skip
+         "pandas", "pyarrow", "PIL", "ml_dtypes", "onnxruntime", "fsspec", "s3fs", "aiohttp",
+         "huggingface_hub")  # fmt: skip
 
 LIGHT_CHECK = """
 import sys

@@ -24,6 +24,11 @@ class CorruptFileError(WeightscopeError):
     """The file looks like a supported format but its content is damaged or inconsistent."""
 
 
+class RemoteError(WeightscopeError):
+    """A file read by URL could not be fetched: the network, the server (not found, denied, no
+    Range support) or a missing package for the URL's scheme."""
+
+
 class UnsafeFileError(WeightscopeError):
     """The file asks to run code (a pickle calling ``os.system``, say): refused, nothing run."""
 

@@ -16,6 +16,7 @@ from weightscope.cli.options import (
     StandaloneCommand,
     command,
     limits_from,
+    storage_options_from,
 )
 from weightscope.errors import WeightscopeError, printable
 from weightscope.examples import example_path
@@ -89,14 +90,14 @@ def subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentPa
     return parser
 
 
-def _source(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
+def _source(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path | str:
     if args.example and args.file:
         parser.error("give either FILE or --example, not both")
     if args.example:
         return example_path()
     if args.file is None:
         parser.error("FILE is required (or --example for the bundled model)")
-    return Path(args.file)
+    return args.file if isinstance(args.file, str) else Path(args.file)  # a URL stays a string
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,14 +111,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _guarded(lambda: _run_on_model(args, source, chosen), str(source), args.debug)
 
 
-def _run_on_model(args: argparse.Namespace, source: Path, chosen: object) -> int:
+def _run_on_model(args: argparse.Namespace, source: Path | str, chosen: object) -> int:
     prepare = getattr(chosen, "prepare", None)
     if prepare is not None:  # the command settles its arguments before the file is read
         prepare(args)
     output = getattr(args, "output", None)
     if output:  # a folder that cannot be written to is found before the reading, not after
-        check_target(Path(output), [source])
-    with load(source, limits=limits_from(args)) as model:
+        check_target(Path(output), [source] if isinstance(source, Path) else [])
+    options = storage_options_from(args)
+    with load(source, limits=limits_from(args), storage_options=options) as model:
         assert isinstance(chosen, ModelCommand)
         chosen.run(args, model)
     return EXIT_OK

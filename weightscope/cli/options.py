@@ -101,13 +101,24 @@ def add_source(parser: argparse.ArgumentParser) -> None:
     ``--debug``."""
     files(
         parser.add_argument(
-            "file", nargs="?", type=Path, metavar="FILE", help="model file, shard index or folder"
+            "file",
+            nargs="?",
+            type=source_argument,
+            metavar="FILE",
+            help="model file, shard index or folder, or a file's URL (https://, s3://, hf://)",
         )
     )
     parser.add_argument(
         "--example", action="store_true", help="use the bundled example model instead of FILE"
     )
     add_reading_options(parser)
+
+
+def source_argument(text: str) -> Path | str:
+    """A model-file operand: a URL stays the string it is (a ``Path`` would fold its ``//``)."""
+    from weightscope.formats._common.remote import url_scheme
+
+    return text if url_scheme(text) is not None else Path(text)
 
 
 def add_wide(parser: argparse.ArgumentParser) -> None:
@@ -139,8 +150,30 @@ def add_reading_options(parser: argparse.ArgumentParser) -> None:
         help="raise a reader limit (see: weightscope limits)",
     )
     parser.add_argument(
+        "--storage-option",
+        action="append",
+        type=_storage_option,
+        metavar="KEY=VALUE",
+        help="for a URL: an fsspec option of its file system (endpoint_url=http://..., "
+        "anon=true); the value is read as JSON when it is JSON",
+    )
+    parser.add_argument(
         "--debug", action="store_true", help="show the full traceback when something fails"
     )
+
+
+def _storage_option(text: str) -> tuple[str, Any]:
+    from weightscope.formats._common.remote import parse_storage_option
+
+    try:
+        return parse_storage_option(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def storage_options_from(args: argparse.Namespace) -> dict[str, Any]:
+    """The fsspec options the ``--storage-option`` options give, for a model read by URL."""
+    return dict(getattr(args, "storage_option", None) or [])
 
 
 def limits_from(args: argparse.Namespace) -> Any:

@@ -33,6 +33,9 @@ class Probe:
     """Why a file that starts like a zip could not be opened as one."""
     names: frozenset[str] = field(default_factory=frozenset)
     """The zip's member names (empty for other files)."""
+    file: Any = None
+    """For a URL, the open :class:`~weightscope.formats._common.remote.RemoteFile` the readers
+    that read by URL take their bytes from (``path`` is then its ``RemotePath``)."""
 
     @classmethod
     def open(cls, path: Path, head: bytes) -> Probe:

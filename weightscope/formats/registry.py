@@ -7,6 +7,7 @@ import os
 import stat
 import zipfile
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from weightscope.errors import (
 )
 from weightscope.formats import numpy, safetensors, sharded
 from weightscope.formats._common.file_region import declared_bytes
+from weightscope.formats._common.remote import RemoteFile, url_scheme
 from weightscope.formats.gguf import reader as gguf
 from weightscope.formats.keras import reader as keras
 from weightscope.formats.onnx import reader as onnx
@@ -67,7 +69,12 @@ _READ_ERRORS = (
 )
 
 
-def load(source: str | os.PathLike[str] | Any, *, limits: Limits | None = None) -> Model:
+def load(
+    source: str | os.PathLike[str] | Any,
+    *,
+    limits: Limits | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Model:
     """Read a model file, or a live model object (a ``torch.nn.Module``, an
     ``onnx.ModelProto``, a ``keras.Model`` of Keras 3 or tf-keras, a ``tf.Module``), into the
     framework-free model. A file is opened read-only; tensor data is read when first used. Close
@@ -75,6 +82,10 @@ def load(source: str | os.PathLike[str] | Any, *, limits: Limits | None = None) 
 
     ``limits`` bounds what reading a file may cost (see :class:`weightscope.limits.Limits`; the
     defaults when None). Tensors read later keep the limits they were loaded with.
+
+    ``source`` may be a URL (``https://``, ``s3://bucket/key``, ``hf://org/repo/file``), read by
+    ranges through fsspec with ``storage_options`` (``endpoint_url``, ``anon``...; needs
+    ``weightscope[remote]``); see :mod:`weightscope.formats._common.remote`.
 
     Raises ``WeightscopeError`` with one line naming the file and the problem (``LimitError``
     when the file is over a limit, naming the limit).
@@ -84,6 +95,8 @@ def load(source: str | os.PathLike[str] | Any, *, limits: Limits | None = None) 
         raise TypeError(f"limits must be a weightscope.Limits, not {type(limits).__name__}")
     if not isinstance(source, (str, os.PathLike)):
         return _load_live(source, limits)
+    if url_scheme(source) is not None:
+        return _load_url(str(source), limits, storage_options)
     file = Path(source)
     if not file.exists() and Path(f"{file}.index").is_file():
         file = Path(f"{file}.index")  # a TensorFlow checkpoint named by its prefix
@@ -115,6 +128,52 @@ def _load_file(file: Path, limits: Limits) -> Model:
         if found is None:
             raise file_error(UnsupportedFormatError, file, _unrecognised(probe))
         return _load_with(*found, limits)
+
+
+URL_READERS: tuple[Reader, ...] = (safetensors, onnx, pytorch)
+"""The readers that read a file by URL (by ranges, through ``Probe.file``); any other format
+found at a URL is refused with one line."""
+
+
+def _load_url(url: str, limits: Limits, storage_options: Mapping[str, Any] | None) -> Model:
+    file = RemoteFile(url, storage_options)
+    probe: Probe | None = None
+    try:
+        if file.size == 0:
+            raise file_error(UnsupportedFormatError, url, "empty file")
+        probe = _url_probe(file)
+        found = _match(probe)
+        if found is None:
+            raise file_error(UnsupportedFormatError, url, f"unknown format (not {SUPPORTED})")
+        if found[0] not in URL_READERS:
+            problem = (
+                f"a {found[1].looks_like} is not read by URL (only .safetensors, ONNX and "
+                "PyTorch zip checkpoints are)"
+            )
+            raise file_error(UnsupportedFormatError, url, f"{problem}; download the file first")
+        model = _load_with(*found, limits)
+    except BaseException:
+        file.close()
+        raise
+    finally:
+        if probe is not None:
+            probe.close()  # the zip's directory; the file stays open with the model
+    return model
+
+
+def _url_probe(file: RemoteFile) -> Probe:
+    """The probe of a file read by URL; a zip's directory read through ranged requests."""
+    head = file.read(0, min(SNIFF_BYTES, file.size))
+    probe = Probe(file.path, head, file.size, file=file)
+    if probe.is_zip:
+        try:
+            probe.archive = zipfile.ZipFile(file.stream())
+            probe.names = frozenset(probe.archive.namelist())
+        except WeightscopeError:
+            raise
+        except Exception as exc:  # as Probe.open: BadZipFile, OSError, ValueError...
+            probe.archive_error = str(exc)[:200]
+    return probe
 
 
 def _match(probe: Probe) -> tuple[Reader, Match] | None:

@@ -12,7 +12,13 @@ from typing import Any, NamedTuple
 
 from weightscope.dtypes import itemsize
 from weightscope.errors import CorruptFileError, file_error, short
-from weightscope.formats._common.file_region import MAX_RANK, FileRegionSource, OpenFile, c_strides
+from weightscope.formats._common.file_region import (
+    MAX_RANK,
+    FileRegionSource,
+    OpenFile,
+    RegionFile,
+    c_strides,
+)
 from weightscope.formats._common.json_text import load_json
 from weightscope.formats.protocol import Match, Probe
 from weightscope.formats.pytorch.layers import Entry, ModuleNode, build_layers, group_state_dict
@@ -47,10 +53,15 @@ def looks_like_safetensors(head: bytes, file_size: int) -> bool:
     return 2 <= length <= file_size - 8 and head[8:9] == b"{"
 
 
-def read_header(path: Path, limits: Limits) -> tuple[list[SafetensorsEntry], dict[str, str]]:
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        length = int.from_bytes(handle.read(8), "little")
+def read_header(
+    path: Path, limits: Limits, file: RegionFile | None = None
+) -> tuple[list[SafetensorsEntry], dict[str, str]]:
+    """The header's entries, checked, and its metadata; read from ``file`` when given (a file
+    read by URL: two ranged reads, nothing past the header), else from ``path``."""
+    reader = file if file is not None else OpenFile(path, SAFETENSORS)
+    try:
+        size = reader.size
+        length = int.from_bytes(reader.read(0, 8), "little")
         if length > size - 8:
             raise file_error(
                 CorruptFileError,
@@ -60,7 +71,10 @@ def read_header(path: Path, limits: Limits) -> tuple[list[SafetensorsEntry], dic
         limits.check(
             "max_safetensors_header_bytes", length, f"the header declares {length:,} bytes"
         )
-        raw = handle.read(length)
+        raw = reader.read(8, length)
+    finally:
+        if file is None:
+            reader.close()
     if len(raw) != length:
         raise file_error(CorruptFileError, path, "header cut short")
     try:
@@ -142,8 +156,9 @@ def load_object(obj: Any, limits: Limits) -> Model:
 
 def load(match: Match, limits: Limits) -> Model:
     path = match.probe.path
-    entries, metadata = read_header(path, limits)
-    file = OpenFile(path, SAFETENSORS)
+    remote = match.probe.file  # a file read by URL
+    entries, metadata = read_header(path, limits, remote)
+    file = remote if remote is not None else OpenFile(path, SAFETENSORS)
     nodes = []
     try:
         # safetensors keeps no model order: natural name order puts layers.10 after layers.9

@@ -127,10 +127,18 @@ def _json(data: dict[str, Any]) -> bytes:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
+def _input_bytes(path: Path) -> int:
+    """The size of a file the model was read from (a file read by URL knows its own)."""
+    remote_size = getattr(path, "remote_size", None)  # a RemotePath
+    if isinstance(remote_size, int):
+        return remote_size
+    return path.stat().st_size if path.is_file() else 0
+
+
 def _check_export_budget(model: Model, limits: Limits) -> None:
     """Refuse, before writing anything, an export that would write more than
     ``max_export_ratio`` bytes per byte of the files read (live models are not bounded)."""
-    read = sum(path.stat().st_size for path in model.inputs if path.is_file())
+    read = sum(_input_bytes(path) for path in model.inputs)
     if not model.inputs:
         return
     writes = sum(_export_bytes(tensor) for _, tensor in model.tensors())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,14 +88,16 @@ def scan(
     max_elements: int = MAX_ELEMENTS,
     progress: Progress | None = None,
     on_start: Callable[[int], None] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> ScanSummary:
     """Scan every model file under ``paths`` (files, folders, globs) into the table ``output``
     (.parquet, .csv or .jsonl). ``jobs`` local worker processes (default: one per CPU), or the
     Dask scheduler at ``dask``; ``timeout`` seconds and ``memory_per_job`` bytes per file and
     worker process (None for no limit). ``force`` rescans files whose rows are already in
-    ``output``. Files that fail are rows with an ``error``; only an unwritable output raises
-    (``WeightscopeError``). On Ctrl-C the files done so far are written before
-    ``KeyboardInterrupt`` propagates."""
+    ``output``. ``paths`` may hold URLs (``s3://bucket/prefix/``, ``hf://org/repo``), listed and
+    read through fsspec with ``storage_options``. Files that fail are rows with an ``error``;
+    only an unwritable output raises (``WeightscopeError``). On Ctrl-C the files done so far are
+    written before ``KeyboardInterrupt`` propagates."""
     start = time.perf_counter()
     target = Path(output)
     require_writer(target)
@@ -104,7 +106,7 @@ def scan(
     with table_lock(target):
         return _scan_locked(
             paths, target, start, jobs, dask, timeout, memory_per_job, force, limits,
-            max_elements, progress, on_start,
+            max_elements, progress, on_start, dict(storage_options or {}),
         )  # fmt: skip
 
 
@@ -121,10 +123,13 @@ def _scan_locked(
     max_elements: int,
     progress: Progress | None,
     on_start: Callable[[int], None] | None,
+    storage_options: dict[str, Any],
 ) -> ScanSummary:
     summary = ScanSummary(target)
     previous = {} if force else _previous_rows(target, summary)
-    found = walk([os.fspath(p) for p in paths], known=frozenset(previous))
+    found = walk(
+        [os.fspath(p) for p in paths], known=frozenset(previous), storage_options=storage_options
+    )
     summary.not_models, summary.missing = len(found.not_models), found.missing
     if found.missing:  # a mistyped path must not empty the table of what it used to find
         missing = ", ".join(found.missing)
@@ -132,7 +137,9 @@ def _scan_locked(
     check_target(target, [Path(p) for p in found.files])  # before hours of work, not after
     keep = unchanged(previous, found.files, threads=jobs)
     tasks = [
-        Task(path, limits or Limits(), max_elements) for path in found.files if path not in keep
+        Task(path, limits or Limits(), max_elements, storage_options)
+        for path in found.files
+        if path not in keep
     ]
     if on_start is not None:
         on_start(len(tasks))

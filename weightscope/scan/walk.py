@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from weightscope.formats._common.remote import list_files, url_scheme
 from weightscope.formats.registry import recognise
 from weightscope.formats.sharded import is_index, part_of_sharded_model
 
@@ -30,12 +32,21 @@ class Walk:
     """Paths given that exist neither as a file or folder nor as a glob that matches."""
 
 
-def walk(paths: Iterable[str], known: frozenset[str] = frozenset()) -> Walk:
+def walk(
+    paths: Iterable[str],
+    known: frozenset[str] = frozenset(),
+    storage_options: Mapping[str, Any] | None = None,
+) -> Walk:
     """The files under ``paths``. Files in ``known`` (from an earlier scan) are taken without
-    looking at their content again."""
+    looking at their content again. A URL (``s3://bucket/prefix/``, ``hf://org/repo``) is listed
+    through fsspec with ``storage_options``; its files are taken by their names (looking at
+    each one's content would cost a request per file)."""
     result = Walk()
     seen: set[str] = set()
     for given in paths:
+        if url_scheme(given) is not None:
+            _walk_url(given, storage_options, result, seen)
+            continue
         if not os.path.lexists(given) and os.path.isfile(given + ".index"):
             given += ".index"  # a TensorFlow checkpoint named by its prefix, as load takes it
         named = os.path.isfile(given)  # a file named on the command line is always scanned
@@ -57,6 +68,19 @@ def walk(paths: Iterable[str], known: frozenset[str] = frozenset()) -> Walk:
             result.missing.append(given)
     result.files.sort()
     return result
+
+
+def _walk_url(
+    given: str, storage_options: Mapping[str, Any] | None, result: Walk, seen: set[str]
+) -> None:
+    found = list_files(given, storage_options)
+    if not found:
+        result.missing.append(given)
+    for url in found:
+        if url not in seen:
+            seen.add(url)
+            named = url == given  # a file named on the command line is always scanned
+            (result.files if named or named_like_model(url) else result.not_models).append(url)
 
 
 SAVED_MODEL = "saved_model.pb"

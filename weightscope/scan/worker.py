@@ -15,6 +15,7 @@ from typing import Any
 
 from weightscope.analysis.health import MAX_ELEMENTS, LayerHealth, layer_health
 from weightscope.errors import WeightscopeError, printable
+from weightscope.formats._common.remote import url_scheme
 from weightscope.formats.registry import load
 from weightscope.limits import Limits
 from weightscope.model import Layer, Model, Tensor
@@ -41,6 +42,8 @@ class Task:
     limits: Limits = field(default_factory=Limits)
     max_elements: int = MAX_ELEMENTS
     """Largest kernel read whole for the filter checks (see :mod:`weightscope.analysis.health`)."""
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    """For a URL: the options of its fsspec file system."""
 
 
 @dataclass
@@ -111,8 +114,10 @@ def error_result(
 def scan_file(task: Task) -> FileResult:
     """Scan one file into rows; a failure is recorded, never raised."""
     start = time.perf_counter()
+    remote = url_scheme(task.path) is not None
     try:
-        fingerprint = Fingerprint.of(task.path)
+        # a URL is not hashed (that would download it): no fingerprint, so rescanned each time
+        fingerprint = None if remote else Fingerprint.of(task.path)
     except OSError as exc:
         message = f"{task.path}: cannot read: {exc.strerror or exc}"
         return error_result(task.path, message, type(exc).__name__)
@@ -124,9 +129,10 @@ def scan_file(task: Task) -> FileResult:
         return error_result(task.path, message, error_type, seconds, fingerprint)
 
     try:
-        with load(Path(task.path), limits=task.limits) as model:
+        source = task.path if remote else Path(task.path)
+        with load(source, limits=task.limits, storage_options=task.storage_options) as model:
             rows = model_rows(model, task.max_elements)
-            extra = [Fingerprint.of(p) for p in model.inputs if os.fspath(p) != task.path]
+            extra = [] if remote else [Fingerprint.of(p) for p in model.inputs if p != source]
     except WeightscopeError as exc:
         return failed(str(exc), type(exc).__name__)
     except MemoryError:
@@ -134,13 +140,13 @@ def scan_file(task: Task) -> FileResult:
     except Exception as exc:  # the scan goes on, whatever one file does
         return failed(f"{task.path}: unexpected {type(exc).__name__}: {exc}", type(exc).__name__)
     head = rows[0]
-    head.update(
-        size_bytes=fingerprint.size_bytes,
-        mtime_ns=fingerprint.mtime_ns,
-        sha256=fingerprint.sha256,
-        inputs=json.dumps([vars(f) for f in extra]),
-        seconds=time.perf_counter() - start,
-    )
+    if fingerprint is not None:
+        head.update(
+            size_bytes=fingerprint.size_bytes,
+            mtime_ns=fingerprint.mtime_ns,
+            sha256=fingerprint.sha256,
+        )
+    head.update(inputs=json.dumps([vars(f) for f in extra]), seconds=time.perf_counter() - start)
     for row in rows:
         row["path"] = task.path
     return FileResult(task.path, [complete(row) for row in rows])

@@ -14,6 +14,7 @@ from weightscope.cli.options import (
     examples,
     files,
     limits_from,
+    storage_options_from,
     usage,
 )
 
@@ -90,7 +91,14 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=Formatter,
     )
-    files(parser.add_argument("paths", nargs="+", metavar="PATH", help="file, folder or glob"))
+    files(
+        parser.add_argument(
+            "paths",
+            nargs="+",
+            metavar="PATH",
+            help="file, folder or glob, or a URL or prefix (s3://bucket/models/, hf://org/repo)",
+        )
+    )
     files(
         parser.add_argument(
             "-o",
@@ -152,6 +160,7 @@ def main(args: argparse.Namespace) -> int:
                 memory_per_job=args.memory_per_job,
                 force=args.force,
                 limits=limits_from(args),
+                storage_options=storage_options_from(args),
                 progress=bar.advance,
                 on_start=bar.start,
             )

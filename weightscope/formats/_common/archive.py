@@ -35,10 +35,19 @@ class StoredMembers:
     """Bytes read at once: a local header is 30 bytes, and the members of tiny tensors lie close
     together (one read per header was 200,000 system calls)."""
 
+    REMOTE_WINDOW = 1 << 10
+    """For a file read by URL, where each read is a request: a header and its padding."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-        self.size = os.fstat(self.fd).st_size
+        self.remote = getattr(path, "file", None)
+        """The open file of a URL (a ``RemotePath``'s), read by ranges instead."""
+        self.fd = -1
+        if self.remote is not None:
+            self.size = self.remote.size
+        else:
+            self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            self.size = os.fstat(self.fd).st_size
         self.window = b""
         self.window_start = 0
 
@@ -46,7 +55,11 @@ class StoredMembers:
         """The 30 bytes at ``offset`` (fewer at the end of the file)."""
         start = offset - self.window_start
         if not (start >= 0 and start + LOCAL_HEADER_BYTES <= len(self.window)):
-            self.window = _pread(self.fd, self.WINDOW, offset)
+            if self.remote is not None:
+                count = max(0, min(self.REMOTE_WINDOW, self.size - offset))
+                self.window = self.remote.read(offset, count)
+            else:
+                self.window = _pread(self.fd, self.WINDOW, offset)
             self.window_start, start = offset, 0
         return self.window[start : start + LOCAL_HEADER_BYTES]
 

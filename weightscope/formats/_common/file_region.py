@@ -12,12 +12,15 @@ import threading
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from weightscope.chunking import DEFAULT_CHUNK_ELEMENTS
 from weightscope.dtypes import BFLOAT16, bfloat16_to_float32
 from weightscope.errors import CorruptFileError, UnsupportedFormatError, file_error
+from weightscope.formats._common.remote import READ_BYTES as REMOTE_READ_BYTES
+from weightscope.formats._common.remote import READERS as REMOTE_READERS
 from weightscope.stats import (
     SMALL_TENSOR_ELEMENTS,
     Scratch,
@@ -37,6 +40,26 @@ a handful). Besides, the product of a million dims from a hostile header is a nu
 computation, one dim at a time, takes quadratic time."""
 
 
+class RegionFile(Protocol):
+    """What tensor sources read from: a local :class:`OpenFile`, or a file read by URL
+    (:class:`~weightscope.formats._common.remote.RemoteFile`, whose ``remote`` is True)."""
+
+    path: Path
+    looked_like: str
+    size: int
+    remote: bool
+
+    def error(self, problem: str) -> Exception: ...
+
+    def read(self, offset: int, nbytes: int) -> bytes: ...
+
+    def read_into(self, offset: int, buffer: np.ndarray) -> None: ...
+
+    def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> Iterator[bytes]: ...
+
+    def close(self) -> None: ...
+
+
 class OpenFile:
     """One read-only descriptor shared by every tensor of a model (``pread`` is thread-safe;
     where it is missing, reads take turns)."""
@@ -49,8 +72,15 @@ class OpenFile:
         self.size = os.fstat(self.fd).st_size
         self._turn = threading.Lock()
 
+    remote = False
+
     def error(self, problem: str) -> Exception:
         return file_error(CorruptFileError, self.path, problem, self.looked_like)
+
+    def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> Iterator[bytes]:
+        """The bytes of each ``(offset, nbytes)`` in turn (a file by URL reads one ahead)."""
+        for offset, nbytes in ranges:
+            yield self.read(offset, nbytes)
 
     def read(self, offset: int, nbytes: int) -> bytes:
         if offset + nbytes > self.size:  # checked before pread allocates nbytes
@@ -113,7 +143,7 @@ class FileRegionSource:
 
     def __init__(
         self,
-        file: OpenFile,
+        file: RegionFile,
         base: int,
         storage_numel: int,
         dtype: str,
@@ -157,7 +187,7 @@ class FileRegionSource:
         self.start = base + offset * itemsize
         """File offset of the first byte it reads."""
 
-    def file_regions(self) -> list[tuple[OpenFile, int]]:
+    def file_regions(self) -> list[tuple[RegionFile, int]]:
         return [(self.file, self.nbytes)]
 
     def _decode(self, raw: bytes) -> np.ndarray:
@@ -186,9 +216,12 @@ class FileRegionSource:
         itemsize = self.raw_dtype.itemsize
         numel = math.prod(self.shape)
         start_byte = self.base + self.offset * itemsize
-        for start in range(0, numel, max_elements):
-            count = min(max_elements, numel - start)
-            yield self._decode(self.file.read(start_byte + start * itemsize, count * itemsize))
+        ranges = [
+            (start_byte + start * itemsize, min(max_elements, numel - start) * itemsize)
+            for start in range(0, numel, max_elements)
+        ]
+        for raw in self.file.read_ranges(ranges):
+            yield self._decode(raw)
 
     def _check_statistics(self) -> None:
         if self.raw_dtype.kind not in "fiub":
@@ -209,9 +242,15 @@ class FileRegionSource:
         if self.small and self.numel <= max_elements:
             return _small_stats([self])[0]  # the numbers stats_many gives it
         floats = self.raw_dtype.kind == "f" or self.dtype_name == BFLOAT16
-        if not (self.contiguous and floats and _HAS_PREADV):
+        remote = self.file.remote
+        if remote:  # a URL: ranges of READ_BYTES, one request each
+            max_elements = max(1, REMOTE_READ_BYTES // self.raw_dtype.itemsize)
+            if not (self.contiguous and floats):  # the next range in flight while one reduces
+                return compute_stats(self.chunks(max_elements))
+        elif not (self.contiguous and floats and _HAS_PREADV):
             return compute_stats(self.chunks(max_elements))
-        # Floats: read slabs straight into reused buffers, reduced on a few threads.
+        # Floats: read slabs straight into reused buffers, reduced on a few threads (by URL,
+        # REMOTE_READERS of them, each fetching its range while the others reduce theirs).
         itemsize = self.raw_dtype.itemsize
         start_byte = self.base + self.offset * itemsize
         numel = math.prod(self.shape)
@@ -230,7 +269,7 @@ class FileRegionSource:
                 return raw.view(self.raw_dtype.newbyteorder("="))
             return raw
 
-        return reduce_slabs(slabs, read)
+        return reduce_slabs(slabs, read, REMOTE_READERS if remote else None)
 
     @staticmethod
     def stats_many(sources: Sequence[FileRegionSource]) -> list[TensorStats]:
@@ -323,7 +362,7 @@ def c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(reversed(strides))
 
 
-def declared_bytes(source: object) -> list[tuple[OpenFile, int]]:
+def declared_bytes(source: object) -> list[tuple[RegionFile, int]]:
     """The file regions a tensor source reads (through any sources it is derived from): what
     :func:`check_read_budget` adds up."""
     method = getattr(source, "file_regions", None)

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from weightscope.formats._common.file_region import OpenFile, declared_bytes
+from weightscope.formats._common.file_region import RegionFile, declared_bytes
 from weightscope.formats.onnx.constants import Constant, new_storage_id
 from weightscope.formats.onnx.proto import (
     AttributeProto,
@@ -47,7 +47,7 @@ class DerivedSource:
         self.whole = whole
         self.element = element
 
-    def file_regions(self) -> list[tuple[OpenFile, int]]:
+    def file_regions(self) -> list[tuple[RegionFile, int]]:
         return declared_bytes(self._chain()[0])
 
     def _chain(self) -> tuple[TensorSource, list[DerivedSource]]:

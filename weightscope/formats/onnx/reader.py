@@ -40,30 +40,41 @@ def match(probe: Probe) -> Match | None:
 
 def load(match: Match, limits: Limits) -> Model:
     path = match.probe.path
-    from weightscope.formats._common.file_region import OpenFile
+    from weightscope.formats._common.file_region import OpenFile, RegionFile
+    from weightscope.formats._common.remote import RemoteFile
 
+    remote = match.probe.file  # a URL: the protobuf fetched whole, tensors read by ranges
     resources = ExitStack()
+    if remote is not None:
+        resources.callback(remote.close)
     try:
-        with (
-            open(path, "rb") as handle,
-            mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf,
-        ):
-            proto = _decode(buf, path, limits, cut_bulk=True)
+        if remote is not None:
+            proto = _decode(memoryview(remote.read_whole()), path, limits, cut_bulk=True)
+        else:
+            with (
+                open(path, "rb") as handle,
+                mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf,
+            ):
+                proto = _decode(buf, path, limits, cut_bulk=True)
         if proto.graph is None:
             raise file_error(UnsupportedFormatError, path, "not an ONNX model: it has no graph")
-        files: dict[Path, OpenFile] = {}
+        files: dict[Path, RegionFile] = {}
 
-        def open_file(target: Path) -> OpenFile:
+        def open_file(target: Path) -> RegionFile:
             if target not in files:
-                files[target] = OpenFile(
-                    target, ONNX_MODEL if target == path else "ONNX external data file"
-                )
+                looked_like = ONNX_MODEL if target == path else "ONNX external data file"
+                if remote is None:
+                    files[target] = OpenFile(target, looked_like)
+                elif target == path:
+                    files[target] = remote
+                else:
+                    files[target] = RemoteFile(str(target), remote.storage_options, looked_like)
                 resources.callback(files[target].close)
             return files[target]
 
         model = _build(proto, path, open_file, limits)
-        folder = path.absolute().parent.resolve()
-        external = sorted(str(p.relative_to(folder)) for p in files if p != path)
+        folder = str(path).rsplit("/", 1)[0] if remote else path.absolute().parent.resolve()
+        external = sorted(_relative(p, folder) for p in files if p != path)
         if external:
             model.notes.append(f"external data read from: {', '.join(external)}")
         model.inputs.extend(p for p in files if p != path)
@@ -72,6 +83,12 @@ def load(match: Match, limits: Limits) -> Model:
     except BaseException:
         resources.close()
         raise
+
+
+def _relative(file: Path, folder: Path | str) -> str:
+    if isinstance(folder, str):  # a URL's folder
+        return str(file)[len(folder) + 1 :]
+    return str(file.relative_to(folder))
 
 
 def _decode(buf: Any, label: Path | str, limits: Limits, *, cut_bulk: bool) -> Any:

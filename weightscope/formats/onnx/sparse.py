@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from weightscope.errors import short
-from weightscope.formats._common.file_region import MAX_RANK, OpenFile, declared_bytes
+from weightscope.formats._common.file_region import MAX_RANK, RegionFile, declared_bytes
 from weightscope.formats.onnx.constants import Constant, new_storage_id
 from weightscope.formats.onnx.proto import SparseTensorProto
 from weightscope.formats.onnx.tensors import TensorContext, dtype_name, tensor_source
@@ -35,7 +35,7 @@ class SparseSource:
         self.ctx = ctx
         self.name = name
 
-    def file_regions(self) -> list[tuple[OpenFile, int]]:
+    def file_regions(self) -> list[tuple[RegionFile, int]]:
         return declared_bytes(self.values) + declared_bytes(self.indices)
 
     def _check_dense(self) -> int:

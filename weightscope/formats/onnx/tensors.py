@@ -19,7 +19,13 @@ from weightscope.errors import (
     file_error,
     short,
 )
-from weightscope.formats._common.file_region import MAX_RANK, FileRegionSource, OpenFile, c_strides
+from weightscope.formats._common.file_region import (
+    MAX_RANK,
+    FileRegionSource,
+    RegionFile,
+    c_strides,
+)
+from weightscope.formats._common.remote import RemotePath, beside
 from weightscope.formats.onnx.proto import (
     DATA_TYPE_NAMES,
     EXTERNAL,
@@ -84,7 +90,7 @@ class TensorContext:
     come from (None for a live ModelProto that was not read from a file)."""
 
     model_path: Path | None
-    open_file: Callable[[Path], OpenFile] | None
+    open_file: Callable[[Path], RegionFile] | None
     limits: Limits = DEFAULT
     notes: list[str] = field(default_factory=list)
     """What the reader should say in the model's notes (a limit that cut a search short)."""
@@ -227,7 +233,7 @@ def _region_source(
 
 
 def _file_source(
-    file: OpenFile,
+    file: RegionFile,
     offset: int,
     shape: tuple[int, ...],
     numel: int,
@@ -277,6 +283,16 @@ def _external_source(
 def external_path(model_path: Path, location: str, tensor_name: str) -> Path:
     """The external data file ``location`` names, which must lie in the model's folder (the
     folder of the path given, as onnx has it, even if that path is a symlink)."""
+    if isinstance(model_path, RemotePath):  # a URL: the file of that name beside it
+        sibling = beside(model_path, location)
+        if sibling is None:
+            raise file_error(
+                UnsafeFileError,
+                model_path,
+                f"tensor {short(tensor_name)} asks for external data at {location!r}, outside "
+                "the model's folder: refused",
+            )
+        return sibling
     folder = model_path.absolute().parent.resolve()
     relative = Path(location)
     if relative.is_absolute() or PureWindowsPath(location).anchor:

@@ -103,7 +103,8 @@ def load(match: Match, limits: Limits) -> Model:
 def _model_from_pickle(
     path: Path, torch_file: TorchFile, looked_like: str, limits: Limits
 ) -> Model:
-    file = OpenFile(path, looked_like)
+    remote = getattr(path, "file", None)  # a URL's open file (RemotePath.file)
+    file = OpenFile(path, looked_like) if remote is None else remote
     try:
         entry_maker = _EntryMaker(file, torch_file, limits)
         nodes, notes = _nodes(torch_file, entry_maker)

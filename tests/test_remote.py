@@ -1,0 +1,636 @@
+"""Model files read by URL: a loopback HTTP server that honours Range and counts what it sends
+(with switches to misbehave), and moto's S3 server. The tensors read remotely equal the local
+file's; inspect without statistics fetches the header and nothing more; every failure is one
+line."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+fsspec = pytest.importorskip("fsspec")
+pytest.importorskip("aiohttp")
+
+import weightscope  # noqa: E402
+from weightscope.cli.app import main  # noqa: E402
+from weightscope.errors import RemoteError, UnsupportedFormatError  # noqa: E402
+from weightscope.formats._common import file_region  # noqa: E402
+from weightscope.formats._common.remote import (  # noqa: E402
+    RemoteFile,
+    RemotePath,
+    beside,
+    url_scheme,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Counting(ThreadingHTTPServer):
+    """Serves ``files`` (name -> local path); counts body bytes sent and remembers each Range
+    asked. ``mode``: ``ok``, ``ignore-range`` (200 and the whole body), ``truncate`` (half the
+    range, then the connection closed), ``no-length`` (no size in HEAD nor GET), ``forbidden``
+    (403 to everything), ``long-body`` (206 without a length, then the file to its end)."""
+
+    daemon_threads = True
+
+    def __init__(self, files: dict[str, Path]) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.files = files
+        self.sent = 0
+        self.ranges: list[tuple[int, int]] = []
+        self.mode = "ok"
+        self.lock = threading.Lock()
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client hanging up on a body it did not ask for
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Counting
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _target(self) -> Path | None:
+        if self.server.mode == "forbidden":
+            self.send_response(403)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        # the Hub's file URLs, /{org}/{repo}/resolve/{revision}/{path}, serve the same files
+        name = re.sub(r"^/[^/]+/[^/]+/resolve/[^/]+/", "/", self.path).lstrip("/")
+        path = self.server.files.get(name)
+        if path is None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        return path
+
+    def do_HEAD(self) -> None:
+        path = self._target()
+        if path is None:
+            return
+        self.send_response(200)
+        if self.server.mode != "no-length":
+            self.send_header("Content-Length", str(path.stat().st_size))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+
+    def _json(self, value: object) -> None:
+        raw = json.dumps(value).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def _hub_api(self) -> bool:
+        """The two Hub API calls HfFileSystem makes before reading a file: the repository
+        (``/api/models/{repo}``) and a folder's listing (``.../tree/{revision}``)."""
+        files = self.server.files
+        if re.fullmatch(r"/api/models/[^/]+/[^/]+(/revision/[^/?]+)?(\?.*)?", self.path):
+            repo = "/".join(self.path.split("?")[0].split("/")[3:5])
+            siblings = [{"rfilename": name} for name in files]
+            self._json({"id": repo, "sha": "a" * 40, "siblings": siblings})
+            return True
+        if re.fullmatch(r"/api/models/[^/]+/[^/]+/tree/[^?]+(\?.*)?", self.path):
+            self._json(
+                [
+                    {"type": "file", "path": name, "size": path.stat().st_size, "oid": "b" * 40}
+                    for name, path in files.items()
+                ]
+            )
+            return True
+        return False
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/api/") and self._hub_api():
+            return
+        path = self._target()
+        if path is None:
+            return
+        size = path.stat().st_size
+        mode = self.server.mode
+        asked = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        start, end = 0, size - 1
+        if asked and mode != "ignore-range":
+            start = int(asked.group(1))
+            end = min(int(asked.group(2) or size - 1), size - 1)
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        else:
+            self.send_response(200)
+        with self.server.lock:
+            self.server.ranges.append((start, end + 1 - start))
+        length = end + 1 - start
+        if mode not in ("no-length", "long-body"):
+            self.send_header("Content-Length", str(length))
+        else:  # the body ends when the connection does
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if mode == "truncate":
+            length //= 2
+            self.close_connection = True
+        if mode == "long-body":  # 206 and the asked range, then the rest of the file unasked
+            length = size - start
+            self.close_connection = True
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            while length > 0:
+                piece = handle.read(min(length, 1 << 20))
+                with self.server.lock:  # counted before it goes: never under what was sent
+                    self.server.sent += len(piece)
+                try:
+                    self.wfile.write(piece)
+                except OSError:  # the client hung up (as it should on a body it did not ask)
+                    return
+                length -= len(piece)
+
+
+@pytest.fixture
+def http(tmp_path: Path) -> Iterator[Counting]:
+    server = Counting({})
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _safetensors(path: Path, tensors: dict[str, np.ndarray]) -> Path:
+    from safetensors.numpy import save_file
+
+    save_file(tensors, str(path))
+    return path
+
+
+def _small_model(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    return _safetensors(
+        tmp_path / "small.safetensors",
+        {
+            "conv1.weight": rng.normal(size=(16, 3, 3, 3)).astype(np.float32),
+            "conv1.bias": rng.normal(size=16).astype(np.float32),
+            "fc.weight": rng.normal(size=(300, 256)).astype(np.float32),
+            "fc.bias": np.zeros(300, np.float16),
+            "empty.weight": np.zeros((0, 4), np.float32),
+        },
+    )
+
+
+def _sparse_large(path: Path, tensors: int, elements: int) -> int:
+    """A safetensors file of ``tensors`` float32 tensors of ``elements`` each, written as a
+    header and a hole (zeros): large on the server, nothing on the disk. Its header's size."""
+    header: dict[str, object] = {}
+    offset = 0
+    for index in range(tensors):
+        nbytes = elements * 4
+        header[f"layers.{index}.weight"] = {
+            "dtype": "F32",
+            "shape": [elements // 1024, 1024],
+            "data_offsets": [offset, offset + nbytes],
+        }
+        offset += nbytes
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as handle:
+        handle.write(len(raw).to_bytes(8, "little") + raw)
+        handle.truncate(8 + len(raw) + offset)
+    return 8 + len(raw)
+
+
+def _same_tensors(remote: weightscope.Model, local: weightscope.Model) -> None:
+    pairs = list(zip(remote.tensors(), local.tensors(), strict=True))
+    assert pairs
+    for (_, ours), (_, theirs) in pairs:
+        assert ours.name == theirs.name
+        np.testing.assert_array_equal(ours.stored(), theirs.stored())
+        ours_stats, theirs_stats = ours.stats(), theirs.stats()
+        assert ours_stats.mean == pytest.approx(theirs_stats.mean, rel=1e-5, abs=1e-7, nan_ok=True)
+        assert ours_stats.std == pytest.approx(theirs_stats.std, rel=1e-5, abs=1e-7, nan_ok=True)
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    status = main(argv)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_urls_are_told_from_paths(tmp_path: Path) -> None:
+    assert url_scheme("https://example.org/m.safetensors") == "https"
+    assert url_scheme("s3://bucket/key") == "s3"
+    assert url_scheme("hf://org/repo/model.safetensors") == "hf"
+    for local in ("C://model.pt", "model:v1.pt", "dir/a://b", "file:///tmp/x", str(tmp_path)):
+        assert url_scheme(local) is None, local
+    odd = tmp_path / "odd://name.safetensors"  # a local path that looks like a URL
+    odd.parent.mkdir(parents=True)
+    odd.write_bytes(b"x")
+    assert url_scheme(str(odd)) is None
+
+
+def test_a_remote_path_is_no_local_file() -> None:
+    """Where readers expect a Path: printed as the URL, named by its last part, existing as no
+    local file, and refused in one line by whatever would read it locally."""
+    path = RemotePath("https://host/models/m.safetensors")
+    assert (path.name, path.suffix) == ("m.safetensors", ".safetensors")
+    assert str(path) == "https://host/models/m.safetensors"
+    assert not path.exists() and not path.is_file() and not path.is_dir()
+    for local in (path.stat, path.read_bytes, lambda: os.fspath(path), path.resolve):
+        with pytest.raises(UnsupportedFormatError, match=r"^https://host/models/m\.safetensors: "):
+            local()
+
+
+def test_https_tensors_equal_the_local_file(tmp_path: Path, http: Counting, monkeypatch) -> None:
+    small = _small_model(tmp_path)
+    http.files["m/small.safetensors"] = small
+    # statistics stream in ranges of 16 KiB (fc.weight is 300 KiB): one range in flight ahead
+    monkeypatch.setattr(file_region, "REMOTE_READ_BYTES", 16 << 10)
+    with (
+        weightscope.load(f"{http.url}/m/small.safetensors") as remote,
+        weightscope.load(small) as local,
+    ):
+        assert str(remote.source) == f"{http.url}/m/small.safetensors"
+        assert remote.source.name == "small.safetensors"
+        assert [x.name for x in remote.layers] == [x.name for x in local.layers]
+        assert remote.params == local.params
+        _same_tensors(remote, local)
+    assert min(n for _, n in http.ranges) > 0  # the empty tensor asks for nothing
+    fc_ranges = [n for _, n in http.ranges if n > 16 << 10]
+    assert fc_ranges == [300 * 256 * 4] * 1  # fc.weight read whole once by stored()
+    streamed = [n for _, n in http.ranges if n == 16 << 10]
+    assert len(streamed) >= (300 * 256 * 4) // (16 << 10)  # its statistics: bounded ranges
+
+
+def test_one_range_is_fetched_ahead(tmp_path: Path, http: Counting) -> None:
+    """While the caller reduces one range, the next is requested, and no more: the transfer
+    overlaps the work and at most two ranges are held."""
+    small = _small_model(tmp_path)
+    http.files["small.safetensors"] = small
+    file = RemoteFile(f"{http.url}/small.safetensors")
+    try:
+        ranges = [(index * 4096, 4096) for index in range(8)]
+        requested = []
+        for index, data in enumerate(file.read_ranges(ranges)):
+            assert data == small.read_bytes()[index * 4096 : (index + 1) * 4096]
+            time.sleep(0.1)  # the reduction, during which the next range arrives
+            requested.append(len(http.ranges))
+    finally:
+        file.close()
+    assert requested == [min(index + 2, 8) for index in range(8)]
+
+
+def test_statistics_of_a_large_tensor_hold_bounded_memory(tmp_path: Path, http: Counting) -> None:
+    """A 256 MiB tensor's statistics by URL: every byte sent once, in 16 MiB ranges, while
+    Python's allocations peak far below the tensor (two ranges and the reduction's scratch)."""
+    import tracemalloc
+
+    big = tmp_path / "big.safetensors"
+    header = _sparse_large(big, tensors=1, elements=64 << 20)
+    http.files["big.safetensors"] = big
+    with weightscope.load(f"{http.url}/big.safetensors") as model:
+        tensor = next(t for _, t in model.tensors())
+        tracemalloc.start()
+        try:
+            stats = tensor.stats()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert stats.mean == 0 and stats.std == 0 and stats.zeros_fraction == 1
+    assert http.sent == 64 + header - 8 + (64 << 20) * 4  # the head, the header, the data once
+    assert {n for _, n in http.ranges[2:]} == {16 << 20}
+    assert peak < 96 << 20, peak / 2**20
+
+
+def test_inspect_without_stats_reads_only_the_header(
+    tmp_path: Path, http: Counting, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 4 GiB safetensors file (a hole on disk): inspect --no-stats fetches its header (a few
+    KiB) and nothing of its data."""
+    big = tmp_path / "big.safetensors"
+    header = _sparse_large(big, tensors=64, elements=16 << 20)
+    assert big.stat().st_size > 4 << 30
+    http.files["big.safetensors"] = big
+    status, out, err = _run(["inspect", f"{http.url}/big.safetensors", "--no-stats"], capsys)
+    assert status == 0, err
+    assert "layers.63" in out
+    assert http.sent == 64 + header - 8  # the first bytes, then the header: nothing more
+    assert http.ranges == [(0, 64), (8, header - 8)]
+    assert http.sent < 2 << 20
+
+
+def test_http_statistics_and_export_on_the_command_line(
+    tmp_path: Path, http: Counting, capsys: pytest.CaptureFixture[str]
+) -> None:
+    small = _small_model(tmp_path)
+    http.files["small.safetensors"] = small
+    url = f"{http.url}/small.safetensors"
+    status, out, err = _run(["inspect", url, "--json"], capsys)
+    assert status == 0, err
+    remote = json.loads(out)
+    status, out, _ = _run(["inspect", str(small), "--json"], capsys)
+    local = json.loads(out)
+    assert remote["layers"] == local["layers"]
+    assert http.sent <= small.stat().st_size + 256  # each byte once (the head twice)
+    status, _, err = _run(["export", url, "-o", str(tmp_path / "remote.npz")], capsys)
+    assert status == 0, err
+    assert _run(["export", str(small), "-o", str(tmp_path / "local.npz")], capsys)[0] == 0
+    with np.load(tmp_path / "remote.npz") as ours, np.load(tmp_path / "local.npz") as theirs:
+        assert sorted(ours.files) == sorted(theirs.files)
+        for name in theirs.files:
+            np.testing.assert_array_equal(ours[name], theirs[name])
+
+
+@pytest.mark.parametrize(
+    ("mode", "path", "reason"),
+    [
+        ("ok", "missing.safetensors", "no such file on the server"),
+        ("ignore-range", "big.safetensors", "ignores Range requests"),
+        ("truncate", "big.safetensors", "cut short"),
+        ("no-length", "big.safetensors", "does not give the file's size"),
+        ("forbidden", "big.safetensors", "HTTP 403"),
+        ("long-body", "big.safetensors", "the server sent more than the 64 bytes asked for"),
+    ],
+)
+def test_server_failures_are_one_line(
+    tmp_path: Path,
+    http: Counting,
+    capsys: pytest.CaptureFixture[str],
+    mode: str,
+    path: str,
+    reason: str,
+) -> None:
+    """A server that is down a file, ignores Range (200 and the whole 1 GiB body), cuts its
+    answers short, gives no size, refuses, or sends past the range: one line each, and never
+    the whole file downloaded."""
+    big = tmp_path / "big.safetensors"
+    _sparse_large(big, tensors=16, elements=16 << 20)
+    http.files["big.safetensors"] = big
+    http.mode = mode
+    url = f"{http.url}/{path}"
+    status, _, err = _run(["inspect", url], capsys)
+    assert status == 2
+    assert err.count("\n") == 1 and err.startswith(f"weightscope: {url}: "), err
+    assert reason in err, err
+    assert http.sent < 32 << 20  # what sockets buffer before the client hangs up, not 1 GiB
+
+
+def test_no_server_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/m.safetensors"
+    status, _, err = _run(["inspect", url], capsys)
+    assert status == 2 and err.count("\n") == 1 and err.startswith(f"weightscope: {url}: "), err
+
+
+def test_formats_not_read_by_url_are_refused(tmp_path: Path, http: Counting) -> None:
+    npy = tmp_path / "w.npy"
+    np.save(npy, np.ones(10, np.float32))
+    http.files["w.npy"] = npy
+    with pytest.raises(UnsupportedFormatError, match=r"w\.npy: a .* is not read by URL"):
+        weightscope.load(f"{http.url}/w.npy")
+
+
+def test_unknown_scheme_is_one_line() -> None:
+    with pytest.raises(RemoteError, match=r"^nosuch://x/m\.safetensors: "):
+        weightscope.load("nosuch://x/m.safetensors")
+
+
+def test_local_reading_does_not_import_fsspec(tmp_path: Path) -> None:
+    small = _small_model(tmp_path)
+    code = (
+        "import sys, weightscope\n"
+        f"with weightscope.load({str(small)!r}) as m: [t.stats() for _, t in m.tensors()]\n"
+        "from weightscope.cli.app import main\n"
+        f"assert main(['inspect', {str(small)!r}]) == 0\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('fsspec', 's3fs', 'aiohttp', 'huggingface_hub', 'botocore')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_hf_tensors_equal_the_local_file(
+    tmp_path: Path, http: Counting, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """hf://org/repo/file through huggingface_hub's HfFileSystem, its endpoint the loopback
+    server answering the Hub's repository and listing calls and its resolve URLs by range."""
+    pytest.importorskip("huggingface_hub")
+    small = _small_model(tmp_path)
+    http.files["small.safetensors"] = small
+    options = {"endpoint": http.url, "skip_instance_cache": True}
+    with (
+        weightscope.load("hf://org/cnn/small.safetensors", storage_options=options) as remote,
+        weightscope.load(small) as local,
+    ):
+        assert str(remote.source) == "hf://org/cnn/small.safetensors"
+        _same_tensors(remote, local)
+    argv = ["inspect", "hf://org/cnn/small.safetensors", "--no-stats"]
+    status, out, err = _run([*argv, "--storage-option", f"endpoint={http.url}"], capsys)
+    assert status == 0, err
+    assert "conv1" in out
+
+
+# --- S3, through moto's server ------------------------------------------------------------
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def test_s3_tensors_equal_the_local_file(
+    tmp_path: Path, s3: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import s3fs
+
+    small = _small_model(tmp_path)
+    fs = s3fs.S3FileSystem(endpoint_url=s3, skip_instance_cache=True)
+    fs.mkdir("models")
+    fs.put(str(small), "models/cnn/small.safetensors")
+    options = {"endpoint_url": s3, "skip_instance_cache": True}
+    with (
+        weightscope.load("s3://models/cnn/small.safetensors", storage_options=options) as remote,
+        weightscope.load(small) as local,
+    ):
+        assert remote.params == local.params
+        _same_tensors(remote, local)
+    argv = [
+        "inspect",
+        "s3://models/cnn/small.safetensors",
+        "--storage-option",
+        f"endpoint_url={s3}",
+    ]
+    status, out, err = _run(argv, capsys)
+    assert status == 0, err
+    assert "fc" in out
+    status, _, err = _run([*argv[:1], "s3://models/cnn/none.safetensors", *argv[2:]], capsys)
+    assert status == 2 and "no such file on the server" in err and err.count("\n") == 1, err
+
+
+def test_scan_an_s3_prefix(tmp_path: Path, s3: str) -> None:
+    """scan s3://bucket/prefix/: the files under it listed by name and read by ranges in the
+    scan's workers, one row per model with the same parameters as the local files; a file not
+    named like a model is counted, not read."""
+    import s3fs
+
+    from weightscope.scan import scan
+
+    small = _small_model(tmp_path)
+    other = _safetensors(tmp_path / "other.safetensors", {"w": np.ones((4, 4), np.float32)})
+    fs = s3fs.S3FileSystem(endpoint_url=s3, skip_instance_cache=True)
+    fs.mkdir("zoo")
+    fs.put(str(small), "zoo/models/a/small.safetensors")
+    fs.put(str(other), "zoo/models/b/other.safetensors")
+    fs.pipe("zoo/models/README.md", b"# not a model")
+    out = tmp_path / "zoo.jsonl"
+    summary = scan(
+        ["s3://zoo/models/"], out, jobs=1, storage_options={"endpoint_url": s3}, timeout=120
+    )
+    assert summary.models == 2 and summary.errors == 0 and summary.not_models == 1
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    models = {row["path"]: row for row in rows if row["record"] == "model"}
+    assert set(models) == {
+        "s3://zoo/models/a/small.safetensors",
+        "s3://zoo/models/b/other.safetensors",
+    }
+    with weightscope.load(small) as local:
+        assert models["s3://zoo/models/a/small.safetensors"]["params"] == local.params.total
+    with pytest.raises(weightscope.WeightscopeError, match=r"s3://zoo/nothing/: no such file"):
+        scan(["s3://zoo/nothing/"], out, jobs=1, storage_options={"endpoint_url": s3})
+
+
+def _onnx_model(folder: Path, external: bool) -> Path:
+    """A conv and a dense layer in ONNX, their weights in ``weights.bin`` beside the model when
+    ``external``."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    weights = {
+        "conv.weight": rng.normal(size=(8, 3, 3, 3)).astype(np.float32),
+        "conv.bias": rng.normal(size=8).astype(np.float32),
+        "fc.weight": rng.normal(size=(10, 8 * 6 * 6)).astype(np.float32),
+        "fc.bias": rng.normal(size=10).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "conv.weight", "conv.bias"], ["c"], name="/conv/Conv"),
+        helper.make_node("Flatten", ["c"], ["f"], name="/Flatten"),
+        helper.make_node("Gemm", ["f", "fc.weight", "fc.bias"], ["y"], transB=1, name="/fc/Gemm"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "net",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        [numpy_helper.from_array(v, k) for k, v in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = folder / "net.onnx"
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=external,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
+    return path
+
+
+@pytest.mark.parametrize("external", [True, False], ids=["external-data", "embedded"])
+def test_onnx_by_url_equals_the_local_file(tmp_path: Path, http: Counting, external: bool) -> None:
+    """An ONNX model by URL: its protobuf fetched whole (small when the weights lie beside it),
+    its external data read by ranges from the file of that name beside it on the server."""
+    path = _onnx_model(tmp_path, external)
+    http.files["m/net.onnx"] = path
+    if external:
+        http.files["m/weights.bin"] = tmp_path / "weights.bin"
+    with (
+        weightscope.load(f"{http.url}/m/net.onnx") as remote,
+        weightscope.load(path) as local,
+    ):
+        assert [x.kind for x in remote.layers] == [x.kind for x in local.layers]
+        assert remote.notes == local.notes
+        _same_tensors(remote, local)
+    fetched = {start: n for start, n in http.ranges if n == path.stat().st_size}
+    assert fetched  # the protobuf, in one request
+
+
+def test_external_data_stays_beside_the_model() -> None:
+    model = RemotePath("s3://bucket/models/net.onnx")
+    assert str(beside(model, "weights.bin")) == "s3://bucket/models/weights.bin"
+    assert str(beside(model, "./data/w.bin")) == "s3://bucket/models/data/w.bin"
+    for hostile in ("../w.bin", "data/../../w.bin", "/etc/passwd", "C:/w.bin", "http://x/w", ""):
+        assert beside(model, hostile) is None, hostile
+
+
+def test_onnx_external_data_missing_on_the_server(tmp_path: Path, http: Counting) -> None:
+    path = _onnx_model(tmp_path, external=True)
+    http.files["m/net.onnx"] = path
+    with pytest.raises(RemoteError, match=r"/m/weights\.bin: no such file on the server"):
+        weightscope.load(f"{http.url}/m/net.onnx")
+
+
+def test_pytorch_zip_by_url_equals_the_local_file(tmp_path: Path, http: Counting) -> None:
+    """A torch.save'd state dict by URL: the zip's directory, data.pkl and each storage's local
+    header read by ranges, the tensors and their statistics the local file's; without
+    statistics far less than the file is fetched."""
+    torch = pytest.importorskip("torch")
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3), torch.nn.BatchNorm2d(16), torch.nn.Flatten(),
+        torch.nn.Linear(16 * 6 * 6, 512), torch.nn.Linear(512, 10),
+    )  # fmt: skip
+    path = tmp_path / "net.pt"
+    torch.save(net.state_dict(), path)
+    http.files["net.pt"] = path
+    with weightscope.load(f"{http.url}/net.pt") as remote, weightscope.load(path) as local:
+        assert [x.kind for x in remote.layers] == [x.kind for x in local.layers]
+        assert remote.params == local.params
+        structure = http.sent
+        _same_tensors(remote, local)
+    assert structure < path.stat().st_size // 4, (structure, path.stat().st_size)
+
+
+def test_legacy_pytorch_by_url_is_refused(tmp_path: Path, http: Counting) -> None:
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "old.pt"
+    torch.save({"w": torch.ones(3)}, path, _use_new_zipfile_serialization=False)
+    http.files["old.pt"] = path
+    with pytest.raises(UnsupportedFormatError, match=r"old\.pt: .*not read by URL"):
+        weightscope.load(f"{http.url}/old.pt")
