@@ -503,6 +503,25 @@ def test_s3_tensors_equal_the_local_file(
     assert status == 2 and "no such file on the server" in err and err.count("\n") == 1, err
 
 
+def test_compare_a_url_with_the_local_file(
+    tmp_path: Path, s3: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``compare`` passes ``--storage-option`` on to the URL it reads."""
+    import s3fs
+
+    small = _small_model(tmp_path)
+    fs = s3fs.S3FileSystem(endpoint_url=s3, skip_instance_cache=True)
+    fs.mkdir("ports")
+    fs.put(str(small), "ports/small.safetensors")
+    url = "s3://ports/small.safetensors"
+    argv = ["compare", url, str(small), "--json", "--storage-option", f"endpoint_url={s3}"]
+    status, out, err = _run(argv, capsys)
+    assert status == 0, err
+    assert json.loads(out)["verdict"] == "identical"
+    comparison = weightscope.compare(url, small, storage_options={"endpoint_url": s3})
+    assert comparison.verdict == "identical" and comparison.pairs
+
+
 def test_scan_an_s3_prefix(tmp_path: Path, s3: str) -> None:
     """scan s3://bucket/prefix/: the files under it listed by name and read by ranges in the
     scan's workers, one row per model with the same parameters as the local files; a file not

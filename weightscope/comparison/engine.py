@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -223,19 +224,20 @@ def compare(
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
     limits: Limits | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Comparison:
     """Compare the weights of two models, layer by layer: two files in any supported format
-    (same or different frameworks), live ``torch.nn.Module`` / ``onnx.ModelProto`` objects, or
-    already loaded :class:`~weightscope.Model` objects (left open). Tensors agree when
-    ``max|T(a) - b| <= atol + rtol * max|b|``. Files are read within ``limits`` (see
-    :func:`weightscope.load`).
+    (same or different frameworks) or their URLs, live ``torch.nn.Module`` /
+    ``onnx.ModelProto`` objects, or already loaded :class:`~weightscope.Model` objects (left
+    open). Tensors agree when ``max|T(a) - b| <= atol + rtol * max|b|``. Files are read within
+    ``limits``, URLs with ``storage_options`` (see :func:`weightscope.load`).
 
     Raises ``WeightscopeError`` (one line) when a model cannot be read.
     """
     tolerance = _tolerance(atol, rtol)
-    model_a, label_a, close_a = _open(a, limits)
+    model_a, label_a, close_a = _open(a, limits, storage_options)
     try:
-        model_b, label_b, close_b = _open(b, limits)
+        model_b, label_b, close_b = _open(b, limits, storage_options)
         try:
             return _compare_models(model_a, label_a, model_b, label_b, tolerance)
         finally:
@@ -253,11 +255,13 @@ def _tolerance(atol: float, rtol: float) -> Tolerance:
     return Tolerance(float(atol), float(rtol))
 
 
-def _open(source: Any, limits: Limits | None) -> tuple[Model, str, bool]:
+def _open(
+    source: Any, limits: Limits | None, storage_options: Mapping[str, Any] | None
+) -> tuple[Model, str, bool]:
     if isinstance(source, Model):
         label = str(source.source) if source.source else f"live {source.framework} model"
         return source, label, False
-    model = load(source, limits=limits)
+    model = load(source, limits=limits, storage_options=storage_options)
     if isinstance(source, (str, os.PathLike)):
         return model, os.fspath(source), True
     return model, f"live {type(source).__qualname__} ({model.framework})", True

@@ -19,6 +19,7 @@ from weightscope.cli.options import (
     examples,
     files,
     limits_from,
+    storage_options_from,
     usage,
 )
 
@@ -139,10 +140,12 @@ def main(args: argparse.Namespace) -> int:
     from weightscope.comparison.engine import compare
 
     first, *others = _sources(args)
-    limits = limits_from(args)
+    limits, options = limits_from(args), storage_options_from(args)
     comparisons = [
-        compare(first, other, atol=args.atol, rtol=args.rtol, limits=limits) for other in others
-    ]
+        compare(first, other, atol=args.atol, rtol=args.rtol, limits=limits,
+                storage_options=options)
+        for other in others
+    ]  # fmt: skip
     exit_code = max(comparison.exit_code for comparison in comparisons)
     if args.json:
         found = [comparison.to_dict() for comparison in comparisons]
