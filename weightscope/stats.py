@@ -5,9 +5,13 @@ bad value does not hide the shape of the rest of the distribution.
 
 Each chunk is reduced in its own float type (float16 and bfloat16 in float32), never widened to
 float64, with a handful of passes over memory that is reused from chunk to chunk: min and max
-(which also reveal NaN and Inf), zeros, the sum and the sum of squares, both with numpy's pairwise
-summation (accurate to a few ulps whatever the chunk's length). Chunks are merged with Chan's
-parallel update.
+(which also reveal NaN and Inf), zeros, the sum and the sum of squares. The sums are taken in
+blocks of :data:`BLOCK` elements by the BLAS dot product (``matmul`` of the blocks with ones, and
+of each block with itself: one pass, no squares written out, twice to four times numpy's
+``add.reduce``), and the block sums are added in float64: like numpy's pairwise summation, which
+also adds blocks of 128 on 8 accumulators, each rounded sum gathers a few dozen terms at most,
+so the error is a few ulps whatever the chunk's length. Chunks are merged with Chan's parallel
+update.
 When the mean is large against the spread the chunk is centred first, so that the variance does
 not drown in cancellation; chunks of very large or very small magnitude are scaled by a power of
 two (exact) so that their squares neither overflow nor underflow.
@@ -43,6 +47,11 @@ MAX_WORKERS = 4
 SMALL_TENSOR_ELEMENTS = 1 << 14
 """Tensors of at most this many elements (that fit in one chunk) are reduced by
 :func:`segment_stats`, alone or together, when their source can read them so."""
+
+BLOCK = 512
+"""Elements summed by one BLAS dot product (a few vector accumulators, of 16 to 64 terms each)."""
+
+_ONES = {np.dtype(t): np.ones((BLOCK, 1), t) for t in (np.float32, np.float64)}
 
 _CENTRE_ABOVE = 0.25
 """Centre a chunk before squaring when mean**2 exceeds this fraction of its mean square."""
@@ -212,9 +221,7 @@ def _mean_m2(values: np.ndarray, scale: float, scratch: Scratch) -> tuple[float,
             m2 = math.inf
         return math.ldexp(mean, exponent), m2
     n = values.size
-    work = scratch.get("work", n, values.dtype)
-    total = float(np.add.reduce(values))
-    squares = float(np.add.reduce(np.square(values, out=work)))
+    total, squares = _sums(values)
     mean = total / n
     if total * mean <= _CENTRE_ABOVE * squares:
         # The mean is small against the spread: m2 = sum(x**2) - n*mean**2 loses little.
@@ -222,10 +229,27 @@ def _mean_m2(values: np.ndarray, scale: float, scratch: Scratch) -> tuple[float,
     # Corrected two-pass: centre on the mean rounded to the data's type, then correct by the
     # residual sum (rounding in the first pass, and in the centre, cancel out).
     centre = values.dtype.type(mean)
-    centred = np.subtract(values, centre, out=work)
-    residual = float(np.add.reduce(centred))
-    squares = float(np.add.reduce(np.square(centred, out=work)))
+    centred = np.subtract(values, centre, out=scratch.get("work", n, values.dtype))
+    residual, squares = _sums(centred)
     return float(centre) + residual / n, max(squares - residual * residual / n, 0.0)
+
+
+def _sums(values: np.ndarray) -> tuple[float, float]:
+    """The sum and the sum of squares of the 1-D float32/float64 ``values`` (see the module's
+    docstring), without writing anything of their size."""
+    whole = values.size - values.size % BLOCK
+    total = squares = 0.0
+    if whole:
+        blocks = values[:whole].reshape(-1, 1, BLOCK)
+        total = float(np.add.reduce(np.matmul(blocks, _ONES[values.dtype]), axis=None,
+                                    dtype=np.float64))  # fmt: skip
+        squares = float(np.add.reduce(np.matmul(blocks, blocks.reshape(-1, BLOCK, 1)), axis=None,
+                                      dtype=np.float64))  # fmt: skip
+    if whole < values.size:
+        tail = values[whole:]
+        total += float(np.add.reduce(tail, dtype=np.float64))
+        squares += float(np.add.reduce(np.square(tail, dtype=np.float64)))
+    return total, squares
 
 
 class StatsAccumulator:
@@ -269,12 +293,15 @@ def reduce_slabs(
     slabs: Sequence[Slab],
     read: Callable[[Slab, Scratch], np.ndarray],
     workers: int | None = None,
+    done: Callable[[Slab], None] | None = None,
 ) -> TensorStats:
     """Statistics of a tensor made of ``slabs``, reduced on up to ``workers`` threads.
 
     ``read(slab, scratch)`` returns the slab's values as a float array, typically read into a
-    buffer of ``scratch`` (under any key but those :func:`chunk_moments` uses); each thread has its
-    own scratch. The first exception raised by ``read`` stops the work and is raised here.
+    buffer of ``scratch`` (under any key but those :func:`chunk_moments` uses) or a view of a
+    mapped file; each thread has its own scratch. ``done(slab)``, if given, is called once the
+    slab is reduced (to let go of its mapped pages, say). The first exception raised by ``read``
+    stops the work and is raised here.
     """
     results: list[Moments | None] = [None] * len(slabs)
     count = min(workers or default_workers(), len(slabs))
@@ -291,6 +318,8 @@ def reduce_slabs(
                     if index is None:
                         return
                     results[index] = chunk_moments(read(slabs[index], scratch), scratch)
+                    if done is not None:
+                        done(slabs[index])
         except BaseException as exc:
             errors.append(exc)
 
