@@ -182,11 +182,16 @@ def chunk_moments(values: np.ndarray, scratch: Scratch) -> Moments:
     n = int(values.size)
     if n == 0:
         return Moments()
+    # The sums first: the pass that brings the chunk into cache then does the costliest work.
+    # They are used only if every value is finite and needs no scaling (nearly always).
+    with np.errstate(all="ignore"):
+        sums: tuple[float, float] | None = _sums(values)
     mask = scratch.get("mask", n, np.bool_)
     zeros = int(np.count_nonzero(np.equal(values, 0, out=mask)))
     low, high = float(np.minimum.reduce(values)), float(np.maximum.reduce(values))
     nan = inf = 0
     if not (math.isfinite(low) and math.isfinite(high)):
+        sums = None
         finite_mask = np.isfinite(values, out=mask)
         finite = int(np.count_nonzero(finite_mask))
         nan = int(np.count_nonzero(np.isnan(values)))
@@ -197,12 +202,18 @@ def chunk_moments(values: np.ndarray, scratch: Scratch) -> Moments:
         np.compress(finite_mask, values, out=packed)
         values = packed
         low, high = float(np.minimum.reduce(values)), float(np.maximum.reduce(values))
-    mean, m2 = _mean_m2(values, max(abs(low), abs(high)), scratch)
+    mean, m2 = _mean_m2(values, max(abs(low), abs(high)), scratch, sums)
     return Moments(n, int(values.size), mean, m2, low, high, zeros, nan, inf)
 
 
-def _mean_m2(values: np.ndarray, scale: float, scratch: Scratch) -> tuple[float, float]:
-    """Mean and sum of squared deviations of finite ``values``; ``scale`` = max |value|."""
+def _mean_m2(
+    values: np.ndarray,
+    scale: float,
+    scratch: Scratch,
+    sums: tuple[float, float] | None = None,
+) -> tuple[float, float]:
+    """Mean and sum of squared deviations of finite ``values``; ``scale`` = max |value|;
+    ``sums``: :func:`_sums` of ``values`` if already taken."""
     info = np.finfo(values.dtype)
     # Squares of up to 2**31 elements must stay within the type's range: keep |value| in
     # [2**(minexp/3), 2**(maxexp/3)], else scale by a power of two (exact) and scale back.
@@ -221,7 +232,7 @@ def _mean_m2(values: np.ndarray, scale: float, scratch: Scratch) -> tuple[float,
             m2 = math.inf
         return math.ldexp(mean, exponent), m2
     n = values.size
-    total, squares = _sums(values)
+    total, squares = sums if sums is not None else _sums(values)
     mean = total / n
     if total * mean <= _CENTRE_ABOVE * squares:
         # The mean is small against the spread: m2 = sum(x**2) - n*mean**2 loses little.
