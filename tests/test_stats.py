@@ -514,7 +514,6 @@ def test_iter_slabs_cover_every_element_once(shape: tuple[int, ...], budget: int
 
 READS = {
     "mapped": {},
-    "mapped, no MADV_POPULATE_READ": {"_POPULATE_READ": []},  # Linux before 5.14, macOS
     "preadv": {"_HAS_MADVISE": False},
     "pread": {"_HAS_MADVISE": False, "_HAS_PREADV": False},  # macOS before 11
     "seek and read": {"_HAS_MADVISE": False, "_HAS_PREADV": False, "_HAS_PREAD": False},  # Windows

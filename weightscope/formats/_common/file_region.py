@@ -43,9 +43,6 @@ _HAS_PREADV = hasattr(os, "preadv")  # not on Windows, nor on macOS before 11
 _BINARY = getattr(os, "O_BINARY", 0)  # Windows opens in text mode otherwise
 _HAS_MADVISE = hasattr(mmap.mmap, "madvise") and hasattr(mmap, "MADV_DONTNEED")  # not on Windows
 _MAP_ALIGN = max(mmap.ALLOCATIONGRANULARITY, mmap.PAGESIZE)
-_POPULATE_READ = [getattr(mmap, "MADV_POPULATE_READ", 22 if sys.platform == "linux" else None)]
-"""Map a slab's pages in one call rather than fault by fault (Linux 5.14 on; ~10% faster).
-Emptied when the kernel refuses it."""
 
 MAX_RANK = 64
 """Tensors with more dimensions than this are refused as malformed (no real one has more than
@@ -282,16 +279,15 @@ class FileRegionSource:
             return first, self.start - begin + (slab[0] + slab[1]) * itemsize - first
 
         def read(slab: tuple[int, int], scratch: Scratch) -> np.ndarray:
-            if _POPULATE_READ and _POPULATE_READ[0] is not None:
-                try:
-                    mapped.madvise(_POPULATE_READ[0], *pages(slab))
-                except OSError:  # an older kernel: pages are faulted in as they are read
-                    _POPULATE_READ.clear()
+            # Pages are faulted in by numpy, which lets go of the GIL meanwhile: populating
+            # them first with madvise(MADV_POPULATE_READ) is faster on one thread, but holds
+            # the GIL, and two threads then reduced at the speed of one.
             start, count = slab
             return self._native_floats(view[0][start : start + count], scratch, copied=False)
 
         def done(slab: tuple[int, int]) -> None:
-            # pages shared with a neighbouring slab are mapped again if it still reads them
+            # (with the GIL held too, but dropping page-table entries is quick); pages shared
+            # with a neighbouring slab are mapped again if it still reads them
             mapped.madvise(mmap.MADV_DONTNEED, *pages(slab))
 
         try:
