@@ -218,6 +218,14 @@ def build(size: float) -> list[Case]:
     return cases
 
 
+def git_revision(tree: Path) -> str:
+    """The short commit of ``tree`` if it is a git checkout, else ``tree``'s name."""
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True
+    )
+    return done.stdout.strip() or "not a git checkout"
+
+
 def file_bytes(case: Case) -> int:
     return case.local.stat().st_size
 
@@ -227,6 +235,12 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=3, help="timed runs of each contender")
     parser.add_argument("--size", type=float, default=10.0, help="GB of the .safetensors file")
     parser.add_argument("--only", default="safetensors,pt,onnx", help="cases to run")
+    parser.add_argument(
+        "--compare",
+        metavar="DIR",
+        help="another weightscope source tree (a checkout of an older revision, say) whose "
+        "inspect runs too, for information",
+    )
     args = parser.parse_args()
     if args.reps < 1 or args.size <= 0:
         parser.error("--reps must be at least 1 and --size positive")
@@ -248,6 +262,19 @@ def main() -> int:
         inspect = Runs("weightscope inspect", [*weightscope, case.target])
         as_json = Runs("weightscope inspect --json", [*weightscope, "--json", case.target])
         contenders = [floor, inspect, as_json]
+        if args.compare:
+            other = Path(args.compare).resolve()
+            run_other = (
+                f"import runpy, sys; sys.path.insert(0, {str(other)!r}); "
+                "sys.argv = ['weightscope', *sys.argv[1:]]; "
+                "runpy.run_module('weightscope', run_name='__main__')"
+            )
+            contenders.append(
+                Runs(
+                    f"weightscope inspect from {other.name} ({git_revision(other)})",
+                    [sys.executable, "-c", run_other, "inspect", case.target],
+                )
+            )
         warm_s = measure(case.local, [(runs, args.reps) for runs in contenders])
         size = file_bytes(case)
         print(f"## {case.name}: {Path(case.target).name}, {size / 1e9:.2f} GB of float32\n")
