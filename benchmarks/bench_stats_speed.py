@@ -283,13 +283,14 @@ def main() -> int:
         print()
         print_table(contenders)
         print()
-        print("| contender | CPU median (s) | CPU / wall | GB/s (file / wall) |")
-        print("|---|---:|---:|---:|")
+        print("| contender | CPU median (s) | CPU / wall, median | min..max | GB/s (file / wall) |")
+        print("|---|---:|---:|---:|---:|")
         for runs in contenders:
             cpu = statistics.median(runs.cpu)
+            used = [c / w for c, w in zip(runs.cpu, runs.wall, strict=True)]
             print(
-                f"| {runs.name} | {cpu:.2f} | {cpu / runs.wall_median:.2f} | "
-                f"{size / 1e9 / runs.wall_median:.1f} |"
+                f"| {runs.name} | {cpu:.2f} | {statistics.median(used):.2f} | "
+                f"{min(used):.2f}..{max(used):.2f} | {size / 1e9 / runs.wall_median:.1f} |"
             )
         print()
         ratio = inspect.wall_median / floor.wall_median
