@@ -5,13 +5,13 @@ bad value does not hide the shape of the rest of the distribution.
 
 Each chunk is reduced in its own float type (float16 and bfloat16 in float32), never widened to
 float64, with a handful of passes over memory that is reused from chunk to chunk: min and max
-(which also reveal NaN and Inf), zeros, the sum and the sum of squares. The sums are taken in
-blocks of :data:`BLOCK` elements by the BLAS dot product (``matmul`` of the blocks with ones, and
-of each block with itself: one pass, no squares written out, twice to four times numpy's
-``add.reduce``), and the block sums are added in float64: like numpy's pairwise summation, which
-also adds blocks of 128 on 8 accumulators, each rounded sum gathers a few dozen terms at most,
-so the error is a few ulps whatever the chunk's length. Chunks are merged with Chan's parallel
-update.
+(which also reveal NaN and Inf), zeros, the sum and the sum of squares. The sums are taken
+first, in the pass that brings the chunk into cache, in blocks of :data:`BLOCK` elements by the
+BLAS dot product (``matmul`` of the blocks with ones, and of each block with itself: one pass,
+no squares written out, two to three times as fast as numpy's ``add.reduce``), and the block
+sums are added in float64: as in numpy's pairwise summation, which adds blocks of 128 on 8
+accumulators, each rounded sum gathers a few dozen terms at most, so the error is a few ulps
+whatever the chunk's length. Chunks are merged with Chan's parallel update.
 When the mean is large against the spread the chunk is centred first, so that the variance does
 not drown in cancellation; chunks of very large or very small magnitude are scaled by a power of
 two (exact) so that their squares neither overflow nor underflow.
