@@ -252,7 +252,10 @@ def _sums(values: np.ndarray) -> tuple[float, float]:
     total = squares = 0.0
     if whole:
         blocks = values[:whole].reshape(-1, 1, BLOCK)
-        total = float(np.add.reduce(np.matmul(blocks, _ONES[values.dtype]), axis=None,
+        ones = _ONES.get(values.dtype)
+        if ones is None:  # long double, say: numpy's own loops, not BLAS
+            ones = np.ones((BLOCK, 1), values.dtype)
+        total = float(np.add.reduce(np.matmul(blocks, ones), axis=None,
                                     dtype=np.float64))  # fmt: skip
         squares = float(np.add.reduce(np.matmul(blocks, blocks.reshape(-1, BLOCK, 1)), axis=None,
                                       dtype=np.float64))  # fmt: skip
