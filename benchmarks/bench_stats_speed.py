@@ -33,7 +33,8 @@ interleaved):
 
 ``inspect --json`` is measured too, for information. A remote case (the same file served over
 loopback, ``inspect URL`` against the floor on the local copy) is left to the remote-files work:
-add a :class:`Case` whose ``target`` is the URL and whose ``local`` is the file behind it.
+:func:`remote_cases` is the hook: a :class:`Case` whose ``target`` is the URL and whose ``local``
+is the file behind it.
 
     python benchmarks/bench_stats_speed.py [--reps 3] [--size 10] [--only safetensors,pt,onnx]
 
@@ -43,11 +44,13 @@ Exits 0 when every goal passes, 1 when one fails, 2 when a contender crashes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import statistics
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -218,6 +221,16 @@ def build(size: float) -> list[Case]:
     return cases
 
 
+@contextlib.contextmanager
+def remote_cases(local: list[Case]) -> Iterator[list[Case]]:
+    """The hook for the remote case (issue 19, item 4: "a remote one over loopback"), left to
+    the remote-files work: start a server on 127.0.0.1 that honours ``Range`` and serves the
+    files of ``local``, yield one :class:`Case` per file whose ``target`` is its URL and whose
+    ``local`` and ``floor_kind`` are the local case's (the floor maps the file behind the URL),
+    and stop the server on exit. Yields none until then."""
+    yield []
+
+
 def git_revision(tree: Path) -> str:
     """The short commit of ``tree`` if it is a git checkout, else ``tree``'s name."""
     done = subprocess.run(
@@ -249,7 +262,13 @@ def main() -> int:
     # weightscope's modules at every start would cost each run a tenth of a second or more).
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     wanted = set(args.only.split(","))
-    cases = [case for case in build(args.size) if case.name in wanted]
+    local = [case for case in build(args.size) if case.name in wanted]
+    with remote_cases(local) as remote:
+        return run_cases([*local, *remote], args)
+
+
+def run_cases(cases: list[Case], args: argparse.Namespace) -> int:
+    """Measure every case, print the tables and the goals; 0 when every goal passes."""
     weightscope = [sys.executable, "-m", "weightscope", "inspect"]
     goals: list[tuple[str, str, bool]] = []
     print("# Statistics at memory speed\n")
