@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -16,12 +18,15 @@ import pytest
 
 from weightscope.chunking import DEFAULT_CHUNK_ELEMENTS, iter_slabs, slab_shape
 from weightscope.dtypes import BFLOAT16
+from weightscope.errors import CorruptFileError
 from weightscope.formats._common.file_region import FileRegionSource, OpenFile, c_strides
 from weightscope.formats.keras.hdf5 import H5DatasetSource
 from weightscope.model import ArraySource, Tensor, small_tensor_stats
 from weightscope.stats import (
+    BLOCK,
     SMALL_TENSOR_ELEMENTS,
     TensorStats,
+    _sums,
     compute_stats,
     reduce_slabs,
     segment_stats,
@@ -503,14 +508,15 @@ def test_iter_slabs_cover_every_element_once(shape: tuple[int, ...], budget: int
 
 
 # ---------------------------------------------------------------------------------------------
-# File regions (PyTorch storages, safetensors, ONNX data): slabs read with preadv into reused
-# buffers, reduced on threads
+# File regions (PyTorch storages, safetensors, ONNX data): slabs reduced on threads where they
+# lie in the mapped file (or, where madvise is missing, read with preadv into reused buffers)
 
 
 READS = {
-    "preadv": {},
-    "pread": {"_HAS_PREADV": False},  # macOS before 11
-    "seek and read": {"_HAS_PREADV": False, "_HAS_PREAD": False},  # Windows
+    "mapped": {},
+    "preadv": {"_HAS_MADVISE": False},
+    "pread": {"_HAS_MADVISE": False, "_HAS_PREADV": False},  # macOS before 11
+    "seek and read": {"_HAS_MADVISE": False, "_HAS_PREADV": False, "_HAS_PREAD": False},  # Windows
 }
 """How a platform reads a file region: what ``file_region`` falls back to where calls are
 missing."""
@@ -529,7 +535,7 @@ def test_file_region_stats_match_numpy(
 
     for name, value in READS[reads].items():
         monkeypatch.setattr(file_region, name, value)
-    if reads != "preadv":
+    if "_HAS_PREADV" in READS[reads]:
         monkeypatch.delattr(os, "preadv", raising=False)
     if reads == "seek and read":
         monkeypatch.delattr(os, "pread", raising=False)
@@ -567,5 +573,104 @@ def test_file_region_stats_match_numpy(
             np.testing.assert_array_equal(source.read(), expected)
             rtol = 1e-12 if expected.dtype.kind in "iu" or expected.dtype.itemsize == 8 else 1e-6
             assert_stats_close(source.stats(chunk), reference(expected), rtol)
+    finally:
+        file.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast path: sums by blocks, mapped slabs
+
+
+def fsum_sums(values: np.ndarray) -> tuple[float, float]:
+    wide = values.astype(np.float64)
+    return math.fsum(wide.tolist()), math.fsum((wide * wide).tolist())
+
+
+@pytest.mark.parametrize("size", [1, BLOCK - 1, BLOCK, 3 * BLOCK + 17, (1 << 20) + 123])
+@pytest.mark.parametrize("kind", ["normal", "lognormal", "cancelling", "offset", "float64"])
+def test_block_sums_are_as_accurate_as_pairwise(size: int, kind: str) -> None:
+    """The sums by BLAS blocks against exact sums (``math.fsum``), on data made to hurt: all of
+    one sign over six decades, large values that cancel, a mean far above the spread."""
+    gen = np.random.default_rng(size)
+    data = {
+        "normal": lambda: gen.normal(0, 0.02, size),
+        "lognormal": lambda: gen.lognormal(0, 3, size),
+        "cancelling": lambda: np.where(np.arange(size) % 2, 1e4, -1e4) + gen.normal(0, 1e-3, size),
+        "offset": lambda: 1e3 + gen.normal(0, 1, size),
+        "float64": lambda: gen.normal(1, 1, size),
+    }[kind]()
+    values = data.astype(np.float64 if kind == "float64" else np.float32)
+    total, squares = _sums(values)
+    exact_total, exact_squares = fsum_sums(values)
+    eps = np.finfo(values.dtype).eps
+    magnitude = math.fsum(np.abs(values.astype(np.float64)).tolist())
+    # numpy's pairwise add.reduce is the bar: within 4x its error bound, as measured here
+    pairwise_bound = (16 + math.log2(max(size, 2))) * eps
+    assert abs(total - exact_total) <= 4 * pairwise_bound * magnitude
+    assert abs(squares - exact_squares) <= 4 * pairwise_bound * exact_squares
+
+
+def test_mapped_stats_do_not_depend_on_threads_or_chunks(
+    tmp_path: Path, gen: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from weightscope import stats as stats_module
+
+    size = (3 << 20) + 5
+    data = sprinkle((7 + gen.normal(0, 0.5, size)).astype(np.float32), gen, 0.0001)
+    path = tmp_path / "big.bin"
+    path.write_bytes(b"pad" + data.tobytes())  # an odd offset: the mapped floats are unaligned
+    file = OpenFile(path)
+    try:
+        source = FileRegionSource(file, 3, size, "float32", 0, (size,), (1,))
+        by_threads = {}
+        for workers in (1, 2, 4):
+            monkeypatch.setattr(stats_module, "default_workers", lambda w=workers: w)
+            by_threads[workers] = source.stats(1 << 20)
+        assert len(set(by_threads.values())) == 1  # slabs merged in order: the same numbers
+        want = reference(data)
+        for chunk in (1000, 65_536, 1 << 20, 1 << 22):
+            assert_stats_close(source.stats(chunk), want, 1e-6)
+    finally:
+        file.close()
+
+
+PEAK_RSS_CHILD = """
+import sys
+from weightscope.formats._common.file_region import FileRegionSource, OpenFile
+file = OpenFile(sys.argv[1])
+numel = file.size // 4
+stats = FileRegionSource(file, 0, numel, "float32", 0, (numel,), (1,)).stats(1 << 20)
+assert stats.count == numel and stats.zeros_fraction == 1.0, stats
+with open("/proc/self/status") as status:
+    print(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="peak RSS read from /proc")
+def test_mapped_pages_are_let_go_as_slabs_are_reduced(tmp_path: Path) -> None:
+    """A 512 MiB tensor reduced where it lies in the page cache: the process never holds more
+    than a few of its slabs (without ``MADV_DONTNEED`` it would hold all of them). The peak is
+    the child's own (``VmHWM``): ``ru_maxrss`` would count what a forked child shared with
+    pytest before it ran Python."""
+    path = tmp_path / "zeros.bin"
+    with open(path, "wb") as out:
+        out.truncate(512 << 20)  # sparse: read back as zeros
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    child = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS_CHILD, str(path)],
+        capture_output=True, text=True, env=env, timeout=120, check=True,
+    )  # fmt: skip
+    assert int(child.stdout) < 200 << 10, child.stdout  # KiB; numpy and Python take ~40 MB
+
+
+def test_a_file_cut_short_since_it_was_opened_is_one_error(tmp_path: Path) -> None:
+    path = tmp_path / "data.bin"
+    path.write_bytes(np.ones(1 << 20, np.float32).tobytes())
+    file = OpenFile(path)
+    try:
+        source = FileRegionSource(file, 0, 1 << 20, "float32", 0, (1 << 20,), (1,))
+        os.truncate(path, 1 << 19)
+        with pytest.raises(CorruptFileError, match="cut short"):
+            source.stats(1 << 16)
     finally:
         file.close()

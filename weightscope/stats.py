@@ -5,9 +5,13 @@ bad value does not hide the shape of the rest of the distribution.
 
 Each chunk is reduced in its own float type (float16 and bfloat16 in float32), never widened to
 float64, with a handful of passes over memory that is reused from chunk to chunk: min and max
-(which also reveal NaN and Inf), zeros, the sum and the sum of squares, both with numpy's pairwise
-summation (accurate to a few ulps whatever the chunk's length). Chunks are merged with Chan's
-parallel update.
+(which also reveal NaN and Inf), zeros, the sum and the sum of squares. The sums are taken
+first, in the pass that brings the chunk into cache, in blocks of :data:`BLOCK` elements by the
+BLAS dot product (``matmul`` of the blocks with ones, and of each block with itself: one pass,
+no squares written out, two to three times as fast as numpy's ``add.reduce``), and the block
+sums are added in float64: as in numpy's pairwise summation, which adds blocks of 128 on 8
+accumulators, each rounded sum gathers a few dozen terms at most, so the error is a few ulps
+whatever the chunk's length. Chunks are merged with Chan's parallel update.
 When the mean is large against the spread the chunk is centred first, so that the variance does
 not drown in cancellation; chunks of very large or very small magnitude are scaled by a power of
 two (exact) so that their squares neither overflow nor underflow.
@@ -43,6 +47,11 @@ MAX_WORKERS = 4
 SMALL_TENSOR_ELEMENTS = 1 << 14
 """Tensors of at most this many elements (that fit in one chunk) are reduced by
 :func:`segment_stats`, alone or together, when their source can read them so."""
+
+BLOCK = 512
+"""Elements summed by one BLAS dot product (a few vector accumulators, of 16 to 64 terms each)."""
+
+_ONES = {np.dtype(t): np.ones((BLOCK, 1), t) for t in (np.float32, np.float64)}
 
 _CENTRE_ABOVE = 0.25
 """Centre a chunk before squaring when mean**2 exceeds this fraction of its mean square."""
@@ -173,11 +182,16 @@ def chunk_moments(values: np.ndarray, scratch: Scratch) -> Moments:
     n = int(values.size)
     if n == 0:
         return Moments()
+    # The sums first: the pass that brings the chunk into cache then does the costliest work.
+    # They are used only if every value is finite and needs no scaling (nearly always).
+    with np.errstate(all="ignore"):
+        sums: tuple[float, float] | None = _sums(values)
     mask = scratch.get("mask", n, np.bool_)
     zeros = int(np.count_nonzero(np.equal(values, 0, out=mask)))
     low, high = float(np.minimum.reduce(values)), float(np.maximum.reduce(values))
     nan = inf = 0
     if not (math.isfinite(low) and math.isfinite(high)):
+        sums = None
         finite_mask = np.isfinite(values, out=mask)
         finite = int(np.count_nonzero(finite_mask))
         nan = int(np.count_nonzero(np.isnan(values)))
@@ -188,12 +202,18 @@ def chunk_moments(values: np.ndarray, scratch: Scratch) -> Moments:
         np.compress(finite_mask, values, out=packed)
         values = packed
         low, high = float(np.minimum.reduce(values)), float(np.maximum.reduce(values))
-    mean, m2 = _mean_m2(values, max(abs(low), abs(high)), scratch)
+    mean, m2 = _mean_m2(values, max(abs(low), abs(high)), scratch, sums)
     return Moments(n, int(values.size), mean, m2, low, high, zeros, nan, inf)
 
 
-def _mean_m2(values: np.ndarray, scale: float, scratch: Scratch) -> tuple[float, float]:
-    """Mean and sum of squared deviations of finite ``values``; ``scale`` = max |value|."""
+def _mean_m2(
+    values: np.ndarray,
+    scale: float,
+    scratch: Scratch,
+    sums: tuple[float, float] | None = None,
+) -> tuple[float, float]:
+    """Mean and sum of squared deviations of finite ``values``; ``scale`` = max |value|;
+    ``sums``: :func:`_sums` of ``values`` if already taken."""
     info = np.finfo(values.dtype)
     # Squares of up to 2**31 elements must stay within the type's range: keep |value| in
     # [2**(minexp/3), 2**(maxexp/3)], else scale by a power of two (exact) and scale back.
@@ -212,9 +232,7 @@ def _mean_m2(values: np.ndarray, scale: float, scratch: Scratch) -> tuple[float,
             m2 = math.inf
         return math.ldexp(mean, exponent), m2
     n = values.size
-    work = scratch.get("work", n, values.dtype)
-    total = float(np.add.reduce(values))
-    squares = float(np.add.reduce(np.square(values, out=work)))
+    total, squares = sums if sums is not None else _sums(values)
     mean = total / n
     if total * mean <= _CENTRE_ABOVE * squares:
         # The mean is small against the spread: m2 = sum(x**2) - n*mean**2 loses little.
@@ -222,10 +240,30 @@ def _mean_m2(values: np.ndarray, scale: float, scratch: Scratch) -> tuple[float,
     # Corrected two-pass: centre on the mean rounded to the data's type, then correct by the
     # residual sum (rounding in the first pass, and in the centre, cancel out).
     centre = values.dtype.type(mean)
-    centred = np.subtract(values, centre, out=work)
-    residual = float(np.add.reduce(centred))
-    squares = float(np.add.reduce(np.square(centred, out=work)))
+    centred = np.subtract(values, centre, out=scratch.get("work", n, values.dtype))
+    residual, squares = _sums(centred)
     return float(centre) + residual / n, max(squares - residual * residual / n, 0.0)
+
+
+def _sums(values: np.ndarray) -> tuple[float, float]:
+    """The sum and the sum of squares of the 1-D float32/float64 ``values`` (see the module's
+    docstring), without writing anything of their size."""
+    whole = values.size - values.size % BLOCK
+    total = squares = 0.0
+    if whole:
+        blocks = values[:whole].reshape(-1, 1, BLOCK)
+        ones = _ONES.get(values.dtype)
+        if ones is None:  # long double, say: numpy's own loops, not BLAS
+            ones = np.ones((BLOCK, 1), values.dtype)
+        total = float(np.add.reduce(np.matmul(blocks, ones), axis=None,
+                                    dtype=np.float64))  # fmt: skip
+        squares = float(np.add.reduce(np.matmul(blocks, blocks.reshape(-1, BLOCK, 1)), axis=None,
+                                      dtype=np.float64))  # fmt: skip
+    if whole < values.size:
+        tail = values[whole:]
+        total += float(np.add.reduce(tail, dtype=np.float64))
+        squares += float(np.add.reduce(np.square(tail, dtype=np.float64)))
+    return total, squares
 
 
 class StatsAccumulator:
@@ -269,12 +307,15 @@ def reduce_slabs(
     slabs: Sequence[Slab],
     read: Callable[[Slab, Scratch], np.ndarray],
     workers: int | None = None,
+    done: Callable[[Slab], None] | None = None,
 ) -> TensorStats:
     """Statistics of a tensor made of ``slabs``, reduced on up to ``workers`` threads.
 
     ``read(slab, scratch)`` returns the slab's values as a float array, typically read into a
-    buffer of ``scratch`` (under any key but those :func:`chunk_moments` uses); each thread has its
-    own scratch. The first exception raised by ``read`` stops the work and is raised here.
+    buffer of ``scratch`` (under any key but those :func:`chunk_moments` uses) or a view of a
+    mapped file; each thread has its own scratch. ``done(slab)``, if given, is called once the
+    slab is reduced (to let go of its mapped pages, say). The first exception raised by ``read``
+    stops the work and is raised here.
     """
     results: list[Moments | None] = [None] * len(slabs)
     count = min(workers or default_workers(), len(slabs))
@@ -291,6 +332,8 @@ def reduce_slabs(
                     if index is None:
                         return
                     results[index] = chunk_moments(read(slabs[index], scratch), scratch)
+                    if done is not None:
+                        done(slabs[index])
         except BaseException as exc:
             errors.append(exc)
 
