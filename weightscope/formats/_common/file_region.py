@@ -305,9 +305,11 @@ class FileRegionSource:
         slab's pages let go once reduced (see the module's docstring)."""
         itemsize = self.raw_dtype.itemsize
         end = self.start + self.nbytes
-        self.file.check_holds(end)
+        file = self.file
+        assert isinstance(file, OpenFile)  # a local file: stats() maps no URL
+        file.check_holds(end)
         begin = self.start - self.start % _MAP_ALIGN
-        mapped = mmap.mmap(self.file.fd, end - begin, offset=begin, access=mmap.ACCESS_READ)
+        mapped = mmap.mmap(file.fd, end - begin, offset=begin, access=mmap.ACCESS_READ)
         # in a list, emptied at the end: the mapping cannot close while an array shows it
         view = [np.frombuffer(mapped, self.raw_dtype, self.numel, self.start - begin)]
 
