@@ -851,3 +851,15 @@ load({str(looping)!r}, limits=Limits(max_hdf5_seconds=600))
     while any(not _gone(pid) for pid in below):
         assert time.monotonic() < deadline_at, "the helper or its child outlived the parent"
         time.sleep(0.05)
+
+
+def test_a_long_link_target_keeps_its_file_name() -> None:
+    """Error lines cut long names in the middle: the target file's name, at the end of its
+    path, stays whatever the length of the folder (pytest's numbered temporary folders grow)."""
+    from weightscope.errors import short
+
+    target = "/tmp/" + "d" * 120 + "/fifo.h5"
+    shown = short(target)
+    assert len(shown) == 80 + 2 and shown.endswith("/fifo.h5'") and shown.startswith("'/tmp/d")
+    assert "..." in shown
+    assert short("fifo.h5") == "'fifo.h5'"

@@ -57,9 +57,13 @@ def printable_lines(text: str) -> str:
 
 
 def short(name: object, width: int = 80) -> str:
-    """A name from a file, quoted and cut to ``width`` characters, for an error line."""
+    """A name from a file, quoted and cut to ``width`` characters in the middle (both ends
+    kept: a path's file name is at its end), for an error line."""
     text = str(name)
-    return repr(text) if len(text) <= width else repr(text[:width]) + "..."
+    if len(text) <= width:
+        return repr(text)
+    head = (width - 3) // 2
+    return repr(text[:head] + "..." + text[len(text) - (width - 3 - head) :])
 
 
 def file_error(
