@@ -20,7 +20,7 @@ from weightscope.errors import (
 )
 from weightscope.formats import numpy, safetensors, sharded
 from weightscope.formats._common.file_region import declared_bytes
-from weightscope.formats._common.remote import RemoteFile, url_scheme
+from weightscope.formats._common.remote import RemoteFile, beside, url_scheme
 from weightscope.formats.gguf import reader as gguf
 from weightscope.formats.keras import reader as keras
 from weightscope.formats.onnx import reader as onnx
@@ -96,6 +96,8 @@ def load(
     if not isinstance(source, (str, os.PathLike)):
         return _load_live(source, limits)
     if url_scheme(source) is not None:
+        if str(source).endswith(sharded.INDEX_SUFFIX):
+            return _load_url_index(str(source), limits, storage_options)
         return _load_url(str(source), limits, storage_options)
     file = Path(source)
     if not file.exists() and Path(f"{file}.index").is_file():
@@ -159,6 +161,26 @@ def _load_url(url: str, limits: Limits, storage_options: Mapping[str, Any] | Non
         if probe is not None:
             probe.close()  # the zip's directory; the file stays open with the model
     return model
+
+
+def _load_url_index(
+    url: str, limits: Limits, storage_options: Mapping[str, Any] | None
+) -> Model:
+    """A shard index by URL: its JSON fetched within ``max_json_bytes``, then each shard beside
+    it read by ranges as one file by URL is, and the shards merged as local ones are."""
+    file = RemoteFile(url, storage_options, "shard index")
+    try:
+        limits.check("max_json_bytes", file.size, f"the index is {file.size:,} bytes")
+        raw = file.read(0, file.size)
+    except LimitExceeded as exc:
+        raise limit_error(file.path, exc) from None
+    finally:
+        file.close()
+
+    def load_shard(path: Path, limits: Limits) -> Model:
+        return _load_url(str(path), limits, storage_options)
+
+    return sharded.load_url_index(file.path, raw, limits, load_shard, beside)
 
 
 def _url_probe(file: RemoteFile) -> Probe:

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from weightscope.errors import CorruptFileError, UnsupportedFormatError, file_error, short
+from weightscope.formats._common.file_region import declared_bytes
 from weightscope.formats._common.json_text import load_json
 from weightscope.formats.pytorch.layers import Entry, ModuleNode, build_layers
 from weightscope.limits import DEFAULT, LimitExceeded, Limits, limit_error
@@ -160,34 +161,127 @@ def _shard_set(folder: Path, models: list[Path]) -> list[Path] | None:
 
 
 def _load_index(index: Path, limits: Limits, load_file: LoadFile) -> Model:
-    weight_map = read_index(index, limits)
+    data = read_index_data(index, limits)
+    return _load_indexed(index, data, limits, load_file, _shard_path, check_exists=True)
+
+
+Locate = Callable[[Path, str], Path]
+"""Where a shard the index names lies: a local path beside it, or a URL beside it."""
+Index = tuple[Path, dict[str, str], Locate]
+"""A shard index as the checks take it: its path, its ``weight_map``, how a shard is found."""
+
+
+def _load_indexed(
+    index: Path,
+    data: dict[str, Any],
+    limits: Limits,
+    load_file: LoadFile,
+    locate: Locate,
+    check_exists: bool,
+) -> Model:
+    """The model of the shards the index ``data`` names, each found by ``locate`` and read by
+    ``load_file`` (a local reader, or one by URL)."""
+    weight_map: dict[str, str] = data["weight_map"]
     folder = index.parent
     # in name order, as HF numbers them (its index lists tensors in name order)
-    shards = {name: _shard_path(index, name) for name in sorted(set(weight_map.values()))}
-    for path in shards.values():
-        if not os.path.lexists(path):
-            raise file_error(
-                CorruptFileError, path, f"shard missing: {index.name} places tensors in it"
-            )
+    shards = {name: locate(index, name) for name in sorted(set(weight_map.values()))}
+    if check_exists:  # by URL, opening the shard says it is missing (one request fewer)
+        for path in shards.values():
+            if not os.path.lexists(path):
+                raise file_error(
+                    CorruptFileError, path, f"shard missing: {index.name} places tensors in it"
+                )
     how = f"{len(shards)} shards named by {index.name}"
-    return _load_shards(folder, list(shards.values()), (index, weight_map), limits, load_file, how)
+    model = _load_shards(
+        folder, list(shards.values()), (index, weight_map, locate), limits, load_file, how
+    )
+    note = _total_size_note(index, data.get("metadata"), model)
+    if note is not None:
+        model.notes.append(note)
+    return model
+
+
+def _total_size_note(index: Path, metadata: Any, model: Model) -> str | None:
+    """A note when the index's ``metadata.total_size`` is not the bytes the shards' tensors
+    hold (safetensors shards: the sum of their tensors' data). Never an error: nothing is read
+    by it, and writers fill it loosely (``huggingface_hub`` counts each tensor's whole storage,
+    a view's included, and skips bitsandbytes' string entries; transformers' quantized saves
+    differ). PyTorch shards are not checked: their storages may hold several tensors."""
+    if not isinstance(metadata, dict) or "total_size" not in metadata:
+        return None
+    declared = metadata["total_size"]
+    if not model.format.startswith("safetensors"):
+        return None
+    if isinstance(declared, float) and declared.is_integer():
+        declared = int(declared)  # some writers store it as 1234.0
+    if isinstance(declared, bool) or not isinstance(declared, int) or declared < 0:
+        return f"{index.name}: metadata.total_size {short(repr(declared))} is not a byte count"
+    held, seen = 0, set()
+    for _, tensor in model.tensors():
+        if tensor.name not in seen and tensor.shared_with is None:  # a packed tensor: once
+            seen.add(tensor.name)
+            held += sum(nbytes for _, nbytes in declared_bytes(tensor.source))
+    if declared == held:
+        return None
+    return (
+        f"{index.name}: metadata.total_size is {declared:,} bytes, the shards' tensors hold "
+        f"{held:,} (the index's figure is not used)"
+    )
+
+
+def load_url_index(
+    index: Path, raw_index: bytes, limits: Limits, load_file: LoadFile, beside: BesideURL
+) -> Model:
+    """The model of a shard index read by URL (``raw_index``, its bytes, fetched within
+    ``max_json_bytes``): each shard read by ``load_file`` at the URL ``beside`` gives for its
+    name; a name leaving the index's folder is refused as a local one is."""
+
+    def locate(index: Path, name: str) -> Path:
+        found = beside(index, name)
+        if found is None:
+            raise file_error(
+                CorruptFileError, index, f"shard {short(name)} lies outside the index's folder"
+            )
+        return found
+
+    data = parse_index(index, raw_index, limits)
+    return _load_indexed(index, data, limits, load_file, locate, check_exists=False)
+
+
+BesideURL = Callable[[Any, str], "Path | None"]
+""":func:`weightscope.formats._common.remote.beside`: the URL of a name in a URL's folder."""
 
 
 def read_index(index: Path, limits: Limits) -> dict[str, str]:
     """The ``weight_map`` of a shard index (tensor name -> shard file name), read within
     ``max_json_bytes``."""
+    weight_map: dict[str, str] = read_index_data(index, limits)["weight_map"]
+    return weight_map
+
+
+def read_index_data(index: Path, limits: Limits) -> dict[str, Any]:
+    """A shard index read within ``max_json_bytes`` and checked (:func:`parse_index`)."""
     try:
         size = index.stat().st_size
         limits.check("max_json_bytes", size, f"the index is {size:,} bytes")
         with open(index, "rb") as handle:
             raw = handle.read(size + 1)
-        data = load_json(raw, limits, "the index")
     except LimitExceeded as exc:
         raise limit_error(index, exc) from None
     except OSError as exc:
         raise file_error(
             UnsupportedFormatError, index, f"cannot read: {exc.strerror or exc}"
         ) from exc
+    return parse_index(index, raw, limits)
+
+
+def parse_index(index: Path, raw: bytes, limits: Limits) -> dict[str, Any]:
+    """The shard index ``index`` whose bytes are ``raw``: a JSON object whose ``weight_map``
+    maps each tensor name to a shard file name."""
+    try:
+        data = load_json(raw, limits, "the index")
+    except LimitExceeded as exc:
+        raise limit_error(index, exc) from None
     except ValueError as exc:
         raise file_error(CorruptFileError, index, f"not a shard index: not JSON: {exc}") from exc
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
@@ -198,7 +292,8 @@ def read_index(index: Path, limits: Limits) -> dict[str, str]:
             raise file_error(
                 CorruptFileError, index, f"tensor {short(tensor)}: shard is not a file name"
             )
-    return weight_map
+    assert isinstance(data, dict)
+    return data
 
 
 def _shard_path(index: Path, name: str) -> Path:
@@ -223,7 +318,7 @@ def _shard_path(index: Path, name: str) -> Path:
 def _load_shards(
     folder: Path,
     shards: list[Path],
-    index: tuple[Path, dict[str, str]] | None,
+    index: Index | None,
     limits: Limits,
     load_file: LoadFile,
     how: str,
@@ -249,9 +344,7 @@ def stored_names(model: Model) -> list[str]:
     return list(dict.fromkeys(tensor.name for _, tensor in model.tensors()))
 
 
-def _check(
-    shards: list[Path], models: list[Model], index: tuple[Path, dict[str, str]] | None
-) -> None:
+def _check(shards: list[Path], models: list[Model], index: Index | None) -> None:
     """Every tensor in one shard, the one the index places it in; every tensor the index names
     in its shard; all shards of one format."""
     formats = {model.format for model in models}
@@ -282,7 +375,7 @@ def _check(
                     path,
                     f"holds tensor {short(name)}, which {index[0].name} does not name",
                 )
-            if _shard_path(index[0], placed) != path:
+            if str(index[2](index[0], placed)) != str(path):
                 raise file_error(
                     CorruptFileError,
                     path,
@@ -293,7 +386,7 @@ def _check(
             if name not in holder:
                 raise file_error(
                     CorruptFileError,
-                    _shard_path(index[0], placed),
+                    index[2](index[0], placed),
                     f"holds no tensor {short(name)}, which {index[0].name} places there",
                 )
 
