@@ -664,7 +664,9 @@ def _sharded(folder: Path, shards: int = 3) -> Path:
     total = sum(t.nbytes for t in tensors.values())
     index = folder / "model.safetensors.index.json"
     index.write_text(
-        json.dumps({"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))})
+        json.dumps(
+            {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+        )
     )
     (folder / "config.json").write_text(json.dumps({"architectures": ["Tiny"]}))
     return index
@@ -727,7 +729,10 @@ def test_inspect_of_a_sharded_model_by_url_reads_only_headers(
     ("change", "reason"),
     [
         ("missing", "{base}/model-00002-of-00003.safetensors: no such file on the server"),
-        ("outside", "{base}/model.safetensors.index.json: shard '../x.safetensors' lies outside the index's folder"),
+        (
+            "outside",
+            "{base}/model.safetensors.index.json: shard '../x.safetensors' lies outside the index's folder",
+        ),
     ],
 )
 def test_sharded_model_by_url_failures_are_one_line(

@@ -163,9 +163,7 @@ def _load_url(url: str, limits: Limits, storage_options: Mapping[str, Any] | Non
     return model
 
 
-def _load_url_index(
-    url: str, limits: Limits, storage_options: Mapping[str, Any] | None
-) -> Model:
+def _load_url_index(url: str, limits: Limits, storage_options: Mapping[str, Any] | None) -> Model:
     """A shard index by URL: its JSON fetched within ``max_json_bytes``, then each shard beside
     it read by ranges as one file by URL is, and the shards merged as local ones are."""
     file = RemoteFile(url, storage_options, "shard index")

@@ -11,6 +11,7 @@ all of them)."""
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -215,7 +216,9 @@ def _total_size_note(index: Path, metadata: Any, model: Model) -> str | None:
     if isinstance(declared, float) and declared.is_integer():
         declared = int(declared)  # some writers store it as 1234.0
     if isinstance(declared, bool) or not isinstance(declared, int) or declared < 0:
-        return f"{index.name}: metadata.total_size {short(repr(declared))} is not a byte count"
+        shown = json.dumps(declared)
+        shown = shown if len(shown) <= 40 else shown[:40] + "..."
+        return f"{index.name}: metadata.total_size {shown} is not a byte count"
     held, seen = 0, set()
     for _, tensor in model.tensors():
         if tensor.name not in seen and tensor.shared_with is None:  # a packed tensor: once
@@ -508,8 +511,59 @@ def _index_shards(index: str, mtime_ns: int, size: int) -> frozenset[str]:
     return frozenset(weight_map.values())
 
 
+LOOSE_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth"})
+"""The suffixes of shards a scan puts together without an index."""
+
+
+@functools.lru_cache(maxsize=256)
+def _loose_set(folder: str, mtime_ns: int) -> tuple[str, ...]:
+    """The names, in order, of the shards (``name-0000N-of-0000M.ext``, no index) that reading
+    ``folder`` as a model reads; empty when reading it would read anything else (an index, a
+    weights file HF prefers, a TF ``checkpoint`` state, more than one set, a shard missing)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return ()
+    if any(
+        n.endswith(INDEX_SUFFIX) or n in WEIGHTS_NAMES or n == TF_CHECKPOINT_STATE for n in names
+    ):
+        return ()
+    parts = [
+        m
+        for m in map(SHARD_NAME.match, names)
+        if m and m["suffix"] in LOOSE_SUFFIXES and os.path.isfile(os.path.join(folder, m.string))
+    ]
+    if len({(m["stem"], m["count"], m["suffix"]) for m in parts}) != 1:
+        return ()
+    parts.sort(key=lambda m: int(m["number"]))
+    if [int(m["number"]) for m in parts] != list(range(1, int(parts[0]["count"]) + 1)):
+        return ()
+    return tuple(m.string for m in parts) if len(parts) > 1 else ()
+
+
+def _loose_shards(file: Path) -> tuple[str, ...]:
+    if not SHARD_NAME.match(file.name):
+        return ()
+    try:
+        return _loose_set(str(file.parent), file.parent.stat().st_mtime_ns)
+    except OSError:
+        return ()
+
+
+def loose_shards_folder(file: Path) -> Path | None:
+    """The folder of ``file`` when ``file`` is the first of a set of shards without an index
+    that the folder is read as (:func:`load`): a scan reads the set as one model, in the row of
+    its first shard."""
+    shards = _loose_shards(file)
+    return file.parent if shards and shards[0] == file.name else None
+
+
 def part_of_sharded_model(file: Path) -> bool:
-    """A shard that an index in its folder names: the index is the model (what a scan reads)."""
+    """A shard that an index in its folder names (the index is the model a scan reads), or a
+    shard after the first of a set without an index (read with the first)."""
+    shards = _loose_shards(file)
+    if shards and file.name in shards[1:]:
+        return True
     try:
         folder = file.parent
         for index in _indexes_in(str(folder), folder.stat().st_mtime_ns):
