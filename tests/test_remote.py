@@ -731,7 +731,8 @@ def test_inspect_of_a_sharded_model_by_url_reads_only_headers(
         ("missing", "{base}/model-00002-of-00003.safetensors: no such file on the server"),
         (
             "outside",
-            "{base}/model.safetensors.index.json: shard '../x.safetensors' lies outside the index's folder",
+            "{base}/model.safetensors.index.json: shard '../x.safetensors' lies outside the "
+            "index's folder",
         ),
     ],
 )
