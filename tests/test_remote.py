@@ -788,3 +788,35 @@ def test_a_sharded_model_on_s3_and_the_hub(tmp_path: Path, s3: str, http: Counti
     with weightscope.load(f"hf://org/tiny/{index.name}", storage_options=options) as remote:
         assert _layers(remote) == _layers(local)
         assert str(remote.source) == f"hf://org/tiny/{index.name}"
+
+
+def test_a_folder_url_is_read_through_its_index(tmp_path: Path, s3: str, http: Counting) -> None:
+    """s3://bucket/prefix/ and hf://org/repo, listed by fsspec: the index in the folder read;
+    a folder without one is one line naming what it holds."""
+    import s3fs
+
+    index = _sharded(tmp_path / "m")
+    fs = s3fs.S3FileSystem(endpoint_url=s3, skip_instance_cache=True)
+    fs.mkdir("models")
+    for path in index.parent.iterdir():
+        fs.put(str(path), f"models/tiny/{path.name}")
+    fs.put(str(_small_model(tmp_path)), "models/one/small.safetensors")
+    options = {"endpoint_url": s3, "skip_instance_cache": True}
+    with weightscope.load(index) as local:
+        for url in ("s3://models/tiny/", "s3://models/tiny"):
+            with weightscope.load(url, storage_options=options) as remote:
+                assert str(remote.source) == f"s3://models/tiny/{index.name}"
+                assert _layers(remote) == _layers(local)
+        with pytest.raises(UnsupportedFormatError) as refused:
+            weightscope.load("s3://models/one/", storage_options=options)
+        assert str(refused.value) == (
+            "s3://models/one/: is a folder without a shard index (it holds small.safetensors); "
+            "by URL, name the model file"
+        )
+        pytest.importorskip("huggingface_hub")
+        for path in index.parent.iterdir():
+            http.files[path.name] = path
+        hub = {"endpoint": http.url, "skip_instance_cache": True}
+        with weightscope.load("hf://org/tiny", storage_options=hub) as remote:
+            assert str(remote.source) == f"hf://org/tiny/{index.name}"
+            assert _layers(remote) == _layers(local)

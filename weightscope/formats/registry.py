@@ -20,7 +20,13 @@ from weightscope.errors import (
 )
 from weightscope.formats import numpy, safetensors, sharded
 from weightscope.formats._common.file_region import declared_bytes
-from weightscope.formats._common.remote import RemoteFile, beside, url_scheme
+from weightscope.formats._common.remote import (
+    RemoteFile,
+    beside,
+    folder_files,
+    looks_like_folder,
+    url_scheme,
+)
 from weightscope.formats.gguf import reader as gguf
 from weightscope.formats.keras import reader as keras
 from weightscope.formats.onnx import reader as onnx
@@ -96,9 +102,12 @@ def load(
     if not isinstance(source, (str, os.PathLike)):
         return _load_live(source, limits)
     if url_scheme(source) is not None:
-        if str(source).endswith(sharded.INDEX_SUFFIX):
-            return _load_url_index(str(source), limits, storage_options)
-        return _load_url(str(source), limits, storage_options)
+        url = str(source)
+        if looks_like_folder(url):
+            url = _url_folder_index(url, storage_options) or url
+        if url.endswith(sharded.INDEX_SUFFIX):
+            return _load_url_index(url, limits, storage_options)
+        return _load_url(url, limits, storage_options)
     file = Path(source)
     if not file.exists() and Path(f"{file}.index").is_file():
         file = Path(f"{file}.index")  # a TensorFlow checkpoint named by its prefix
@@ -161,6 +170,27 @@ def _load_url(url: str, limits: Limits, storage_options: Mapping[str, Any] | Non
         if probe is not None:
             probe.close()  # the zip's directory; the file stays open with the model
     return model
+
+
+def _url_folder_index(url: str, storage_options: Mapping[str, Any] | None) -> str | None:
+    """The URL of the shard index in the folder ``url`` (``hf://org/repo``, ``s3://bucket/
+    models/tiny/``) when fsspec lists it as a folder; None when it is no folder. A folder
+    holding no index is one line: by URL only a file or an index is read."""
+    names = folder_files(url, storage_options)
+    if names is None:
+        return None
+    indexes = sorted(
+        (n for n in names if n.endswith(sharded.INDEX_SUFFIX)),
+        key=lambda n: (*sharded.INDEX_NAMES, n).index(n),
+    )
+    if not indexes:
+        listed = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "") or "nothing"
+        raise file_error(
+            UnsupportedFormatError,
+            url,
+            f"is a folder without a shard index (it holds {listed}); by URL, name the model file",
+        )
+    return f"{url.rstrip('/')}/{indexes[0]}"
 
 
 def _load_url_index(url: str, limits: Limits, storage_options: Mapping[str, Any] | None) -> Model:
