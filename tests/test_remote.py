@@ -701,8 +701,12 @@ def test_a_sharded_model_by_url_equals_the_local_one(tmp_path: Path, http: Count
         assert remote.params == local.params
         assert "read from 3 shards named by model.safetensors.index.json" in remote.notes
         assert any("split across shards" in note for note in remote.notes)
-        assert not any("total_size" in note for note in remote.notes)
+        assert "config.json: architectures Tiny" in remote.notes  # read by URL too
+        assert remote.notes == local.notes
         _same_tensors(remote, local)
+    del http.files["repo/config.json"]  # none on the server: no note, no error
+    with weightscope.load(f"{base}/{index.name}") as remote:
+        assert remote.notes == [n for n in local.notes if not n.startswith("config.json")]
 
 
 def test_inspect_of_a_sharded_model_by_url_reads_only_headers(
@@ -720,6 +724,7 @@ def test_inspect_of_a_sharded_model_by_url_reads_only_headers(
     expected = [(0, index.stat().st_size)]
     for header in headers:  # the first bytes (recognition), then the JSON header after its length
         expected += [(0, 64), (8, header)]
+    expected.append((0, (index.parent / "config.json").stat().st_size))
     assert http.ranges == expected
     assert http.sent == sum(nbytes for _, nbytes in expected)
     assert http.sent < sum(p.stat().st_size for p in shards) // 4
@@ -770,11 +775,11 @@ def test_a_sharded_model_on_s3_and_the_hub(tmp_path: Path, s3: str, http: Counti
 
     index = _sharded(tmp_path / "m")
     fs = s3fs.S3FileSystem(endpoint_url=s3, skip_instance_cache=True)
-    fs.mkdir("models")
+    fs.mkdir("sharded")
     for path in index.parent.iterdir():
-        fs.put(str(path), f"models/tiny/{path.name}")
+        fs.put(str(path), f"sharded/tiny/{path.name}")
     options = {"endpoint_url": s3, "skip_instance_cache": True}
-    url = f"s3://models/tiny/{index.name}"
+    url = f"s3://sharded/tiny/{index.name}"
     with (
         weightscope.load(url, storage_options=options) as remote,
         weightscope.load(index) as local,
@@ -797,20 +802,20 @@ def test_a_folder_url_is_read_through_its_index(tmp_path: Path, s3: str, http: C
 
     index = _sharded(tmp_path / "m")
     fs = s3fs.S3FileSystem(endpoint_url=s3, skip_instance_cache=True)
-    fs.mkdir("models")
+    fs.mkdir("folders")
     for path in index.parent.iterdir():
-        fs.put(str(path), f"models/tiny/{path.name}")
-    fs.put(str(_small_model(tmp_path)), "models/one/small.safetensors")
+        fs.put(str(path), f"folders/tiny/{path.name}")
+    fs.put(str(_small_model(tmp_path)), "folders/one/small.safetensors")
     options = {"endpoint_url": s3, "skip_instance_cache": True}
     with weightscope.load(index) as local:
-        for url in ("s3://models/tiny/", "s3://models/tiny"):
+        for url in ("s3://folders/tiny/", "s3://folders/tiny"):
             with weightscope.load(url, storage_options=options) as remote:
-                assert str(remote.source) == f"s3://models/tiny/{index.name}"
+                assert str(remote.source) == f"s3://folders/tiny/{index.name}"
                 assert _layers(remote) == _layers(local)
         with pytest.raises(UnsupportedFormatError) as refused:
-            weightscope.load("s3://models/one/", storage_options=options)
+            weightscope.load("s3://folders/one/", storage_options=options)
         assert str(refused.value) == (
-            "s3://models/one/: is a folder without a shard index (it holds small.safetensors); "
+            "s3://folders/one/: is a folder without a shard index (it holds small.safetensors); "
             "by URL, name the model file"
         )
         pytest.importorskip("huggingface_hub")

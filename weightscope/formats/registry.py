@@ -13,6 +13,7 @@ from typing import Any
 
 from weightscope.errors import (
     CorruptFileError,
+    RemoteError,
     UnsupportedFormatError,
     WeightscopeError,
     file_error,
@@ -21,6 +22,7 @@ from weightscope.errors import (
 from weightscope.formats import numpy, safetensors, sharded
 from weightscope.formats._common.file_region import declared_bytes
 from weightscope.formats._common.remote import (
+    NOT_FOUND,
     RemoteFile,
     beside,
     folder_files,
@@ -208,7 +210,22 @@ def _load_url_index(url: str, limits: Limits, storage_options: Mapping[str, Any]
     def load_shard(path: Path, limits: Limits) -> Model:
         return _load_url(str(path), limits, storage_options)
 
-    return sharded.load_url_index(file.path, raw, limits, load_shard, beside)
+    def read_config() -> bytes | None:
+        """The ``config.json`` beside the index; None when the server has none."""
+        where = beside(file.path, sharded.CONFIG)
+        try:
+            config = RemoteFile(str(where), storage_options, sharded.CONFIG)
+        except RemoteError as exc:
+            if str(exc).endswith(NOT_FOUND):
+                return None
+            raise
+        try:
+            limits.check("max_json_bytes", config.size, f"it is {config.size:,} bytes")
+            return config.read(0, config.size)
+        finally:
+            config.close()
+
+    return sharded.load_url_index(file.path, raw, limits, load_shard, beside, read_config)
 
 
 def _url_probe(file: RemoteFile) -> Probe:

@@ -19,7 +19,13 @@ from contextlib import ExitStack
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from weightscope.errors import CorruptFileError, UnsupportedFormatError, file_error, short
+from weightscope.errors import (
+    CorruptFileError,
+    UnsupportedFormatError,
+    WeightscopeError,
+    file_error,
+    short,
+)
 from weightscope.formats._common.file_region import declared_bytes
 from weightscope.formats._common.json_text import load_json
 from weightscope.formats.pytorch.layers import Entry, ModuleNode, build_layers
@@ -233,7 +239,12 @@ def _total_size_note(index: Path, metadata: Any, model: Model) -> str | None:
 
 
 def load_url_index(
-    index: Path, raw_index: bytes, limits: Limits, load_file: LoadFile, beside: BesideURL
+    index: Path,
+    raw_index: bytes,
+    limits: Limits,
+    load_file: LoadFile,
+    beside: BesideURL,
+    read_config: ReadConfig | None = None,
 ) -> Model:
     """The model of a shard index read by URL (``raw_index``, its bytes, fetched within
     ``max_json_bytes``): each shard read by ``load_file`` at the URL ``beside`` gives for its
@@ -248,7 +259,12 @@ def load_url_index(
         return found
 
     data = parse_index(index, raw_index, limits)
-    return _load_indexed(index, data, limits, load_file, locate, check_exists=False)
+    model = _load_indexed(index, data, limits, load_file, locate, check_exists=False)
+    if read_config is not None:  # after the merge's notes, before total_size's (as locally)
+        notes = config_notes(read_config, limits)
+        at = next((i for i, n in enumerate(model.notes) if "metadata.total_size" in n), None)
+        model.notes[len(model.notes) if at is None else at : at] = notes
+    return model
 
 
 BesideURL = Callable[[Any, str], "Path | None"]
@@ -463,14 +479,30 @@ def _config_notes(config: Path, limits: Limits) -> list[str]:
     be read is said so in a note (the weights are the model, not the config)."""
     if not config.is_file():
         return []
-    try:
+
+    def read() -> bytes:
         size = config.stat().st_size
         limits.check("max_json_bytes", size, f"{CONFIG} is {size:,} bytes")
         with open(config, "rb") as handle:
-            data = load_json(handle.read(size + 1), limits, CONFIG)
+            return handle.read(size + 1)
+
+    return config_notes(read, limits)
+
+
+ReadConfig = Callable[[], "bytes | None"]
+"""Fetches the bytes of a ``config.json`` within ``max_json_bytes`` (None: there is none)."""
+
+
+def config_notes(read: ReadConfig, limits: Limits) -> list[str]:
+    """The notes of the ``config.json`` whose bytes ``read`` gives (locally or by URL)."""
+    try:
+        raw = read()
+        if raw is None:
+            return []
+        data = load_json(raw, limits, CONFIG)
     except LimitExceeded as exc:
         return [f"{CONFIG} not read: {exc.what}, over the limit {exc.name}"]
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, WeightscopeError) as exc:
         return [f"{CONFIG} not read: {' '.join(str(exc).split())[:120]}"]
     if not isinstance(data, dict):
         return [f"{CONFIG} not read: not a JSON object"]

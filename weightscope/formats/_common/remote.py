@@ -438,11 +438,16 @@ def _import_fsspec(url: str) -> Any:
     return fsspec
 
 
+NOT_FOUND = "no such file on the server (not found)"
+"""How a file the server does not have is said: a reader that may do without one (a
+``config.json`` beside an index) tells it from other failures by this ending."""
+
+
 def _reason(exc: BaseException) -> str:
     """One line for a failure of the network or the server."""
     status = _status(exc)
     if isinstance(exc, FileNotFoundError) and status in (None, 404):
-        return "no such file on the server (not found)"
+        return NOT_FOUND
     if isinstance(exc, PermissionError):
         return f"access denied: {_first_line(exc)}"
     if isinstance(exc, ValueError) and "range requests" in str(exc):
