@@ -208,11 +208,17 @@ def _load_url_index(url: str, limits: Limits, storage_options: Mapping[str, Any]
         file.close()
 
     def load_shard(path: Path, limits: Limits) -> Model:
-        return _load_url(str(path), limits, storage_options)
+        try:
+            return _load_url(str(path), limits, storage_options)
+        except RemoteError as exc:
+            if not str(exc).endswith(NOT_FOUND):
+                raise
+            problem = f"shard missing: {file.remote_path.name} places tensors in it"
+            raise file_error(CorruptFileError, path, problem) from None
 
     def read_config() -> bytes | None:
         """The ``config.json`` beside the index; None when the server has none."""
-        where = beside(file.path, sharded.CONFIG)
+        where = beside(file.remote_path, sharded.CONFIG)
         try:
             config = RemoteFile(str(where), storage_options, sharded.CONFIG)
         except RemoteError as exc:
