@@ -653,3 +653,198 @@ def test_legacy_pytorch_by_url_is_refused(tmp_path: Path, http: Counting) -> Non
     http.files["old.pt"] = path
     with pytest.raises(UnsupportedFormatError, match=r"old\.pt: .*not read by URL"):
         weightscope.load(f"{http.url}/old.pt")
+
+
+# --- A sharded model by URL -----------------------------------------------------------------
+
+
+def _sharded(folder: Path, shards: int = 3) -> Path:
+    """A model in ``shards`` safetensors shards and its index, as HF writes them (a layer's
+    weight and bias in different shards, names in the index sorted), with a config beside."""
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        f"layers.{i}.{part}": rng.normal(size=(64, 32) if part == "weight" else 64).astype(
+            np.float32
+        )
+        for i in range(shards)
+        for part in ("weight", "bias")
+    }
+    names = list(tensors)
+    weight_map = {}
+    for number in range(shards):
+        shard = f"model-{number + 1:05d}-of-{shards:05d}.safetensors"
+        # shifted by one: each shard ends with the next layer's weight (a layer split in two)
+        part = names[2 * number + 1 : 2 * number + 3] if number else names[:3]
+        part = [n for n in part if n not in weight_map]
+        _safetensors(folder / shard, {n: tensors[n] for n in part})
+        weight_map.update(dict.fromkeys(part, shard))
+    assert set(weight_map) == set(tensors)
+    total = sum(t.nbytes for t in tensors.values())
+    index = folder / "model.safetensors.index.json"
+    index.write_text(
+        json.dumps(
+            {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+        )
+    )
+    (folder / "config.json").write_text(json.dumps({"architectures": ["Tiny"]}))
+    return index
+
+
+def _serve_folder(http: Counting, folder: Path, under: str = "repo") -> str:
+    for path in folder.iterdir():
+        http.files[f"{under}/{path.name}"] = path
+    return f"{http.url}/{under}"
+
+
+def _layers(model: weightscope.Model) -> list[tuple]:
+    return sorted(
+        (layer.name, str(layer.kind), sorted(t.name for t in layer.tensors))
+        for layer in model.layers
+    )
+
+
+def test_a_sharded_model_by_url_equals_the_local_one(tmp_path: Path, http: Counting) -> None:
+    """The index fetched by URL, each shard beside it read by ranges, merged as the local
+    shards are: the same layers (one split across two shards), the same tensors and
+    statistics."""
+    index = _sharded(tmp_path / "m")
+    base = _serve_folder(http, index.parent)
+    with (
+        weightscope.load(f"{base}/{index.name}") as remote,
+        weightscope.load(index) as local,
+    ):
+        assert str(remote.source) == f"{base}/{index.name}"
+        assert remote.format == local.format == "safetensors-sharded"
+        assert _layers(remote) == _layers(local)
+        assert remote.params == local.params
+        assert "read from 3 shards named by model.safetensors.index.json" in remote.notes
+        assert any("split across shards" in note for note in remote.notes)
+        assert "config.json: architectures Tiny" in remote.notes  # read by URL too
+        assert remote.notes == local.notes
+        _same_tensors(remote, local)
+    del http.files["repo/config.json"]  # none on the server: no note, no error
+    with weightscope.load(f"{base}/{index.name}") as remote:
+        assert remote.notes == [n for n in local.notes if not n.startswith("config.json")]
+
+
+def test_inspect_of_a_sharded_model_by_url_reads_only_headers(
+    tmp_path: Path, http: Counting, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """inspect --no-stats: the index whole, and of each shard its first bytes and its header,
+    nothing of the tensors' data."""
+    index = _sharded(tmp_path / "m")
+    base = _serve_folder(http, index.parent)
+    status, out, err = _run(["inspect", f"{base}/{index.name}", "--no-stats"], capsys)
+    assert status == 0, err
+    assert "layers.2" in out
+    shards = sorted(index.parent.glob("*-of-*"))
+    headers = [int.from_bytes(p.read_bytes()[:8], "little") for p in shards]
+    expected = [(0, index.stat().st_size)]
+    for header in headers:  # the first bytes (recognition), then the JSON header after its length
+        expected += [(0, 64), (8, header)]
+    expected.append((0, (index.parent / "config.json").stat().st_size))
+    assert http.ranges == expected
+    assert http.sent == sum(nbytes for _, nbytes in expected)
+    assert http.sent < sum(p.stat().st_size for p in shards) // 4
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (
+            "missing",
+            "{base}/model-00002-of-00003.safetensors: shard missing: "
+            "model.safetensors.index.json places tensors in it",
+        ),
+        (
+            "outside",
+            "{base}/model.safetensors.index.json: shard '../x.safetensors' lies outside the "
+            "index's folder",
+        ),
+    ],
+)
+def test_sharded_model_by_url_failures_are_one_line(
+    tmp_path: Path,
+    http: Counting,
+    capsys: pytest.CaptureFixture[str],
+    change: str,
+    reason: str,
+) -> None:
+    index = _sharded(tmp_path / "m")
+    if change == "missing":
+        (index.parent / "model-00002-of-00003.safetensors").unlink()
+    else:
+        data = json.loads(index.read_text())
+        data["weight_map"]["layers.0.bias"] = "../x.safetensors"
+        index.write_text(json.dumps(data))
+    base = _serve_folder(http, index.parent)
+    status, _, err = _run(["inspect", f"{base}/{index.name}"], capsys)
+    assert status == 2 and err.count("\n") == 1, err
+    assert err.startswith("weightscope: " + reason.format(base=base)), err
+
+
+def test_a_huge_index_by_url_is_over_a_limit(tmp_path: Path, http: Counting) -> None:
+    index = _sharded(tmp_path / "m")
+    base = _serve_folder(http, index.parent)
+    limits = weightscope.Limits(max_json_bytes=index.stat().st_size - 1)
+    with pytest.raises(weightscope.WeightscopeError, match=r"max_json_bytes"):
+        weightscope.load(f"{base}/{index.name}", limits=limits)
+    assert http.sent == 0  # refused by its size, before its body
+
+
+def test_a_sharded_model_on_s3_and_the_hub(tmp_path: Path, s3: str, http: Counting) -> None:
+    import s3fs
+
+    index = _sharded(tmp_path / "m")
+    fs = s3fs.S3FileSystem(endpoint_url=s3, skip_instance_cache=True)
+    fs.mkdir("sharded")
+    for path in index.parent.iterdir():
+        fs.put(str(path), f"sharded/tiny/{path.name}")
+    options = {"endpoint_url": s3, "skip_instance_cache": True}
+    url = f"s3://sharded/tiny/{index.name}"
+    with (
+        weightscope.load(url, storage_options=options) as remote,
+        weightscope.load(index) as local,
+    ):
+        assert _layers(remote) == _layers(local)
+        _same_tensors(remote, local)
+    pytest.importorskip("huggingface_hub")
+    for path in index.parent.iterdir():
+        http.files[path.name] = path
+    options = {"endpoint": http.url, "skip_instance_cache": True}
+    with weightscope.load(f"hf://org/tiny/{index.name}", storage_options=options) as remote:
+        assert _layers(remote) == _layers(local)
+        assert str(remote.source) == f"hf://org/tiny/{index.name}"
+
+
+def test_a_folder_url_is_read_through_its_index(tmp_path: Path, s3: str, http: Counting) -> None:
+    """s3://bucket/prefix/ and hf://org/repo, listed by fsspec: the index in the folder read;
+    a folder without one is one line naming what it holds."""
+    import s3fs
+
+    index = _sharded(tmp_path / "m")
+    fs = s3fs.S3FileSystem(endpoint_url=s3, skip_instance_cache=True)
+    fs.mkdir("folders")
+    for path in index.parent.iterdir():
+        fs.put(str(path), f"folders/tiny/{path.name}")
+    fs.put(str(_small_model(tmp_path)), "folders/one/small.safetensors")
+    options = {"endpoint_url": s3, "skip_instance_cache": True}
+    with weightscope.load(index) as local:
+        for url in ("s3://folders/tiny/", "s3://folders/tiny"):
+            with weightscope.load(url, storage_options=options) as remote:
+                assert str(remote.source) == f"s3://folders/tiny/{index.name}"
+                assert _layers(remote) == _layers(local)
+        with pytest.raises(UnsupportedFormatError) as refused:
+            weightscope.load("s3://folders/one/", storage_options=options)
+        assert str(refused.value) == (
+            "s3://folders/one/: is a folder without a shard index (it holds small.safetensors); "
+            "by URL, name the model file"
+        )
+        pytest.importorskip("huggingface_hub")
+        for path in index.parent.iterdir():
+            http.files[path.name] = path
+        hub = {"endpoint": http.url, "skip_instance_cache": True}
+        with weightscope.load("hf://org/tiny", storage_options=hub) as remote:
+            assert str(remote.source) == f"hf://org/tiny/{index.name}"
+            assert _layers(remote) == _layers(local)

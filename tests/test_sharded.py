@@ -619,3 +619,71 @@ def test_slices_that_do_not_tile_their_variable_are_not_put_together(extents, wh
         for e in extents
     ]
     assert assemble(variable, parts, [None] * len(parts)) == why  # type: ignore[list-item]
+
+
+# ---------------------------------------------------------------------------------------------
+# (5) What an index says of its size, and shards without an index in a scan
+
+
+def test_total_size_huggingface_hub_writes_is_what_the_shards_hold(tensors, tmp_path):
+    """``huggingface_hub.save_torch_state_dict`` (what ``save_pretrained`` calls), tied weights
+    included: its ``metadata.total_size`` is the bytes the shards' tensors hold, and no note."""
+    hub = pytest.importorskip("huggingface_hub")
+    tied = dict(tensors, **{"lm_head.weight": tensors["head.weight"]})
+    hub.save_torch_state_dict(tied, tmp_path, max_shard_size=300)
+    index = tmp_path / "model.safetensors.index.json"
+    data = json.loads(index.read_text())
+    assert len(set(data["weight_map"].values())) > 2
+    with weightscope.load(index) as model:
+        assert not any("total_size" in note for note in model.notes), model.notes
+        held = sum(t.stored().nbytes for _, t in model.tensors())
+    assert held == data["metadata"]["total_size"]
+
+
+@pytest.mark.parametrize(
+    ("total", "note"),
+    [
+        (12, "metadata.total_size is 12 bytes, the shards' tensors hold {held:,}"),
+        ("big", 'metadata.total_size "big" is not a byte count'),
+        (-1, "metadata.total_size -1 is not a byte count"),
+    ],
+)
+def test_a_total_size_the_shards_do_not_hold_is_a_note(folders, tmp_path, total, note):
+    """Nothing is read by it, and writers fill it loosely: a note, the model read."""
+    folder = copy_folder(folders["safetensors"], tmp_path / "m")
+    (index,) = folder.glob("*.index.json")
+    data = json.loads(index.read_text())
+    held = data["metadata"]["total_size"]
+    data["metadata"]["total_size"] = total
+    index.write_text(json.dumps(data))
+    with weightscope.load(index) as model:
+        assert f"{index.name}: {note.format(held=held)}" in " ".join(model.notes)
+    result = run_cli("inspect", index, "--no-stats")
+    assert result.returncode == 0 and "total_size" in result.stdout, result.stderr
+
+
+def test_scan_reads_shards_without_an_index_as_one_model(folders, tensors, tmp_path):
+    """A folder of ``model-0000N-of-0000M.safetensors`` and no index: one row, under the first
+    shard's path, fingerprinting every shard; a set with a shard missing stays a row a shard."""
+    from weightscope.scan import scan
+
+    loose = tmp_path / "zoo/loose"
+    paths = write_sharded(loose, tensors, "safetensors")
+    (loose / "model.safetensors.index.json").unlink()
+    (loose / "config.json").write_text(json.dumps(CONFIG))
+    broken = tmp_path / "zoo/broken"
+    gaps = write_sharded(broken, tensors, "safetensors")
+    (broken / "model.safetensors.index.json").unlink()
+    gaps[1].unlink()
+    out = tmp_path / "zoo.jsonl"
+    summary = scan([tmp_path / "zoo"], out, jobs=1, timeout=120)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    models = {row["path"]: row for row in rows if row["record"] == "model"}
+    assert sorted(models) == sorted([str(paths[0]), str(gaps[0]), *map(str, gaps[2:])])
+    assert summary.errors == 0, [row["error"] for row in models.values()]
+    with weightscope.load(folders["single"] / "model.safetensors") as single:
+        assert models[str(paths[0])]["params"] == single.params.total
+    fingerprinted = [entry["path"] for entry in json.loads(models[str(paths[0])]["inputs"])]
+    assert fingerprinted == [*map(str, paths), str(loose / "config.json")]
+    layers = [row for row in rows if row["record"] == "layer" and row["path"] == str(paths[0])]
+    assert len(layers) == len({name.rsplit(".", 1)[0] for name in tensors})

@@ -13,6 +13,7 @@ from typing import Any
 
 from weightscope.errors import (
     CorruptFileError,
+    RemoteError,
     UnsupportedFormatError,
     WeightscopeError,
     file_error,
@@ -20,7 +21,14 @@ from weightscope.errors import (
 )
 from weightscope.formats import numpy, safetensors, sharded
 from weightscope.formats._common.file_region import declared_bytes
-from weightscope.formats._common.remote import RemoteFile, url_scheme
+from weightscope.formats._common.remote import (
+    NOT_FOUND,
+    RemoteFile,
+    beside,
+    folder_files,
+    looks_like_folder,
+    url_scheme,
+)
 from weightscope.formats.gguf import reader as gguf
 from weightscope.formats.keras import reader as keras
 from weightscope.formats.onnx import reader as onnx
@@ -96,7 +104,12 @@ def load(
     if not isinstance(source, (str, os.PathLike)):
         return _load_live(source, limits)
     if url_scheme(source) is not None:
-        return _load_url(str(source), limits, storage_options)
+        url = str(source)
+        if looks_like_folder(url):
+            url = _url_folder_index(url, storage_options) or url
+        if url.endswith(sharded.INDEX_SUFFIX):
+            return _load_url_index(url, limits, storage_options)
+        return _load_url(url, limits, storage_options)
     file = Path(source)
     if not file.exists() and Path(f"{file}.index").is_file():
         file = Path(f"{file}.index")  # a TensorFlow checkpoint named by its prefix
@@ -159,6 +172,66 @@ def _load_url(url: str, limits: Limits, storage_options: Mapping[str, Any] | Non
         if probe is not None:
             probe.close()  # the zip's directory; the file stays open with the model
     return model
+
+
+def _url_folder_index(url: str, storage_options: Mapping[str, Any] | None) -> str | None:
+    """The URL of the shard index in the folder ``url`` (``hf://org/repo``, ``s3://bucket/
+    models/tiny/``) when fsspec lists it as a folder; None when it is no folder. A folder
+    holding no index is one line: by URL only a file or an index is read."""
+    names = folder_files(url, storage_options)
+    if names is None:
+        return None
+    indexes = sorted(
+        (n for n in names if n.endswith(sharded.INDEX_SUFFIX)),
+        key=lambda n: (*sharded.INDEX_NAMES, n).index(n),
+    )
+    if not indexes:
+        listed = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "") or "nothing"
+        raise file_error(
+            UnsupportedFormatError,
+            url,
+            f"is a folder without a shard index (it holds {listed}); by URL, name the model file",
+        )
+    return f"{url.rstrip('/')}/{indexes[0]}"
+
+
+def _load_url_index(url: str, limits: Limits, storage_options: Mapping[str, Any] | None) -> Model:
+    """A shard index by URL: its JSON fetched within ``max_json_bytes``, then each shard beside
+    it read by ranges as one file by URL is, and the shards merged as local ones are."""
+    file = RemoteFile(url, storage_options, "shard index")
+    try:
+        limits.check("max_json_bytes", file.size, f"the index is {file.size:,} bytes")
+        raw = file.read(0, file.size)
+    except LimitExceeded as exc:
+        raise limit_error(file.path, exc) from None
+    finally:
+        file.close()
+
+    def load_shard(path: Path, limits: Limits) -> Model:
+        try:
+            return _load_url(str(path), limits, storage_options)
+        except RemoteError as exc:
+            if not str(exc).endswith(NOT_FOUND):
+                raise
+            problem = f"shard missing: {file.remote_path.name} places tensors in it"
+            raise file_error(CorruptFileError, path, problem) from None
+
+    def read_config() -> bytes | None:
+        """The ``config.json`` beside the index; None when the server has none."""
+        where = beside(file.remote_path, sharded.CONFIG)
+        try:
+            config = RemoteFile(str(where), storage_options, sharded.CONFIG)
+        except RemoteError as exc:
+            if str(exc).endswith(NOT_FOUND):
+                return None
+            raise
+        try:
+            limits.check("max_json_bytes", config.size, f"it is {config.size:,} bytes")
+            return config.read(0, config.size)
+        finally:
+            config.close()
+
+    return sharded.load_url_index(file.path, raw, limits, load_shard, beside, read_config)
 
 
 def _url_probe(file: RemoteFile) -> Probe:

@@ -11,6 +11,7 @@ all of them)."""
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -18,7 +19,14 @@ from contextlib import ExitStack
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from weightscope.errors import CorruptFileError, UnsupportedFormatError, file_error, short
+from weightscope.errors import (
+    CorruptFileError,
+    UnsupportedFormatError,
+    WeightscopeError,
+    file_error,
+    short,
+)
+from weightscope.formats._common.file_region import declared_bytes
 from weightscope.formats._common.json_text import load_json
 from weightscope.formats.pytorch.layers import Entry, ModuleNode, build_layers
 from weightscope.limits import DEFAULT, LimitExceeded, Limits, limit_error
@@ -160,34 +168,139 @@ def _shard_set(folder: Path, models: list[Path]) -> list[Path] | None:
 
 
 def _load_index(index: Path, limits: Limits, load_file: LoadFile) -> Model:
-    weight_map = read_index(index, limits)
+    data = read_index_data(index, limits)
+    return _load_indexed(index, data, limits, load_file, _shard_path, check_exists=True)
+
+
+Locate = Callable[[Path, str], Path]
+"""Where a shard the index names lies: a local path beside it, or a URL beside it."""
+Index = tuple[Path, dict[str, str], Locate]
+"""A shard index as the checks take it: its path, its ``weight_map``, how a shard is found."""
+
+
+def _load_indexed(
+    index: Path,
+    data: dict[str, Any],
+    limits: Limits,
+    load_file: LoadFile,
+    locate: Locate,
+    check_exists: bool,
+) -> Model:
+    """The model of the shards the index ``data`` names, each found by ``locate`` and read by
+    ``load_file`` (a local reader, or one by URL)."""
+    weight_map: dict[str, str] = data["weight_map"]
     folder = index.parent
     # in name order, as HF numbers them (its index lists tensors in name order)
-    shards = {name: _shard_path(index, name) for name in sorted(set(weight_map.values()))}
-    for path in shards.values():
-        if not os.path.lexists(path):
-            raise file_error(
-                CorruptFileError, path, f"shard missing: {index.name} places tensors in it"
-            )
+    shards = {name: locate(index, name) for name in sorted(set(weight_map.values()))}
+    if check_exists:  # by URL, opening the shard says it is missing (one request fewer)
+        for path in shards.values():
+            if not os.path.lexists(path):
+                raise file_error(
+                    CorruptFileError, path, f"shard missing: {index.name} places tensors in it"
+                )
     how = f"{len(shards)} shards named by {index.name}"
-    return _load_shards(folder, list(shards.values()), (index, weight_map), limits, load_file, how)
+    model = _load_shards(
+        folder, list(shards.values()), (index, weight_map, locate), limits, load_file, how
+    )
+    note = _total_size_note(index, data.get("metadata"), model)
+    if note is not None:
+        model.notes.append(note)
+    return model
+
+
+def _total_size_note(index: Path, metadata: Any, model: Model) -> str | None:
+    """A note when the index's ``metadata.total_size`` is not the bytes the shards' tensors
+    hold (safetensors shards: the sum of their tensors' data). Never an error: nothing is read
+    by it, and writers fill it loosely (``huggingface_hub`` counts each tensor's whole storage,
+    a view's included, and skips bitsandbytes' string entries; transformers' quantized saves
+    differ). PyTorch shards are not checked: their storages may hold several tensors."""
+    if not isinstance(metadata, dict) or "total_size" not in metadata:
+        return None
+    declared = metadata["total_size"]
+    if not model.format.startswith("safetensors"):
+        return None
+    if isinstance(declared, float) and declared.is_integer():
+        declared = int(declared)  # some writers store it as 1234.0
+    if isinstance(declared, bool) or not isinstance(declared, int) or declared < 0:
+        shown = json.dumps(declared)
+        shown = shown if len(shown) <= 40 else shown[:40] + "..."
+        return f"{index.name}: metadata.total_size {shown} is not a byte count"
+    held, seen = 0, set()
+    for _, tensor in model.tensors():
+        if tensor.name not in seen and tensor.shared_with is None:  # a packed tensor: once
+            seen.add(tensor.name)
+            held += sum(nbytes for _, nbytes in declared_bytes(tensor.source))
+    if declared == held:
+        return None
+    return (
+        f"{index.name}: metadata.total_size is {declared:,} bytes, the shards' tensors hold "
+        f"{held:,} (the index's figure is not used)"
+    )
+
+
+def load_url_index(
+    index: Path,
+    raw_index: bytes,
+    limits: Limits,
+    load_file: LoadFile,
+    beside: BesideURL,
+    read_config: ReadConfig | None = None,
+) -> Model:
+    """The model of a shard index read by URL (``raw_index``, its bytes, fetched within
+    ``max_json_bytes``): each shard read by ``load_file`` at the URL ``beside`` gives for its
+    name; a name leaving the index's folder is refused as a local one is."""
+
+    def locate(index: Path, name: str) -> Path:
+        found = beside(index, name)
+        if found is None:
+            raise file_error(
+                CorruptFileError, index, f"shard {short(name)} lies outside the index's folder"
+            )
+        return found
+
+    data = parse_index(index, raw_index, limits)
+    model = _load_indexed(index, data, limits, load_file, locate, check_exists=False)
+    if read_config is not None:  # after the merge's notes, before total_size's (as locally)
+        notes = config_notes(read_config, limits)
+        at = next((i for i, n in enumerate(model.notes) if "metadata.total_size" in n), None)
+        model.notes[len(model.notes) if at is None else at : at] = notes
+    return model
+
+
+BesideURL = Callable[[Any, str], "Path | None"]
+""":func:`weightscope.formats._common.remote.beside`: the URL of a name in a URL's folder."""
 
 
 def read_index(index: Path, limits: Limits) -> dict[str, str]:
     """The ``weight_map`` of a shard index (tensor name -> shard file name), read within
     ``max_json_bytes``."""
+    weight_map: dict[str, str] = read_index_data(index, limits)["weight_map"]
+    return weight_map
+
+
+def read_index_data(index: Path, limits: Limits) -> dict[str, Any]:
+    """A shard index read within ``max_json_bytes`` and checked (:func:`parse_index`)."""
     try:
         size = index.stat().st_size
         limits.check("max_json_bytes", size, f"the index is {size:,} bytes")
         with open(index, "rb") as handle:
             raw = handle.read(size + 1)
-        data = load_json(raw, limits, "the index")
     except LimitExceeded as exc:
         raise limit_error(index, exc) from None
     except OSError as exc:
         raise file_error(
             UnsupportedFormatError, index, f"cannot read: {exc.strerror or exc}"
         ) from exc
+    return parse_index(index, raw, limits)
+
+
+def parse_index(index: Path, raw: bytes, limits: Limits) -> dict[str, Any]:
+    """The shard index ``index`` whose bytes are ``raw``: a JSON object whose ``weight_map``
+    maps each tensor name to a shard file name."""
+    try:
+        data = load_json(raw, limits, "the index")
+    except LimitExceeded as exc:
+        raise limit_error(index, exc) from None
     except ValueError as exc:
         raise file_error(CorruptFileError, index, f"not a shard index: not JSON: {exc}") from exc
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
@@ -198,7 +311,8 @@ def read_index(index: Path, limits: Limits) -> dict[str, str]:
             raise file_error(
                 CorruptFileError, index, f"tensor {short(tensor)}: shard is not a file name"
             )
-    return weight_map
+    assert isinstance(data, dict)
+    return data
 
 
 def _shard_path(index: Path, name: str) -> Path:
@@ -223,7 +337,7 @@ def _shard_path(index: Path, name: str) -> Path:
 def _load_shards(
     folder: Path,
     shards: list[Path],
-    index: tuple[Path, dict[str, str]] | None,
+    index: Index | None,
     limits: Limits,
     load_file: LoadFile,
     how: str,
@@ -249,9 +363,7 @@ def stored_names(model: Model) -> list[str]:
     return list(dict.fromkeys(tensor.name for _, tensor in model.tensors()))
 
 
-def _check(
-    shards: list[Path], models: list[Model], index: tuple[Path, dict[str, str]] | None
-) -> None:
+def _check(shards: list[Path], models: list[Model], index: Index | None) -> None:
     """Every tensor in one shard, the one the index places it in; every tensor the index names
     in its shard; all shards of one format."""
     formats = {model.format for model in models}
@@ -282,7 +394,7 @@ def _check(
                     path,
                     f"holds tensor {short(name)}, which {index[0].name} does not name",
                 )
-            if _shard_path(index[0], placed) != path:
+            if str(index[2](index[0], placed)) != str(path):
                 raise file_error(
                     CorruptFileError,
                     path,
@@ -293,7 +405,7 @@ def _check(
             if name not in holder:
                 raise file_error(
                     CorruptFileError,
-                    _shard_path(index[0], placed),
+                    index[2](index[0], placed),
                     f"holds no tensor {short(name)}, which {index[0].name} places there",
                 )
 
@@ -367,14 +479,30 @@ def _config_notes(config: Path, limits: Limits) -> list[str]:
     be read is said so in a note (the weights are the model, not the config)."""
     if not config.is_file():
         return []
-    try:
+
+    def read() -> bytes:
         size = config.stat().st_size
         limits.check("max_json_bytes", size, f"{CONFIG} is {size:,} bytes")
         with open(config, "rb") as handle:
-            data = load_json(handle.read(size + 1), limits, CONFIG)
+            return handle.read(size + 1)
+
+    return config_notes(read, limits)
+
+
+ReadConfig = Callable[[], "bytes | None"]
+"""Fetches the bytes of a ``config.json`` within ``max_json_bytes`` (None: there is none)."""
+
+
+def config_notes(read: ReadConfig, limits: Limits) -> list[str]:
+    """The notes of the ``config.json`` whose bytes ``read`` gives (locally or by URL)."""
+    try:
+        raw = read()
+        if raw is None:
+            return []
+        data = load_json(raw, limits, CONFIG)
     except LimitExceeded as exc:
         return [f"{CONFIG} not read: {exc.what}, over the limit {exc.name}"]
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, WeightscopeError) as exc:
         return [f"{CONFIG} not read: {' '.join(str(exc).split())[:120]}"]
     if not isinstance(data, dict):
         return [f"{CONFIG} not read: not a JSON object"]
@@ -415,8 +543,59 @@ def _index_shards(index: str, mtime_ns: int, size: int) -> frozenset[str]:
     return frozenset(weight_map.values())
 
 
+LOOSE_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth"})
+"""The suffixes of shards a scan puts together without an index."""
+
+
+@functools.lru_cache(maxsize=256)
+def _loose_set(folder: str, mtime_ns: int) -> tuple[str, ...]:
+    """The names, in order, of the shards (``name-0000N-of-0000M.ext``, no index) that reading
+    ``folder`` as a model reads; empty when reading it would read anything else (an index, a
+    weights file HF prefers, a TF ``checkpoint`` state, more than one set, a shard missing)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return ()
+    if any(
+        n.endswith(INDEX_SUFFIX) or n in WEIGHTS_NAMES or n == TF_CHECKPOINT_STATE for n in names
+    ):
+        return ()
+    parts = [
+        m
+        for m in map(SHARD_NAME.match, names)
+        if m and m["suffix"] in LOOSE_SUFFIXES and os.path.isfile(os.path.join(folder, m.string))
+    ]
+    if len({(m["stem"], m["count"], m["suffix"]) for m in parts}) != 1:
+        return ()
+    parts.sort(key=lambda m: int(m["number"]))
+    if [int(m["number"]) for m in parts] != list(range(1, int(parts[0]["count"]) + 1)):
+        return ()
+    return tuple(m.string for m in parts) if len(parts) > 1 else ()
+
+
+def _loose_shards(file: Path) -> tuple[str, ...]:
+    if not SHARD_NAME.match(file.name):
+        return ()
+    try:
+        return _loose_set(str(file.parent), file.parent.stat().st_mtime_ns)
+    except OSError:
+        return ()
+
+
+def loose_shards_folder(file: Path) -> Path | None:
+    """The folder of ``file`` when ``file`` is the first of a set of shards without an index
+    that the folder is read as (:func:`load`): a scan reads the set as one model, in the row of
+    its first shard."""
+    shards = _loose_shards(file)
+    return file.parent if shards and shards[0] == file.name else None
+
+
 def part_of_sharded_model(file: Path) -> bool:
-    """A shard that an index in its folder names: the index is the model (what a scan reads)."""
+    """A shard that an index in its folder names (the index is the model a scan reads), or a
+    shard after the first of a set without an index (read with the first)."""
+    shards = _loose_shards(file)
+    if shards and file.name in shards[1:]:
+        return True
     try:
         folder = file.parent
         for index in _indexes_in(str(folder), folder.stat().st_mtime_ns):

@@ -17,6 +17,7 @@ from weightscope.analysis.health import MAX_ELEMENTS, LayerHealth, layer_health
 from weightscope.errors import WeightscopeError, printable
 from weightscope.formats._common.remote import url_scheme
 from weightscope.formats.registry import load
+from weightscope.formats.sharded import loose_shards_folder
 from weightscope.limits import Limits
 from weightscope.model import Layer, Model, Tensor
 from weightscope.scan.columns import FLAG_COLUMNS, complete
@@ -130,6 +131,8 @@ def scan_file(task: Task) -> FileResult:
 
     try:
         source = task.path if remote else Path(task.path)
+        if not remote:  # the first shard of a set without an index: the set is the model
+            source = loose_shards_folder(Path(task.path)) or source
         with load(source, limits=task.limits, storage_options=task.storage_options) as model:
             rows = model_rows(model, task.max_elements)
             extra = [] if remote else [Fingerprint.of(p) for p in model.inputs if p != source]

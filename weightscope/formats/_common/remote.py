@@ -388,6 +388,37 @@ def list_files(url: str, storage_options: Mapping[str, Any] | None = None) -> li
     return sorted(fs.unstrip_protocol(path) for path in found)
 
 
+def looks_like_folder(url: str) -> bool:
+    """Whether ``url`` names a folder rather than a file by its look: it ends with ``/``, or
+    its last part has no suffix (``hf://org/repo``, ``s3://bucket/models/tiny``). Only such a
+    URL costs a listing before it is read."""
+    last = url.rstrip("/").rsplit("/", 1)[-1]
+    return url.endswith("/") or "." not in last
+
+
+def folder_files(url: str, storage_options: Mapping[str, Any] | None = None) -> list[str] | None:
+    """The names of the files directly in the folder ``url`` (``hf://org/repo``,
+    ``s3://bucket/prefix/``), or None when ``url`` is no folder there (a file, or nothing). A
+    plain ``http(s)://`` URL is never listed: None."""
+    if url_scheme(url) in ("http", "https"):
+        return None
+    fsspec = _import_fsspec(url)
+    try:
+        fs, location = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+        if not fs.isdir(location):
+            return None
+        entries = fs.ls(location, detail=True)
+    except ImportError as exc:
+        raise file_error(RemoteError, url, _missing_package(exc)) from None
+    except Exception as exc:
+        raise file_error(RemoteError, url, _reason(exc)) from None
+    return sorted(
+        str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
+        for entry in entries
+        if entry.get("type") == "file"
+    )
+
+
 def _missing_package(exc: ImportError) -> str:
     """fsspec names the package a scheme needs (gcsfs for gs://); the remote extra holds those
     of https, s3 and hf."""
@@ -407,11 +438,16 @@ def _import_fsspec(url: str) -> Any:
     return fsspec
 
 
+NOT_FOUND = "no such file on the server (not found)"
+"""How a file the server does not have is said: a reader that may do without one (a
+``config.json`` beside an index) tells it from other failures by this ending."""
+
+
 def _reason(exc: BaseException) -> str:
     """One line for a failure of the network or the server."""
     status = _status(exc)
     if isinstance(exc, FileNotFoundError) and status in (None, 404):
-        return "no such file on the server (not found)"
+        return NOT_FOUND
     if isinstance(exc, PermissionError):
         return f"access denied: {_first_line(exc)}"
     if isinstance(exc, ValueError) and "range requests" in str(exc):
