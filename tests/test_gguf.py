@@ -6,8 +6,10 @@ damaged files refused with one line."""
 
 from __future__ import annotations
 
+import json
 import math
 import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -578,3 +580,23 @@ def test_compare_pairs_a_float_gguf_with_its_quantized_version(tmp_path) -> None
     for name in ("token_embd", "blk.0.attn_q"):
         pair = by_name[name]
         assert pair.match and pair.sqnr_db is not None and pair.sqnr_db > 40  # 8 bits: ~45 dB
+
+
+def test_export_leaves_out_only_what_it_cannot_decode(llama, tmp_path) -> None:
+    """The IQ2_XXS tensor has no values to write: it is named on stderr and in the archive's
+    comment, and every other tensor is exported."""
+    out = tmp_path / "llama.npz"
+    result = run_cli("export", llama, "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert "not exported" in result.stderr and "blk.1.attn_v/kernel (ggml IQ2_XXS)" in result.stderr
+    with zipfile.ZipFile(out) as archive:
+        comment = json.loads(archive.comment)
+    assert [item["key"] for item in comment["not_exported"]] == ["blk.1.attn_v/kernel"]
+    with np.load(out) as arrays, weightscope.load(llama) as model:
+        for layer, tensor in model.tensors():
+            key = f"{layer.name}/{tensor.role}"
+            if tensor.dtype == "ggml IQ2_XXS":
+                assert key not in arrays.files
+            else:
+                values = tensor.canonical() if tensor.native_layout else tensor.numpy()
+                np.testing.assert_array_equal(arrays[key], values)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from weightscope._version import __version__
+from weightscope.dtypes import has_real_values
 from weightscope.errors import WeightscopeError
 from weightscope.limits import DEFAULT, LimitExceeded, Limits, limit_error
 from weightscope.model import Layer, Model, Tensor
@@ -49,25 +50,41 @@ def export_npz(model: Model, out: str | os.PathLike[str], limits: Limits = DEFAU
     quantized ones as the real values they stand for, and apart, ``<layer>/<role>/stored``: the
     stored integers in the same layout, ``<layer>/<role>/scale`` and ``/zero_point`` as stored).
 
+    A tensor of a type weightscope does not decode (``ggml IQ2_XXS``), whose values cannot be
+    read, is left out and named in the archive's comment (``not_exported``): the rest of the
+    model is still written.
+
     Arrays are written one at a time, so memory holds at most one tensor. The file appears only
     when complete. Returns the keys written, in model order.
     """
     _check_export_budget(model, limits)
     keys: list[str] = []
+    not_exported: list[dict[str, str]] = []
     with (
         atomic_output(Path(out), model) as temp,
         zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf,
     ):
-        zf.comment = _json(_model_metadata(model))
         for layer, tensor in model.tensors():
             key = export_key(layer.user_name, tensor.role)
             if key in keys:
                 raise WeightscopeError(f"{model.source}: two tensors export as {key!r}")
-            for name, array, metadata in _arrays(layer, tensor, key):
+            arrays = _arrays(layer, tensor, key)
+            try:
+                first = next(arrays)
+            except WeightscopeError as exc:
+                if has_real_values(tensor.dtype):
+                    raise
+                not_exported.append({"key": key, "dtype": tensor.dtype, "why": str(exc)})
+                continue
+            for name, array, metadata in (first, *arrays):
                 if name in keys:
                     raise WeightscopeError(f"{model.source}: two tensors export as {name!r}")
                 _write(zf, name, array, metadata)
                 keys.append(name)
+        comment = _model_metadata(model)
+        if not_exported:
+            comment["not_exported"] = not_exported
+        zf.comment = _json(comment)
     return keys
 
 

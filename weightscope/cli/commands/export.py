@@ -72,14 +72,26 @@ def output_path(given: Path) -> Path:
 
 
 def run(args: argparse.Namespace, model: Model) -> None:
-    from weightscope.reporters.npz import export_npz
+    from weightscope.reporters.npz import export_key, export_npz
 
-    export_npz(model, args.output, limits_from(args))
+    written = set(export_npz(model, args.output, limits_from(args)))
+    left = [
+        f"{key} ({tensor.dtype})"
+        for layer, tensor in model.tensors()
+        if (key := export_key(layer.user_name, tensor.role)) not in written
+    ]
     quantized = sum(t.quantization is not None for _, t in model.tensors())
-    tensors = sum(1 for _ in model.tensors())
+    tensors = sum(1 for _ in model.tensors()) - len(left)
     count = f"{tensors:,} tensor{'' if tensors == 1 else 's'}"
     extra = f" ({quantized:,} quantized: also their stored integers, scales, zero points)"
     print(
         f"wrote {count} in canonical layout to {args.output}" + (extra if quantized else ""),
         file=sys.stderr,
     )
+    if left:
+        print(
+            f"not exported, their values not decoded by weightscope: {', '.join(left[:5])}"
+            + (f", +{len(left) - 5} more" if len(left) > 5 else "")
+            + " (named in the archive's comment)",
+            file=sys.stderr,
+        )
