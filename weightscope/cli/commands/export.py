@@ -84,14 +84,16 @@ def run(args: argparse.Namespace, model: Model) -> None:
     tensors = sum(1 for _ in model.tensors()) - len(left)
     count = f"{tensors:,} tensor{'' if tensors == 1 else 's'}"
     extra = f" ({quantized:,} quantized: also their stored integers, scales, zero points)"
+    skipped = ""
+    if left:  # on the same line: one line of stderr for a run that succeeded
+        more = f", +{len(left) - 5} more" if len(left) > 5 else ""
+        skipped = (
+            f"; not exported, their values not decoded by weightscope: {', '.join(left[:5])}"
+            f"{more} (named in the archive's comment)"
+        )
     print(
-        f"wrote {count} in canonical layout to {args.output}" + (extra if quantized else ""),
+        f"wrote {count} in canonical layout to {args.output}"
+        + (extra if quantized else "")
+        + skipped,
         file=sys.stderr,
     )
-    if left:
-        print(
-            f"not exported, their values not decoded by weightscope: {', '.join(left[:5])}"
-            + (f", +{len(left) - 5} more" if len(left) > 5 else "")
-            + " (named in the archive's comment)",
-            file=sys.stderr,
-        )
