@@ -75,13 +75,15 @@ def run(args: argparse.Namespace, model: Model) -> None:
     from weightscope.reporters.npz import export_key, export_npz
 
     written = set(export_npz(model, args.output, limits_from(args)))
-    left = [
-        f"{key} ({tensor.dtype})"
-        for layer, tensor in model.tensors()
-        if (key := export_key(layer.user_name, tensor.role)) not in written
-    ]
-    quantized = sum(t.quantization is not None for _, t in model.tensors())
-    tensors = sum(1 for _ in model.tensors()) - len(left)
+    exported, left = [], []
+    for layer, tensor in model.tensors():
+        key = export_key(layer.user_name, tensor.role)
+        if key in written:
+            exported.append(tensor)
+        else:
+            left.append(f"{key} ({tensor.dtype})")
+    quantized = sum(t.quantization is not None for t in exported)
+    tensors = len(exported)
     count = f"{tensors:,} tensor{'' if tensors == 1 else 's'}"
     extra = f" ({quantized:,} quantized: also their stored integers, scales, zero points)"
     skipped = ""
