@@ -13,6 +13,7 @@ from typing import Any
 from weightscope.formats._common.remote import list_files, url_scheme
 from weightscope.formats.registry import recognise
 from weightscope.formats.sharded import is_index, part_of_sharded_model
+from weightscope.formats.tensorflow.savedmodel import part_of_saved_model
 
 MODEL_SUFFIXES = frozenset(
     {".h5", ".hdf5", ".keras", ".pt", ".pth", ".ckpt", ".onnx", ".safetensors", ".gguf"}
@@ -81,23 +82,6 @@ def _walk_url(
             seen.add(url)
             named = url == given  # a file named on the command line is always scanned
             (result.files if named or named_like_model(url) else result.not_models).append(url)
-
-
-SAVED_MODEL = "saved_model.pb"
-SAVED_MODEL_SIDE_FILES = frozenset({"keras_metadata.pb", "fingerprint.pb"})
-
-
-def part_of_saved_model(file: Path) -> bool:
-    """A file of a SavedModel directory other than its ``saved_model.pb``: the variables
-    checkpoint, assets, Keras metadata. The SavedModel is one model, scanned as its
-    ``saved_model.pb``."""
-    folder = file.parent
-    if file.name in SAVED_MODEL_SIDE_FILES and (folder / SAVED_MODEL).is_file():
-        return True
-    return any(
-        parent.name in ("variables", "assets") and (parent.parent / SAVED_MODEL).is_file()
-        for parent in file.parents
-    )
 
 
 def _looks_like_model(file: Path) -> bool:

@@ -77,9 +77,18 @@ def is_saved_model_dir(path: Path) -> bool:
     return path.is_dir() and (path / FILE_NAME).is_file()
 
 
+SIDE_FILES = frozenset({KERAS_METADATA, "fingerprint.pb"})
+
+
 def part_of_saved_model(file: Path) -> bool:
-    """A file of a SavedModel's ``variables/`` bundle: read with its ``saved_model.pb``."""
-    return file.parent.name == "variables" and (file.parent.parent / FILE_NAME).is_file()
+    """A file of a SavedModel directory other than its ``saved_model.pb`` (its ``variables/``
+    bundle, assets, Keras metadata): read with, or beside, its ``saved_model.pb``."""
+    if file.name in SIDE_FILES and (file.parent / FILE_NAME).is_file():
+        return True
+    return any(
+        parent.name in ("variables", "assets") and (parent.parent / FILE_NAME).is_file()
+        for parent in file.parents
+    )
 
 
 def match(probe: Probe) -> Match | None:
