@@ -295,3 +295,31 @@ def test_help_of_every_command_imports_nothing_heavy():
     assert result.returncode == 0, result.stderr
     assert "usage: weightscope" in result.stdout
     assert "HEAVY: []" in result.stdout, result.stdout[-2000:]
+
+
+START_UP_CHECK = (
+    """
+import sys
+from weightscope.cli.app import main
+assert main(["inspect", sys.argv[1]]) == 0
+"""
+    + LOADED
+    + """
+print("LOADED:", loaded(["weightscope.formats", "weightscope.cli.commands"]))
+"""
+)
+
+
+def test_reading_a_pytorch_file_imports_only_the_readers_tried_and_its_command():
+    """Start-up: the readers are imported as the registry tries them (Keras, then PyTorch, which
+    claims the file), and only the command run is imported."""
+    path = Path(weightscope.__file__).parent / "examples" / "digits_cnn.pt"
+    result = run_check(START_UP_CHECK, path)
+    assert result.returncode == 0, result.stderr
+    loaded = result.stdout.split("LOADED:", 1)[1]
+    assert "weightscope.formats.pytorch.reader" in loaded
+    assert "weightscope.cli.commands.inspect" in loaded
+    for untried in ("gguf", "onnx", "tflite", "tensorflow.savedmodel", "tensorflow.reader"):
+        assert f"weightscope.formats.{untried}'" not in loaded
+        assert f"weightscope.formats.{untried}." not in loaded
+    assert "weightscope.cli.commands.export" not in loaded

@@ -66,7 +66,9 @@ Each command's --help shows its options and examples.
 exit status: 0 on success, 2 when a file cannot be read (one line on stderr says why)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or with ``only`` the parser of that one command (what running
+    it needs: the other commands' modules are then not imported)."""
     parser = argparse.ArgumentParser(
         prog="weightscope",
         description=DESCRIPTION,
@@ -76,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"weightscope {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    for name in COMMANDS:
+    for name in COMMANDS if only is None else (only,):
         command(name).add_parser(commands)
     return parser
 
@@ -100,8 +102,16 @@ def _source(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path |
     return args.file if isinstance(args.file, str) else Path(args.file)  # a URL stays a string
 
 
+def _named_command(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names, if its first operand is one (the top level takes no option
+    with a value, so that operand is the command)."""
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    return first if first in COMMANDS else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(only=_named_command(argv))
     args = parser.parse_args(argv)
     chosen = command(args.command) if args.command in COMMANDS else None
     if isinstance(chosen, StandaloneCommand):

@@ -3,13 +3,15 @@ that matched; live objects go to the reader that claims them."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import stat
 import zipfile
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, cast
 
 from weightscope.errors import (
     CorruptFileError,
@@ -19,7 +21,7 @@ from weightscope.errors import (
     file_error,
     with_format,
 )
-from weightscope.formats import numpy, safetensors, sharded
+from weightscope.formats import sharded
 from weightscope.formats._common.file_region import declared_bytes
 from weightscope.formats._common.remote import (
     NOT_FOUND,
@@ -29,28 +31,47 @@ from weightscope.formats._common.remote import (
     looks_like_folder,
     url_scheme,
 )
-from weightscope.formats.gguf import reader as gguf
-from weightscope.formats.keras import reader as keras
-from weightscope.formats.onnx import reader as onnx
 from weightscope.formats.protocol import Match, Probe, Reader
-from weightscope.formats.pytorch import reader as pytorch
-from weightscope.formats.tensorflow import reader as tensorflow
-from weightscope.formats.tensorflow import savedmodel
-from weightscope.formats.tflite import reader as tflite
+from weightscope.formats.tensorflow import saved_files
 from weightscope.gc_pause import paused_gc
 from weightscope.limits import DEFAULT, LimitExceeded, Limits, limit_error
 from weightscope.model import Model
 
+
+class _Deferred:
+    """A reader module imported the first time it is asked anything: a ``.pt`` file is then
+    read without importing (and paying the start-up of) the SavedModel, TFLite or GGUF readers,
+    which :func:`_match` never reaches."""
+
+    def __init__(self, module: str) -> None:
+        self._name = module
+        self._module: ModuleType | None = None
+
+    def __getattr__(self, attribute: str) -> Any:
+        if self._module is None:
+            self._module = importlib.import_module(self._name)
+        return getattr(self._module, attribute)
+
+
+def _reader(module: str) -> Reader:
+    return cast(Reader, _Deferred(f"weightscope.formats.{module}"))
+
+
+_KERAS = _reader("keras.reader")
+_PYTORCH = _reader("pytorch.reader")
+_SAFETENSORS = _reader("safetensors")
+_ONNX = _reader("onnx.reader")
+
 READERS: tuple[Reader, ...] = (
-    keras,
-    pytorch,
-    gguf,
-    safetensors,
-    numpy,
-    savedmodel,
-    onnx,
-    tensorflow,
-    tflite,
+    _KERAS,
+    _PYTORCH,
+    _reader("gguf.reader"),
+    _SAFETENSORS,
+    _reader("numpy"),
+    _reader("tensorflow.savedmodel"),
+    _ONNX,
+    _reader("tensorflow.reader"),
+    _reader("tflite.reader"),
 )
 """Tried in this order; the first whose ``match`` claims a file reads it."""
 
@@ -115,8 +136,8 @@ def load(
         file = Path(f"{file}.index")  # a TensorFlow checkpoint named by its prefix
     if not file.exists():
         raise file_error(UnsupportedFormatError, file, "no such file")
-    if savedmodel.is_saved_model_dir(file):
-        file = file / savedmodel.FILE_NAME  # a SavedModel is read from its saved_model.pb
+    if saved_files.is_saved_model_dir(file):
+        file = file / saved_files.FILE_NAME  # a SavedModel is read from its saved_model.pb
     if file.is_dir() or sharded.is_index(file):  # one model from many files
         return sharded.load(file, limits, _load_file, recognise)
     return _load_file(file, limits)
@@ -143,7 +164,7 @@ def _load_file(file: Path, limits: Limits) -> Model:
         return _load_with(*found, limits)
 
 
-URL_READERS: tuple[Reader, ...] = (safetensors, onnx, pytorch)
+URL_READERS: tuple[Reader, ...] = (_SAFETENSORS, _ONNX, _PYTORCH)
 """The readers that read a file by URL (by ranges, through ``Probe.file``); any other format
 found at a URL is refused with one line."""
 
@@ -264,7 +285,7 @@ def recognise(file: Path) -> str | None:
     never raises for a bad file."""
     if _special_kind(file) is not None or not file.is_file():
         return None
-    if savedmodel.part_of_saved_model(file):
+    if saved_files.part_of_saved_model(file):
         return None  # a SavedModel's variables/ bundle: its saved_model.pb is the model
     try:
         with open(file, "rb") as handle:

@@ -13,7 +13,7 @@ from typing import Any
 from weightscope.formats._common.remote import list_files, url_scheme
 from weightscope.formats.registry import recognise
 from weightscope.formats.sharded import is_index, part_of_sharded_model
-from weightscope.formats.tensorflow.savedmodel import part_of_saved_model
+from weightscope.formats.tensorflow.saved_files import part_of_saved_model
 
 MODEL_SUFFIXES = frozenset(
     {".h5", ".hdf5", ".keras", ".pt", ".pth", ".ckpt", ".onnx", ".safetensors", ".gguf"}

@@ -33,6 +33,7 @@ from weightscope.formats.protocol import Match, Probe
 from weightscope.formats.tensorflow import graph_ops, keras_objects, object_graph
 from weightscope.formats.tensorflow import reader as checkpoint
 from weightscope.formats.tensorflow.bundle import BundleEntry, BundleError, read_index
+from weightscope.formats.tensorflow.saved_files import FILE_NAME, KERAS_METADATA
 from weightscope.formats.tensorflow.saved_proto import (
     KerasNode,
     SavedModelError,
@@ -53,8 +54,6 @@ from weightscope.model import (
 FRAMEWORK = "tensorflow"
 FORMAT = "savedmodel"
 LOOKS_LIKE = "TensorFlow SavedModel"
-FILE_NAME = "saved_model.pb"
-KERAS_METADATA = "keras_metadata.pb"
 OBJECT_GRAPH_KEY = object_graph.KEY
 GRAPH_NOTE = (
     "the graph's ops were not all followed (more steps than its size allows for): kinds of "
@@ -71,24 +70,6 @@ COPIES_NOTE = (
     "is used (Keras 3's export keeps every variable a second time under _all_variables/): "
     "listed, not counted"
 )
-
-
-def is_saved_model_dir(path: Path) -> bool:
-    return path.is_dir() and (path / FILE_NAME).is_file()
-
-
-SIDE_FILES = frozenset({KERAS_METADATA, "fingerprint.pb"})
-
-
-def part_of_saved_model(file: Path) -> bool:
-    """A file of a SavedModel directory other than its ``saved_model.pb`` (its ``variables/``
-    bundle, assets, Keras metadata): read with, or beside, its ``saved_model.pb``."""
-    if file.name in SIDE_FILES and (file.parent / FILE_NAME).is_file():
-        return True
-    return any(
-        parent.name in ("variables", "assets") and (parent.parent / FILE_NAME).is_file()
-        for parent in file.parents
-    )
 
 
 def match(probe: Probe) -> Match | None:
