@@ -27,8 +27,15 @@ QUANTIZED_BY_GGUF = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "BF16", "F16", "F32
 """Types ``gguf.quants.quantize`` writes from float values."""
 K_QUANTS = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
 """Types it only dequantizes: written here as random blocks with finite float16 scales."""
-HALF_FIELDS = {"Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,)}
-"""Byte offsets of each K-quant block's float16 ``d`` (and ``dmin``)."""
+HALF_FIELDS = {
+    "Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,),
+    "IQ4_NL": (0,), "IQ4_XS": (0,), "TQ1_0": (52,), "TQ2_0": (64,), "MXFP4": (), "NVFP4": (),
+}  # fmt: skip
+"""Byte offsets of each block's float16 ``d`` (and ``dmin``): set to finite values, since a
+float16 field can hold inf and NaN, which no comparison of values can check (MXFP4's E8M0 and
+NVFP4's UE4M3 scales have no inf or NaN as GGML reads them: every byte is random)."""
+TABLE_TYPES = ["IQ4_NL", "IQ4_XS", "MXFP4", "NVFP4", "TQ1_0", "TQ2_0"]
+"""The types of 4-bit codes into a table of levels, and the ternary ones."""
 
 
 def _random_blocks(rng: np.random.Generator, name: str, rows: int, row: int) -> np.ndarray:
@@ -61,12 +68,17 @@ def write_gguf(path: Path, tensors: list[tuple[str, np.ndarray, object]], **meta
 
 
 def reference(path: Path) -> dict[str, tuple[np.ndarray, tuple[int, ...]]]:
-    """Each tensor's values as the ``gguf`` package dequantizes them, and its GGML dims."""
+    """Each tensor's values as the ``gguf`` package dequantizes them (an empty array for a type
+    it does not), and its GGML dims."""
     reader = gguf.GGUFReader(str(path))
     found = {}
     for tensor in reader.tensors:
         ne = tuple(int(d) for d in tensor.shape)
-        values = gguf.quants.dequantize(np.asarray(tensor.data), tensor.tensor_type)
+        try:
+            values = gguf.quants.dequantize(np.asarray(tensor.data), tensor.tensor_type)
+        except NotImplementedError:
+            found[tensor.name] = (np.zeros(0, np.float32), ne)
+            continue
         found[tensor.name] = (np.asarray(values).reshape(ne[::-1]), ne)
     return found
 
@@ -124,6 +136,69 @@ def test_every_type_dequantizes_as_gguf_does(every_type, index) -> None:
         assert q.scales().shape == (values.shape[0], values.shape[1] // ggml.sub_block)
         np.testing.assert_allclose(q.dequantize(stored), values, rtol=1e-5, atol=1e-6)
         assert tensor.quantization_axis == 1  # the OI kernel's input axis: ne0
+
+
+@pytest.mark.parametrize("name", TABLE_TYPES)
+def test_table_and_ternary_types_dequantize_exactly_as_gguf_does(name, tmp_path) -> None:
+    """Random blocks of every bit pattern (finite float16 scales) decode to the values of
+    ``gguf.quants.dequantize``, bit for bit, through the file reader, its statistics, and the
+    stored levels and scales ``real = scale * (stored - zero_point)``."""
+    rng = np.random.default_rng(list(TABLE_TYPES).index(name))
+    ggml = blocks.TYPES[Q[name].value]
+    raw = _random_blocks(rng, name, 6, 4 * ggml.block_size)
+    with np.errstate(over="ignore"):  # MXFP4: 2**127 * 6 overflows to inf, in GGML too
+        expected = gguf.quants.dequantize(raw, Q[name])
+        parts = ggml.decode(raw.reshape(-1, ggml.type_size))
+        got = blocks.real_values(parts, ggml.sub_block).reshape(expected.shape)
+    np.testing.assert_array_equal(got, expected)  # infs where gguf has them
+    if name == "MXFP4":  # for the statistics below: exponents whose values stay finite
+        raw.reshape(-1, ggml.type_size)[:, 0] %= 250
+        expected = gguf.quants.dequantize(raw, Q[name])
+    assert expected.shape == (6, 4 * ggml.block_size) and np.isfinite(expected).all()
+    path = write_gguf(tmp_path / "t.gguf", [("blk.0.ffn_up.weight", raw, Q[name])])
+    with weightscope.load(path) as model:
+        tensor = model.layer("blk.0.ffn_up").tensor("kernel")
+        assert (
+            tensor.dtype == name and tensor.has_stats and "not dequantized" not in str(model.notes)
+        )
+        np.testing.assert_array_equal(tensor.numpy(), expected)
+        stats = tensor.stats(chunk_elements=2 * ggml.block_size)
+        wide = expected.astype(np.float64)
+        assert stats.count == expected.size
+        assert math.isclose(stats.mean, wide.mean(), rel_tol=1e-6, abs_tol=1e-6 * wide.std())
+        assert math.isclose(stats.std, wide.std(), rel_tol=1e-6)
+        assert (stats.min, stats.max) == (float(expected.min()), float(expected.max()))
+        q = tensor.quantization
+        assert q is not None and q.block_size == ggml.sub_block and q.offset is None
+        stored = tensor.stored()
+        np.testing.assert_array_equal(q.dequantize(stored), expected)
+        levels = {
+            "IQ4_NL": blocks.IQ4_LEVELS, "IQ4_XS": blocks.IQ4_LEVELS,
+            "MXFP4": blocks.E2M1_DOUBLED, "NVFP4": blocks.E2M1_DOUBLED,
+            "TQ1_0": np.arange(3), "TQ2_0": np.arange(4),
+        }[name]  # fmt: skip
+        assert set(np.unique(stored).tolist()) <= set(levels.tolist())
+        assert q.scales().shape == (6, 4 * ggml.block_size // ggml.sub_block)
+        zero = q.zero_points()
+        assert (zero is not None and set(zero.ravel().tolist()) == {1}) == name.startswith("TQ")
+
+
+@pytest.mark.parametrize("name", ["TQ1_0", "TQ2_0", "MXFP4"])
+def test_values_quantized_by_gguf_read_back(name, tmp_path) -> None:
+    """Blocks ``gguf.quants.quantize`` makes from real values (TQ1_0 from ternary ones, as
+    BitNet's are) read back as ``gguf.quants.dequantize`` gives them."""
+    rng = np.random.default_rng(7)
+    values = rng.standard_normal((4, 512)).astype(np.float32)
+    if name.startswith("TQ"):
+        values = np.sign(np.round(values)) * np.float32(0.25)
+    raw = gguf.quants.quantize(values, Q[name])
+    expected = gguf.quants.dequantize(raw, Q[name])
+    path = write_gguf(tmp_path / "q.gguf", [("blk.0.attn_q.weight", raw, Q[name])])
+    with weightscope.load(path) as model:
+        got = model.layer("blk.0.attn_q").tensor("kernel").numpy()
+    np.testing.assert_array_equal(got, expected)
+    if name.startswith("TQ"):  # ternary values are held exactly
+        np.testing.assert_array_equal(got, values)
 
 
 def test_runs_of_whole_blocks_bound_memory(every_type) -> None:
@@ -187,7 +262,7 @@ def llama(tmp_path_factory) -> Path:
         ("output_norm.weight", np.ones(width, np.float32), None),
         ("output.weight", *mat(vocab, width, Q.Q8_0)),
         # a type weightscope does not dequantize: listed and counted
-        ("blk.1.attn_v.weight", np.zeros((width, 66), np.uint8), Q.IQ2_XXS),
+        ("blk.1.attn_v.weight", np.zeros((width, 18), np.uint8), Q.Q1_0),
     ]
     tokens = [f"tok{i}" for i in range(vocab)]
     return write_gguf(
@@ -217,7 +292,7 @@ def test_llama_layers_metadata_and_totals(llama) -> None:
         assert kinds["blk.0.attn_q"] == kinds["blk.1.ffn_down"] == kinds["output"] == "dense"
         assert kinds["blk.0.ffn_gate_exps"] == "unknown"  # experts, not a conv
         assert kinds["blk.1.attn_v"] == "dense"  # its shape says so; its values are unread
-        assert "IQ2_XXS blocks are not dequantized" in (model.layer("blk.1.attn_v").note or "")
+        assert "Q1_0 blocks are not dequantized" in (model.layer("blk.1.attn_v").note or "")
         assert all(layer.inferred for layer in model.layers)
         q = model.layer("blk.0.attn_q")
         assert [t.role for t in q.tensors] == ["kernel", "bias"]
@@ -225,7 +300,7 @@ def test_llama_layers_metadata_and_totals(llama) -> None:
         for _, tensor in model.tensors():
             values, ne = expected[tensor.name]
             assert tensor.native_shape == ne[::-1]
-            if tensor.dtype != "ggml IQ2_XXS":
+            if tensor.dtype != "ggml Q1_0":
                 np.testing.assert_allclose(tensor.numpy(), values, rtol=1e-6, atol=0)
         # every element counted, whatever its type: the totals are the file's
         total = sum(math.prod(ne) for _, ne in expected.values())
@@ -237,20 +312,20 @@ def test_llama_layers_metadata_and_totals(llama) -> None:
     assert "tokenizer.ggml.model=llama" in notes
     assert "tokenizer.ggml.tokens: 96 entries" in notes
     assert "tok5" not in notes  # the vocabulary is counted, never listed
-    assert "not dequantized by weightscope: 1 IQ2_XXS" in notes
+    assert "not dequantized by weightscope: 1 Q1_0" in notes
 
 
 def test_undecoded_type_is_listed_counted_and_refused_alone(llama) -> None:
     with weightscope.load(llama) as model:
         layer = model.layer("blk.1.attn_v")
         tensor = layer.tensors[0]
-        assert tensor.dtype == "ggml IQ2_XXS" and not tensor.has_stats and tensor.counted
-        assert tensor.size == 64 * 256
-        with pytest.raises(WeightscopeError, match="IQ2_XXS blocks are not dequantized"):
+        assert tensor.dtype == "ggml Q1_0" and not tensor.has_stats and tensor.counted
+        assert tensor.size == 64 * 128
+        with pytest.raises(WeightscopeError, match="Q1_0 blocks are not dequantized"):
             tensor.numpy()
     result = run_cli("inspect", llama)
     assert result.returncode == 0, result.stderr
-    assert "ggml IQ2_XXS" in result.stdout and "MOSTLY_Q4_K_M" in result.stdout
+    assert "ggml Q1_0" in result.stdout and "MOSTLY_Q4_K_M" in result.stdout
     result = run_cli("inspect", llama, "--json")
     assert result.returncode == 0, result.stderr
 
@@ -583,19 +658,19 @@ def test_compare_pairs_a_float_gguf_with_its_quantized_version(tmp_path) -> None
 
 
 def test_export_leaves_out_only_what_it_cannot_decode(llama, tmp_path) -> None:
-    """The IQ2_XXS tensor has no values to write: it is named on stderr and in the archive's
+    """The Q1_0 tensor has no values to write: it is named on stderr and in the archive's
     comment, and every other tensor is exported."""
     out = tmp_path / "llama.npz"
     result = run_cli("export", llama, "-o", out)
     assert result.returncode == 0, result.stderr
-    assert "not exported" in result.stderr and "blk.1.attn_v/kernel (ggml IQ2_XXS)" in result.stderr
+    assert "not exported" in result.stderr and "blk.1.attn_v/kernel (ggml Q1_0)" in result.stderr
     with zipfile.ZipFile(out) as archive:
         comment = json.loads(archive.comment)
     assert [item["key"] for item in comment["not_exported"]] == ["blk.1.attn_v/kernel"]
     with np.load(out) as arrays, weightscope.load(llama) as model:
         for layer, tensor in model.tensors():
             key = f"{layer.name}/{tensor.role}"
-            if tensor.dtype == "ggml IQ2_XXS":
+            if tensor.dtype == "ggml Q1_0":
                 assert key not in arrays.files
             else:
                 values = tensor.canonical() if tensor.native_layout else tensor.numpy()

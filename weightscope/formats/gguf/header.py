@@ -89,6 +89,8 @@ class Header:
     tensors: list[TensorInfo] = field(default_factory=list)
     alignment: int = DEFAULT_ALIGNMENT
     data_start: int = 0
+    big_endian: bool = False
+    """Numbers (and tensor elements) stored most significant byte first."""
 
 
 class _Cursor:
