@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import sys
 import zipfile
 from pathlib import Path
 
@@ -199,6 +200,84 @@ def test_values_quantized_by_gguf_read_back(name, tmp_path) -> None:
     np.testing.assert_array_equal(got, expected)
     if name.startswith("TQ"):  # ternary values are held exactly
         np.testing.assert_array_equal(got, values)
+
+
+GRID_TYPES = ["IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S"]
+"""The types whose blocks index lattices: dequantized through the gguf package."""
+
+
+def _grid_file(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """One tensor of random blocks per grid type (a finite float16 ``d`` first, where the type
+    has one: IQ1_M spreads its ``d`` over its scales), and the values gguf gives them."""
+    rng = np.random.default_rng(21)
+    tensors, expected = [], {}
+    for index, name in enumerate(GRID_TYPES):
+        ggml = blocks.TYPES[Q[name].value]
+        raw = rng.integers(0, 256, (3 * 2, ggml.type_size), dtype=np.uint8)
+        if name != "IQ1_M":
+            raw[:, :2] = rng.uniform(0.001, 0.05, 6).astype("<f2").view(np.uint8).reshape(6, 2)
+        raw = raw.reshape(3, 2 * ggml.type_size)
+        tensors.append((f"blk.{index}.ffn_down.weight", raw, Q[name]))
+        with np.errstate(all="ignore"):
+            expected[name] = gguf.quants.dequantize(raw, Q[name])
+    return write_gguf(tmp_path / "grid.gguf", tensors), expected
+
+
+def test_grid_types_dequantize_through_the_gguf_package(tmp_path) -> None:
+    path, expected = _grid_file(tmp_path)
+    with weightscope.load(path) as model:
+        assert "not dequantized" not in "\n".join(model.notes)
+        for index, name in enumerate(GRID_TYPES):
+            tensor = model.layer(f"blk.{index}.ffn_down").tensor("kernel")
+            values = expected[name]
+            assert tensor.dtype == name and tensor.native_shape == values.shape == (3, 512)
+            assert tensor.has_stats and tensor.quantization is None  # values, no parts
+            np.testing.assert_array_equal(tensor.numpy(), values)
+            # in runs of one block, each the package's own dequantization of those bytes
+            pieces = list(tensor.source.chunks(256))
+            assert [p.size for p in pieces] == [256] * 6
+            np.testing.assert_array_equal(np.concatenate(pieces), values.reshape(-1))
+            if not np.isfinite(values).all():  # IQ1_M's random d: inf or NaN, counted
+                assert tensor.stats().nan + tensor.stats().inf > 0
+                continue
+            stats = tensor.stats(chunk_elements=256)
+            wide = values.astype(np.float64)
+            assert math.isclose(stats.mean, wide.mean(), rel_tol=1e-6, abs_tol=1e-6 * wide.std())
+            assert math.isclose(stats.std, wide.std(), rel_tol=1e-6)
+            assert (stats.min, stats.max) == (float(values.min()), float(values.max()))
+    out = tmp_path / "grid.npz"
+    result = run_cli("export", path, "-o", out)
+    assert result.returncode == 0, result.stderr
+    with np.load(out) as arrays:
+        np.testing.assert_array_equal(arrays["blk.2.ffn_down/kernel"], expected["IQ2_XXS"])
+        assert "blk.2.ffn_down/kernel/stored" not in arrays.files
+
+
+def test_grid_types_without_the_gguf_package_are_listed_and_say_what_decodes_them(
+    tmp_path, monkeypatch
+) -> None:
+    path, _ = _grid_file(tmp_path)
+    for name in [m for m in sys.modules if m == "gguf" or m.startswith("gguf.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "gguf", None)  # import gguf: ImportError; find_spec: None
+    with weightscope.load(path) as model:
+        notes = "\n".join(model.notes)
+        assert "not dequantized by weightscope: 1 IQ1_S, 1 IQ1_M, 1 IQ2_XXS" in notes
+        assert "the gguf package decodes them: pip install 'weightscope[gguf]'" in notes
+        tensor = model.layer("blk.2.ffn_down").tensor("kernel")
+        assert tensor.dtype == "ggml IQ2_XXS" and not tensor.has_stats and tensor.counted
+        assert model.params.total == len(GRID_TYPES) * 3 * 512
+        with pytest.raises(WeightscopeError, match=r"the gguf package decodes them"):
+            tensor.numpy()
+    # loaded while the package was there, then gone: the values are refused with one line
+    monkeypatch.undo()
+    model = weightscope.load(path)
+    with model:
+        monkeypatch.setitem(sys.modules, "gguf", None)
+        monkeypatch.setitem(sys.modules, "gguf.quants", None)
+        tensor = model.layer("blk.2.ffn_down").tensor("kernel")
+        with pytest.raises(WeightscopeError, match=r"gguf package, which cannot be imported"):
+            tensor.numpy()
 
 
 def test_runs_of_whole_blocks_bound_memory(every_type) -> None:
