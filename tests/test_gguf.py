@@ -290,6 +290,45 @@ def test_runs_of_whole_blocks_bound_memory(every_type) -> None:
         assert {p.size for p in k_tensor.source.chunks(100)} == {256}  # one super-block
 
 
+@pytest.mark.parametrize("name", ["Q4_K", "IQ4_XS", "IQ2_XS"])
+def test_statistics_of_a_large_quantized_tensor_hold_one_run_at_a_time(name, tmp_path) -> None:
+    """Statistics of 8 million quantized values (32 MB as float32) reduced in runs of 65,536:
+    the peak of Python's allocations (numpy's included, on every thread) stays under 4 MB,
+    an eighth of the dequantized tensor, and the result is the whole tensor's."""
+    import tracemalloc
+
+    rng = np.random.default_rng(11)
+    if name == "IQ2_XS":  # a grid type, through the gguf package: finite d first
+        ggml = blocks.TYPES[Q[name].value]
+        raw = rng.integers(0, 256, (2048 * 16, ggml.type_size), dtype=np.uint8)
+        raw[:, :2] = (
+            rng.uniform(0.001, 0.05, raw.shape[0]).astype("<f2").view(np.uint8).reshape(-1, 2)
+        )
+        raw = raw.reshape(2048, -1)
+    else:
+        raw = _random_blocks(rng, name, 2048, 4096)
+    path = write_gguf(tmp_path / "big.gguf", [("blk.0.ffn_up.weight", raw, Q[name])])
+    chunk = 1 << 16
+    with weightscope.load(path) as model:
+        tensor = model.layer("blk.0.ffn_up").tensor("kernel")
+        assert tensor.size == 2048 * 4096
+        tracemalloc.start()
+        try:
+            stats = tensor.stats(chunk_elements=chunk)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 4 << 20, f"{peak / 1e6:.1f} MB"
+        assert peak < tensor.size * 4 / 8
+        whole = tensor.numpy().astype(np.float64)
+    np.testing.assert_array_equal(whole, gguf.quants.dequantize(raw, Q[name]))
+    assert stats.count == whole.size and stats.nan == stats.inf == 0
+    assert math.isclose(stats.mean, whole.mean(), rel_tol=1e-6, abs_tol=1e-7 * whole.std())
+    assert math.isclose(stats.std, whole.std(), rel_tol=1e-6)
+    assert (stats.min, stats.max) == (whole.min(), whole.max())
+    assert math.isclose(stats.zeros_fraction, float(np.mean(whole == 0)), abs_tol=1e-9)
+
+
 def test_q8_k_blocks(tmp_path) -> None:
     """Q8_K (a float32 ``d``, 256 int8 values, 16 sums kept for dot products): no writer or
     reference quantizes it, so the blocks are built here."""
