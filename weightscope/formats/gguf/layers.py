@@ -44,6 +44,23 @@ class Entry:
     quantization: Quantization | None = None
 
 
+def attr_of(name: str) -> str:
+    """The :attr:`Entry.attr` of the tensor ``name``: its last component."""
+    prefix, _, last = name.rpartition(".")
+    return last if prefix else name
+
+
+def rebuild(parts: Sequence[Layer]) -> Layer:
+    """One layer of the pieces of it that the files of a split GGUF hold (a weight in one
+    file, its bias in the next), its kind inferred from all its tensors."""
+    entries = [
+        Entry(t.name, attr_of(t.name), t.native_shape, t.dtype, t.source, t.quantization)
+        for layer in parts
+        for t in layer.tensors
+    ]
+    return build_layer(parts[0].name, entries)
+
+
 def group(entries: Sequence[Entry]) -> dict[str, list[Entry]]:
     """Entries by layer name, in file order: ``blk.0.attn_q.weight`` -> ``blk.0.attn_q``; a
     name without a ``weight`` or ``bias`` suffix is a layer of its own."""

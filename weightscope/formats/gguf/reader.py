@@ -11,14 +11,22 @@ file type and the metadata a user asks about first (never the tokenizer's vocabu
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from weightscope.errors import printable
 from weightscope.formats._common.file_region import FileRegionSource, OpenFile, c_strides
-from weightscope.formats.gguf import grid
+from weightscope.formats.gguf import grid, split
 from weightscope.formats.gguf.blocks import GGMLType
 from weightscope.formats.gguf.header import MAGIC, ArrayValue, Header, TensorInfo, read_header
-from weightscope.formats.gguf.layers import FRAMEWORK, UNDECODED, Entry, build_layer, group
+from weightscope.formats.gguf.layers import (
+    FRAMEWORK,
+    UNDECODED,
+    Entry,
+    attr_of,
+    build_layer,
+    group,
+)
 from weightscope.formats.gguf.sources import BlockSource, UndecodedSource, block_quantization
 from weightscope.formats.protocol import Match, Probe
 from weightscope.limits import Limits
@@ -71,6 +79,21 @@ def load_object(obj: Any, limits: Limits) -> Model:
 def load(match: Match, limits: Limits) -> Model:
     path = match.probe.path
     header = read_header(path, limits)
+    found = split.split_of(header, path)
+    if found is None or found.count == 1:
+        return read_file(path, header, notes(header))
+    if found.no == 0:
+        return split.load(path, header, found, limits, read_file, notes)
+    first = split.paths_from(path, found)
+    alone = (
+        f"split {found.no + 1} of {found.count}: this file alone (its tensors, none of the "
+        f"metadata); {first} reads the whole model"
+    )
+    return read_file(path, header, [alone, *notes(header)])
+
+
+def read_file(path: Path, header: Header, notes: list[str]) -> Model:
+    """The model of the one GGUF file ``path`` whose header is ``header``."""
     file = OpenFile(path, GGUF)
     try:
         entries = [_entry(file, header, info) for info in header.tensors]
@@ -78,7 +101,7 @@ def load(match: Match, limits: Limits) -> Model:
     except BaseException:
         file.close()
         raise
-    model = Model(path, "gguf", FRAMEWORK, None, layers, notes=notes(header))
+    model = Model(path, "gguf", FRAMEWORK, None, layers, notes=notes)
     model._resources.callback(file.close)
     return model
 
@@ -87,8 +110,7 @@ def _entry(file: OpenFile, header: Header, info: TensorInfo) -> Entry:
     start = header.data_start + info.offset
     ggml_type = info.ggml_type
     shape = info.shape
-    prefix, _, last = info.name.rpartition(".")
-    attr = last if prefix else info.name
+    attr = attr_of(info.name)
     quantization = None
     source: TensorSource
     why = undecoded_reason(ggml_type, header.big_endian)
