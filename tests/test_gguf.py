@@ -638,7 +638,15 @@ HOSTILE = {
     ),
     "version 99": lambda: _header([], version=99),
     "version 1": lambda: _header([], version=1),
-    "big-endian": lambda: b"GGUF" + struct.pack(">IQQ", 3, 0, 0),
+    "big-endian, tensor count 2**60": lambda: b"GGUF" + struct.pack(">IQQ", 3, 1 << 60, 0),
+    "big-endian, truncated data": lambda: (
+        b"GGUF"
+        + struct.pack(">IQQ", 3, 1, 0)
+        + struct.pack(">Q", 8)
+        + b"w.weight"
+        + struct.pack(">IQIQ", 1, 8, 0, 0)
+        + b"\0" * 20
+    ),
 }
 
 
@@ -793,3 +801,105 @@ def test_export_leaves_out_only_what_it_cannot_decode(llama, tmp_path) -> None:
             else:
                 values = tensor.canonical() if tensor.native_layout else tensor.numpy()
                 np.testing.assert_array_equal(arrays[key], values)
+
+
+# ---------------------------------------------------------------------------------------------
+# big-endian files: numbers and elements swapped
+
+
+BIG_ENDIAN_TYPES = ["F32", "F16", "BF16", "Q4_0", "Q8_0", "Q4_K", "Q6_K", "MXFP4", "NVFP4"]
+"""The types gguf's own gguf_convert_endian writes big-endian (it refuses any other)."""
+
+
+def _big_endian_copy(little: Path, big: Path, monkeypatch) -> Path:
+    """``little`` converted by the gguf package's own ``gguf_convert_endian`` (in place, on a
+    copy): the header's numbers, the float elements and the blocks' float16 fields swapped."""
+    import argparse
+    import shutil
+
+    from gguf.scripts import gguf_convert_endian
+
+    shutil.copy(little, big)
+    monkeypatch.setattr("builtins.input", lambda prompt="": "YES")
+    reader = gguf.GGUFReader(str(big), "r+")
+    gguf_convert_endian.convert_byteorder(reader, argparse.Namespace(order="big", dry_run=False))
+    reader.data.flush()
+    del reader
+    return big
+
+
+def test_big_endian_file_reads_as_its_little_endian_original(tmp_path, monkeypatch) -> None:
+    rng = np.random.default_rng(17)
+    tensors: list[tuple[str, np.ndarray, object]] = []
+    for index, name in enumerate(BIG_ENDIAN_TYPES):
+        values = rng.standard_normal((4, 256)).astype(np.float32)
+        if name in ("F32", "F16"):
+            array, qtype = values.astype(np.float16) if name == "F16" else values, None
+        elif name in ("Q4_K", "Q6_K", "NVFP4"):  # no quantizer in gguf: random blocks
+            array, qtype = _random_blocks(rng, name, 4, 256), Q[name]
+        else:
+            array, qtype = gguf.quants.quantize(values, Q[name]), Q[name]
+        tensors.append((f"blk.{index}.ffn_up.weight", array, qtype))
+    little = write_gguf(
+        tmp_path / "little.gguf",
+        tensors,
+        file_type=int(gguf.LlamaFileType.MOSTLY_Q4_K_M),
+        context_length=4096,
+        token_list=["a", "bb", "ccc"],
+    )
+    big = _big_endian_copy(little, tmp_path / "big.gguf", monkeypatch)
+    assert gguf.GGUFReader(str(big)).endianess == gguf.GGUFEndian.BIG
+    assert little.read_bytes() != big.read_bytes()
+    with weightscope.load(little) as a, weightscope.load(big) as b:
+        assert a.notes == b.notes  # the same metadata, read from swapped numbers
+        assert "llama.context_length=4096" in "\n".join(b.notes)
+        for (_, x), (_, y) in zip(a.tensors(), b.tensors(), strict=True):
+            assert (x.name, x.dtype, x.native_shape) == (y.name, y.dtype, y.native_shape)
+            np.testing.assert_array_equal(y.numpy(), x.numpy())
+            assert y.stats(chunk_elements=256) == x.stats(chunk_elements=256)
+            if x.quantization is not None:
+                np.testing.assert_array_equal(y.quantization.scales(), x.quantization.scales())
+                np.testing.assert_array_equal(y.stored(), x.stored())
+
+
+def test_big_endian_file_of_plain_types_as_gguf_reads_it(tmp_path) -> None:
+    """``GGUFWriter(endianess=BIG)`` swaps plain arrays as it writes them; block types it
+    writes unchanged, and those GGML's tools define no big-endian layout for (Q5_1 here) are
+    listed, counted and said not to be read."""
+    rng = np.random.default_rng(18)
+    arrays = {
+        "a.weight": rng.standard_normal((3, 8)).astype(np.float32),
+        "b.weight": rng.standard_normal(8).astype(np.float64),
+        "c.weight": rng.integers(-1000, 1000, (2, 8)).astype(np.int32),
+        "d.weight": rng.integers(-1000, 1000, 8).astype(np.int16),
+        "e.weight": rng.integers(-100, 100, 8).astype(np.int8),
+        "f.weight": rng.standard_normal((2, 8)).astype(np.float16),
+    }
+    path = tmp_path / "big.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama", endianess=gguf.GGUFEndian.BIG)
+    writer.add_name("big")
+    writer.add_context_length(512)
+    for name, array in arrays.items():
+        writer.add_tensor(name, array)
+    q5 = gguf.quants.quantize(rng.standard_normal((2, 64)).astype(np.float32), Q.Q5_1)
+    writer.add_tensor("g.weight", q5, raw_dtype=Q.Q5_1)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    reader = gguf.GGUFReader(str(path))
+    expected = {t.name: np.asarray(t.data) for t in reader.tensors}
+    with weightscope.load(path) as model:
+        notes = "\n".join(model.notes)
+        assert "name big" in notes and "llama.context_length=512" in notes
+        for name, array in arrays.items():
+            tensor = model.layer(name.removesuffix(".weight")).tensors[0]
+            got = tensor.numpy()
+            assert got.dtype.isnative and got.dtype.kind == array.dtype.kind
+            np.testing.assert_array_equal(got, array)
+            np.testing.assert_array_equal(got, expected[name].reshape(array.shape))
+        tensor = model.layer("g").tensors[0]
+        assert tensor.dtype == "ggml Q5_1" and tensor.size == 128 and tensor.counted
+        assert "no big-endian Q5_1 blocks" in notes
+        with pytest.raises(WeightscopeError, match="in a big-endian file"):
+            tensor.numpy()

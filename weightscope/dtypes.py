@@ -36,7 +36,10 @@ def has_real_values(name: str) -> bool:
 
 
 def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
-    """bfloat16 bit patterns (any 2-byte array) as the float32 values they stand for."""
+    """bfloat16 bit patterns (any 2-byte array; a big-endian ``>u2`` one read as numbers) as
+    the float32 values they stand for."""
+    if bits.dtype.kind == "u" and not bits.dtype.isnative:
+        bits = bits.astype(np.uint16)
     return (bits.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
