@@ -21,11 +21,13 @@ EXTRA = "pip install 'weightscope[gguf]'"
 
 
 def available() -> bool:
-    """Whether the ``gguf`` package can be found (without importing it)."""
+    """Whether the ``gguf`` package can be found (without importing it): a package, not a
+    module of that name that happens to come first on ``sys.path``."""
     try:
-        return importlib.util.find_spec(PACKAGE) is not None
+        spec = importlib.util.find_spec(PACKAGE)
     except (ImportError, ValueError):  # a broken install, or sys.modules["gguf"] set to None
         return False
+    return spec is not None and spec.submodule_search_locations is not None
 
 
 def _quants() -> ModuleType:

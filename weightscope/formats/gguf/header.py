@@ -1,5 +1,7 @@
 """The GGUF header: magic ``GGUF``, version (2 or 3), tensor and metadata counts, the metadata
-key/values, the tensor infos, then padding to the alignment where the tensor data starts.
+key/values, the tensor infos, then padding to the alignment where the tensor data starts. A
+big-endian file (its version reads as 2 or 3 only byte-swapped) has every number after the magic
+swapped: read so, and marked on the :class:`Header`.
 
 Every count and length the header declares is checked against the bytes left in the file
 before anything is read or allocated for it, and the costs a well-formed header could still

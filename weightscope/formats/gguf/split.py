@@ -52,11 +52,11 @@ def split_of(header: Header, path: Path) -> Split | None:
             isinstance(value, bool) or not isinstance(value, int) or value < 0
         ):
             raise file_error(CorruptFileError, path, f"{key} is {str(value)[:40]!r}, not a count")
-    no, count = int(values[NO]), int(values[COUNT])  # type: ignore[arg-type]
+    no, count = int(meta[NO]), int(meta[COUNT])
     if not 0 <= no < count <= MAX_SPLITS:
         raise file_error(CorruptFileError, path, f"{NO} is {no}, {COUNT} {count}: no such split")
     tensors = values[TENSORS]
-    return Split(no, count, None if tensors is None else int(tensors))  # type: ignore[arg-type]
+    return Split(no, count, None if tensors is None else int(tensors))
 
 
 def paths(first: Path, split: Split) -> list[Path]:
