@@ -132,7 +132,7 @@ def test_split_reads_as_the_unsplit_file_from_its_first_file_and_its_folder(tmp_
                 assert "file type MOSTLY_Q8_0 (7)" in notes and "8 tensors" in notes
                 assert "llama.context_length=2048" in notes
                 assert "split 1 of 3" not in notes
-                assert set(model.inputs) >= set(paths)
+                assert model.source == paths[0] and model.inputs[: len(paths)] == paths
     result = run_cli("inspect", paths[0])
     assert result.returncode == 0, result.stderr
     assert "blk.0.ffn_down" in result.stdout and "Q5_1" in result.stdout
@@ -221,9 +221,20 @@ def test_a_folder_whose_first_file_has_no_split_keys(tmp_path) -> None:
 
 
 def test_a_scan_reads_the_split_once_from_its_first_file(tmp_path) -> None:
+    import csv
+
     from weightscope.scan.walk import walk
 
     paths = write_split(tmp_path / "m")
     found = walk([str(tmp_path)])
     assert found.files == [str(paths[0])]
     assert sorted(found.not_models) == sorted(map(str, paths[1:]))
+    out = tmp_path / "scan.csv"
+    result = run_cli("scan", tmp_path / "m", "-o", out)
+    assert result.returncode == 0, result.stderr
+    with out.open(newline="") as handle:
+        models = [row for row in csv.DictReader(handle) if row["record"] == "model"]
+    assert [(row["path"], row["format"]) for row in models] == [(str(paths[0]), "gguf-sharded")]
+    assert int(models[0]["params"]) == sum(
+        math.prod(int(d) for d in t.shape) for p in paths for t in gguf.GGUFReader(str(p)).tensors
+    )

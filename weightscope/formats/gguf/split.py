@@ -114,6 +114,9 @@ def load(
         )
     whole = replace(header, tensors=[t for path in files for t in headers[path].tensors])
     model.notes[1:1] = notes(whole)  # after "read from ...", as one file's notes
+    # the model is its first file's (the folder holds no file of it; scan fingerprints inputs)
+    model.source = first
+    model.inputs = [path for path in model.inputs if path != first.parent]
     return model
 
 
