@@ -29,7 +29,7 @@ NO_STATISTICS = frozenset(
 
 def has_real_values(name: str) -> bool:
     """Whether statistics (mean, std, min, max) apply to elements of this type: not to complex
-    numbers, strings or types weightscope cannot decode (``onnx type 99``, ``ggml IQ2_XXS``).
+    numbers, strings or types weightscope cannot decode (``onnx type 99``, ``ggml Q1_0``).
     Other unexpected types say yes, so that asking for their statistics fails with a message
     naming the problem."""
     return not (name in NO_STATISTICS or name.startswith(("complex", "onnx type", "ggml ")))

@@ -20,8 +20,9 @@ from weightscope.model import Layer, Quantization, Tensor, TensorSource
 FRAMEWORK = "gguf"
 SUFFIXES = frozenset({"weight", "bias"})
 UNDECODED = "ggml "
-"""The prefix of the element type of a tensor weightscope does not dequantize (``ggml
-IQ2_XXS``): no statistics apply (:func:`weightscope.dtypes.has_real_values`)."""
+"""The prefix of the element type of a tensor weightscope does not dequantize (``ggml Q1_0``,
+``ggml IQ2_XXS`` without the gguf package): no statistics apply
+(:func:`weightscope.dtypes.has_real_values`)."""
 
 EMBEDDING_PARTS = frozenset({"token_embd", "position_embd", "token_types", "tok_embd"})
 """llama.cpp's names of embedding tables (``names`` knows the PyTorch ones whisper keeps)."""

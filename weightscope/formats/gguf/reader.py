@@ -145,7 +145,7 @@ def undecoded_reason(ggml_type: GGMLType, big_endian: bool) -> str | None:
 
 
 def undecoded_dtype(ggml_type: GGMLType) -> str:
-    """``ggml IQ2_XXS``: the element type of a tensor weightscope does not dequantize (no
+    """``ggml Q1_0``: the element type of a tensor weightscope does not dequantize (no
     statistics apply, see :func:`weightscope.dtypes.has_real_values`)."""
     return f"{UNDECODED}{ggml_type.name}"
 
