@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import sys
 import zipfile
 from pathlib import Path
 
@@ -27,8 +28,15 @@ QUANTIZED_BY_GGUF = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "BF16", "F16", "F32
 """Types ``gguf.quants.quantize`` writes from float values."""
 K_QUANTS = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
 """Types it only dequantizes: written here as random blocks with finite float16 scales."""
-HALF_FIELDS = {"Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,)}
-"""Byte offsets of each K-quant block's float16 ``d`` (and ``dmin``)."""
+HALF_FIELDS = {
+    "Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,),
+    "IQ4_NL": (0,), "IQ4_XS": (0,), "TQ1_0": (52,), "TQ2_0": (64,), "MXFP4": (), "NVFP4": (),
+}  # fmt: skip
+"""Byte offsets of each block's float16 ``d`` (and ``dmin``): set to finite values, since a
+float16 field can hold inf and NaN, which no comparison of values can check (MXFP4's E8M0 and
+NVFP4's UE4M3 scales have no inf or NaN as GGML reads them: every byte is random)."""
+TABLE_TYPES = ["IQ4_NL", "IQ4_XS", "MXFP4", "NVFP4", "TQ1_0", "TQ2_0"]
+"""The types of 4-bit codes into a table of levels, and the ternary ones."""
 
 
 def _random_blocks(rng: np.random.Generator, name: str, rows: int, row: int) -> np.ndarray:
@@ -61,12 +69,17 @@ def write_gguf(path: Path, tensors: list[tuple[str, np.ndarray, object]], **meta
 
 
 def reference(path: Path) -> dict[str, tuple[np.ndarray, tuple[int, ...]]]:
-    """Each tensor's values as the ``gguf`` package dequantizes them, and its GGML dims."""
+    """Each tensor's values as the ``gguf`` package dequantizes them (an empty array for a type
+    it does not), and its GGML dims."""
     reader = gguf.GGUFReader(str(path))
     found = {}
     for tensor in reader.tensors:
         ne = tuple(int(d) for d in tensor.shape)
-        values = gguf.quants.dequantize(np.asarray(tensor.data), tensor.tensor_type)
+        try:
+            values = gguf.quants.dequantize(np.asarray(tensor.data), tensor.tensor_type)
+        except NotImplementedError:
+            found[tensor.name] = (np.zeros(0, np.float32), ne)
+            continue
         found[tensor.name] = (np.asarray(values).reshape(ne[::-1]), ne)
     return found
 
@@ -126,6 +139,147 @@ def test_every_type_dequantizes_as_gguf_does(every_type, index) -> None:
         assert tensor.quantization_axis == 1  # the OI kernel's input axis: ne0
 
 
+@pytest.mark.parametrize("name", TABLE_TYPES)
+def test_table_and_ternary_types_dequantize_exactly_as_gguf_does(name, tmp_path) -> None:
+    """Random blocks of every bit pattern (finite float16 scales) decode to the values of
+    ``gguf.quants.dequantize``, bit for bit, through the file reader, its statistics, and the
+    stored levels and scales ``real = scale * (stored - zero_point)``."""
+    rng = np.random.default_rng(list(TABLE_TYPES).index(name))
+    ggml = blocks.TYPES[Q[name].value]
+    raw = _random_blocks(rng, name, 6, 4 * ggml.block_size)
+    with np.errstate(over="ignore"):  # MXFP4: 2**127 * 6 overflows to inf, in GGML too
+        expected = gguf.quants.dequantize(raw, Q[name])
+        parts = ggml.decode(raw.reshape(-1, ggml.type_size))
+        got = blocks.real_values(parts, ggml.sub_block).reshape(expected.shape)
+    np.testing.assert_array_equal(got, expected)  # infs where gguf has them
+    if name == "MXFP4":  # for the statistics below: exponents whose values stay finite
+        raw.reshape(-1, ggml.type_size)[:, 0] %= 250
+        expected = gguf.quants.dequantize(raw, Q[name])
+    assert expected.shape == (6, 4 * ggml.block_size) and np.isfinite(expected).all()
+    path = write_gguf(tmp_path / "t.gguf", [("blk.0.ffn_up.weight", raw, Q[name])])
+    with weightscope.load(path) as model:
+        tensor = model.layer("blk.0.ffn_up").tensor("kernel")
+        assert (
+            tensor.dtype == name and tensor.has_stats and "not dequantized" not in str(model.notes)
+        )
+        np.testing.assert_array_equal(tensor.numpy(), expected)
+        stats = tensor.stats(chunk_elements=2 * ggml.block_size)
+        wide = expected.astype(np.float64)
+        assert stats.count == expected.size
+        assert math.isclose(stats.mean, wide.mean(), rel_tol=1e-6, abs_tol=1e-6 * wide.std())
+        assert math.isclose(stats.std, wide.std(), rel_tol=1e-6)
+        assert (stats.min, stats.max) == (float(expected.min()), float(expected.max()))
+        q = tensor.quantization
+        assert q is not None and q.block_size == ggml.sub_block and q.offset is None
+        stored = tensor.stored()
+        np.testing.assert_array_equal(q.dequantize(stored), expected)
+        levels = {
+            "IQ4_NL": blocks.IQ4_LEVELS, "IQ4_XS": blocks.IQ4_LEVELS,
+            "MXFP4": blocks.E2M1_DOUBLED, "NVFP4": blocks.E2M1_DOUBLED,
+            "TQ1_0": np.arange(3), "TQ2_0": np.arange(4),
+        }[name]  # fmt: skip
+        assert set(np.unique(stored).tolist()) <= set(levels.tolist())
+        assert q.scales().shape == (6, 4 * ggml.block_size // ggml.sub_block)
+        zero = q.zero_points()
+        assert (zero is not None and set(zero.ravel().tolist()) == {1}) == name.startswith("TQ")
+
+
+@pytest.mark.parametrize("name", ["TQ1_0", "TQ2_0", "MXFP4"])
+def test_values_quantized_by_gguf_read_back(name, tmp_path) -> None:
+    """Blocks ``gguf.quants.quantize`` makes from real values (TQ1_0 from ternary ones, as
+    BitNet's are) read back as ``gguf.quants.dequantize`` gives them."""
+    rng = np.random.default_rng(7)
+    values = rng.standard_normal((4, 512)).astype(np.float32)
+    if name.startswith("TQ"):
+        values = np.sign(np.round(values)) * np.float32(0.25)
+    raw = gguf.quants.quantize(values, Q[name])
+    expected = gguf.quants.dequantize(raw, Q[name])
+    path = write_gguf(tmp_path / "q.gguf", [("blk.0.attn_q.weight", raw, Q[name])])
+    with weightscope.load(path) as model:
+        got = model.layer("blk.0.attn_q").tensor("kernel").numpy()
+    np.testing.assert_array_equal(got, expected)
+    if name.startswith("TQ"):  # ternary values are held exactly
+        np.testing.assert_array_equal(got, values)
+
+
+GRID_TYPES = ["IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S"]
+"""The types whose blocks index lattices: dequantized through the gguf package."""
+
+
+def _grid_file(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """One tensor of random blocks per grid type (a finite float16 ``d`` first, where the type
+    has one: IQ1_M spreads its ``d`` over its scales), and the values gguf gives them."""
+    rng = np.random.default_rng(21)
+    tensors, expected = [], {}
+    for index, name in enumerate(GRID_TYPES):
+        ggml = blocks.TYPES[Q[name].value]
+        raw = rng.integers(0, 256, (3 * 2, ggml.type_size), dtype=np.uint8)
+        if name != "IQ1_M":
+            raw[:, :2] = rng.uniform(0.001, 0.05, 6).astype("<f2").view(np.uint8).reshape(6, 2)
+        raw = raw.reshape(3, 2 * ggml.type_size)
+        tensors.append((f"blk.{index}.ffn_down.weight", raw, Q[name]))
+        with np.errstate(all="ignore"):
+            expected[name] = gguf.quants.dequantize(raw, Q[name])
+    return write_gguf(tmp_path / "grid.gguf", tensors), expected
+
+
+def test_grid_types_dequantize_through_the_gguf_package(tmp_path) -> None:
+    path, expected = _grid_file(tmp_path)
+    with weightscope.load(path) as model:
+        assert "not dequantized" not in "\n".join(model.notes)
+        for index, name in enumerate(GRID_TYPES):
+            tensor = model.layer(f"blk.{index}.ffn_down").tensor("kernel")
+            values = expected[name]
+            assert tensor.dtype == name and tensor.native_shape == values.shape == (3, 512)
+            assert tensor.has_stats and tensor.quantization is None  # values, no parts
+            np.testing.assert_array_equal(tensor.numpy(), values)
+            # in runs of one block, each the package's own dequantization of those bytes
+            pieces = list(tensor.source.chunks(256))
+            assert [p.size for p in pieces] == [256] * 6
+            np.testing.assert_array_equal(np.concatenate(pieces), values.reshape(-1))
+            if not np.isfinite(values).all():  # IQ1_M's random d: inf or NaN, counted
+                assert tensor.stats().nan + tensor.stats().inf > 0
+                continue
+            stats = tensor.stats(chunk_elements=256)
+            wide = values.astype(np.float64)
+            assert math.isclose(stats.mean, wide.mean(), rel_tol=1e-6, abs_tol=1e-6 * wide.std())
+            assert math.isclose(stats.std, wide.std(), rel_tol=1e-6)
+            assert (stats.min, stats.max) == (float(values.min()), float(values.max()))
+    out = tmp_path / "grid.npz"
+    result = run_cli("export", path, "-o", out)
+    assert result.returncode == 0, result.stderr
+    with np.load(out) as arrays:
+        np.testing.assert_array_equal(arrays["blk.2.ffn_down/kernel"], expected["IQ2_XXS"])
+        assert "blk.2.ffn_down/kernel/stored" not in arrays.files
+
+
+def test_grid_types_without_the_gguf_package_are_listed_and_say_what_decodes_them(
+    tmp_path, monkeypatch
+) -> None:
+    path, _ = _grid_file(tmp_path)
+    for name in [m for m in sys.modules if m == "gguf" or m.startswith("gguf.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "gguf", None)  # import gguf: ImportError; find_spec: None
+    with weightscope.load(path) as model:
+        notes = "\n".join(model.notes)
+        assert "not dequantized by weightscope: 1 IQ1_S, 1 IQ1_M, 1 IQ2_XXS" in notes
+        assert "the gguf package decodes them: pip install 'weightscope[gguf]'" in notes
+        tensor = model.layer("blk.2.ffn_down").tensor("kernel")
+        assert tensor.dtype == "ggml IQ2_XXS" and not tensor.has_stats and tensor.counted
+        assert model.params.total == len(GRID_TYPES) * 3 * 512
+        with pytest.raises(WeightscopeError, match=r"the gguf package decodes them"):
+            tensor.numpy()
+    # loaded while the package was there, then gone: the values are refused with one line
+    monkeypatch.undo()
+    model = weightscope.load(path)
+    with model:
+        monkeypatch.setitem(sys.modules, "gguf", None)
+        monkeypatch.setitem(sys.modules, "gguf.quants", None)
+        tensor = model.layer("blk.2.ffn_down").tensor("kernel")
+        with pytest.raises(WeightscopeError, match=r"gguf package, which cannot be imported"):
+            tensor.numpy()
+
+
 def test_runs_of_whole_blocks_bound_memory(every_type) -> None:
     with weightscope.load(every_type) as model:
         tensor = model.layer("blk.0.ffn_up").tensor("kernel")  # Q8_0: blocks of 32
@@ -134,6 +288,45 @@ def test_runs_of_whole_blocks_bound_memory(every_type) -> None:
         np.testing.assert_array_equal(np.concatenate(pieces), tensor.numpy().reshape(-1))
         k_tensor = model.layer(f"blk.{len(QUANTIZED_BY_GGUF)}.ffn_up").tensor("kernel")
         assert {p.size for p in k_tensor.source.chunks(100)} == {256}  # one super-block
+
+
+@pytest.mark.parametrize("name", ["Q4_K", "IQ4_XS", "IQ2_XS"])
+def test_statistics_of_a_large_quantized_tensor_hold_one_run_at_a_time(name, tmp_path) -> None:
+    """Statistics of 8 million quantized values (32 MB as float32) reduced in runs of 65,536:
+    the peak of Python's allocations (numpy's included, on every thread) stays under 4 MB,
+    an eighth of the dequantized tensor, and the result is the whole tensor's."""
+    import tracemalloc
+
+    rng = np.random.default_rng(11)
+    if name == "IQ2_XS":  # a grid type, through the gguf package: finite d first
+        ggml = blocks.TYPES[Q[name].value]
+        raw = rng.integers(0, 256, (2048 * 16, ggml.type_size), dtype=np.uint8)
+        raw[:, :2] = (
+            rng.uniform(0.001, 0.05, raw.shape[0]).astype("<f2").view(np.uint8).reshape(-1, 2)
+        )
+        raw = raw.reshape(2048, -1)
+    else:
+        raw = _random_blocks(rng, name, 2048, 4096)
+    path = write_gguf(tmp_path / "big.gguf", [("blk.0.ffn_up.weight", raw, Q[name])])
+    chunk = 1 << 16
+    with weightscope.load(path) as model:
+        tensor = model.layer("blk.0.ffn_up").tensor("kernel")
+        assert tensor.size == 2048 * 4096
+        tracemalloc.start()
+        try:
+            stats = tensor.stats(chunk_elements=chunk)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 4 << 20, f"{peak / 1e6:.1f} MB"
+        assert peak < tensor.size * 4 / 8
+        whole = tensor.numpy().astype(np.float64)
+    np.testing.assert_array_equal(whole, gguf.quants.dequantize(raw, Q[name]))
+    assert stats.count == whole.size and stats.nan == stats.inf == 0
+    assert math.isclose(stats.mean, whole.mean(), rel_tol=1e-6, abs_tol=1e-7 * whole.std())
+    assert math.isclose(stats.std, whole.std(), rel_tol=1e-6)
+    assert (stats.min, stats.max) == (whole.min(), whole.max())
+    assert math.isclose(stats.zeros_fraction, float(np.mean(whole == 0)), abs_tol=1e-9)
 
 
 def test_q8_k_blocks(tmp_path) -> None:
@@ -187,7 +380,7 @@ def llama(tmp_path_factory) -> Path:
         ("output_norm.weight", np.ones(width, np.float32), None),
         ("output.weight", *mat(vocab, width, Q.Q8_0)),
         # a type weightscope does not dequantize: listed and counted
-        ("blk.1.attn_v.weight", np.zeros((width, 66), np.uint8), Q.IQ2_XXS),
+        ("blk.1.attn_v.weight", np.zeros((width, 18), np.uint8), Q.Q1_0),
     ]
     tokens = [f"tok{i}" for i in range(vocab)]
     return write_gguf(
@@ -217,7 +410,7 @@ def test_llama_layers_metadata_and_totals(llama) -> None:
         assert kinds["blk.0.attn_q"] == kinds["blk.1.ffn_down"] == kinds["output"] == "dense"
         assert kinds["blk.0.ffn_gate_exps"] == "unknown"  # experts, not a conv
         assert kinds["blk.1.attn_v"] == "dense"  # its shape says so; its values are unread
-        assert "IQ2_XXS blocks are not dequantized" in (model.layer("blk.1.attn_v").note or "")
+        assert "Q1_0 blocks are not dequantized" in (model.layer("blk.1.attn_v").note or "")
         assert all(layer.inferred for layer in model.layers)
         q = model.layer("blk.0.attn_q")
         assert [t.role for t in q.tensors] == ["kernel", "bias"]
@@ -225,7 +418,7 @@ def test_llama_layers_metadata_and_totals(llama) -> None:
         for _, tensor in model.tensors():
             values, ne = expected[tensor.name]
             assert tensor.native_shape == ne[::-1]
-            if tensor.dtype != "ggml IQ2_XXS":
+            if tensor.dtype != "ggml Q1_0":
                 np.testing.assert_allclose(tensor.numpy(), values, rtol=1e-6, atol=0)
         # every element counted, whatever its type: the totals are the file's
         total = sum(math.prod(ne) for _, ne in expected.values())
@@ -237,20 +430,20 @@ def test_llama_layers_metadata_and_totals(llama) -> None:
     assert "tokenizer.ggml.model=llama" in notes
     assert "tokenizer.ggml.tokens: 96 entries" in notes
     assert "tok5" not in notes  # the vocabulary is counted, never listed
-    assert "not dequantized by weightscope: 1 IQ2_XXS" in notes
+    assert "not dequantized by weightscope: 1 Q1_0" in notes
 
 
 def test_undecoded_type_is_listed_counted_and_refused_alone(llama) -> None:
     with weightscope.load(llama) as model:
         layer = model.layer("blk.1.attn_v")
         tensor = layer.tensors[0]
-        assert tensor.dtype == "ggml IQ2_XXS" and not tensor.has_stats and tensor.counted
-        assert tensor.size == 64 * 256
-        with pytest.raises(WeightscopeError, match="IQ2_XXS blocks are not dequantized"):
+        assert tensor.dtype == "ggml Q1_0" and not tensor.has_stats and tensor.counted
+        assert tensor.size == 64 * 128
+        with pytest.raises(WeightscopeError, match="Q1_0 blocks are not dequantized"):
             tensor.numpy()
     result = run_cli("inspect", llama)
     assert result.returncode == 0, result.stderr
-    assert "ggml IQ2_XXS" in result.stdout and "MOSTLY_Q4_K_M" in result.stdout
+    assert "ggml Q1_0" in result.stdout and "MOSTLY_Q4_K_M" in result.stdout
     result = run_cli("inspect", llama, "--json")
     assert result.returncode == 0, result.stderr
 
@@ -445,7 +638,15 @@ HOSTILE = {
     ),
     "version 99": lambda: _header([], version=99),
     "version 1": lambda: _header([], version=1),
-    "big-endian": lambda: b"GGUF" + struct.pack(">IQQ", 3, 0, 0),
+    "big-endian, tensor count 2**60": lambda: b"GGUF" + struct.pack(">IQQ", 3, 1 << 60, 0),
+    "big-endian, truncated data": lambda: (
+        b"GGUF"
+        + struct.pack(">IQQ", 3, 1, 0)
+        + struct.pack(">Q", 8)
+        + b"w.weight"
+        + struct.pack(">IQIQ", 1, 8, 0, 0)
+        + b"\0" * 20
+    ),
 }
 
 
@@ -583,20 +784,122 @@ def test_compare_pairs_a_float_gguf_with_its_quantized_version(tmp_path) -> None
 
 
 def test_export_leaves_out_only_what_it_cannot_decode(llama, tmp_path) -> None:
-    """The IQ2_XXS tensor has no values to write: it is named on stderr and in the archive's
+    """The Q1_0 tensor has no values to write: it is named on stderr and in the archive's
     comment, and every other tensor is exported."""
     out = tmp_path / "llama.npz"
     result = run_cli("export", llama, "-o", out)
     assert result.returncode == 0, result.stderr
-    assert "not exported" in result.stderr and "blk.1.attn_v/kernel (ggml IQ2_XXS)" in result.stderr
+    assert "not exported" in result.stderr and "blk.1.attn_v/kernel (ggml Q1_0)" in result.stderr
     with zipfile.ZipFile(out) as archive:
         comment = json.loads(archive.comment)
     assert [item["key"] for item in comment["not_exported"]] == ["blk.1.attn_v/kernel"]
     with np.load(out) as arrays, weightscope.load(llama) as model:
         for layer, tensor in model.tensors():
             key = f"{layer.name}/{tensor.role}"
-            if tensor.dtype == "ggml IQ2_XXS":
+            if tensor.dtype == "ggml Q1_0":
                 assert key not in arrays.files
             else:
                 values = tensor.canonical() if tensor.native_layout else tensor.numpy()
                 np.testing.assert_array_equal(arrays[key], values)
+
+
+# ---------------------------------------------------------------------------------------------
+# big-endian files: numbers and elements swapped
+
+
+BIG_ENDIAN_TYPES = ["F32", "F16", "BF16", "Q4_0", "Q8_0", "Q4_K", "Q6_K", "MXFP4", "NVFP4"]
+"""The types gguf's own gguf_convert_endian writes big-endian (it refuses any other)."""
+
+
+def _big_endian_copy(little: Path, big: Path, monkeypatch) -> Path:
+    """``little`` converted by the gguf package's own ``gguf_convert_endian`` (in place, on a
+    copy): the header's numbers, the float elements and the blocks' float16 fields swapped."""
+    import argparse
+    import shutil
+
+    from gguf.scripts import gguf_convert_endian
+
+    shutil.copy(little, big)
+    monkeypatch.setattr("builtins.input", lambda prompt="": "YES")
+    reader = gguf.GGUFReader(str(big), "r+")
+    gguf_convert_endian.convert_byteorder(reader, argparse.Namespace(order="big", dry_run=False))
+    reader.data.flush()
+    del reader
+    return big
+
+
+def test_big_endian_file_reads_as_its_little_endian_original(tmp_path, monkeypatch) -> None:
+    rng = np.random.default_rng(17)
+    tensors: list[tuple[str, np.ndarray, object]] = []
+    for index, name in enumerate(BIG_ENDIAN_TYPES):
+        values = rng.standard_normal((4, 256)).astype(np.float32)
+        if name in ("F32", "F16"):
+            array, qtype = values.astype(np.float16) if name == "F16" else values, None
+        elif name in ("Q4_K", "Q6_K", "NVFP4"):  # no quantizer in gguf: random blocks
+            array, qtype = _random_blocks(rng, name, 4, 256), Q[name]
+        else:
+            array, qtype = gguf.quants.quantize(values, Q[name]), Q[name]
+        tensors.append((f"blk.{index}.ffn_up.weight", array, qtype))
+    little = write_gguf(
+        tmp_path / "little.gguf",
+        tensors,
+        file_type=int(gguf.LlamaFileType.MOSTLY_Q4_K_M),
+        context_length=4096,
+        token_list=["a", "bb", "ccc"],
+    )
+    big = _big_endian_copy(little, tmp_path / "big.gguf", monkeypatch)
+    assert gguf.GGUFReader(str(big)).endianess == gguf.GGUFEndian.BIG
+    assert little.read_bytes() != big.read_bytes()
+    with weightscope.load(little) as a, weightscope.load(big) as b:
+        assert a.notes == b.notes  # the same metadata, read from swapped numbers
+        assert "llama.context_length=4096" in "\n".join(b.notes)
+        for (_, x), (_, y) in zip(a.tensors(), b.tensors(), strict=True):
+            assert (x.name, x.dtype, x.native_shape) == (y.name, y.dtype, y.native_shape)
+            np.testing.assert_array_equal(y.numpy(), x.numpy())
+            assert y.stats(chunk_elements=256) == x.stats(chunk_elements=256)
+            if x.quantization is not None:
+                np.testing.assert_array_equal(y.quantization.scales(), x.quantization.scales())
+                np.testing.assert_array_equal(y.stored(), x.stored())
+
+
+def test_big_endian_file_of_plain_types_as_gguf_reads_it(tmp_path) -> None:
+    """``GGUFWriter(endianess=BIG)`` swaps plain arrays as it writes them; block types it
+    writes unchanged, and those GGML's tools define no big-endian layout for (Q5_1 here) are
+    listed, counted and said not to be read."""
+    rng = np.random.default_rng(18)
+    arrays = {
+        "a.weight": rng.standard_normal((3, 8)).astype(np.float32),
+        "b.weight": rng.standard_normal(8).astype(np.float64),
+        "c.weight": rng.integers(-1000, 1000, (2, 8)).astype(np.int32),
+        "d.weight": rng.integers(-1000, 1000, 8).astype(np.int16),
+        "e.weight": rng.integers(-100, 100, 8).astype(np.int8),
+        "f.weight": rng.standard_normal((2, 8)).astype(np.float16),
+    }
+    path = tmp_path / "big.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama", endianess=gguf.GGUFEndian.BIG)
+    writer.add_name("big")
+    writer.add_context_length(512)
+    for name, array in arrays.items():
+        writer.add_tensor(name, array)
+    q5 = gguf.quants.quantize(rng.standard_normal((2, 64)).astype(np.float32), Q.Q5_1)
+    writer.add_tensor("g.weight", q5, raw_dtype=Q.Q5_1)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    reader = gguf.GGUFReader(str(path))
+    expected = {t.name: np.asarray(t.data) for t in reader.tensors}
+    with weightscope.load(path) as model:
+        notes = "\n".join(model.notes)
+        assert "name big" in notes and "llama.context_length=512" in notes
+        for name, array in arrays.items():
+            tensor = model.layer(name.removesuffix(".weight")).tensors[0]
+            got = tensor.numpy()
+            assert got.dtype.isnative and got.dtype.kind == array.dtype.kind
+            np.testing.assert_array_equal(got, array)
+            np.testing.assert_array_equal(got, expected[name].reshape(array.shape))
+        tensor = model.layer("g").tensors[0]
+        assert tensor.dtype == "ggml Q5_1" and tensor.size == 128 and tensor.counted
+        assert "no big-endian Q5_1 blocks" in notes
+        with pytest.raises(WeightscopeError, match="in a big-endian file"):
+            tensor.numpy()

@@ -280,6 +280,44 @@ def test_gguf_files_import_no_framework_nor_gguf(tmp_path):
     assert "FRAMEWORKS: []" in result.stdout, result.stdout
 
 
+GRID_CHECK = (
+    """
+import sys
+from weightscope.cli.app import main
+assert main(["inspect", sys.argv[1], "--no-stats"]) == 0
+assert main(["inspect", sys.argv[1], "--json", "--no-stats"]) == 0
+"""
+    + LOADED
+    + """
+print("LISTED:", loaded(["gguf"]))
+assert main(["inspect", sys.argv[1]]) == 0
+print("STATS:", loaded(["gguf"])[:1])
+"""
+)
+
+
+def test_gguf_package_is_imported_only_for_the_values_of_a_grid_tensor(tmp_path):
+    """A GGUF file holding an IQ2_XXS tensor is listed without the ``gguf`` package; only its
+    values (statistics here) import it, to dequantize the grid type."""
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+
+    path = tmp_path / "model.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    raw = np.zeros((4, 66), np.uint8)
+    iq2 = gguf.GGMLQuantizationType.IQ2_XXS
+    writer.add_tensor("blk.0.ffn_up.weight", raw, raw_dtype=iq2)
+    writer.add_tensor("blk.0.ffn_norm.weight", np.ones(4, np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    result = run_check(GRID_CHECK, path)
+    assert result.returncode == 0, result.stderr
+    assert "LISTED: []" in result.stdout, result.stdout
+    assert "STATS: ['gguf']" in result.stdout, result.stdout
+
+
 def test_refusing_an_unknown_file_imports_nothing_heavy(tmp_path):
     for name, content in (("notes.txt", b"just some text\n" * 50), ("blob", bytes(range(256)))):
         path = tmp_path / name

@@ -29,14 +29,17 @@ NO_STATISTICS = frozenset(
 
 def has_real_values(name: str) -> bool:
     """Whether statistics (mean, std, min, max) apply to elements of this type: not to complex
-    numbers, strings or types weightscope cannot decode (``onnx type 99``, ``ggml IQ2_XXS``).
+    numbers, strings or types weightscope cannot decode (``onnx type 99``, ``ggml Q1_0``).
     Other unexpected types say yes, so that asking for their statistics fails with a message
     naming the problem."""
     return not (name in NO_STATISTICS or name.startswith(("complex", "onnx type", "ggml ")))
 
 
 def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
-    """bfloat16 bit patterns (any 2-byte array) as the float32 values they stand for."""
+    """bfloat16 bit patterns (any 2-byte array; a big-endian ``>u2`` one read as numbers) as
+    the float32 values they stand for."""
+    if bits.dtype.kind == "u" and not bits.dtype.isnative:
+        bits = bits.astype(np.uint16)
     return (bits.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 

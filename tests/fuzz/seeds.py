@@ -360,9 +360,9 @@ def _npy(path: Path) -> None:
 
 def _gguf(path: Path) -> None:
     """A tiny llama-like GGUF as llama.cpp's Python writer saves it: metadata with a token
-    list, an embedding, norms, block-quantized matrices (Q8_0, Q4_0, Q4_1, Q5_0, and random
-    Q4_K and Q6_K blocks with small scales, which the package cannot quantize), a float16
-    whisper-like conv1d with a (1, out) bias."""
+    list, an embedding, norms, block-quantized matrices (Q8_0, Q4_0, Q4_1, Q5_0, MXFP4, and
+    random Q4_K, Q6_K, IQ4_XS and IQ2_XS blocks with small scales, which the package cannot
+    quantize), a float16 whisper-like conv1d with a (1, out) bias."""
     import gguf
     import numpy as np
 
@@ -394,6 +394,10 @@ def _gguf(path: Path) -> None:
     quantized("blk.0.ffn_up.weight", kinds.Q5_0, 4, 64)
     k_blocks("blk.0.ffn_down.weight", kinds.Q4_K, 144, (0, 2))
     k_blocks("output.weight", kinds.Q6_K, 210, (208,))
+    # a table type, an FP4 type and a grid type (dequantized through the gguf package)
+    k_blocks("blk.0.ffn_gate.weight", kinds.IQ4_XS, 136, (0,))
+    quantized("blk.0.attn_v.weight", kinds.MXFP4, 4, 32)
+    k_blocks("blk.0.attn_output.weight", kinds.IQ2_XS, 74, (0,))
     writer.add_tensor("encoder.conv1.weight", rng.standard_normal((4, 2, 3)).astype(np.float16))
     writer.add_tensor("encoder.conv1.bias", rng.standard_normal((4, 1)).astype(np.float32))
     writer.write_header_to_file()

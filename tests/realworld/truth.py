@@ -17,6 +17,10 @@ and one case per kind of convolution in the file, whose output the framework com
   a weight computed from constants by static nodes (a ``Transpose`` of a kernel) is computed by
   onnxruntime. ONNX stores convs as PyTorch does; ``Gemm``'s ``B`` is ``(in, out)`` unless
   ``transB``; ``MatMul``'s constant ``B`` is ``(in, out)``.
+- GGUF: ``gguf.GGUFReader`` (llama.cpp's own reader) for every tensor's name, GGML dims (``ne``,
+  innermost first), type and element count and the metadata; ``gguf.quants.dequantize`` for
+  the values of the tensors a test samples (:func:`gguf_truth`: a 270M-parameter file is 1 GB of
+  float32, so values are computed per tensor when asked for).
 """
 
 from __future__ import annotations
@@ -100,7 +104,64 @@ def truth(entry: CorpusFile, path: Path) -> Truth:
         return _keras_truth(entry, path)
     if entry.framework == "onnx":
         return _onnx_truth(path)
-    raise ValueError(f"no truth for {entry.framework}")
+    raise ValueError(f"no truth for {entry.framework} here (GGUF's: gguf_truth)")
+
+
+@dataclass
+class GgufTensor:
+    name: str
+    ne: tuple[int, ...]
+    """GGML's dims, innermost first (numpy's shape reversed)."""
+    type_name: str
+    """The GGML type (``Q4_K``, ``F32``)."""
+    n_elements: int
+
+
+@dataclass
+class GgufTruth:
+    tensors: dict[str, GgufTensor]
+    """In file order."""
+    metadata: dict[str, Any]
+    """The scalar and string metadata values (arrays left out)."""
+    values: Callable[[str], np.ndarray]
+    """A tensor's values as ``gguf.quants.dequantize`` gives them, in numpy order."""
+    head: Callable[[str, int], np.ndarray]
+    """The first values of a tensor (whole rows, dequantized), flattened: for the largest."""
+
+
+def gguf_truth(path: Path) -> GgufTruth:
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    by_name = {t.name: t for t in reader.tensors}
+    tensors = {
+        t.name: GgufTensor(
+            t.name, tuple(int(d) for d in t.shape), t.tensor_type.name, int(t.n_elements)
+        )
+        for t in reader.tensors
+    }
+    metadata: dict[str, Any] = {}
+    for key, found in reader.fields.items():
+        if (
+            not key.startswith("GGUF.")
+            and found.types
+            and found.types[0] != gguf.GGUFValueType.ARRAY
+        ):
+            metadata[key] = found.contents()
+
+    def values(name: str) -> np.ndarray:
+        tensor = by_name[name]
+        out = gguf.quants.dequantize(np.asarray(tensor.data), tensor.tensor_type)
+        return np.asarray(out).reshape(tensors[name].ne[::-1])
+
+    def head(name: str, count: int) -> np.ndarray:
+        tensor = by_name[name]
+        rows = -(-count // tensors[name].ne[0])
+        data = np.asarray(tensor.data)
+        part = gguf.quants.dequantize(data.reshape(-1, data.shape[-1])[:rows], tensor.tensor_type)
+        return np.asarray(part).reshape(-1)[:count]
+
+    return GgufTruth(tensors, metadata, values, head)
 
 
 def _match(patterns: dict[str, str], name: str) -> str | None:

@@ -28,6 +28,7 @@ from weightscope.errors import (
 )
 from weightscope.formats._common.file_region import declared_bytes
 from weightscope.formats._common.json_text import load_json
+from weightscope.formats.gguf import layers as gguf_layers
 from weightscope.formats.pytorch.layers import Entry, ModuleNode, build_layers
 from weightscope.limits import DEFAULT, LimitExceeded, Limits, limit_error
 from weightscope.model import Layer, Model
@@ -62,6 +63,11 @@ CONFIG_FACTS = (
     "vocab_size",
 )
 """What a ``config.json`` says that the model's notes show, in this order."""
+NAMED_BY_FIRST = frozenset({".gguf"})
+"""Shard sets whose first file names the others (a split GGUF's ``split.count``): its reader
+reads the whole set from the first file, and a folder holding one is read from it."""
+SHARDED = "-sharded"
+"""The end of the format name of a model merged from shards."""
 SHARD_NAME = re.compile(r"^(?P<stem>.+)-(?P<number>\d+)-of-(?P<count>\d+)(?P<suffix>\.[^.]+)$")
 """``model-00001-of-00003.safetensors``: HF's name for a shard without (or beside) an index."""
 _LISTED = 12
@@ -107,8 +113,19 @@ def _load_folder(folder: Path, limits: Limits, load_file: LoadFile, recognise: R
         model = load_file(chosen[0], limits)
     elif (shards := _shard_set(folder, models)) is not None:
         chosen = shards
-        how = f"{len(shards)} shards, no index"
-        model = _load_shards(folder, shards, None, limits, load_file, how)
+        if shards[0].suffix in NAMED_BY_FIRST:
+            model = load_file(shards[0], limits)
+            if not model.format.endswith(SHARDED):
+                model.close()
+                raise file_error(
+                    CorruptFileError,
+                    shards[0],
+                    f"is named as the first of {len(shards)} files, but says it is a file of "
+                    "its own (no split keys)",
+                )
+        else:
+            how = f"{len(shards)} shards, no index"
+            model = load_shards(folder, shards, None, limits, load_file, how)
     else:
         raise file_error(
             UnsupportedFormatError,
@@ -199,7 +216,7 @@ def _load_indexed(
                     CorruptFileError, path, f"shard missing: {index.name} places tensors in it"
                 )
     how = f"{len(shards)} shards named by {index.name}"
-    model = _load_shards(
+    model = load_shards(
         folder, list(shards.values()), (index, weight_map, locate), limits, load_file, how
     )
     note = _total_size_note(index, data.get("metadata"), model)
@@ -334,7 +351,7 @@ def _shard_path(index: Path, name: str) -> Path:
     return index.parent.joinpath(*parts)
 
 
-def _load_shards(
+def load_shards(
     folder: Path,
     shards: list[Path],
     index: Index | None,
@@ -342,6 +359,8 @@ def _load_shards(
     load_file: LoadFile,
     how: str,
 ) -> Model:
+    """The model of ``shards`` (in order), each read by ``load_file``, checked against the
+    ``index`` (if any) and against one another, merged by layer name; ``how`` heads its notes."""
     with ExitStack() as stack:
         models = []
         for path in shards:
@@ -433,7 +452,7 @@ def _merge(source: Path, models: list[Model], how: str) -> Model:
     weightless = list(dict.fromkeys(n for model in models for n in model.weightless_layers))
     return Model(
         source,
-        f"{first.format}-sharded",
+        f"{first.format}{SHARDED}",
         first.framework,
         first.framework_version,
         layers,
@@ -446,8 +465,11 @@ def _merge(source: Path, models: list[Model], how: str) -> Model:
 
 
 def _join(parts: list[Layer], framework: str) -> list[Layer]:
-    """One layer of the pieces a layer's shards hold: for a state dict (PyTorch, safetensors),
-    its kind found again from all its tensors; for others, the tensors put together."""
+    """One layer of the pieces a layer's shards hold: for a state dict (PyTorch, safetensors)
+    or a split GGUF, its kind found again from all its tensors; for others, the tensors put
+    together."""
+    if framework == gguf_layers.FRAMEWORK:  # kinds from names and all the shapes, again
+        return [gguf_layers.rebuild(parts)]
     tensors = [tensor for layer in parts for tensor in layer.tensors]
     whole = all(
         t.part is None and t.quantization is None and t.shared_with is None for t in tensors
@@ -591,11 +613,17 @@ def loose_shards_folder(file: Path) -> Path | None:
 
 
 def part_of_sharded_model(file: Path) -> bool:
-    """A shard that an index in its folder names (the index is the model a scan reads), or a
-    shard after the first of a set without an index (read with the first)."""
+    """A shard that an index in its folder names (the index is the model a scan reads), a
+    shard after the first of a set without an index (read with the first), or a later file of
+    a split GGUF beside its first."""
     shards = _loose_shards(file)
     if shards and file.name in shards[1:]:
         return True
+    named = SHARD_NAME.match(file.name)
+    if named and named["suffix"] in NAMED_BY_FIRST and int(named["number"]) > 1:
+        first = f"{named['stem']}-{1:0{len(named['number'])}d}-of-{named['count']}"
+        if file.with_name(first + named["suffix"]).is_file():
+            return True  # a later file of a split GGUF: its first reads it
     try:
         folder = file.parent
         for index in _indexes_in(str(folder), folder.stat().st_mtime_ns):

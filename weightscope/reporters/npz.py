@@ -50,7 +50,7 @@ def export_npz(model: Model, out: str | os.PathLike[str], limits: Limits = DEFAU
     quantized ones as the real values they stand for, and apart, ``<layer>/<role>/stored``: the
     stored integers in the same layout, ``<layer>/<role>/scale`` and ``/zero_point`` as stored).
 
-    A tensor of a type weightscope does not decode (``ggml IQ2_XXS``), whose values cannot be
+    A tensor of a type weightscope does not decode (``ggml Q1_0``), whose values cannot be
     read, is left out and named in the archive's comment (``not_exported``): the rest of the
     model is still written.
 

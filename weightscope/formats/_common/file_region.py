@@ -288,7 +288,8 @@ class FileRegionSource:
         changed in place only if ``copied`` (it is a buffer of ours, not the file's pages)."""
         if self.dtype_name == BFLOAT16:
             widened = scratch.get("bfloat16", raw.size, np.uint32)
-            np.left_shift(raw.view(np.uint16), 16, out=widened, dtype=np.uint32)
+            bits = raw if raw.dtype.isnative else raw.astype(np.uint16)  # a big-endian file's
+            np.left_shift(bits.view(np.uint16), 16, out=widened, dtype=np.uint32)
             return widened.view(np.float32)
         if self.raw_dtype.isnative:
             return raw

@@ -1,5 +1,7 @@
 """The GGUF header: magic ``GGUF``, version (2 or 3), tensor and metadata counts, the metadata
-key/values, the tensor infos, then padding to the alignment where the tensor data starts.
+key/values, the tensor infos, then padding to the alignment where the tensor data starts. A
+big-endian file (its version reads as 2 or 3 only byte-swapped) has every number after the magic
+swapped: read so, and marked on the :class:`Header`.
 
 Every count and length the header declares is checked against the bytes left in the file
 before anything is read or allocated for it, and the costs a well-formed header could still
@@ -13,7 +15,7 @@ import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from weightscope.errors import CorruptFileError, UnsupportedFormatError, file_error, short
 from weightscope.formats.gguf.blocks import TYPES, GGMLType
@@ -89,6 +91,8 @@ class Header:
     tensors: list[TensorInfo] = field(default_factory=list)
     alignment: int = DEFAULT_ALIGNMENT
     data_start: int = 0
+    big_endian: bool = False
+    """Numbers (and tensor elements) stored most significant byte first."""
 
 
 class _Cursor:
@@ -104,6 +108,8 @@ class _Cursor:
         self.array_elements = 0
         self.end = min(size, limits.max_gguf_header_bytes)
         """Where the header must end, by the file's size and the limit."""
+        self.order = "<"
+        """struct's byte order of the file's numbers: ``>`` in a big-endian file."""
 
     def error(self, problem: str) -> Exception:
         return file_error(CorruptFileError, self.path, problem)
@@ -136,7 +142,7 @@ class _Cursor:
         self.pos += nbytes
 
     def scalar(self, fmt: str, size: int, what: str) -> Any:
-        return struct.unpack("<" + fmt, self.read(size, what))[0]
+        return struct.unpack(self.order + fmt, self.read(size, what))[0]
 
     def u32(self, what: str) -> int:
         return int(self.scalar("I", 4, what))
@@ -149,6 +155,7 @@ class _Cursor:
         checked to lie within the header, in a loop that does no more than it must."""
         read = self.handle.read
         from_bytes = int.from_bytes
+        byteorder: Literal["little", "big"] = "big" if self.order == ">" else "little"
         end = self.end
         pos = self.pos
         for _ in range(count):
@@ -156,7 +163,7 @@ class _Cursor:
                 self.pos = pos
                 self.need(8, what)
             raw = read(8)
-            length = from_bytes(raw, "little")
+            length = from_bytes(raw, byteorder)
             pos += 8
             if len(raw) != 8 or pos + length > end:
                 self.pos = pos - 8 + len(raw)
@@ -186,17 +193,17 @@ def read_header(path: Path, limits: Limits) -> Header:
             raise cursor.error(f"starts with {magic!r}, not the GGUF magic")
         raw_version = cursor.read(4, "the version")
         version = int.from_bytes(raw_version, "little")
+        big_endian = version not in VERSIONS and int.from_bytes(raw_version, "big") in VERSIONS
+        if big_endian:  # every number after the magic, and the tensors' elements, swapped
+            version = int.from_bytes(raw_version, "big")
+            cursor.order = ">"
         if version not in VERSIONS:
-            if int.from_bytes(raw_version, "big") in VERSIONS:
-                raise file_error(
-                    UnsupportedFormatError, path, "is a big-endian GGUF file: not read"
-                )
-            if version == 1:
+            if version == 1 or int.from_bytes(raw_version, "big") == 1:
                 raise file_error(
                     UnsupportedFormatError, path, "is a GGUF version 1 file: not read (2 and 3 are)"
                 )
             raise cursor.error(f"unknown GGUF version {version} (2 and 3 are known)")
-        header = Header(version)
+        header = Header(version, big_endian=big_endian)
         tensor_count = cursor.u64("the tensor count")
         kv_count = cursor.u64("the metadata count")
         # the smallest key/value takes 13 bytes, the smallest tensor info 28
@@ -269,7 +276,7 @@ def _read_value(cursor: _Cursor, value_type: int, key: str, depth: int) -> Any:
     if scalar is not None:
         fmt, item_size = scalar
         kept = min(length, SAMPLE)
-        sample = struct.unpack(f"<{kept}{fmt}", cursor.read(kept * item_size, what))
+        sample = struct.unpack(f"{cursor.order}{kept}{fmt}", cursor.read(kept * item_size, what))
         cursor.skip((length - kept) * item_size, what)
         return ArrayValue(TYPE_NAMES[item_type], length, tuple(sample))
     if item_type == STRING:
@@ -291,7 +298,7 @@ def _read_tensor_info(cursor: _Cursor, alignment: int) -> TensorInfo:
     n_dims = cursor.u32(f"the dims of {label}")
     if n_dims > MAX_DIMS:
         raise cursor.error(f"{label} has {n_dims} dims (GGML tensors have at most {MAX_DIMS})")
-    ne = struct.unpack(f"<{n_dims}Q", cursor.read(8 * n_dims, f"the dims of {label}"))
+    ne = struct.unpack(f"{cursor.order}{n_dims}Q", cursor.read(8 * n_dims, f"the dims of {label}"))
     type_id = cursor.u32(f"the type of {label}")
     offset = cursor.u64(f"the offset of {label}")
     ggml_type = TYPES.get(type_id)

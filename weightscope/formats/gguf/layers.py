@@ -20,8 +20,9 @@ from weightscope.model import Layer, Quantization, Tensor, TensorSource
 FRAMEWORK = "gguf"
 SUFFIXES = frozenset({"weight", "bias"})
 UNDECODED = "ggml "
-"""The prefix of the element type of a tensor weightscope does not dequantize (``ggml
-IQ2_XXS``): no statistics apply (:func:`weightscope.dtypes.has_real_values`)."""
+"""The prefix of the element type of a tensor weightscope does not dequantize (``ggml Q1_0``,
+``ggml IQ2_XXS`` without the gguf package): no statistics apply
+(:func:`weightscope.dtypes.has_real_values`)."""
 
 EMBEDDING_PARTS = frozenset({"token_embd", "position_embd", "token_types", "tok_embd"})
 """llama.cpp's names of embedding tables (``names`` knows the PyTorch ones whisper keeps)."""
@@ -42,6 +43,23 @@ class Entry:
     dtype: str
     source: TensorSource
     quantization: Quantization | None = None
+
+
+def attr_of(name: str) -> str:
+    """The :attr:`Entry.attr` of the tensor ``name``: its last component."""
+    prefix, _, last = name.rpartition(".")
+    return last if prefix else name
+
+
+def rebuild(parts: Sequence[Layer]) -> Layer:
+    """One layer of the pieces of it that the files of a split GGUF hold (a weight in one
+    file, its bias in the next), its kind inferred from all its tensors."""
+    entries = [
+        Entry(t.name, attr_of(t.name), t.native_shape, t.dtype, t.source, t.quantization)
+        for layer in parts
+        for t in layer.tensors
+    ]
+    return build_layer(parts[0].name, entries)
 
 
 def group(entries: Sequence[Entry]) -> dict[str, list[Entry]]:

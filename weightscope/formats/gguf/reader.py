@@ -1,8 +1,9 @@
 """GGUF reader (llama.cpp's format; whisper.cpp and stable-diffusion.cpp write it too): the
 header parsed by :mod:`.header`, tensors grouped into layers by :mod:`.layers`, their data read
-lazily: float and integer types in place, block-quantized types (Q4_0 ... Q8_0, the K-quants)
-dequantized by :mod:`.blocks` when read, other types (the IQ and ternary quants) listed and
-counted with a note.
+lazily: float and integer types in place, block-quantized types (Q4_0 ... Q8_0, the K-quants,
+IQ4_NL, IQ4_XS, MXFP4, NVFP4, TQ1_0, TQ2_0) dequantized by :mod:`.blocks` when read, the grid
+types (IQ1_S ... IQ3_S) by the ``gguf`` package where it is installed (:mod:`.grid`), other types
+listed and counted with a note.
 
 Shapes are numpy's order, GGML's dims reversed; the model's notes show the architecture, name,
 file type and the metadata a user asks about first (never the tokenizer's vocabulary)."""
@@ -10,13 +11,22 @@ file type and the metadata a user asks about first (never the tokenizer's vocabu
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from weightscope.errors import printable
 from weightscope.formats._common.file_region import FileRegionSource, OpenFile, c_strides
+from weightscope.formats.gguf import grid, split
 from weightscope.formats.gguf.blocks import GGMLType
 from weightscope.formats.gguf.header import MAGIC, ArrayValue, Header, TensorInfo, read_header
-from weightscope.formats.gguf.layers import FRAMEWORK, UNDECODED, Entry, build_layer, group
+from weightscope.formats.gguf.layers import (
+    FRAMEWORK,
+    UNDECODED,
+    Entry,
+    attr_of,
+    build_layer,
+    group,
+)
 from weightscope.formats.gguf.sources import BlockSource, UndecodedSource, block_quantization
 from weightscope.formats.protocol import Match, Probe
 from weightscope.limits import Limits
@@ -69,6 +79,21 @@ def load_object(obj: Any, limits: Limits) -> Model:
 def load(match: Match, limits: Limits) -> Model:
     path = match.probe.path
     header = read_header(path, limits)
+    found = split.split_of(header, path)
+    if found is None or found.count == 1:
+        return read_file(path, header, notes(header))
+    if found.no == 0:
+        return split.load(path, header, found, limits, read_file, notes)
+    first = split.paths_from(path, found)
+    alone = (
+        f"split {found.no + 1} of {found.count}: this file alone (its tensors, none of the "
+        f"metadata); {first} reads the whole model"
+    )
+    return read_file(path, header, [alone, *notes(header)])
+
+
+def read_file(path: Path, header: Header, notes: list[str]) -> Model:
+    """The model of the one GGUF file ``path`` whose header is ``header``."""
     file = OpenFile(path, GGUF)
     try:
         entries = [_entry(file, header, info) for info in header.tensors]
@@ -76,7 +101,7 @@ def load(match: Match, limits: Limits) -> Model:
     except BaseException:
         file.close()
         raise
-    model = Model(path, "gguf", FRAMEWORK, None, layers, notes=notes(header))
+    model = Model(path, "gguf", FRAMEWORK, None, layers, notes=notes)
     model._resources.callback(file.close)
     return model
 
@@ -85,26 +110,42 @@ def _entry(file: OpenFile, header: Header, info: TensorInfo) -> Entry:
     start = header.data_start + info.offset
     ggml_type = info.ggml_type
     shape = info.shape
-    prefix, _, last = info.name.rpartition(".")
-    attr = last if prefix else info.name
+    attr = attr_of(info.name)
     quantization = None
     source: TensorSource
+    why = undecoded_reason(ggml_type, header.big_endian)
     if ggml_type.dtype is not None:
         dtype = ggml_type.dtype
-        source = FileRegionSource(file, start, info.numel, dtype, 0, shape, c_strides(shape))
-    elif ggml_type.dequantized:
+        order = "big" if header.big_endian else "little"
+        source = FileRegionSource(file, start, info.numel, dtype, 0, shape, c_strides(shape), order)
+    elif why is None:
         dtype = ggml_type.name
-        blocks = BlockSource(file, start, ggml_type, shape)
-        # an empty tensor has no blocks, so no scales to show
-        source, quantization = blocks, block_quantization(blocks) if blocks.numel else None
+        blocks = BlockSource(file, start, ggml_type, shape, info.name, header.big_endian)
+        if blocks.numel and ggml_type.decode is not None:  # an empty tensor: no scales to show
+            quantization = block_quantization(blocks)
+        source = blocks
     else:
         dtype = undecoded_dtype(ggml_type)
-        source = UndecodedSource(file, info.name, ggml_type, info.nbytes)
+        source = UndecodedSource(file, info.name, ggml_type, info.nbytes, why)
     return Entry(info.name, attr, shape, dtype, source, quantization)
 
 
+def undecoded_reason(ggml_type: GGMLType, big_endian: bool) -> str | None:
+    """None where the values of ``ggml_type`` are read; else what the refusal adds (what would
+    decode them, if anything)."""
+    if not ggml_type.quantized:
+        return None
+    if big_endian and ggml_type.byteswap is None:
+        return f" in a big-endian file (GGML's tools write no big-endian {ggml_type.name} blocks)"
+    if ggml_type.decode is not None:
+        return None
+    if ggml_type.grid:
+        return None if grid.available() else f"; the gguf package decodes them: {grid.EXTRA}"
+    return ""
+
+
 def undecoded_dtype(ggml_type: GGMLType) -> str:
-    """``ggml IQ2_XXS``: the element type of a tensor weightscope does not dequantize (no
+    """``ggml Q1_0``: the element type of a tensor weightscope does not dequantize (no
     statistics apply, see :func:`weightscope.dtypes.has_real_values`)."""
     return f"{UNDECODED}{ggml_type.name}"
 
@@ -142,18 +183,20 @@ def notes(header: Header) -> list[str]:
     ]
     if shown:
         lines.append("metadata: " + ", ".join(shown))
-    undecoded = Counter(t.ggml_type.name for t in header.tensors if _undecoded(t.ggml_type))
+    reasons = {
+        t.ggml_type.name: undecoded_reason(t.ggml_type, header.big_endian) for t in header.tensors
+    }
+    undecoded = Counter(
+        t.ggml_type.name for t in header.tensors if reasons[t.ggml_type.name] is not None
+    )
     if undecoded:
         listed = ", ".join(f"{count} {name}" for name, count in undecoded.items())
+        why = "".join(dict.fromkeys(str(reasons[name]) for name in undecoded))
         lines.append(
             f"not dequantized by weightscope: {listed} tensors (listed and counted; no values, "
-            "statistics or export)"
+            f"statistics or export){why}"
         )
     return lines
-
-
-def _undecoded(ggml_type: GGMLType) -> bool:
-    return ggml_type.quantized and not ggml_type.dequantized
 
 
 def _text(value: object) -> str:

@@ -1,6 +1,7 @@
 """The data of block-quantized GGUF tensors, read from the file when asked for: the real values
-(dequantized a run of whole blocks at a time, so statistics hold one run in memory), and the
-stored integers, scales, zero points and offsets they are computed from."""
+(dequantized a run of whole blocks at a time, so statistics hold one run in memory, never the
+whole tensor), and the stored integers, scales, zero points and offsets they are computed from
+(the grid types, dequantized by the ``gguf`` package, have values only)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 from weightscope.chunking import DEFAULT_CHUNK_ELEMENTS
 from weightscope.errors import UnsupportedFormatError, file_error
 from weightscope.formats._common.file_region import OpenFile
+from weightscope.formats.gguf import grid
 from weightscope.formats.gguf.blocks import GGMLType, Parts, real_values
 from weightscope.model import ArraySource, Quantization
 from weightscope.stats import SMALL_TENSOR_ELEMENTS, Scratch, TensorStats, reduce_slabs
@@ -21,18 +23,29 @@ Run = tuple[int, int]
 
 class BlockSource:
     """The real values of a block-quantized tensor of numpy-order ``shape`` whose blocks start
-    at byte ``start`` of ``file``."""
+    at byte ``start`` of ``file`` (of a big-endian file: their 16-bit fields swapped)."""
 
-    __slots__ = ("file", "ggml_type", "n_blocks", "nbytes", "numel", "shape", "start")
+    __slots__ = (
+        "big_endian", "file", "ggml_type", "n_blocks", "name", "nbytes", "numel", "shape", "start",
+    )  # fmt: skip
 
     def __init__(
-        self, file: OpenFile, start: int, ggml_type: GGMLType, shape: tuple[int, ...]
+        self,
+        file: OpenFile,
+        start: int,
+        ggml_type: GGMLType,
+        shape: tuple[int, ...],
+        name: str = "",
+        big_endian: bool = False,
     ) -> None:
-        assert ggml_type.decode is not None
+        assert ggml_type.decode is not None or ggml_type.grid
+        assert not big_endian or ggml_type.byteswap is not None
         self.file = file
         self.start = start
         self.ggml_type = ggml_type
         self.shape = shape
+        self.name = name
+        self.big_endian = big_endian
         self.numel = int(np.prod(shape, dtype=object))
         self.n_blocks = self.numel // ggml_type.block_size
         self.nbytes = self.n_blocks * ggml_type.type_size
@@ -44,19 +57,42 @@ class BlockSource:
         per = max(1, max_elements // self.ggml_type.block_size)
         return [(first, min(per, self.n_blocks - first)) for first in range(0, self.n_blocks, per)]
 
-    def parts(self, run: Run) -> Parts:
+    def blocks(self, run: Run) -> np.ndarray:
+        """The bytes of the run's blocks, ``(count, type_size)``, in little-endian order."""
         first, count = run
         size = self.ggml_type.type_size
         raw = self.file.read(self.start + first * size, count * size)
         blocks = np.frombuffer(raw, np.uint8).reshape(count, size)
+        if self.big_endian and self.ggml_type.byteswap:
+            blocks = blocks.copy()
+            for at in self.ggml_type.byteswap:
+                blocks[:, [at, at + 1]] = blocks[:, [at + 1, at]]
+        return blocks
+
+    def parts(self, run: Run) -> Parts:
         decode = self.ggml_type.decode
         assert decode is not None
         with np.errstate(all="ignore"):  # damaged scales: inf and NaN, as GGML computes them
-            return decode(blocks)
+            return decode(self.blocks(run))
 
     def values(self, run: Run) -> np.ndarray:
+        if self.ggml_type.decode is None:
+            return self._grid_values(run)
         with np.errstate(all="ignore"):
             return real_values(self.parts(run), self.ggml_type.sub_block).reshape(-1)
+
+    def _grid_values(self, run: Run) -> np.ndarray:
+        blocks = self.blocks(run)
+        try:
+            with np.errstate(all="ignore"):
+                return grid.dequantize(blocks, self.ggml_type.type_id).reshape(-1)
+        except ImportError as exc:  # installed when the file was read, broken or gone since
+            raise file_error(
+                UnsupportedFormatError,
+                self.file.path,
+                f"tensor {self.name!r}: {self.ggml_type.name} blocks are dequantized by the "
+                f"gguf package, which cannot be imported ({exc}); {grid.EXTRA}",
+            ) from None
 
     def read(self) -> np.ndarray:
         out = np.empty(self.numel, np.float32)
@@ -141,13 +177,16 @@ def block_quantization(source: BlockSource) -> Quantization:
 
 class UndecodedSource:
     """A tensor of a GGML type weightscope does not dequantize: listed and counted, its values
-    refused with one line when asked for."""
+    refused with one line when asked for (``why``: what would decode it, if anything)."""
 
-    def __init__(self, file: OpenFile, name: str, ggml_type: GGMLType, nbytes: int) -> None:
+    def __init__(
+        self, file: OpenFile, name: str, ggml_type: GGMLType, nbytes: int, why: str = ""
+    ) -> None:
         self.file = file
         self.name = name
         self.ggml_type = ggml_type
         self.nbytes = nbytes
+        self.why = why
 
     def file_regions(self) -> list[tuple[OpenFile, int]]:
         return [(self.file, self.nbytes)]
@@ -157,7 +196,7 @@ class UndecodedSource:
             UnsupportedFormatError,
             self.file.path,
             f"tensor {self.name!r}: {self.ggml_type.name} blocks are not dequantized by "
-            "weightscope (no values, statistics or export)",
+            f"weightscope (no values, statistics or export){self.why}",
         )
 
     def read(self) -> np.ndarray:
