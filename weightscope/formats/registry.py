@@ -149,7 +149,7 @@ found at a URL is refused with one line."""
 
 
 def _load_url(url: str, limits: Limits, storage_options: Mapping[str, Any] | None) -> Model:
-    file = RemoteFile(url, storage_options)
+    file = RemoteFile(url, storage_options, limits=limits)
     probe: Probe | None = None
     try:
         if file.size == 0:
@@ -198,7 +198,7 @@ def _url_folder_index(url: str, storage_options: Mapping[str, Any] | None) -> st
 def _load_url_index(url: str, limits: Limits, storage_options: Mapping[str, Any] | None) -> Model:
     """A shard index by URL: its JSON fetched within ``max_json_bytes``, then each shard beside
     it read by ranges as one file by URL is, and the shards merged as local ones are."""
-    file = RemoteFile(url, storage_options, "shard index")
+    file = RemoteFile(url, storage_options, "shard index", limits)
     try:
         limits.check("max_json_bytes", file.size, f"the index is {file.size:,} bytes")
         raw = file.read(0, file.size)
@@ -220,7 +220,7 @@ def _load_url_index(url: str, limits: Limits, storage_options: Mapping[str, Any]
         """The ``config.json`` beside the index; None when the server has none."""
         where = beside(file.remote_path, sharded.CONFIG)
         try:
-            config = RemoteFile(str(where), storage_options, sharded.CONFIG)
+            config = RemoteFile(str(where), storage_options, sharded.CONFIG, limits)
         except RemoteError as exc:
             if str(exc).endswith(NOT_FOUND):
                 return None
