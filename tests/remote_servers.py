@@ -284,12 +284,13 @@ def small_model(tmp_path: Path) -> Path:
     )
 
 
-def sparse_large(path: Path, tensors: int, elements: int) -> int:
-    """A safetensors file of ``tensors`` float32 tensors of ``elements`` each, written as a
-    header and a hole (zeros): large on the server, nothing on the disk. Its header's size."""
+def sparse_large(path: Path, tensors: int, elements: int, first: int = 0) -> int:
+    """A safetensors file of ``tensors`` float32 tensors of ``elements`` each (named
+    ``layers.N.weight`` from ``first``), written as a header and a hole (zeros): large on the
+    server, nothing on the disk. Its header's size."""
     header: dict[str, object] = {}
     offset = 0
-    for index in range(tensors):
+    for index in range(first, first + tensors):
         nbytes = elements * 4
         header[f"layers.{index}.weight"] = {
             "dtype": "F32",
