@@ -565,7 +565,7 @@ def test_a_sharded_model_on_s3_and_the_hub(tmp_path: Path, s3: str, http: Counti
 
 def test_a_folder_url_is_read_through_its_index(tmp_path: Path, s3: str, http: Counting) -> None:
     """s3://bucket/prefix/ and hf://org/repo, listed by fsspec: the index in the folder read;
-    a folder without one is one line naming what it holds."""
+    a folder without one holding one model file, that file."""
     import s3fs
 
     index = _sharded(tmp_path / "m")
@@ -580,12 +580,8 @@ def test_a_folder_url_is_read_through_its_index(tmp_path: Path, s3: str, http: C
             with weightscope.load(url, storage_options=options) as remote:
                 assert str(remote.source) == f"s3://folders/tiny/{index.name}"
                 assert _layers(remote) == _layers(local)
-        with pytest.raises(UnsupportedFormatError) as refused:
-            weightscope.load("s3://folders/one/", storage_options=options)
-        assert str(refused.value) == (
-            "s3://folders/one/: is a folder without a shard index (it holds small.safetensors); "
-            "by URL, name the model file"
-        )
+        with weightscope.load("s3://folders/one/", storage_options=options) as one:
+            assert str(one.source) == "s3://folders/one/small.safetensors"  # its one model
         pytest.importorskip("huggingface_hub")
         for path in index.parent.iterdir():
             http.files[path.name] = path
