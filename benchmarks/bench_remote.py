@@ -4,7 +4,8 @@ locally and against downloading it first.
 
 One file, built into ``benchmarks/.cache/``: 8 float32 tensors of 16 Mi random normal values
 (512 MiB). It is served on 127.0.0.1 by aiohttp's ``web.FileResponse`` (which honours ``Range``
-and sends with ``sendfile``) in a child process started here.
+and sends with ``sendfile``) in a child process started here (:func:`served`, which
+``bench_stats_speed.py`` uses too; it counts the bytes it sends).
 
 Contenders, each a child process, page cache warm (measurement as ``_measure.py``):
 
@@ -25,11 +26,15 @@ Exits 0 when every goal passes, 1 when one fails, 2 when a contender crashes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,14 +49,54 @@ SERVER = r"""
 import sys
 from aiohttp import web
 path, port = sys.argv[1], int(sys.argv[2])
+sent = 0
 
 async def serve(request):
     return web.FileResponse(path)
 
+async def count(request, response):
+    global sent
+    if request.method == "GET" and request.path == "/model.safetensors":
+        sent += response.content_length or 0
+
+async def report(request):
+    return web.Response(text=str(sent))
+
 app = web.Application()
+app.on_response_prepare.append(count)
 app.router.add_get("/model.safetensors", serve)
+app.router.add_get("/sent", report)
 web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 """
+"""Serves ``argv[1]`` as ``/model.safetensors`` on 127.0.0.1 port ``argv[2]``; ``/sent`` gives
+the bytes of the file's answers so far (each answer's length: the ranges asked, or the file)."""
+
+
+@dataclass
+class Server:
+    url: str
+    """The file's URL."""
+    port: int
+
+    def sent(self) -> int:
+        """Bytes of the file sent so far."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/sent") as answer:
+            return int(answer.read())
+
+
+@contextlib.contextmanager
+def served(path: Path) -> Iterator[Server]:
+    """``path`` served over loopback by a child process (aiohttp's ``web.FileResponse``, which
+    honours ``Range`` and sends with ``sendfile``) until the block ends."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(path), str(port)])
+    try:
+        wait_for(port)
+        yield Server(f"http://127.0.0.1:{port}/model.safetensors", port)
+    finally:
+        server.terminate()
+        server.wait()
+
 
 BASELINE = r"""
 import os, sys, tempfile
@@ -107,11 +152,8 @@ def main() -> int:
         parser.error("--reps must be at least 1")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     path = build()
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-c", SERVER, str(path), str(port)])
-    try:
-        wait_for(port)
-        url = f"http://127.0.0.1:{port}/model.safetensors"
+    with served(path) as server:
+        url = server.url
         weightscope = [sys.executable, "-m", "weightscope", "inspect"]
         contenders = [
             Runs("weightscope inspect URL", [*weightscope, url]),
@@ -121,9 +163,6 @@ def main() -> int:
                  [sys.executable, "-c", BASELINE, url]),
         ]  # fmt: skip
         warm_s = measure(path, [(runs, args.reps) for runs in contenders])
-    finally:
-        server.terminate()
-        server.wait()
     remote, no_stats, _, baseline = contenders
     print(f"# weightscope inspect by URL over loopback: {path.stat().st_size / 1e6:.0f} MB\n")
     print_context(warm_s)

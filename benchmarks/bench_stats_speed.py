@@ -31,12 +31,15 @@ interleaved):
 * it uses both cores: CPU time / wall time at least 1.3 (the interpreter's start, ~0.35 s, runs on
   one; the reduction on two).
 
-``inspect --json`` is measured too, for information. A remote case (the same file served over
-loopback, ``inspect URL`` against the floor on the local copy) is left to the remote-files work:
-:func:`remote_cases` is the hook: a :class:`Case` whose ``target`` is the URL and whose ``local``
-is the file behind it.
+``inspect --json`` is measured too, for information. The remote case (``remote`` in ``--only``)
+is the ``.safetensors`` file served over loopback by ``bench_remote.py``'s server: ``weightscope
+inspect URL`` (statistics streamed by ranges) against the floor on the file behind it, in the
+same run; its goals are each byte transferred once (counted by the server, in a run of its own)
+and peak RSS at most 300 MB, its wall time against the floor given for information.
 
-    python benchmarks/bench_stats_speed.py [--reps 3] [--size 10] [--only safetensors,pt,onnx]
+The files need ``--size`` x 2 GB of disk (checked before anything is written).
+
+    python benchmarks/bench_stats_speed.py [--reps 3] [--size 10] [--only safetensors,remote]
 
 Exits 0 when every goal passes, 1 when one fails, 2 when a contender crashes.
 """
@@ -47,10 +50,11 @@ import argparse
 import contextlib
 import importlib.util
 import os
+import shutil
 import statistics
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,6 +187,9 @@ class Case:
     floor_kind: str
     package: str | None
     """The framework that writes it (the case is left out when it is missing)."""
+    sent: Callable[[], int] | None = None
+    """For a URL: the bytes its server has sent so far (the bytes one run transfers are
+    counted around a run of their own, after the timed ones)."""
 
 
 def tensor_count(gigabytes: float) -> int:
@@ -223,12 +230,21 @@ def build(size: float) -> list[Case]:
 
 @contextlib.contextmanager
 def remote_cases(local: list[Case]) -> Iterator[list[Case]]:
-    """The hook for the remote case (issue 19, item 4: "a remote one over loopback"), left to
-    the remote-files work: start a server on 127.0.0.1 that honours ``Range`` and serves the
-    files of ``local``, yield one :class:`Case` per file whose ``target`` is its URL and whose
-    ``local`` and ``floor_kind`` are the local case's (the floor maps the file behind the URL),
-    and stop the server on exit. Yields none until then."""
-    yield []
+    """The remote case (issue 19, item 4: "a remote one over loopback"): the ``.safetensors``
+    file of ``local`` served on 127.0.0.1 by ``bench_remote.py``'s server (``Range``,
+    ``sendfile``, the bytes sent counted), one :class:`Case` whose ``target`` is its URL and whose
+    ``local`` and ``floor_kind`` are the local case's (the floor maps the file behind the URL);
+    the server stopped on exit. None when the safetensors case is not run."""
+    from bench_remote import served
+
+    source = next((case for case in local if case.name == "safetensors"), None)
+    if source is None:
+        yield []
+        return
+    with served(source.local) as server:
+        yield [
+            Case("safetensors by URL", server.url, source.local, "safetensors", None, server.sent)
+        ]
 
 
 def git_revision(tree: Path) -> str:
@@ -247,7 +263,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=3, help="timed runs of each contender")
     parser.add_argument("--size", type=float, default=10.0, help="GB of the .safetensors file")
-    parser.add_argument("--only", default="safetensors,pt,onnx", help="cases to run")
+    parser.add_argument(
+        "--only",
+        default="safetensors,pt,onnx,remote",
+        help="cases to run (remote: the .safetensors file by URL over loopback)",
+    )
     parser.add_argument(
         "--compare",
         metavar="DIR",
@@ -262,9 +282,31 @@ def main() -> int:
     # weightscope's modules at every start would cost each run a tenth of a second or more).
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     wanted = set(args.only.split(","))
-    local = [case for case in build(args.size) if case.name in wanted]
-    with remote_cases(local) as remote:
+    check_disk(args.size)
+    built = build(args.size)
+    local = [case for case in built if case.name in wanted]
+    if "remote" not in wanted:
+        return run_cases(local, args)
+    with remote_cases(built) as remote:
         return run_cases([*local, *remote], args)
+
+
+def check_disk(size: float) -> None:
+    """Stop, saying so, when the files to build do not fit on the disk of ``benchmarks/.cache``
+    (the ``.safetensors`` file of ``size`` GB, the ``.pt`` and ONNX files of half of it each,
+    with 1 GB to spare)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    label, half = f"{size:g}g", f"{size / 2:g}g"
+    names = (f"stats_speed_{label}.safetensors", f"stats_speed_{half}.pt",
+             f"stats_speed_{half}.onnx.data")  # fmt: skip
+    wanted = {name: gb for name, gb in zip(names, (size, size / 2, size / 2), strict=True)}
+    needed = sum(gb for name, gb in wanted.items() if not (CACHE / name).exists()) * 1e9
+    free = shutil.disk_usage(CACHE).free
+    if needed and free < needed + 1e9:
+        raise SystemExit(
+            f"{needed / 1e9:.1f} GB of files to write in {CACHE}, {free / 1e9:.1f} GB free: "
+            "run with a smaller --size"
+        )
 
 
 def run_cases(cases: list[Case], args: argparse.Namespace) -> int:
@@ -314,6 +356,25 @@ def run_cases(cases: list[Case], args: argparse.Namespace) -> int:
         print()
         ratio = inspect.wall_median / floor.wall_median
         cores = statistics.median(c / w for c, w in zip(inspect.cpu, inspect.wall, strict=True))
+        if case.sent is not None:  # by URL: the bytes one run transfers, and goals of its own
+            before = case.sent()
+            subprocess.run([*weightscope, case.target], check=True, stdout=subprocess.DEVNULL)
+            transferred = case.sent() - before
+            print(
+                f"- bytes transferred by one `weightscope inspect URL`: {transferred:,} "
+                f"({transferred / size:.3f} of the file)"
+            )
+            print(
+                f"- wall time against the floor on the local file: {ratio:.2f}x "
+                f"(information: the goal of {GOAL_VS_FLOOR}x is the local files')\n"
+            )
+            goals += [
+                (f"{case.name}: each byte transferred once", f"{transferred / size:.3f}",
+                 size * 0.99 <= transferred <= size + 64),  # the first 64 bytes twice
+                (f"{case.name}: peak RSS <= {GOAL_PEAK_RSS_MB:.0f} MB",
+                 f"{inspect.peak_rss_mb:.0f} MB", inspect.peak_rss_mb <= GOAL_PEAK_RSS_MB),
+            ]  # fmt: skip
+            continue
         goals += [
             (f"{case.name}: wall <= {GOAL_VS_FLOOR}x floor", f"{ratio:.2f}x",
              ratio <= GOAL_VS_FLOOR),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import types
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -78,3 +80,26 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             tally.merge(figures)  # type: ignore[arg-type]
         terminalreporter.section("weightscope fuzzing")
         terminalreporter.write_line(tally.report())
+
+
+# ---------------------------------------------------------------------------------------------
+# Servers on loopback for the remote tests (tests/remote_servers.py)
+
+
+@pytest.fixture
+def http() -> Iterator[Any]:
+    """An HTTP server that honours Range, counts what it sends and answers the Hub's API."""
+    from remote_servers import Counting, serving
+
+    server = Counting({})
+    with serving(server):
+        yield server
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """moto's S3 server; its endpoint URL."""
+    from remote_servers import moto_s3
+
+    with moto_s3(monkeypatch) as endpoint:
+        yield endpoint

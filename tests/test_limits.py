@@ -441,8 +441,23 @@ def suggested(line: str, limit: str) -> str:
     return match.group(1)
 
 
+BY_URL = {
+    "max_remote_whole_bytes": "test_a_file_fetched_whole_is_over_max_remote_whole_bytes",
+    "remote_range_bytes": "test_requests_are_at_most_remote_range_bytes",
+    "remote_ranges_in_flight": "test_ranges_in_flight_is_a_limit",
+    "remote_head_bytes": "test_the_first_bytes_are_kept_up_to_remote_head_bytes",
+    "remote_zip_header_bytes": "test_zip_reads_follow_their_limits",
+    "remote_stream_bytes": "test_zip_reads_follow_their_limits",
+}
+"""The limits of reading by URL, each tested in tests/test_remote_bounds.py against a server on
+loopback (the test named), through the API and ``--limit``."""
+
+
 def test_every_limit_has_a_case():
-    assert {case.limit for case in CASES} == set(Limits.names())
+    assert {case.limit for case in CASES} | set(BY_URL) == set(Limits.names())
+    tests = (Path(__file__).parent / "test_remote_bounds.py").read_text()
+    for test in BY_URL.values():
+        assert f"def {test}(" in tests, test
 
 
 @pytest.mark.parametrize(
@@ -578,6 +593,12 @@ def test_defaults():
         "max_saved_model_bytes": 1 << 30,
         "max_read_ratio": 16,
         "max_export_ratio": 16,
+        "max_remote_whole_bytes": 64 * MiB,
+        "remote_range_bytes": 16 * MiB,
+        "remote_ranges_in_flight": 2,
+        "remote_head_bytes": 4 * KiB,
+        "remote_zip_header_bytes": 1 * KiB,
+        "remote_stream_bytes": 64 * KiB,
         "max_tf_index_bytes": 256 * MiB,
         "max_gguf_header_bytes": 256 * MiB,
         "max_gguf_entries": 1 << 20,

@@ -32,12 +32,12 @@ MiB = 1 << 20
 GiB = 1 << 30
 
 
-def _size(default: int) -> Any:
-    return field(default=default, metadata={"unit": "bytes"})
+def _size(default: int, minimum: int = 0) -> Any:
+    return field(default=default, metadata={"unit": "bytes", "minimum": minimum})
 
 
-def _count(default: int) -> Any:
-    return field(default=default, metadata={"unit": "count"})
+def _count(default: int, minimum: int = 0) -> Any:
+    return field(default=default, metadata={"unit": "count", "minimum": minimum})
 
 
 def _seconds(default: int) -> Any:
@@ -171,6 +171,34 @@ class Limits:
     room their stored form does (twice for bfloat16 or 4-bit values); a sparse tensor declared
     over a huge dense shape would otherwise fill a disk from a file of a few bytes."""
 
+    max_remote_whole_bytes: int = _size(64 * MiB)
+    """By URL: the largest file fetched whole to be decoded (an ONNX model's protobuf, which has
+    no index to its parts). A model holding its weights inside is usually larger, and is refused
+    rather than downloaded; its external data is read by ranges whatever its size."""
+
+    remote_range_bytes: int = _size(16 * MiB, minimum=1)
+    """By URL: the most bytes one request asks for. A longer read (a tensor's data, a slab of
+    its statistics) is split into requests of at most this, each answer checked to be exactly
+    the bytes asked (at most one byte more is ever read, whatever the server sends)."""
+
+    remote_ranges_in_flight: int = _count(2, minimum=1)
+    """By URL: how many ranges a stream of ranges holds at once, the one being worked on and
+    those requested ahead of it (2: one fetched while one is reduced). Each is at most
+    ``remote_range_bytes``."""
+
+    remote_head_bytes: int = _size(4 * KiB)
+    """By URL: the first read at offset 0 (recognising the format) is kept when it is at most
+    this many bytes, so that reading the header's length in it costs no request."""
+
+    remote_zip_header_bytes: int = _size(1 * KiB, minimum=30)
+    """By URL: the bytes read for a zip member's local header (30 bytes and its name; a PyTorch
+    checkpoint has one per storage): the header and its padding in one request, neighbours'
+    headers read with it when they lie within."""
+
+    remote_stream_bytes: int = _size(64 * KiB, minimum=1)
+    """By URL: the buffer of the stream a zip's directory and its ``data.pkl`` are read through
+    (each refill one request)."""
+
     max_tf_index_bytes: int = _size(256 * MiB)
     """TensorFlow checkpoints: the largest ``.index`` file, read whole into memory, and the
     largest serialized object graph (``_CHECKPOINTABLE_OBJECT_GRAPH``) read for layer names.
@@ -195,8 +223,9 @@ class Limits:
     def __post_init__(self) -> None:
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"limit {item.name} must be an integer >= 0, not {value!r}")
+            least = item.metadata.get("minimum", 0)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"limit {item.name} must be an integer >= {least}, not {value!r}")
 
     def replace(self, **changes: int) -> Limits:
         """A copy with some limits changed (unknown names raise ``TypeError``)."""
@@ -296,9 +325,13 @@ def parse_assignment(text: str) -> tuple[str, int]:
     if name not in _FIELDS:
         raise ValueError(f"unknown limit {name!r} (limits: {', '.join(Limits.names())})")
     try:
-        return name, parse_value(value)
+        number = parse_value(value)
     except ValueError as exc:
         raise ValueError(f"{name}: {exc}") from None
+    least = _FIELDS[name].metadata.get("minimum", 0)
+    if number < least:
+        raise ValueError(f"{name}: must be at least {least}, not {number}")
+    return name, number
 
 
 def from_assignments(assignments: list[tuple[str, int]] | None) -> Limits:

@@ -26,6 +26,7 @@ from weightscope.formats._common.file_region import declared_bytes
 from weightscope.formats._common.remote import (
     NOT_FOUND,
     RemoteFile,
+    RemotePath,
     beside,
     folder_files,
     looks_like_folder,
@@ -126,8 +127,9 @@ def load(
         return _load_live(source, limits)
     if url_scheme(source) is not None:
         url = str(source)
-        if looks_like_folder(url):
-            url = _url_folder_index(url, storage_options) or url
+        names = folder_files(url, storage_options) if looks_like_folder(url) else None
+        if names is not None:  # a folder (hf://org/repo, s3://bucket/prefix/): as locally
+            return _load_url_folder(url, names, limits, storage_options)
         if url.endswith(sharded.INDEX_SUFFIX):
             return _load_url_index(url, limits, storage_options)
         return _load_url(url, limits, storage_options)
@@ -170,7 +172,7 @@ found at a URL is refused with one line."""
 
 
 def _load_url(url: str, limits: Limits, storage_options: Mapping[str, Any] | None) -> Model:
-    file = RemoteFile(url, storage_options)
+    file = RemoteFile(url, storage_options, limits=limits)
     probe: Probe | None = None
     try:
         if file.size == 0:
@@ -195,31 +197,126 @@ def _load_url(url: str, limits: Limits, storage_options: Mapping[str, Any] | Non
     return model
 
 
-def _url_folder_index(url: str, storage_options: Mapping[str, Any] | None) -> str | None:
-    """The URL of the shard index in the folder ``url`` (``hf://org/repo``, ``s3://bucket/
-    models/tiny/``) when fsspec lists it as a folder; None when it is no folder. A folder
-    holding no index is one line: by URL only a file or an index is read."""
-    names = folder_files(url, storage_options)
-    if names is None:
-        return None
-    indexes = sorted(
-        (n for n in names if n.endswith(sharded.INDEX_SUFFIX)),
-        key=lambda n: (*sharded.INDEX_NAMES, n).index(n),
+def _load_url_folder(
+    url: str, names: list[str], limits: Limits, storage_options: Mapping[str, Any] | None
+) -> Model:
+    """The model of the folder ``url`` holding the files ``names``, chosen as for a local
+    folder (:func:`sharded.choose`): its index, its one model file, the weights HF names, or a
+    complete set of shards without an index. Its files are told by their names; only when they
+    leave several model files is each looked at (its first bytes)."""
+    base = url.rstrip("/")
+
+    def at(name: str) -> RemotePath:
+        return RemotePath(f"{base}/{name}")
+
+    def recognised(name: str) -> bool:
+        return _url_framework(f"{base}/{name}", storage_options) is not None
+
+    named_like = [n for n in names if Path(n).suffix.lower() in sharded.URL_MODEL_SUFFIXES]
+    choice = sharded.choose(
+        RemotePath(base), names, set(named_like).__contains__, at, recheck=recognised
     )
-    if not indexes:
-        listed = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "") or "nothing"
-        raise file_error(
-            UnsupportedFormatError,
-            url,
-            f"is a folder without a shard index (it holds {listed}); by URL, name the model file",
+    if choice.index is not None:
+        return _load_url_index(f"{base}/{choice.index}", limits, storage_options, choice.notes)
+    read_config = _url_config(base, storage_options, limits)
+    if len(choice.read) > 1:
+        shards: list[Path] = [at(name) for name in choice.read]
+
+        def load_shard(path: Path, limits: Limits) -> Model:
+            return _load_url(str(path), limits, storage_options)
+
+        model = sharded.load_url_shards(
+            RemotePath(base), shards, limits, load_shard, choice.how, read_config
         )
-    return f"{url.rstrip('/')}/{indexes[0]}"
+        model.notes.extend(choice.notes)
+        return model
+    model = _load_url(f"{base}/{choice.read[0]}", limits, storage_options)
+    model.notes.extend(choice.notes)
+    model.notes.extend(sharded.config_notes(read_config, limits))
+    return model
 
 
-def _load_url_index(url: str, limits: Limits, storage_options: Mapping[str, Any] | None) -> Model:
+def url_index_shards(url: str, storage_options: Mapping[str, Any] | None) -> list[str]:
+    """The URLs of the shards the index at ``url`` names (beside it); empty when the index
+    cannot be read (a scan then reads its shards alone, and the index says what is wrong)."""
+    try:
+        file = RemoteFile(url, storage_options, "shard index")
+        try:
+            DEFAULT.check("max_json_bytes", file.size, f"the index is {file.size:,} bytes")
+            raw = file.read(0, file.size)
+        finally:
+            file.close()
+        weight_map = sharded.parse_index(file.path, raw, DEFAULT)["weight_map"]
+    except (WeightscopeError, LimitExceeded):
+        return []
+    found = (beside(file.remote_path, name) for name in set(weight_map.values()))
+    return sorted(str(path) for path in found if path is not None)
+
+
+def url_loose_shards_folder(url: str, storage_options: Mapping[str, Any] | None) -> str | None:
+    """The folder of ``url`` (ending in ``/``) when ``url`` is the first of a set of shards
+    without an index that the folder is read as: a scan reads the set as one model, in the row
+    of its first shard, as locally (:func:`sharded.loose_shards_folder`)."""
+    folder, _, name = url.rpartition("/")
+    if not sharded.SHARD_NAME.match(name):
+        return None
+    names = folder_files(folder + "/", storage_options) or []
+    shards = sharded.loose_set(names)
+    return folder + "/" if shards and shards[0] == name else None
+
+
+def _url_framework(url: str, storage_options: Mapping[str, Any] | None) -> str | None:
+    """The framework whose reader recognises the file at ``url`` by its first bytes; None
+    when none does or it cannot be read."""
+    try:
+        file = RemoteFile(url, storage_options)
+    except WeightscopeError:
+        return None
+    probe: Probe | None = None
+    try:
+        probe = _url_probe(file)
+        found = _match(probe)
+    except WeightscopeError:
+        return None
+    finally:
+        if probe is not None:
+            probe.close()
+        file.close()
+    return None if found is None else found[0].FRAMEWORK
+
+
+def _url_config(
+    folder: str, storage_options: Mapping[str, Any] | None, limits: Limits
+) -> sharded.ReadConfig:
+    """Fetches the ``config.json`` in the folder ``folder`` (None: the server has none)."""
+
+    def read_config() -> bytes | None:
+        try:
+            where = f"{folder}/{sharded.CONFIG}"
+            config = RemoteFile(where, storage_options, sharded.CONFIG, limits)
+        except RemoteError as exc:
+            if str(exc).endswith(NOT_FOUND):
+                return None
+            raise
+        try:
+            limits.check("max_json_bytes", config.size, f"it is {config.size:,} bytes")
+            return config.read(0, config.size)
+        finally:
+            config.close()
+
+    return read_config
+
+
+def _load_url_index(
+    url: str,
+    limits: Limits,
+    storage_options: Mapping[str, Any] | None,
+    notes: list[str] | None = None,
+) -> Model:
     """A shard index by URL: its JSON fetched within ``max_json_bytes``, then each shard beside
-    it read by ranges as one file by URL is, and the shards merged as local ones are."""
-    file = RemoteFile(url, storage_options, "shard index")
+    it read by ranges as one file by URL is, and the shards merged as local ones are; ``notes``
+    (what its folder also holds) added after the merge's."""
+    file = RemoteFile(url, storage_options, "shard index", limits)
     try:
         limits.check("max_json_bytes", file.size, f"the index is {file.size:,} bytes")
         raw = file.read(0, file.size)
@@ -237,22 +334,10 @@ def _load_url_index(url: str, limits: Limits, storage_options: Mapping[str, Any]
             problem = f"shard missing: {file.remote_path.name} places tensors in it"
             raise file_error(CorruptFileError, path, problem) from None
 
-    def read_config() -> bytes | None:
-        """The ``config.json`` beside the index; None when the server has none."""
-        where = beside(file.remote_path, sharded.CONFIG)
-        try:
-            config = RemoteFile(str(where), storage_options, sharded.CONFIG)
-        except RemoteError as exc:
-            if str(exc).endswith(NOT_FOUND):
-                return None
-            raise
-        try:
-            limits.check("max_json_bytes", config.size, f"it is {config.size:,} bytes")
-            return config.read(0, config.size)
-        finally:
-            config.close()
-
-    return sharded.load_url_index(file.path, raw, limits, load_shard, beside, read_config)
+    read_config = _url_config(url.rsplit("/", 1)[0], storage_options, limits)
+    model = sharded.load_url_index(file.path, raw, limits, load_shard, beside, read_config)
+    model.notes.extend(notes or [])
+    return model
 
 
 def _url_probe(file: RemoteFile) -> Probe:

@@ -14,8 +14,10 @@ import functools
 import json
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -87,58 +89,108 @@ def load(path: Path, limits: Limits, load_file: LoadFile, recognise: Recognise) 
 
 def _load_folder(folder: Path, limits: Limits, load_file: LoadFile, recognise: Recognise) -> Model:
     try:
-        files = sorted(p for p in folder.iterdir() if p.is_file())
+        names = sorted(p.name for p in folder.iterdir() if p.is_file())
     except OSError as exc:
         raise file_error(
             UnsupportedFormatError, folder, f"cannot list the folder: {exc.strerror or exc}"
         ) from exc
-    indexes = [p for p in files if p.name.endswith(INDEX_SUFFIX)]
+    choice = choose(
+        folder,
+        names,
+        lambda name: recognise(folder / name) is not None,
+        folder.joinpath,
+        lambda models: _latest_checkpoint(folder, models),
+    )
+    if choice.index is not None:
+        model = _load_index(folder / choice.index, limits, load_file)
+    elif len(choice.read) > 1 and Path(choice.read[0]).suffix in NAMED_BY_FIRST:
+        model = _load_named_by_first(folder / choice.read[0], len(choice.read), limits, load_file)
+    elif len(choice.read) > 1:
+        paths = [folder / name for name in choice.read]
+        model = load_shards(folder, paths, None, limits, load_file, choice.how)
+    else:
+        model = load_file(folder / choice.read[0], limits)
+    model.notes.extend(choice.notes)
+    if choice.index is None and len(choice.read) == 1:
+        model.notes.extend(_config_notes(folder / CONFIG, limits))
+        _add_input(model, folder / CONFIG)
+    return model
+
+
+def _load_named_by_first(first: Path, count: int, limits: Limits, load_file: LoadFile) -> Model:
+    """A set whose first file's reader finds the others (a split GGUF), read from that file."""
+    model = load_file(first, limits)
+    if not model.format.endswith(SHARDED):
+        model.close()
+        raise file_error(
+            CorruptFileError,
+            first,
+            f"is named as the first of {count} files, but says it is a file of its own (no "
+            "split keys)",
+        )
+    return model
+
+
+@dataclass
+class Choice:
+    """What reading a folder reads, chosen from the names of its files (:func:`choose`)."""
+
+    read: list[str]
+    """The index, the one model file, or the shards in order."""
+    index: str | None = None
+    """The index, when one is read."""
+    how: str = ""
+    """How the shards of a set without an index are read (the model's first note)."""
+    notes: list[str] = dataclass_field(default_factory=list)
+    """What the folder also holds, not read."""
+
+
+def choose(
+    folder: Path,
+    names: Sequence[str],
+    is_model: Callable[[str], bool],
+    at: Callable[[str], Path],
+    latest: Callable[[list[str]], str | None] | None = None,
+    recheck: Callable[[str], bool] | None = None,
+) -> Choice:
+    """What a folder holding the files ``names`` is read as, locally and by URL alike: its shard
+    index (``model.safetensors.index.json`` first); else its one model file (``is_model``);
+    else the weights HF names (``model.safetensors`` first, :data:`WEIGHTS_NAMES`) or the
+    checkpoint ``latest`` names; else a complete set of shards without an index. ``at`` gives a
+    file's path, for the lines that name one (a shard missing from the set). When that leaves
+    several model files and no one model, those ``recheck`` confirms are chosen from instead
+    (by URL: files named like models, then looked at)."""
+    indexes = sorted(
+        (n for n in names if n.endswith(INDEX_SUFFIX)),
+        key=lambda n: (*INDEX_NAMES, n).index(n),
+    )
     if indexes:
-        indexes.sort(key=lambda p: (*INDEX_NAMES, p.name).index(p.name))
-        model = _load_index(indexes[0], limits, load_file)
-        if len(indexes) > 1:
-            others = ", ".join(p.name for p in indexes[1:])
-            model.notes.append(f"the folder also holds {others} (not read)")
-        return model
-    models = [p for p in files if recognise(p) is not None]
+        others = [f"the folder also holds {', '.join(indexes[1:])} (not read)"]
+        return Choice([indexes[0]], indexes[0], notes=others if indexes[1:] else [])
+    models = [n for n in names if is_model(n)]
     if not models:
-        found = f"none of its files is one ({_names(files)})" if files else "it is empty"
+        found = f"none of its files is one ({_listed(names)})" if names else "it is empty"
         raise file_error(
             UnsupportedFormatError, folder, f"is a directory, not a model file, and {found}"
         )
-    preferred = next((p for name in WEIGHTS_NAMES for p in models if p.name == name), None)
-    preferred = preferred or _latest_checkpoint(folder, models)
+    preferred = next((n for name in WEIGHTS_NAMES for n in models if n == name), None)
+    preferred = preferred or (latest(models) if latest is not None else None)
     if len(models) == 1 or preferred is not None:
-        chosen = [preferred or models[0]]
-        model = load_file(chosen[0], limits)
-    elif (shards := _shard_set(folder, models)) is not None:
-        chosen = shards
-        if shards[0].suffix in NAMED_BY_FIRST:
-            model = load_file(shards[0], limits)
-            if not model.format.endswith(SHARDED):
-                model.close()
-                raise file_error(
-                    CorruptFileError,
-                    shards[0],
-                    f"is named as the first of {len(shards)} files, but says it is a file of "
-                    "its own (no split keys)",
-                )
-        else:
-            how = f"{len(shards)} shards, no index"
-            model = load_shards(folder, shards, None, limits, load_file, how)
+        choice = Choice([preferred or models[0]])
+    elif (shards := _shard_set(models, at)) is not None:
+        choice = Choice(shards, how=f"{len(shards)} shards, no index")
+    elif recheck is not None and (confirmed := [n for n in models if recheck(n)]) != models:
+        return choose(folder, names, confirmed.__contains__, at, latest)
     else:
         raise file_error(
             UnsupportedFormatError,
             folder,
-            f"holds {len(models)} model files, not one model: {_names(models)} (name one)",
+            f"holds {len(models)} model files, not one model: {_listed(models)} (name one)",
         )
-    unread = [p for p in models if p not in chosen]
+    unread = [n for n in models if n not in choice.read]
     if unread:  # training_args.bin, optimizer.pt beside the weights
-        model.notes.append(f"the folder also holds {_names(unread)} (not read)")
-    if len(chosen) == 1:
-        model.notes.extend(_config_notes(folder / CONFIG, limits))
-        _add_input(model, folder / CONFIG)
-    return model
+        choice.notes.append(f"the folder also holds {_listed(unread)} (not read)")
+    return choice
 
 
 TF_CHECKPOINT_STATE = "checkpoint"
@@ -147,7 +199,7 @@ naming the latest: ``model_checkpoint_path: "ckpt-3"``."""
 _LATEST = re.compile(rb'^model_checkpoint_path: "([^"\n]*)"', re.MULTILINE)
 
 
-def _latest_checkpoint(folder: Path, models: list[Path]) -> Path | None:
+def _latest_checkpoint(folder: Path, models: list[str]) -> str | None:
     """The index of the checkpoint the folder's ``checkpoint`` file names as the latest, when
     it is among ``models`` (its name only is taken: the file may hold an absolute path)."""
     state = folder / TF_CHECKPOINT_STATE
@@ -159,14 +211,14 @@ def _latest_checkpoint(folder: Path, models: list[Path]) -> Path | None:
     if found is None:
         return None
     name = PurePosixPath(found.group(1).decode("utf-8", "replace")).name + ".index"
-    return next((p for p in models if p.name == name), None)
+    return name if name in models else None
 
 
-def _shard_set(folder: Path, models: list[Path]) -> list[Path] | None:
+def _shard_set(models: list[str], at: Callable[[str], Path]) -> list[str] | None:
     """The model files that are shards of one set (``name-0000N-of-0000M.ext``), in order;
     None when none are, or those that are make more than one set. A shard missing from the set
-    is an error naming it."""
-    parts = [match for match in map(SHARD_NAME.match, (p.name for p in models)) if match]
+    is an error naming it (its path by ``at``)."""
+    parts = [match for match in map(SHARD_NAME.match, models) if match]
     sets = {(m["stem"], m["count"], m["suffix"]) for m in parts}
     if len(sets) != 1:
         return None
@@ -179,9 +231,8 @@ def _shard_set(folder: Path, models: list[Path]) -> list[Path] | None:
         # the first number missing (a count in a name bounds nothing: look past the files only)
         number = next(n for n in range(1, len(numbers) + 2) if n not in numbers)
         name = f"{stem}-{number:0{len(count)}d}-of-{count}{suffix}"
-        raise file_error(CorruptFileError, folder / name, "shard missing from the folder")
-    by_name = {p.name: p for p in models}
-    return [by_name[m.string] for m in sorted(parts, key=lambda m: int(m["number"]))]
+        raise file_error(CorruptFileError, at(name), "shard missing from the folder")
+    return [m.string for m in sorted(parts, key=lambda m: int(m["number"]))]
 
 
 def _load_index(index: Path, limits: Limits, load_file: LoadFile) -> Model:
@@ -282,6 +333,30 @@ def load_url_index(
         at = next((i for i, n in enumerate(model.notes) if "metadata.total_size" in n), None)
         model.notes[len(model.notes) if at is None else at : at] = notes
     return model
+
+
+def load_url_shards(
+    folder: Path,
+    shards: list[Path],
+    limits: Limits,
+    load_file: LoadFile,
+    how: str,
+    read_config: ReadConfig,
+) -> Model:
+    """The model of a set of shards without an index read by URL (each by ``load_file``),
+    checked and merged as local ones are, with the notes of the ``config.json`` beside them."""
+    model = load_shards(folder, shards, None, limits, load_file, how)
+    model.notes.extend(config_notes(read_config, limits))
+    return model
+
+
+URL_MODEL_SUFFIXES = frozenset(
+    {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".h5", ".hdf5", ".keras"}
+    | {".gguf", ".tflite", ".npz", ".npy", ".index", ".pb"}
+)
+"""By URL, the files of a folder that are taken for model files by their names (looking at
+each one would cost requests); only when the names leave several and no one model is each
+looked at."""
 
 
 BesideURL = Callable[[Any, str], "Path | None"]
@@ -545,8 +620,7 @@ def _add_input(model: Model, path: Path) -> None:
         model.inputs.append(path)
 
 
-def _names(paths: Iterable[Path]) -> str:
-    names = [p.name for p in paths]
+def _listed(names: Sequence[str]) -> str:
     shown = ", ".join(names[:_LISTED])
     return shown + (f", ... ({len(names) - _LISTED} more)" if len(names) > _LISTED else "")
 
@@ -571,22 +645,23 @@ LOOSE_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth"})
 
 @functools.lru_cache(maxsize=256)
 def _loose_set(folder: str, mtime_ns: int) -> tuple[str, ...]:
-    """The names, in order, of the shards (``name-0000N-of-0000M.ext``, no index) that reading
-    ``folder`` as a model reads; empty when reading it would read anything else (an index, a
-    weights file HF prefers, a TF ``checkpoint`` state, more than one set, a shard missing)."""
     try:
-        names = os.listdir(folder)
+        names = [n for n in os.listdir(folder) if os.path.isfile(os.path.join(folder, n))]
     except OSError:
         return ()
+    return loose_set(names)
+
+
+def loose_set(names: Sequence[str]) -> tuple[str, ...]:
+    """The names, in order, of the shards (``name-0000N-of-0000M.ext``, no index) that reading
+    a folder holding the files ``names`` reads; empty when reading it would read anything else
+    (an index, a weights file HF prefers, a TF ``checkpoint`` state, more than one set, a shard
+    missing)."""
     if any(
         n.endswith(INDEX_SUFFIX) or n in WEIGHTS_NAMES or n == TF_CHECKPOINT_STATE for n in names
     ):
         return ()
-    parts = [
-        m
-        for m in map(SHARD_NAME.match, names)
-        if m and m["suffix"] in LOOSE_SUFFIXES and os.path.isfile(os.path.join(folder, m.string))
-    ]
+    parts = [m for m in map(SHARD_NAME.match, names) if m and m["suffix"] in LOOSE_SUFFIXES]
     if len({(m["stem"], m["count"], m["suffix"]) for m in parts}) != 1:
         return ()
     parts.sort(key=lambda m: int(m["number"]))

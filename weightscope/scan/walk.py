@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from weightscope.formats._common.remote import list_files, url_scheme
-from weightscope.formats.registry import recognise
-from weightscope.formats.sharded import is_index, part_of_sharded_model
+from weightscope.formats.registry import recognise, url_index_shards
+from weightscope.formats.sharded import INDEX_SUFFIX, is_index, loose_set, part_of_sharded_model
 from weightscope.formats.tensorflow.saved_files import part_of_saved_model
 
 MODEL_SUFFIXES = frozenset(
@@ -74,14 +74,33 @@ def walk(
 def _walk_url(
     given: str, storage_options: Mapping[str, Any] | None, result: Walk, seen: set[str]
 ) -> None:
+    """The files ``given`` names (listed through fsspec), each taken by its name: a shard
+    index is a model and the shards it names are not (read with it); of a set of shards
+    without an index, the first is the model (the set is read from its folder); any other file
+    is a model when named like one."""
     found = list_files(given, storage_options)
     if not found:
         result.missing.append(given)
+    folders: dict[str, list[str]] = {}
+    for url in found:
+        folder, _, name = url.rpartition("/")
+        folders.setdefault(folder, []).append(name)
+    with_others: set[str] = set()
+    for folder, names in folders.items():
+        for name in names:
+            if name.endswith(INDEX_SUFFIX):
+                with_others.update(url_index_shards(f"{folder}/{name}", storage_options))
+        with_others.update(f"{folder}/{name}" for name in loose_set(names)[1:])
     for url in found:
         if url not in seen:
             seen.add(url)
             named = url == given  # a file named on the command line is always scanned
-            (result.files if named or named_like_model(url) else result.not_models).append(url)
+            if not named and url in with_others:
+                result.not_models.append(url)  # a shard, read with its index or its set
+            elif named or named_like_model(url) or url.endswith(INDEX_SUFFIX):
+                result.files.append(url)
+            else:
+                result.not_models.append(url)
 
 
 def _looks_like_model(file: Path) -> bool:

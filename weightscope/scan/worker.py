@@ -16,7 +16,7 @@ from typing import Any
 from weightscope.analysis.health import MAX_ELEMENTS, LayerHealth, layer_health
 from weightscope.errors import WeightscopeError, printable
 from weightscope.formats._common.remote import url_scheme
-from weightscope.formats.registry import load
+from weightscope.formats.registry import load, url_loose_shards_folder
 from weightscope.formats.sharded import loose_shards_folder
 from weightscope.limits import Limits
 from weightscope.model import Layer, Model, Tensor
@@ -130,9 +130,12 @@ def scan_file(task: Task) -> FileResult:
         return error_result(task.path, message, error_type, seconds, fingerprint)
 
     try:
-        source = task.path if remote else Path(task.path)
-        if not remote:  # the first shard of a set without an index: the set is the model
-            source = loose_shards_folder(Path(task.path)) or source
+        # the first shard of a set without an index: the set (its folder) is the model
+        source: str | Path
+        if remote:
+            source = url_loose_shards_folder(task.path, task.storage_options) or task.path
+        else:
+            source = loose_shards_folder(Path(task.path)) or Path(task.path)
         with load(source, limits=task.limits, storage_options=task.storage_options) as model:
             rows = model_rows(model, task.max_elements)
             extra = [] if remote else [Fingerprint.of(p) for p in model.inputs if p != source]

@@ -35,9 +35,6 @@ class StoredMembers:
     """Bytes read at once: a local header is 30 bytes, and the members of tiny tensors lie close
     together (one read per header was 200,000 system calls)."""
 
-    REMOTE_WINDOW = 1 << 10
-    """For a file read by URL, where each read is a request: a header and its padding."""
-
     def __init__(self, path: Path) -> None:
         self.path = path
         self.remote = getattr(path, "file", None)
@@ -56,7 +53,8 @@ class StoredMembers:
         start = offset - self.window_start
         if not (start >= 0 and start + LOCAL_HEADER_BYTES <= len(self.window)):
             if self.remote is not None:
-                count = max(0, min(self.REMOTE_WINDOW, self.size - offset))
+                window = self.remote.limits.remote_zip_header_bytes  # a request each
+                count = max(0, min(window, self.size - offset))
                 self.window = self.remote.read(offset, count)
             else:
                 self.window = _pread(self.fd, self.WINDOW, offset)

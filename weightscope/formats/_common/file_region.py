@@ -261,8 +261,11 @@ class FileRegionSource:
             return _small_stats([self])[0]  # the numbers stats_many gives it
         floats = self.raw_dtype.kind == "f" or self.dtype_name == BFLOAT16
         remote = self.file.remote
-        if remote:  # a URL: ranges of REMOTE_READ_BYTES, one request each
-            max_elements = max(1, REMOTE_READ_BYTES // self.raw_dtype.itemsize)
+        # by URL: slabs of the file's remote_range_bytes, remote_ranges_in_flight at once
+        in_flight = getattr(self.file, "ranges_in_flight", REMOTE_READERS)
+        if remote:
+            range_bytes = getattr(self.file, "range_bytes", REMOTE_READ_BYTES)
+            max_elements = max(1, range_bytes // self.raw_dtype.itemsize)
             if not (self.contiguous and floats and self.numel):
                 return compute_stats(self.chunks(max_elements))  # the next range in flight
         elif not (self.contiguous and floats and self.numel and (_HAS_MADVISE or _HAS_PREADV)):
@@ -272,7 +275,7 @@ class FileRegionSource:
         if not remote and _HAS_MADVISE:
             return self._mapped_stats(slabs)
         # Floats: read slabs straight into reused buffers, reduced on a few threads (by URL,
-        # REMOTE_READERS of them, each fetching its range while the others reduce theirs).
+        # in_flight of them, each fetching its range while the others reduce theirs).
         itemsize = self.raw_dtype.itemsize
 
         def read(slab: tuple[int, int], scratch: Scratch) -> np.ndarray:
@@ -281,7 +284,7 @@ class FileRegionSource:
             self.file.read_into(self.start + start * itemsize, raw)
             return self._native_floats(raw, scratch, copied=True)
 
-        return reduce_slabs(slabs, read, REMOTE_READERS if remote else None)
+        return reduce_slabs(slabs, read, in_flight if remote else None)
 
     def _native_floats(self, raw: np.ndarray, scratch: Scratch, copied: bool) -> np.ndarray:
         """``raw`` elements as floats of the machine's byte order (bfloat16 widened); ``raw`` is

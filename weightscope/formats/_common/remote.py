@@ -8,28 +8,28 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
 
 from weightscope.errors import RemoteError, UnsupportedFormatError, file_error
+from weightscope.limits import DEFAULT, LimitExceeded, Limits
 
-READ_BYTES = 16 << 20
-"""Most bytes one range request fetches while statistics stream a tensor: they hold at most two
-such ranges (the one being reduced and the one in flight), whatever the tensor's size."""
+READ_BYTES = DEFAULT.remote_range_bytes
+"""The default of ``remote_range_bytes``: the slabs a float tensor's statistics are read in by
+URL (each slab then fetched by requests of at most the file's own ``remote_range_bytes``)."""
 
-READERS = 2
-"""Threads that fetch and reduce a float tensor's ranges by URL, each its own range (one
-fetching while another reduces): at most this many ranges of :data:`READ_BYTES` in memory."""
-
-HEAD_BYTES = 4096
-"""Most bytes of a first read at offset 0 that are kept for later reads within them."""
+READERS = DEFAULT.remote_ranges_in_flight
+"""The default of ``remote_ranges_in_flight``: threads that fetch and reduce a float tensor's
+slabs by URL, each its own slab (one fetching while another reduces)."""
 
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
 """A scheme of two letters or more, then ``://``: ``C://x`` stays a Windows path."""
@@ -122,12 +122,6 @@ class RemotePath(type(Path())):  # type: ignore[misc]
         self._local()
 
 
-WHOLE_BYTES = 64 << 20
-"""Largest file read whole by URL: a format without an index to its data (an ONNX model's
-protobuf) is fetched whole to be decoded; one holding its weights inside is usually larger, and
-refused rather than downloaded."""
-
-
 def beside(path: RemotePath, location: str) -> RemotePath | None:
     """The URL of ``location`` (a relative name an ONNX model gives its external data) in the
     folder of ``path``; None when ``location`` would leave that folder (absolute, ``..``, a URL
@@ -155,8 +149,11 @@ def parse_storage_option(text: str) -> tuple[str, Any]:
 
 class RemoteFile:
     """A file read by URL, with the interface of :class:`~.file_region.OpenFile`: ``size``,
-    ``read``, ``read_into``, ``read_ranges`` (with one range fetched ahead), ``error``,
-    ``close``. Every read is one ranged request; a short answer is an error, never retried."""
+    ``read``, ``read_into``, ``read_ranges`` (with ranges fetched ahead), ``error``, ``close``.
+    Every read is one or more ranged requests of at most ``remote_range_bytes`` (its
+    :class:`~weightscope.limits.Limits`); an answer other than the bytes asked is an error,
+    never retried, and of an answer longer than asked at most one byte more is read (over HTTP,
+    S3 and the Hub: see :func:`_fetcher`)."""
 
     remote = True
 
@@ -165,11 +162,17 @@ class RemoteFile:
         url: str,
         storage_options: Mapping[str, Any] | None = None,
         looked_like: str = "model file",
+        limits: Limits | None = None,
     ) -> None:
         self.remote_path = RemotePath(url)
         self.path: Path = self.remote_path
         self.url = url
         self.looked_like = looked_like
+        self.limits = DEFAULT if limits is None else limits
+        self.range_bytes = self.limits.remote_range_bytes
+        """Most bytes one request asks for."""
+        self.ranges_in_flight = self.limits.remote_ranges_in_flight
+        """Ranges a stream of them holds at once, those requested ahead included."""
         self.storage_options = dict(storage_options or {})
         """The options it was opened with, for the files beside it (ONNX external data)."""
         self._turn = threading.Lock()
@@ -178,8 +181,8 @@ class RemoteFile:
         length lies in them, so reading it costs no request."""
         fsspec = _import_fsspec(url)
         try:
-            fs, location = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
-            handle = fs.open(location, "rb", cache_type="none", block_size=READ_BYTES)
+            fs, location = fsspec.core.url_to_fs(url, **self.storage_options)
+            handle = fs.open(location, "rb", cache_type="none", block_size=self.range_bytes)
         except ImportError as exc:  # the scheme's own package: s3fs, huggingface_hub, aiohttp
             raise self._fail(_missing_package(exc)) from None
         except Exception as exc:
@@ -191,10 +194,15 @@ class RemoteFile:
                 "the server does not give the file's size, so it cannot be read by ranges"
             )
         self._handle = handle
-        self._http = type(handle).__name__ == "HTTPFile" and hasattr(handle, "session")
-        """fsspec's HTTP file: its ranges fetched by :func:`_http_range`, bounded."""
+        self._ranged = _fetcher(handle)
+        """How a range is fetched, bounded (None: through the fsspec file, as it reads)."""
         self.size = self.remote_path.remote_size = size
         self.remote_path.file = self
+
+    def sibling(self, url: str, looked_like: str) -> RemoteFile:
+        """Another file (an ONNX model's external data), opened with this one's storage
+        options and limits."""
+        return RemoteFile(url, self.storage_options, looked_like, self.limits)
 
     def _fail(self, reason: str) -> RemoteError:
         error = file_error(RemoteError, self.url, reason)
@@ -213,34 +221,39 @@ class RemoteFile:
             return b""
         if offset + nbytes <= len(self._head):  # the format's magic, then its header length
             return self._head[offset : offset + nbytes]
-        if self._http:
-            buffer = bytearray(nbytes)
-            self._fetch(offset, memoryview(buffer))
-            data = bytes(buffer)
-        else:
-            data = self._read(offset, nbytes)
-        if offset == 0 and nbytes <= HEAD_BYTES:
+        buffer = bytearray(nbytes)
+        self._fetch(offset, memoryview(buffer))
+        data = bytes(buffer)
+        if offset == 0 and nbytes <= self.limits.remote_head_bytes:
             self._head = data
         return data
 
-    def _read(self, offset: int, nbytes: int) -> bytes:
-        """Through the fsspec file (s3fs, huggingface_hub...): a seek and a read, in turn."""
-        try:
-            with self._turn:
-                self._handle.seek(offset)
-                data = bytes(self._handle.read(nbytes))
-        except Exception as exc:
-            raise self._failed(offset, nbytes, exc) from None
-        self._check_count(offset, nbytes, len(data))
-        return data
-
     def _fetch(self, offset: int, into: memoryview) -> None:
-        """Over HTTP: the range ``into`` covers, written into it as it arrives."""
+        """The bytes at ``offset`` written into ``into`` as they arrive, by requests of at most
+        :attr:`range_bytes`, one after another."""
+        step = self.range_bytes
+        for start in range(0, len(into), step):
+            self._fetch_range(offset + start, into[start : start + step])
+
+    def _fetch_range(self, offset: int, into: memoryview) -> None:
         try:
-            count = _http_range(self._handle, offset, into)
+            if self._ranged is not None:
+                count = self._ranged(self._handle, offset, into)
+            else:
+                count = self._read_through(offset, into)
         except Exception as exc:
             raise self._failed(offset, len(into), exc) from None
         self._check_count(offset, len(into), count)
+
+    def _read_through(self, offset: int, into: memoryview) -> int:
+        """Through the fsspec file (a scheme without a bounded fetch of its own): a seek and a
+        read, in turn. How many bytes came."""
+        with self._turn:
+            self._handle.seek(offset)
+            data = self._handle.read(len(into))
+        count = min(len(data), len(into))
+        into[:count] = data[:count]
+        return len(data)
 
     def _failed(self, offset: int, nbytes: int, exc: Exception) -> RemoteError:
         return self._fail(f"reading bytes {offset}-{offset + nbytes - 1}: {_reason(exc)}")
@@ -250,47 +263,58 @@ class RemoteFile:
             raise self._fail(
                 f"the answer for bytes {offset}-{offset + nbytes - 1} was cut short "
                 f"({count:,} of {nbytes:,} bytes)"
+                if count < nbytes
+                else f"the server sent more than the {nbytes:,} bytes asked for; refused"
             )
 
     def read_whole(self) -> bytes:
-        """All of the file, in one request, up to :data:`WHOLE_BYTES`."""
-        if self.size > WHOLE_BYTES:
-            raise self._fail(
-                f"a {self.looked_like} of {self.size:,} bytes is read whole to be decoded, and "
-                f"by URL only up to {WHOLE_BYTES:,}; download the file first"
+        """All of the file, up to ``max_remote_whole_bytes`` (over it:
+        :class:`~weightscope.limits.LimitExceeded`)."""
+        limit = self.limits.max_remote_whole_bytes
+        if self.size > limit:
+            raise LimitExceeded(
+                "max_remote_whole_bytes",
+                limit,
+                self.size,
+                f"a {self.looked_like} of {self.size:,} bytes is fetched whole to be decoded",
             )
         return self.read(0, self.size)
 
     def stream(self) -> io.BufferedReader:
-        """A seekable binary stream over the file (for ``zipfile``), read in ranges of 64 KiB."""
-        return io.BufferedReader(_RangeStream(self), buffer_size=64 << 10)
+        """A seekable binary stream over the file (for ``zipfile``), read in ranges of
+        ``remote_stream_bytes``."""
+        return io.BufferedReader(_RangeStream(self), buffer_size=self.limits.remote_stream_bytes)
 
     def read_into(self, offset: int, buffer: np.ndarray) -> None:
         view = buffer.reshape(-1).view(np.uint8)
-        if self._http and view.size and offset + view.size > len(self._head):
-            if offset < 0 or offset + view.size > self.size:
-                raise self.error(f"tensor data cut short at byte {offset}")
+        if offset < 0 or offset + view.size > self.size:
+            raise self.error(f"tensor data cut short at byte {offset}")
+        if offset + view.size <= len(self._head):
+            view[:] = np.frombuffer(self._head, np.uint8, view.size, offset)
+        elif view.size:
             self._fetch(offset, view.data)  # no copy but the arriving chunks'
-        else:
-            view[:] = np.frombuffer(self.read(offset, view.size), np.uint8)
 
     def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> Iterator[bytes]:
-        """The bytes of each ``(offset, nbytes)`` in turn, the next range requested while the
-        caller works on this one (at most two ranges in memory)."""
-        if len(ranges) < 2:
+        """The bytes of each ``(offset, nbytes)`` in turn, the following ones requested while
+        the caller works on this one: at most :attr:`ranges_in_flight` ranges held."""
+        ahead = self.ranges_in_flight - 1
+        if ahead < 1 or len(ranges) < 2:
             yield from (self.read(offset, nbytes) for offset, nbytes in ranges)
             return
-        with ThreadPoolExecutor(1, thread_name_prefix="weightscope-read-ahead") as pool:
-            ahead: Future[bytes] = pool.submit(self.read, *ranges[0])
+        following = iter(ranges)
+        with ThreadPoolExecutor(ahead, thread_name_prefix="weightscope-read-ahead") as pool:
+            pending = deque(pool.submit(self.read, *r) for r in itertools.islice(following, ahead))
             try:
-                for following in (*ranges[1:], None):
-                    data = ahead.result()
-                    if following is not None:
-                        ahead = pool.submit(self.read, *following)
+                while pending:
+                    data = pending.popleft().result()
+                    after = next(following, None)
+                    if after is not None:
+                        pending.append(pool.submit(self.read, *after))
                     yield data
                     del data
             finally:
-                ahead.cancel()
+                for future in pending:
+                    future.cancel()
 
     def close(self) -> None:
         handle = getattr(self, "_handle", None)
@@ -300,38 +324,125 @@ class RemoteFile:
                 handle.close()
 
 
+Fetch = Callable[[Any, int, memoryview], int]
+"""Fills the view with the bytes at the offset of an open fsspec file; how many came."""
+
+
+def _fetcher(handle: Any) -> Fetch | None:
+    """The bounded fetch of a range for fsspec's file ``handle``: over HTTP, S3 and the Hub,
+    weightscope's own request through the file system's session, which reads at most one byte
+    past the range asked (one network read, for the Hub) and checks that the answer is that
+    range. fsspec's own reads take whole answers, whatever their length: a server that ignores
+    ``Range`` or never ends its answer would have them download the file into memory. None for
+    other schemes, read through the fsspec file."""
+    kinds = {kind.__name__ for kind in type(handle).__mro__}
+    if "HTTPFile" in kinds and hasattr(handle, "session"):
+        return _http_range
+    if "S3File" in kinds and hasattr(handle, "bucket"):
+        return _s3_range
+    if "HfFileSystemFile" in kinds and hasattr(handle, "url"):
+        return _hf_range
+    return None
+
+
+class _Status(Exception):
+    """An answer with an HTTP error status, its body not read."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"the server answered {status}")
+        self.status = status
+
+
+def _check_range(status: int, content_range: str | None, offset: int) -> None:
+    """Refuse an answer that is not the range asked: not 206 (a 200 would be the whole file),
+    or a ``Content-Range`` starting elsewhere."""
+    if status == 404:
+        raise FileNotFoundError("not found")
+    if status >= 400:
+        raise _Status(status)
+    where = re.match(r"bytes (\d+)-", content_range or "")
+    if status != 206 or (where is not None and int(where.group(1)) != offset):
+        raise ValueError("the server ignores range requests")
+
+
+async def _read_body(read: Callable[[int], Awaitable[bytes]], into: memoryview) -> int:
+    """Fill ``into`` from ``read`` (an answer's body), then read one byte more: there must be
+    none. How many bytes came (fewer than asked: the answer ended early)."""
+    nbytes = len(into)
+    got = 0
+    while got < nbytes:
+        chunk = await read(nbytes - got)
+        if not chunk:
+            return got
+        into[got : got + len(chunk)] = chunk
+        got += len(chunk)
+    if await read(1):
+        raise ValueError(f"the server sent more than the {nbytes:,} bytes asked for")
+    return got
+
+
 def _http_range(handle: Any, offset: int, into: memoryview) -> int:
-    """Fill ``into`` with the bytes at ``offset`` of fsspec's HTTP file ``handle``, through its
-    own session, reading at most one byte more than asked: fsspec's read takes a whole body,
-    and a server that ignores ``Range`` or never ends its answer would have it download the
-    file (or fill the memory). How many bytes came."""
+    """Over HTTP, through fsspec's own aiohttp session."""
     from fsspec.asyn import sync
 
-    return int(sync(handle.fs.loop, _fetch_range, handle, offset, into))
+    return int(sync(handle.fs.loop, _fetch_http_range, handle, offset, into))
 
 
-async def _fetch_range(handle: Any, offset: int, into: memoryview) -> int:
-    nbytes = len(into)
+async def _fetch_http_range(handle: Any, offset: int, into: memoryview) -> int:
     kwargs = dict(handle.kwargs)
-    headers = {**kwargs.pop("headers", {}), "Range": f"bytes={offset}-{offset + nbytes - 1}"}
+    headers = {**kwargs.pop("headers", {}), "Range": _range_header(offset, len(into))}
     url = handle.fs.encode_url(handle.url)
     async with handle.session.get(url, headers=headers, **kwargs) as answer:
-        if answer.status == 404:
-            raise FileNotFoundError(handle.url)
-        answer.raise_for_status()
-        where = re.match(r"bytes (\d+)-", answer.headers.get("Content-Range", ""))
-        if answer.status != 206 or (where is not None and int(where.group(1)) != offset):
-            raise ValueError("the server ignores range requests")
-        got = 0
-        while got < nbytes:
-            chunk = await answer.content.read(nbytes - got)
-            if not chunk:
-                return got
+        _check_range(answer.status, answer.headers.get("Content-Range"), offset)
+        return await _read_body(answer.content.read, into)
+
+
+def _s3_range(handle: Any, offset: int, into: memoryview) -> int:
+    """Over S3, through s3fs's client (its credentials, endpoint and retries of the call)."""
+    from fsspec.asyn import sync
+
+    return int(sync(handle.fs.loop, _fetch_s3_range, handle, offset, into))
+
+
+async def _fetch_s3_range(handle: Any, offset: int, into: memoryview) -> int:
+    version = {"VersionId": handle.version_id} if getattr(handle, "version_id", None) else {}
+    answer = await handle.fs._call_s3(
+        "get_object",
+        Bucket=handle.bucket,
+        Key=handle.key,
+        Range=_range_header(offset, len(into)),
+        **version,
+        **getattr(handle, "req_kw", {}),
+    )
+    body = answer["Body"]
+    try:
+        status = answer.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        _check_range(status, answer.get("ContentRange"), offset)
+        return await _read_body(body.read, into)
+    finally:
+        body.close()  # the connection, unread rest and all
+
+
+def _hf_range(handle: Any, offset: int, into: memoryview) -> int:
+    """Over the Hub, through huggingface_hub's HTTP client (its token and endpoint)."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import http_stream_backoff
+
+    headers = {"range": _range_header(offset, len(into)), **handle.fs._api._build_hf_headers()}
+    timeout = constants.HF_HUB_DOWNLOAD_TIMEOUT
+    with http_stream_backoff("GET", handle.url(), headers=headers, timeout=timeout) as answer:
+        _check_range(answer.status_code, answer.headers.get("content-range"), offset)
+        nbytes, got = len(into), 0
+        for chunk in answer.iter_raw():  # as the network gives them: one read past at most
+            if got + len(chunk) > nbytes:
+                raise ValueError(f"the server sent more than the {nbytes:,} bytes asked for")
             into[got : got + len(chunk)] = chunk
             got += len(chunk)
-        if await answer.content.read(1):
-            raise ValueError(f"the server sent more than the {nbytes:,} bytes asked for")
-    return got
+        return got
+
+
+def _range_header(offset: int, nbytes: int) -> str:
+    return f"bytes={offset}-{offset + nbytes - 1}"
 
 
 class _RangeStream(io.RawIOBase):

@@ -41,7 +41,6 @@ def match(probe: Probe) -> Match | None:
 def load(match: Match, limits: Limits) -> Model:
     path = match.probe.path
     from weightscope.formats._common.file_region import OpenFile, RegionFile
-    from weightscope.formats._common.remote import RemoteFile
 
     remote = match.probe.file  # a URL: the protobuf fetched whole, tensors read by ranges
     resources = ExitStack()
@@ -68,7 +67,7 @@ def load(match: Match, limits: Limits) -> Model:
                 elif target == path:
                     files[target] = remote
                 else:
-                    files[target] = RemoteFile(str(target), remote.storage_options, looked_like)
+                    files[target] = remote.sibling(str(target), looked_like)
                 resources.callback(files[target].close)
             return files[target]
 
