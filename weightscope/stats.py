@@ -251,15 +251,13 @@ def _sums(values: np.ndarray) -> tuple[float, float]:
     whole = values.size - values.size % BLOCK
     total = squares = 0.0
     if whole:
-        rows = values[:whole].reshape(-1, BLOCK)
+        blocks = values[:whole].reshape(-1, 1, BLOCK)
         ones = _ONES.get(values.dtype)
         if ones is None:  # long double, say: numpy's own loops, not BLAS
             ones = np.ones((BLOCK, 1), values.dtype)
-        # one matrix-vector product for the block sums (a quarter faster than a stack of dot
-        # products); a stack of dot products, each block with itself, for the squares
-        total = float(np.add.reduce(np.matmul(rows, ones), axis=None, dtype=np.float64))
-        blocks = rows.reshape(-1, 1, BLOCK)
-        squares = float(np.add.reduce(np.matmul(blocks, rows.reshape(-1, BLOCK, 1)), axis=None,
+        total = float(np.add.reduce(np.matmul(blocks, ones), axis=None,
+                                    dtype=np.float64))  # fmt: skip
+        squares = float(np.add.reduce(np.matmul(blocks, blocks.reshape(-1, BLOCK, 1)), axis=None,
                                       dtype=np.float64))  # fmt: skip
     if whole < values.size:
         tail = values[whole:]
