@@ -23,21 +23,10 @@ import weightscope
 from weightscope.cli.app import main
 
 
-class Counting(ThreadingHTTPServer):
-    """Serves ``files`` (name -> local path); counts body bytes sent and remembers each Range
-    asked. ``mode``: ``ok``, ``ignore-range`` (200 and the whole body), ``truncate`` (half the
-    range, then the connection closed), ``no-length`` (no size in HEAD nor GET), ``forbidden``
-    (403 to everything), ``long-body`` (206 without a length, then the file to its end)."""
+class _Loopback(ThreadingHTTPServer):
+    """A threaded HTTP server on 127.0.0.1 that keeps quiet about clients hanging up."""
 
     daemon_threads = True
-
-    def __init__(self, files: dict[str, Path]) -> None:
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.files = files
-        self.sent = 0
-        self.ranges: list[tuple[int, int]] = []
-        self.mode = "ok"
-        self.lock = threading.Lock()
 
     def handle_error(self, request: object, client_address: object) -> None:
         pass  # a client hanging up on a body it did not ask for
@@ -47,12 +36,30 @@ class Counting(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
 
-class Handler(BaseHTTPRequestHandler):
-    server: Counting
+class _QuietHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+class Counting(_Loopback):
+    """Serves ``files`` (name -> local path); counts body bytes sent and remembers each Range
+    asked. ``mode``: ``ok``, ``ignore-range`` (200 and the whole body), ``truncate`` (half the
+    range, then the connection closed), ``no-length`` (no size in HEAD nor GET), ``forbidden``
+    (403 to everything), ``long-body`` (206 without a length, then the file to its end)."""
+
+    def __init__(self, files: dict[str, Path]) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.files = files
+        self.sent = 0
+        self.ranges: list[tuple[int, int]] = []
+        self.mode = "ok"
+        self.lock = threading.Lock()
+
+
+class Handler(_QuietHandler):
+    server: Counting
 
     def _target(self) -> Path | None:
         if self.server.mode == "forbidden":
@@ -186,13 +193,11 @@ def moto_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         server.stop()
 
 
-class CountingProxy(ThreadingHTTPServer):
+class CountingProxy(_Loopback):
     """Forwards every request to ``target`` (moto's S3 server) and counts the body bytes it
     sends back. ``mode``: ``ok``; ``ignore-range`` (the ``Range`` of a GET dropped: S3 answers
     200 and the whole object); ``long-body`` (the ``Range`` dropped, the answer a 206 for the
     range asked, no length, then the object to its end)."""
-
-    daemon_threads = True
 
     def __init__(self, target: str) -> None:
         super().__init__(("127.0.0.1", 0), ProxyHandler)
@@ -204,20 +209,9 @@ class CountingProxy(ThreadingHTTPServer):
         self.mode = "ok"
         self.lock = threading.Lock()
 
-    def handle_error(self, request: object, client_address: object) -> None:
-        pass  # a client hanging up on a body it did not ask for
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class ProxyHandler(BaseHTTPRequestHandler):
+class ProxyHandler(_QuietHandler):
     server: CountingProxy
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: object) -> None:
-        pass
 
     def _forward(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)

@@ -22,6 +22,9 @@ from weightscope.errors import WeightscopeError
 from weightscope.formats.gguf import blocks
 
 gguf = pytest.importorskip("gguf")
+
+from gguf_files import finish_gguf  # noqa: E402  (after the skip: it imports gguf)
+
 Q = gguf.GGMLQuantizationType
 
 QUANTIZED_BY_GGUF = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "BF16", "F16", "F32"]
@@ -56,15 +59,7 @@ def write_gguf(path: Path, tensors: list[tuple[str, np.ndarray, object]], **meta
     writer.add_name(metadata.pop("name", "tiny test model"))
     for key, value in metadata.items():
         getattr(writer, f"add_{key}")(value)
-    for name, array, qtype in tensors:
-        if qtype is None:
-            writer.add_tensor(name, array)
-        else:
-            writer.add_tensor(name, array, raw_dtype=qtype)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    finish_gguf(writer, tensors)
     return path
 
 

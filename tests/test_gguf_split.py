@@ -15,6 +15,9 @@ from cli_runner import run_cli
 import weightscope
 
 gguf = pytest.importorskip("gguf")
+
+from gguf_files import finish_gguf  # noqa: E402  (after the skip: it imports gguf)
+
 Q = gguf.GGMLQuantizationType
 
 
@@ -54,20 +57,8 @@ def _writer(path: Path, first: bool) -> gguf.GGUFWriter:
     return writer
 
 
-def _finish(writer: gguf.GGUFWriter, tensors) -> None:
-    for name, array, qtype in tensors:
-        if qtype is None:
-            writer.add_tensor(name, array)
-        else:
-            writer.add_tensor(name, array, raw_dtype=qtype)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
-
 def write_whole(path: Path) -> Path:
-    _finish(_writer(path, True), _tensors())
+    finish_gguf(_writer(path, True), _tensors())
     return path
 
 
@@ -91,7 +82,7 @@ def write_split(
             writer.add_uint16("split.count", values["split.count"])
         if values["split.tensors.count"] is not None:
             writer.add_int32("split.tensors.count", values["split.tensors.count"])
-        _finish(writer, tensors[start:end])
+        finish_gguf(writer, tensors[start:end])
         paths.append(path)
     return paths
 
@@ -147,7 +138,7 @@ def test_split_written_by_the_gguf_package_itself(tmp_path) -> None:
     writer.add_file_type(int(gguf.LlamaFileType.MOSTLY_Q8_0))
     writer.add_context_length(2048)
     writer.add_block_count(1)
-    _finish(writer, _tensors())
+    finish_gguf(writer, _tensors())
     paths = sorted((tmp_path / "pkg").iterdir())
     assert [p.name for p in paths] == [f"tiny-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
     with weightscope.load(paths[0]) as model, weightscope.load(whole_path) as whole:
