@@ -62,11 +62,12 @@ _KERAS = _reader("keras.reader")
 _PYTORCH = _reader("pytorch.reader")
 _SAFETENSORS = _reader("safetensors")
 _ONNX = _reader("onnx.reader")
+_GGUF = _reader("gguf.reader")
 
 READERS: tuple[Reader, ...] = (
     _KERAS,
     _PYTORCH,
-    _reader("gguf.reader"),
+    _GGUF,
     _SAFETENSORS,
     _reader("numpy"),
     _reader("tensorflow.savedmodel"),
@@ -166,7 +167,7 @@ def _load_file(file: Path, limits: Limits) -> Model:
         return _load_with(*found, limits)
 
 
-URL_READERS: tuple[Reader, ...] = (_SAFETENSORS, _ONNX, _PYTORCH)
+URL_READERS: tuple[Reader, ...] = (_SAFETENSORS, _ONNX, _PYTORCH, _GGUF)
 """The readers that read a file by URL (by ranges, through ``Probe.file``); any other format
 found at a URL is refused with one line."""
 
@@ -183,7 +184,7 @@ def _load_url(url: str, limits: Limits, storage_options: Mapping[str, Any] | Non
             raise file_error(UnsupportedFormatError, url, f"unknown format (not {SUPPORTED})")
         if found[0] not in URL_READERS:
             problem = (
-                f"a {found[1].looks_like} is not read by URL (only .safetensors, ONNX and "
+                f"a {found[1].looks_like} is not read by URL (only .safetensors, ONNX, GGUF and "
                 "PyTorch zip checkpoints are)"
             )
             raise file_error(UnsupportedFormatError, url, f"{problem}; download the file first")

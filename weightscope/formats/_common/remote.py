@@ -285,6 +285,14 @@ class RemoteFile:
         ``remote_stream_bytes``."""
         return io.BufferedReader(_RangeStream(self), buffer_size=self.limits.remote_stream_bytes)
 
+    def sequential_stream(self) -> io.BufferedReader:
+        """A seekable binary stream for reading a header of unknown length from the start (a
+        GGUF file's): each request twice as long as the one before, from
+        ``remote_stream_bytes`` up to ``remote_range_bytes``, so a header of H bytes costs
+        about log2(H) requests and at most about 2 H bytes."""
+        raw = _ReadAhead(self, self.limits.remote_stream_bytes, self.range_bytes)
+        return io.BufferedReader(raw, buffer_size=self.limits.remote_stream_bytes)
+
     def read_into(self, offset: int, buffer: np.ndarray) -> None:
         view = buffer.reshape(-1).view(np.uint8)
         if offset < 0 or offset + view.size > self.size:
@@ -471,6 +479,30 @@ class _RangeStream(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         count = max(0, min(len(view), self.file.size - self.position))
         view[:count] = self.file.read(self.position, count)
+        self.position += count
+        return count
+
+
+class _ReadAhead(_RangeStream):
+    """:class:`_RangeStream` that fetches ahead of what is asked, twice as far each time (from
+    ``first`` to ``most`` bytes), and serves reads from what it fetched."""
+
+    def __init__(self, file: RemoteFile, first: int, most: int) -> None:
+        super().__init__(file)
+        self.ahead = first
+        self.most = max(first, most)
+        self.data = b""
+        self.data_start = 0
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        at = self.position - self.data_start
+        if not 0 <= at < len(self.data):  # outside what was fetched: fetch from here on
+            nbytes = min(max(len(view), self.ahead), self.file.size - self.position)
+            self.data, self.data_start, at = self.file.read(self.position, nbytes), self.position, 0
+            self.ahead = min(2 * self.ahead, self.most)
+        count = min(len(view), len(self.data) - at)
+        view[:count] = self.data[at : at + count]
         self.position += count
         return count
 

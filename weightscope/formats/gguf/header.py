@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from weightscope.errors import CorruptFileError, UnsupportedFormatError, file_error, short
+from weightscope.formats._common.remote import RemoteFile
 from weightscope.formats.gguf.blocks import TYPES, GGMLType
 from weightscope.limits import Limits
 
@@ -184,9 +185,10 @@ class _Cursor:
         return raw.decode("utf-8", errors="replace")
 
 
-def read_header(path: Path, limits: Limits) -> Header:
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
+def read_header(path: Path, limits: Limits, remote: RemoteFile | None = None) -> Header:
+    """The header of the GGUF file ``path`` (read by URL through ``remote`` when given)."""
+    size = path.stat().st_size if remote is None else remote.size
+    with open(path, "rb") if remote is None else remote.sequential_stream() as handle:
         cursor = _Cursor(handle, path, size, limits)
         magic = cursor.read(4, "the magic")
         if magic != MAGIC:

@@ -14,8 +14,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from weightscope.errors import printable
-from weightscope.formats._common.file_region import FileRegionSource, OpenFile, c_strides
+from weightscope.errors import UnsupportedFormatError, file_error, printable
+from weightscope.formats._common.file_region import (
+    FileRegionSource,
+    OpenFile,
+    RegionFile,
+    c_strides,
+)
 from weightscope.formats.gguf import grid, split
 from weightscope.formats.gguf.blocks import GGMLType
 from weightscope.formats.gguf.header import MAGIC, ArrayValue, Header, TensorInfo, read_header
@@ -78,10 +83,18 @@ def load_object(obj: Any, limits: Limits) -> Model:
 
 def load(match: Match, limits: Limits) -> Model:
     path = match.probe.path
-    header = read_header(path, limits)
+    remote = match.probe.file  # a file read by URL
+    header = read_header(path, limits, remote)
     found = split.split_of(header, path)
     if found is None or found.count == 1:
-        return read_file(path, header, notes(header))
+        return read_file(path, header, notes(header), remote)
+    if remote is not None:
+        raise file_error(
+            UnsupportedFormatError,
+            path,
+            f"is split {found.no + 1} of {found.count} of a split GGUF, which is not read by "
+            "URL; download its files first",
+        )
     if found.no == 0:
         return split.load(path, header, found, limits, read_file, notes)
     first = split.paths_from(path, found)
@@ -92,9 +105,12 @@ def load(match: Match, limits: Limits) -> Model:
     return read_file(path, header, [alone, *notes(header)])
 
 
-def read_file(path: Path, header: Header, notes: list[str]) -> Model:
-    """The model of the one GGUF file ``path`` whose header is ``header``."""
-    file = OpenFile(path, GGUF)
+def read_file(
+    path: Path, header: Header, notes: list[str], remote: RegionFile | None = None
+) -> Model:
+    """The model of the one GGUF file ``path`` whose header is ``header`` (read by URL through
+    ``remote`` when given)."""
+    file = remote if remote is not None else OpenFile(path, GGUF)
     try:
         entries = [_entry(file, header, info) for info in header.tensors]
         layers = [build_layer(name, members) for name, members in group(entries).items()]
@@ -106,7 +122,7 @@ def read_file(path: Path, header: Header, notes: list[str]) -> Model:
     return model
 
 
-def _entry(file: OpenFile, header: Header, info: TensorInfo) -> Entry:
+def _entry(file: RegionFile, header: Header, info: TensorInfo) -> Entry:
     start = header.data_start + info.offset
     ggml_type = info.ggml_type
     shape = info.shape

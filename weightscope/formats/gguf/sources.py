@@ -11,7 +11,7 @@ import numpy as np
 
 from weightscope.chunking import DEFAULT_CHUNK_ELEMENTS
 from weightscope.errors import UnsupportedFormatError, file_error
-from weightscope.formats._common.file_region import OpenFile
+from weightscope.formats._common.file_region import RegionFile
 from weightscope.formats.gguf import grid
 from weightscope.formats.gguf.blocks import GGMLType, Parts, real_values
 from weightscope.model import ArraySource, Quantization
@@ -31,7 +31,7 @@ class BlockSource:
 
     def __init__(
         self,
-        file: OpenFile,
+        file: RegionFile,
         start: int,
         ggml_type: GGMLType,
         shape: tuple[int, ...],
@@ -50,7 +50,7 @@ class BlockSource:
         self.n_blocks = self.numel // ggml_type.block_size
         self.nbytes = self.n_blocks * ggml_type.type_size
 
-    def file_regions(self) -> list[tuple[OpenFile, int]]:
+    def file_regions(self) -> list[tuple[RegionFile, int]]:
         return [(self.file, self.nbytes)]
 
     def runs(self, max_elements: int) -> list[Run]:
@@ -180,7 +180,7 @@ class UndecodedSource:
     refused with one line when asked for (``why``: what would decode it, if anything)."""
 
     def __init__(
-        self, file: OpenFile, name: str, ggml_type: GGMLType, nbytes: int, why: str = ""
+        self, file: RegionFile, name: str, ggml_type: GGMLType, nbytes: int, why: str = ""
     ) -> None:
         self.file = file
         self.name = name
@@ -188,7 +188,7 @@ class UndecodedSource:
         self.nbytes = nbytes
         self.why = why
 
-    def file_regions(self) -> list[tuple[OpenFile, int]]:
+    def file_regions(self) -> list[tuple[RegionFile, int]]:
         return [(self.file, self.nbytes)]
 
     def _refuse(self) -> Exception:
