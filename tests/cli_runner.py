@@ -202,3 +202,12 @@ def _show_warning(
     line: str | None = None,
 ) -> None:
     sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def interrupt_while_stopped(process: subprocess.Popen[str]) -> None:
+    """Ctrl-C to ``process`` as it works: stopped first (SIGSTOP), then SIGINT, then SIGCONT,
+    so the interrupt is pending before it can run another instruction. Sent plainly, a fast
+    machine (or a slow test seeing the work start) let the work end before the signal came."""
+    process.send_signal(signal.SIGSTOP)
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGCONT)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runner import interrupt_while_stopped
 
 from weightscope.scan import ScanInterrupted, scan
 from weightscope.scan.table_io import read_table
@@ -54,7 +54,6 @@ def _wait_for_worker(parent: int, seconds: float = 60.0) -> None:
             except OSError:
                 continue
             if int(fields[1]) == parent and b"weightscope.scan.serve" in command:
-                time.sleep(0.1)  # let it read a few files
                 return
         time.sleep(0.02)
     raise AssertionError("the scan started no worker")
@@ -98,7 +97,7 @@ def test_ctrl_c_on_the_command_line_exits_130_without_traceback(
         [*command, "--jobs", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     _wait_for_worker(process.pid)  # files are being read now
-    process.send_signal(signal.SIGINT)
+    interrupt_while_stopped(process)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
