@@ -204,10 +204,29 @@ def _show_warning(
     sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
+def interruptible(command: list[str]) -> subprocess.Popen[str]:
+    """``command`` started as a terminal starts it, with SIGINT at its default and unblocked
+    (Python then turns it into KeyboardInterrupt): a child inherits SIGINT ignored or blocked
+    from the process that starts it (a shell's background job, a test worker), and a Ctrl-C
+    test could then never pass. Output piped, as text."""
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,  # in the child, before it runs Python
+    )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def interrupt_while_stopped(process: subprocess.Popen[str]) -> None:
     """Ctrl-C to ``process`` as it works: stopped first (SIGSTOP), then SIGINT, then SIGCONT,
-    so the interrupt is pending before it can run another instruction. Sent plainly, a fast
-    machine (or a slow test seeing the work start) let the work end before the signal came."""
+    so the interrupt is pending before it can run another instruction (sent plainly, a fast
+    machine could finish the work between the test seeing it start and the signal)."""
     process.send_signal(signal.SIGSTOP)
     process.send_signal(signal.SIGINT)
     process.send_signal(signal.SIGCONT)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_runner import interrupt_while_stopped
+from cli_runner import interrupt_while_stopped, interruptible
 
 import weightscope
 from weightscope.cli import main
@@ -326,12 +326,7 @@ def test_a_real_sigint_gives_one_line(tmp_path):
     )
     with open(path, "r+b") as handle:  # 256 MB of zeros, sparse on disk
         handle.truncate(path.stat().st_size + (64 << 22))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "weightscope", "inspect", str(path), "--health"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = interruptible([sys.executable, "-m", "weightscope", "inspect", str(path), "--health"])
     _wait_until_reading(process, path)
     interrupt_while_stopped(process)
     _, err = process.communicate(timeout=30)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_runner import interrupt_while_stopped
+from cli_runner import interrupt_while_stopped, interruptible
 
 from weightscope.scan import ScanInterrupted, scan
 from weightscope.scan.table_io import read_table
@@ -93,9 +93,7 @@ def test_ctrl_c_on_the_command_line_exits_130_without_traceback(
 ) -> None:
     table = tmp_path / "zoo.parquet"
     command = [sys.executable, "-m", "weightscope", "scan", str(folder), "-o", str(table)]
-    process = subprocess.Popen(
-        [*command, "--jobs", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    process = interruptible([*command, "--jobs", "1"])
     _wait_for_worker(process.pid)  # files are being read now
     interrupt_while_stopped(process)
     _, stderr = process.communicate(timeout=60)
