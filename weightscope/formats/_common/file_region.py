@@ -30,8 +30,7 @@ import numpy as np
 from weightscope.chunking import DEFAULT_CHUNK_ELEMENTS
 from weightscope.dtypes import BFLOAT16, bfloat16_to_float32
 from weightscope.errors import CorruptFileError, UnsupportedFormatError, file_error
-from weightscope.formats._common.remote import READ_BYTES as REMOTE_READ_BYTES
-from weightscope.formats._common.remote import READERS as REMOTE_READERS
+from weightscope.formats._common.remote import RemoteFile
 from weightscope.stats import (
     SMALL_TENSOR_ELEMENTS,
     Scratch,
@@ -260,19 +259,16 @@ class FileRegionSource:
         if self.small and self.numel <= max_elements:
             return _small_stats([self])[0]  # the numbers stats_many gives it
         floats = self.raw_dtype.kind == "f" or self.dtype_name == BFLOAT16
-        remote = self.file.remote
-        # by URL: slabs of the file's remote_range_bytes, remote_ranges_in_flight at once
-        in_flight = getattr(self.file, "ranges_in_flight", REMOTE_READERS)
-        if remote:
-            range_bytes = getattr(self.file, "range_bytes", REMOTE_READ_BYTES)
-            max_elements = max(1, range_bytes // self.raw_dtype.itemsize)
+        remote = self.file if isinstance(self.file, RemoteFile) else None
+        if remote is not None:  # slabs of its remote_range_bytes, ranges_in_flight at once
+            max_elements = max(1, remote.range_bytes // self.raw_dtype.itemsize)
             if not (self.contiguous and floats and self.numel):
                 return compute_stats(self.chunks(max_elements))  # the next range in flight
         elif not (self.contiguous and floats and self.numel and (_HAS_MADVISE or _HAS_PREADV)):
             return compute_stats(self.chunks(max_elements))
         numel = self.numel
         slabs = [(s, min(max_elements, numel - s)) for s in range(0, numel, max_elements)]
-        if not remote and _HAS_MADVISE:
+        if remote is None and _HAS_MADVISE:
             return self._mapped_stats(slabs)
         # Floats: read slabs straight into reused buffers, reduced on a few threads (by URL,
         # in_flight of them, each fetching its range while the others reduce theirs).
@@ -284,7 +280,7 @@ class FileRegionSource:
             self.file.read_into(self.start + start * itemsize, raw)
             return self._native_floats(raw, scratch, copied=True)
 
-        return reduce_slabs(slabs, read, in_flight if remote else None)
+        return reduce_slabs(slabs, read, None if remote is None else remote.ranges_in_flight)
 
     def _native_floats(self, raw: np.ndarray, scratch: Scratch, copied: bool) -> np.ndarray:
         """``raw`` elements as floats of the machine's byte order (bfloat16 widened); ``raw`` is

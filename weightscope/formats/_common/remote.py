@@ -23,14 +23,6 @@ import numpy as np
 from weightscope.errors import RemoteError, UnsupportedFormatError, file_error
 from weightscope.limits import DEFAULT, LimitExceeded, Limits
 
-READ_BYTES = DEFAULT.remote_range_bytes
-"""The default of ``remote_range_bytes``: the slabs a float tensor's statistics are read in by
-URL (each slab then fetched by requests of at most the file's own ``remote_range_bytes``)."""
-
-READERS = DEFAULT.remote_ranges_in_flight
-"""The default of ``remote_ranges_in_flight``: threads that fetch and reduce a float tensor's
-slabs by URL, each its own slab (one fetching while another reduces)."""
-
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
 """A scheme of two letters or more, then ``://``: ``C://x`` stays a Windows path."""
 
